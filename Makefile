@@ -1,0 +1,33 @@
+# Two entry points, both idempotent and safe to run on a fresh machine as root:
+#   make demo  - create .venv, install corral, run the demo job on this machine
+#   make test  - install the Debian packages and the venv the tests need, then run pytest
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned: an unpinned install would pull a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv debs clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[test,plot]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+debs:
+	@if dpkg -s $(DEBS) >/dev/null 2>&1; then echo "Debian packages present: $(DEBS)"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBS); fi
+
+demo: venv
+	$(VENV)/bin/corral demo
+
+test: debs venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Benchmarks run by ``corral bench``: collective bandwidth, network, volume, node acceptance."""

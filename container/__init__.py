@@ -1,0 +1,1 @@
+"""Container run configurations (InfiniBand devices, NCCL mounts) and running jobs inside them."""

@@ -1,0 +1,50 @@
+"""The ``corral`` command line. ``main(argv)`` is callable from tests and returns the exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from launcher.errors import CorralError
+
+log = logging.getLogger("launcher")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one readable message and exit 2, failed runs exit 1."""
+    from typer import Abort, Exit
+    from typer._click.exceptions import ClickException
+    from typer.main import get_command
+
+    from launcher.cli.app import app, state
+
+    command = get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        result = command.main(args=args, prog_name="corral", standalone_mode=False)
+    except Exit as exc:
+        return exc.exit_code
+    except Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except CorralError as exc:
+        if state.debug:
+            log.exception("error")
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for people
+        if state.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n  rerun with --debug for a traceback, and please report it", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

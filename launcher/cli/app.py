@@ -1,0 +1,65 @@
+"""The root typer app: global options and the command groups, each in its own module."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import typer
+
+from launcher import __version__
+
+
+@dataclass
+class CliState:
+    """Options of the root command that every subcommand may consult."""
+
+    verbose: bool = False
+    quiet: bool = False
+    debug: bool = False
+
+
+state = CliState()
+
+app = typer.Typer(
+    name="corral",
+    help="corral: launch distributed training on GPU nodes inside tmux, and benchmark the nodes.\n\n"
+    "Example: corral launch configs/demo.yaml --follow",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"corral {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what corral does (each ssh/tmux/docker command)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    state.verbose, state.quiet, state.debug = verbose, quiet, debug
+    level = logging.DEBUG if (verbose or debug) else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _register() -> None:
+    from launcher.cli import bench_cmd, ckpt_cmd, config_cmd, container_cmd, demo_cmd, jobs_cmd, sweep_cmd
+
+    jobs_cmd.register(app)
+    app.add_typer(bench_cmd.app, name="bench")
+    app.add_typer(container_cmd.app, name="container")
+    app.add_typer(ckpt_cmd.app, name="ckpt")
+    app.add_typer(sweep_cmd.app, name="sweep")
+    app.add_typer(config_cmd.app, name="config")
+    demo_cmd.register(app)
+
+
+_register()

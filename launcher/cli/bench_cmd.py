@@ -1,0 +1,86 @@
+"""``corral bench``: collective bandwidth, network, volume and node acceptance benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from launcher.cli.common import ClusterOpt, not_implemented
+
+app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
+
+
+@app.command("allreduce")
+def allreduce(
+    cluster: Optional[Path] = ClusterOpt,
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Processes per node (default: GPUs, or 2 on CPU)."),
+    min_bytes: str = typer.Option("8", "-b", "--minbytes", help="Smallest message size (K/M/G binary suffixes)."),
+    max_bytes: str = typer.Option("64M", "-e", "--maxbytes", help="Largest message size."),
+    factor: int = typer.Option(2, "-f", "--stepfactor", help="Multiply the size by this between rows."),
+    iters: int = typer.Option(20, "-n", "--iters", help="Timed iterations per size."),
+    warmup: int = typer.Option(5, "-w", "--warmup-iters", help="Untimed iterations per size."),
+    dtype: str = typer.Option("float", "-d", "--datatype", help="float, half, bfloat16, double, int32, int64, ..."),
+    op: str = typer.Option("sum", "-o", "--op", help="sum, prod, min, max, avg."),
+    backend: str = typer.Option("auto", "--backend", help="auto, nccl or gloo."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write rows and environment as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write busbw/algbw vs size as a PNG."),
+    min_busbw: Optional[float] = typer.Option(None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."),
+) -> None:
+    """All-reduce bandwidth across the cluster, in nccl-tests' table format.
+
+    Example: corral bench allreduce -c cluster.yaml -b 8 -e 1G -f 2 --json ar.json
+    """
+    not_implemented("bench allreduce")
+
+
+@app.command("net")
+def net(
+    cluster: Optional[Path] = ClusterOpt,
+    duration: float = typer.Option(10.0, "--duration", help="Seconds per pair."),
+    pairs: str = typer.Option("all", "--pairs", help="all or ring."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the matrix and series as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-pair time series as a PNG."),
+) -> None:
+    """Point-to-point TCP throughput between nodes over their private addresses.
+
+    Example: corral bench net -c cluster.yaml --duration 5 --pairs ring
+    """
+    not_implemented("bench net")
+
+
+@app.command("volume")
+def volume(
+    path: Path = typer.Argument(..., help="Directory on the volume to test (files are created and removed there)."),
+    cluster: Optional[Path] = ClusterOpt,
+    size: str = typer.Option("1G", "--size", help="File size per job."),
+    bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes."),
+    jobs: int = typer.Option(4, "--jobs", help="Parallel jobs for random modes."),
+    iodepth: int = typer.Option(8, "--iodepth", help="Requests in flight per job."),
+    mode: str = typer.Option("seqwrite,seqread,randread,randwrite", "--mode", help="Comma-separated modes."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per mode (default: one pass over the file)."),
+    direct: bool = typer.Option(True, "--direct/--buffered", help="O_DIRECT (default) or buffered I/O."),
+    limit_mibps: Optional[float] = typer.Option(None, "--limit-mibps", help="Judge against this cap (e.g. 128)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the time series as a PNG."),
+    compare_fio: bool = typer.Option(False, "--compare-fio", help="Also run fio with the same parameters."),
+) -> None:
+    """Volume throughput: sequential and random I/O, throttle detection, fio comparison.
+
+    Example: corral bench volume /mnt/data --size 2G --limit-mibps 128 --compare-fio
+    """
+    not_implemented("bench volume")
+
+
+@app.command("node")
+def node(
+    cluster: Optional[Path] = ClusterOpt,
+    quick: bool = typer.Option(False, "--quick", help="Inventory and health only, no speed tests."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Node acceptance: GPU inventory, health counters and speed judged against the model's spec.
+
+    Example: corral bench node -c cluster.yaml --json nodes.json
+    """
+    not_implemented("bench node")

@@ -1,0 +1,89 @@
+"""``corral config``: validate config files and print their JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+import typer
+
+app = typer.Typer(help="Check config files and print their schema.", no_args_is_help=True)
+
+KINDS = ("cluster", "job")
+
+
+def _guess_kind(data: dict) -> str:
+    return "cluster" if "nodes" in data else "job"
+
+
+@app.command("check")
+def check(
+    files: list[Path] = typer.Argument(..., help="Cluster or job YAML files."),
+    kind: str = typer.Option("auto", "--kind", "-k", help="cluster, job or auto (a file with 'nodes' is a cluster)."),
+) -> None:
+    """Validate config files: 'ok' and a summary, or every problem with its field path (exit 2).
+
+    Example: corral config check configs/local.yaml configs/demo.yaml
+    """
+    from launcher.cli.common import console
+    from launcher.config import ClusterConfig, JobConfig, read_yaml, validate
+    from launcher.errors import ConfigError, UserError
+
+    if kind not in ("auto", *KINDS):
+        raise UserError(f"--kind must be auto, cluster or job (got {kind!r})")
+    failed: list[ConfigError] = []
+    out = console()
+    for path in files:
+        try:
+            data = read_yaml(path)
+            k = _guess_kind(data) if kind == "auto" else kind
+            model = validate(ClusterConfig if k == "cluster" else JobConfig, data, str(path))
+        except ConfigError as err:
+            failed.append(err)
+            continue
+        out.print(f"{path}: ok ({k})")
+        for line in summarize(model):
+            out.print(f"  {line}")
+    if failed:
+        raise ConfigError(", ".join(e.source for e in failed), [p if len(failed) == 1 else f"{e.source}: {p}" for e in failed for p in e.problems])
+
+
+def summarize(model) -> list[str]:
+    """A one-screen summary of a validated config."""
+    from launcher.config import ClusterConfig
+
+    if isinstance(model, ClusterConfig):
+        lines = [f"{len(model.nodes)} node(s):"]
+        for n in model.nodes[:16]:
+            gpus = "gpus=detect" if n.gpus is None else f"gpus={n.gpus}"
+            lines.append(f"  {n.label:<16} host={n.host} {gpus}" + (f" addr={n.addr}" if n.addr else ""))
+        if len(model.nodes) > 16:
+            lines.append(f"  ... and {len(model.nodes) - 16} more")
+        lines.append(f"workdir={model.workdir} venv={model.venv or '-'} rendezvous port={model.rendezvous.port}")
+        lines.append(f"runs={model.storage.runs} checkpoints={model.storage.checkpoints}")
+        return lines
+    entry = model.script or f"-m {model.module}"
+    return [
+        f"job {model.name}: {entry} {' '.join(model.args)}".rstrip(),
+        f"nnodes={model.nnodes} nproc_per_node={model.nproc_per_node} backend={model.backend} max_restarts={model.max_restarts}",
+        f"container={'none' if model.container is None else model.container.image}",
+    ]
+
+
+@app.command("schema")
+def schema(kind: str = typer.Argument("cluster", help="cluster or job")) -> None:
+    """Print the JSON Schema of a config file (for editor completion).
+
+    Example: corral config schema job > job.schema.json
+    """
+    from launcher.config import ClusterConfig, JobConfig
+    from launcher.errors import UserError
+
+    models = {"cluster": ClusterConfig, "job": JobConfig}
+    if kind not in models:
+        raise UserError(f"unknown schema {kind!r}: choose cluster or job")
+    typer.echo(json.dumps(models[kind].model_json_schema(), indent=2))
+
+
+__all__ = ["app", "check", "schema", "summarize"]

@@ -1,0 +1,21 @@
+"""Typed, strict configuration: the cluster file and the job file."""
+
+from launcher.config.cluster import ClusterConfig, NodeConfig, SSHConfig, StorageConfig
+from launcher.config.job import CheckpointPolicy, ContainerConfig, JobConfig
+from launcher.config.loading import apply_overrides, load_cluster, load_job, parse_yaml, read_yaml, validate
+
+__all__ = [
+    "CheckpointPolicy",
+    "ClusterConfig",
+    "ContainerConfig",
+    "JobConfig",
+    "NodeConfig",
+    "SSHConfig",
+    "StorageConfig",
+    "apply_overrides",
+    "load_cluster",
+    "load_job",
+    "parse_yaml",
+    "read_yaml",
+    "validate",
+]

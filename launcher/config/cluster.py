@@ -1,0 +1,132 @@
+"""The cluster file: which machines, how to reach them, where things live on them."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from launcher.config.base import EnvValue, StrictModel, check_env_names
+
+LOCALHOST_NAMES = frozenset({"localhost", "127.0.0.1"})
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Env = Annotated[dict[str, EnvValue], AfterValidator(check_env_names)]
+
+
+class NodeConfig(StrictModel):
+    """One machine of the cluster."""
+
+    host: str = Field(
+        min_length=1,
+        description="ssh destination (a name from ~/.ssh/config, a hostname or an address), or 'localhost' to run here without ssh.",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="Short name used in logs, tables and --node; defaults to the host.",
+    )
+    gpus: int | None = Field(
+        default=None, ge=0, description="GPU count; leave unset to detect it on the node (0 for a CPU-only node)."
+    )
+    env: Env = Field(default_factory=dict, description="Environment variables for processes on this node only.")
+    addr: str | None = Field(
+        default=None,
+        description="The node's private-network IPv4 address, used for rendezvous and torchrun --local-addr.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_one_word(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or v.startswith("-"):
+            raise ValueError("host must be one word and must not start with '-' (an ssh destination such as 'user@gpu1' or 'gpu1')")
+        return v
+
+    @field_validator("addr")
+    @classmethod
+    def _addr_is_ipv4(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError("addr must be an IPv4 address such as 10.0.0.2 (the target clouds have no IPv6)") from None
+        return v
+
+    @property
+    def label(self) -> str:
+        """The name people see for this node."""
+        return self.name or self.host
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in LOCALHOST_NAMES
+
+
+class SSHConfig(StrictModel):
+    """How the system OpenSSH client reaches the nodes (~/.ssh/config is honoured too)."""
+
+    user: str | None = Field(default=None, min_length=1, description="Remote user; default: ssh's own choice (~/.ssh/config or the local user).")
+    port: Port = Field(default=22, description="sshd port on every node.")
+    identity_file: str | None = Field(default=None, min_length=1, description="Private key passed as ssh -i.")
+    options: dict[str, EnvValue] = Field(
+        default_factory=dict, description="Extra ssh -o options, e.g. {StrictHostKeyChecking: accept-new}."
+    )
+    connect_timeout: int = Field(default=10, ge=1, le=600, description="Seconds before an unreachable node is reported.")
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not k.isalnum()]
+        if bad:
+            raise ValueError(f"ssh option names are single words such as ServerAliveInterval; got {bad}")
+        return v
+
+
+class RendezvousConfig(StrictModel):
+    """torchrun's c10d rendezvous on the first node."""
+
+    port: Port = Field(default=29400, description="Preferred rendezvous port on the first node; a free one near it is probed at launch.")
+
+
+class StorageConfig(StrictModel):
+    """Where runs (logs, records) and checkpoints go; relative paths are resolved against the working directory corral runs in."""
+
+    runs: str = Field(default="./runs", min_length=1, description="Directory for run records and logs (shared by all nodes ideally).")
+    checkpoints: str = Field(
+        default="./checkpoints", min_length=1, description="Checkpoint root; each job writes under <checkpoints>/<job name>."
+    )
+
+
+class ClusterConfig(StrictModel):
+    """A set of machines on one private network, reached over ssh."""
+
+    nodes: list[NodeConfig] = Field(min_length=1, description="The machines; the first one hosts the rendezvous.")
+    ssh: SSHConfig = Field(default_factory=SSHConfig, description="ssh client settings.")
+    workdir: str = Field(default=".", min_length=1, description="Directory the job runs in on every node (the code's checkout).")
+    venv: str | None = Field(
+        default=None, min_length=1, description="Python virtual environment activated inside each tmux pane (its directory)."
+    )
+    rendezvous: RendezvousConfig = Field(default_factory=RendezvousConfig, description="Rendezvous settings.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Run and checkpoint directories.")
+    env: Env = Field(default_factory=dict, description="Environment variables for every node.")
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> "ClusterConfig":
+        for attr, what in (("host", "host"), ("label", "name")):
+            seen: dict[str, int] = {}
+            for i, node in enumerate(self.nodes):
+                key = getattr(node, attr)
+                if key in seen:
+                    raise ValueError(f"nodes.{i}: duplicate {what} '{key}' (also nodes.{seen[key]}); every node must be a different machine")
+                seen[key] = i
+        return self
+
+    def node(self, key: str) -> NodeConfig:
+        """Find a node by name or host; raises KeyError listing the known ones."""
+        for node in self.nodes:
+            if key in (node.label, node.host):
+                return node
+        raise KeyError(key)
