@@ -11,6 +11,9 @@ Layout of one run (prefix ``p`` is 6 random characters, e.g. ``s3fa9c``):
 * bridge ``crl-p-br`` with address ``10.213.X.1/24`` (X random, not routed yet);
 * node ``i`` (1-based): namespace ``corral-sim-p-n<i>``, hostname ``p-n<i>``,
   address ``10.213.X.<10+i>`` on ``eth0``, host-side veth ``crl-p-v<i>``;
+* iptables ``FORWARD -i crl-p-br -o crl-p-br -j ACCEPT`` (commented with the
+  run's tag): a running dockerd sets the FORWARD policy to DROP with
+  br_netfilter loaded, which silently drops node-to-node traffic otherwise;
 * ``/etc/netns/<namespace>/hosts`` lists every node, so names resolve inside
   the nodes (torchrun's c10d rendezvous needs it);
 * run directory ``/var/tmp/corral-sim-p/`` (not /tmp: each node has its own
@@ -28,6 +31,13 @@ started inside the anchor's namespaces, so restarting sshd keeps /tmp (and the
 tmux servers whose sockets live there), like restarting sshd on a real VM.
 Killing every process of a node (:meth:`SimCluster.kill_node_processes`) is a
 crash; :meth:`SimCluster.start_sshd` afterwards is a reboot (fresh /tmp).
+
+API in brief (nodes are given as SimNode, 0-based index, hostname or address):
+``start``/``close`` (or ``with``), ``run(node, argv)`` over ssh, ``ssh_argv``,
+``exec_in_ns``/``popen_in_ns`` (inside the node without ssh), ``stop_sshd``,
+``start_sshd``, ``restart_sshd``, ``kill_node_processes``, ``disconnect``,
+``reconnect``, ``reachable``, ``cluster_config``/``write_cluster_config``,
+``shared_dir`` (scratch seen by host and nodes), ``leftovers``.
 
 Teardown is idempotent and always attempted: context manager, pytest
 finalizer, ``atexit``; and :func:`reap_stale_runs` removes what a run killed
@@ -55,7 +65,6 @@ import socket
 import subprocess
 import sys
 import time
-import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Sequence, Union
@@ -328,10 +337,13 @@ def _iptables_available() -> bool:
     return shutil.which("iptables") is not None
 
 
-def _iptables_rule_present(layout: SimLayout) -> bool:
+def _tagged_forward_rules(layout: SimLayout) -> list[list[str]]:
+    """Our FORWARD rules (those carrying the run's comment), as `-A FORWARD ...` argv."""
     if not _iptables_available():
-        return False
-    return _cmd(["iptables", "-w", "-C", *layout.iptables_rule()], check=False).returncode == 0
+        return []
+    listing = _cmd(["iptables", "-w", "-S", "FORWARD"], check=False).stdout
+    rules = [shlex.split(line) for line in listing.splitlines()]
+    return [r for r in rules if "--comment" in r and r[r.index("--comment") + 1] == layout.tag]
 
 
 def find_leftovers(layout: SimLayout) -> list[str]:
@@ -346,8 +358,8 @@ def find_leftovers(layout: SimLayout) -> list[str]:
             left.append(f"dir {layout.etc_netns_dir(node)}")
     if _link_exists(layout.bridge):
         left.append(f"bridge {layout.bridge}")
-    if _iptables_rule_present(layout):
-        left.append(f"iptables rule {' '.join(layout.iptables_rule())}")
+    for rule in _tagged_forward_rules(layout):
+        left.append(f"iptables rule {shlex.join(rule)}")
     if Path(layout.run_dir).exists():
         left.append(f"dir {layout.run_dir}")
     return left
@@ -424,12 +436,8 @@ def _destroy(layout: SimLayout, procs: Iterable[subprocess.Popen[Any]] = ()) -> 
     for node in layout.nodes:
         if _netns_exists(node.netns):
             attempt(f"delete netns {node.netns}", _cmd, ["ip", "netns", "del", node.netns])
-    while _iptables_rule_present(layout):
-        try:
-            _cmd(["iptables", "-w", "-D", *layout.iptables_rule()])
-        except SimClusterError as exc:
-            errors.append(f"iptables: {exc}")
-            break
+    for rule in _tagged_forward_rules(layout):  # ours, and any a test added with our tag
+        attempt("delete iptables rule", _cmd, ["iptables", "-w", "-D", *rule[1:]])
     for node in layout.nodes:
         attempt(f"remove {layout.etc_netns_dir(node)}", shutil.rmtree,
                 layout.etc_netns_dir(node), True)
@@ -479,13 +487,15 @@ def reap_stale_runs(run_root: Path = RUN_ROOT, min_age_s: float = 300.0) -> list
 NodeRef = Union[SimNode, int, str]
 """A node: the SimNode, its 0-based index, its hostname or its address."""
 
-_LIVE: "weakref.WeakSet[SimCluster]" = weakref.WeakSet()
+_LIVE: set[SimCluster] = set()
+"""Started, not yet closed clusters: the atexit safety net closes them."""
 
 
 @atexit.register
 def _close_live_clusters() -> None:
     for cluster in list(_LIVE):
-        cluster.close(raise_on_error=False)
+        if cluster._owner_pid == os.getpid():  # not in a forked child
+            cluster.close(raise_on_error=False)
 
 
 class SimCluster:
@@ -511,6 +521,7 @@ class SimCluster:
         self._sshds: dict[int, subprocess.Popen[bytes]] = {}
         self._spawned: list[subprocess.Popen[Any]] = []
         self._closed = False
+        self._owner_pid = os.getpid()
 
     # ---- properties -------------------------------------------------------
 
@@ -531,6 +542,12 @@ class SimCluster:
     @property
     def run_dir(self) -> Path:
         return Path(self.layout.run_dir)
+
+    @property
+    def shared_dir(self) -> Path:
+        """Scratch directory seen by the host and every node (pytest's tmp_path,
+        under /tmp, is not); removed on close()."""
+        return self.layout.path("shared")
 
     @property
     def ssh_config_path(self) -> Path:
@@ -661,7 +678,7 @@ class SimCluster:
         shutil.copyfile(layout.path("id_ed25519.pub"), layout.path("authorized_keys"))
         layout.path("sshd_config").write_text(layout.sshd_config_text())
         layout.path("ssh_config").write_text(layout.ssh_config_text())
-        for sub in ("logs", "storage/runs", "storage/checkpoints"):
+        for sub in ("logs", "shared", "storage/runs", "storage/checkpoints"):
             layout.path(sub).mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privsep dir
 
@@ -694,12 +711,15 @@ class SimCluster:
         return proc is not None and proc.poll() is None
 
     def enter_argv(self, node: NodeRef, argv: Sequence[str], *, cwd: str | None = None) -> list[str]:
-        """argv running *argv* inside the node: its network, hostname and /tmp."""
+        """argv running *argv* inside the node: its network, hostname and /tmp.
+
+        *cwd* defaults to / (the host's cwd may be under /tmp, which the node hides).
+        """
         n = self.node(node)
         if not self._anchor_alive(n):
             raise SimClusterError(f"{n.hostname} is down (its processes were killed); start_sshd() boots it")
         return ["nsenter", "-t", str(self._anchors[n.index].pid), "-m", "-u", "-n",
-                f"--wd={cwd or os.getcwd()}", "--", *argv]
+                f"--wd={cwd or '/'}", "--", *argv]
 
     def sshd_running(self, node: NodeRef) -> bool:
         proc = self._sshds.get(self.node(node).index)
