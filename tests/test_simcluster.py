@@ -58,6 +58,17 @@ def test_layout_files_list_every_node() -> None:
     assert SimLayout.from_json(layout.to_json()) == layout
 
 
+def test_cluster_config_is_a_valid_corral_cluster_config() -> None:
+    layout = SimLayout.plan(3, "sabcde", "10.213.7.0/24")
+    config = layout.cluster_config(workdir="/work/x", venv="/work/x/.venv")
+    assert config["nodes"][1] == {"host": "10.213.7.12", "name": "sabcde-n2", "addr": "10.213.7.12", "gpus": 0}
+    assert config["ssh"]["identity_file"] == "/var/tmp/corral-sim-sabcde/id_ed25519"
+    assert config["storage"]["runs"].startswith("/var/tmp/corral-sim-sabcde/")
+    cluster_module = pytest.importorskip("launcher.config.cluster", reason="launcher.config not on this branch")
+    model = cluster_module.ClusterConfig.model_validate(config)  # strict: extra keys are errors
+    assert [n.label for n in model.nodes] == ["sabcde-n1", "sabcde-n2", "sabcde-n3"]
+
+
 def test_layout_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError):
         SimLayout.plan(0, "sabcde", "10.213.7.0/24")
@@ -203,7 +214,8 @@ def test_cluster_config_works_with_a_plain_ssh_command_line(sim_cluster: SimClus
     ssh = config["ssh"]
     for node in config["nodes"]:
         # How the launcher calls ssh: -o options, -i, -p, -l, the node's host.
-        argv = ["ssh", *(a for k, v in ssh["options"].items() for a in ("-o", f"{k}={v}")),
+        options = {**ssh["options"], "ConnectTimeout": ssh["connect_timeout"]}
+        argv = ["ssh", *(a for k, v in options.items() for a in ("-o", f"{k}={v}")),
                 "-i", ssh["identity_file"], "-p", str(ssh["port"]), "-l", ssh["user"],
                 node["host"], "hostname"]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
