@@ -139,7 +139,7 @@ def check_ecc_uncorrected(gpu, spec):
     agg = (ecc_after.get("aggregate") or {}).get("uncorrected", NA)
     delta = _delta((ecc.get("volatile") or {}).get("uncorrected"), vol)
     if delta:
-        return Check("ecc_uncorrected", FAIL, vol, 0, f"uncorrected ECC errors during the test: +{delta}")
+        return Check("ecc_uncorrected", FAIL, vol, 0, f"uncorrected ECC errors: {vol} (+{delta} during the test)")
     if _num(vol) and vol > 0:
         return Check("ecc_uncorrected", FAIL, vol, 0, f"uncorrected ECC errors: {vol} (since the driver loaded)")
     if _num(agg) and agg > 0:

@@ -240,20 +240,12 @@ def read_gpu(source: NvmlSource, index: int) -> dict[str, Any]:
         "memory_total_bytes": mem["total"] if isinstance(mem, dict) else NA,
         "memory_used_bytes": mem["used"] if isinstance(mem, dict) else NA,
         "ecc_mode": {"current": _enabled(ecc_mode[0]), "pending": _enabled(ecc_mode[1])} if isinstance(ecc_mode, list) else NA,
-        "pcie": {
-            "current_generation": r.get("nvmlDeviceGetCurrPcieLinkGeneration", index),
-            "max_generation": r.get("nvmlDeviceGetMaxPcieLinkGeneration", index),
-            "current_width": r.get("nvmlDeviceGetCurrPcieLinkWidth", index),
-            "max_width": r.get("nvmlDeviceGetMaxPcieLinkWidth", index),
-        },
         "clocks_mhz": {
             "sm": r.get("nvmlDeviceGetClockInfo", index, NVML_CLOCK_SM),
             "memory": r.get("nvmlDeviceGetClockInfo", index, NVML_CLOCK_MEM),
             "max_sm": r.get("nvmlDeviceGetMaxClockInfo", index, NVML_CLOCK_SM),
             "max_memory": r.get("nvmlDeviceGetMaxClockInfo", index, NVML_CLOCK_MEM),
         },
-        "temperature_c": r.get("nvmlDeviceGetTemperature", index, NVML_TEMPERATURE_GPU),
-        "power_w": r.get("nvmlDeviceGetPowerUsage", index, convert=_milli),
         "power_limit_w": r.get("nvmlDeviceGetEnforcedPowerLimit", index, convert=_milli),
     }
     counters = read_counters(source, index)
@@ -263,7 +255,8 @@ def read_gpu(source: NvmlSource, index: int) -> dict[str, Any]:
 
 
 def read_counters(source: NvmlSource, index: int) -> dict[str, Any]:
-    """What can change under load: ECC counts, remapped rows, retired pages, NVLink state and errors, clock-event reasons."""
+    """What can change under load: ECC counts, remapped rows, retired pages, NVLink state and errors,
+    clock-event reasons, PCIe link (it trains down when idle), temperature and power draw."""
     r = _Reader(source)
     ecc = {
         scope: {
@@ -284,6 +277,14 @@ def read_counters(source: NvmlSource, index: int) -> dict[str, Any]:
         },
         "nvlinks": read_nvlinks(r, index),
         "clock_event_reasons": reasons,
+        "pcie": {
+            "current_generation": r.get("nvmlDeviceGetCurrPcieLinkGeneration", index),
+            "max_generation": r.get("nvmlDeviceGetMaxPcieLinkGeneration", index),
+            "current_width": r.get("nvmlDeviceGetCurrPcieLinkWidth", index),
+            "max_width": r.get("nvmlDeviceGetMaxPcieLinkWidth", index),
+        },
+        "temperature_c": r.get("nvmlDeviceGetTemperature", index, NVML_TEMPERATURE_GPU),
+        "power_w": r.get("nvmlDeviceGetPowerUsage", index, convert=_milli),
         "errors": r.errors,
     }
 

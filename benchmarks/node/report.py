@@ -27,45 +27,58 @@ def _problems(checks: list[dict[str, Any]]) -> str:
     return "\n".join(f"{c['status']}: {c['reason']}" for c in bad)
 
 
+COLUMNS = {
+    # key: (header, justify); GPU columns show when any node has GPUs, CPU columns when any node has none.
+    "node": ("node", "left"), "gpu": ("gpu", "right"), "model": ("model", "left"), "status": ("status", "left"),
+    "bf16": ("bf16 TFLOP/s", "right"), "copy": ("copy GB/s", "right"), "h2d": ("H2D GB/s", "right"),
+    "cpu_gemm": ("CPU GEMM GFLOP/s", "right"), "cpu_copy": ("CPU copy GB/s", "right"), "problems": ("problems", "left"),
+}
+GPU_COLUMNS = ("gpu", "model", "bf16", "copy", "h2d")
+CPU_COLUMNS = ("cpu_gemm", "cpu_copy")
+
+
 def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
-    """Plain rows (node, gpu, model, status, figures, problems): what the table shows, testable without rich."""
+    """Plain rows, one per node and GPU (a node without GPUs: one row): what the table shows, testable without rich."""
     rows = []
     for node in report["nodes"]:
         cpu = (node.get("speed") or {}).get("cpu") or {}
         node_problems = _problems(node["checks"])
+        base = {"node": node["host"], "cpu_gemm": _fmt(cpu.get("gemm_fp32_gflops"), 1), "cpu_copy": _fmt(cpu.get("memcopy_gbps"), 1)}
         if not node["gpus"]:
-            rows.append({
-                "node": node["host"], "gpu": "-", "model": "no GPU", "status": node["status"],
-                "bf16": "-", "copy": "-", "h2d": "-",
-                "cpu": f"{_fmt(cpu.get('gemm_fp32_gflops'), 1)} GFLOP/s, {_fmt(cpu.get('memcopy_gbps'), 1)} GB/s" if cpu else "-",
-                "problems": node_problems,
-            })
+            rows.append({**base, "gpu": "-", "model": "no GPU", "status": node["status"], "bf16": "-", "copy": "-", "h2d": "-",
+                         "problems": node_problems})
         for i, gpu in enumerate(node["gpus"]):
             sp = gpu.get("speed") or {}
             rows.append({
-                "node": node["host"], "gpu": str(gpu["index"]), "model": str(gpu.get("name")), "status": gpu["status"],
+                **base, "gpu": str(gpu["index"]), "model": str(gpu.get("name")), "status": gpu["status"],
                 "bf16": _fmt(sp.get("gemm_bf16")), "copy": _fmt(sp.get("device_copy")), "h2d": _fmt(sp.get("h2d"), 1),
-                "cpu": "-",
                 "problems": "\n".join(p for p in (_problems(gpu["checks"]), node_problems if i == 0 else "") if p),
             })
     return rows
+
+
+def visible_columns(report: dict[str, Any]) -> list[str]:
+    any_gpu = any(n["gpus"] for n in report["nodes"])
+    any_cpu_only = any(not n["gpus"] for n in report["nodes"])
+    return [k for k in COLUMNS if (k not in GPU_COLUMNS or any_gpu) and (k not in CPU_COLUMNS or any_cpu_only)]
 
 
 def render_table(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
     table = Table(title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=True)
-    for col, justify in (("node", "left"), ("gpu", "right"), ("model", "left"), ("status", "left"), ("bf16 TFLOP/s", "right"),
-                         ("copy GB/s", "right"), ("H2D GB/s", "right"), ("CPU", "right"), ("problems", "left")):
-        table.add_column(col, justify=justify)
+    cols = visible_columns(report)
+    for key in cols:
+        header, justify = COLUMNS[key]
+        table.add_column(header, justify=justify, overflow="fold")
     for r in table_rows(report):
-        status = f"[{STYLE[r['status']]}]{r['status']}[/]"
-        table.add_row(r["node"], r["gpu"], r["model"], status, r["bf16"], r["copy"], r["h2d"], r["cpu"], r["problems"] or "")
+        r = {**r, "status": f"[{STYLE[r['status']]}]{r['status']}[/]"}
+        table.add_row(*(r[k] for k in cols))
     console.print(table)
     for node in report["nodes"]:
-        notes = [c for c in node["checks"] if c["status"] == SKIP and c["reason"]]
-        for c in notes:
-            console.print(f"[dim]{node['host']}: {c['name']}: {c['reason']}[/]")
+        for c in node["checks"]:
+            if c["status"] == SKIP and c["reason"]:
+                console.print(f"[dim]{node['host']}: {c['name']}: {c['reason']}[/]")
     s = report["summary"]
     console.print(f"{s['nodes']} node(s), {s['gpus']} GPU(s): [{STYLE[s['status']]}]{s['status']}[/]"
                   + (f" (failed: {', '.join(s['failed_nodes'])})" if s["failed_nodes"] else ""))
