@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.node.judge import FAIL, PASS, SKIP, WARN, summarize
+from benchmarks.node.judge import FAIL, PASS, SEVERITY, SKIP, WARN, summarize
 
 REPORT_FORMAT = "corral-bench-node/1"
 STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}
@@ -27,11 +27,16 @@ def _problems(checks: list[dict[str, Any]]) -> str:
     return "\n".join(f"{c['status']}: {c['reason']}" for c in bad)
 
 
+def _counts(checks: list[dict[str, Any]]) -> str:
+    n = {s: sum(c["status"] == s for c in checks) for s in (FAIL, WARN, PASS)}
+    return ", ".join(f"{v} {k}" for k, v in n.items() if v) or "-"
+
+
 COLUMNS = {
     # key: (header, justify); GPU columns show when any node has GPUs, CPU columns when any node has none.
     "node": ("node", "left"), "gpu": ("gpu", "right"), "model": ("model", "left"), "status": ("status", "left"),
     "bf16": ("bf16 TFLOP/s", "right"), "copy": ("copy GB/s", "right"), "h2d": ("H2D GB/s", "right"),
-    "cpu_gemm": ("CPU GEMM GFLOP/s", "right"), "cpu_copy": ("CPU copy GB/s", "right"), "problems": ("problems", "left"),
+    "cpu_gemm": ("CPU GEMM GFLOP/s", "right"), "cpu_copy": ("CPU copy GB/s", "right"), "counts": ("checks", "left"),
 }
 GPU_COLUMNS = ("gpu", "model", "bf16", "copy", "h2d")
 CPU_COLUMNS = ("cpu_gemm", "cpu_copy")
@@ -46,12 +51,13 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         base = {"node": node["host"], "cpu_gemm": _fmt(cpu.get("gemm_fp32_gflops"), 1), "cpu_copy": _fmt(cpu.get("memcopy_gbps"), 1)}
         if not node["gpus"]:
             rows.append({**base, "gpu": "-", "model": "no GPU", "status": node["status"], "bf16": "-", "copy": "-", "h2d": "-",
-                         "problems": node_problems})
+                         "counts": _counts(node["checks"]), "problems": node_problems})
         for i, gpu in enumerate(node["gpus"]):
             sp = gpu.get("speed") or {}
             rows.append({
-                **base, "gpu": str(gpu["index"]), "model": str(gpu.get("name")), "status": gpu["status"],
+                **base, "gpu": str(gpu["index"]), "model": str(gpu.get("name")).removeprefix("NVIDIA "), "status": gpu["status"],
                 "bf16": _fmt(sp.get("gemm_bf16")), "copy": _fmt(sp.get("device_copy")), "h2d": _fmt(sp.get("h2d"), 1),
+                "counts": _counts(gpu["checks"] + (node["checks"] if i == 0 else [])),
                 "problems": "\n".join(p for p in (_problems(gpu["checks"]), node_problems if i == 0 else "") if p),
             })
     return rows
@@ -66,7 +72,7 @@ def visible_columns(report: dict[str, Any]) -> list[str]:
 def render_table(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
-    table = Table(title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=True)
+    table = Table(title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=False)
     cols = visible_columns(report)
     for key in cols:
         header, justify = COLUMNS[key]
@@ -75,10 +81,15 @@ def render_table(report: dict[str, Any], console) -> None:
         r = {**r, "status": f"[{STYLE[r['status']]}]{r['status']}[/]"}
         table.add_row(*(r[k] for k in cols))
     console.print(table)
+    # Reasons go below the table, one per line, so that no terminal width cuts them.
     for node in report["nodes"]:
-        for c in node["checks"]:
-            if c["status"] == SKIP and c["reason"]:
-                console.print(f"[dim]{node['host']}: {c['name']}: {c['reason']}[/]")
+        for c in sorted(node["checks"], key=lambda c: -SEVERITY[c["status"]]):
+            if c["status"] != PASS and c["reason"]:
+                console.print(f"[{STYLE[c['status']]}]{node['host']}: {c['status']}: {c['reason']}[/]")
+        for gpu in node["gpus"]:
+            for c in sorted(gpu["checks"], key=lambda c: -SEVERITY[c["status"]]):
+                if c["status"] in (FAIL, WARN):
+                    console.print(f"[{STYLE[c['status']]}]{node['host']} GPU {gpu['index']}: {c['status']}: {c['reason']}[/]")
     s = report["summary"]
     console.print(f"{s['nodes']} node(s), {s['gpus']} GPU(s): [{STYLE[s['status']]}]{s['status']}[/]"
                   + (f" (failed: {', '.join(s['failed_nodes'])})" if s["failed_nodes"] else ""))
