@@ -72,6 +72,8 @@ def visible_columns(report: dict[str, Any]) -> list[str]:
 def render_table(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
+    if not console.is_terminal:
+        console.width = max(console.width, 132)  # files and pipes: do not fold the table to 80 columns
     table = Table(title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=False)
     cols = visible_columns(report)
     for key in cols:
