@@ -71,9 +71,17 @@ def probe_cluster(cluster, *, name: str, quick: bool, timeout: float) -> list[di
         ) from None
     from launcher.config.job import JobConfig
 
+    from launcher.errors import RunFailed
+
     job = JobConfig(name=name, script=PROBE_SCRIPT, args=probe_args(quick), nproc_per_node=1, backend="gloo")
-    handle = api.launch(job, cluster, name=name, plain=True)
-    status = api.wait(name, cluster, timeout=timeout)
+    # preflight=False: a node with the wrong GPU count is what this benchmark reports, not a reason to refuse.
+    handle = api.launch(job, cluster, name=name, plain=True, preflight=False)
+    try:
+        status = api.wait(name, cluster, timeout=timeout)
+    except RunFailed as exc:  # timed out: stop what still runs, judge what arrived
+        log.warning("bench node: %s; stopping the probes that still run", exc)
+        api.stop(name, cluster)
+        status = api.status(name, cluster)
     run_dir = Path(getattr(handle, "run_dir", Path(cluster.storage.runs) / name))
     probes = []
     for node in cluster.nodes:
