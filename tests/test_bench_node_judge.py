@@ -119,3 +119,16 @@ def test_report_json_has_the_issue_schema_and_one_row_per_node_and_gpu():
     assert [(r["node"], r["gpu"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")]
     assert rows[3]["status"] == FAIL and "below its peers" in rows[3]["problems"]
     assert "cpu_gemm" not in visible_columns(report) and "bf16" in visible_columns(report)
+
+
+def test_reason_lines_put_failures_first_and_say_shared_skips_once():
+    from benchmarks.node.report import reason_lines
+
+    def node(host, checks):
+        return {"host": host, "gpus": [], "status": PASS, "checks": [
+            {"name": n, "status": s, "value": None, "expected": None, "reason": r} for n, s, r in checks]}
+
+    skip = ("numa", SKIP, "NUMA topology is not exposed")
+    report = {"nodes": [node("a", [skip, ("cpu_memcopy", WARN, "slow copy")]), node("b", [skip, ("probe", FAIL, "no result")])]}
+    assert reason_lines(report) == [("b: fail: no result", FAIL), ("a: warn: slow copy", WARN),
+                                    ("every node: skip: NUMA topology is not exposed", SKIP)]

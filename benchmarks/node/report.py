@@ -69,6 +69,29 @@ def visible_columns(report: dict[str, Any]) -> list[str]:
     return [k for k in COLUMNS if (k not in GPU_COLUMNS or any_gpu) and (k not in CPU_COLUMNS or any_cpu_only)]
 
 
+def reason_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(line, status) for every failing or warning check, worst first; skip notes shared by nodes are said once."""
+    lines: list[tuple[int, str, str]] = []
+    skips: dict[tuple[str, str], list[str]] = {}
+    for node in report["nodes"]:
+        for c in node["checks"]:
+            if c["status"] in (FAIL, WARN):
+                lines.append((-SEVERITY[c["status"]], f"{node['host']}: {c['status']}: {c['reason']}", c["status"]))
+            elif c["status"] == SKIP and c["reason"]:
+                skips.setdefault((c["name"], c["reason"]), []).append(node["host"])
+        for gpu in node["gpus"]:
+            for c in gpu["checks"]:
+                if c["status"] in (FAIL, WARN):
+                    lines.append((-SEVERITY[c["status"]], f"{node['host']} GPU {gpu['index']}: {c['status']}: {c['reason']}", c["status"]))
+    lines.sort(key=lambda x: x[0])  # stable: node order kept within a severity
+    out = [(text, status) for _, text, status in lines]
+    n = len(report["nodes"])
+    for (_, reason), hosts in skips.items():
+        who = ("every node" if n > 1 else hosts[0]) if len(hosts) == n else ", ".join(hosts)
+        out.append((f"{who}: skip: {reason}", SKIP))
+    return out
+
+
 def render_table(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
@@ -84,14 +107,8 @@ def render_table(report: dict[str, Any], console) -> None:
         table.add_row(*(r[k] for k in cols))
     console.print(table)
     # Reasons go below the table, one per line, so that no terminal width cuts them.
-    for node in report["nodes"]:
-        for c in sorted(node["checks"], key=lambda c: -SEVERITY[c["status"]]):
-            if c["status"] != PASS and c["reason"]:
-                console.print(f"[{STYLE[c['status']]}]{node['host']}: {c['status']}: {c['reason']}[/]")
-        for gpu in node["gpus"]:
-            for c in sorted(gpu["checks"], key=lambda c: -SEVERITY[c["status"]]):
-                if c["status"] in (FAIL, WARN):
-                    console.print(f"[{STYLE[c['status']]}]{node['host']} GPU {gpu['index']}: {c['status']}: {c['reason']}[/]")
+    for line, status in reason_lines(report):
+        console.print(f"[{STYLE[status]}]{line}[/]")
     s = report["summary"]
     console.print(f"{s['nodes']} node(s), {s['gpus']} GPU(s): [{STYLE[s['status']]}]{s['status']}[/]"
                   + (f" (failed: {', '.join(s['failed_nodes'])})" if s["failed_nodes"] else ""))
