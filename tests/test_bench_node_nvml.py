@@ -174,3 +174,11 @@ def test_plain_turns_pynvml_structures_and_bytes_into_json():
 def test_recording_format_is_checked():
     with pytest.raises(ValueError, match="not an NVML reading"):
         nr.parse_recording({"format": "something else"})
+
+
+def test_events_not_registered_are_skipped_not_passed():
+    rec = fixture("h100_sxm_healthy.json")
+    rec["events_unsupported"] = [1]
+    node = judge_node({"host": "n", "quick": True, "nvml": nr.parse_recording(rec), "host_info": {}, "speed": {}})
+    assert checks(node["gpus"][0])["xid_events"]["status"] == PASS
+    assert checks(node["gpus"][1])["xid_events"]["status"] == SKIP

@@ -301,7 +301,7 @@ def check_power_limit(gpu, spec):
 def check_xid_events(gpu, spec):
     events = gpu.get("events")
     if events is None:
-        return Check("xid_events", SKIP, NA, 0, "events not watched (no second reading)")
+        return Check("xid_events", SKIP, NA, 0, "XID events not watched (NVML could not register them, or no second reading)")
     if not events:
         return Check("xid_events", PASS, 0, 0, "no XID or double-bit ECC events during the test")
     parts = []

@@ -336,7 +336,8 @@ def parse_recording(recording: dict[str, Any]) -> dict[str, Any]:
             counters = read_counters(ReplayNvml(after), gpu["index"])
             gpu["errors"] += counters.pop("errors")
             gpu["after"] = counters
-        gpu["events"] = [e for e in recording.get("events", []) if e.get("gpu") == gpu["index"]]
+        unwatched = after is None or gpu["index"] in recording.get("events_unsupported", [])
+        gpu["events"] = None if unwatched else [e for e in recording.get("events", []) if e.get("gpu") == gpu["index"]]
     return {"available": True, "error": None, **reading}
 
 

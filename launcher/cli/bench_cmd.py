@@ -111,7 +111,8 @@ def node(
         with console(stderr=True).status("probing this node" + ("" if quick else " (speed tests)")):
             probes = [run.probe_local(quick=quick, host=cfg.nodes[0].label)]
     else:
-        probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout)
+        with console(stderr=True).status(f"probing {len(cfg.nodes)} nodes through the launch path"):
+            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout)
     if record is not None:
         run.record_probes(probes, record)
     nodes = run.judge_probes(probes, expected)
