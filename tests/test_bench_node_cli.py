@@ -114,3 +114,9 @@ def test_probe_script_runs_by_path_as_the_launch_path_runs_it(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/node/probe.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "give --out FILE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dry_run_on_the_local_cluster_launches_nothing(capsys):
+    assert main(["bench", "node", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "local: probe in this process (with speed tests); nothing is launched" in out and "probe.py" not in out

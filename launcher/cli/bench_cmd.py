@@ -101,7 +101,9 @@ def node(
         name = run.job_name()
         out = console()
         if run.is_local_only(cfg):
-            out.print(f"local probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched")
+            out.print(f"{cfg.nodes[0].label}: probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched")
+            return
+        out.print(f"launch path, plain=True, job {name}: one process per node")
         for p in run.plan_cluster(cfg, name=name, quick=quick):
             out.print(f"{p.node} ({p.host}): {shlex.join(p.argv)}  ->  {p.probe_file}")
         return
