@@ -92,6 +92,8 @@ def test_failing_gpu_is_judged_fail_with_the_right_reasons():
     assert c["remapped_rows"]["status"] == FAIL and "+2" in c["remapped_rows"]["reason"]
     assert c["nvlink_state"]["status"] == FAIL and c["nvlink_state"]["reason"] == "NVLink: 17 of 18 links active (inactive: 3)"
     assert c["xid_events"]["status"] == FAIL and "XID 48" in c["xid_events"]["reason"]
+    assert bad["pcie_under_load"]["current_generation"] == 4
+    assert c["pcie_generation"]["status"] == FAIL and c["pcie_generation"]["reason"] == "PCIe link at Gen4 under load, capable of Gen5"
     assert c["ecc_corrected"]["status"] == WARN and "+5" in c["ecc_corrected"]["reason"]
     assert c["temperature"]["status"] == WARN
     # The before/after split is kept: counters judged on their deltas, both readings in the report.
@@ -109,7 +111,7 @@ def test_not_supported_reads_as_na_and_never_crashes():
     assert c["nvlink_state"]["status"] == SKIP and c["remapped_rows"]["status"] == SKIP
     # Insufficient permission is not "unsupported": it is said, as a sentence.
     assert c["nvml_errors"]["status"] == WARN and "insufficient permissions" in c["nvml_errors"]["reason"]
-    assert c["pcie_generation"]["status"] == WARN and "idle" in c["pcie_generation"]["reason"]
+    assert c["pcie_generation"]["status"] == WARN and "idle" in c["pcie_generation"]["reason"]  # no reading under load
     assert c["model"]["value"] == "NVIDIA L4" and "L4" in c["model"]["expected"]
     assert node["status"] == WARN
 
@@ -138,7 +140,7 @@ def test_live_nvml_without_a_driver_raises_a_sentence_and_record_around_still_ru
         live.shutdown()
         pytest.skip("this machine has an NVIDIA driver")
     ran = []
-    recording, result = nr.record_around(lambda gpus: ran.append(gpus) or "figures")
+    recording, result = nr.record_around(lambda gpus, during: ran.append(gpus) or "figures")
     assert ran == [[]] and result == "figures"
     assert recording["init_error"] and nr.parse_recording(recording)["available"] is False
 

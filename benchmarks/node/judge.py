@@ -196,6 +196,9 @@ def check_retired_pages(gpu, spec):
 def check_pcie_width(gpu, spec):
     pcie = _after(gpu, "pcie") or {}
     cur, mx = pcie.get("current_width"), pcie.get("max_width")
+    loaded = gpu.get("pcie_under_load") or {}
+    if _num(loaded.get("current_width")) and (not _num(cur) or loaded["current_width"] < cur):
+        cur = loaded["current_width"]
     if not _num(cur):
         return Check("pcie_width", SKIP, NA, None, "PCIe link width not reported")
     want = spec.pcie_width if spec else mx
@@ -207,8 +210,15 @@ def check_pcie_width(gpu, spec):
 
 
 def check_pcie_generation(gpu, spec):
+    loaded = gpu.get("pcie_under_load") or {}
+    if _num(loaded.get("current_generation")):
+        cur, mx = loaded["current_generation"], loaded.get("max_generation")
+        if _num(mx) and cur < mx:
+            return Check("pcie_generation", FAIL, f"Gen{cur}", f"Gen{mx}", f"PCIe link at Gen{cur} under load, capable of Gen{mx}")
     pcie = _after(gpu, "pcie") or {}
     cur, mx = pcie.get("current_generation"), pcie.get("max_generation")
+    if _num(loaded.get("current_generation")):
+        cur = loaded["current_generation"]
     if not _num(cur):
         return Check("pcie_generation", SKIP, NA, None, "PCIe link generation not reported")
     if _num(mx) and cur < mx:

@@ -13,6 +13,7 @@ Recording format (``corral-nvml-reading/1``)::
     {"format": "corral-nvml-reading/1",
      "init_error": null | "NVML_ERROR_LIBRARY_NOT_FOUND" | ...,
      "before": {"nvmlDeviceGetName(0)": "NVIDIA H100 80GB HBM3", ...},
+     "during": {... the PCIe link, read while host->device copies run ...},
      "after":  {... the counters again, read after the load ...},
      "events": [{"gpu": 0, "type": 8, "data": 79}]}
 
@@ -247,6 +248,7 @@ def read_gpu(source: NvmlSource, index: int) -> dict[str, Any]:
             "max_memory": r.get("nvmlDeviceGetMaxClockInfo", index, NVML_CLOCK_MEM),
         },
         "power_limit_w": r.get("nvmlDeviceGetEnforcedPowerLimit", index, convert=_milli),
+        "numa_node": r.get("nvmlDeviceGetNumaNodeId", index),
     }
     counters = read_counters(source, index)
     gpu["errors"] = r.errors + counters.pop("errors")
@@ -277,16 +279,26 @@ def read_counters(source: NvmlSource, index: int) -> dict[str, Any]:
         },
         "nvlinks": read_nvlinks(r, index),
         "clock_event_reasons": reasons,
-        "pcie": {
-            "current_generation": r.get("nvmlDeviceGetCurrPcieLinkGeneration", index),
-            "max_generation": r.get("nvmlDeviceGetMaxPcieLinkGeneration", index),
-            "current_width": r.get("nvmlDeviceGetCurrPcieLinkWidth", index),
-            "max_width": r.get("nvmlDeviceGetMaxPcieLinkWidth", index),
-        },
+        "pcie": read_pcie(r, index),
         "temperature_c": r.get("nvmlDeviceGetTemperature", index, NVML_TEMPERATURE_GPU),
         "power_w": r.get("nvmlDeviceGetPowerUsage", index, convert=_milli),
         "errors": r.errors,
     }
+
+
+def read_pcie(r: _Reader, index: int) -> dict[str, Any]:
+    """Current and maximum PCIe generation and width (current ones train down when the link idles)."""
+    return {
+        "current_generation": r.get("nvmlDeviceGetCurrPcieLinkGeneration", index),
+        "max_generation": r.get("nvmlDeviceGetMaxPcieLinkGeneration", index),
+        "current_width": r.get("nvmlDeviceGetCurrPcieLinkWidth", index),
+        "max_width": r.get("nvmlDeviceGetMaxPcieLinkWidth", index),
+    }
+
+
+def read_pcie_under_load(source: NvmlSource, index: int) -> dict[str, Any]:
+    """The PCIe link read while host<->device copies run (the only reading whose generation means something)."""
+    return read_pcie(_Reader(source), index)
 
 
 def read_nvlinks(r: _Reader, index: int) -> list[dict[str, Any]]:
@@ -336,6 +348,9 @@ def parse_recording(recording: dict[str, Any]) -> dict[str, Any]:
             counters = read_counters(ReplayNvml(after), gpu["index"])
             gpu["errors"] += counters.pop("errors")
             gpu["after"] = counters
+        during = recording.get("during") or {}
+        if any(k.startswith("nvmlDeviceGetCurrPcieLinkGeneration(" + str(gpu["index"]) + ")") for k in during):
+            gpu["pcie_under_load"] = read_pcie_under_load(ReplayNvml(during), gpu["index"])
         unwatched = after is None or gpu["index"] in recording.get("events_unsupported", [])
         gpu["events"] = None if unwatched else [e for e in recording.get("events", []) if e.get("gpu") == gpu["index"]]
     return {"available": True, "error": None, **reading}
@@ -389,29 +404,36 @@ class XidWatcher:
             self._set = None
 
 
-def record_around(load: Callable[[list[int]], Any] | None) -> tuple[dict[str, Any], Any]:
-    """Read everything, run ``load(gpu_indices)`` (may be None), read the counters again; returns (recording, load's result).
+Load = Callable[[list[int], Callable[[int], Any]], Any]
 
+
+def record_around(load: Load | None) -> tuple[dict[str, Any], Any]:
+    """Read everything, run ``load(gpu_indices, during)`` (may be None), read the counters again.
+
+    ``during(index)`` reads that GPU's PCIe link; the load calls it while host->device copies run,
+    and those calls are recorded apart (``"during"``). Returns (recording, load's result).
     Without a driver the recording holds only ``init_error`` and the load still runs (CPU figures).
     """
     live = LiveNvml()
     try:
         live.init()
     except NvmlCallError as exc:
-        return {"format": FORMAT, "init_error": exc.name, "before": {}, "after": None, "events": []}, (load([]) if load else None)
+        recording = {"format": FORMAT, "init_error": exc.name, "before": {}, "during": {}, "after": None, "events": []}
+        return recording, (load([], lambda index: None) if load else None)
     try:
         reading = read_all(live)
         before, live.calls = live.calls, {}
         watcher = XidWatcher(live, len(reading["gpus"]))
         try:
-            result = load([g["index"] for g in reading["gpus"]]) if load else None
+            result = load([g["index"] for g in reading["gpus"]], lambda index: read_pcie_under_load(live, index)) if load else None
             events = watcher.drain()
         finally:
             watcher.close()
+        during, live.calls = live.calls, {}
         for gpu in reading["gpus"]:
             read_counters(live, gpu["index"])
-        recording = {"format": FORMAT, "init_error": None, "before": before, "after": live.calls, "events": events,
-                     "events_unsupported": watcher.unsupported}
+        recording = {"format": FORMAT, "init_error": None, "before": before, "during": during, "after": live.calls,
+                     "events": events, "events_unsupported": watcher.unsupported}
         return recording, result
     finally:
         live.shutdown()

@@ -33,8 +33,11 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}".strip()[:300]}
 
 
-def _cuda_time(torch, fn: Callable[[], Any], iters: int, warmup: int = 2) -> float:
-    """Seconds per call, measured with CUDA events after ``warmup`` untimed calls."""
+def _cuda_time(torch, fn: Callable[[], Any], iters: int, warmup: int = 2, while_running: Callable[[], Any] | None = None) -> float:
+    """Seconds per call, measured with CUDA events after ``warmup`` untimed calls.
+
+    ``while_running`` is called once the timed calls are queued, i.e. while the GPU executes them.
+    """
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -43,6 +46,8 @@ def _cuda_time(torch, fn: Callable[[], Any], iters: int, warmup: int = 2) -> flo
     for _ in range(iters):
         fn()
     end.record()
+    if while_running is not None:
+        while_running()
     end.synchronize()
     return start.elapsed_time(end) / 1000.0 / iters
 
@@ -77,11 +82,12 @@ def gpu_device_copy(torch, nbytes: int = COPY_BYTES, iters: int = 20) -> float:
     return round(2 * nbytes / seconds / 1e9, 1)
 
 
-def gpu_host_copy(torch, direction: str, nbytes: int = HOST_COPY_BYTES, iters: int = 10) -> float:
+def gpu_host_copy(torch, direction: str, nbytes: int = HOST_COPY_BYTES, iters: int = 10,
+                  while_running: Callable[[], Any] | None = None) -> float:
     host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
     dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     if direction == "h2d":
-        seconds = _cuda_time(torch, lambda: dev.copy_(host, non_blocking=True), iters)
+        seconds = _cuda_time(torch, lambda: dev.copy_(host, non_blocking=True), iters, while_running=while_running)
     else:
         seconds = _cuda_time(torch, lambda: host.copy_(dev, non_blocking=True), iters)
     del host, dev
@@ -89,7 +95,7 @@ def gpu_host_copy(torch, direction: str, nbytes: int = HOST_COPY_BYTES, iters: i
     return round(nbytes / seconds / 1e9, 1)
 
 
-def gpu_speed(torch, index: int) -> dict[str, Any]:
+def gpu_speed(torch, index: int, during: Callable[[int], Any] | None = None) -> dict[str, Any]:
     with torch.cuda.device(index):
         props = torch.cuda.get_device_properties(index)
         return {
@@ -98,7 +104,7 @@ def gpu_speed(torch, index: int) -> dict[str, Any]:
             "uuid": str(getattr(props, "uuid", "")) or None,
             "gemm_tflops": {d: _guard(lambda d=d: gpu_gemm(torch, d)) for d in GEMM_DTYPES},
             "device_copy_gbps": _guard(lambda: gpu_device_copy(torch)),
-            "h2d_gbps": _guard(lambda: gpu_host_copy(torch, "h2d")),
+            "h2d_gbps": _guard(lambda: gpu_host_copy(torch, "h2d", while_running=(lambda: during(index)) if during else None)),
             "d2h_gbps": _guard(lambda: gpu_host_copy(torch, "d2h")),
         }
 
@@ -129,8 +135,11 @@ def cpu_speed(torch, seconds: float = CPU_SECONDS) -> dict[str, Any]:
     return {"gemm_fp32_gflops": round(gemm, 1), "memcopy_gbps": round(copy, 2), "threads": torch.get_num_threads(), "gemm_n": n}
 
 
-def measure(gpu_indices: list[int]) -> dict[str, Any]:
-    """All speed figures of this node: per GPU when CUDA works, and the CPU's in any case."""
+def measure(gpu_indices: list[int], during: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    """All speed figures of this node: per GPU when CUDA works, and the CPU's in any case.
+
+    ``during(index)`` is called while GPU ``index``'s host->device copies run (the probe reads the PCIe link then).
+    """
     t0 = time.perf_counter()
     try:
         import torch
@@ -141,6 +150,6 @@ def measure(gpu_indices: list[int]) -> dict[str, Any]:
         out["error"] = "NVML sees GPUs but torch cannot use CUDA (torch.cuda.is_available() is False): no GPU speed figures"
     elif torch.cuda.is_available():
         for i in gpu_indices:
-            out["gpus"].append(_guard(lambda i=i: gpu_speed(torch, i)) | {"index": i})
+            out["gpus"].append(_guard(lambda i=i: gpu_speed(torch, i, during)) | {"index": i})
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
