@@ -132,3 +132,27 @@ def test_reason_lines_put_failures_first_and_say_shared_skips_once():
     report = {"nodes": [node("a", [skip, ("cpu_memcopy", WARN, "slow copy")]), node("b", [skip, ("probe", FAIL, "no result")])]}
     assert reason_lines(report) == [("b: fail: no result", FAIL), ("a: warn: slow copy", WARN),
                                     ("every node: skip: NUMA topology is not exposed", SKIP)]
+
+
+def test_a_node_without_a_result_fails_with_its_reason_and_others_are_still_judged():
+    from benchmarks.node.run import judge_probes, missing_probe
+
+    rec = json.loads((FIXTURES / "h100_sxm_healthy.json").read_text())
+    good = {"format": "corral-node-probe/1", "host": "a", "quick": True, "nvml": rec, "host_info": {}, "speed": {}}
+    nodes = judge_probes([good, missing_probe("b", "no probe result at /runs/x/node/b.json (state exited, exit code 1)"),
+                          {"format": "corral-node-probe/1", "host": "c"}], {"a": 2, "b": 2, "c": 8})
+    assert [n["status"] for n in nodes] == [PASS, FAIL, FAIL]
+    assert nodes[1]["checks"][0]["name"] == "probe" and "exit code 1" in nodes[1]["checks"][0]["reason"]
+    assert nodes[2]["checks"][0]["reason"].startswith("unreadable probe")
+    assert {c["name"]: c for c in nodes[0]["checks"]}["gpu_count"]["status"] == PASS
+
+
+def test_check_names_are_frozen():
+    """The check names are part of the JSON surface that people grep and alert on: change them deliberately."""
+    node = _node("a", [790.0])
+    assert [c["name"] for c in node["gpus"][0]["checks"]] == [
+        "model", "nvml_errors", "memory_size", "ecc_mode", "ecc_uncorrected", "ecc_corrected", "remapped_rows",
+        "retired_pages", "pcie_width", "pcie_generation", "nvlink_state", "nvlink_errors", "clock_events", "temperature",
+        "power_limit", "xid_events", "gemm_bf16", "gemm_fp16", "gemm_tf32", "device_copy", "h2d", "d2h",
+    ]
+    assert [c["name"] for c in node["checks"]] == ["nvidia_driver", "cpu_gemm", "cpu_memcopy"]
