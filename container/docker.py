@@ -84,6 +84,10 @@ class Docker:
     binary: str = "docker"
 
     def argv(self, args: Sequence[str]) -> list[str]:
+        """``args`` are docker's arguments; a rendered argv that starts with "docker" is accepted as is."""
+        args = list(args)
+        if args[:1] == ["docker"]:
+            args = args[1:]
         local = [self.binary, *args]
         return self.wrap(local) if self.wrap else local
 
@@ -107,7 +111,12 @@ class Docker:
             err = DockerError("docker", argv, returncode, stderr, hint=hint)
             err.message = f"node {self.node}: {message}"
             return err
-        return DockerError("docker", argv, returncode, stderr)
+        err = DockerError("docker", argv, returncode, stderr)
+        # docker ends its errors with "Run 'docker --help' ..."; the useful line is the one before.
+        useful = [ln for ln in stderr.strip().splitlines() if ln.strip() and not ln.startswith("Run '")]
+        if useful:
+            err.message = f"node {self.node}: docker failed: {useful[-1].removeprefix('docker: ')}"
+        return err
 
     # ---- queries -------------------------------------------------------------------------------
 
