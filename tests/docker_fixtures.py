@@ -99,6 +99,10 @@ def stop_started_dockerd() -> None:
         log.warning("leaving dockerd (pid %s) running: %d container(s) still run on it", proc.pid, len(running))
         return
     _stop(proc, _started.get("forward_policy"))  # type: ignore[arg-type]
+    logf = _started.get("log")
+    if logf is not None:
+        logf.close()  # type: ignore[attr-defined]
+        Path(logf.name).unlink(missing_ok=True)  # type: ignore[attr-defined]
     _started.clear()
 
 

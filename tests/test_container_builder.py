@@ -288,3 +288,25 @@ def test_launch_seam_passes_env_by_name_only():
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
     assert "HF_TOKEN" in envs and "CORRAL_RUN_DIR" in envs and "PATH=/v/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in envs
     assert "--gpus" not in argv and "--device" not in argv  # no facts gathered: no IB, CPU node
+
+
+def test_container_config_command_prints_both_forms_and_explains_bad_input(tmp_path, capsys, monkeypatch):
+    from launcher.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\nscript: t.py\n")
+    assert main(["container", "config", str(job)]) == 2
+    assert "the job has no container section" in capsys.readouterr().err
+    job.write_text("name: j\nscript: t.py\ncontainer: {image: 'img:1', gpus: none, infiniband: 'off'}\n")
+    assert main(["container", "config", str(job), "--format", "yaml"]) == 2
+    assert main(["container", "config", str(job), "--node", "nope"]) == 2
+    assert "no such node" in capsys.readouterr().err
+    assert main(["container", "config", str(job)]) == 0
+    out = capsys.readouterr().out
+    argv = shlex.split(out.replace("\\\n", ""))
+    assert argv[:4] == ["docker", "run", "--name", "corral-j-local"] and argv[-2:] == ["torchrun", "t.py"]
+    assert main(["container", "config", str(job), "--format", "json"]) == 0
+    kw = json.loads(capsys.readouterr().out)
+    assert kw["name"] == "corral-j-local" and kw["network_mode"] == "host" and kw["command"] == ["torchrun", "t.py"]
+    assert not (tmp_path / "runs").exists(), "printing a configuration must not create the run directories"
