@@ -131,15 +131,15 @@ def run_probe_local(request: dict) -> dict:
     return probe.probe(request["paths"], request["device_dirs"], request.get("ensure_dirs", []))
 
 
-def run_probe_remote(request: dict, ssh_argv: Sequence[str], python: str = "python3") -> dict:
+def run_probe_remote(request: dict, wrap: Callable[[list[str]], list[str]], python: str = "python3") -> dict:
     """Probe another node: ``ssh ... python3 - ARGS`` with the probe's source on stdin.
 
-    ``ssh_argv`` is the ssh client argv up to and including the destination, from the launch
-    path's ssh choke point; the remote command is quoted once here.
+    ``wrap`` is the launch path's ssh choke point (``launcher.tools.ssh.node_argv``), which quotes
+    the remote argv once.
     """
     import shlex
 
-    argv = [*ssh_argv, shlex.join([python, "-", json.dumps(request)])]
+    argv = wrap([python, "-", json.dumps(request)])
     log.debug("probe: %s", shlex.join(argv))
     proc = subprocess.run(argv, input=PROBE_SOURCE.read_text(encoding="utf-8"), capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:

@@ -33,18 +33,18 @@ def gather_facts(
     docker: Docker,
     *,
     ib: IbPaths = IbPaths(),
-    ssh_argv: Sequence[str] | None = None,
+    ssh_wrap=None,
     gpus: int | None = None,
     create_dirs: bool = True,
 ) -> NodeFacts:
-    """Probe the node (in-process when local, over ``ssh_argv`` otherwise) and ask its Docker engine.
+    """Probe the node (in-process when local, through ``ssh_wrap`` otherwise) and ask its Docker engine.
 
     The run and checkpoint directories are created by the probe: they must exist to be bound.
     ``gpus`` (the cluster file's count) wins over detection.
     """
     ensure = [p for p in (ctx.run_dir, ctx.ckpt_dir) if p] if create_dirs else []
     request = probe_request(paths_to_probe(cfg, ctx), ib, ensure)
-    data = run_probe_remote(request, ssh_argv) if ssh_argv else run_probe_local(request)
+    data = run_probe_remote(request, ssh_wrap) if ssh_wrap else run_probe_local(request)
     try:
         dfacts = docker.facts([cfg.image])
     except CorralError as exc:
@@ -112,3 +112,94 @@ def remove_stale(docker: Docker, plan: ContainerPlan) -> None:
     if docker.inspect([plan.name]):
         log.info("node %s: removing the old container %s", plan.node, plan.name)
         docker.remove([plan.name])
+
+
+# ---- the launch path's side: before start, ps, stop ---------------------------------------------------
+
+
+def node_docker(cluster, node) -> Docker:
+    """The docker CLI of a cluster node: local, or through the launch path's ssh choke point."""
+    from launcher.tools import ssh
+
+    wrap = None if node.is_local else (lambda argv: ssh.node_argv(cluster.ssh, node, argv))
+    return Docker(node=node.label, wrap=wrap)
+
+
+def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
+    """Before a launch: probe every node, build its plan, pull the image where allowed, check everything.
+
+    Every problem of every node is reported at once (UserError, exit 2) and nothing starts; a
+    container left from an earlier run of the same job and node is removed (its name is reused).
+    Returns the facts by node label, for ``launcher.plan.PlanInputs.container_facts``.
+    """
+    import posixpath
+
+    from launcher.errors import UserError
+    from launcher.plan import resolve_path
+    from launcher.tools import ssh
+
+    cfg = job.container
+    facts_by_node: dict[str, NodeFacts] = {}
+    problems: list[str] = []
+    ready: list[tuple[Docker, ContainerPlan]] = []
+    for node in nodes:
+        ctx = RunContext(
+            job=name, node=node.label, command=("torchrun",), workdir=resolve_path(base_dir, cluster.workdir),
+            venv=cluster.venv or (local_venv if node.is_local else None),
+            run_dir=resolve_path(base_dir, posixpath.join(cluster.storage.runs, name)),
+            ckpt_dir=resolve_path(base_dir, posixpath.join(cluster.storage.checkpoints, name)),
+        )  # fmt: skip
+        docker = node_docker(cluster, node)
+        wrap = None if node.is_local else (lambda argv, n=node: ssh.node_argv(cluster.ssh, n, argv))
+        facts = gather_facts(cfg, ctx, docker, ssh_wrap=wrap, gpus=node.gpus)
+        facts_by_node[node.label] = facts
+        try:
+            ready.append((docker, prepare(cfg, ctx, docker, facts).plan))
+        except UserError as exc:
+            problems += [ln.strip() for ln in exc.message.splitlines()[1:]] or [exc.message]
+    if problems:
+        raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
+    for docker, plan in ready:
+        remove_stale(docker, plan)
+    return facts_by_node
+
+
+def is_container_plan(plan) -> bool:
+    """A launch plan whose nodes run ``docker run`` (the job had a container section)."""
+    return any(list(n.command[:2]) == ["docker", "run"] for n in plan.nodes)
+
+
+def launch_container_states(record, cluster) -> dict[str, dict]:
+    """For ``ps``: node label -> its container's state row (missing when the container is gone)."""
+    out: dict[str, dict] = {}
+    for n in record.plan.nodes:
+        node = _cluster_node(cluster, n)
+        try:
+            rows = container_states(node_docker(cluster, node), record.name)
+        except CorralError as exc:
+            out[n.node] = {"state": "unknown", "detail": str(exc)}
+            continue
+        mine = [r for r in rows if r["node"] == n.node]
+        out[n.node] = mine[0] if mine else {"state": "missing"}
+    return out
+
+
+def remove_launch_containers(record, cluster, timeout: float = 10) -> dict[str, list[str]]:
+    """For ``stop``: remove the job's containers (by label) on every node of the run."""
+    removed: dict[str, list[str]] = {}
+    for n in record.plan.nodes:
+        node = _cluster_node(cluster, n)
+        try:
+            removed[n.node] = remove_job_containers(node_docker(cluster, node), record.name, timeout=timeout)
+        except CorralError as exc:
+            log.warning("node %s: could not remove the job's containers: %s", n.node, exc)
+    return removed
+
+
+def _cluster_node(cluster, n):
+    from launcher.config import NodeConfig
+
+    for c in cluster.nodes:
+        if c.label == n.node or c.host == n.host:
+            return c
+    return NodeConfig(host=n.host, name=n.node)
