@@ -13,8 +13,10 @@ returns plain JSON-able data.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -131,8 +133,11 @@ def op_probe(req):
     else:
         out["venv_ok"] = None
         argv = ["bash", "-c", 'exec python3 "$@" "$(command -v torchrun)"', "corral", "-c", check]
+    fast = None if (req.get("full_torch") or not out["venv_ok"]) else _torch_in_venv(venv)
     if out["venv_ok"] is False:
         out["torch"] = {"ok": False, "error": f"{activate} not found"}
+    elif fast is not None:
+        out["torch"] = fast
     else:
         rc, stdout, stderr = _run(argv, timeout=float(req.get("torch_timeout", 120)), env=_clean_env())
         if rc == 0 and stdout.strip():
@@ -142,8 +147,8 @@ def op_probe(req):
         else:
             out["torch"] = {"ok": False, "error": (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]}
     out["gpus"] = gpu_count()
-    out["tmux"] = _run(["tmux", "-V"], timeout=10)[1].strip() or None
-    out["bash"] = _run(["bash", "--version"], timeout=10)[0] == 0
+    out["tmux"] = shutil.which("tmux")
+    out["bash"] = shutil.which("bash") is not None
     session = req.get("session")
     if session and out["tmux"]:
         rc, panes, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-s", "-t", "=" + session, "-F", "#{pane_dead}"), timeout=10)
@@ -153,6 +158,20 @@ def op_probe(req):
     if req.get("reach"):
         out["reach"] = op_reach(req["reach"])
     return out
+
+
+def _torch_in_venv(venv):
+    """torch and torchrun found in the venv by looking at files (no interpreter started: this
+    runs on every node before every launch). None when unsure; the caller then runs python."""
+    runs = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "torch", "distributed", "run.py"))
+    if not runs or not os.path.isfile(os.path.join(venv, "bin", "torchrun")):
+        return None
+    version = None
+    text = _read(os.path.join(os.path.dirname(os.path.dirname(runs[0])), "version.py")) or ""
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            version = line.split("=", 1)[1].strip().strip("'\"")
+    return {"ok": True, "version": version, "torchrun": os.path.join(venv, "bin", "torchrun"), "how": "files"}
 
 
 def _clean_env():

@@ -79,7 +79,10 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
         rest = [Check(n, c, None, "not checked: node unreachable") for c in CHECKS[1:]]
         return [Check(n, "ssh", False, f"{how} failed: {reply.error}")] + rest
     d = reply.data
-    out = [Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")]
+    if not d.get("tmux") or not d.get("bash"):
+        out = [Check(n, "ssh", False, "tmux and bash are needed on the node: install them (e.g. apt-get install tmux)")]
+    else:
+        out = [Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")]
     if not d.get("workdir_ok"):
         out.append(Check(n, "workdir", False, "working directory missing: create it or fix `workdir` in the cluster file"))
     elif d.get("script_ok") is False:

@@ -1,0 +1,127 @@
+"""Launch-to-all-ranks-initialised latency: ``corral launch`` vs a plain ssh+tmux loop.
+
+For 1, 2, 4 and 8 simulated nodes (one simulated cluster, node subsets), in the same run:
+
+* corral: ``python -m launcher.cli launch JOB -c CLUSTER`` as a subprocess (what a user types:
+  interpreter start, preflight on every node, plan, tmux start on every node);
+* baseline: a plain loop ``ssh HOST tmux new-session -d 'cd WORKDIR && . VENV/bin/activate &&
+  torchrun ...'`` over the nodes, one after the other.
+
+Both start the same worker (``launch_latency_worker.py``, 1 process per node), which writes the
+wall-clock time at which its process group is initialised. Latency = latest of those times
+minus the command's start. Run as root from the repository root:
+
+    python -m benchmarks.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = "benchmarks/launch_latency_worker.py"
+
+
+def wait_ready(out: Path, world: int, timeout: float = 300) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(out.glob("ready-*"))
+        if len(files) == world:
+            return max(float(p.read_text()) for p in files)
+        time.sleep(0.05)
+    raise RuntimeError(f"only {len(list(out.glob('ready-*')))} of {world} ranks initialised within {timeout}s in {out}")
+
+
+def wait_done(out: Path, world: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(list(out.glob("done-*"))) < world:
+        time.sleep(0.1)
+
+
+def run_corral(sim, n: int, work: Path, venv: str) -> float:
+    import yaml
+
+    name = f"lat{n}-{uuid.uuid4().hex[:6]}"
+    out = work / name
+    out.mkdir()
+    cfg = sim.cluster_config(workdir=REPO, venv=venv)
+    cfg["nodes"] = cfg["nodes"][:n]
+    cfile = work / f"{name}-cluster.yaml"
+    cfile.write_text(yaml.safe_dump(cfg))
+    jfile = work / f"{name}-job.yaml"
+    jfile.write_text(yaml.safe_dump({"name": name, "script": WORKER, "args": [str(out)], "nproc_per_node": 1}))
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+    ready = wait_ready(out, n)
+    wait_done(out, n)
+    return ready - t0
+
+
+def run_baseline(sim, n: int, work: Path, venv: str, port: int) -> float:
+    name = f"base{n}-{uuid.uuid4().hex[:6]}"
+    out = work / name
+    out.mkdir()
+    first = sim.nodes[0].addr
+    torchrun = ["torchrun", "--nnodes", str(n), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"{first}:{port}", "--rdzv-id", name, WORKER, str(out)]  # fmt: skip
+    inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
+    t0 = time.time()
+    for node in sim.nodes[:n]:
+        subprocess.run(sim.ssh_argv(node, ["tmux", "new-session", "-d", "-s", name, inner]), check=True)
+    ready = wait_ready(out, n)
+    wait_done(out, n)
+    return ready - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from tests.simcluster import SimCluster
+
+    venv = sys.prefix
+    rows = []
+    with SimCluster(max(args.sizes)) as sim:
+        work = Path(sim.run_dir) / "latency"
+        work.mkdir()
+        port = 29600
+        for n in args.sizes:
+            corral, base = [], []
+            for _ in range(args.reps):  # interleaved, so load drifts hit both alike
+                port += 1
+                base.append(run_baseline(sim, n, work, venv, port))
+                corral.append(run_corral(sim, n, work, venv))
+            row = {"nodes": n, "corral_s": statistics.median(corral), "baseline_s": statistics.median(base),
+                   "corral_all": corral, "baseline_all": base}  # fmt: skip
+            row["ratio"] = row["corral_s"] / row["baseline_s"]
+            row["overhead_s"] = row["corral_s"] - row["baseline_s"]
+            rows.append(row)
+            print(f"{n} node(s): corral {row['corral_s']:.2f} s, baseline {row['baseline_s']:.2f} s, "
+                  f"ratio {row['ratio']:.2f}, overhead {row['overhead_s']:+.2f} s", flush=True)
+    by = {r["nodes"]: r for r in rows}
+    verdict = {"max_ratio": max(r["ratio"] for r in rows)}
+    if 2 in by and 8 in by:
+        o2, o8 = by[2]["overhead_s"], by[8]["overhead_s"]
+        verdict["overhead_8_within_overhead_2_plus_20pct"] = o8 <= o2 + 0.2 * abs(o2)
+    result = {"machine": "2 cores, no GPU, simulated nodes (network namespaces)", "rows": rows, "verdict": verdict}
+    print(json.dumps(verdict))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Worker of benchmarks/launch_latency.py: records when its process group is initialised."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+out = Path(sys.argv[1])
+(out / f"ready-{dist.get_rank()}").write_text(repr(time.time()))
+dist.barrier()
+(out / f"done-{dist.get_rank()}").write_text(os.environ.get("CORRAL_NODE", "-"))
+dist.destroy_process_group()
