@@ -152,6 +152,9 @@ async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: Jo
     """One parallel round of probes; the first node also finds a free rendezvous port, the others
     test TCP to the first node's rendezvous address at the configured port (a refusal counts as
     reachable: the host answered; a timeout or no route does not)."""
+    from launcher.tools import ssh
+
+    ssh.new_session()
     multi = not plain and len(nodes) > 1
     target_host, target_port = rdzv_host(nodes[0]), cluster.rendezvous.port
     requests = []

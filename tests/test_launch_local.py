@@ -178,3 +178,19 @@ def test_demo_command_trains_and_says_where_things_are(space, capsys):
     finally:
         shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
         shutil.rmtree(REPO / "checkpoints" / name, ignore_errors=True)
+
+
+def test_a_node_failing_to_start_rolls_back_the_others(space):
+    """Two "nodes" that are both this machine share one tmux server, so the second one cannot
+    create the session: the launch fails naming it, and the first node's session is stopped."""
+    from launcher.errors import RunFailed
+
+    cluster, root, token = space
+    two = cluster.model_copy(update={"nodes": [cluster.nodes[0], cluster.nodes[0].model_copy(update={"host": "127.0.0.1", "name": "again"})]})
+    with pytest.raises(RunFailed, match=r"\((local|again): duplicate session"):
+        api.launch(echo_job("half", env={"ECHO_SLEEP": "60"}), two, plain=True)
+    ls = subprocess.run(["tmux", "-L", f"corral-test-{token}", "ls"], capture_output=True, text=True)
+    assert "corral-half" not in ls.stdout
+    record = json.loads((root / "runs" / "half" / "run.json").read_text())
+    assert record["state"] == "failed"
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_env(p, f"CORRAL_RUN_ID={record['run_id']}".encode())]

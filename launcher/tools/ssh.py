@@ -73,9 +73,23 @@ def control_dir() -> Path:
     raise ToolNotFound("ssh", hint="no writable short directory for ssh control sockets (~/.ssh or /tmp)")
 
 
+_session = [f"{os.getpid()}"]
+
+
+def new_session() -> None:
+    """Start a new multiplexing session: later calls open fresh connections (new masters).
+
+    Preflight calls this so that "ssh reachable" is tested by a real new connection, not
+    answered by a master left over from an earlier command while the node's sshd is down.
+    """
+    import secrets
+
+    _session[0] = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def control_path(cfg: SSHConfig, host: str) -> str:
-    """One socket per (user, host, port, key): a 16-hex digest keeps the path short."""
-    key = f"{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}"
+    """One socket per (session, user, host, port, key): a 16-hex digest keeps the path short."""
+    key = f"{_session[0]}|{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}"
     return str(control_dir() / hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
