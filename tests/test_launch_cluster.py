@@ -161,6 +161,8 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
     wait_for(lambda: log1.exists() and "step 0 loss" in log1.read_text(), 180, "training to start")
     victims = job_pids(handle.plan.run_id, b"RANK=1")
     assert len(victims) == 1, victims
+    env = Path(f"/proc/{victims[0]}/environ").read_bytes().split(b"\0")
+    victim_node = next(e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"CORRAL_NODE="))
     os.kill(victims[0], signal.SIGKILL)
     try:
         status = handle.wait(timeout=300)
@@ -168,8 +170,13 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
         for n in handle.plan.nodes:  # shown on failure: what torchrun did after the kill
             print(n.node, "".join(Path(n.log_path).read_text().splitlines(True)[-40:]))
     assert status.ok, status.to_json()
-    res = results(handle)
-    assert len(res) == 3 and all(r["restart"] >= 1 for r in res), res
+    res = {r["rank"]: r for r in results(handle)}
+    assert sorted(res) == [0, 1, 2]
+    # The node whose worker died counts a restart; the others re-form the group after a
+    # membership change, which torchrun does not count. Every rank started twice.
+    assert all(r["restart"] >= 1 for r in res.values() if r["node"] == victim_node), (victim_node, res)
+    for n in handle.plan.nodes:
+        assert Path(n.log_path).read_text().count(" ready on cpu") >= 2, n.node
 
 
 def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
@@ -217,7 +224,6 @@ def test_preflight_catches_broken_nodes(cl, names, sim_cluster):
     assert rep.ok, rep.summary()
     sim_cluster.stop_sshd(n3)
     sim_cluster.disconnect(n2)
-    port = rep.rdzv_port
     try:
         rep, by = checks(quick)
         assert by[(n3.hostname, "ssh")].ok is False and "ssh" in by[(n3.hostname, "ssh")].detail
@@ -229,7 +235,8 @@ def test_preflight_catches_broken_nodes(cl, names, sim_cluster):
         sim_cluster.reconnect(n2)
         sim_cluster.start_sshd(n3)
     # a node that reaches the others by ssh but not the rendezvous address
-    rule = ["OUTPUT", "-d", n1.addr, "-p", "tcp", "--dport", f"{port}:{port + 64}", "-j", "DROP"]
+    first_port = cl.rendezvous.port
+    rule = ["OUTPUT", "-d", n1.addr, "-p", "tcp", "--dport", f"{first_port}:{first_port + 64}", "-j", "DROP"]
     sim_cluster.exec_in_ns(n2, ["iptables", "-I", *rule], check=True)
     try:
         rep, by = checks(quick)
