@@ -322,8 +322,12 @@ def check_tolerance(op: str, dtype: DType, world_size: int) -> float:
     exact in every type as long as it fits ``exact_int_limit``; then the check is exact (0).
     Averages divide by n (NCCL pre-multiplies by 1/n), so they get a few units in the last place.
     """
-    largest = 2 * world_size if op in ("sum", "avg") else 7
-    if dtype.floating and (op == "avg" or largest > dtype.exact_int_limit):
-        eps = {"half": 2**-10, "bfloat16": 2**-7, "float": 2**-23, "double": 2**-52}[dtype.name]
-        return 4 * world_size * eps * max(largest, 1)
+    if not dtype.floating:
+        return 0.0
+    eps = {"half": 2**-10, "bfloat16": 2**-7, "float": 2**-23, "double": 2**-52}[dtype.name]
+    if op == "avg":
+        return (world_size + 1) * eps * 2  # every average of the fill values is at most 2
+    largest = 2 * world_size if op == "sum" else 7
+    if largest > dtype.exact_int_limit:
+        return world_size * eps * largest
     return 0.0
