@@ -15,6 +15,8 @@ What is timed, and why (see docs/BENCH_NET.md):
   untouched send buffer into the receive buffer and then reduces the receive buffer in
   place. The copy is outside the timed interval, so the row times the collective alone,
   as nccl-tests' sendbuff -> recvbuff does; the input is pristine for every iteration.
+  On CPU a barrier follows the copy (ranks share cores and finish copying at different
+  moments); on GPU the copy is enqueued before the start event on every rank alike.
 * the data check runs after the timing on freshly filled buffers (as nccl-tests does), one
   reduction, compared element by element with the exactly known result.
 """
@@ -178,6 +180,9 @@ class WallClockTimer:
         for _ in range(iters):
             if prepare is not None:
                 prepare()
+                # Ranks finish the untimed copy at different moments (CPUs are shared); without
+                # this barrier a fast rank's clock would include a slow rank's copy.
+                self.dist.barrier()
             t0 = time.perf_counter()
             collective()
             out.append(time.perf_counter() - t0)
