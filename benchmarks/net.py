@@ -88,19 +88,25 @@ def send_argv(python: str, script: str, addr: str, port: int, *, duration: float
     return [python, script, "send", "--to", addr, "--port", str(port), "--duration", f"{duration:g}", "--connect-timeout", "30"]
 
 
-def build_plan(eps: list[Endpoint], mode: str, *, python: str, workdir: str, duration: float, interval: float = 1.0) -> list[PairPlan]:
-    """The pairs with the argv each end runs (``PORT`` stands for the port chosen at run time)."""
+def build_plan(
+    eps: list[Endpoint], mode: str, *, python: str | dict[str, str], workdir: str, duration: float, interval: float = 1.0
+) -> list[PairPlan]:
+    """The pairs with the argv each end runs (port 0 stands for the port chosen at run time).
+
+    ``python`` is the interpreter on every node, or one per node name.
+    """
     if duration <= 0:
         raise UserError(f"--duration must be positive (got {duration:g})")
     by_name = {e.name: e for e in eps}
+    py = python if isinstance(python, dict) else {e.name: python for e in eps}
     script = peer_script(workdir)
     plans = []
     for src, dst in plan_pairs([e.name for e in eps], mode):
         addr = by_name[dst].addr
         plans.append(PairPlan(
             src, dst, addr,
-            recv_argv(python, script, addr, 0, duration=duration, interval=interval),
-            send_argv(python, script, addr, 0, duration=duration),
+            recv_argv(py[dst], script, addr, 0, duration=duration, interval=interval),
+            send_argv(py[src], script, addr, 0, duration=duration),
         ))  # fmt: skip
     return plans
 
