@@ -66,6 +66,9 @@ def test_pair_result_units_and_throttle():
     t = net.pair_result("a", "b", recv_report(burst, last=0.5), duration=10)["throttle"]
     assert t is not None and t["change_at_s"] == 4.0
     assert t["rate_before"] == pytest.approx(10.0) and t["rate_after"] == pytest.approx(0.2)
+    straddle = [10 * mb] * 4 + [5 * mb] + [mb // 5] * 5 + [mb // 10]
+    t = net.pair_result("a", "b", recv_report(straddle, last=0.5), duration=11)["throttle"]
+    assert t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2  # the median ignores the straddling second
 
 
 def test_result_matrix_slowest_and_render():
