@@ -22,9 +22,10 @@ import sys
 import time
 
 LIGHT_TORCH_CHECK = (
-    "import importlib.util, json, sys\n"
+    "import importlib.util, json, os, sys\n"
     "spec = importlib.util.find_spec('torch')\n"
-    "ok = spec is not None and importlib.util.find_spec('torch.distributed.run') is not None\n"
+    "where = list(spec.submodule_search_locations or []) if spec else []\n"
+    "ok = any(os.path.isfile(os.path.join(d, 'distributed', 'run.py')) for d in where)\n"
     "version = None\n"
     "if ok:\n"
     "    try:\n"
@@ -92,6 +93,9 @@ def op_probe(req):
     out = {"hostname": socket.gethostname(), "python": sys.version.split()[0]}
     workdir = req.get("workdir")
     out["workdir_ok"] = bool(workdir) and os.path.isdir(workdir)
+    script = req.get("script")
+    if script and workdir:
+        out["script_ok"] = os.path.isfile(os.path.join(workdir, script))
     venv = req.get("venv")
     check = FULL_TORCH_CHECK if req.get("full_torch") else LIGHT_TORCH_CHECK
     if venv:
@@ -123,6 +127,8 @@ def op_probe(req):
         out["session_state"] = "none" if rc != 0 else ("running" if "0" in panes.split() else "exited")
     if req.get("port"):
         out["port"] = free_port(int(req["port"]))
+    if req.get("reach"):
+        out["reach"] = op_reach(req["reach"])
     return out
 
 

@@ -323,7 +323,7 @@ job 2>&1 </dev/null | while IFS= read -r line || [ -n "$line" ]; do printf '[%s]
 code=${{PIPESTATUS[0]}}
 rm -f -- "$secrets"
 printf '%s\\n' "$code" >"$state_dir/exit_code.tmp" && mv -f -- "$state_dir/exit_code.tmp" "$state_dir/exit_code"
-echo "[$node] corral: exited with status $code" >>"$log"
+echo "[$node] corral: exited with status $code" | tee -a -- "$log"
 exit "$code"
 """
 

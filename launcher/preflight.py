@@ -56,7 +56,7 @@ class PreflightReport:
         return "\n".join(f"{c.node}: {c.check}: {c.detail}" for c in self.failures())
 
 
-def probe_request(cluster: ClusterConfig, node: NodeConfig, *, first: bool, name: str | None, base_dir: str,
+def probe_request(cluster: ClusterConfig, node: NodeConfig, job: JobConfig | None, *, first: bool, name: str | None, base_dir: str,
                   local_venv: str | None, full_torch: bool, tmux_socket: str | None) -> dict[str, Any]:
     return {
         "op": "probe",
@@ -66,6 +66,7 @@ def probe_request(cluster: ClusterConfig, node: NodeConfig, *, first: bool, name
         "session": session_name(name) if name else None,
         "tmux_socket": tmux_socket,
         "port": cluster.rendezvous.port if first else None,
+        "script": job.script if job is not None else None,
     }
 
 
@@ -79,7 +80,12 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
         return [Check(n, "ssh", False, f"{how} failed: {reply.error}")] + rest
     d = reply.data
     out = [Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")]
-    out.append(Check(n, "workdir", bool(d.get("workdir_ok")), "exists" if d.get("workdir_ok") else "working directory missing: create it or fix `workdir` in the cluster file"))
+    if not d.get("workdir_ok"):
+        out.append(Check(n, "workdir", False, "working directory missing: create it or fix `workdir` in the cluster file"))
+    elif d.get("script_ok") is False:
+        out.append(Check(n, "workdir", False, f"script {job.script if job else ''} not found in the working directory: copy the code to this node"))
+    else:
+        out.append(Check(n, "workdir", True, "exists" + (", script found" if d.get("script_ok") else "")))
     if venv is None:
         out.append(Check(n, "venv", None, "none configured (python3 from PATH)"))
     elif d.get("venv_ok"):
@@ -139,48 +145,43 @@ def evaluate_reach(node: NodeConfig, reply: AgentReply, target: str) -> Check:
 async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: JobConfig | None, *, name: str | None,
                         base_dir: str, local_venv: str | None, full_torch: bool = False, plain: bool = False,
                         tmux_socket: str | None = None) -> PreflightReport:
-    requests = [
-        (n, probe_request(cluster, n, first=(i == 0), name=name, base_dir=base_dir, local_venv=local_venv, full_torch=full_torch, tmux_socket=tmux_socket))
-        for i, n in enumerate(nodes)
-    ]
+    """One parallel round of probes; the first node also finds a free rendezvous port, the others
+    test TCP to the first node's rendezvous address at the configured port (a refusal counts as
+    reachable: the host answered; a timeout or no route does not)."""
+    multi = not plain and len(nodes) > 1
+    target_host, target_port = rdzv_host(nodes[0]), cluster.rendezvous.port
+    requests = []
+    for i, n in enumerate(nodes):
+        req = probe_request(cluster, n, job, first=(i == 0), name=name, base_dir=base_dir, local_venv=local_venv,
+                            full_torch=full_torch, tmux_socket=tmux_socket)  # fmt: skip
+        if multi and i > 0:
+            req["reach"] = {"host": target_host, "port": target_port, "timeout": REACH_TIMEOUT_S}
+        requests.append((n, req))
     replies = await call_all(cluster, requests, timeout=180 if full_torch else 60)
     checks: list[Check] = []
     facts: dict[str, NodeFacts] = {}
     stale = []
     for i, (node, reply) in enumerate(zip(nodes, replies)):
-        venv = requests[i][1]["venv"]
-        checks += evaluate_probe(node, reply, job, first=(i == 0), name=name, venv=venv, plain=plain)
+        node_checks = evaluate_probe(node, reply, job, first=(i == 0), name=name, venv=requests[i][1]["venv"], plain=plain)
         if reply.ok:
             facts[node.label] = NodeFacts(gpus=int(reply.data.get("gpus") or 0))
             if reply.data.get("session_state") == "exited":
                 stale.append(node.label)
+            node_checks = [_reach_verdict(node, reply, c, i, multi, f"{target_host}:{target_port}") if c.check == "reach" else c for c in node_checks]
+        checks += node_checks
     port = replies[0].data.get("port") if replies and replies[0].ok else None
-    report = PreflightReport(checks, facts, port, stale)
-    await _reach_round(cluster, nodes, replies, report, plain)
-    return report
+    return PreflightReport(checks, facts, port, stale)
 
 
-async def _reach_round(cluster: ClusterConfig, nodes: list[NodeConfig], probes: list[AgentReply], report: PreflightReport, plain: bool) -> None:
-    """Replace each node's placeholder ``reach`` check with the real one."""
-    port = report.rdzv_port
-    index = {(c.node, c.check): i for i, c in enumerate(report.checks)}
-    for node, probe in zip(nodes, probes):
-        i = index[(node.label, "reach")]
-        if plain or len(nodes) == 1:
-            report.checks[i] = Check(node.label, "reach", None, "-" if plain else "single node")
-        elif not probe.ok:
-            pass  # already "not checked"
-    if plain or len(nodes) == 1 or port is None:
-        if port is None and not plain and len(nodes) > 1:
-            for node in nodes:
-                report.checks[index[(node.label, "reach")]] = Check(node.label, "reach", None, "not checked: no rendezvous port")
-        return
-    host = rdzv_host(nodes[0])
-    target = f"{host}:{port}"
-    todo = [(n, {"op": "reach", "host": host, "port": port, "timeout": REACH_TIMEOUT_S}) for n, p in zip(nodes, probes) if p.ok]
-    replies = await call_all(cluster, todo, timeout=REACH_TIMEOUT_S + 10)
-    for (node, _), reply in zip(todo, replies):
-        report.checks[index[(node.label, "reach")]] = evaluate_reach(node, reply, target)
+def _reach_verdict(node: NodeConfig, reply: AgentReply, placeholder: Check, index: int, multi: bool, target: str) -> Check:
+    if not multi:
+        return Check(node.label, "reach", None, "single node" if index == 0 else "-")
+    if index == 0:
+        return Check(node.label, "reach", True, "hosts the rendezvous")
+    result = reply.data.get("reach")
+    if result is None:
+        return placeholder
+    return evaluate_reach(node, AgentReply(node.label, result), target)
 
 
 def run_preflight_sync(*args: Any, **kwargs: Any) -> PreflightReport:
