@@ -136,10 +136,15 @@ def mibps(nbytes: float, seconds: float) -> float:
 def pair_result(src: str, dst: str, recv: dict, duration: float) -> dict:
     """One pair's numbers from the receiver's report; the throttle detector runs on its series."""
     interval = recv["interval_s"]
-    bins = recv["series_bytes"]
+    bins = list(recv["series_bytes"])
     lengths = [interval] * len(bins)
     if bins:
         lengths[-1] = max(recv.get("last_interval_s", interval), 1e-9)
+    if len(bins) > 1 and lengths[-1] < interval / 2:
+        # A sliver of an interval at the end (the last buffered bytes) gives a meaningless
+        # rate: fold it into the interval before.
+        bins[-2] += bins.pop()
+        lengths[-2] += lengths.pop()
     series = [gbps(b, t) for b, t in zip(bins, lengths)]
     throttle = detect_throttle(series, interval_s=interval)
     throttle_info = None

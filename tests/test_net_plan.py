@@ -71,6 +71,12 @@ def test_pair_result_units_and_throttle():
     assert t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2  # the median ignores the straddling second
 
 
+def test_a_sliver_at_the_end_is_folded_into_the_last_interval():
+    mb = 125_000_000
+    p = net.pair_result("a", "b", recv_report([mb, mb, mb // 100], last=0.01), duration=2)
+    assert len(p["series_gbps"]) == 2 and p["series_gbps"][-1] == pytest.approx((mb + mb // 100) * 8 / 1e9 / 1.01)
+
+
 def test_result_matrix_slowest_and_render():
     eps = [net.Endpoint("a", "10.0.0.1"), net.Endpoint("b", "10.0.0.2"), net.Endpoint("c", "10.0.0.3")]
     g = 125_000_000
