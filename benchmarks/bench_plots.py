@@ -49,8 +49,10 @@ def plot_net(result: dict, path: str | Path) -> Path:
         step = p.get("interval_s", 1.0)
         xs = [step * (i + 1) for i in range(len(p["series_gbps"]))]
         label = f"{p['src']} -> {p['dst']}" + (" (throttled)" if p.get("throttle") else "")
-        ax.plot(xs, p["series_gbps"], marker="o", label=label)
-    ax.set_xlabel("seconds since the first byte")
+        line = ax.plot(xs, p["series_gbps"], marker="o", label=label)[0]
+        if p.get("throttle"):
+            ax.axvline(p["throttle"]["change_at_s"], color=line.get_color(), linestyle=":", alpha=0.7)
+    ax.set_xlabel("seconds since the first byte (end of each interval)")
     ax.set_ylabel("Gbit/s")
     ax.set_yscale("log")
     s = result.get("slowest")

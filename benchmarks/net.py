@@ -11,7 +11,6 @@ Units: Gbit/s = 10⁹ bits per second (how links are sold), MiB/s = 2²⁰ bytes
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -77,38 +76,38 @@ def plan_pairs(names: list[str], mode: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(p for p in pairs if p[0] != p[1]))
 
 
-def peer_script(workdir: str) -> str:
-    return posixpath.join(workdir, "benchmarks", "net_peer.py")
+PEER_SOURCE = "benchmarks/net_peer.py"
+"""Sent to ``python -`` on the node's stdin, so nodes need only a Python 3, not corral."""
 
 
-def recv_argv(python: str, script: str, addr: str, port: int, *, duration: float, interval: float) -> list[str]:
-    return [python, script, "recv", "--bind", addr, "--port", str(port), "--interval", f"{interval:g}",
+def recv_argv(python: str, addr: str, port: int, *, duration: float, interval: float) -> list[str]:
+    return [python, "-", "recv", "--bind", addr, "--port", str(port), "--interval", f"{interval:g}",
             "--accept-timeout", "30", "--max-seconds", f"{duration + 60:g}"]  # fmt: skip
 
 
-def send_argv(python: str, script: str, addr: str, port: int, *, duration: float) -> list[str]:
-    return [python, script, "send", "--to", addr, "--port", str(port), "--duration", f"{duration:g}", "--connect-timeout", "30"]
+def send_argv(python: str, addr: str, port: int, *, duration: float) -> list[str]:
+    return [python, "-", "send", "--to", addr, "--port", str(port), "--duration", f"{duration:g}", "--connect-timeout", "30"]
 
 
 def build_plan(
-    eps: list[Endpoint], mode: str, *, python: str | dict[str, str], workdir: str, duration: float, interval: float = 1.0
+    eps: list[Endpoint], mode: str, *, python: str | dict[str, str], duration: float, interval: float = 1.0
 ) -> list[PairPlan]:
     """The pairs with the argv each end runs (port 0 stands for the port chosen at run time).
 
-    ``python`` is the interpreter on every node, or one per node name.
+    ``python`` is the interpreter on every node, or one per node name; it reads the peer
+    script (``PEER_SOURCE``) from stdin.
     """
     if duration <= 0:
         raise UserError(f"--duration must be positive (got {duration:g})")
     by_name = {e.name: e for e in eps}
     py = python if isinstance(python, dict) else {e.name: python for e in eps}
-    script = peer_script(workdir)
     plans = []
     for src, dst in plan_pairs([e.name for e in eps], mode):
         addr = by_name[dst].addr
         plans.append(PairPlan(
             src, dst, addr,
-            recv_argv(py[dst], script, addr, 0, duration=duration, interval=interval),
-            send_argv(py[src], script, addr, 0, duration=duration),
+            recv_argv(py[dst], addr, 0, duration=duration, interval=interval),
+            send_argv(py[src], addr, 0, duration=duration),
         ))  # fmt: skip
     return plans
 
@@ -116,7 +115,7 @@ def build_plan(
 def describe_plan(plans: list[PairPlan]) -> str:
     import shlex
 
-    lines = []
+    lines = [f"each end runs its node's python with {PEER_SOURCE} on stdin:"]
     for p in plans:
         lines += [f"{p.src} -> {p.dst} ({p.dst_addr}):", f"  on {p.dst}: {shlex.join(p.recv_argv)}", f"  on {p.src}: {shlex.join(p.send_argv)}"]
     return "\n".join(lines).replace("--port 0", "--port PORT")

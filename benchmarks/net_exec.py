@@ -1,7 +1,8 @@
 """``corral bench net``, the executing half: run each planned pair's receiver and sender on their nodes.
 
 Both ends go through the launcher's ssh choke point (``launcher.tools.ssh.run``), which runs
-a localhost node's command directly. The receiver picks no port itself: the port is chosen
+a localhost node's command directly; the peer script goes to ``python -`` on stdin, as the
+launcher's node agent does, so a node needs no corral checkout. The receiver picks no port itself: the port is chosen
 here at random in a high range so both ends can be started at once; a port already taken
 on the receiving node makes the receiver exit with a distinct status and the pair is tried
 again on another port. The sender retries its connection while the receiver starts and
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+from pathlib import Path
 from typing import Callable
 
 from benchmarks import net
@@ -23,6 +25,11 @@ log = logging.getLogger(__name__)
 
 PORT_RANGE = (20000, 60000)
 PORT_TRIES = 4
+
+
+def peer_source() -> bytes:
+    """The sender/receiver script, shipped on stdin: the nodes need Python 3, not corral."""
+    return (Path(__file__).resolve().parent / "net_peer.py").read_bytes()
 
 
 def _with_port(argv: list[str], port: int) -> list[str]:
@@ -54,8 +61,9 @@ async def _pair_once(cluster, plan: net.PairPlan, port: int, duration: float) ->
 
     src, dst = cluster.node(plan.src), cluster.node(plan.dst)
     timeout = duration + 90
-    recv_task = asyncio.create_task(ssh.run(cluster.ssh, dst, _with_port(plan.recv_argv, port), timeout=timeout))
-    send_task = asyncio.create_task(ssh.run(cluster.ssh, src, _with_port(plan.send_argv, port), timeout=timeout))
+    code = peer_source()
+    recv_task = asyncio.create_task(ssh.run(cluster.ssh, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
+    send_task = asyncio.create_task(ssh.run(cluster.ssh, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
     done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
     if recv_task in done and not recv_task.result().ok:
         await _cancel(send_task)  # nobody will accept: do not wait for the sender's connect timeout

@@ -43,13 +43,13 @@ def test_nodes_need_private_addresses():
 
 def test_plan_argv_and_dry_run_text():
     eps = [net.Endpoint("a", "10.0.0.1"), net.Endpoint("b", "10.0.0.2")]
-    plans = net.build_plan(eps, "ring", python="/v/bin/python", workdir="/srv/my repo", duration=3)
-    assert plans[0].recv_argv[:6] == ["/v/bin/python", "/srv/my repo/benchmarks/net_peer.py", "recv", "--bind", "10.0.0.2", "--port"]
-    assert plans[0].send_argv[3:5] == ["--to", "10.0.0.2"] and "--duration" in plans[0].send_argv
+    plans = net.build_plan(eps, "ring", python={"a": "/v a/bin/python", "b": "python3"}, duration=3)
+    assert plans[0].recv_argv[:6] == ["python3", "-", "recv", "--bind", "10.0.0.2", "--port"]
+    assert plans[0].send_argv[:5] == ["/v a/bin/python", "-", "send", "--to", "10.0.0.2"] and "--duration" in plans[0].send_argv
     text = net.describe_plan(plans)
-    assert "'/srv/my repo/benchmarks/net_peer.py'" in text and "--port PORT" in text
+    assert "'/v a/bin/python' - send" in text and "--port PORT" in text and "net_peer.py on stdin" in text
     with pytest.raises(UserError, match="--duration"):
-        net.build_plan(eps, "all", python="p", workdir="/w", duration=0)
+        net.build_plan(eps, "all", python="p", duration=0)
 
 
 def recv_report(series_bytes, interval=1.0, last=1.0) -> dict:

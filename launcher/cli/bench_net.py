@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 import sys
 from pathlib import Path
@@ -17,14 +16,11 @@ def python_for(cluster, node) -> str:
     return sys.executable if node.is_local else "python3"
 
 
-def prepare(cluster, *, duration: float, pairs: str, base_dir: str | None = None) -> tuple[list[net.Endpoint], list[net.PairPlan]]:
+def prepare(cluster, *, duration: float, pairs: str) -> tuple[list[net.Endpoint], list[net.PairPlan]]:
     """Endpoints and per-pair argv; every bad input (addresses, --pairs, --duration) fails here, exit 2."""
-    from launcher.plan import resolve_path
-
     eps = net.endpoints(cluster)
-    workdir = resolve_path(base_dir or os.getcwd(), cluster.workdir)
     pythons = {n.label: python_for(cluster, n) for n in cluster.nodes}
-    return eps, net.build_plan(eps, pairs, python=pythons, workdir=workdir, duration=duration)
+    return eps, net.build_plan(eps, pairs, python=pythons, duration=duration)
 
 
 def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> dict:
