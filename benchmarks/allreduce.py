@@ -216,20 +216,34 @@ class CudaEventTimer:
 # ---- data -------------------------------------------------------------------------
 
 
+CHECK_CHUNK = 1 << 24
+"""Elements per step when filling and checking: int64 indices and float64 copies of an 8 GiB
+buffer would need four times its size again; chunks keep the extra memory near 400 MiB."""
+
+
+def _chunks(n: int):
+    for start in range(0, n, CHECK_CHUNK):
+        yield start, min(n, start + CHECK_CHUNK)
+
+
 def fill(torch, buf, rule: cm.FillRule, rank: int) -> None:
     """Rank ``rank``'s pattern into ``buf`` (see collective_math.FillRule)."""
-    idx = torch.arange(buf.numel(), device=buf.device, dtype=torch.int64)
     values = torch.tensor(rule.values, device=buf.device, dtype=buf.dtype)
-    buf.copy_(values[(idx + rule.shift * rank) % rule.modulus])
+    for a, b in _chunks(buf.numel()):
+        idx = torch.arange(a, b, device=buf.device, dtype=torch.int64)
+        buf[a:b].copy_(values[(idx + rule.shift * rank) % rule.modulus])
 
 
 def count_wrong(torch, buf, expected: list, modulus: int, tolerance: float) -> int:
-    idx = torch.arange(buf.numel(), device=buf.device, dtype=torch.int64) % modulus
-    want = torch.tensor(expected, device=buf.device, dtype=torch.float64)[idx]
-    got = buf.to(torch.float64)
-    bad = (got - want).abs() > tolerance
-    bad |= torch.isnan(got)
-    return int(bad.sum().item())
+    """Elements of ``buf`` farther than ``tolerance`` from ``expected[i % modulus]`` (NaN counts as wrong)."""
+    table = torch.tensor(expected, device=buf.device, dtype=torch.float64)
+    wrong = 0
+    for a, b in _chunks(buf.numel()):
+        idx = torch.arange(a, b, device=buf.device, dtype=torch.int64) % modulus
+        got = buf[a:b].to(torch.float64)
+        bad = ((got - table[idx]).abs() > tolerance) | torch.isnan(got)
+        wrong += int(bad.sum().item())
+    return wrong
 
 
 # ---- the sweep --------------------------------------------------------------------

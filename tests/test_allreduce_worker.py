@@ -96,3 +96,24 @@ def test_worker_nccl_cuda_events(tmp_path):
     assert result["env"]["backend"] == "nccl" and result["env"]["timing"] == "cuda-events"
     assert result["env"]["nccl"] and result["env"]["cuda"]
     assert all(r["wrong"] == 0 and r["time_us"] > 0 for r in result["rows"])
+
+
+def test_fill_and_check_work_in_chunks(monkeypatch):
+    """Large buffers are filled and checked chunk by chunk; chunk edges must not shift the pattern."""
+    import torch
+
+    import benchmarks.allreduce as worker
+    from benchmarks import collective_math as cm
+
+    monkeypatch.setattr(worker, "CHECK_CHUNK", 7)
+    rule = cm.fill_rule("max", 3)
+    bufs = []
+    for r in range(3):
+        b = torch.empty(50)
+        worker.fill(torch, b, rule, r)
+        bufs.append(b)
+    out = torch.stack(bufs).amax(0)
+    expected = cm.expected_values("max", cm.DTYPES["float"], 3)
+    assert worker.count_wrong(torch, out, expected, rule.modulus, 0.0) == 0
+    out[6], out[7] = 0.0, float("nan")  # both sides of a chunk edge
+    assert worker.count_wrong(torch, out, expected, rule.modulus, 0.0) == 2
