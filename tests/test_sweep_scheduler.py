@@ -226,3 +226,8 @@ def test_stop_request_stops_running_trials_and_resume_reruns_them(tmp_path):
     backend.behave = lambda job, nodes: Behaviour(polls=1)
     c2 = Controller(load_spec(c.paths), cluster(), backend, c.paths, sleep=lambda s: None)
     assert c2.run() == 0 and c2.counts()["done"] == 3
+
+
+def test_an_unreachable_node_keeps_its_trial_running():
+    o = judge_run(["a", "b"], {"a": NodeRun("exited", 0), "b": NodeRun("unknown")})
+    assert o.result is None

@@ -15,6 +15,10 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.sweep.scheduler import NodeRun
 
 
+RUN_RECORD = "run.json"
+"""The launch path's record in a run dir; a run without one was never launched."""
+
+
 class TrialBackend(Protocol):
     def launch(self, job: JobConfig, nodes: list[str], *, plain: bool, preflight: bool) -> None:
         """Start ``job`` (named after the attempt's run) on exactly these nodes; return once it runs."""
@@ -43,6 +47,8 @@ class LaunchBackend:
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
 
+        if not (self.run_dir(name) / RUN_RECORD).exists():
+            return {}  # never launched (the controller died between journalling and launching): every node missing
         return node_runs_from_status(api.status(name, self.cluster))
 
     def stop(self, name: str) -> None:
@@ -55,13 +61,9 @@ class LaunchBackend:
 
 
 def node_runs_from_status(status: Any) -> dict[str, NodeRun]:
-    """Adapt the launch path's JobStatus (per node: state running|exited|missing, exit_code) to NodeRun."""
-    nodes = getattr(status, "nodes", status)
-    items = nodes.items() if isinstance(nodes, dict) else ((getattr(n, "node", None), n) for n in nodes)
+    """Adapt the launch path's JobStatus (``nodes``: node, state running|exited|missing|unknown, exit_code)."""
     out: dict[str, NodeRun] = {}
-    for key, node in items:
-        state = getattr(node, "state", None) or (node.get("state") if isinstance(node, dict) else None)
-        code = getattr(node, "exit_code", None) if not isinstance(node, dict) else node.get("exit_code")
-        label = key if key is not None else getattr(node, "name", None)
-        out[str(label)] = NodeRun(state if state in ("running", "exited", "missing") else "missing", code)
+    for node in status.nodes:
+        state = node.state if node.state in ("running", "exited", "missing") else "unknown"
+        out[node.node] = NodeRun(state, node.exit_code)
     return out

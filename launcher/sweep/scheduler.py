@@ -33,7 +33,8 @@ class StartDecision:
 class NodeRun:
     """One node's view of a trial's run, as the launch path's status reports it."""
 
-    state: Literal["running", "exited", "missing"]
+    state: Literal["running", "exited", "missing", "unknown"]
+    """unknown: the node did not answer (unreachable); its run is neither judged ended nor lost."""
     exit_code: Optional[int] = None
 
 
@@ -94,7 +95,7 @@ def judge_run(nodes: list[str], seen: dict[str, NodeRun]) -> Outcome:
     runs = {n: seen.get(n, NodeRun("missing")) for n in nodes}
     codes = {n: r.exit_code for n, r in runs.items() if r.state == "exited"}
     failed = any(c not in (0, None) for c in codes.values())
-    still = any(r.state == "running" for r in runs.values())
+    still = any(r.state in ("running", "unknown") for r in runs.values())
     if failed:
         return Outcome("failed", codes, stop_rest=still)
     if still:
