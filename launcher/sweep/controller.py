@@ -18,10 +18,11 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from launcher.config import ClusterConfig
+from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import CorralError
 from launcher.sweep.backend import TrialBackend
 from launcher.sweep.config import Sweep, sweep_from_mapping
@@ -30,12 +31,13 @@ from launcher.sweep.journal import Attempt, Journal, SweepState, TrialRecord, re
 from launcher.sweep.lock import HEARTBEAT_EVERY, LockLost, SweepLock
 from launcher.sweep.metrics import best_value, never_reported, read_reports
 from launcher.sweep.paths import SweepPaths
-from launcher.sweep.scheduler import judge_run, nodes_to_set_aside, plan_starts, sweep_over
+from launcher.sweep.scheduler import StartDecision, judge_run, nodes_to_set_aside, plan_starts, sweep_over
 from launcher.sweep.trial_job import build_trial_job
 
 log = logging.getLogger(__name__)
 
 EXIT_FINISHED, EXIT_STUCK, EXIT_REFUSED = 0, 1, 2
+MAX_PARALLEL_SSH = 16
 
 
 def save_spec(paths: SweepPaths, sweep: Sweep) -> None:
@@ -143,34 +145,37 @@ class Controller:
             streak = ", ".join(self.state.streaks[node])
             log.warning("node %s failed different trials in a row (%s): setting it aside", node, streak)
             self._record("node_aside", node=node, reason=f"failed trials {streak} in a row")
-        for d in plan_starts(self.trials, self.state, self.nodes, self.cfg):
-            self.start(d.trial, d.attempt, list(d.nodes))
+        self.start_all(plan_starts(self.trials, self.state, self.nodes, self.cfg))
         return sweep_over(self.trials, self.state, self.nodes, self.cfg)
 
-    def start(self, trial: Trial, attempt: int, nodes: list[str]) -> None:
-        job = build_trial_job(self.sweep, trial, attempt)
-        self._record("start", trial=trial.id, attempt=attempt, run=job.name, nodes=nodes, params=trial.params)
-        log.info("starting trial %s attempt %d on %s as %s", trial.id, attempt, ",".join(nodes), job.name)
+    def start_all(self, decisions: list[StartDecision]) -> None:
+        """Journal every start first, then launch them side by side (each launch is seconds of ssh)."""
+        jobs = []
+        for d in decisions:
+            job = build_trial_job(self.sweep, d.trial, d.attempt)
+            self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params)
+            log.info("starting trial %s attempt %d on %s as %s", d.trial.id, d.attempt, ",".join(d.nodes), job.name)
+            jobs.append((d, job))
+        errors = _side_by_side([lambda d=d, job=job: self._launch(job, list(d.nodes)) for d, job in jobs])
+        for (d, job), err in zip(jobs, errors):
+            if err is None:
+                self.preflighted |= set(d.nodes)
+                continue
+            if not isinstance(err, CorralError):
+                log.error("launching %s", job.name, exc_info=err)
+            self._end(d.trial.id, d.attempt, job.name, "failed", {}, error=f"launch failed: {_describe(err)}")
+            self._stop_quietly(job.name)
+
+    def _launch(self, job: JobConfig, nodes: list[str]) -> None:
         preflight = not set(nodes) <= self.preflighted
-        try:
-            self.backend.launch(job, nodes, plain=self.cfg.plain, preflight=preflight)
-        except CorralError as exc:
-            self._end(trial.id, attempt, job.name, "failed", {}, error=f"launch failed: {exc}")
-            self._stop_quietly(job.name)
-            return
-        except Exception as exc:  # noqa: BLE001 - one trial's launch must not end the sweep
-            log.exception("launching %s", job.name)
-            self._end(trial.id, attempt, job.name, "failed", {}, error=f"launch failed: {type(exc).__name__}: {exc}")
-            self._stop_quietly(job.name)
-            return
-        self.preflighted |= set(nodes)
+        self.backend.launch(job, nodes, plain=self.cfg.plain, preflight=preflight)
 
     def poll_running(self) -> None:
-        for trial, att in self.state.running():
-            try:
-                seen = self.backend.poll(att.run)
-            except CorralError as exc:
-                log.warning("cannot check %s yet: %s", att.run, exc)
+        running = self.state.running()
+        results = _side_by_side([lambda att=att: self.backend.poll(att.run) for _, att in running], want_results=True)
+        for (trial, att), (seen, err) in zip(running, results):
+            if err is not None:
+                log.warning("cannot check %s yet: %s", att.run, _describe(err))
                 continue
             outcome = judge_run(att.nodes, seen)
             if outcome.result is None:
@@ -207,6 +212,29 @@ class Controller:
         for trial, att in self.state.running():
             self._stop_quietly(att.run)
             self._end(trial.id, att.number, att.run, "stopped", {}, error=reason)
+
+
+def _describe(err: BaseException) -> str:
+    return str(err) if isinstance(err, CorralError) else f"{type(err).__name__}: {err}"
+
+
+def _side_by_side(calls: list[Callable[[], Any]], want_results: bool = False) -> list[Any]:
+    """Run calls in threads (ssh-bound, so threads suffice); per call its exception, or (result, exception)."""
+    if not calls:
+        return []
+
+    def one(call: Callable[[], Any]) -> tuple[Any, Optional[BaseException]]:
+        try:
+            return call(), None
+        except Exception as exc:  # noqa: BLE001 - reported per call by the caller
+            return None, exc
+
+    if len(calls) == 1:
+        out = [one(calls[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_SSH)) as pool:
+            out = list(pool.map(one, calls))
+    return out if want_results else [err for _, err in out]
 
 
 # ---- entry point: python -m launcher.sweep.controller ----------------------------
