@@ -15,10 +15,6 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.sweep.scheduler import NodeRun
 
 
-RUN_RECORD = "run.json"
-"""The launch path's record in a run dir; a run without one was never launched."""
-
-
 class TrialBackend(Protocol):
     def launch(self, job: JobConfig, nodes: list[str], *, plain: bool, preflight: bool) -> None:
         """Start ``job`` (named after the attempt's run) on exactly these nodes; return once it runs."""
@@ -47,7 +43,9 @@ class LaunchBackend:
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
 
-        if not (self.run_dir(name) / RUN_RECORD).exists():
+        from launcher.runrecord import record_path
+
+        if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
         return node_runs_from_status(api.status(name, self.cluster))
 
@@ -56,8 +54,13 @@ class LaunchBackend:
 
         api.stop(name, self.cluster)
 
+    def runs_dir(self) -> str:
+        from launcher.jobs import runs_dir
+
+        return runs_dir(self.cluster)
+
     def run_dir(self, name: str) -> Path:
-        return Path(self.cluster.storage.runs) / name
+        return Path(self.runs_dir()) / name
 
 
 def node_runs_from_status(status: Any) -> dict[str, NodeRun]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TMUX_SOCKET_ENV = "CORRAL_TMUX_SOCKET"
-"""tmux -L socket name for the controller's session (tests use their own server); unset: the user's default server."""
+"""tmux -L socket name, as for jobs (launcher.jobs.TMUX_SOCKET_ENV); unset: the user's default server."""
 
 
 def session_name(sweep: str, token: str) -> str:
@@ -47,11 +47,12 @@ class ControllerLaunch:
         return f"cd {shlex.quote(self.workdir)} && exec {shlex.join(env + self.argv)}"
 
     def tmux_argv(self) -> list[str]:
-        return [*tmux_base(self.socket), "new-session", "-d", "-s", self.session, "-x", "200", "-y", "50", self.pane_command()]
+        from launcher.tools import tmux
 
-
-def tmux_base(socket: Optional[str]) -> list[str]:
-    return ["tmux", *(["-L", socket] if socket else [])]
+        # The controller is the session's command (no remain-on-exit): the session ends with it, and
+        # its log and journal, not the pane, say what happened.
+        return [*tmux.base(self.socket), "new-session", "-d", "-s", self.session, "-x", str(tmux.WIDTH), "-y", str(tmux.HEIGHT),
+                self.pane_command()]  # fmt: skip
 
 
 def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str, sweep: str) -> ControllerLaunch:
@@ -63,7 +64,7 @@ def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str,
 
 
 def run_tmux(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
-    """The sweep's tmux choke point (local tmux only: the controller runs where corral runs)."""
+    """Runs argv built by ``launcher.tools.tmux`` here (the controller runs where corral runs); typed errors."""
     log.debug("tmux: %s", shlex.join(argv))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -94,11 +95,15 @@ def start_detached(launch: ControllerLaunch, paths: SweepPaths, token: str, *, t
 
 
 def session_exists(launch: ControllerLaunch) -> bool:
-    return run_tmux([*tmux_base(launch.socket), "has-session", "-t", "=" + launch.session], check=False).returncode == 0
+    from launcher.tools import tmux
+
+    return run_tmux([*tmux.base(launch.socket), "has-session", "-t", tmux.target(launch.session)], check=False).returncode == 0
 
 
 def kill_session(socket: Optional[str], session: str) -> None:
-    run_tmux([*tmux_base(socket), "kill-session", "-t", "=" + session], check=False)
+    from launcher.tools import tmux
+
+    run_tmux(tmux.kill_session(socket, session), check=False)
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
