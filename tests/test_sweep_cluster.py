@@ -132,6 +132,12 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
     js = json.loads(capsys.readouterr().out)
     assert {"name", "trials", "best"} <= set(js) and {"id", "params", "state", "attempts", "node", "metric"} <= set(js["trials"][0])
 
+    # running a finished sweep again resumes it: nothing is left to run, nothing runs twice
+    assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
+    wait_until(lambda: sum(r["ev"] == "finished" for r in journal_of(cluster_file, name)) == 2, 60, "the second controller to finish")
+    assert len(executions(cluster_file, name)) == 6
+    assert not any(r["ev"] == "start" for r in journal_of(cluster_file, name)[-3:])
+
 
 def test_controller_killed_midway_then_rerun_finishes_every_trial_exactly_once(cluster_file, sweep_env, tmp_path):
     name = f"kill-{uuid.uuid4().hex[:6]}"

@@ -84,7 +84,7 @@ class Controller:
         """Run the sweep to its end; returns the process exit code. Raises LockHeld if another controller runs it."""
         self.lock.acquire()
         try:
-            self._record("controller", action="start", pid=os.getpid(), host=self.lock.info.host)
+            self._record("controller", action="start", pid=os.getpid(), host=self.lock.info.host, token=self.lock.info.token)
             self.reconcile()
             while True:
                 if self.paths.stop_request.exists():

@@ -81,8 +81,8 @@ def start_detached(launch: ControllerLaunch, paths: SweepPaths, token: str, *, t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         holder = read_lock(paths.lock)
-        if holder is not None and holder.token == token:
-            return
+        if holder is not None and holder.token == token or _journal_names(paths, token):
+            return  # it holds the lock (or held it and already finished: a re-run of a finished sweep)
         refusal = paths.refusal(token)
         if refusal.exists():
             text = refusal.read_text(encoding="utf-8").strip()
@@ -92,6 +92,12 @@ def start_detached(launch: ControllerLaunch, paths: SweepPaths, token: str, *, t
             raise RunFailed(f"the sweep controller exited at once; see {paths.log}", hint=_log_tail(paths.log))
         time.sleep(0.2)
     raise RunFailed(f"the sweep controller did not take the sweep's lock within {timeout:.0f} s; see {paths.log}")
+
+
+def _journal_names(paths: SweepPaths, token: str) -> bool:
+    from launcher.sweep.journal import Journal
+
+    return any(r["ev"] == "controller" and r.get("token") == token for r in Journal(paths.journal).read())
 
 
 def session_exists(launch: ControllerLaunch) -> bool:
