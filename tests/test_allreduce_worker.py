@@ -30,6 +30,7 @@ def torchrun(nproc: int, args: list[str], tmp_path: Path, timeout: float = 120) 
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_worker_gloo_two_ranks(tmp_path):
     proc = torchrun(2, ["-b", "8", "-e", "256K", "-f", "8", "-n", "4", "-w", "1", "--backend", "auto"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -85,6 +86,7 @@ def test_worker_refuses_nccl_without_gpus(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_worker_nccl_cuda_events(tmp_path):
     """The NCCL path: CUDA-event timing, exact check on the GPU (skips cleanly without CUDA)."""
     import torch

@@ -23,6 +23,7 @@ def cluster_file(sim_cluster, tmp_path, monkeypatch) -> Path:
     return sim_cluster.write_cluster_config(tmp_path / "cluster.yaml")
 
 
+@pytest.mark.slow
 def test_allreduce_three_nodes_two_ranks_each(cluster_file, tmp_path, capsys):
     out, png = tmp_path / "ar.json", tmp_path / "ar.png"
     rc = main(["bench", "allreduce", "-c", str(cluster_file), "--nproc-per-node", "2", "-b", "1K", "-e", "1M", "-f", "8",
@@ -57,6 +58,7 @@ def _unlimit(sim_cluster, node) -> None:
     sim_cluster.exec_in_ns(node, ["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
 
 
+@pytest.mark.slow
 def test_net_names_the_rate_limited_pair(sim_cluster, cluster_file, tmp_path, capsys):
     slow = sim_cluster.nodes[2]
     _limit(sim_cluster, slow, LIMIT_MBIT)
