@@ -53,6 +53,11 @@ def rank_mean(torch, dist, value: float, device) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def _iqr(xs: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return q[0], q[2]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1M,4M,16M")
@@ -80,9 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("gloo")
         timer = WallClockTimer(dist)
     world = dist.get_world_size()
+    if world < 2:
+        print("allreduce_overhead: needs at least 2 ranks (busbw is 0 for one)", file=sys.stderr)
+        return 2
     f = cm.DTYPES["float"]
     bench = Bench(torch, dist, device=device, dtype=f, op="sum", timer=timer, iters=args.iters, warmup=2)
-    samples: dict[int, dict[str, list[float]]] = {s: {"bare": [], "harness_inplace": [], "harness_outofplace": []} for s in sizes}
+    # What the harness puts inside each timed interval besides dist.all_reduce: its clock
+    # (perf_counter pair, or a CUDA event pair) and a Python call. Timed around a no-op.
+    probe = timer.time(None, lambda: None, 2000)
+    timer_overhead_s = statistics.median(probe)
+    samples: dict[int, dict[str, list[float]]] = {s: {"bare": [], "bare_s": [], "harness_inplace": [], "harness_outofplace": []} for s in sizes}
     for s in sizes:
         bench.warm_up(s)
     for rep in range(args.reps):
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             def bare() -> None:
                 t = rank_mean(torch, dist, bare_loop_seconds(torch, dist, buf, args.iters, cuda), device)
                 samples[s]["bare"].append(cm.busbw_gbps(cm.algbw_gbps(s, t), world))
+                samples[s]["bare_s"].append(t)
 
             def harness() -> None:
                 for inplace, key in ((True, "harness_inplace"), (False, "harness_outofplace")):
@@ -112,18 +125,26 @@ def main(argv: list[str] | None = None) -> int:
                 "bare_busbw_gbps": med["bare"],
                 "harness_inplace_busbw_gbps": med["harness_inplace"],
                 "harness_outofplace_busbw_gbps": med["harness_outofplace"],
+                "bare_time_us": med["bare_s"] * 1e6,
+                "timer_overhead_fraction": timer_overhead_s / med["bare_s"],
                 "inplace_ratio": statistics.median(ratio["harness_inplace"]),
+                "inplace_ratio_iqr": _iqr(ratio["harness_inplace"]),
+                "outofplace_ratio_iqr": _iqr(ratio["harness_outofplace"]),
                 "outofplace_ratio": statistics.median(ratio["harness_outofplace"]),
                 "inplace_ratios": ratio["harness_inplace"],
                 "outofplace_ratios": ratio["harness_outofplace"],
                 "samples": samples[s],
             })  # fmt: skip
-        result = {"world_size": world, "backend": backend, "backend_note": note, "iters": args.iters, "reps": args.reps, "rows": rows}
+        result = {"timer_overhead_us": timer_overhead_s * 1e6, "world_size": world, "backend": backend, "backend_note": note, "iters": args.iters, "reps": args.reps, "rows": rows}
         print(f"# world {world}, backend {backend}, {args.iters} iters, {args.reps} rounds: median busbw (GB/s), median paired ratio")
-        print(f"{'size':>6}  {'bare':>8}  {'in-place':>8}  {'ratio':>6}  {'out-of-place':>12}  {'ratio':>6}")
+        print(f"# harness clock inside each timed interval: {timer_overhead_s * 1e6:.3f} us per iteration")
+        print(f"{'size':>6}  {'bare':>8}  {'in-place':>8}  {'ratio':>6}  {'IQR':>13}  {'out-of-place':>12}  {'ratio':>6}  "
+              f"{'IQR':>13}  {'clock/bare':>10}")  # fmt: skip
         for r in rows:
+            iq, oq = r["inplace_ratio_iqr"], r["outofplace_ratio_iqr"]
             print(f"{format_size(r['size_bytes']):>6}  {r['bare_busbw_gbps']:8.4f}  {r['harness_inplace_busbw_gbps']:8.4f}  "
-                  f"{r['inplace_ratio']:6.3f}  {r['harness_outofplace_busbw_gbps']:12.4f}  {r['outofplace_ratio']:6.3f}")  # fmt: skip
+                  f"{r['inplace_ratio']:6.3f}  {iq[0]:6.3f}-{iq[1]:6.3f}  {r['harness_outofplace_busbw_gbps']:12.4f}  "
+                  f"{r['outofplace_ratio']:6.3f}  {oq[0]:6.3f}-{oq[1]:6.3f}  {r['timer_overhead_fraction']:10.2e}")  # fmt: skip
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     dist.barrier()
