@@ -180,3 +180,19 @@ def test_fit_keeps_width():
     assert nccl_table.fit(1234.5, 6) == "1234.5"
     assert nccl_table.fit(123456.0, 6) == "123456"
     assert nccl_table.fit(12345.678, 7) == "12345.7"
+
+
+def test_json_schema_is_frozen():
+    """The --json keys scripts depend on: a change here must be deliberate (and bump the schema)."""
+    from benchmarks.allreduce import SCHEMA, UNITS, build_result
+
+    r = sample_result()
+    assert list(r["rows"][0]) == [
+        "size_bytes", "count", "dtype", "op", "root", "inplace", "time_us", "algbw_gbps", "busbw_gbps", "wrong",
+        "p50_us", "p99_us", "min_us", "max_us", "cv", "slowest_rank", "slowest_node", "slowest_rank_time_us",
+    ]  # fmt: skip
+    full = build_result(r["rows"], {**r["env"], "world_size": 6}, r["params"])
+    assert SCHEMA == "corral.bench.allreduce/1"
+    assert list(full) == ["schema", "units", "env", "world_size", "params", "rows", "avg_busbw_gbps", "peak_busbw_gbps",
+                          "peak_size_bytes", "peak_inplace"]  # fmt: skip
+    assert all(k in UNITS for k in r["rows"][0] if k.endswith(("_us", "_gbps")) or k in ("cv", "wrong", "count"))

@@ -145,3 +145,13 @@ def test_sender_refuses_a_listener_that_is_not_a_receiver():
         t.join(5)
         srv.close()
     assert got == [b""]  # nothing was sent to it
+
+
+def test_json_schema_is_frozen():
+    eps = [net.Endpoint("a", "10.0.0.1"), net.Endpoint("b", "10.0.0.2")]
+    r = net.build_result(eps, "ring", 3, [net.pair_result("a", "b", recv_report([10, 10, 10]), 3)])
+    assert net.SCHEMA == "corral.bench.net/1"
+    assert list(r) == ["schema", "units", "nodes", "pairs_mode", "duration_s", "pairs", "matrix_gbps", "matrix_mibps",
+                       "slowest", "throttled", "failed"]  # fmt: skip
+    assert list(r["pairs"][0]) == ["src", "dst", "bytes", "seconds", "duration_s", "gbps", "mibps", "interval_s",
+                                   "series_gbps", "series_mibps", "throttle", "error"]  # fmt: skip
