@@ -75,8 +75,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ---- backend and environment ------------------------------------------------------
 
 
-def choose_backend(requested: str, cuda_available: bool, local_world: int, gpus: int) -> tuple[str, str | None]:
-    """(backend, note): NCCL with GPUs, gloo otherwise; a fallback is announced, never silent."""
+def choose_backend(
+    requested: str, cuda_available: bool, local_world: int, gpus: int, launcher_choice: str | None = None
+) -> tuple[str, str | None]:
+    """(backend, note): NCCL with GPUs, gloo otherwise; a fallback is announced, never silent.
+
+    With ``auto``, the launcher's cluster-wide choice (``CORRAL_BACKEND``) wins: every rank must
+    pick the same backend, and one node without GPUs makes the whole job gloo.
+    """
+    if requested == "auto" and launcher_choice == "nccl":
+        requested = "nccl"
+    elif requested == "auto" and launcher_choice == "gloo" and cuda_available and local_world <= gpus:
+        return "gloo", "falling back to gloo: not every node has GPUs, so the launcher chose gloo for the whole job"
     if requested == "nccl":
         if not cuda_available:
             raise UserError("--backend nccl: no CUDA GPU is visible on this node; use --backend gloo or auto")
@@ -346,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
-    backend, note = choose_backend(args.backend, cuda, local_world, torch.cuda.device_count() if cuda else 0)
+    backend, note = choose_backend(args.backend, cuda, local_world, torch.cuda.device_count() if cuda else 0,
+                                   os.environ.get("CORRAL_BACKEND"))  # fmt: skip
     cm.resolve_op(op, backend)
     if backend == "nccl":
         torch.cuda.set_device(local_rank)

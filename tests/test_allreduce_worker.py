@@ -119,3 +119,19 @@ def test_fill_and_check_work_in_chunks(monkeypatch):
     assert worker.count_wrong(torch, out, expected, rule.modulus, 0.0) == 0
     out[6], out[7] = 0.0, float("nan")  # both sides of a chunk edge
     assert worker.count_wrong(torch, out, expected, rule.modulus, 0.0) == 2
+
+
+def test_backend_choice_is_announced_and_follows_the_launcher():
+    from benchmarks.allreduce import choose_backend
+    from launcher.errors import UserError
+
+    assert choose_backend("auto", True, 8, 8) == ("nccl", None)
+    backend, note = choose_backend("auto", False, 2, 0)
+    assert backend == "gloo" and "falling back to gloo" in note
+    backend, note = choose_backend("auto", True, 8, 8, launcher_choice="gloo")  # another node has no GPU
+    assert backend == "gloo" and "not every node has GPUs" in note
+    with pytest.raises(UserError, match="only 4 GPU"):
+        choose_backend("auto", True, 8, 4, launcher_choice="nccl")
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        choose_backend("nccl", False, 1, 0)
+    assert choose_backend("gloo", True, 8, 8) == ("gloo", None)  # asked for: no note
