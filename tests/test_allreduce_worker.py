@@ -135,3 +135,37 @@ def test_backend_choice_is_announced_and_follows_the_launcher():
     with pytest.raises(UserError, match="no CUDA GPU"):
         choose_backend("nccl", False, 1, 0)
     assert choose_backend("gloo", True, 8, 8) == ("gloo", None)  # asked for: no note
+
+
+def test_cuda_event_timer_orders_and_converts():
+    """The CUDA-event timer's bookkeeping (no GPU here): the copy goes before the start event,
+    the collective between the events, and elapsed_time's milliseconds become seconds."""
+    from types import SimpleNamespace
+
+    from benchmarks.allreduce import CudaEventTimer
+
+    log: list[str] = []
+    clock = [0.0]
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+            self.t = None
+
+        def record(self) -> None:
+            log.append("record")
+            self.t = clock[0]
+
+        def elapsed_time(self, end: "Event") -> float:  # milliseconds, like torch.cuda.Event
+            return end.t - self.t
+
+    cuda = SimpleNamespace(Event=Event, synchronize=lambda: log.append("sync"))
+    dist = SimpleNamespace(barrier=lambda: log.append("barrier"))
+
+    def collective() -> None:
+        log.append("allreduce")
+        clock[0] += 2.5
+
+    times = CudaEventTimer(dist, SimpleNamespace(cuda=cuda)).time(lambda: log.append("copy"), collective, 2)
+    assert times == [0.0025, 0.0025]
+    assert log == ["barrier", "sync"] + ["copy", "record", "allreduce", "record"] * 2 + ["sync"]
