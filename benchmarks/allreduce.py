@@ -341,6 +341,49 @@ def result_path(out: str | None) -> Path:
     return Path(run_dir) / RESULT_FILE
 
 
+def init_backend(torch, dist, requested: str):
+    """Start the process group: (backend, fallback note, device, timer, device description)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    backend, note = choose_backend(requested, cuda, local_world, torch.cuda.device_count() if cuda else 0,
+                                   os.environ.get("CORRAL_BACKEND"))  # fmt: skip
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        dist.init_process_group("nccl", device_id=device)
+        return backend, note, device, CudaEventTimer(dist, torch), f"cuda:{local_rank} {torch.cuda.get_device_name(local_rank)}"
+    dist.init_process_group("gloo")
+    return backend, note, torch.device("cpu"), WallClockTimer(dist), "cpu"
+
+
+def sweep_rows(bench: Bench, sizes: list[int], ranks: list[dict]) -> list[dict]:
+    """Out-of-place then in-place for every size, after nccl-tests' warm-up at the largest and smallest size."""
+    bench.warm_up(sizes[-1])
+    bench.warm_up(sizes[0])
+    rows = []
+    for size in sizes:
+        for inplace in (False, True):
+            times, wrong = bench.run_one(size, inplace)
+            summary = cm.summarize_times(bench.gather_times(times))
+            rows.append(cm.make_row(
+                size_bytes=size, dtype=bench.dtype, op=bench.op, inplace=inplace, world_size=bench.world, timing=summary,
+                wrong=bench.total_wrong(wrong), slowest_node=ranks[summary.slowest_rank]["node"],
+            ))  # fmt: skip
+        if bench.rank == 0:  # progress for `corral logs -f` on long sweeps
+            print(f"# done {size} B: busbw {rows[-2]['busbw_gbps']:.3f} / {rows[-1]['busbw_gbps']:.3f} GB/s "
+                  "(out-of-place / in-place)", file=sys.stderr, flush=True)  # fmt: skip
+    return rows
+
+
+def write_result(result: dict, path: Path) -> None:
+    """Atomically: the CLI may be polling for the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def run(args: argparse.Namespace) -> int:
     dtype = cm.resolve_dtype(args.datatype)
     op = cm.resolve_op(args.op)
@@ -353,53 +396,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    backend, note = choose_backend(args.backend, cuda, local_world, torch.cuda.device_count() if cuda else 0,
-                                   os.environ.get("CORRAL_BACKEND"))  # fmt: skip
-    cm.resolve_op(op, backend)
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        dist.init_process_group("nccl", device_id=device)
-        timer = CudaEventTimer(dist, torch)
-        device_name = f"cuda:{local_rank} {torch.cuda.get_device_name(local_rank)}"
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
-        timer = WallClockTimer(dist)
-        device_name = "cpu"
+    backend, note, device, timer, device_name = init_backend(torch, dist, args.backend)
     try:
+        cm.resolve_op(op, backend)  # same answer on every rank: all raise or none does
         rank, world = dist.get_rank(), dist.get_world_size()
         ranks: list = [None] * world
-        dist.all_gather_object(ranks, rank_record(rank, local_rank, device_name))
+        dist.all_gather_object(ranks, rank_record(rank, int(os.environ.get("LOCAL_RANK", "0")), device_name))
         env = environment(torch, backend, note, ranks, timer.name)
         bench = Bench(torch, dist, device=device, dtype=dtype, op=op, timer=timer, iters=args.iters, warmup=args.warmup_iters)
-        sizes = sweep.sizes
-        bench.warm_up(sizes[-1])
-        bench.warm_up(sizes[0])
-        rows = []
-        for size in sizes:
-            for inplace in (False, True):
-                times, wrong = bench.run_one(size, inplace)
-                per_rank = bench.gather_times(times)
-                wrong_total = bench.total_wrong(wrong)
-                summary = cm.summarize_times(per_rank)
-                rows.append(cm.make_row(
-                    size_bytes=size, dtype=dtype, op=op, inplace=inplace, world_size=world, timing=summary,
-                    wrong=wrong_total, slowest_node=ranks[summary.slowest_rank]["node"],
-                ))  # fmt: skip
+        rows = sweep_rows(bench, sweep.sizes, ranks)
         params = {
             "min_bytes": sweep.min_bytes, "max_bytes": sweep.max_bytes, "factor": sweep.factor,
             "iters": args.iters, "warmup": args.warmup_iters, "dtype": dtype.name, "op": op,
         }  # fmt: skip
         if rank == 0:
             result = build_result(rows, env, params)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            tmp.replace(out_path)
+            write_result(result, out_path)
             sys.stdout.write(nccl_table.render(result))
             sys.stdout.flush()
         dist.barrier()
