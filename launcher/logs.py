@@ -38,13 +38,21 @@ async def tail_lines(record: RunRecord, cluster: ClusterConfig, node: str | None
     return out
 
 
-async def _pump(proc: asyncio.subprocess.Process, write: Callable[[str], None]) -> None:
+FINAL_LINE = "] corral: exited with status "
+"""The wrapper's last line in every node log (see plan.WRAPPER_TEMPLATE)."""
+DRAIN_TIMEOUT_S = 15.0
+
+
+async def _pump(proc: asyncio.subprocess.Process, write: Callable[[str], None], finished: asyncio.Event) -> None:
     assert proc.stdout is not None
     while True:
         line = await proc.stdout.readline()
         if not line:
             return
-        write(line.decode(errors="replace"))
+        text = line.decode(errors="replace")
+        write(text)
+        if FINAL_LINE in text:
+            finished.set()
 
 
 async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int, *, until_done: bool,
@@ -63,7 +71,8 @@ async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, li
         out.write(text)
         out.flush()
 
-    pumps = [asyncio.ensure_future(_pump(p, write)) for p in procs]
+    finished = [asyncio.Event() for _ in procs]
+    pumps = [asyncio.ensure_future(_pump(p, write, f)) for p, f in zip(procs, finished)]
     final = None
     try:
         if until_done:
@@ -73,7 +82,11 @@ async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, li
                     final = st
                     break
                 await asyncio.sleep(poll_s)
-            await asyncio.sleep(1.0)  # tail -F polls once a second: let the last lines arrive
+            # tail -F polls about once a second: wait for every node's final line to arrive
+            waits = [asyncio.ensure_future(f.wait()) for f in finished]
+            await asyncio.wait(waits, timeout=DRAIN_TIMEOUT_S)
+            for w in waits:
+                w.cancel()
         else:
             await asyncio.gather(*pumps)
     finally:
