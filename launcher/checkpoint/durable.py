@@ -2,7 +2,7 @@
 
 The writer streams chunks with large ``os.write`` calls straight from the caller's memory
 (no intermediate copy), starts the kernel's writeback of each chunk right away
-(``sync_file_range``), and computes the CRC32 in a helper thread, so the disk, the page
+(``sync_file_range``), and computes the CRC32 (ISA-L's when installed) in a helper thread, so the disk, the page
 cache copy and the checksum overlap instead of running one after the other.
 """
 
@@ -14,7 +14,6 @@ import errno
 import os
 import shutil
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
@@ -22,6 +21,11 @@ CHUNK = 16 << 20
 """Write/read size: large enough that syscalls cost nothing, small enough to pipeline."""
 
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+
+try:  # ISA-L's CRC32 (carry-less multiply) is several times faster than zlib's and gives the same values
+    from isal.isal_zlib import crc32 as crc32
+except ImportError:  # pragma: no cover - isal is a dependency, but a training image may lack it
+    from zlib import crc32 as crc32
 
 
 def _load_sync_file_range():
@@ -59,7 +63,7 @@ class RunningCrc:
         self._last = None
 
     def _step(self, data) -> None:
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
 
     def update(self, data) -> None:
         """Queue ``data``; the caller must not modify it until :meth:`value` returns."""
@@ -160,7 +164,7 @@ def crc_of_file(path: str) -> tuple[int, int]:
             block = f.read(CHUNK)
             if not block:
                 break
-            crc = zlib.crc32(block, crc)
+            crc = crc32(block, crc)
             size += len(block)
     return size, crc
 
