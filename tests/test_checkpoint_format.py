@@ -32,6 +32,9 @@ ALL_DTYPES = [
 
 
 def _tensor(dtype: torch.dtype, shape) -> torch.Tensor:
+    """Random bit patterns (NaNs and all) of each dtype; bools only 0/1, their only valid bytes."""
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, dtype=torch.bool)
     raw = torch.randint(0, 255, (int(torch.tensor(shape).prod()) * torch.empty((), dtype=dtype).element_size(),), dtype=torch.uint8)
     return raw.view(dtype).reshape(shape) if shape else raw.view(dtype).reshape(())
 
