@@ -1,7 +1,7 @@
 """How ranks agree during a save: a single process, or a torch.distributed job.
 
 The checkpointer only needs four collectives. In a distributed job they run on a separate
-gloo group created for checkpoints, so an async save's background thread never interleaves
+gloo process group created for checkpoints, so an async save's background thread never interleaves
 with the training loop's own collectives (NCCL or gloo) on the default group.
 """
 
@@ -35,7 +35,16 @@ class SoloGroup:
 
 
 class TorchGroup:
-    """Collectives over a dedicated gloo group (creating it is itself collective: every rank must)."""
+    """Collectives over a dedicated gloo process group (creating it is itself collective: every rank must).
+
+    Not ``dist.new_group``: a second group created that way made torchrun restarts
+    (``max_restarts``) fail intermittently, the restarted ranks timing out in
+    ``init_process_group`` while connecting to the previous attempt's addresses. This group
+    lives under a store prefix that names the restart attempt and the checkpointer, so no
+    key of one attempt is ever read by another.
+    """
+
+    _created = 0
 
     def __init__(self, timeout_s: float | None = None) -> None:
         import torch.distributed as dist
@@ -44,28 +53,67 @@ class TorchGroup:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
-        self.group = dist.new_group(backend="gloo", **kwargs)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        TorchGroup._created += 1
+        prefix = f"corral-ckpt/attempt-{attempt}/{TorchGroup._created}"
+        store = dist.PrefixStore(prefix, dist.distributed_c10d._get_default_store())
+        self.pg = dist.ProcessGroupGloo(store, self.rank, self.world_size, timedelta(seconds=timeout_s or 1800))
 
     def barrier(self) -> None:
-        self._dist.barrier(group=self.group)
+        self.pg.barrier().wait()
+
+    def _bytes_tensor(self, obj: Any):
+        import pickle
+
+        import torch
+
+        return torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
 
     def gather(self, obj: Any) -> list[Any] | None:
-        out = [None] * self.world_size if self.rank == 0 else None
-        self._dist.gather_object(obj, out, dst=0, group=self.group)
-        return out
+        """Every rank's object on rank 0 (an all-gather underneath: the records are tiny)."""
+        import pickle
+
+        import torch
+
+        mine = self._bytes_tensor(obj)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
+        self.pg.allgather([sizes], [torch.tensor([mine.numel()], dtype=torch.int64)]).wait()
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros(longest, dtype=torch.uint8)
+        padded[: mine.numel()] = mine
+        out = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world_size)]
+        self.pg.allgather([out], [padded]).wait()
+        if self.rank != 0:
+            return None
+        return [pickle.loads(t[: int(n.item())].numpy().tobytes()) for t, n in zip(out, sizes)]
 
     def broadcast(self, obj: Any) -> Any:
-        box = [obj]
-        self._dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
+        import pickle
+
+        import torch
+
+        data = self._bytes_tensor(obj) if self.rank == 0 else torch.zeros(0, dtype=torch.uint8)
+        size = torch.tensor([data.numel()], dtype=torch.int64)
+        self.pg.broadcast([size], self._root()).wait()
+        if self.rank != 0:
+            data = torch.zeros(int(size.item()), dtype=torch.uint8)
+        self.pg.broadcast([data], self._root()).wait()
+        return pickle.loads(data.numpy().tobytes())
 
     def all_true(self, flag: bool) -> bool:
         import torch
 
         t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        self._dist.all_reduce(t, op=self._dist.ReduceOp.MIN, group=self.group)
+        opts = self._dist.AllreduceOptions()
+        opts.reduceOp = self._dist.ReduceOp.MIN
+        self.pg.allreduce([t], opts).wait()
         return bool(t.item())
+
+    def _root(self):
+        opts = self._dist.BroadcastOptions()
+        opts.rootRank = 0
+        opts.rootTensor = 0
+        return opts
 
 
 def default_group(distributed: bool | None, timeout_s: float | None = None):
