@@ -248,3 +248,16 @@ def test_rate_cap_paces_writes(root):
     ckpt.save(1, {"w": torch.zeros(1 << 20)})
     assert time.monotonic() - t >= 0.4
     assert layout.step_dirname(1) in os.listdir(root)
+
+
+def test_library_import_pulls_no_cli_and_verify_pulls_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from launcher.checkpoint.inspect import scan; no_torch = 'torch' not in sys.modules; "
+        "from launcher.checkpoint import Checkpointer; "
+        "print('OK', no_torch, [m for m in ('typer', 'rich', 'launcher.cli', 'pydantic') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "OK True []" in out, out
