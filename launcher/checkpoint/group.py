@@ -37,11 +37,13 @@ class SoloGroup:
 class TorchGroup:
     """Collectives over a dedicated gloo process group (creating it is itself collective: every rank must).
 
-    Not ``dist.new_group``: a second group created that way made torchrun restarts
-    (``max_restarts``) fail intermittently, the restarted ranks timing out in
-    ``init_process_group`` while connecting to the previous attempt's addresses. This group
-    lives under a store prefix that names the restart attempt and the checkpointer, so no
-    key of one attempt is ever read by another.
+    Not ``dist.new_group``: torch 2.13's torchrun shares one TCPStore server across restart
+    attempts and gives it to the workers without a per-attempt prefix, so keys of a dead
+    attempt's groups stay readable by the next one (restarted workers then connect to dead
+    addresses). This group lives under a store prefix naming the restart attempt and the
+    checkpointer, so its keys never collide across attempts. (The default group has the same
+    exposure: jobs with ``max_restarts`` should run torchrun with
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``; see docs/CHECKPOINTS.md.)
     """
 
     _created = 0
