@@ -261,3 +261,21 @@ def test_library_import_pulls_no_cli_and_verify_pulls_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "OK True []" in out, out
+
+
+def test_background_snapshot_with_guarded_optimizer_saves_pre_step_values(root):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(512, 512)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ckpt = Checkpointer(root)
+    handle = ckpt.guard(opt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ckpt.save(1, {"model": model.state_dict()}, blocking=False, snapshot="background")
+    model(torch.randn(4, 512)).sum().backward()  # forward/backward overlap the copy
+    opt.step()  # waits for the snapshot, then changes every parameter
+    ckpt.wait()
+    handle.remove()
+    assert not torch.equal(model.weight, before["weight"])
+    assert_same(before, ckpt.load(1)["model"])
+    with pytest.raises(ValueError, match="blocking=False"):
+        ckpt.save(2, {}, snapshot="background")

@@ -83,6 +83,8 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._buffer: torch.Tensor | None = None
+        self._snapshot_done = threading.Event()
+        self._snapshot_done.set()
         self.last_save_seconds: float | None = None
 
     @classmethod
@@ -104,13 +106,23 @@ class Checkpointer:
 
     # ---- saving ---------------------------------------------------------------------------
 
-    def save(self, step: int, state: Any, *, blocking: bool = True, metadata: dict | None = None) -> None:
+    def save(self, step: int, state: Any, *, blocking: bool = True, metadata: dict | None = None, snapshot: str = "now") -> None:
         """Save ``state`` (nested dicts/lists of tensors and Python values) as checkpoint ``step``.
 
         Blocking: returns once the checkpoint is durable and published. Non-blocking: returns
         once the tensors are copied to CPU memory; the write runs in the background (at most one
         at a time: this call first waits for the previous one and raises its error, if any).
+
+        ``snapshot="background"`` (non-blocking only) also moves the CPU copy to the background
+        thread, so it overlaps the next forward/backward. The caller must then not modify any
+        tensor of ``state`` before :meth:`wait_snapshot` returns; :meth:`guard` makes an
+        optimizer's ``step()`` wait for it. Tensors that change during forward (BatchNorm
+        running stats) need an explicit ``wait_snapshot()`` before the forward.
         """
+        if snapshot not in ("now", "background"):
+            raise ValueError(f"snapshot must be 'now' or 'background' (got {snapshot!r})")
+        if snapshot == "background" and blocking:
+            raise ValueError("snapshot='background' needs blocking=False")
         self.wait()
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < layout.MAX_STEP:
             raise ValueError(f"step must be an integer in [0, {layout.MAX_STEP}) (got {step!r})")
@@ -122,9 +134,22 @@ class Checkpointer:
             self._save_now(step, plan, None, metadata)
             return
         buffer = self._snapshot_buffer(plan.data_len)
-        copy_to_buffer(plan, buffer)
-        self._thread = threading.Thread(target=self._save_in_background, args=(step, plan, buffer, metadata), name=f"ckpt-save-{step}")
+        copy_later = snapshot == "background"
+        if not copy_later:
+            copy_to_buffer(plan, buffer)
+        self._snapshot_done.clear()
+        self._thread = threading.Thread(
+            target=self._save_in_background, args=(step, plan, buffer, metadata, copy_later), name=f"ckpt-save-{step}"
+        )
         self._thread.start()
+
+    def wait_snapshot(self) -> None:
+        """Return once the async save in flight has copied the state (its tensors may change again)."""
+        self._snapshot_done.wait()
+
+    def guard(self, optimizer: Any) -> Any:
+        """Make ``optimizer.step()`` wait for a background snapshot first; returns the hook handle."""
+        return optimizer.register_step_pre_hook(lambda *_: self.wait_snapshot())
 
     def wait(self) -> None:
         """Wait for the async save in flight, if any; raise its error (once) if it failed."""
@@ -155,8 +180,13 @@ class Checkpointer:
             self._buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=torch.cuda.is_available())
         return self._buffer
 
-    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict) -> None:
+    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, copy_first: bool) -> None:
         try:
+            if copy_first:
+                try:
+                    copy_to_buffer(plan, buffer)
+                finally:
+                    self._snapshot_done.set()
             self._save_now(step, plan, buffer, metadata)
         except CheckpointError as exc:
             self._error = exc
