@@ -7,6 +7,9 @@ Each round, interleaved so that a noisy shared disk hits every variant alike:
   raw+wb     the same plus early writeback (sync_file_range) - what the checkpointer does
   sync       Checkpointer.save(step, state): header, checksum, fsyncs, manifest, rename, dir fsyncs
   async      save(blocking=False): time the caller is blocked (the CPU copy), then wait()
+  overlapped save(blocking=False, snapshot="background") then a simulated forward/backward of
+             --step-seconds (a sleep: an accelerator-bound step where the host CPU waits), then
+             wait_snapshot() as an optimizer guard would; blocked = save call + wait_snapshot
 Per round: throughput ratio sync/raw and blocked/sync; the report gives medians over rounds.
 Memory: peak RSS growth of the process (sampled every 2 ms from /proc/self/statm) during the
 first async save of a fresh Checkpointer, which allocates its snapshot buffer, and of a later one.
@@ -105,7 +108,20 @@ def async_round(ckpt: Checkpointer, step: int, state: dict) -> tuple[float, floa
     return blocked, total, mem.peak - mem.base
 
 
-def run(size: int, repeats: int, workdir: str) -> dict:
+def overlapped_round(ckpt: Checkpointer, step: int, state: dict, step_seconds: float) -> float:
+    """Seconds a training step is blocked when the copy overlaps its forward/backward."""
+    t0 = time.perf_counter()
+    ckpt.save(step, state, blocking=False, snapshot="background")
+    blocked = time.perf_counter() - t0
+    time.sleep(step_seconds)
+    t1 = time.perf_counter()
+    ckpt.wait_snapshot()
+    blocked += time.perf_counter() - t1
+    ckpt.wait()
+    return blocked
+
+
+def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dict:
     state = make_state(size)
     nbytes = state_bytes(state)
     views = [tensor_bytes(t) for t in state["model"].values()]
@@ -128,6 +144,9 @@ def run(size: int, repeats: int, workdir: str) -> dict:
         if mem_first is None:
             mem_first = row["async_rss_growth"]
         shutil.rmtree(os.path.join(ckpt_async.root, f"step-{r:08d}"))
+        row["overlapped_blocked_s"] = overlapped_round(ckpt_async, r, state, step_seconds)
+        shutil.rmtree(os.path.join(ckpt_async.root, f"step-{r:08d}"))
+        row["overlapped_vs_sync"] = row["overlapped_blocked_s"] / row["sync_s"]
         row["sync_vs_raw"] = row["raw_s"] / row["sync_s"]
         row["sync_vs_raw_wb"] = row["raw_wb_s"] / row["sync_s"]
         row["blocked_vs_sync"] = row["blocked_s"] / row["sync_s"]
@@ -136,7 +155,8 @@ def run(size: int, repeats: int, workdir: str) -> dict:
             f"round {r}: raw {nbytes / row['raw_s'] / MiB:7.0f} MiB/s  raw+wb {nbytes / row['raw_wb_s'] / MiB:7.0f}  "
             f"sync save {nbytes / row['sync_s'] / MiB:7.0f} MiB/s (x{row['sync_vs_raw']:.2f} raw)  "
             f"async blocked {row['blocked_s'] * 1000:6.0f} ms ({row['blocked_vs_sync'] * 100:4.1f}% of sync)  "
-            f"rss +{row['async_rss_growth'] / MiB:6.0f} MiB",
+            f"rss +{row['async_rss_growth'] / MiB:6.0f} MiB  overlapped blocked {row['overlapped_blocked_s'] * 1000:5.0f} ms "
+            f"({row['overlapped_vs_sync'] * 100:4.1f}%)",
             flush=True,
         )
     ckpt_async.close()
@@ -156,6 +176,9 @@ def run(size: int, repeats: int, workdir: str) -> dict:
         "median_sync_vs_raw_writeback": med("sync_vs_raw_wb"),
         "median_blocked_ms": med("blocked_s") * 1000,
         "median_blocked_vs_sync": med("blocked_vs_sync"),
+        "step_seconds": step_seconds,
+        "median_overlapped_blocked_ms": med("overlapped_blocked_s") * 1000,
+        "median_overlapped_blocked_vs_sync": med("overlapped_vs_sync"),
         "first_async_peak_rss_growth_vs_state": mem_first / nbytes,
         "max_later_async_peak_rss_growth_vs_state": max(row["async_rss_growth"] for row in rows[1:]) / nbytes if repeats > 1 else None,
         "rounds": rows,
@@ -168,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default /var/tmp/corral-ckbench-<id>)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--step-seconds", type=float, default=0.5, help="simulated forward/backward for the overlapped variant")
     args = ap.parse_args(argv)
     workdir = args.dir or f"/var/tmp/corral-ckbench-{uuid.uuid4().hex[:8]}"
     os.makedirs(workdir, exist_ok=True)
     try:
-        result = run(parse_size(args.size), args.repeats, workdir)
+        result = run(parse_size(args.size), args.repeats, workdir, args.step_seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = {k: v for k, v in result.items() if k != "rounds"}
