@@ -60,6 +60,7 @@ def base():
     remove_dir(path)
 
 
+@pytest.mark.slow
 def test_three_gloo_ranks_save_publish_once_and_resume_together(base):
     root = os.path.join(base, "job")
     mp.spawn(_worker, args=(root, os.path.join(base, "rendezvous")), nprocs=WORLD, join=True)

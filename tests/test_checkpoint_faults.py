@@ -27,6 +27,7 @@ def root():
     remove_dir(path)
 
 
+@pytest.mark.slow
 def test_sigkilled_writer_always_leaves_a_loadable_untorn_checkpoint(root):
     """60 writers SIGKILLed at random moments; after each: newest durable state loads exactly, nothing torn."""
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))

@@ -27,7 +27,7 @@ workers without a per-attempt prefix, so restarted workers can read the dead wor
 addresses from the previous attempt and fail in init_process_group ("Connection refused").
 A fresh store per attempt avoids it. Belongs in the launch plan's default env (see the report)."""
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 
 
 @pytest.fixture
