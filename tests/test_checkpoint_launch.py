@@ -44,6 +44,7 @@ def space(monkeypatch):
     })  # fmt: skip
     yield cluster, root, token
     subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file
     shutil.rmtree(root, ignore_errors=True)
 
 
