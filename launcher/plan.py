@@ -9,6 +9,7 @@ or the disk, so ``--dry-run`` and the unit tests see exactly what a launch would
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -268,6 +269,8 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
             "CORRAL_NODE_RANK": str(rank),
             "CORRAL_NNODES": str(len(nodes)),
         }
+        if job.checkpoint is not None:  # read by launcher.checkpoint.Checkpointer.from_env()
+            corral_env["CORRAL_CKPT_POLICY"] = json.dumps(job.checkpoint.model_dump(), sort_keys=True)
         env = merged_env(cluster, node, job, corral_env, inputs.plain)
         nproc = nproc_for(job, gpus)
         if inputs.plain:

@@ -58,7 +58,7 @@ def names(cl):
 def train_job(name: str, steps: int = 200, step_time: float = 0.0, **extra) -> JobConfig:
     return JobConfig.model_validate({
         "name": name, "script": "examples/train_demo.py",
-        "args": ["--steps", str(steps), "--step-time", str(step_time)], **extra,
+        "args": ["--steps", str(steps), "--step-time", str(step_time)], "env": {"PYTHONPATH": str(REPO)}, **extra,
     })  # fmt: skip
 
 
@@ -128,7 +128,7 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     work.mkdir()
     cfile = sim_cluster.write_cluster_config(work / "cluster.yaml", workdir=REPO)
     jfile = work / "job.yaml"
-    jfile.write_text(json.dumps({"name": a, "script": "examples/train_demo.py", "nproc_per_node": 1,
+    jfile.write_text(json.dumps({"name": a, "script": "examples/train_demo.py", "nproc_per_node": 1, "env": {"PYTHONPATH": str(REPO)},
                                  "args": ["--steps", "150", "--step-time", "0.03"]}))  # fmt: skip
     launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "launch", str(jfile), "-c", str(cfile), "--follow"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -162,7 +162,8 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
     # refused", torch's timing under CPU starvation); at load ~5 one restart was always enough.
     handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1), cl, nodes=[cl.nodes[1].label], set_=["max_restarts=2"])
     log = Path(handle.plan.nodes[0].log_path)
-    wait_for(lambda: log.exists() and "step 0 loss" in log.read_text(), 180, "training to start")
+    # after step 100 the checkpoint of step 50 is durable (one save at a time), so the restart resumes
+    wait_for(lambda: log.exists() and "step 100 loss" in log.read_text(), 180, "training to pass step 100")
     victims = job_pids(handle.plan.run_id, b"RANK=1")
     assert len(victims) == 1, victims
     os.kill(victims[0], signal.SIGKILL)
@@ -174,6 +175,7 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
     res = results(handle)
     assert sorted(r["rank"] for r in res) == [0, 1] and all(r["restart"] >= 1 for r in res), res
     assert log.read_text().count(" ready on cpu") >= 4  # 2 ranks, started at least twice
+    assert "resumed from checkpoint step" in log.read_text()  # the restarted group continued
 
 
 def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):

@@ -24,6 +24,13 @@ def demo(
     out = console()
     cluster = load_cluster(None)
     job = load_job(REPO_ROOT / "configs" / "demo.yaml")
+    import os
+    import time
+
+    old = REPO_ROOT / "checkpoints" / name
+    if old.is_dir() and any(old.iterdir()):  # a fresh demo each time; earlier checkpoints kept aside
+        (old.parent / ".history").mkdir(exist_ok=True)
+        os.replace(old, old.parent / ".history" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     with out.status("demo: preflight and start in tmux..."):
         prepared = prepare(job, cluster, name=name, base_dir=str(REPO_ROOT), set_=[f"args.1={steps}"])
         record = start(prepared, cluster)
