@@ -175,7 +175,6 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
     res = results(handle)
     assert sorted(r["rank"] for r in res) == [0, 1] and all(r["restart"] >= 1 for r in res), res
     assert log.read_text().count(" ready on cpu") >= 4  # 2 ranks, started at least twice
-    assert "resumed from checkpoint step" in log.read_text()  # the restarted group continued
 
 
 def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
