@@ -1,0 +1,234 @@
+"""corral's I/O engine: ``jobs`` x ``iodepth`` threads, each keeping one request in flight.
+
+Why threads: ``os.pwrite``/``os.preadv`` release the GIL for the whole system call, so N threads
+keep N requests queued at the device much like an asynchronous engine at queue depth N, with no
+extra dependency. Buffers are anonymous ``mmap`` regions (page aligned, as O_DIRECT requires);
+reads go through ``preadv`` into them so no bytes object is allocated per request.
+
+Every completed request appends its latency to its thread's ``array`` (compact and appended
+without locks); the main thread samples the total once per ``tick_s`` for the time series and
+is the one that receives signals, so an interruption stops the threads and re-raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import mmap
+import os
+import random
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.units import MIB
+from benchmarks.volume.plan import ModeSpec
+from launcher.errors import RunFailed
+
+log = logging.getLogger(__name__)
+
+_NEVER = 1 << 62
+
+
+@dataclass
+class ModeRun:
+    """What one mode measured: bytes moved, requests, elapsed time (closing fsync included)."""
+
+    spec: ModeSpec
+    bytes: int
+    ops: int
+    elapsed_s: float
+    series_mib_per_s: list[float] = field(default_factory=list)
+    lat_p50_us: float | None = None
+    lat_p99_us: float | None = None
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes / self.elapsed_s / MIB if self.elapsed_s > 0 else 0.0
+
+    @property
+    def iops(self) -> float:
+        return self.ops / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def percentile(sorted_values, q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an already sorted sequence."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, min(n, int(-(-q * n // 100))))
+    return float(sorted_values[rank - 1])
+
+
+class _Worker:
+    """State shared by the threads of one mode."""
+
+    def __init__(self, spec: ModeSpec, fds: list[int], deadline_ns: int) -> None:
+        self.spec = spec
+        self.fds = fds
+        self.deadline_ns = deadline_ns
+        self.total = spec.total_ops if spec.total_ops is not None else _NEVER
+        self.nblocks = spec.size // spec.bs
+        self.counter = itertools.count()
+        self.halt = [False]
+        self.lats = [array("q") for _ in range(spec.threads)]
+        self.errors: list[BaseException] = []
+        self.start = threading.Event()
+        self.remaining = spec.threads
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+
+    def done_ops(self) -> int:
+        return sum(len(a) for a in self.lats)
+
+    def run(self, k: int) -> None:
+        try:
+            self._loop(k)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.errors.append(exc)
+            self.halt[0] = True
+        finally:
+            with self.lock:
+                self.remaining -= 1
+                if self.remaining == 0:
+                    self.finished.set()
+
+    def _loop(self, k: int) -> None:
+        spec = self.spec
+        bs, nblocks, total, halt = spec.bs, self.nblocks, self.total, self.halt
+        fd = self.fds[k // spec.iodepth]
+        buf = mmap.mmap(-1, bs)
+        if spec.is_write:
+            buf.write(os.urandom(bs))
+        view = memoryview(buf)
+        bufs = [view]
+        counter = self.counter
+        record = self.lats[k].append
+        clock = time.perf_counter_ns
+        pick = random.Random(os.urandom(8)).randrange if spec.is_random else None
+        write, readv = os.pwrite, os.preadv
+        is_write = spec.is_write
+        self.start.wait()
+        deadline = self.deadline_ns  # set by the main thread just before it starts the clock
+        try:
+            while not halt[0]:
+                i = next(counter)
+                if i >= total:
+                    break
+                off = (pick(nblocks) if pick else i % nblocks) * bs
+                t = clock()
+                if t >= deadline:
+                    break
+                n = write(fd, view, off) if is_write else readv(fd, bufs, off)
+                record(clock() - t)
+                if n != bs:
+                    raise RunFailed(f"short {'write' if is_write else 'read'} at offset {off}: {n} of {bs} bytes")
+        finally:
+            view.release()
+            buf.close()
+
+
+def _open_flags(spec: ModeSpec) -> int:
+    flags = os.O_WRONLY if spec.is_write else os.O_RDONLY
+    return flags | (os.O_DIRECT if spec.direct else 0)
+
+
+def create_file(file: Path, size: int) -> None:
+    """A fresh file of ``size`` bytes with its blocks allocated but not written, as fio lays out a write job's file."""
+    try:
+        file.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise RunFailed(f"{file.parent}: no space left for a {size} byte test file") from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def drop_cached_pages(file: Path) -> None:
+    """Write back and drop ``file``'s pages so a buffered read comes from the volume, not memory."""
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run_mode(
+    spec: ModeSpec,
+    file: Path,
+    *,
+    tick_s: float = 1.0,
+    on_tick: Callable[[float, float], None] | None = None,
+) -> ModeRun:
+    """Run one mode on ``file`` (which must exist with ``spec.size`` bytes) and measure it.
+
+    The clock starts when every thread is ready and stops after the closing fsync of a write
+    mode. ``on_tick(elapsed_s, mib_per_s)`` is called once per interval (progress output).
+    """
+    if not spec.is_write and not spec.direct:
+        drop_cached_pages(file)
+    fds = [os.open(file, _open_flags(spec)) for _ in range(spec.jobs)]
+    deadline = _NEVER
+    w = _Worker(spec, fds, deadline)
+    threads = [threading.Thread(target=w.run, args=(k,), name=f"corral-io-{k}", daemon=True) for k in range(spec.threads)]
+    series: list[float] = []
+    try:
+        for t in threads:
+            t.start()
+        t0 = time.perf_counter()
+        if spec.duration_s:
+            w.deadline_ns = time.perf_counter_ns() + int(spec.duration_s * 1e9)
+        w.start.set()
+        last_t, last_ops = t0, 0
+        next_tick = t0 + tick_s
+        while not w.finished.wait(max(0.0, next_tick - time.perf_counter())):
+            now, ops = time.perf_counter(), w.done_ops()
+            rate = (ops - last_ops) * spec.bs / (now - last_t) / MIB
+            series.append(rate)
+            if on_tick:
+                on_tick(now - t0, rate)
+            last_t, last_ops = now, ops
+            next_tick += tick_s
+        if w.errors:
+            raise w.errors[0]
+        if spec.is_write:
+            for fd in fds:
+                os.fsync(fd)
+        t1 = time.perf_counter()
+    except BaseException:
+        w.halt[0] = True
+        w.start.set()
+        for t in threads:
+            t.join(timeout=30)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    ops = w.done_ops()
+    if t1 - last_t > 1e-3:
+        series.append((ops - last_ops) * spec.bs / (t1 - last_t) / MIB)
+    lats = sorted(itertools.chain.from_iterable(w.lats))
+    p50, p99 = percentile(lats, 50), percentile(lats, 99)
+    return ModeRun(
+        spec=spec,
+        bytes=ops * spec.bs,
+        ops=ops,
+        elapsed_s=t1 - t0,
+        series_mib_per_s=series,
+        lat_p50_us=p50 / 1000 if p50 is not None else None,
+        lat_p99_us=p99 / 1000 if p99 is not None else None,
+    )
