@@ -15,7 +15,7 @@ from benchmarks.volume.plan import DATA_FILE, ModeSpec, VolumePlan, fio_argv
 
 log = logging.getLogger(__name__)
 
-NO_DIRECT_NOTICE = "{path}: the filesystem does not support O_DIRECT (tmpfs, for one); running buffered instead"
+NO_DIRECT_NOTICE = "{path}: the filesystem does not support O_DIRECT (ramfs, or tmpfs before Linux 6.6); running buffered instead"
 NO_FIO_NOTICE = "fio is not installed: --compare-fio skipped (install fio to compare)"
 
 Say = Callable[[str], None]
@@ -33,7 +33,10 @@ def run_plan(plan: VolumePlan, *, node: str | None = None, say: Say = lambda s: 
     """Run every mode of ``plan`` on this machine and return the result document (see report)."""
     node = node or socket.gethostname()
     path = target.check_target(plan.path)
-    target.check_free_space(path, plan.required_bytes)
+    space_notice = target.check_free_space(path, plan.required_bytes)
+    if space_notice:
+        say(space_notice)
+        plan = replace(plan, notices=plan.notices + (space_notice,))
     fio_status = None
     if plan.compare_fio and fio.fio_path() is None:
         fio_status = NO_FIO_NOTICE

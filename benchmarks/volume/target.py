@@ -65,15 +65,23 @@ def free_bytes(path: str | Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_free_space(path: str | Path, required: int) -> None:
-    """Refuse up front, before any file exists, when the filesystem cannot hold the test file."""
-    free = free_bytes(path)
+def check_free_space(path: str | Path, required: int) -> str | None:
+    """Refuse up front, before any file exists, when the filesystem cannot hold the test file.
+
+    A filesystem that reports no capacity at all (ramfs, some FUSE filesystems: zero blocks)
+    cannot be checked; that is returned as a notice instead of a refusal.
+    """
+    st = os.statvfs(path)
+    if st.f_blocks == 0:
+        return f"{path}: the filesystem reports no capacity, so free space could not be checked"
+    free = st.f_bavail * st.f_frsize
     if free < required:
         raise UserError(
             f"{path}: not enough free space: the benchmark needs {format_size(required)} ({required} bytes: "
             f"the test file plus 64M headroom) and {format_size(free) if free else 0} ({free} bytes) are free",
             hint="free some space or pass a smaller --size",
         )
+    return None
 
 
 def supports_direct(directory: str | Path) -> bool:
