@@ -31,7 +31,6 @@ def worker_args(plan: VolumePlan) -> list[str]:
     seq = next((m for m in plan.modes if not m.is_random), None)
     rnd = next((m for m in plan.modes if m.is_random), None)
     args = [
-        plan.path,
         "--size", str(plan.size),
         "--bs", str(seq.bs if seq else 1 << 20),
         "--jobs", str(rnd.jobs if rnd else 4),
@@ -45,7 +44,7 @@ def worker_args(plan: VolumePlan) -> list[str]:
         args += ["--limit-mibps", f"{plan.limit_mibps:g}"]
     if plan.compare_fio:
         args.append("--compare-fio")
-    return args
+    return args + ["--", plan.path]  # "--": a path starting with '-' stays a path
 
 
 def build_job(plan: VolumePlan, name: str):

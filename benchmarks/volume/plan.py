@@ -161,6 +161,11 @@ def build_plan(
     return VolumePlan(path=str(path), size=size_b, modes=tuple(specs), limit_mibps=limit_mibps, compare_fio=compare_fio)
 
 
+def fio_filename(path: str) -> str:
+    """fio splits ``--filename`` at ':' (a list of files); a literal colon is written ``\\:``."""
+    return path.replace(":", "\\:")
+
+
 def fio_argv(spec: ModeSpec, filename: str, *, fio: str = "fio") -> list[str]:
     """fio with the parameters corral's engine uses for ``spec``, reporting JSON.
 
@@ -172,7 +177,7 @@ def fio_argv(spec: ModeSpec, filename: str, *, fio: str = "fio") -> list[str]:
     argv = [
         fio,
         f"--name=corral-{spec.mode}",
-        f"--filename={filename}",
+        f"--filename={fio_filename(filename)}",
         f"--rw={_FIO_RW[spec.mode]}",
         f"--bs={spec.bs}",
         f"--size={spec.size}",
