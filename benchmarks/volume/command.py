@@ -58,14 +58,20 @@ def run_command(
     def say(line: str) -> None:
         err.print(line, style="dim", markup=False, highlight=False)
 
-    if on_cluster:
-        from benchmarks.volume.cluster import run_on_cluster
+    from benchmarks.volume.target import Interrupted
 
-        doc = run_on_cluster(plan, cluster, nodes=nodes or None, say=say)
-    else:
-        from benchmarks.volume.run import run_plan
+    try:
+        if on_cluster:
+            from benchmarks.volume.cluster import run_on_cluster
 
-        doc = run_plan(plan, say=say)
+            doc = run_on_cluster(plan, cluster, nodes=nodes or None, say=say)
+        else:
+            from benchmarks.volume.run import run_plan
+
+            doc = run_plan(plan, say=say)
+    except Interrupted as exc:
+        err.print(f"{exc}; the benchmark's files were removed", markup=False)
+        return exc.exit_code
     for n in doc.get("notices") or []:
         err.print(f"notice: {n}", markup=False)
     if json_out is not None and str(json_out) == "-":

@@ -186,9 +186,11 @@ def run_mode(
     w = _Worker(spec, fds, deadline)
     threads = [threading.Thread(target=w.run, args=(k,), name=f"corral-io-{k}", daemon=True) for k in range(spec.threads)]
     series: list[float] = []
+    started: list[threading.Thread] = []
     try:
         for t in threads:
             t.start()
+            started.append(t)
         t0 = time.perf_counter()
         if spec.duration_s:
             w.deadline_ns = time.perf_counter_ns() + int(spec.duration_s * 1e9)
@@ -212,7 +214,7 @@ def run_mode(
     except BaseException:
         w.halt[0] = True
         w.start.set()
-        for t in threads:
+        for t in started:
             t.join(timeout=30)
         raise
     finally:
