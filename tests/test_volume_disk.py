@@ -26,12 +26,18 @@ def voldir():
     remove_tree(d)
 
 
-def test_local_run_measures_every_mode_and_leaves_nothing(voldir):
+@pytest.mark.parametrize("engine", ["aio", "threads"])
+def test_local_run_measures_every_mode_and_leaves_nothing(voldir, engine, monkeypatch):
+    from benchmarks.volume import aio
+
+    if engine == "aio" and not aio.available():
+        pytest.skip("no kernel AIO here")
+    monkeypatch.setenv("CORRAL_VOLUME_ENGINE", engine)
     plan = build_plan(str(voldir), size="16M", bs="1M", jobs=2, iodepth=4, compare_fio=shutil.which("fio") is not None)
     doc = run_plan(plan, node="n1")
     assert [r["mode"] for r in doc["results"]] == ["seqwrite", "seqread", "randread", "randwrite"]
     for r in doc["results"]:
-        assert r["bytes"] == 16 << 20 and r["direct"] is True and r["node"] == "n1"
+        assert r["bytes"] == 16 << 20 and r["direct"] is True and r["node"] == "n1" and r["engine"] == engine
         assert r["mib_per_s"] > 0 and r["iops"] == pytest.approx(r["ops"] / r["elapsed_s"], rel=1e-3)
         assert r["series_mib_per_s"] and 0 < r["lat_p50_us"] <= r["lat_p99_us"]
     if plan.compare_fio:

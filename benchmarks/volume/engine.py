@@ -1,17 +1,21 @@
-"""corral's I/O engine: ``jobs`` x ``iodepth`` threads, each keeping one request in flight.
+"""corral's I/O engine: ``jobs`` workers, each keeping ``iodepth`` requests in flight.
 
-Why threads: ``os.pwrite``/``os.preadv`` release the GIL for the whole system call, so N threads
-keep N requests queued at the device much like an asynchronous engine at queue depth N, with no
-extra dependency. Buffers are anonymous ``mmap`` regions (page aligned, as O_DIRECT requires);
-reads go through ``preadv`` into them so no bytes object is allocated per request.
+Two ways to keep requests in flight, chosen by ``engine``:
 
-Every completed request appends its latency to its thread's ``array`` (compact and appended
-without locks); the main thread samples the total once per ``tick_s`` for the time series and
-is the one that receives signals, so an interruption stops the threads and re-raises.
+- ``aio`` (default where the kernel has it): one thread per job drives a kernel AIO context
+  (:mod:`benchmarks.volume.aio`), submitting and reaping in batches, as fio's libaio engine does.
+- ``threads`` (fallback): ``iodepth`` threads per job, each with one blocking
+  ``os.pwrite``/``os.preadv`` in flight; those calls release the GIL, so N threads queue N requests.
+
+Buffers are anonymous ``mmap`` regions (page aligned, as O_DIRECT requires). Every completed
+request appends its latency to its worker's ``array`` (compact, no locks); the main thread
+samples the total once per ``tick_s`` for the time series and is the one that receives
+signals, so an interruption stops the workers and re-raises.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import logging
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.units import MIB
+from benchmarks.volume import aio
 from benchmarks.volume.plan import ModeSpec
 from launcher.errors import RunFailed
 
@@ -42,6 +47,7 @@ class ModeRun:
     bytes: int
     ops: int
     elapsed_s: float
+    engine: str = "threads"
     series_mib_per_s: list[float] = field(default_factory=list)
     lat_p50_us: float | None = None
     lat_p99_us: float | None = None
@@ -67,18 +73,20 @@ def percentile(sorted_values, q: float) -> float | None:
 class _Worker:
     """State shared by the threads of one mode."""
 
-    def __init__(self, spec: ModeSpec, fds: list[int], deadline_ns: int) -> None:
+    def __init__(self, spec: ModeSpec, fds: list[int], deadline_ns: int, engine: str) -> None:
         self.spec = spec
+        self.engine = engine
+        self.workers = spec.jobs if engine == "aio" else spec.threads
         self.fds = fds
         self.deadline_ns = deadline_ns
         self.total = spec.total_ops if spec.total_ops is not None else _NEVER
         self.nblocks = spec.size // spec.bs
         self.counter = itertools.count()
         self.halt = [False]
-        self.lats = [array("q") for _ in range(spec.threads)]
+        self.lats = [array("q") for _ in range(self.workers)]
         self.errors: list[BaseException] = []
         self.start = threading.Event()
-        self.remaining = spec.threads
+        self.remaining = self.workers
         self.lock = threading.Lock()
         self.finished = threading.Event()
 
@@ -87,7 +95,7 @@ class _Worker:
 
     def run(self, k: int) -> None:
         try:
-            self._loop(k)
+            (self._loop_aio if self.engine == "aio" else self._loop)(k)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors.append(exc)
             self.halt[0] = True
@@ -132,6 +140,93 @@ class _Worker:
             buf.close()
 
 
+    def _loop_aio(self, k: int) -> None:
+        """One job: ``iodepth`` requests queued on a kernel AIO context, refilled as they complete."""
+        spec = self.spec
+        bs, nblocks, total, halt, depth = spec.bs, self.nblocks, self.total, self.halt, spec.iodepth
+        fd = self.fds[k]
+        counter = self.counter
+        record = self.lats[k].append
+        clock = time.perf_counter_ns
+        pick = random.Random(os.urandom(8)).randrange if spec.is_random else None
+        bufs = [mmap.mmap(-1, bs) for _ in range(depth)]
+        anchors = [ctypes.c_char.from_buffer(b) for b in bufs]
+        iocbs = (aio.IOCB * depth)()
+        addrs = [ctypes.addressof(iocbs[s]) for s in range(depth)]
+        ptrs = (ctypes.c_void_p * depth)()
+        events = (aio.IOEvent * depth)()
+        opcode = aio.IOCB_CMD_PWRITE if spec.is_write else aio.IOCB_CMD_PREAD
+        for s in range(depth):
+            if spec.is_write:
+                bufs[s].write(os.urandom(bs))
+            cb = iocbs[s]
+            cb.aio_data, cb.aio_lio_opcode, cb.aio_fildes = s, opcode, fd
+            cb.aio_buf, cb.aio_nbytes = ctypes.addressof(anchors[s]), bs
+        t_sub = [0] * depth
+        ctx = aio.Context(depth)
+        timeout = aio.Timespec(0, 200_000_000)  # wake up to notice a halt even on a stalled device
+        try:
+            self.start.wait()
+            deadline = self.deadline_ns
+            n, now = 0, clock()
+            for s in range(depth):
+                i = next(counter)
+                if i >= total or halt[0]:
+                    break
+                iocbs[s].aio_offset = (pick(nblocks) if pick else i % nblocks) * bs
+                t_sub[s] = now
+                ptrs[n] = addrs[s]
+                n += 1
+            if n:
+                ctx.submit(n, ptrs)
+            inflight = n
+            while inflight:
+                got = ctx.getevents(1, depth, events, timeout)
+                now = clock()
+                more = not halt[0] and now < deadline
+                m = 0
+                for j in range(got):
+                    ev = events[j]
+                    s, res = ev.data, ev.res
+                    inflight -= 1
+                    if res != bs:
+                        if res < 0:
+                            raise OSError(-res, os.strerror(-res))
+                        raise RunFailed(f"short {'write' if spec.is_write else 'read'}: {res} of {bs} bytes")
+                    record(now - t_sub[s])
+                    if more:
+                        i = next(counter)
+                        if i >= total:
+                            more = False
+                            continue
+                        iocbs[s].aio_offset = (pick(nblocks) if pick else i % nblocks) * bs
+                        t_sub[s] = now
+                        ptrs[m] = addrs[s]
+                        m += 1
+                if m:
+                    ctx.submit(m, ptrs)
+                    inflight += m
+        finally:
+            ctx.close()  # waits for anything still in flight before the buffers go
+            del anchors
+            for b in bufs:
+                b.close()
+
+
+_DEFAULT_ENGINE: str | None = None
+
+
+def default_engine() -> str:
+    """``aio`` where the kernel offers it, else ``threads``; ``CORRAL_VOLUME_ENGINE`` overrides."""
+    global _DEFAULT_ENGINE
+    forced = os.environ.get("CORRAL_VOLUME_ENGINE")
+    if forced in ("aio", "threads"):
+        return forced
+    if _DEFAULT_ENGINE is None:
+        _DEFAULT_ENGINE = "aio" if aio.available() else "threads"
+    return _DEFAULT_ENGINE
+
+
 def _open_flags(spec: ModeSpec) -> int:
     flags = os.O_WRONLY if spec.is_write else os.O_RDONLY
     return flags | (os.O_DIRECT if spec.direct else 0)
@@ -173,6 +268,7 @@ def run_mode(
     *,
     tick_s: float = 1.0,
     on_tick: Callable[[float, float], None] | None = None,
+    engine: str | None = None,
 ) -> ModeRun:
     """Run one mode on ``file`` (which must exist with ``spec.size`` bytes) and measure it.
 
@@ -183,8 +279,8 @@ def run_mode(
         drop_cached_pages(file)
     fds = [os.open(file, _open_flags(spec)) for _ in range(spec.jobs)]
     deadline = _NEVER
-    w = _Worker(spec, fds, deadline)
-    threads = [threading.Thread(target=w.run, args=(k,), name=f"corral-io-{k}", daemon=True) for k in range(spec.threads)]
+    w = _Worker(spec, fds, deadline, engine or default_engine())
+    threads = [threading.Thread(target=w.run, args=(k,), name=f"corral-io-{k}", daemon=True) for k in range(w.workers)]
     series: list[float] = []
     started: list[threading.Thread] = []
     try:
@@ -231,6 +327,7 @@ def run_mode(
         ops=ops,
         elapsed_s=t1 - t0,
         series_mib_per_s=series,
+        engine=w.engine,
         lat_p50_us=p50 / 1000 if p50 is not None else None,
         lat_p99_us=p99 / 1000 if p99 is not None else None,
     )

@@ -43,6 +43,7 @@ def mode_record(run: ModeRun, *, node: str, limit_mibps: float | None, tick_s: f
         "jobs": spec.jobs,
         "iodepth": spec.iodepth,
         "direct": spec.direct,
+        "engine": run.engine,
         "size_bytes": spec.size,
         "duration_s": spec.duration_s,
         "bytes": run.bytes,
