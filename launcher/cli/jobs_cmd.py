@@ -7,7 +7,17 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, not_implemented
+from launcher.cli.common import ClusterOpt, console, write_json
+
+
+def _cluster(path: Optional[Path]):
+    from launcher.config import load_cluster
+
+    return load_cluster(path)
+
+
+def _hint_c(cluster: Optional[Path]) -> str:
+    return f" -c {cluster}" if cluster else ""
 
 
 def launch(
@@ -17,12 +27,61 @@ def launch(
     set_: list[str] = typer.Option([], "--set", help="Override a job field: --set max_restarts=2 (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (per node: tmux session, env, torchrun argv) and touch nothing."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the logs until the job ends (Ctrl-C stops following, not the job)."),
-) -> None:
+    as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the run record as JSON."),
+) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
 
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
     """
-    not_implemented("launch")
+    from launcher.config import load_job
+    from launcher.jobs import prepare, start
+    from launcher.plan import describe
+
+    jobcfg, clustercfg = load_job(job), _cluster(cluster)
+    if dry_run:
+        prepared = prepare(jobcfg, clustercfg, name=name, set_=set_, dry_run=True)
+        if as_json:
+            write_json(prepared.plan.to_dict(), "-")
+        else:
+            typer.echo(describe(prepared.plan))
+            typer.echo("(dry run: nothing was touched; GPU counts come from the cluster file, the rendezvous port is probed at launch)")
+        return 0
+    out = console(stderr=as_json)
+    with out.status(f"launching {name or jobcfg.name}: preflight and start on {len(clustercfg.nodes)} node(s)..."):
+        prepared = prepare(jobcfg, clustercfg, name=name, set_=set_)
+        record = start(prepared, clustercfg)
+    if as_json:
+        write_json(record.to_dict(), "-")
+    c = _hint_c(cluster)
+    n = record.name
+    out.print(f"launched {n} on {', '.join(p.node for p in record.plan.nodes)} (tmux session corral-{n}); logs in {record.plan.run_dir}/logs")
+    out.print(f"  corral ps{c}\n  corral logs {n}{c} -f\n  corral attach {n}{c}\n  corral stop {n}{c}")
+    if follow:
+        return _follow_to_end(record, clustercfg)
+    return 0
+
+
+def _follow_to_end(record, clustercfg) -> int:
+    import asyncio
+
+    from launcher.logs import follow as follow_logs
+
+    try:
+        final = asyncio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
+    except KeyboardInterrupt:
+        console(stderr=True).print(f"stopped following; {record.name} keeps running (corral stop {record.name} ends it)")
+        return 0
+    return _report_final(final)
+
+
+def _report_final(final) -> int:
+    out = console()
+    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
+    if bad:
+        out.print(f"job {final.name} failed: " + "; ".join(bad))
+        return 1
+    out.print(f"job {final.name} finished: every node exited 0")
+    return 0
 
 
 def ps(
@@ -33,7 +92,35 @@ def ps(
 
     Example: corral ps --json -
     """
-    not_implemented("ps")
+    import asyncio
+
+    from launcher.jobs import all_records, read_status
+
+    clustercfg = _cluster(cluster)
+    records = all_records(clustercfg)
+
+    async def gather():
+        return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
+
+    statuses = asyncio.run(gather()) if records else []
+    rows = [{"name": s.name, "state": s.state, "nodes": [{"host": n.host, "node": n.node, "state": n.state, "exit_code": n.exit_code,
+             "elapsed_s": n.elapsed_s} for n in s.nodes]} for s in statuses]  # fmt: skip
+    if json_out is not None:
+        write_json(rows, json_out)
+        if str(json_out) == "-":
+            return
+    from rich.table import Table
+
+    table = Table("job", "node", "state", "elapsed", box=None)
+    for row in rows:
+        for i, n in enumerate(row["nodes"]):
+            state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
+            elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
+            table.add_row(row["name"] if i == 0 else "", n["node"], state, elapsed)
+    if rows:
+        console().print(table)
+    else:
+        console().print("no jobs")
 
 
 def logs(
@@ -42,12 +129,35 @@ def logs(
     node: Optional[str] = typer.Option(None, "--node", help="Only this node."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     lines: int = typer.Option(50, "--lines", "-n", help="Lines from the end of each log."),
-) -> None:
+) -> int:
     """Print a job's logs, every line prefixed with node and rank.
 
     Example: corral logs demo -n 20 -f
     """
-    not_implemented("logs")
+    import asyncio
+
+    from launcher.jobs import runs_dir
+    from launcher.logs import follow as follow_logs
+    from launcher.logs import tail_lines
+    from launcher.runrecord import load
+
+    clustercfg = _cluster(cluster)
+    record = load(runs_dir(clustercfg), name)
+    if follow:
+        try:
+            asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=False))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    failed = 0
+    for node_name, text, error in asyncio.run(tail_lines(record, clustercfg, node, lines)):
+        if text is None:
+            typer.echo(f"[{node_name}] (no log: {error})", err=True)
+            failed += 1
+        else:
+            for line in text:
+                typer.echo(line)
+    return 1 if failed else 0
 
 
 def attach(
@@ -59,33 +169,103 @@ def attach(
 
     Example: corral attach demo --node gpu2
     """
-    not_implemented("attach")
+    import os
+    import shlex
+
+    from launcher.jobs import _node_config, runs_dir
+    from launcher.runrecord import load
+    from launcher.tools import ssh, tmux
+
+    clustercfg = _cluster(cluster)
+    record = load(runs_dir(clustercfg), name)
+    target = record.plan.node(node) if node else record.plan.nodes[0]
+    inner = tmux.attach(record.plan.tmux_socket, target.session)
+    argv = ssh.node_argv(clustercfg.ssh, _node_config(clustercfg, target), inner, tty=True)
+    if not target.is_local:
+        argv = ssh.ssh_argv(clustercfg.ssh, target.host, inner, tty=True, multiplex=False)
+    console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
+    os.execvpe(argv[0], argv, ssh.clean_env())
 
 
 def stop(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds between SIGTERM and SIGKILL."),
-) -> None:
+) -> int:
     """Stop a job on every node: SIGTERM, then SIGKILL, to its process groups only.
 
     Example: corral stop demo --timeout 30
     """
-    not_implemented("stop")
+    from launcher import api
+
+    clustercfg = _cluster(cluster)
+    out = console()
+    with out.status(f"stopping {name} (SIGTERM, SIGKILL after {timeout:g}s)..."):
+        results = api.stop(name, clustercfg, timeout=timeout)
+    bad = 0
+    for r in results:
+        if r.error:
+            out.print(f"{r.node}: could not stop: {r.error}")
+            bad += 1
+        elif r.remaining:
+            out.print(f"{r.node}: {len(r.remaining)} process(es) of {name} still alive: {r.remaining}")
+            bad += 1
+        else:
+            out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
+    if bad:
+        return 1
+    out.print(f"no process of {name} remains on any node; tmux session corral-{name} removed")
+    return 0
 
 
 def preflight(
     job: Optional[Path] = typer.Argument(None, help="Job YAML file (optional: adds job-specific checks)."),
     cluster: Optional[Path] = ClusterOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the checks as JSON ('-' for stdout)."),
-) -> None:
+) -> int:
     """Check every node before a launch: ssh, workdir, venv, torch, GPUs, rendezvous reachability.
 
     Example: corral preflight configs/demo.yaml -c cluster.yaml
     """
-    not_implemented("preflight")
+    import asyncio
+    import os
+
+    from launcher.config import load_job
+    from launcher.jobs import TMUX_SOCKET_ENV
+    from launcher.plan import default_local_venv
+    from launcher.preflight import CHECKS, run_preflight
+
+    clustercfg = _cluster(cluster)
+    jobcfg = load_job(job) if job else None
+    out = console(stderr=json_out is not None and str(json_out) == "-")
+    with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
+        report = asyncio.run(run_preflight(
+            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=os.getcwd(),
+            local_venv=default_local_venv(), full_torch=True, tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
+        ))  # fmt: skip
+    if json_out is not None:
+        write_json(report.to_json(), json_out)
+    from rich.table import Table
+
+    table = Table("node", *CHECKS, box=None)
+    marks = {True: "ok", False: "FAIL", None: "-"}
+    for n in clustercfg.nodes:
+        row = {c.check: c for c in report.checks if c.node == n.label}
+        table.add_row(n.label, *(marks[row[c].ok] if c in row else "" for c in CHECKS))
+    out.print(table)
+    for c in report.checks:
+        if c.ok is False:
+            out.print(f"{c.node}: {c.check}: {c.detail}")
+    if not report.ok:
+        from launcher.errors import UserError
+
+        raise UserError(f"preflight failed on {len({c.node for c in report.failures()})} node(s)")
+    out.print("all checks passed")
+    return 0
 
 
 def register(app: typer.Typer) -> None:
     for fn in (launch, ps, logs, attach, stop, preflight):
         app.command(fn.__name__)(fn)
+
+

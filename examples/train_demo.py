@@ -1,0 +1,62 @@
+"""A small DDP training script to copy: what `corral demo` runs.
+
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE (and the rendezvous); corral adds CORRAL_BACKEND
+(nccl with GPUs, gloo without), CORRAL_CKPT_DIR and CORRAL_RUN_DIR. Each rank writes its final
+loss to <run dir>/results/rank<N>.json.
+
+    corral launch configs/demo.yaml --follow
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--step-time", type=float, default=0.1, help="Seconds to sleep per step (pace the demo).")
+    parser.add_argument("--lr", type=float, default=0.05)
+    args = parser.parse_args()
+
+    backend = os.environ.get("CORRAL_BACKEND", "gloo")
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if backend == "nccl" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+    print(f"rank {rank}/{world} ready on {device} (restart {restart})", flush=True)
+
+    torch.manual_seed(0)  # same data on every rank's generator, sliced by rank below
+    true_w = torch.randn(16, 1)
+    model = DDP(torch.nn.Linear(16, 1).to(device), device_ids=[local_rank] if device.type == "cuda" else None)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+    for step in range(args.steps):
+        x = torch.randn(64 * world, 16)[rank::world].to(device)
+        loss = torch.nn.functional.mse_loss(model(x), x @ true_w.to(device))
+        opt.zero_grad()
+        loss.backward()  # DDP all-reduces the gradients across every rank of every node
+        opt.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+        time.sleep(args.step_time)
+
+    out = Path(os.environ.get("CORRAL_RUN_DIR", ".")) / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"rank": rank, "world_size": world, "steps": args.steps, "loss": loss.item(), "restart": restart,
+              "node": os.environ.get("CORRAL_NODE")}
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""corral's public Python API: run anything "through the same launch path as training".
+
+Benchmarks, sweeps and tests call these instead of the CLI. Every job runs in a tmux session
+``corral-<name>`` on each node, started over ssh (or locally for ``localhost``), so it
+survives the caller's death and dropped connections; its record lives in
+``<storage.runs>/<name>/`` (``run.json``, ``logs/<node>.log``, ``nodes/<node>/``).
+
+The script gets, besides torchrun's RANK/LOCAL_RANK/WORLD_SIZE/...: CORRAL_RUN_DIR,
+CORRAL_CKPT_DIR (``<storage.checkpoints>/<name>``), CORRAL_BACKEND, CORRAL_JOB_NAME,
+CORRAL_NODE, CORRAL_NODE_RANK, CORRAL_NNODES and CORRAL_RUN_ID.
+
+    handle = launch(job, cluster, name="bench-1")
+    status = handle.wait(timeout=600)
+    assert status.ok, status.to_json()
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.config import ClusterConfig, JobConfig
+from launcher.jobs import JobStatus, NodeStatus, PreflightFailed, StopResult, prepare, read_status, runs_dir, start, stop_record, wait_record
+from launcher.plan import JobPlan
+from launcher.runrecord import RunRecord, load
+
+
+@dataclass
+class RunHandle:
+    """A started job: its name, plan and where its files are."""
+
+    name: str
+    cluster: ClusterConfig
+    record: RunRecord
+
+    @property
+    def plan(self) -> JobPlan:
+        return self.record.plan
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.record.plan.run_dir)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.record.plan.ckpt_dir)
+
+    def log_path(self, node: str) -> Path:
+        """``<run_dir>/logs/<node>.log`` (written on that node; the same path everywhere)."""
+        return Path(self.plan.node(node).log_path)
+
+    def status(self) -> JobStatus:
+        import asyncio
+
+        return asyncio.run(read_status(self.record, self.cluster))
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        return wait_record(self.record, self.cluster, timeout)
+
+    def stop(self, timeout: float = 10) -> list[StopResult]:
+        return stop_record(self.record, self.cluster, timeout)
+
+
+def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+           set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False,
+           base_dir: str | None = None) -> RunHandle:
+    """Start ``job`` on the cluster's nodes (or ``nodes``, names or hosts) and return once every
+    node runs it. ``plain=True`` runs ``python3 SCRIPT ARGS`` once per node instead of torchrun.
+    ``preflight=False`` still probes the nodes (GPU counts, port) but does not refuse on a failed
+    check. Relative cluster paths are resolved against ``base_dir`` (default: the cwd).
+
+    Raises PreflightFailed (exit 2, nothing launched), UserError, or RunFailed when a node could
+    not start (the others are stopped again).
+    """
+    prepared = prepare(job, cluster, name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
+    record = start(prepared, cluster)
+    return RunHandle(record.name, cluster, record)
+
+
+def handle(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> RunHandle:
+    """The handle of an existing job, from its run record."""
+    return RunHandle(name, cluster, load(runs_dir(cluster, base_dir), name))
+
+
+def wait(name: str, cluster: ClusterConfig, *, timeout: float | None = None, base_dir: str | None = None) -> JobStatus:
+    """Block until every node's command has exited (or ``timeout`` seconds: RunFailed)."""
+    return handle(name, cluster, base_dir=base_dir).wait(timeout)
+
+
+def status(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> JobStatus:
+    """Per node: running | exited (exit_code) | missing | unknown (unreachable), elapsed time."""
+    return handle(name, cluster, base_dir=base_dir).status()
+
+
+def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: str | None = None) -> list[StopResult]:
+    """SIGTERM the job's process groups on every node, SIGKILL after ``timeout``, kill its tmux
+    session; returns per node what was found, killed and (should be empty) still remains."""
+    return handle(name, cluster, base_dir=base_dir).stop(timeout)
+
+
+__all__ = ["JobStatus", "NodeStatus", "PreflightFailed", "RunHandle", "StopResult", "handle", "launch", "status", "stop", "wait"]

@@ -1,0 +1,298 @@
+"""Executing plans: start a job on its nodes, read its state, wait for it, stop it.
+
+Only this module (through ``launcher.remote``, ``tools.ssh`` and ``tools.tmux``) touches the
+nodes. A start either succeeds on every node or is rolled back: sessions already started are
+stopped, so no half-launched job remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from launcher.config import ClusterConfig, JobConfig, NodeConfig, apply_overrides, validate
+from launcher.config.job import JOB_NAME
+from launcher.errors import RunFailed, UserError
+from launcher.plan import (
+    JobPlan, NodeFacts, NodePlan, PlanInputs, build_plan, default_local_venv, parse_env_file,
+    render_secrets, render_wrapper, resolve_path, select_nodes,
+)  # fmt: skip
+from launcher.preflight import PreflightReport, run_preflight
+from launcher.remote import AgentReply, call, call_all
+from launcher.runrecord import RunRecord, archive_previous, list_names, load
+from launcher.tools import tmux
+
+log = logging.getLogger(__name__)
+
+TMUX_SOCKET_ENV = "CORRAL_TMUX_SOCKET"
+"""tmux ``-L`` socket name for every node (default: the user's default server). Tests set it."""
+START_WAIT_S = 15.0
+
+
+class PreflightFailed(UserError):
+    """A node failed a preflight check: nothing was launched (exit 2)."""
+
+    def __init__(self, report: PreflightReport) -> None:
+        self.report = report
+        super().__init__(f"preflight failed, nothing launched:\n{report.summary()}", hint="`corral preflight` shows every check")
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class NodeStatus:
+    node: str
+    host: str
+    state: str
+    """running | exited | missing | unknown (node unreachable)."""
+    exit_code: int | None = None
+    elapsed_s: float | None = None
+    detail: str | None = None
+
+
+@dataclass
+class JobStatus:
+    name: str
+    state: str
+    """The launcher's record: starting | running | stopped | failed."""
+    nodes: list[NodeStatus] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return any(n.state == "running" for n in self.nodes)
+
+    @property
+    def done(self) -> bool:
+        return not any(n.state in ("running", "unknown") for n in self.nodes)
+
+    @property
+    def ok(self) -> bool:
+        return all(n.state == "exited" and n.exit_code == 0 for n in self.nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "nodes": [asdict(n) for n in self.nodes]}
+
+
+def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float) -> NodeStatus:
+    """Pure: one node's state from the agent's ``status`` reply."""
+    if not reply.ok:
+        return NodeStatus(node.node, node.host, "unknown", detail=reply.error)
+    d = reply.data
+    if d.get("exit_code") is not None:
+        end = d.get("exit_mtime") or now
+        return NodeStatus(node.node, node.host, "exited", d["exit_code"], round(max(0.0, end - started_at), 1))
+    if d.get("session") and d.get("pane_dead") is False:
+        return NodeStatus(node.node, node.host, "running", None, round(max(0.0, now - started_at), 1))
+    if d.get("session") and d.get("pane_dead"):
+        return NodeStatus(node.node, node.host, "exited", d.get("pane_status"), None, "the wrapper ended without writing its exit status")
+    if d.get("alive"):
+        return NodeStatus(node.node, node.host, "running", None, round(max(0.0, now - started_at), 1), "tmux session gone, process alive")
+    return NodeStatus(node.node, node.host, "missing", detail="no tmux session and no exit status on the node")
+
+
+def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
+    return {"op": "status", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket}
+
+
+def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
+    """The node as the cluster file now describes it (ssh settings), else as recorded."""
+    for n in cluster.nodes:
+        if n.label == node.node or n.host == node.host:
+            return n
+    return NodeConfig(host=node.host, name=node.node)
+
+
+async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+    plan = record.plan
+    requests = [(_node_config(cluster, n), status_request(plan, n)) for n in plan.nodes]
+    replies = await call_all(cluster, requests, timeout=30)
+    now = time.time()
+    nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
+    return JobStatus(record.name, record.state, nodes)
+
+
+# ---------------------------------------------------------------------------- launch
+
+
+def runs_dir(cluster: ClusterConfig, base_dir: str | None = None) -> str:
+    return resolve_path(base_dir or os.getcwd(), cluster.storage.runs)
+
+
+def apply_job_overrides(job: JobConfig, set_: list[str] | tuple[str, ...]) -> JobConfig:
+    if not set_:
+        return job
+    data = apply_overrides(job.model_dump(mode="json", exclude_none=True), list(set_))
+    return validate(JobConfig, data, "--set")
+
+
+def check_name(name: str) -> str:
+    import re
+
+    if not re.match(JOB_NAME, name):
+        raise UserError(f"--name {name!r}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit")
+    return name
+
+
+def read_secrets(job: JobConfig, base_dir: str) -> dict[str, str]:
+    if not job.env_file:
+        return {}
+    path = Path(resolve_path(base_dir, job.env_file))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"env_file: cannot read {path} ({exc.strerror})", hint="fix env_file in the job file") from None
+    return parse_env_file(text, str(path))
+
+
+@dataclass
+class Prepared:
+    """A launch decided but not started: the plan, the report it came from, the secrets."""
+
+    plan: JobPlan
+    report: PreflightReport | None
+    nodes: list[NodeConfig]
+    secrets: dict[str, str]
+
+
+def offline_facts(nodes: list[NodeConfig]) -> dict[str, NodeFacts]:
+    """Facts from the cluster file only (``--dry-run`` asks no node)."""
+    return {n.label: NodeFacts(gpus=n.gpus or 0) for n in nodes}
+
+
+def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+            set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False, dry_run: bool = False,
+            base_dir: str | None = None, tmux_socket: str | None = None, run_id: str | None = None) -> Prepared:
+    """Overrides, node selection, secrets, preflight (unless dry run) and the plan."""
+    base = base_dir or os.getcwd()
+    job = apply_job_overrides(job, set_)
+    name = check_name(name or job.name)
+    chosen = select_nodes(cluster, job, nodes)
+    secrets = read_secrets(job, base)
+    socket = tmux_socket if tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
+    run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
+    local_venv = default_local_venv()
+    report = None
+    if dry_run:
+        facts, port = offline_facts(chosen), cluster.rendezvous.port
+    else:
+        report = asyncio.run(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
+                                           plain=plain, tmux_socket=socket))  # fmt: skip
+        if preflight and not report.ok:
+            raise PreflightFailed(report)
+        if not preflight and report.failures() and not report.facts:
+            raise PreflightFailed(report)
+        facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
+    inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
+                        plain=plain, secret_names=tuple(secrets), tmux_socket=socket)  # fmt: skip
+    return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
+
+
+def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
+    files = [{"path": node.wrapper_path, "content": render_wrapper(plan.name, node), "mode": 0o700}]
+    if secrets:
+        files.append({"path": node.secrets_path, "content": render_secrets(secrets), "mode": 0o600})
+    steps = [tmux.kill_session(plan.tmux_socket, node.session)] if stale else []
+    steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
+    return {
+        "op": "start", "state_dir": node.state_dir, "log": node.log_path,
+        "dirs": [node.state_dir, os.path.dirname(node.log_path), plan.ckpt_dir],
+        "files": files, "steps": steps, "wait_s": START_WAIT_S,
+    }  # fmt: skip
+
+
+def stop_request(plan: JobPlan, node: NodePlan, record: RunRecord | None, timeout: float) -> dict[str, Any]:
+    return {
+        "op": "stop", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket,
+        "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
+    }  # fmt: skip
+
+
+def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
+    """Start every node's session; all or nothing. Returns the saved run record."""
+    plan = prepared.plan
+    rdir = Path(plan.run_dir).parent
+    if (rdir / plan.name).exists():
+        archive_previous(rdir, plan.name)
+    record = RunRecord(plan.name, plan.run_id, plan, time.time())
+    record.save()
+    stale = set(prepared.report.stale_sessions) if prepared.report else set()
+    requests = [(n, start_request(plan, p, prepared.secrets, p.node in stale)) for n, p in zip(prepared.nodes, plan.nodes)]
+    replies = asyncio.run(call_all(cluster, requests, timeout=START_WAIT_S + 30))
+    failed = [(p, r) for p, r in zip(plan.nodes, replies) if not (r.ok and r.data.get("ok"))]
+    for p, r in zip(plan.nodes, replies):
+        if r.ok and r.data.get("ok"):
+            record.processes[p.node] = [r.data["pid"], r.data["pgid"], r.data["sid"]]
+    if failed:
+        asyncio.run(_stop_nodes(record, cluster, timeout=5))
+        reasons = "; ".join(f"{p.node}: {r.error or r.data.get('error')}" for p, r in failed)
+        record.state, record.message = "failed", f"start failed: {reasons}"
+        record.save()
+        raise RunFailed(f"job {plan.name} could not start ({reasons}); the other nodes were stopped")
+    record.state = "running"
+    record.save()
+    return record
+
+
+# ---------------------------------------------------------------------------- stop / wait
+
+
+@dataclass
+class StopResult:
+    node: str
+    found: int = 0
+    killed: int = 0
+    remaining: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
+    plan = record.plan
+    requests = [(_node_config(cluster, n), stop_request(plan, n, record, timeout)) for n in plan.nodes]
+    replies = await call_all(cluster, requests, timeout=timeout + 30)
+    out = []
+    for n, r in zip(plan.nodes, replies):
+        if not r.ok:
+            out.append(StopResult(n.node, error=r.error))
+        else:
+            out.append(StopResult(n.node, r.data.get("found", 0), r.data.get("killed", 0), r.data.get("remaining", [])))
+    return out
+
+
+def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
+    results = asyncio.run(_stop_nodes(record, cluster, timeout))
+    record.state = "stopped"
+    record.message = "stopped by corral stop"
+    record.save()
+    return results
+
+
+def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,
+                on_poll: Callable[[JobStatus], None] | None = None) -> JobStatus:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        st = asyncio.run(read_status(record, cluster))
+        if on_poll:
+            on_poll(st)
+        if st.done:
+            return st
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RunFailed(f"job {record.name} still running after {timeout:g}s", hint=f"`corral ps` shows it; `corral stop {record.name}` ends it")
+        time.sleep(poll_s)
+
+
+def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[RunRecord]:
+    root = runs_dir(cluster, base_dir)
+    return [load(root, n) for n in list_names(root)]
+
+
+__all__ = [
+    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "node_status",
+    "prepare", "read_status", "runs_dir", "start", "stop_record", "wait_record",
+]  # fmt: skip

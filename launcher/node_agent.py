@@ -1,0 +1,362 @@
+"""corral's node-side helper: the small program the launcher runs on each node.
+
+Why it exists: nodes need not have corral installed, and the things the launcher must do
+there (probe facts, write the wrapper and the 0600 secrets file, run a sequence of tmux
+argvs, read a job's state, stop exactly its processes) are awkward and fragile as quoted
+shell. So the launcher sends this file's source plus a JSON request on the ssh session's
+stdin to the node's ``python3`` (see ``launcher.remote``) and reads one JSON line back.
+Nothing secret ever appears on a command line: secrets travel inside the request.
+
+Standard library only, Python 3.8+, no imports from corral. Every function takes and
+returns plain JSON-able data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+LIGHT_TORCH_CHECK = (
+    "import importlib.util, json, os, sys\n"
+    "spec = importlib.util.find_spec('torch')\n"
+    "where = list(spec.submodule_search_locations or []) if spec else []\n"
+    "ok = any(os.path.isfile(os.path.join(d, 'distributed', 'run.py')) for d in where)\n"
+    "version = None\n"
+    "if ok:\n"
+    "    try:\n"
+    "        from importlib.metadata import version as v; version = v('torch')\n"
+    "    except Exception: pass\n"
+    "print(json.dumps({'ok': ok, 'version': version, 'python': sys.executable}))\n"
+)
+FULL_TORCH_CHECK = (
+    "import json, sys\n"
+    "import torch, torch.distributed.run\n"
+    "print(json.dumps({'ok': True, 'version': torch.__version__, 'python': sys.executable,"
+    " 'cuda_devices': torch.cuda.device_count()}))\n"
+)
+
+
+def _run(argv, timeout=60.0, env=None):
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, env=env)
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout:g}s"
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def _tmux(socket_name, *args):
+    return ["tmux", *(["-L", socket_name] if socket_name else []), *args]
+
+
+def _read(path, default=None):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def gpu_count():
+    """GPUs the NVIDIA driver sees, without importing torch (fast)."""
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        pass
+    rc, out, _ = _run(["nvidia-smi", "-L"], timeout=20)
+    return sum(1 for line in out.splitlines() if line.startswith("GPU ")) if rc == 0 else 0
+
+
+def free_port(preferred, tries=64):
+    """The first port from ``preferred`` on that nothing listens on (bind test, all interfaces)."""
+    for port in range(preferred, min(preferred + tries, 65536)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("0.0.0.0", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return None
+
+
+def op_probe(req):
+    """Facts and checks for preflight and planning."""
+    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0]}
+    workdir = req.get("workdir")
+    out["workdir_ok"] = bool(workdir) and os.path.isdir(workdir)
+    script = req.get("script")
+    if script and workdir:
+        out["script_ok"] = os.path.isfile(os.path.join(workdir, script))
+    venv = req.get("venv")
+    check = FULL_TORCH_CHECK if req.get("full_torch") else LIGHT_TORCH_CHECK
+    if venv:
+        activate = os.path.join(venv, "bin", "activate")
+        out["venv_ok"] = os.path.isfile(activate)
+        script = '. "$1" || exit 98; shift; command -v torchrun >/dev/null || echo "torchrun not on PATH" >&2; exec python "$@"'
+        argv = ["bash", "-c", script, "corral", activate, "-c", check]
+    else:
+        out["venv_ok"] = None
+        argv = ["python3", "-c", check]
+    if out["venv_ok"] is False:
+        out["torch"] = {"ok": False, "error": f"{activate} not found"}
+    else:
+        rc, stdout, stderr = _run(argv, timeout=float(req.get("torch_timeout", 120)), env=_clean_env())
+        if rc == 0 and stdout.strip():
+            out["torch"] = json.loads(stdout.strip().splitlines()[-1])
+            if out["torch"].get("ok") and stderr.strip():
+                out["torch"]["warning"] = stderr.strip().splitlines()[-1]
+            if not out["torch"].get("ok"):
+                out["torch"]["error"] = "torch is not installed in this environment"
+        else:
+            out["torch"] = {"ok": False, "error": (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]}
+    out["gpus"] = gpu_count()
+    out["tmux"] = _run(["tmux", "-V"], timeout=10)[1].strip() or None
+    out["bash"] = _run(["bash", "--version"], timeout=10)[0] == 0
+    session = req.get("session")
+    if session and out["tmux"]:
+        rc, panes, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-s", "-t", "=" + session, "-F", "#{pane_dead}"), timeout=10)
+        out["session_state"] = "none" if rc != 0 else ("running" if "0" in panes.split() else "exited")
+    if req.get("port"):
+        out["port"] = free_port(int(req["port"]))
+    if req.get("reach"):
+        out["reach"] = op_reach(req["reach"])
+    return out
+
+
+def _clean_env():
+    """The environment without an activated venv (so the node's own python/venv is what runs)."""
+    env = dict(os.environ)
+    venv = env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONHOME", None)
+    if venv:
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin"))
+    return env
+
+
+def op_reach(req):
+    """Can this node open TCP to host:port? A refusal proves the host answered (nothing listens yet)."""
+    t0 = time.monotonic()
+    try:
+        with socket.create_connection((req["host"], int(req["port"])), timeout=float(req.get("timeout", 5))):
+            pass
+        return {"ok": True, "detail": "connected", "seconds": time.monotonic() - t0}
+    except ConnectionRefusedError:
+        return {"ok": True, "detail": "host answered (port closed)", "seconds": time.monotonic() - t0}
+    except OSError as exc:
+        return {"ok": False, "detail": str(exc) or type(exc).__name__, "seconds": time.monotonic() - t0}
+
+
+def _write_file(path, content, mode):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def op_start(req):
+    """Write files, run tmux argvs in order, wait until the wrapper has recorded its process group."""
+    state_dir = req["state_dir"]
+    for d in req.get("dirs", []):
+        os.makedirs(d, exist_ok=True)
+    for name in ("pid", "exit_code"):
+        try:
+            os.unlink(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
+    log = req.get("log")
+    if log and os.path.exists(log):
+        os.replace(log, log + ".prev")
+    for f in req.get("files", []):
+        _write_file(f["path"], f["content"], int(f["mode"]))
+    for i, argv in enumerate(req.get("steps", [])):
+        rc, _, err = _run(argv, timeout=30, env=_clean_env())
+        if rc != 0:
+            return {"ok": False, "step": i, "argv": argv, "error": err.strip() or f"exit status {rc}"}
+    deadline = time.monotonic() + float(req.get("wait_s", 10))
+    pid_file = os.path.join(state_dir, "pid")
+    while time.monotonic() < deadline:
+        text = _read(pid_file)
+        if text and len(text.split()) == 3:
+            pid, pgid, sid = (int(x) for x in text.split())
+            return {"ok": True, "pid": pid, "pgid": pgid, "sid": sid}
+        time.sleep(0.02)
+    return {"ok": False, "step": None, "error": "the pane did not start the wrapper (no pid file written)"}
+
+
+def op_status(req):
+    state_dir = req["state_dir"]
+    out = {"exit_code": None, "exit_mtime": None, "session": False, "pane_dead": None, "pane_status": None}
+    code = _read(os.path.join(state_dir, "exit_code"))
+    if code is not None and code.strip().lstrip("-").isdigit():
+        out["exit_code"] = int(code.strip())
+        out["exit_mtime"] = os.path.getmtime(os.path.join(state_dir, "exit_code"))
+    pid = _read(os.path.join(state_dir, "pid"))
+    out["pid"] = [int(x) for x in pid.split()] if pid and len(pid.split()) == 3 else None
+    rc, stdout, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-t", "=" + req["session"], "-F",
+                               "#{pane_dead} #{pane_dead_status} #{pane_pid}"), timeout=10)
+    if rc == 0 and stdout.strip():
+        out["session"] = True
+        parts = stdout.split()
+        out["pane_dead"] = parts[0] == "1"
+        out["pane_status"] = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
+    out["alive"] = bool(out["pid"]) and _alive(out["pid"][0])
+    return out
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    st = _read(f"/proc/{pid}/stat")
+    return bool(st) and st.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _proc_table():
+    """pid -> (pgid, environ marker fields) for every visible process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = _read(f"/proc/{entry}/stat")
+        if not st:
+            continue
+        fields = st.rsplit(")", 1)[-1].split()
+        if fields[0] == "Z":
+            continue
+        table[int(entry)] = int(fields[2])
+    return table
+
+
+def _environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _job_processes(req):
+    """The job's processes on this node: members of the recorded process groups, and every
+    process whose environment carries this run's id and node (torchrun starts each worker in
+    its own session, and a worker orphaned by a killed torchrun keeps its environment)."""
+    marker = {f"CORRAL_RUN_ID={req['run_id']}".encode(), f"CORRAL_NODE={req['node']}".encode()}
+    groups = req["groups"]
+    me = os.getpid()
+    found = {}
+    for pid, pgid in _proc_table().items():
+        if pid == me:
+            continue
+        if pgid in groups or marker <= set(_environ(pid)):
+            found[pid] = pgid
+    return found
+
+
+def _live_pane_groups(req):
+    """The wrapper's process group, but only while the job's pane still runs that very process:
+    a recorded number alone could by now belong to someone else's process."""
+    pid_file = _read(os.path.join(req["state_dir"], "pid"))
+    if not (pid_file and len(pid_file.split()) == 3):
+        return set()
+    pid, pgid, _ = (int(x) for x in pid_file.split())
+    rc, out, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-t", "=" + req["session"], "-F", "#{pane_pid}"), timeout=10)
+    panes = {int(x) for x in out.split() if x.isdigit()} if rc == 0 else set()
+    return {pgid} if pid in panes and _alive(pid) else set()
+
+
+def _signal_all(found, sig, groups_ok):
+    for pgid in sorted(set(found.values())):
+        # Signal a whole group only when its leader belongs to the job (workers lead their own).
+        if pgid in found or pgid in groups_ok:
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                pass
+    for pid in found:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def op_stop(req):
+    """SIGTERM the job's process groups, SIGKILL what remains after the timeout, kill the tmux
+    session, and report what (if anything) is still alive."""
+    timeout = float(req.get("timeout", 10))
+    recorded = _live_pane_groups(req)
+    req = {**req, "groups": recorded}
+    found = _job_processes(req)
+    initially = len(found)
+    _signal_all(found, signal.SIGTERM, recorded)
+    deadline = time.monotonic() + timeout
+    while found and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = _job_processes(req)
+    killed = 0
+    if found:
+        killed = len(found)
+        _signal_all(found, signal.SIGKILL, recorded)
+    _run(_tmux(req.get("tmux_socket"), "kill-session", "-t", "=" + req["session"]), timeout=10)
+    deadline = time.monotonic() + 5
+    remaining = _job_processes(req)
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.1)
+        remaining = _job_processes(req)
+    exit_file = os.path.join(req["state_dir"], "exit_code")
+    if not os.path.exists(exit_file) and os.path.isdir(req["state_dir"]):
+        _write_file(exit_file, "143\n", 0o644)
+    secrets = req.get("secrets_path")
+    if secrets:
+        try:
+            os.unlink(secrets)
+        except FileNotFoundError:
+            pass
+    return {"found": initially, "killed": killed, "remaining": sorted(remaining)}
+
+
+def op_tail(req):
+    """The last ``lines`` lines of a log (bounded read from the end)."""
+    path, n = req["path"], int(req.get("lines", 50))
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            chunk = min(size, max(65536, n * 400))
+            f.seek(size - chunk)
+            data = f.read()
+    except FileNotFoundError:
+        return {"ok": False, "error": f"{path}: no such log"}
+    text = data.decode(errors="replace").splitlines()
+    return {"ok": True, "lines": text[-n:] if n > 0 else []}
+
+
+OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail}
+
+
+def main(request):
+    try:
+        result = OPS[request["op"]](request)
+    except Exception as exc:  # reported to the launcher, which names the node
+        result = {"agent_error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.stdin.read()))

@@ -1,0 +1,406 @@
+"""The launch plan: pure data deciding what runs where, printable before anything is touched.
+
+Input: the job, the cluster, and facts gathered from the nodes beforehand (GPU counts, a
+rendezvous port probed free on the first node). Output: per node the tmux session, the
+working directory, the merged environment, the torchrun (or plain python) argv, the
+wrapper script the pane runs and the exact pane command. Nothing here touches ssh, tmux
+or the disk, so ``--dry-run`` and the unit tests see exactly what a launch would do.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from launcher.config import ClusterConfig, JobConfig, NodeConfig
+from launcher.errors import UserError
+
+SESSION_PREFIX = "corral-"
+CPU_FALLBACK_NPROC = 2
+"""Processes per node for ``nproc_per_node: auto`` on a node without GPUs: enough to
+exercise a real process group (gloo) on a laptop or CI machine, small enough for 2 cores."""
+RDZV_JOIN_TIMEOUT_S = 120
+"""torchrun's default is 900 s; every node is started within seconds of the others, so a
+node that has not joined after two minutes is broken and the job should fail visibly."""
+LOG_LINE_PREFIX = "[rank${rank}]: "
+"""torchrun's per-line prefix for worker output (global rank); the wrapper adds ``[node]``."""
+PLAIN_PYTHON = "python3"
+TORCHRUN = "torchrun"
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the launcher learned from a node before planning (see ``launcher.preflight``)."""
+
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything besides the configs that the plan depends on, gathered by the caller."""
+
+    name: str
+    run_id: str
+    base_dir: str
+    """Relative paths of the cluster file are resolved against this directory (where corral runs)."""
+    rdzv_port: int
+    facts: dict[str, NodeFacts] = field(default_factory=dict)
+    """By node label; a node without facts counts as having no GPU (unless its config says)."""
+    local_venv: str | None = None
+    """Venv activated on localhost nodes when the cluster names none (the one corral runs from)."""
+    plain: bool = False
+    secret_names: tuple[str, ...] = ()
+    tmux_socket: str | None = None
+    """tmux ``-L`` socket name; None = the user's default server (tests isolate with their own)."""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What one node runs."""
+
+    node: str
+    host: str
+    is_local: bool
+    rank: int
+    session: str
+    workdir: str
+    venv: str | None
+    state_dir: str
+    log_path: str
+    wrapper_path: str
+    secrets_path: str
+    nproc_per_node: int
+    env: dict[str, str]
+    inner_argv: list[str]
+    """torchrun (or ``python3 SCRIPT``) argv, before any container wrapping."""
+    command: list[str]
+    """What the wrapper runs: ``inner_argv``, or the container runner's argv around it."""
+    pane_command: str
+    """The exact shell command tmux runs in the pane (quoted once, here)."""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The whole launch: one NodePlan per node, plus what they share."""
+
+    name: str
+    run_id: str
+    run_dir: str
+    ckpt_dir: str
+    backend: str
+    plain: bool
+    nnodes: str
+    rdzv_endpoint: str | None
+    max_restarts: int
+    secret_names: list[str]
+    tmux_socket: str | None
+    nodes: list[NodePlan]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobPlan":
+        nodes = [NodePlan(**n) for n in data["nodes"]]
+        return cls(**{**data, "nodes": nodes})
+
+    def node(self, key: str) -> NodePlan:
+        for n in self.nodes:
+            if key in (n.node, n.host):
+                return n
+        known = ", ".join(n.node for n in self.nodes)
+        raise UserError(f"job {self.name} has no node {key!r}", hint=f"its nodes are: {known}")
+
+
+def session_name(name: str) -> str:
+    return SESSION_PREFIX + name
+
+
+def resolve_path(base_dir: str, path: str) -> str:
+    """Absolute, normalised path; relative ones are taken from ``base_dir`` (same on every node)."""
+    return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base_dir, path))
+
+
+def select_nodes(cluster: ClusterConfig, job: JobConfig, keys: list[str] | None = None) -> list[NodeConfig]:
+    """The nodes a job runs on: ``keys`` (names or hosts) or the cluster's, cut to ``nnodes``."""
+    if keys:
+        chosen = []
+        for key in keys:
+            try:
+                node = cluster.node(key)
+            except KeyError:
+                known = ", ".join(n.label for n in cluster.nodes)
+                raise UserError(f"unknown node {key!r}", hint=f"the cluster's nodes are: {known}") from None
+            if node not in chosen:
+                chosen.append(node)
+    else:
+        chosen = list(cluster.nodes)
+    lo, hi = job.nnodes_bounds(len(chosen))
+    if lo > len(chosen):
+        raise UserError(
+            f"nnodes: the job needs at least {lo} node(s) but only {len(chosen)} are available",
+            hint="lower nnodes or add nodes to the cluster file",
+        )
+    return chosen[:hi]
+
+
+def nnodes_arg(job: JobConfig, count: int) -> str:
+    """torchrun --nnodes: a fixed count, or MIN:MAX for an elastic job."""
+    if isinstance(job.nnodes, str) and ":" in job.nnodes:
+        return job.nnodes
+    return str(count)
+
+
+def gpus_of(node: NodeConfig, facts: dict[str, NodeFacts]) -> int:
+    """The config's GPU count wins over the detected one (it lets users pin a smaller count)."""
+    if node.gpus is not None:
+        return node.gpus
+    return facts.get(node.label, NodeFacts()).gpus
+
+
+def nproc_for(job: JobConfig, gpus: int) -> int:
+    if job.nproc_per_node != "auto":
+        return int(job.nproc_per_node)
+    return gpus if gpus > 0 else CPU_FALLBACK_NPROC
+
+
+def backend_for(job: JobConfig, gpu_counts: list[int]) -> str:
+    if job.backend != "auto":
+        return job.backend
+    return "nccl" if gpu_counts and all(g > 0 for g in gpu_counts) else "gloo"
+
+
+def rdzv_host(node: NodeConfig) -> str:
+    """Address the other nodes use to reach the first node's c10d store."""
+    if node.addr:
+        return node.addr
+    if node.is_local:
+        return "127.0.0.1"
+    return node.host.rsplit("@", 1)[-1]
+
+
+def merged_env(cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_env: dict[str, str], plain: bool) -> dict[str, str]:
+    """cluster env < node env < job env (``--set env.X=...`` lands in the job); CORRAL_* always win."""
+    defaults = {"PYTHONUNBUFFERED": "1"}
+    if not plain:
+        defaults["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = LOG_LINE_PREFIX
+    return {**defaults, **cluster.env, **node.env, **job.env, **corral_env}
+
+
+def torchrun_argv(
+    job: JobConfig, *, nnodes: str, nproc: int, endpoint: str, run_id: str, log_dir: str, local_addr: str | None
+) -> list[str]:
+    argv = [
+        TORCHRUN,
+        "--nnodes", nnodes,
+        "--nproc-per-node", str(nproc),
+        "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", endpoint,
+        "--rdzv-id", run_id,
+        "--rdzv-conf", f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
+        "--max-restarts", str(job.max_restarts),
+        "--tee", "3",
+        "--log-dir", log_dir,
+    ]  # fmt: skip
+    if local_addr:
+        argv += ["--local-addr", local_addr]
+    argv += ["-m", job.module] if job.module else [job.script or ""]
+    return argv + list(job.args)
+
+
+def plain_argv(job: JobConfig) -> list[str]:
+    entry = ["-m", job.module] if job.module else [job.script or ""]
+    return [PLAIN_PYTHON, *entry, *job.args]
+
+
+ContainerHook = Callable[..., list[str]]
+
+
+def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str]) -> list[str]:
+    """The seam for containers: the argv the wrapper runs instead of ``inner_argv``.
+
+    Without ``job.container`` this is ``inner_argv``. With it, the container package's pure
+    builder ``container.launch.node_argv(container, inner_argv, node=, env_names=, workdir=,
+    gpus=, mounts=)`` returns e.g. a ``docker run ...`` argv around the inner command; the
+    environment is exported by the wrapper, so only names travel on the docker argv.
+    """
+    if job.container is None:
+        return list(inner_argv)
+    try:
+        from container.launch import node_argv  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("container: this corral has no container support installed", hint="remove the job's container section") from None
+    return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts)
+
+
+def pane_command(wrapper_path: str) -> str:
+    """The shell command tmux runs in the pane: the wrapper holds everything else."""
+    return "exec " + shlex.join(["bash", wrapper_path])
+
+
+def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], inputs: PlanInputs) -> JobPlan:
+    """Decide everything a launch does; pure (see module docstring)."""
+    base = inputs.base_dir
+    run_dir = resolve_path(base, posixpath.join(cluster.storage.runs, inputs.name))
+    ckpt_dir = resolve_path(base, posixpath.join(cluster.storage.checkpoints, inputs.name))
+    workdir = resolve_path(base, cluster.workdir)
+    gpu_counts = [gpus_of(n, inputs.facts) for n in nodes]
+    backend = backend_for(job, gpu_counts)
+    first = nodes[0]
+    endpoint = None if inputs.plain else f"{rdzv_host(first)}:{inputs.rdzv_port}"
+    nnodes = nnodes_arg(job, len(nodes))
+    plans = []
+    for rank, (node, gpus) in enumerate(zip(nodes, gpu_counts)):
+        venv = cluster.venv or (inputs.local_venv if node.is_local else None)
+        state_dir = posixpath.join(run_dir, "nodes", node.label)
+        corral_env = {
+            "CORRAL_JOB_NAME": inputs.name,
+            "CORRAL_RUN_ID": inputs.run_id,
+            "CORRAL_RUN_DIR": run_dir,
+            "CORRAL_CKPT_DIR": ckpt_dir,
+            "CORRAL_BACKEND": backend,
+            "CORRAL_NODE": node.label,
+            "CORRAL_NODE_RANK": str(rank),
+            "CORRAL_NNODES": str(len(nodes)),
+        }
+        env = merged_env(cluster, node, job, corral_env, inputs.plain)
+        nproc = nproc_for(job, gpus)
+        if inputs.plain:
+            inner = plain_argv(job)
+        else:
+            inner = torchrun_argv(
+                job, nnodes=nnodes, nproc=nproc, endpoint=endpoint or "", run_id=inputs.run_id,
+                log_dir=posixpath.join(state_dir, "torchelastic"), local_addr=node.addr,
+            )  # fmt: skip
+        command = container_command(job, inner, node=node.label, env=env, workdir=workdir, gpus=gpus, mounts=[run_dir, ckpt_dir, workdir])
+        wrapper = posixpath.join(state_dir, "run.sh")
+        plans.append(
+            NodePlan(
+                node=node.label, host=node.host, is_local=node.is_local, rank=rank,
+                session=session_name(inputs.name), workdir=workdir, venv=venv,
+                state_dir=state_dir, log_path=posixpath.join(run_dir, "logs", f"{node.label}.log"),
+                wrapper_path=wrapper, secrets_path=posixpath.join(state_dir, "secrets.env"),
+                nproc_per_node=nproc, env=env, inner_argv=inner, command=command,
+                pane_command=pane_command(wrapper),
+            )  # fmt: skip
+        )
+    return JobPlan(
+        name=inputs.name, run_id=inputs.run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, backend=backend,
+        plain=inputs.plain, nnodes=nnodes, rdzv_endpoint=endpoint, max_restarts=job.max_restarts,
+        secret_names=sorted(inputs.secret_names), tmux_socket=inputs.tmux_socket, nodes=plans,
+    )  # fmt: skip
+
+
+WRAPPER_TEMPLATE = """\
+#!/usr/bin/env bash
+# Generated by corral for job {name} on node {node}; the tmux pane {session} runs it.
+# It records its process group, activates the venv inside the pane, runs the command with
+# every output line prefixed by the node, and writes the exit status when the command ends.
+state_dir={state_dir}
+log={log}
+node={node_q}
+secrets={secrets}
+mkdir -p -- "$state_dir" "${{log%/*}}"
+rm -f -- "$state_dir/exit_code"
+stat=$(</proc/$$/stat); stat=${{stat##*) }}; read -r _ _ pgid sid _ <<<"$stat"
+printf '%s %s %s\\n' "$$" "$pgid" "$sid" >"$state_dir/pid.tmp" && mv -f -- "$state_dir/pid.tmp" "$state_dir/pid"
+
+job() {{
+  # The launcher's own environment must not leak into the job: drop any venv it had active.
+  if [ -n "${{VIRTUAL_ENV:-}}" ]; then
+    PATH=$(printf '%s' "$PATH" | tr ':' '\\n' | grep -vxF -- "$VIRTUAL_ENV/bin" | paste -sd: -)
+  fi
+  unset VIRTUAL_ENV PYTHONHOME
+  if [ -f "$secrets" ]; then set -a; . "$secrets"; set +a; rm -f -- "$secrets"; fi
+  cd -- {workdir} || {{ echo "corral: cannot enter the working directory" >&2; return 97; }}
+{venv_line}{exports}
+  {command}
+}}
+
+job 2>&1 </dev/null | while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\\n' "$node" "$line"; done | tee -a -- "$log"
+code=${{PIPESTATUS[0]}}
+rm -f -- "$secrets"
+printf '%s\\n' "$code" >"$state_dir/exit_code.tmp" && mv -f -- "$state_dir/exit_code.tmp" "$state_dir/exit_code"
+echo "[$node] corral: exited with status $code" | tee -a -- "$log"
+exit "$code"
+"""
+
+
+def render_wrapper(job_name: str, node: NodePlan) -> str:
+    """The bash script a node's pane runs; every value is quoted once here with shlex."""
+    q = shlex.quote
+    venv_line = ""
+    if node.venv:
+        activate = posixpath.join(node.venv, "bin", "activate")
+        venv_line = f'  . {q(activate)} || {{ echo "corral: cannot activate the venv" >&2; return 98; }}\n'
+    exports = "\n".join(f"  export {k}={q(v)}" for k, v in node.env.items())
+    return WRAPPER_TEMPLATE.format(
+        name=job_name, node=node.node, session=node.session,
+        state_dir=q(node.state_dir), log=q(node.log_path), node_q=q(node.node), secrets=q(node.secrets_path),
+        workdir=q(node.workdir), venv_line=venv_line, exports=exports, command=shlex.join(node.command),
+    )  # fmt: skip
+
+
+def render_secrets(values: dict[str, str]) -> str:
+    """The 0600 env file the wrapper sources (set -a): one quoted assignment per line."""
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def parse_env_file(text: str, source: str) -> dict[str, str]:
+    """KEY=VALUE lines (``export`` prefix, comments, blank lines and one level of quotes allowed)."""
+    from launcher.config.base import ENV_NAME
+
+    out: dict[str, str] = {}
+    for i, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not ENV_NAME.match(key):
+            raise UserError(f"{source}:{i}: expected KEY=VALUE", hint="one secret per line, e.g. HF_TOKEN=abc")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def describe(plan: JobPlan) -> str:
+    """Human-readable plan for ``--dry-run``."""
+    lines = [
+        f"job {plan.name} (run id {plan.run_id}): {len(plan.nodes)} node(s), backend {plan.backend}"
+        + ("" if plan.plain else f", rendezvous {plan.rdzv_endpoint}, nnodes {plan.nnodes}, max restarts {plan.max_restarts}"),
+        f"run dir: {plan.run_dir}",
+        f"checkpoints: {plan.ckpt_dir}",
+    ]
+    if plan.secret_names:
+        lines.append(f"secrets (values not shown): {', '.join(plan.secret_names)}")
+    for n in plan.nodes:
+        lines += [
+            f"node {n.node} ({'local' if n.is_local else 'ssh ' + n.host}): tmux session {n.session}, {n.nproc_per_node} process(es)",
+            f"  workdir: {n.workdir}",
+            f"  venv: {n.venv or '-'}",
+            f"  log: {n.log_path}",
+            "  env: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items()),
+            f"  command: {shlex.join(n.command)}",
+            f"  pane: {n.pane_command}",
+        ]
+    return "\n".join(lines)
+
+
+def default_local_venv() -> str | None:
+    """The venv corral itself runs from, if any (used for localhost nodes without a venv)."""
+    import sys
+
+    return sys.prefix if sys.prefix != sys.base_prefix else None
+
+
+__all__ = [
+    "CPU_FALLBACK_NPROC", "JobPlan", "NodeFacts", "NodePlan", "PlanInputs", "build_plan", "describe",
+    "pane_command", "parse_env_file", "render_secrets", "render_wrapper", "resolve_path", "select_nodes",
+    "session_name", "default_local_venv",
+]  # fmt: skip

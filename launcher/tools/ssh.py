@@ -1,0 +1,142 @@
+"""The one choke point for running commands on nodes: the system OpenSSH client, or a local
+process for ``localhost``.
+
+Why the system client: it honours ``~/.ssh/config``, agents, jump hosts and known_hosts the
+way users already set them up. Every call is an argv list; the remote command is quoted once,
+here, with ``shlex.join``. Calls are asyncio subprocesses so a fan-out to 16 nodes costs one
+round trip, and ControlMaster multiplexing makes the second and later calls to a node cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.config import NodeConfig, SSHConfig
+from launcher.errors import ToolNotFound
+
+log = logging.getLogger(__name__)
+
+CONTROL_PERSIST_S = 60
+SOCKET_PATH_MAX = 100
+"""sun_path holds 108 bytes; ssh adds a random suffix while creating the socket."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Result of one command on one node."""
+
+    node: str
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def error_line(self) -> str:
+        """The last line of stderr, or the exit status: what people need to see."""
+        lines = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else f"exit status {self.returncode}"
+
+
+def clean_env() -> dict[str, str]:
+    """The launcher's environment minus its activated venv, for local commands (a tmux server
+    started from here would otherwise hand the venv's PATH to every pane)."""
+    env = dict(os.environ)
+    venv = env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONHOME", None)
+    env.pop("VIRTUAL_ENV_PROMPT", None)
+    if venv:
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin"))
+    env.pop("TMUX", None)  # corral may run inside tmux; its commands target servers explicitly
+    return env
+
+
+def control_dir() -> Path:
+    """Directory for ControlMaster sockets: short (socket path limit) and private (0700)."""
+    candidates = [Path.home() / ".ssh" / "corral-cm", Path(f"/tmp/corral-cm-{os.getuid()}")]
+    for d in candidates:
+        if len(str(d)) + 1 + 16 + 20 <= SOCKET_PATH_MAX:
+            try:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return d
+            except OSError:
+                continue
+    raise ToolNotFound("ssh", hint="no writable short directory for ssh control sockets (~/.ssh or /tmp)")
+
+
+def control_path(cfg: SSHConfig, host: str) -> str:
+    """One socket per (user, host, port, key): a 16-hex digest keeps the path short."""
+    key = f"{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}"
+    return str(control_dir() / hashlib.sha1(key.encode()).hexdigest()[:16])
+
+
+def ssh_options(cfg: SSHConfig, host: str, *, multiplex: bool = True) -> list[str]:
+    argv = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=15"]
+    if multiplex:
+        argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path(cfg, host)}", "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
+    if cfg.port != 22:
+        argv += ["-p", str(cfg.port)]
+    if cfg.user:
+        argv += ["-l", cfg.user]
+    if cfg.identity_file:
+        argv += ["-i", os.path.expanduser(cfg.identity_file)]
+    for key, value in cfg.options.items():
+        argv += ["-o", f"{key}={value}"]
+    return argv
+
+
+def ssh_argv(cfg: SSHConfig, host: str, remote_argv: list[str], *, tty: bool = False, multiplex: bool = True) -> list[str]:
+    """``ssh [options] HOST 'quoted remote argv'``: the remote shell sees exactly ``remote_argv``."""
+    return ["ssh", *(["-t"] if tty else []), *ssh_options(cfg, host, multiplex=multiplex), host, shlex.join(remote_argv)]
+
+
+def node_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, tty: bool = False) -> list[str]:
+    """The local argv that runs ``argv`` on the node (itself for localhost)."""
+    return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=tty)
+
+
+async def run(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0) -> Completed:
+    """Run ``argv`` on the node and collect its output; a timeout reads as exit status 124."""
+    full = node_argv(cfg, node, argv)
+    log.debug("[%s] %s", node.label, shlex.join(full))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *full,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=clean_env(),
+            start_new_session=True,  # a Ctrl-C meant for corral must not reach ssh mid-handshake
+        )
+    except FileNotFoundError:
+        raise ToolNotFound(full[0]) from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return Completed(node.label, full, 124, "", f"no answer within {timeout:g}s")
+    except asyncio.CancelledError:
+        proc.kill()
+        raise
+    return Completed(node.label, full, proc.returncode if proc.returncode is not None else -1, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def close_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
+    """Close this session's ControlMaster connections (tests; ``corral`` leaves them to expire)."""
+    import subprocess
+
+    for node in nodes:
+        if node.is_local:
+            continue
+        argv = ["ssh", *ssh_options(cfg, node.host), "-O", "exit", node.host]
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)

@@ -1,0 +1,64 @@
+"""The one choke point for tmux: argv builders for every tmux command corral sends.
+
+Why builders and not libtmux: the same commands run on remote nodes where corral is not
+installed; they are executed there by the node agent (``launcher/node_agent.py``) over ssh,
+and locally by the same agent, so one tested code path serves both. Targets use tmux's
+``=NAME`` form: an exact session match, so ``corral-demo`` never hits ``corral-demo2``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import logging
+
+log = logging.getLogger(__name__)
+
+WIDTH, HEIGHT = 220, 50
+IDLE_COMMAND = "exec sh"
+"""The pane's first process: a plain shell, replaced by the wrapper once remain-on-exit is on."""
+
+
+def base(socket: str | None) -> list[str]:
+    return ["tmux", *(["-L", socket] if socket else [])]
+
+
+def target(session: str) -> str:
+    return "=" + session
+
+
+def pane_target(session: str) -> str:
+    """The session's current window and pane (whatever the user's base-index is)."""
+    return f"={session}:"
+
+
+def new_session(socket: str | None, session: str, workdir: str) -> list[str]:
+    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", workdir, IDLE_COMMAND]
+
+
+def set_remain_on_exit(socket: str | None, session: str) -> list[str]:
+    return [*base(socket), "set-option", "-w", "-t", pane_target(session), "remain-on-exit", "on"]
+
+
+def respawn(socket: str | None, session: str, command: str) -> list[str]:
+    return [*base(socket), "respawn-pane", "-k", "-t", pane_target(session), command]
+
+
+def kill_session(socket: str | None, session: str) -> list[str]:
+    return [*base(socket), "kill-session", "-t", target(session)]
+
+
+def attach(socket: str | None, session: str) -> list[str]:
+    return [*base(socket), "attach-session", "-t", target(session)]
+
+
+def start_steps(socket: str | None, session: str, workdir: str, pane_command: str) -> list[list[str]]:
+    """The robust start: a plain shell first, then remain-on-exit, then the real command
+    (starting the command directly would race remain-on-exit and lose a fast exit)."""
+    steps = [
+        new_session(socket, session, workdir),
+        set_remain_on_exit(socket, session),
+        respawn(socket, session, pane_command),
+    ]
+    for argv in steps:
+        log.debug("tmux step: %s", shlex.join(argv))
+    return steps

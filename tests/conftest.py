@@ -1,0 +1,167 @@
+"""Shared test plumbing: markers, facility checks, the simulated cluster.
+
+Markers (registered here because pytest runs with --strict-markers):
+  cluster  needs the simulated cluster (root, iproute2, openssh-server)
+  docker   needs a reachable Docker engine
+  gpu      needs a CUDA GPU
+  slow     takes more than a few seconds
+
+A test marked cluster or docker is skipped where the facility is missing,
+except on CI (env CI=true), where that skip becomes a failure: a CI machine
+that silently lost sshd or dockerd must not report green. gpu tests skip
+cleanly everywhere (CI has no GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.simcluster import SimCluster, missing_facility, reap_stale_runs
+
+MISSING = "missing facility: "
+"""Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
+LOUD_ON_CI = ("cluster", "docker")
+
+MARKERS = {
+    "cluster": "needs the simulated multi-node cluster (root, ip netns, sshd); see docs/SIMCLUSTER.md",
+    "docker": "needs a reachable Docker engine",
+    "gpu": "needs a CUDA GPU (skips cleanly where there is none, CI included)",
+    "slow": "takes more than a few seconds",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+# ---- facility checks (cached: each costs a subprocess or a socket) ----------
+
+_facility_cache: dict[str, str | None] = {}
+
+
+def _cached(name: str, check: Callable[[], str | None]) -> str | None:
+    if name not in _facility_cache:
+        _facility_cache[name] = check()
+    return _facility_cache[name]
+
+
+def _docker_missing() -> str | None:
+    """Ping the engine over its unix socket; no docker SDK import needed."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None  # a remote engine: let the test find out
+    path = host[len("unix://"):]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect(path)
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            reply = s.recv(4096)
+    except OSError as exc:
+        return f"no Docker engine at {path} ({exc}); start dockerd"
+    if b" 200 " not in reply.split(b"\r\n", 1)[0]:
+        return f"Docker engine at {path} did not answer /_ping with 200"
+    return None
+
+
+def _gpu_missing() -> str | None:
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        return "no CUDA GPU (/dev/nvidia* absent)"
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU (torch.cuda.is_available() is False)"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("cluster"):
+        reason = _cached("cluster", missing_facility)
+        if reason:
+            pytest.skip(MISSING + "simulated cluster: " + reason)
+    if item.get_closest_marker("docker"):
+        reason = _cached("docker", _docker_missing)
+        if reason:
+            pytest.skip(MISSING + reason)
+    if item.get_closest_marker("gpu"):
+        reason = _cached("gpu", _gpu_missing)
+        if reason:
+            pytest.skip(reason)  # no MISSING prefix: fine everywhere, CI included
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """On CI, a skip for a missing facility is a failure, with the skip reason."""
+    report: pytest.TestReport = yield
+    if not (on_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return report
+    reason = _skip_reason(report)
+    loud_marker = any(item.get_closest_marker(m) for m in LOUD_ON_CI)
+    if reason.startswith(MISSING) or (loud_marker and not item.get_closest_marker("gpu")):
+        report.outcome = "failed"
+        report.longrepr = (f"skipped on CI (CI=true), which counts as a failure for tests "
+                           f"marked {'/'.join(LOUD_ON_CI)} or missing a facility: {reason}")
+    return report
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    return str(longrepr)
+
+
+# ---- the simulated cluster ---------------------------------------------------
+
+MakeSimCluster = Callable[..., SimCluster]
+
+
+def _require_cluster_facility() -> None:
+    reason = _cached("cluster", missing_facility)
+    if reason:
+        pytest.skip(MISSING + "simulated cluster: " + reason)
+
+
+@pytest.fixture(scope="session")
+def _reaped_stale_sim_runs() -> None:
+    """Once per session, remove what earlier runs killed with SIGKILL left behind."""
+    _require_cluster_facility()
+    reap_stale_runs()
+
+
+def _new_cluster(request: pytest.FixtureRequest, n_nodes: int, **kwargs: object) -> SimCluster:
+    cluster = SimCluster(n_nodes, **kwargs)  # type: ignore[arg-type]
+    request.addfinalizer(cluster.close)  # before start(): partial setups are removed too
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture
+def make_sim_cluster(request: pytest.FixtureRequest, _reaped_stale_sim_runs: None) -> MakeSimCluster:
+    """Factory: ``make_sim_cluster(n)`` gives a started n-node SimCluster, torn down after the test."""
+
+    def make(n_nodes: int = 3, **kwargs: object) -> SimCluster:
+        return _new_cluster(request, n_nodes, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def sim_cluster(request: pytest.FixtureRequest, _reaped_stale_sim_runs: None) -> SimCluster:
+    """A 3-node SimCluster shared by a module's tests.
+
+    Tests that inject faults must undo them (start_sshd, reconnect); tests that
+    need a pristine or differently sized cluster use make_sim_cluster.
+    """
+    return _new_cluster(request, 3)
