@@ -93,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                 order = list(contenders)
                 if rep % 2:
                     order.reverse()
-                got = {name: contenders[name](spec)[key] for name in order}
+                # psync with one job per thread would write the whole file once per job in a sequential mode
+                got = {name: contenders[name](spec)[key] for name in order if spec.is_random or name != "fio_psync"}
                 for name, v in got.items():
                     rows[spec.mode][name].append(v)
                 for x, y in pairs:
-                    rows[spec.mode][f"{x}/{y}"].append(got[x] / got[y])
+                    if x in got and y in got:
+                        rows[spec.mode][f"{x}/{y}"].append(got[x] / got[y])
                 print(f"rep {rep} {spec.mode:9s} {key:9s} " + "  ".join(f"{n} {v:9.1f}" for n, v in got.items()), file=sys.stderr, flush=True)
     summary = []
     for spec in specs:
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 "direct": spec.direct,
                 "size_bytes": spec.size,
                 "duration_s": spec.duration_s,
-                "median": {k: statistics.median(v) for k, v in r.items()},
+                "median": {k: statistics.median(v) if v else None for k, v in r.items()},
                 "runs": r,
             }
         )
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---:|" * (len(names) + len(ratio_names)))
     for s_ in summary:
         med = s_["median"]
-        print(f"| {s_['mode']} | {s_['metric']} | " + " | ".join(f"{med[n]:.0f}" for n in names) + " | " + " | ".join(f"{med[n]:.2f}" for n in ratio_names) + " |")
+        cell = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
+        print(f"| {s_['mode']} | {s_['metric']} | " + " | ".join(cell(med[n], ".0f") for n in names) + " | " + " | ".join(cell(med[n], ".2f") for n in ratio_names) + " |")
     if a.json:
         meta = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}", "reps": a.reps, "seconds": time.time() - t_start}
         Path(a.json).write_text(json.dumps({"meta": meta, "summary": summary}, indent=2) + "\n")

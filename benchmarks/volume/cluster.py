@@ -76,35 +76,32 @@ def run_on_cluster(
     timeout_s: float | None = None,
     say: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Launch the worker on the nodes, wait for all of them, and merge their result documents."""
+    """Launch the worker on the nodes, wait for all of them, and merge their result documents.
+
+    Interrupted (Ctrl-C, SIGTERM) or timed out, the job is stopped on every node: the workers
+    get SIGTERM and remove their files.
+    """
+    from benchmarks.volume.target import signals_raise
+
     api = _api()
     name = job_name()
     job = build_job(plan, name)
-    handle = api.launch(job, cluster, name=name, nodes=nodes, plain=True)
-    run_dir = Path(handle.run_dir)
-    say(f"launched {name} on {', '.join(nodes) if nodes else 'every node'}; run dir {run_dir}")
-    try:
-        status = api.wait(name, cluster, timeout=timeout_s)
-    except BaseException:
-        # Ctrl-C or a timeout: stop the workers, whose signal handlers remove their files.
-        api.stop(name, cluster)
-        raise
-    return merge_node_results(run_dir, _node_labels(cluster, nodes), plan, _exit_codes(status))
+    with signals_raise():
+        handle = api.launch(job, cluster, name=name, nodes=nodes, plain=True)
+        say(f"launched {name} on {', '.join(nodes) if nodes else 'every node'}; run dir {handle.run_dir}")
+        try:
+            status = handle.wait(timeout=timeout_s)
+        except BaseException:
+            say(f"stopping {name} on every node")
+            handle.stop()
+            raise
+    codes = {n.node: n.exit_code for n in status.nodes}
+    return merge_node_results(Path(handle.run_dir), list(codes) or _node_labels(cluster, nodes), plan, codes)
 
 
 def _node_labels(cluster, nodes: list[str] | None) -> list[str]:
     chosen = [cluster.node(n) for n in nodes] if nodes else cluster.nodes
     return [n.label for n in chosen]
-
-
-def _exit_codes(status) -> dict[str, int | None]:
-    """Per node exit codes from the launch API's JobStatus."""
-    per_node = getattr(status, "nodes", status)
-    if isinstance(per_node, dict):
-        items = per_node.items()
-    else:
-        items = ((getattr(n, "node", None) or getattr(n, "name", None), n) for n in per_node)
-    return {str(k): getattr(v, "exit_code", None) for k, v in items}
 
 
 def merge_node_results(run_dir: Path, labels: list[str], plan: VolumePlan, exit_codes: dict[str, int | None]) -> dict:
