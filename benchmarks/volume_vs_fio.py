@@ -8,7 +8,9 @@ writeback). corral ``aio`` (kernel AIO, the default) is compared with fio ``liba
 iodepth and numjobs (what ``--compare-fio`` runs); corral ``threads`` (the fallback, one
 blocking request per thread) with fio ``libaio`` and with fio ``psync`` using one job per
 corral thread (the engine that works like it). Figures are medians of per-repetition ratios;
-the machine is shared and noisy, so single runs mean little.
+the machine is shared and noisy, so single runs mean little. On a shared machine run it with
+real-time priority (``chrt -r 1 python benchmarks/volume_vs_fio.py``; fio inherits it), so that
+other work on the cores does not decide who wins: the JSON records the scheduling policy.
 """
 
 from __future__ import annotations
@@ -127,10 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         cell = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
         print(f"| {s_['mode']} | {s_['metric']} | " + " | ".join(cell(med[n], ".0f") for n in names) + " | " + " | ".join(cell(med[n], ".2f") for n in ratio_names) + " |")
     if a.json:
-        meta = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}", "reps": a.reps, "seconds": time.time() - t_start}
+        policy = {os.SCHED_OTHER: "normal", os.SCHED_RR: "real-time round robin", os.SCHED_FIFO: "real-time fifo"}.get(os.sched_getscheduler(0), "other")
+        meta = {
+            "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
+            "scheduling": policy,
+            "load_average_at_end": os.getloadavg(),
+            "reps": a.reps,
+            "seconds": time.time() - t_start,
+        }
         Path(a.json).write_text(json.dumps({"meta": meta, "summary": summary}, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks.volume.target import Interrupted
+
+    try:
+        sys.exit(main())
+    except Interrupted as exc:
+        print(f"{exc}; test files removed", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -89,9 +89,8 @@ class Context:
             raise OSError(e, f"io_setup: {os.strerror(e)}")
         self._submit, self._getevents = _nr("io_submit"), _nr("io_getevents")
 
-    def submit(self, n: int, ptrs) -> None:
-        """Queue ``n`` requests from the array of iocb pointers; all of them, retrying on EAGAIN/EINTR."""
-        done = 0
+    def submit(self, n: int, ptrs, done: int = 0) -> None:
+        """Queue requests ``done..n-1`` of the array of iocb pointers; all of them, retrying on EAGAIN/EINTR."""
         while done < n:
             arr = ptrs if done == 0 else ctypes.cast(ctypes.byref(ptrs, done * ctypes.sizeof(ctypes.c_void_p)), ctypes.POINTER(ctypes.c_void_p))
             r = self._sys(self._submit, self.ctx, n - done, arr)
@@ -111,6 +110,46 @@ class Context:
                 return 0
             raise OSError(e, f"io_getevents: {os.strerror(e)}")
         return r
+
+    def reaper(self, events, nr: int, timeout: Timespec):
+        """A prebound ``io_getevents(ctx, 1, nr, events, timeout)``: the number reaped (0 on EINTR or timeout)."""
+        sysc, num, ctx, tref = self._sys, self._getevents, self.ctx, ctypes.byref(timeout)
+
+        def reap() -> int:
+            r = sysc(num, ctx, 1, nr, events, tref)
+            if r < 0:
+                e = ctypes.get_errno()
+                if e == errno.EINTR:
+                    return 0
+                raise OSError(e, f"io_getevents: {os.strerror(e)}")
+            return r
+
+        self._keep = (events, timeout)
+        return reap
+
+    def submitter(self, ptrs):
+        """A prebound ``io_submit(ctx, n, ptrs)`` that falls back to :meth:`submit` on a partial submission."""
+        sysc, num, ctx = self._sys, self._submit, self.ctx
+
+        def submit(n: int) -> None:
+            r = sysc(num, ctx, n, ptrs)
+            if r != n:  # an error before the first request, or a partial submission: the careful path
+                self.submit(n, ptrs, done=max(r, 0))
+
+        return submit
+
+    def submitter_one(self, addrs: list[int]):
+        """A prebound ``io_submit(ctx, 1, &iocb[s])`` for slot ``s``."""
+        sysc, num, ctx = self._sys, self._submit, self.ctx
+        singles = [(ctypes.c_void_p * 1)(a) for a in addrs]
+
+        def submit_one(s: int) -> None:
+            one = singles[s]
+            if sysc(num, ctx, 1, one) != 1:
+                self.submit(1, one)
+
+        self._singles = singles
+        return submit_one
 
     def close(self) -> None:
         if self.ctx.value:
