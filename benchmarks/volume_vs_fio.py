@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--modes", default="seqwrite,seqread,randread,randwrite")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="bar chart of the median ratios (PNG)")
+    ap.add_argument("--replot", default=None, help="only draw --plot from this earlier --json file")
     a = ap.parse_args(argv)
+    if a.replot:
+        plot_summary(json.loads(Path(a.replot).read_text()), Path(a.plot or "volume_vs_fio.png"))
+        return 0
 
     plan = build_plan(a.dir, size=a.size, bs=a.bs, jobs=a.jobs, iodepth=a.iodepth, modes=a.modes)
     specs = [replace(m, duration_s=a.rand_seconds) if m.is_random else m for m in plan.modes]
@@ -138,7 +143,35 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": time.time() - t_start,
         }
         Path(a.json).write_text(json.dumps({"meta": meta, "summary": summary}, indent=2) + "\n")
+    if a.plot:
+        plot_summary({"summary": summary}, Path(a.plot))
     return 0
+
+
+def plot_summary(doc: dict, out: Path) -> None:
+    """Median corral ÷ fio per mode and pairing, with the bars of the performance bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = doc["summary"]
+    pairs = [k for k in summary[0]["median"] if "/" in k]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(pairs)
+    for j, pair in enumerate(pairs):
+        xs = [i + j * width for i in range(len(summary))]
+        ys = [s["median"][pair] or 0 for s in summary]
+        ax.bar(xs, ys, width, label=pair.replace("/", " ÷ "))
+    ax.set_xticks([i + width * (len(pairs) - 1) / 2 for i in range(len(summary))], [s["mode"] for s in summary])
+    for y, style in ((1.0, "-"), (0.95, "--"), (0.90, ":")):
+        ax.axhline(y, color="grey", linestyle=style, linewidth=0.8)
+    ax.set_ylabel("median ratio (throughput or IOPS)")
+    ax.set_title("corral ÷ fio, same parameters, same file, same session")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Two ways to keep requests in flight, chosen by ``engine``:
 
-- ``aio`` (default where the kernel has it): one thread per job drives a kernel AIO context
-  (:mod:`benchmarks.volume.aio`), submitting and reaping in batches, as fio's libaio engine does.
-- ``threads`` (fallback): ``iodepth`` threads per job, each with one blocking
-  ``os.pwrite``/``os.preadv`` in flight; those calls release the GIL, so N threads queue N requests.
+- ``threads`` (default): ``iodepth`` threads per job, each with one blocking
+  ``os.pwrite``/``os.preadv`` in flight; those calls release the GIL, so N threads queue N
+  requests. Measured within a few percent of fio's libaio in every mode.
+- ``aio`` (``CORRAL_VOLUME_ENGINE=aio``): one thread drives a kernel AIO context
+  (:mod:`benchmarks.volume.aio`) as fio's libaio engine does; as close as threads on random
+  reads, but behind on sequential reads (see docs/BENCH_VOLUME.md), so not the default.
 
 Buffers are anonymous ``mmap`` regions (page aligned, as O_DIRECT requires). Every completed
 request appends its latency to its worker's ``array`` (compact, no locks); the main thread
@@ -223,14 +225,14 @@ _DEFAULT_ENGINE: str | None = None
 
 
 def default_engine() -> str:
-    """``aio`` where the kernel offers it, else ``threads``; ``CORRAL_VOLUME_ENGINE`` overrides."""
+    """``threads``, which measured closest to fio in every mode (docs/BENCH_VOLUME.md);
+    ``CORRAL_VOLUME_ENGINE=aio`` selects kernel AIO where the kernel offers it."""
     global _DEFAULT_ENGINE
-    forced = os.environ.get("CORRAL_VOLUME_ENGINE")
-    if forced in ("aio", "threads"):
-        return forced
-    if _DEFAULT_ENGINE is None:
-        _DEFAULT_ENGINE = "aio" if aio.available() else "threads"
-    return _DEFAULT_ENGINE
+    if os.environ.get("CORRAL_VOLUME_ENGINE") == "aio":
+        if _DEFAULT_ENGINE is None:
+            _DEFAULT_ENGINE = "aio" if aio.available() else "threads"
+        return _DEFAULT_ENGINE
+    return "threads"
 
 
 def _open_flags(spec: ModeSpec) -> int:
@@ -285,7 +287,8 @@ def run_mode(
         drop_cached_pages(file)
     fds = [os.open(file, _open_flags(spec)) for _ in range(spec.jobs)]
     deadline = _NEVER
-    w = _Worker(spec, fds, deadline, engine or default_engine())
+    # Buffered requests make io_submit block until done (no queue): threads keep them overlapping.
+    w = _Worker(spec, fds, deadline, engine or (default_engine() if spec.direct else "threads"))
     threads = [threading.Thread(target=w.run, args=(k,), name=f"corral-io-{k}", daemon=True) for k in range(w.workers)]
     series: list[float] = []
     started: list[threading.Thread] = []
