@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -23,10 +24,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--step-time", type=float, default=0.1, help="Seconds to sleep per step (pace the demo).")
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--pg-timeout", type=float, default=120, help="Seconds a collective may wait (a dead peer fails fast).")
     args = parser.parse_args()
 
     backend = os.environ.get("CORRAL_BACKEND", "gloo")
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=timedelta(seconds=args.pg_timeout))
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local_rank}" if backend == "nccl" else "cpu")

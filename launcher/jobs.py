@@ -115,6 +115,14 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
+    from container.runtime import is_container_plan, launch_container_states
+
+    if is_container_plan(plan):
+        states = await asyncio.to_thread(launch_container_states, record, cluster)
+        for ns in nodes:
+            c = states.get(ns.node, {})
+            code = f" {c['exit_code']}" if c.get("exit_code") is not None else ""
+            ns.detail = "; ".join(x for x in (ns.detail, f"container {c.get('state', 'missing')}{code}") if x)
     return JobStatus(record.name, record.state, nodes)
 
 
@@ -189,8 +197,13 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
         if not preflight and report.failures() and not report.facts:
             raise PreflightFailed(report)
         facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
+    container_facts = {}
+    if job.container is not None and not dry_run:
+        from container.runtime import launch_facts  # docker checks before anything starts
+
+        container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
-                        plain=plain, secret_names=tuple(secrets), tmux_socket=socket)  # fmt: skip
+                        plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
 
 
@@ -267,6 +280,10 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
+    from container.runtime import is_container_plan, remove_launch_containers
+
+    if is_container_plan(record.plan):
+        remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
     record.state = "stopped"
     record.message = "stopped by corral stop"
     record.save()

@@ -31,13 +31,13 @@ LIGHT_TORCH_CHECK = (
     "    try:\n"
     "        from importlib.metadata import version as v; version = v('torch')\n"
     "    except Exception: pass\n"
-    "print(json.dumps({'ok': ok, 'version': version, 'python': sys.executable}))\n"
+    "print(json.dumps({'ok': ok, 'version': version, 'python': sys.executable, 'torchrun': sys.argv[1] or None}))\n"
 )
 FULL_TORCH_CHECK = (
     "import json, sys\n"
     "import torch, torch.distributed.run\n"
     "print(json.dumps({'ok': True, 'version': torch.__version__, 'python': sys.executable,"
-    " 'cuda_devices': torch.cuda.device_count()}))\n"
+    " 'cuda_devices': torch.cuda.device_count(), 'torchrun': sys.argv[1] or None}))\n"
 )
 
 
@@ -74,17 +74,42 @@ def gpu_count():
     return sum(1 for line in out.splitlines() if line.startswith("GPU ")) if rc == 0 else 0
 
 
+PORT_RESERVATION_S = 300
+"""A port handed to a launch stays reserved this long: torchrun binds it only after importing
+torch (seconds later), and a second launch in between must not be given the same port."""
+
+
+def _reserve(port):
+    """Claim ``port`` for one launch on this host (O_EXCL file); stale claims expire."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = os.path.join(base, "corral", "ports")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"{socket.gethostname()}-{port}")
+    try:
+        if time.time() - os.path.getmtime(path) > PORT_RESERVATION_S:
+            os.unlink(path)
+    except OSError:
+        pass
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        return False
+
+
 def free_port(preferred, tries=64):
-    """The first port from ``preferred`` on that nothing listens on (bind test, all interfaces)."""
+    """The first port from ``preferred`` on that nothing listens on (bind test, all interfaces)
+    and that no other launch on this host was given in the last few minutes."""
     for port in range(preferred, min(preferred + tries, 65536)):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind(("0.0.0.0", port))
-            return port
         except OSError:
             continue
         finally:
             s.close()
+        if _reserve(port):
+            return port
     return None
 
 
@@ -101,19 +126,17 @@ def op_probe(req):
     if venv:
         activate = os.path.join(venv, "bin", "activate")
         out["venv_ok"] = os.path.isfile(activate)
-        script = '. "$1" || exit 98; shift; command -v torchrun >/dev/null || echo "torchrun not on PATH" >&2; exec python "$@"'
+        script = '. "$1" || exit 98; shift; exec python "$@" "$(command -v torchrun)"'
         argv = ["bash", "-c", script, "corral", activate, "-c", check]
     else:
         out["venv_ok"] = None
-        argv = ["python3", "-c", check]
+        argv = ["bash", "-c", 'exec python3 "$@" "$(command -v torchrun)"', "corral", "-c", check]
     if out["venv_ok"] is False:
         out["torch"] = {"ok": False, "error": f"{activate} not found"}
     else:
         rc, stdout, stderr = _run(argv, timeout=float(req.get("torch_timeout", 120)), env=_clean_env())
         if rc == 0 and stdout.strip():
             out["torch"] = json.loads(stdout.strip().splitlines()[-1])
-            if out["torch"].get("ok") and stderr.strip():
-                out["torch"]["warning"] = stderr.strip().splitlines()[-1]
             if not out["torch"].get("ok"):
                 out["torch"]["error"] = "torch is not installed in this environment"
         else:

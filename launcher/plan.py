@@ -54,6 +54,8 @@ class PlanInputs:
     secret_names: tuple[str, ...] = ()
     tmux_socket: str | None = None
     """tmux ``-L`` socket name; None = the user's default server (tests isolate with their own)."""
+    container_facts: dict[str, Any] = field(default_factory=dict)
+    """By node label: ``container.facts.NodeFacts`` gathered before planning a job with a container section."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ def plain_argv(job: JobConfig) -> list[str]:
 ContainerHook = Callable[..., list[str]]
 
 
-def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str]) -> list[str]:
+def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str],
+                      **extra: Any) -> list[str]:
     """The seam for containers: the argv the wrapper runs instead of ``inner_argv``.
 
     Without ``job.container`` this is ``inner_argv``. With it, the container package's pure
@@ -232,7 +235,7 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
         from container.launch import node_argv  # type: ignore[import-not-found]
     except ImportError:
         raise UserError("container: this corral has no container support installed", hint="remove the job's container section") from None
-    return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts)
+    return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
 
 
 def pane_command(wrapper_path: str) -> str:
@@ -274,7 +277,8 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
                 job, nnodes=nnodes, nproc=nproc, endpoint=endpoint or "", run_id=inputs.run_id,
                 log_dir=posixpath.join(state_dir, "torchelastic"), local_addr=node.addr,
             )  # fmt: skip
-        command = container_command(job, inner, node=node.label, env=env, workdir=workdir, gpus=gpus, mounts=[run_dir, ckpt_dir, workdir])
+        command = container_command(job, inner, node=node.label, env=env, workdir=workdir, gpus=gpus, mounts=[run_dir, ckpt_dir, workdir],
+                                    job_name=inputs.name, venv=venv, facts=inputs.container_facts.get(node.label))  # fmt: skip
         wrapper = posixpath.join(state_dir, "run.sh")
         plans.append(
             NodePlan(

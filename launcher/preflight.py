@@ -93,9 +93,10 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
     else:
         out.append(Check(n, "venv", False, f"{venv}/bin/activate not found: create the venv on this node or fix `venv`"))
     torch = d.get("torch") or {}
-    if torch.get("ok"):
-        detail = f"torch {torch.get('version')}" + (f" ({torch['warning']})" if torch.get("warning") else "")
-        out.append(Check(n, "torch", not (torch.get("warning") and not plain), detail))
+    if torch.get("ok") and not torch.get("torchrun") and not plain:
+        out.append(Check(n, "torch", False, f"torch {torch.get('version')} found but no torchrun on PATH: reinstall torch in the venv"))
+    elif torch.get("ok"):
+        out.append(Check(n, "torch", True, f"torch {torch.get('version')}"))
     else:
         out.append(Check(n, "torch", False, f"import torch fails: {torch.get('error', 'unknown error')}; install torch in the venv"))
     out.append(_gpu_check(node, d, job))

@@ -23,6 +23,9 @@ import pytest
 
 from tests.simcluster import SimCluster, missing_facility, reap_stale_runs
 
+# Docker tests: starts dockerd (only when none runs) before the facility check below, the test image, labelled cleanup.
+pytest_plugins = ("tests.docker_fixtures",)
+
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
 LOUD_ON_CI = ("cluster", "docker")

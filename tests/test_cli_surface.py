@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from launcher.config import ClusterConfig, JobConfig
+from launcher.config.job import ContainerConfig
 
 EXPECTED_COMMANDS = {
     "launch", "ps", "logs", "attach", "stop", "preflight", "demo",
@@ -55,6 +56,10 @@ def test_config_fields_are_frozen():
     assert list(ClusterConfig.model_fields) == ["nodes", "ssh", "workdir", "venv", "rendezvous", "storage", "env"]
     assert list(JobConfig.model_fields) == [
         "name", "script", "module", "args", "nproc_per_node", "nnodes", "backend", "max_restarts", "env", "env_file", "container", "checkpoint",
+    ]  # fmt: skip
+    assert list(ContainerConfig.model_fields) == [
+        "image", "pull", "mounts", "devices", "env", "gpus", "infiniband", "network", "ipc", "shm_size", "ulimits", "cap_add",
+        "privileged", "user", "labels", "extra_args",
     ]  # fmt: skip
 
 

@@ -165,3 +165,16 @@ def test_bad_input_is_one_line_and_nothing_runs(space, capsys):
         bad = cluster.model_copy(update={"workdir": str(root / "missing dir")})
         api.launch(echo_job("bad"), bad, plain=True)
     assert not (root / "runs" / "bad").exists()
+
+
+def test_demo_command_trains_and_says_where_things_are(space, capsys):
+    cluster, root, token = space
+    name = f"demo-test-{token}"
+    try:
+        assert cli_main(["demo", "--steps", "20", "--name", name]) == 0
+        out = capsys.readouterr().out
+        assert "[local] [rank1]: step 19 loss" in out and "demo finished" in out
+        assert f"runs/{name}/logs/local.log" in out and f"checkpoints/{name}" in out and "corral attach" in out
+    finally:
+        shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
+        shutil.rmtree(REPO / "checkpoints" / name, ignore_errors=True)

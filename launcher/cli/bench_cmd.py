@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -91,10 +92,49 @@ def volume(
 def node(
     cluster: Optional[Path] = ClusterOpt,
     quick: bool = typer.Option(False, "--quick", help="Inventory and health only, no speed tests."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON ('-' for stdout)."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also save the raw probes (every NVML call's answer) to this file."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Judge probes saved with --record instead of probing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what each node would run, and exit."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Seconds to wait for every node's probe (cluster only)."),
 ) -> None:
     """Node acceptance: GPU inventory, health counters and speed judged against the model's spec.
 
+    Without a GPU or driver the report says so and gives CPU figures. Exit 1 when any check fails.
+
     Example: corral bench node -c cluster.yaml --json nodes.json
     """
-    not_implemented("bench node")
+    from benchmarks.node import run
+    from benchmarks.node.report import build_report, render_table
+    from launcher.cli.common import console, write_json
+    from launcher.config.loading import load_cluster
+
+    cfg = load_cluster(cluster)
+    expected = {n.label: n.gpus for n in cfg.nodes}
+    if dry_run:
+        name = run.job_name()
+        out = console()
+        if run.is_local_only(cfg):
+            out.print(f"{cfg.nodes[0].label}: probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched")
+            return
+        out.print(f"launch path, plain=True, job {name}: one process per node")
+        for p in run.plan_cluster(cfg, name=name, quick=quick):
+            out.print(f"{p.node} ({p.host}): {shlex.join(p.argv)}  ->  {p.probe_file}")
+        return
+    if from_file is not None:
+        probes = run.read_probes(from_file)
+    elif run.is_local_only(cfg):
+        with console(stderr=True).status("probing this node" + ("" if quick else " (speed tests)")):
+            probes = [run.probe_local(quick=quick, host=cfg.nodes[0].label)]
+    else:
+        with console(stderr=True).status(f"probing {len(cfg.nodes)} nodes through the launch path"):
+            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout)
+    if record is not None:
+        run.record_probes(probes, record)
+    nodes = run.judge_probes(probes, expected)
+    report = build_report(nodes, quick=quick or all(p.get("quick") for p in probes),
+                          cluster=str(cluster) if cluster else None)
+    render_table(report, console(stderr=str(json_out) == "-"))
+    write_json(report, json_out)
+    if report["summary"]["status"] == "fail":
+        raise typer.Exit(1)

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, not_implemented
+from launcher.cli.common import ClusterOpt
 
 app = typer.Typer(help="Container run configurations (InfiniBand devices, NCCL mounts).", no_args_is_help=True)
+
+FORMATS = ("cli", "json")
 
 
 @app.command("config")
@@ -21,6 +23,28 @@ def config(
 ) -> None:
     """Print the container run configuration for a node.
 
+    The node is probed (InfiniBand devices, NCCL files, GPUs, limits, Docker) and the
+    configuration is built from the job's container section and those facts; missing
+    InfiniBand paths and anything that would stop the run are reported on stderr.
+
     Example: corral container config job.yaml -c cluster.yaml --node gpu1 --format json
     """
-    not_implemented("container config")
+    import json
+    import sys
+
+    from container.config_view import node_configuration
+    from launcher.cli.common import console
+    from launcher.errors import UserError
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    view = node_configuration(job, cluster, node)
+    if fmt == "cli":
+        sys.stdout.write(view.shell + "\n")
+    else:
+        sys.stdout.write(json.dumps(view.sdk_kwargs, indent=2) + "\n")
+    err = console(stderr=True)
+    for line in view.notes + [f"not in the SDK kwargs: {g}" for g in (view.sdk_gaps if fmt == "json" else [])]:
+        err.print(f"note: {line}", markup=False)
+    for line in view.problems:
+        err.print(f"warning: {line}", markup=False)

@@ -104,19 +104,19 @@ def ps(
 
     statuses = asyncio.run(gather()) if records else []
     rows = [{"name": s.name, "state": s.state, "nodes": [{"host": n.host, "node": n.node, "state": n.state, "exit_code": n.exit_code,
-             "elapsed_s": n.elapsed_s} for n in s.nodes]} for s in statuses]  # fmt: skip
+             "elapsed_s": n.elapsed_s, "detail": n.detail} for n in s.nodes]} for s in statuses]  # fmt: skip
     if json_out is not None:
         write_json(rows, json_out)
         if str(json_out) == "-":
             return
     from rich.table import Table
 
-    table = Table("job", "node", "state", "elapsed", box=None)
+    table = Table("job", "node", "state", "elapsed", "detail", box=None)
     for row in rows:
         for i, n in enumerate(row["nodes"]):
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
-            table.add_row(row["name"] if i == 0 else "", n["node"], state, elapsed)
+            table.add_row(row["name"] if i == 0 else "", n["node"], state, elapsed, n.get("detail") or "")
     if rows:
         console().print(table)
     else:

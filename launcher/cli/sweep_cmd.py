@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, DefaultCommandGroup, not_implemented
+from launcher.cli.common import ClusterOpt, DefaultCommandGroup, console, write_json
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),
@@ -20,12 +20,74 @@ app = typer.Typer(
 def run(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
     cluster: Optional[Path] = ClusterOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials (id, run name, params, args) and start nothing."),
+    foreground: bool = typer.Option(False, "--foreground", help="Run the controller in this terminal instead of detached in tmux."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="With --dry-run: write the trials as JSON ('-' for stdout)."),
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
     Example: corral sweep sweep.yaml -c cluster.yaml
     """
-    not_implemented("sweep")
+    import uuid
+
+    from launcher.config import load_cluster
+    from launcher.errors import UserError
+    from launcher.sweep.config import load_sweep
+    from launcher.sweep.controller import save_spec
+    from launcher.sweep.generate import generate_trials
+    from launcher.sweep.lock import LockHeld, is_stale, read_lock
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.trial_job import describe_plan
+
+    spec = load_sweep(sweep)
+    cl = load_cluster(cluster)
+    if spec.config.nodes > len(cl.nodes):
+        raise UserError(f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
+                        hint="lower nodes in the sweep file or add nodes to the cluster file")  # fmt: skip
+    trials = generate_trials(spec.config)
+    if dry_run:
+        _print_plan(spec, describe_plan(spec, trials), json_out)
+        return
+    paths = sweep_paths(cl, spec.name)
+    holder = read_lock(paths.lock)
+    if holder is not None and not is_stale(holder):
+        raise LockHeld(spec.name, holder)
+    save_spec(paths, spec)
+    paths.stop_request.unlink(missing_ok=True)
+    if foreground:
+        raise typer.Exit(_run_foreground(spec, cl, paths))
+    from launcher.sweep.detach import plan_controller, start_detached
+
+    token = uuid.uuid4().hex
+    launch = plan_controller(paths, cluster, token, spec.name)
+    start_detached(launch, paths, token)
+    console().print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s); controller running detached in tmux session "
+                    f"{launch.session}\n  watch: corral sweep status {spec.name}    stop: corral sweep stop {spec.name}")  # fmt: skip
+
+
+def _run_foreground(spec, cl, paths) -> int:
+    from launcher.sweep.backend import LaunchBackend
+    from launcher.sweep.controller import Controller
+
+    return Controller(spec, cl, LaunchBackend(cl), paths).run()
+
+
+def _print_plan(spec, plan, json_out) -> None:
+    from rich.table import Table
+
+    from launcher.sweep.status import format_params
+
+    if json_out is not None:
+        write_json({"name": spec.name, "trials": plan}, json_out)
+        if str(json_out) == "-":
+            return
+    table = Table(title=f"sweep {spec.name}: {len(plan)} trial(s), {spec.config.nodes} node(s) each (dry run)")
+    for col in ("id", "run", "params", "args appended"):
+        table.add_column(col)
+    n_base = len(spec.job.args)
+    for t in plan:
+        table.add_row(t["id"], t["run"], format_params(t["params"]), " ".join(t["args"][n_base:]))
+    console().print(table)
 
 
 @app.command("status")
@@ -39,13 +101,63 @@ def status(
 
     Example: corral sweep status lr-search --json -
     """
-    not_implemented("sweep status")
+    from launcher.config import load_cluster
+    from launcher.sweep.controller import load_spec
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.status import build_status, plot_status
+
+    paths = sweep_paths(load_cluster(cluster), name)
+    st = build_status(load_spec(paths), paths)
+    if plot is not None:
+        plot_status(st, str(plot))
+    if json_out is not None:
+        write_json(st, json_out)
+        if str(json_out) == "-":
+            return
+    _print_status(st)
+
+
+def _print_status(st: dict) -> None:
+    from rich.table import Table
+
+    from launcher.sweep.status import format_metric, format_params
+
+    out = console()
+    metric = st["metric"]
+    ctl = st["controller"]
+    alive = f"controller pid {ctl['pid']} on {ctl['host']}" if ctl.get("alive") else ctl.get("note", "no controller running")
+    c = st["counts"]
+    table = Table(title=f"sweep {st['name']} ({st['method']}, {metric['goal']} {metric['name']}): "
+                        f"{c['done']} done, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
+    for col in ("trial", "state", "params", "node", "attempts", metric["name"], "note"):
+        table.add_column(col, justify="right" if col in ("attempts", metric["name"]) else "left")
+    best = st["best"]["id"] if st["best"] else None
+    for r in st["trials"]:
+        trial = f"[bold green]{r['id']} *[/]" if r["id"] == best else r["id"]
+        table.add_row(trial, r["state"], format_params(r["params"]), r["node"] or "-", str(r["attempts"]),
+                      format_metric(r["metric"]), r["error"] or "")  # fmt: skip
+    out.print(table)
+    if st["best"]:
+        b = st["best"]
+        out.print(f"best: trial {b['id']} {metric['name']}={format_metric(b['metric'])} ({format_params(b['params'])}) run {b['run']}")
+    for node, why in st["nodes_aside"].items():
+        out.print(f"[yellow]node {node} set aside:[/] {why}")
+    for w in st["warnings"]:
+        out.print(f"[yellow]warning:[/] {w}")
 
 
 @app.command("stop")
-def stop(name: str = typer.Argument(..., help="Sweep name."), cluster: Optional[Path] = ClusterOpt) -> None:
+def stop(
+    name: str = typer.Argument(..., help="Sweep name."),
+    cluster: Optional[Path] = ClusterOpt,
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the controller to stop its trials."),
+) -> None:
     """Stop a sweep's controller and its running trials.
 
     Example: corral sweep stop lr-search
     """
-    not_implemented("sweep stop")
+    from launcher.config import load_cluster
+    from launcher.sweep.stop import stop_sweep
+
+    stopped = stop_sweep(load_cluster(cluster), name, timeout=timeout)
+    console().print(f"sweep {name}: stopped ({stopped} running trial(s) stopped); run the sweep file again to resume")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from launcher.config.base import EnvValue, StrictModel, check_env_names
 
@@ -17,10 +17,113 @@ JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 NNODES_RANGE = re.compile(r"^(\d+):(\d+)$")
 
 
-class ContainerConfig(StrictModel):
-    """Run each node's processes inside a container (filled in by the container support)."""
+def _size_or_unlimited(value: Any) -> Any:
+    """``64M``/``8MiB``/bytes -> int bytes; ``unlimited``/-1 stay ``'unlimited'`` (docker's -1)."""
+    if value in ("unlimited", -1, "-1"):
+        return "unlimited"
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64M, a number of bytes, or 'unlimited'")
+    if isinstance(value, int):
+        return value
+    from benchmarks.units import parse_size
+    from launcher.errors import UserError
 
-    image: str = Field(min_length=1, description="Image to run, present on every node (e.g. built locally or pulled beforehand).")
+    try:
+        return parse_size(str(value), what="size")
+    except UserError:
+        raise ValueError("expected a size such as 64M, 8MiB, a number of bytes, or 'unlimited'") from None
+
+
+SizeOrUnlimited = Annotated[Union[Annotated[int, Field(ge=0)], Literal["unlimited"]], BeforeValidator(_size_or_unlimited)]
+"""A ulimit value in bytes, written as a size (``64M``) or ``unlimited``."""
+
+CONTAINER_PATH = r"^/"
+
+
+class ContainerMount(StrictModel):
+    """An extra bind mount from the node into the container."""
+
+    source: str = Field(min_length=1, pattern=CONTAINER_PATH, description="Absolute path on the node; must exist (checked before anything starts).")
+    target: str | None = Field(
+        default=None, min_length=1, pattern=CONTAINER_PATH, description="Absolute path inside the container; default: the same path as on the node."
+    )
+    read_only: bool = Field(default=False, description="Mount read-only (e.g. datasets, configuration).")
+
+
+class ContainerUlimits(StrictModel):
+    """Resource limits set inside the container (soft = hard)."""
+
+    memlock: SizeOrUnlimited = Field(
+        default="unlimited",
+        description="Locked-memory limit: RDMA (NCCL over InfiniBand) registers memory and needs 'unlimited'; "
+        "a host whose hard limit is lower refuses it (checked before start).",
+    )
+    stack: SizeOrUnlimited = Field(default=64 * 1024 * 1024, description="Stack size limit (NVIDIA recommends 64M for NCCL/PyTorch).")
+
+
+class ContainerConfig(StrictModel):
+    """Run each node's torchrun inside a container, with the node's InfiniBand devices and NCCL configuration."""
+
+    image: str = Field(min_length=1, description="Image to run, present on every node (built locally or pulled beforehand).")
+    pull: Literal["missing", "never"] = Field(
+        default="missing", description="'missing': try `docker pull` when the image is not on the node; 'never': fail instead."
+    )
+    mounts: list[ContainerMount] = Field(
+        default_factory=list,
+        description="Extra bind mounts. The workdir, the venv, the runs and checkpoint directories are always mounted at the same paths.",
+    )
+    devices: list[Annotated[str, Field(pattern=CONTAINER_PATH)]] = Field(
+        default_factory=list, description="Extra device nodes to pass through (e.g. /dev/fuse); each must be a device on the node."
+    )
+    env: Env = Field(default_factory=dict, description="Environment variables set inside the container (override the job's env).")
+    gpus: Union[Literal["all", "none"], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = Field(
+        default="all",
+        description="GPUs given to the container: 'all' (none on a CPU-only node), 'none', or a list of GPU indices. "
+        "Needs the NVIDIA container toolkit on GPU nodes.",
+    )
+    infiniband: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="InfiniBand devices and NCCL mounts: 'auto' adds those the node has and reports the missing ones, "
+        "'required' fails when any is missing, 'off' adds none.",
+    )
+    network: str = Field(
+        default="host",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Docker network: 'host' (default: NCCL sees the node's interfaces) or the name of an existing network.",
+    )
+    ipc: Literal["host", "private", "shareable"] = Field(
+        default="host", description="IPC namespace: 'host' shares the node's /dev/shm (what NCCL and DataLoader workers need)."
+    )
+    shm_size: str | None = Field(
+        default=None, min_length=1, description="Size of /dev/shm (e.g. 16G); only meaningful with ipc other than 'host'."
+    )
+    ulimits: ContainerUlimits = Field(default_factory=ContainerUlimits, description="memlock and stack limits.")
+    cap_add: list[Annotated[str, Field(pattern=r"^[A-Z_]+$")]] = Field(
+        default_factory=list, description="Extra Linux capabilities (IPC_LOCK is always added)."
+    )
+    privileged: bool = Field(default=False, description="Run privileged (all devices, all capabilities); off unless you need it.")
+    user: str | None = Field(default=None, min_length=1, description="User inside the container (NAME, UID or UID:GID); default: the image's.")
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")], EnvValue] = Field(
+        default_factory=dict, description="Extra container labels (corral.job and corral.node are always set)."
+    )
+    extra_args: list[EnvValue] = Field(
+        default_factory=list,
+        description="Extra `docker run` arguments, passed literally before the image (not representable as SDK keyword arguments).",
+    )
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_is_size(cls, v: str | None) -> str | None:
+        if v is not None:
+            _size_or_unlimited(v)
+        return v
+
+    @model_validator(mode="after")
+    def _shm_needs_private_ipc(self) -> "ContainerConfig":
+        if self.shm_size is not None and self.ipc == "host":
+            raise ValueError("shm_size has no effect with ipc: host (the container uses the node's /dev/shm); drop shm_size or set ipc: private")
+        return self
 
 
 class CheckpointPolicy(StrictModel):

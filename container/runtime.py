@@ -1,0 +1,205 @@
+"""Executing container runs on a node: gather facts, check, pull, list and remove the job's containers.
+
+Everything that touches a node or Docker for containers is here (docker itself only through
+``container.docker.Docker``); the decisions are in ``container.builder`` and ``container.preflight``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from container.builder import build_plan
+from container.docker import Docker
+from container.facts import IbPaths, NodeFacts, probe_request, run_probe_local, run_probe_remote
+from container.plan import LABEL_JOB, LABEL_NODE, ContainerPlan, RunContext
+from container.preflight import check_plan, raise_if_problems
+from launcher.config.job import ContainerConfig
+from launcher.errors import CorralError
+
+log = logging.getLogger(__name__)
+
+
+def paths_to_probe(cfg: ContainerConfig, ctx: RunContext) -> list[str]:
+    """Every host path the plan may bind or pass through."""
+    paths = [p for p in (ctx.workdir, ctx.venv, ctx.run_dir, ctx.ckpt_dir) if p]
+    return paths + [m.source for m in cfg.mounts] + list(cfg.devices)
+
+
+def gather_facts(
+    cfg: ContainerConfig,
+    ctx: RunContext,
+    docker: Docker,
+    *,
+    ib: IbPaths = IbPaths(),
+    ssh_wrap=None,
+    gpus: int | None = None,
+    create_dirs: bool = True,
+) -> NodeFacts:
+    """Probe the node (in-process when local, through ``ssh_wrap`` otherwise) and ask its Docker engine.
+
+    The run and checkpoint directories are created by the probe: they must exist to be bound.
+    ``gpus`` (the cluster file's count) wins over detection.
+    """
+    ensure = [p for p in (ctx.run_dir, ctx.ckpt_dir) if p] if create_dirs else []
+    request = probe_request(paths_to_probe(cfg, ctx), ib, ensure)
+    data = run_probe_remote(request, ssh_wrap) if ssh_wrap else run_probe_local(request)
+    try:
+        dfacts = docker.facts([cfg.image])
+    except CorralError as exc:
+        log.debug("docker on %s: %s", ctx.node, exc)
+        dfacts = None
+    return NodeFacts.from_probe(ctx.node, data, ib, dfacts).with_gpus(gpus)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: ContainerPlan
+    facts: NodeFacts
+
+
+def prepare(cfg: ContainerConfig, ctx: RunContext, docker: Docker, facts: NodeFacts) -> Prepared:
+    """Build the plan, pull the image if allowed and missing, and fail with every problem before anything starts."""
+    plan = build_plan(cfg, ctx, facts)
+    pulled = False
+    if facts.docker and not facts.docker.images.get(cfg.image) and cfg.pull == "missing":
+        try:
+            docker.pull(cfg.image)
+            pulled = True
+        except CorralError as exc:
+            log.info("node %s: pulling %s failed: %s", ctx.node, cfg.image, exc)
+    raise_if_problems(check_plan(plan, facts, image_pullable=pulled))
+    return Prepared(plan, facts)
+
+
+def job_containers(docker: Docker, job: str, node: str | None = None) -> list[dict]:
+    """The job's containers on this engine (by label), as ``docker ps`` rows."""
+    labels = {LABEL_JOB: job} | ({LABEL_NODE: node} if node else {})
+    return docker.containers(labels)
+
+
+def container_states(docker: Docker, job: str) -> list[dict]:
+    """Per container of the job: node, name, state (running, exited, created, ...), exit code, status text."""
+    rows = job_containers(docker, job)
+    details = {d["Name"].lstrip("/"): d for d in docker.inspect([r["Names"] for r in rows])}
+    out = []
+    for r in rows:
+        d = details.get(r["Names"], {})
+        state = d.get("State", {})
+        out.append({
+            "node": (d.get("Config", {}).get("Labels") or {}).get(LABEL_NODE, "?"),
+            "name": r["Names"],
+            "state": state.get("Status", r.get("State", "?")),
+            "exit_code": state.get("ExitCode") if state.get("Status") == "exited" else None,
+            "status": r.get("Status", ""),
+            "image": r.get("Image", ""),
+        })  # fmt: skip
+    return sorted(out, key=lambda x: (x["node"], x["name"]))
+
+
+def remove_job_containers(docker: Docker, job: str, *, timeout: float = 10) -> list[str]:
+    """Stop (SIGTERM, then SIGKILL after ``timeout``) and remove every container of the job; returns their names."""
+    names = [r["Names"] for r in job_containers(docker, job)]
+    running = [r["Names"] for r in job_containers(docker, job) if r.get("State") == "running"]
+    docker.stop(running, timeout)
+    docker.remove(names)
+    return names
+
+
+def remove_stale(docker: Docker, plan: ContainerPlan) -> None:
+    """A relaunch reuses the container name: remove an old container of that name (it has exited or is being replaced)."""
+    if docker.inspect([plan.name]):
+        log.info("node %s: removing the old container %s", plan.node, plan.name)
+        docker.remove([plan.name])
+
+
+# ---- the launch path's side: before start, ps, stop ---------------------------------------------------
+
+
+def node_docker(cluster, node) -> Docker:
+    """The docker CLI of a cluster node: local, or through the launch path's ssh choke point."""
+    from launcher.tools import ssh
+
+    wrap = None if node.is_local else (lambda argv: ssh.node_argv(cluster.ssh, node, argv))
+    return Docker(node=node.label, wrap=wrap)
+
+
+def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
+    """Before a launch: probe every node, build its plan, pull the image where allowed, check everything.
+
+    Every problem of every node is reported at once (UserError, exit 2) and nothing starts; a
+    container left from an earlier run of the same job and node is removed (its name is reused).
+    Returns the facts by node label, for ``launcher.plan.PlanInputs.container_facts``.
+    """
+    import posixpath
+
+    from launcher.errors import UserError
+    from launcher.plan import resolve_path
+    from launcher.tools import ssh
+
+    cfg = job.container
+    facts_by_node: dict[str, NodeFacts] = {}
+    problems: list[str] = []
+    ready: list[tuple[Docker, ContainerPlan]] = []
+    for node in nodes:
+        ctx = RunContext(
+            job=name, node=node.label, command=("torchrun",), workdir=resolve_path(base_dir, cluster.workdir),
+            venv=cluster.venv or (local_venv if node.is_local else None),
+            run_dir=resolve_path(base_dir, posixpath.join(cluster.storage.runs, name)),
+            ckpt_dir=resolve_path(base_dir, posixpath.join(cluster.storage.checkpoints, name)),
+        )  # fmt: skip
+        docker = node_docker(cluster, node)
+        wrap = None if node.is_local else (lambda argv, n=node: ssh.node_argv(cluster.ssh, n, argv))
+        facts = gather_facts(cfg, ctx, docker, ssh_wrap=wrap, gpus=node.gpus)
+        facts_by_node[node.label] = facts
+        try:
+            ready.append((docker, prepare(cfg, ctx, docker, facts).plan))
+        except UserError as exc:
+            problems += [ln.strip() for ln in exc.message.splitlines()[1:]] or [exc.message]
+    if problems:
+        raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
+    for docker, plan in ready:
+        remove_stale(docker, plan)
+    return facts_by_node
+
+
+def is_container_plan(plan) -> bool:
+    """A launch plan whose nodes run ``docker run`` (the job had a container section)."""
+    return any(list(n.command[:2]) == ["docker", "run"] for n in plan.nodes)
+
+
+def launch_container_states(record, cluster) -> dict[str, dict]:
+    """For ``ps``: node label -> its container's state row (missing when the container is gone)."""
+    out: dict[str, dict] = {}
+    for n in record.plan.nodes:
+        node = _cluster_node(cluster, n)
+        try:
+            rows = container_states(node_docker(cluster, node), record.name)
+        except CorralError as exc:
+            out[n.node] = {"state": "unknown", "detail": str(exc)}
+            continue
+        mine = [r for r in rows if r["node"] == n.node]
+        out[n.node] = mine[0] if mine else {"state": "missing"}
+    return out
+
+
+def remove_launch_containers(record, cluster, timeout: float = 10) -> dict[str, list[str]]:
+    """For ``stop``: remove the job's containers (by label) on every node of the run."""
+    removed: dict[str, list[str]] = {}
+    for n in record.plan.nodes:
+        node = _cluster_node(cluster, n)
+        try:
+            removed[n.node] = remove_job_containers(node_docker(cluster, node), record.name, timeout=timeout)
+        except CorralError as exc:
+            log.warning("node %s: could not remove the job's containers: %s", n.node, exc)
+    return removed
+
+
+def _cluster_node(cluster, n):
+    from launcher.config import NodeConfig
+
+    for c in cluster.nodes:
+        if c.label == n.node or c.host == n.host:
+            return c
+    return NodeConfig(host=n.host, name=n.node)

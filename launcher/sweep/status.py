@@ -1,0 +1,103 @@
+"""What `corral sweep status` shows: every trial with its state, node and metric, the best one, counts.
+
+Built from the journal (no lock needed: it only reads), the stored sweep spec, the lock
+(is a controller alive?) and, for running trials, what they reported so far.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+from launcher.sweep.config import Sweep
+from launcher.sweep.generate import generate_trials
+from launcher.sweep.journal import Journal, replay
+from launcher.sweep.lock import is_stale, read_lock
+from launcher.sweep.metrics import best_value, never_reported, read_reports
+from launcher.sweep.paths import SweepPaths
+
+
+def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
+    cfg = sweep.config
+    state = replay(Journal(paths.journal).read())
+    runs_root = paths.root.parent.parent
+    rows = []
+    planned = generate_trials(cfg)
+    ids = [t.id for t in planned] + [tid for tid in state.trials if tid not in {t.id for t in planned}]
+    params = {t.id: t.params for t in planned}
+    for tid in ids:
+        rec = state.trials.get(tid)
+        row: dict[str, Any] = {"id": tid, "params": rec.params if rec else params[tid], "state": "pending",
+                               "attempts": 0, "node": None, "metric": None, "run": None, "error": None}  # fmt: skip
+        if rec and rec.attempts:
+            last = rec.done or rec.attempts[-1]
+            row.update(state=rec.state(cfg.retries), attempts=len(rec.attempts), node=",".join(last.nodes), run=last.run,
+                       metric=last.metric, error=last.error)  # fmt: skip
+            if rec.running:
+                row["metric"] = best_value(read_reports(runs_root / last.run), cfg.metric.name, cfg.metric.goal)
+            if tid not in params:
+                row["error"] = "not in the current sweep file (kept from an earlier version)"
+        rows.append(row)
+    rows.sort(key=lambda r: _sort_key(r, cfg.metric.goal))
+    done_with_metric = [r for r in rows if r["state"] == "done" and r["metric"] is not None]
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("pending", "running", "done", "failed")}
+    missing_metric = [r["id"] for r in rows if r["state"] == "done" and r["metric"] is None]
+    return {
+        "name": sweep.name,
+        "method": cfg.method,
+        "metric": {"name": cfg.metric.name, "goal": cfg.metric.goal},
+        "controller": controller_info(paths),
+        "counts": counts,
+        "best": done_with_metric[0] if done_with_metric else None,
+        "trials": rows,
+        "nodes_aside": state.nodes_aside,
+        "finished": state.finished,
+        "warnings": ([f"{len(missing_metric)} finished trial(s) never reported {cfg.metric.name!r}: {never_reported(cfg.metric.name)}"]
+                     if missing_metric else []) + state.problems,  # fmt: skip
+    }
+
+
+def _sort_key(row: dict[str, Any], goal: str) -> tuple:
+    m = row["metric"]
+    if m is None or not math.isfinite(m):
+        order = {"running": 1, "pending": 2, "done": 3, "failed": 4}
+        return (1, order.get(row["state"], 5), 0.0)
+    return (0, 0, m if goal == "minimize" else -m)
+
+
+def controller_info(paths: SweepPaths) -> dict[str, Any]:
+    holder = read_lock(paths.lock)
+    if holder is None:
+        return {"alive": False}
+    alive = not is_stale(holder)
+    return {"alive": alive, "pid": holder.pid, "host": holder.host, "heartbeat_age_s": round(time.time() - holder.heartbeat, 1),
+            "session": holder.session, **({} if alive else {"note": "its lock is stale: the controller died; re-run the sweep to resume"})}  # fmt: skip
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def format_metric(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def plot_status(status: dict[str, Any], path: str) -> None:
+    """A PNG of the metric per trial, sorted as in the table, the best one highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in status["trials"] if r["metric"] is not None]
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(rows) + 2), 4))
+    best = status["best"]["id"] if status["best"] else None
+    ax.bar([r["id"] for r in rows], [r["metric"] for r in rows],
+           color=["tab:green" if r["id"] == best else "tab:blue" if r["state"] == "done" else "tab:gray" for r in rows])  # fmt: skip
+    ax.set_ylabel(status["metric"]["name"])
+    ax.set_title(f"sweep {status['name']}: {status['metric']['name']} per trial ({status['metric']['goal']})")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
