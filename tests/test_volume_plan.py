@@ -193,3 +193,16 @@ def test_cli_help_stays_light():
     code = "import sys; from launcher.cli import main; main(['bench', 'volume', '--help']); print([m for m in ('matplotlib', 'numpy', 'benchmarks.volume.engine') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent, env={**os.environ, "COLUMNS": "200"})
     assert out.stdout.strip().endswith("[]"), out.stdout[-300:]
+
+
+def test_dry_run_prints_the_plan_and_fio_lines_without_touching_the_disk(tmp_path, capsys):
+    from launcher.cli import main
+
+    target = tmp_path / "vol"
+    target.mkdir()
+    rc = main(["bench", "volume", str(target), "--size", "64M", "--mode", "seqread,randwrite", "--compare-fio", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "seqread: bs 1M, 1 job(s) x iodepth 8" in out and "randwrite: bs 4K, 4 job(s) x iodepth 8 = 32 threads" in out
+    assert "fio: fio --name=corral-seqread" in out and "--rw=randwrite" in out
+    assert os.listdir(target) == []
