@@ -28,12 +28,43 @@ def allreduce(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write rows and environment as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write busbw/algbw vs size as a PNG."),
     min_busbw: Optional[float] = typer.Option(None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."),
+    timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the benchmark before giving up."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the job that would be launched."),
 ) -> None:
     """All-reduce bandwidth across the cluster, in nccl-tests' table format.
 
     Example: corral bench allreduce -c cluster.yaml -b 8 -e 1G -f 2 --json ar.json
     """
-    not_implemented("bench allreduce")
+    import sys
+
+    from benchmarks import nccl_table
+    from launcher.cli import bench_allreduce as ar
+    from launcher.cli.common import console
+    from launcher.config import load_cluster
+    from launcher.errors import RunFailed
+
+    cfg = load_cluster(cluster)
+    req = ar.validate(cfg, min_bytes=min_bytes, max_bytes=max_bytes, factor=factor, iters=iters, warmup=warmup,
+                      dtype=dtype, op=op, backend=backend, nproc_per_node=nproc_per_node)  # fmt: skip
+    name = ar.job_name()
+    if dry_run:
+        job = ar.build_job(req, name)
+        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(f"sizes: {' '.join(str(s) for s in req.sweep.sizes)}\n")
+        return
+    err = console(stderr=True)
+    with err.status(f"all-reduce on {len(cfg.nodes)} node(s): job {name} (tmux session corral-{name})"):
+        result = ar.run(req, cfg, timeout=timeout, name=name)
+    if result["env"].get("backend_note"):
+        err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
+    sys.stdout.write(nccl_table.render(result))
+    ar.write_outputs(result, json_out=json_out, plot=plot)
+    failure = ar.min_busbw_failure(result, min_busbw)
+    if failure:
+        raise RunFailed(failure)
+    wrong = sum(int(r["wrong"]) for r in result["rows"])
+    if wrong:
+        raise RunFailed(f"{wrong} reduced value(s) were wrong: the all-reduce corrupted data", hint="see #wrong per size above")
 
 
 @app.command("net")
@@ -43,12 +74,39 @@ def net(
     pairs: str = typer.Option("all", "--pairs", help="all or ring."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the matrix and series as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-pair time series as a PNG."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the pairs and what runs on each end."),
 ) -> None:
     """Point-to-point TCP throughput between nodes over their private addresses.
 
     Example: corral bench net -c cluster.yaml --duration 5 --pairs ring
     """
-    not_implemented("bench net")
+    import sys
+
+    from benchmarks import net as netbench
+    from launcher.cli import bench_net as bn
+    from launcher.cli.common import console
+    from launcher.config import load_cluster
+    from launcher.errors import RunFailed
+
+    cfg = load_cluster(cluster)
+    eps, plans = bn.prepare(cfg, duration=duration, pairs=pairs)
+    if dry_run:
+        sys.stdout.write(netbench.describe_plan(plans) + "\n")
+        return
+    err = console(stderr=True)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"{len(plans)} pair(s), {duration:g}s each", total=len(plans))
+
+        def done(plan, result) -> None:
+            progress.advance(task)
+
+        result = bn.run(cfg, eps, plans, duration=duration, pairs=pairs, progress=done)
+    sys.stdout.write(netbench.render(result))
+    bn.write_outputs(result, json_out=json_out, plot=plot)
+    if result["failed"]:
+        raise RunFailed(f"{len(result['failed'])} pair(s) could not be measured", hint="see 'failed pair' lines above")
 
 
 @app.command("volume")

@@ -1,0 +1,169 @@
+"""``corral bench allreduce``: validate, launch the torchrun worker through the launch API, report.
+
+The worker (``benchmarks/allreduce.py``) runs exactly like a training job — tmux on every
+node via ``launcher.api.launch`` — so the numbers describe the path training will take.
+Everything that can be wrong with the arguments is found here, before anything launches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import collective_math as cm
+from launcher.errors import RunFailed, UserError
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "benchmarks.allreduce"
+BACKENDS = ("auto", "nccl", "gloo")
+
+
+@dataclass(frozen=True)
+class AllreduceRequest:
+    """Validated arguments of one run."""
+
+    sweep: cm.Sweep
+    iters: int
+    warmup: int
+    op: str
+    backend: str
+    nproc_per_node: int | None
+
+    @property
+    def dtype(self) -> cm.DType:
+        return self.sweep.dtype
+
+    def worker_args(self) -> list[str]:
+        return [
+            "-b", str(self.sweep.min_bytes), "-e", str(self.sweep.max_bytes), "-f", str(self.sweep.factor),
+            "-n", str(self.iters), "-w", str(self.warmup), "-d", self.dtype.name, "-o", self.op, "--backend", self.backend,
+        ]  # fmt: skip
+
+
+def validate(
+    cluster, *, min_bytes: str, max_bytes: str, factor: int, iters: int, warmup: int, dtype: str, op: str, backend: str,
+    nproc_per_node: int | None,
+) -> AllreduceRequest:
+    """Every argument checked against the others and the cluster file; UserError (exit 2) on the first problem."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend: choose auto, nccl or gloo (got {backend!r})")
+    d = cm.resolve_dtype(dtype)
+    o = cm.resolve_op(op, backend)
+    cm.check_op_for_dtype(o, d)
+    sweep = cm.make_sweep(min_bytes, max_bytes, factor, d)
+    if iters < 1:
+        raise UserError(f"-n/--iters must be at least 1 (got {iters})")
+    if warmup < 0:
+        raise UserError(f"-w/--warmup-iters must not be negative (got {warmup})")
+    if nproc_per_node is not None and nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be at least 1 (got {nproc_per_node})")
+    gpu_counts = [n.gpus for n in cluster.nodes]
+    if backend == "nccl":
+        for i, node in enumerate(cluster.nodes):
+            if node.gpus == 0:
+                raise UserError(f"--backend nccl: nodes.{i} ({node.label}) has no GPUs (gpus: 0); use --backend gloo or auto")
+            if node.gpus is not None and nproc_per_node is not None and nproc_per_node > node.gpus:
+                raise UserError(
+                    f"--nproc-per-node {nproc_per_node} is more than the {node.gpus} GPU(s) of nodes.{i} ({node.label}) "
+                    "with --backend nccl; lower --nproc-per-node or leave it unset (one process per GPU)"
+                )
+    if o == "avg" and backend == "auto" and gpu_counts and all(g == 0 for g in gpu_counts):
+        raise UserError("--op avg needs NCCL, and every node has gpus: 0 (gloo would run); use --op sum")
+    return AllreduceRequest(sweep, iters, warmup, o, backend, nproc_per_node)
+
+
+def job_name() -> str:
+    return f"bench-allreduce-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def build_job(req: AllreduceRequest, name: str):
+    """The JobConfig that runs the worker on every node (module form: works from the checkout or an install)."""
+    from launcher.config import JobConfig
+
+    return JobConfig(
+        name=name,
+        module=WORKER_MODULE,
+        args=req.worker_args(),
+        nproc_per_node=req.nproc_per_node if req.nproc_per_node is not None else "auto",
+        backend=req.backend,
+    )
+
+
+def _read_result(handle, cluster) -> dict:
+    """rank 0's allreduce.json: from shared storage, else from whichever node has it (rank 0's node)."""
+    from benchmarks.allreduce import RESULT_FILE
+
+    path = handle.run_dir / RESULT_FILE
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    import asyncio
+
+    from launcher.tools import ssh
+
+    for node in cluster.nodes:
+        if node.is_local:
+            continue
+        done = asyncio.run(ssh.run(cluster.ssh, node, ["cat", str(path)], timeout=30))
+        if done.ok and done.stdout.strip():
+            return json.loads(done.stdout)
+    raise RunFailed(f"the benchmark finished but no node has {path}", hint="look at the logs: corral logs " + handle.name)
+
+
+def _log_tail(handle, node: str, lines: int = 15) -> str:
+    try:
+        text = handle.log_path(node).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(log not readable here)"
+    return "\n".join("    " + ln for ln in text.strip().splitlines()[-lines:])
+
+
+def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None) -> dict:
+    """Launch, wait for every node, and return the worker's result dict; RunFailed names the failing node."""
+    from launcher import api
+
+    name = name or job_name()
+    handle = api.launch(build_job(req, name), cluster, name=name)
+    if on_start is not None:
+        on_start(handle)
+    status = handle.wait(timeout=timeout)
+    if not status.ok:
+        bad = [n for n in status.nodes if not (n.state == "exited" and n.exit_code == 0)]
+        first = bad[0] if bad else None
+        detail = f"{first.node}: {first.state} (exit {first.exit_code})" if first else status.state
+        raise RunFailed(
+            f"bench allreduce failed on {detail}\n{_log_tail(handle, first.node) if first else ''}",
+            hint=f"full logs: corral logs {name}",
+        )
+    result = _read_result(handle, cluster)
+    try:
+        handle.stop(timeout=5)  # every node has exited: this only removes the finished tmux sessions
+    except Exception as exc:  # noqa: BLE001 - the result is in hand; a leftover session is only untidy
+        log.warning("could not remove the finished tmux sessions of %s: %s", name, exc)
+    return result
+
+
+def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:
+    """The message for --min-busbw when the peak is below it, else None."""
+    if min_busbw is None:
+        return None
+    peak = result["peak_busbw_gbps"]
+    if peak >= min_busbw:
+        return None
+    short = min_busbw - peak
+    return (f"peak busbw {peak:.3f} GB/s is below --min-busbw {min_busbw:g} GB/s "
+            f"by {short:.3f} GB/s ({100 * short / min_busbw:.1f}%)")  # fmt: skip
+
+
+def write_outputs(result: dict, *, json_out: Path | None, plot: Path | None) -> None:
+    from launcher.cli.common import write_json
+
+    write_json(result, json_out)
+    if plot is not None:
+        from benchmarks.bench_plots import plot_allreduce
+
+        plot_allreduce(result, plot)
