@@ -311,7 +311,10 @@ def run_mode(
             last_t, last_ops = now, ops
             next_tick += tick_s
         if w.errors:
-            raise w.errors[0]
+            err = w.errors[0]
+            if isinstance(err, OSError):  # e.g. ENOSPC, EIO: a failed run, said in one line
+                raise RunFailed(f"{spec.mode} on {file.parent}: {err.strerror or err}") from err
+            raise err
         if spec.is_write:
             for fd in fds:
                 os.fsync(fd)
