@@ -113,23 +113,37 @@ def net(
 def volume(
     path: Path = typer.Argument(..., help="Directory on the volume to test (files are created and removed there)."),
     cluster: Optional[Path] = ClusterOpt,
-    size: str = typer.Option("1G", "--size", help="File size per job."),
-    bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes."),
-    jobs: int = typer.Option(4, "--jobs", help="Parallel jobs for random modes."),
+    node: Optional[list[str]] = typer.Option(None, "--node", help="Run on this node only (repeatable; default: every node of -c)."),
+    size: str = typer.Option("1G", "--size", help="Test file size (one file, shared by the modes)."),
+    bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes (random modes use 4K)."),
+    jobs: int = typer.Option(4, "--jobs", help="Parallel jobs for random modes (sequential modes run one job)."),
     iodepth: int = typer.Option(8, "--iodepth", help="Requests in flight per job."),
     mode: str = typer.Option("seqwrite,seqread,randread,randwrite", "--mode", help="Comma-separated modes."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per mode (default: one pass over the file)."),
-    direct: bool = typer.Option(True, "--direct/--buffered", help="O_DIRECT (default) or buffered I/O."),
+    direct: bool = typer.Option(True, "--direct/--buffered", help="O_DIRECT (default) or buffered I/O (reads after dropping the file's cached pages)."),
     limit_mibps: Optional[float] = typer.Option(None, "--limit-mibps", help="Judge against this cap (e.g. 128)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON ('-' for stdout instead of the table)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the time series as a PNG."),
-    compare_fio: bool = typer.Option(False, "--compare-fio", help="Also run fio with the same parameters."),
+    compare_fio: bool = typer.Option(False, "--compare-fio", help="Also run fio with the same parameters and print corral ÷ fio."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (modes, threads, fio command lines) and exit."),
 ) -> None:
     """Volume throughput: sequential and random I/O, throttle detection, fio comparison.
 
+    Files go to a private subdirectory of PATH and are removed at the end, on error and on
+    Ctrl-C/SIGTERM. With -c the benchmark runs on every node at once (or the --node ones)
+    through the launch path, and the table adds the total of all nodes.
+
     Example: corral bench volume /mnt/data --size 2G --limit-mibps 128 --compare-fio
     """
-    not_implemented("bench volume")
+    from benchmarks.volume.command import run_command
+
+    code = run_command(
+        path=path, cluster_file=cluster, nodes=node, size=size, bs=bs, jobs=jobs, iodepth=iodepth, mode=mode,
+        duration=duration, direct=direct, limit_mibps=limit_mibps, json_out=json_out, plot=plot,
+        compare_fio=compare_fio, dry_run=dry_run,
+    )  # fmt: skip
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("node")
