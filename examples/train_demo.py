@@ -1,8 +1,10 @@
 """A small DDP training script to copy: what `corral demo` runs.
 
 torchrun sets RANK, LOCAL_RANK, WORLD_SIZE (and the rendezvous); corral adds CORRAL_BACKEND
-(nccl with GPUs, gloo without), CORRAL_CKPT_DIR and CORRAL_RUN_DIR. Each rank writes its final
-loss to <run dir>/results/rank<N>.json.
+(nccl with GPUs, gloo without), CORRAL_CKPT_DIR and CORRAL_RUN_DIR. It checkpoints with
+launcher.checkpoint and resumes from the latest checkpoint, so a torchrun restart (max_restarts)
+or a relaunch continues where it stopped. Each rank writes its final loss to
+<run dir>/results/rank<N>.json.
 
     corral launch configs/demo.yaml --follow
 """
@@ -18,12 +20,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from launcher.checkpoint import Checkpointer
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--step-time", type=float, default=0.1, help="Seconds to sleep per step (pace the demo).")
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--ckpt-every", type=int, default=50, help="Checkpoint every this many steps.")
     parser.add_argument("--pg-timeout", type=float, default=120, help="Seconds a collective may wait (a dead peer fails fast).")
     args = parser.parse_args()
 
@@ -42,7 +47,16 @@ def main() -> None:
     model = DDP(torch.nn.Linear(16, 1).to(device), device_ids=[local_rank] if device.type == "cuda" else None)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr)
 
-    for step in range(args.steps):
+    ckpt = Checkpointer.from_env()  # root: $CORRAL_CKPT_DIR; every rank saves and loads its own state
+    start, loss = 0, None
+    if (found := ckpt.load_latest()) is not None:
+        step, state = found
+        model.module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        start = step + 1
+        print(f"resumed from checkpoint step {step}", flush=True)
+
+    for step in range(start, args.steps):
         x = torch.randn(64 * world, 16)[rank::world].to(device)
         loss = torch.nn.functional.mse_loss(model(x), x @ true_w.to(device))
         opt.zero_grad()
@@ -50,12 +64,16 @@ def main() -> None:
         opt.step()
         if step % 100 == 0 or step == args.steps - 1:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if step % args.ckpt_every == 0 or step == args.steps - 1:
+            # non-blocking: tensors are copied now, the write overlaps the next steps
+            ckpt.save(step, {"model": model.module.state_dict(), "optim": opt.state_dict()}, blocking=False)
         time.sleep(args.step_time)
+    ckpt.wait()
 
     out = Path(os.environ.get("CORRAL_RUN_DIR", ".")) / "results"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"rank": rank, "world_size": world, "steps": args.steps, "loss": loss.item(), "restart": restart,
-              "node": os.environ.get("CORRAL_NODE")}
+    result = {"rank": rank, "world_size": world, "steps": args.steps, "resumed_from": start,
+              "loss": None if loss is None else loss.item(), "restart": restart, "node": os.environ.get("CORRAL_NODE")}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
