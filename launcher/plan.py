@@ -189,6 +189,11 @@ def merged_env(cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_
     defaults = {"PYTHONUNBUFFERED": "1"}
     if not plain:
         defaults["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = LOG_LINE_PREFIX
+        # torchrun keeps one rendezvous TCP store across restart attempts and hands it to the
+        # workers; after a worker is killed, restarted workers can read the dead worker's gloo
+        # address from it and fail in init_process_group ("connection refused"). A store per
+        # attempt makes --max-restarts reliable (docs/LAUNCH.md, "Restarts").
+        defaults["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     return {**defaults, **cluster.env, **node.env, **job.env, **corral_env}
 
 

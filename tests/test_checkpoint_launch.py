@@ -21,12 +21,6 @@ from launcher.config import ClusterConfig, JobConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-"""torch 2.13's torchrun reuses one TCPStore server for every restart attempt and hands it to the
-workers without a per-attempt prefix, so restarted workers can read the dead workers' gloo
-addresses from the previous attempt and fail in init_process_group ("Connection refused").
-A fresh store per attempt avoids it. Belongs in the launch plan's default env (see the report)."""
-
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
 
 
@@ -52,7 +46,7 @@ def _job(name: str, steps: int, restarts: int) -> JobConfig:
     return JobConfig.model_validate({
         "name": name, "script": "tests/workers/ckpt_train.py", "args": ["--steps", str(steps), "--every", "10"],
         "nproc_per_node": 2, "backend": "gloo", "max_restarts": restarts,
-        "env": {"PYTHONPATH": str(REPO), "CORRAL_CKPT_POLICY": json.dumps({"keep_last": 3}), **RESTART_SAFE_ENV},
+        "env": {"PYTHONPATH": str(REPO), "CORRAL_CKPT_POLICY": json.dumps({"keep_last": 3})},
     })  # fmt: skip
 
 

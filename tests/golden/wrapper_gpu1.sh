@@ -22,6 +22,7 @@ job() {
   . /srv/venv/bin/activate || { echo "corral: cannot activate the venv" >&2; return 98; }
   export PYTHONUNBUFFERED=1
   export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
+  export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
   export SHARED=job
   export CLUSTER_ONLY=c
   export NODE_ONLY=n1
