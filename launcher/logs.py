@@ -56,7 +56,7 @@ async def _pump(proc: asyncio.subprocess.Process, write: Callable[[str], None], 
 
 
 async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int, *, until_done: bool,
-                 out: TextIO = sys.stdout, poll_s: float = 2.0) -> JobStatus | None:
+                 out: TextIO | None = None, poll_s: float = 2.0) -> JobStatus | None:
     """Stream new log lines from the chosen nodes; with ``until_done`` return the final status
     once every node has exited (after letting the last lines arrive)."""
     procs = []
@@ -68,8 +68,9 @@ async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, li
         ))  # fmt: skip
 
     def write(text: str) -> None:
-        out.write(text)
-        out.flush()
+        stream = out or sys.stdout  # looked up per call: the caller may have redirected stdout
+        stream.write(text)
+        stream.flush()
 
     finished = [asyncio.Event() for _ in procs]
     pumps = [asyncio.ensure_future(_pump(p, write, f)) for p, f in zip(procs, finished)]
