@@ -150,33 +150,35 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     assert len(results(api.handle(a, cl))) == 3 and len(results(hb)) == 3
 
 
-@pytest.mark.xfail(strict=False, reason="torch 2.13 sometimes cannot re-form the gloo group after a worker kill "
-                   "(connectFullMesh refused to the dead worker's address, or a hang); docs/LAUNCH.md, known problem")
 def test_worker_killed_restarts_with_max_restarts(cl, names):
-    """max_restarts 1, one node over ssh, 2 workers: SIGKILL one, torchrun restarts the group,
-    the job finishes. One node because with several, at the load this shared machine runs at,
-    torch's own re-rendezvous turns into a restart storm (workers of the new round reach a peer
-    that was already torn down: gloo connectFullMesh "connection refused") -- observed with up to
-    3 restarts allowed; see docs/LAUNCH.md. The launch path under test is the same."""
+    """3 nodes x 2 workers, max_restarts 1: one worker SIGKILLed mid-run, torchrun restarts the
+    whole group on every node, the training resumes from its last checkpoint and finishes.
+
+    This relies on the plan's TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: with torch's default (one
+    store shared across restart attempts) restarted workers could read the dead worker's gloo
+    address and fail in init_process_group."""
     name = names("restart")
-    # max_restarts 2 (the issue's job says 1): at load average ~20 on this 2-core machine the
-    # restarted group's gloo mesh sometimes fails once more ("connectFullMesh ... connection
-    # refused", torch's timing under CPU starvation); at load ~5 one restart was always enough.
-    handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1), cl, nodes=[cl.nodes[1].label], set_=["max_restarts=2"])
-    log = Path(handle.plan.nodes[0].log_path)
-    # killed early: see docs/LAUNCH.md for restarts of groups killed later in this environment
-    wait_for(lambda: log.exists() and "step 0 loss" in log.read_text(), 180, "training to start")
-    victims = job_pids(handle.plan.run_id, b"RANK=1")
+    handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1, nproc_per_node=2), cl)
+    logs = [Path(n.log_path) for n in handle.plan.nodes]
+    wait_for(lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 240, "training to pass step 100")
+    victims = job_pids(handle.plan.run_id, b"RANK=3")
     assert len(victims) == 1, victims
     os.kill(victims[0], signal.SIGKILL)
     try:
-        status = handle.wait(timeout=120)
+        status = handle.wait(timeout=240)
     finally:
-        print("".join(log.read_text().splitlines(True)[-60:]))  # shown on failure
+        for p in logs:
+            print("".join(p.read_text().splitlines(True)[-30:]))  # shown on failure
     assert status.ok, status.to_json()
     res = results(handle)
-    assert sorted(r["rank"] for r in res) == [0, 1] and all(r["restart"] >= 1 for r in res), res
-    assert log.read_text().count(" ready on cpu") >= 4  # 2 ranks, started at least twice
+    assert sorted(r["rank"] for r in res) == list(range(6)), res
+    # torchrun counts the restart on the node whose worker died; the other nodes' agents restart
+    # their workers for the membership change without counting it
+    assert {r["restart"] for r in res if r["node"] == handle.plan.nodes[1].node} == {1}, res
+    assert max(r["restart"] for r in res) == 1, res
+    # resumed from a checkpoint taken before the kill (every 50 steps), not from scratch
+    assert all(r["resumed_from"] >= 51 for r in res), res
+    assert sum(p.read_text().count(" ready on cpu") for p in logs) == 12  # 6 ranks, started twice
 
 
 def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):

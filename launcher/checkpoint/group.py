@@ -37,13 +37,16 @@ class SoloGroup:
 class TorchGroup:
     """Collectives over a dedicated gloo process group (creating it is itself collective: every rank must).
 
-    Not ``dist.new_group``: torch 2.13's torchrun shares one TCPStore server across restart
-    attempts and gives it to the workers without a per-attempt prefix, so keys of a dead
+    Not ``dist.new_group``: torch 2.13's torchrun can share one TCPStore server across restart
+    attempts and give it to the workers without a per-attempt prefix, so keys of a dead
     attempt's groups stay readable by the next one (restarted workers then connect to dead
-    addresses). This group lives under a store prefix naming the restart attempt and the
-    checkpointer, so its keys never collide across attempts. (The default group has the same
-    exposure: jobs with ``max_restarts`` should run torchrun with
-    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``; see docs/CHECKPOINTS.md.)
+    addresses). This group lives under a store prefix naming the round's store address
+    (MASTER_ADDR:MASTER_PORT, the same on every rank of a round). TORCHELASTIC_RESTART_COUNT
+    cannot serve: after a failure on one node, the other nodes' agents restart their workers
+    for the membership change without counting a restart, so ranks of one round disagree on it
+    and the group would never form. corral's launcher gives each attempt its own store
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``), which makes the prefix unique per attempt;
+    see docs/CHECKPOINTS.md.
     """
 
     _created = 0
@@ -55,9 +58,9 @@ class TorchGroup:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        round_store = f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
         TorchGroup._created += 1
-        prefix = f"corral-ckpt/attempt-{attempt}/{TorchGroup._created}"
+        prefix = f"corral-ckpt/{round_store}/{TorchGroup._created}"
         store = dist.PrefixStore(prefix, dist.distributed_c10d._get_default_store())
         self.pg = dist.ProcessGroupGloo(store, self.rank, self.world_size, timedelta(seconds=timeout_s or 1800))
 
