@@ -15,7 +15,10 @@ cleanly everywhere (CI has no GPU).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -168,3 +171,27 @@ def sim_cluster(request: pytest.FixtureRequest, _reaped_stale_sim_runs: None) ->
     need a pristine or differently sized cluster use make_sim_cluster.
     """
     return _new_cluster(request, 3)
+
+
+@pytest.fixture
+def local_space(monkeypatch: pytest.MonkeyPatch):
+    """The embedded-style localhost cluster with a private tmux server and storage outside /tmp.
+
+    Yields (cluster, root, token); the tmux server, its socket file and the storage are removed after.
+    """
+    from launcher.config import ClusterConfig
+
+    token = uuid.uuid4().hex[:8]
+    sock = f"corral-test-{token}"
+    root = Path("/var/tmp") / f"corral-local-test-{token}"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
+    cluster = ClusterConfig.model_validate({
+        "nodes": [{"host": "localhost", "name": "local"}],
+        "workdir": str(Path(__file__).resolve().parents[1]),
+        "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
+    })  # fmt: skip
+    yield cluster, root, token
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file
+    shutil.rmtree(root, ignore_errors=True)

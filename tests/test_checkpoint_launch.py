@@ -8,38 +8,18 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from launcher import api
 from launcher.checkpoint.inspect import scan
-from launcher.config import ClusterConfig, JobConfig
+from launcher.config import JobConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
-
-
-@pytest.fixture
-def space(monkeypatch):
-    token = uuid.uuid4().hex[:8]
-    sock = f"corral-test-ckpt-{token}"
-    root = Path("/var/tmp") / f"corral-ckpt-launch-{token}"
-    root.mkdir(parents=True)
-    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
-    cluster = ClusterConfig.model_validate({
-        "nodes": [{"host": "localhost", "name": "local"}],
-        "workdir": str(REPO),
-        "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
-    })  # fmt: skip
-    yield cluster, root, token
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _job(name: str, steps: int, restarts: int) -> JobConfig:
@@ -67,8 +47,8 @@ def _acks(out: Path) -> list[int]:
         return []
 
 
-def test_sigkilled_worker_restarts_and_resumes_from_last_checkpoint(space):
-    cluster, root, token = space
+def test_sigkilled_worker_restarts_and_resumes_from_last_checkpoint(local_space):
+    cluster, root, token = local_space
     steps = 150
     handle = api.launch(_job(f"ck-{token}", steps, restarts=1), cluster)
     out = handle.run_dir / "ckpt-test"

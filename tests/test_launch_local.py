@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,24 +27,6 @@ HOSTILE = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED`", "x; tou
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
 
-@pytest.fixture
-def space(monkeypatch):
-    """A private tmux server and storage directory (outside /tmp) for one test."""
-    token = uuid.uuid4().hex[:8]
-    sock = f"corral-test-{token}"
-    root = Path("/var/tmp") / f"corral-launch-test-{token}"
-    root.mkdir(parents=True)
-    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
-    cluster = ClusterConfig.model_validate({
-        "nodes": [{"host": "localhost", "name": "local"}],
-        "workdir": str(REPO),
-        "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
-    })  # fmt: skip
-    yield cluster, root, token
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def echo_job(name: str, **extra) -> JobConfig:
     return JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py", **extra})
 
@@ -56,8 +36,8 @@ def echo_record(cluster: ClusterConfig, name: str, node: str = "local") -> dict:
     return json.loads((runs / name / f"echo-{node}.json").read_text())
 
 
-def test_plain_job_runs_in_tmux_with_literal_args_and_no_leaked_venv(space, monkeypatch, tmp_path):
-    cluster, root, token = space
+def test_plain_job_runs_in_tmux_with_literal_args_and_no_leaked_venv(local_space, monkeypatch, tmp_path):
+    cluster, root, token = local_space
     # Pretend corral runs from an activated venv: it must not reach the job.
     monkeypatch.setenv("VIRTUAL_ENV", "/fake/leaky-venv")
     monkeypatch.setenv("PATH", "/fake/leaky-venv/bin:" + os.environ["PATH"])
@@ -80,8 +60,8 @@ def test_plain_job_runs_in_tmux_with_literal_args_and_no_leaked_venv(space, monk
     assert panes.stdout.strip() == "1"
 
 
-def test_secrets_only_in_a_0600_file_removed_at_the_end(space):
-    cluster, root, token = space
+def test_secrets_only_in_a_0600_file_removed_at_the_end(local_space):
+    cluster, root, token = local_space
     secret = f"tok-{uuid.uuid4().hex}"
     env_file = root / "secrets.env"
     env_file.write_text(f"SECRET_TOKEN={secret}\n")
@@ -102,8 +82,8 @@ def test_secrets_only_in_a_0600_file_removed_at_the_end(space):
     assert secret not in handle.log_path("local").read_text()
 
 
-def test_name_already_running_is_refused_and_stop_leaves_nothing(space):
-    cluster, root, token = space
+def test_name_already_running_is_refused_and_stop_leaves_nothing(local_space):
+    cluster, root, token = local_space
     job = echo_job("busy", env={"ECHO_SLEEP": "60"})
     handle = api.launch(job, cluster, plain=True)
     try:
@@ -128,8 +108,8 @@ def _has_env(proc: Path, marker: bytes) -> bool:
         return False
 
 
-def test_torchrun_job_on_localhost(space):
-    cluster, root, token = space
+def test_torchrun_job_on_localhost(local_space):
+    cluster, root, token = local_space
     job = JobConfig.model_validate({"name": "tiny", "script": "examples/train_demo.py", "args": ["--steps", "30", "--step-time", "0"],
                                     "env": {"PYTHONPATH": str(REPO)}, "checkpoint": {"keep_last": 2}})  # fmt: skip
     handle = api.launch(job, cluster)
@@ -143,8 +123,8 @@ def test_torchrun_job_on_localhost(space):
     assert len([p for p in handle.ckpt_dir.iterdir() if p.name.startswith("step")]) == 2
 
 
-def test_cli_dry_run_touches_nothing(space, capsys):
-    cluster, root, token = space
+def test_cli_dry_run_touches_nothing(local_space, capsys):
+    cluster, root, token = local_space
     cfile = root / "cluster.yaml"
     cfile.write_text(json.dumps(cluster.model_dump(mode="json")))
     jfile = root / "job.yaml"
@@ -160,8 +140,8 @@ def test_cli_dry_run_touches_nothing(space, capsys):
     assert plan["nodes"][0]["session"] == "corral-dry"
 
 
-def test_bad_input_is_one_line_and_nothing_runs(space, capsys):
-    cluster, root, token = space
+def test_bad_input_is_one_line_and_nothing_runs(local_space, capsys):
+    cluster, root, token = local_space
     with pytest.raises(UserError, match="unknown node 'nope'"):
         api.launch(echo_job("bad"), cluster, nodes=["nope"], plain=True)
     with pytest.raises(PreflightFailed, match="workdir"):
@@ -170,8 +150,8 @@ def test_bad_input_is_one_line_and_nothing_runs(space, capsys):
     assert not (root / "runs" / "bad").exists()
 
 
-def test_demo_command_trains_and_says_where_things_are(space, capsys):
-    cluster, root, token = space
+def test_demo_command_trains_and_says_where_things_are(local_space, capsys):
+    cluster, root, token = local_space
     name = f"demo-test-{token}"
     try:
         assert cli_main(["demo", "--steps", "20", "--name", name]) == 0
@@ -183,12 +163,12 @@ def test_demo_command_trains_and_says_where_things_are(space, capsys):
         shutil.rmtree(REPO / "checkpoints" / name, ignore_errors=True)
 
 
-def test_a_node_failing_to_start_rolls_back_the_others(space):
+def test_a_node_failing_to_start_rolls_back_the_others(local_space):
     """Two "nodes" that are both this machine share one tmux server, so the second one cannot
     create the session: the launch fails naming it, and the first node's session is stopped."""
     from launcher.errors import RunFailed
 
-    cluster, root, token = space
+    cluster, root, token = local_space
     two = cluster.model_copy(update={"nodes": [cluster.nodes[0], cluster.nodes[0].model_copy(update={"host": "127.0.0.1", "name": "again"})]})
     with pytest.raises(RunFailed, match=r"\((local|again): duplicate session"):
         api.launch(echo_job("half", env={"ECHO_SLEEP": "60"}), two, plain=True)
