@@ -30,13 +30,7 @@ def plot_allreduce(result: dict, path: str | Path) -> Path:
     env = result.get("env", {})
     ax.set_title(f"all-reduce {result['rows'][0]['dtype'] if result['rows'] else ''}: {result['world_size']} ranks, "
                  f"{env.get('backend')}; peak busbw {result['peak_busbw_gbps']:.3g} GB/s")  # fmt: skip
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, ax, path)
 
 
 def plot_net(result: dict, path: str | Path) -> Path:
@@ -57,6 +51,11 @@ def plot_net(result: dict, path: str | Path) -> Path:
     ax.set_yscale("log")
     s = result.get("slowest")
     ax.set_title("TCP throughput per pair" + (f"; slowest {s['src']} -> {s['dst']} {s['gbps']:.3g} Gbit/s" if s else ""))
+    return _finish(plt, fig, ax, path)
+
+
+def _finish(plt, fig, ax, path: str | Path) -> Path:
+    """Grid, legend and layout shared by every benchmark plot; write the PNG and free the figure."""
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from launcher import api
 from launcher.checkpoint.inspect import scan
 from launcher.config import JobConfig
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,16 +28,6 @@ def _job(name: str, steps: int, restarts: int) -> JobConfig:
         "nproc_per_node": 2, "backend": "gloo", "max_restarts": restarts,
         "env": {"PYTHONPATH": str(REPO), "CORRAL_CKPT_POLICY": json.dumps({"keep_last": 3})},
     })  # fmt: skip
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _acks(out: Path) -> list[int]:
@@ -53,7 +43,7 @@ def test_sigkilled_worker_restarts_and_resumes_from_last_checkpoint(local_space)
     handle = api.launch(_job(f"ck-{token}", steps, restarts=1), cluster)
     out = handle.run_dir / "ckpt-test"
     try:
-        _wait_for(lambda: len(_acks(out)) >= 4, 120, "four checkpoints")
+        wait_for(lambda: len(_acks(out)) >= 4, 120, "four checkpoints", interval=0.1)
         victim = int((out / "pid-rank1-restart0").read_text())
         acked_before_kill = _acks(out)[-1]
         os.kill(victim, signal.SIGKILL)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.jobs import PreflightFailed
 from launcher.preflight import run_preflight_sync
 from launcher.tools import ssh
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -80,16 +80,6 @@ def job_pids(run_id: str, extra: bytes | None = None) -> list[int]:
         if marker in env and (extra is None or extra in env):
             found.append(int(p.name))
     return found
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_tiny_training_finishes_on_every_rank(cl, names):

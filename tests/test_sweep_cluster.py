@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from launcher.sweep.journal import Journal, replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
 from launcher.sweep.status import build_status
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -79,23 +79,13 @@ def status_of(cluster_file: Path, name: str) -> dict:
     return build_status(load_spec(paths), paths)
 
 
-def wait_until(pred, timeout: float, what: str, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def wait_finished(cluster_file: Path, name: str, timeout: float = 150) -> dict:
     def over():
         st = status_of(cluster_file, name)
         return st if st["finished"] and not st["controller"]["alive"] else None
 
     try:
-        return wait_until(over, timeout, f"sweep {name} to finish")
+        return wait_for(over, timeout, f"sweep {name} to finish")
     except AssertionError:
         log = sweep_paths(load_cluster(cluster_file), name).log
         raise AssertionError(f"sweep {name} did not finish; controller log:\n{log.read_text() if log.exists() else '(none)'}") from None
@@ -134,7 +124,7 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
 
     # running a finished sweep again resumes it: nothing is left to run, nothing runs twice
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
-    wait_until(lambda: sum(r["ev"] == "finished" for r in journal_of(cluster_file, name)) == 2, 60, "the second controller to finish")
+    wait_for(lambda: sum(r["ev"] == "finished" for r in journal_of(cluster_file, name)) == 2, 60, "the second controller to finish")
     assert len(executions(cluster_file, name)) == 6
     assert not any(r["ev"] == "start" for r in journal_of(cluster_file, name)[-3:])
 
@@ -145,11 +135,11 @@ def test_controller_killed_midway_then_rerun_finishes_every_trial_exactly_once(c
     f = write_sweep(tmp_path, cluster_file, name, lrs=[0.1, 0.2], wds=[0.0, 0.1], extra_args=["--sleep", "3"])
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
     paths = sweep_paths(load_cluster(cluster_file), name)
-    wait_until(lambda: status_of(cluster_file, name)["counts"]["running"] >= 2, 60, "trials to run")
+    wait_for(lambda: status_of(cluster_file, name)["counts"]["running"] >= 2, 60, "trials to run")
     holder = read_lock(paths.lock)
     assert holder.pgid and holder.pgid != os.getpgrp()
     os.killpg(holder.pgid, signal.SIGKILL)  # the controller's process group, as it recorded it in its lock
-    wait_until(lambda: not pid_alive(holder.pid), 10, "the controller to die")
+    wait_for(lambda: not pid_alive(holder.pid), 10, "the controller to die")
     st = status_of(cluster_file, name)
     assert not st["controller"]["alive"] and st["counts"]["done"] < 4
 
@@ -191,7 +181,7 @@ def test_two_controllers_at_once_one_refuses_and_stop_ends_the_sweep(cluster_fil
     refused = next(r for r in results if r[0] == 2)
     assert f"sweep '{name}' is already running" in refused[2] and "corral sweep stop" in refused[2]
 
-    wait_until(lambda: status_of(cluster_file, name)["counts"]["running"] == 3, 60, "3 trials to run")
+    wait_for(lambda: status_of(cluster_file, name)["counts"]["running"] == 3, 60, "3 trials to run")
     assert main(["sweep", "stop", name, "-c", str(cluster_file)]) == 0
     st = status_of(cluster_file, name)
     assert not st["controller"]["alive"] and st["counts"]["running"] == 0 and st["counts"]["pending"] == 3
