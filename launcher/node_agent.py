@@ -3,8 +3,8 @@
 Why it exists: nodes need not have corral installed, and the things the launcher must do
 there (probe facts, write the wrapper and the 0600 secrets file, run a sequence of tmux
 argvs, read a job's state, stop exactly its processes) are awkward and fragile as quoted
-shell. So the launcher sends this file's source plus a JSON request on the ssh session's
-stdin to the node's ``python3`` (see ``launcher.remote``) and reads one JSON line back.
+shell. So the launcher sends this file's source, then JSON requests, on the ssh session's
+stdin to the node's Python (see ``launcher.remote``) and reads one JSON line back for each.
 Nothing secret ever appears on a command line: secrets travel inside the request.
 
 Standard library only, Python 3.8+, no imports from corral. Every function takes and
@@ -400,5 +400,15 @@ def main(request):
     sys.stdout.flush()
 
 
+def serve(stream):
+    """Answer each JSON request line of ``stream`` with one JSON line, until end of input."""
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        if line.strip():
+            main(json.loads(line))
+
+
 if __name__ == "__main__":
-    main(json.loads(sys.stdin.read()))
+    serve(sys.stdin)
