@@ -37,6 +37,7 @@ BOOTSTRAP = (
     "exec(compile(d['code'],'corral_node_agent','exec'),g);g['serve'](sys.stdin)"
 )
 REMOTE_PYTHON = "python3"
+AGENT_FLAGS = ("-I", "-S")
 PICK_PYTHON = 'p="$1/bin/python3"; [ -x "$p" ] || p=python3; shift; exec "$p" "$@"'
 """The venv's interpreter if it exists, else python3 (the probe then reports the missing venv)."""
 CLOSE_WAIT_S = 10.0
@@ -61,11 +62,13 @@ class AgentReply:
 
 
 def agent_argv(cluster: ClusterConfig, node: NodeConfig) -> list[str]:
+    """The agent's command: ``-I`` (no user site, no PYTHON* variables) and ``-S`` (no site
+    packages): it needs only the standard library, and starts faster without them."""
     if node.is_local:
-        return [sys.executable, "-c", BOOTSTRAP]
+        return [sys.executable, *AGENT_FLAGS, "-c", BOOTSTRAP]
     if cluster.venv:
-        return ["sh", "-c", PICK_PYTHON, "corral-agent", cluster.venv, "-c", BOOTSTRAP]
-    return [REMOTE_PYTHON, "-c", BOOTSTRAP]
+        return ["sh", "-c", PICK_PYTHON, "corral-agent", cluster.venv, *AGENT_FLAGS, "-c", BOOTSTRAP]
+    return [REMOTE_PYTHON, *AGENT_FLAGS, "-c", BOOTSTRAP]
 
 
 def _line(obj: dict[str, Any]) -> bytes:
