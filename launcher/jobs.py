@@ -242,6 +242,7 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     for p, r in zip(plan.nodes, replies):
         if r.ok and r.data.get("ok"):
             record.processes[p.node] = [r.data["pid"], r.data["pgid"], r.data["sid"]]
+            log.debug("[%s] started: %s", p.node, r.data.get("seconds"))
     if failed:
         run_sync(_stop_nodes(record, cluster, timeout=5))
         reasons = "; ".join(f"{p.node}: {r.error or r.data.get('error')}" for p, r in failed)
