@@ -31,8 +31,14 @@ def pane_target(session: str) -> str:
     return f"={session}:"
 
 
+def literal(arg: str) -> str:
+    """An argument tmux passes on as is: tmux reads a trailing ``;`` as the end of a command
+    (and ``\\;`` as a literal ``;``), so a path or command ending in ``;`` gets it escaped."""
+    return arg[:-1] + "\\;" if arg.endswith(";") else arg
+
+
 def new_session(socket: str | None, session: str, workdir: str) -> list[str]:
-    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", workdir, IDLE_COMMAND]
+    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", literal(workdir), IDLE_COMMAND]
 
 
 def set_remain_on_exit(socket: str | None, session: str) -> list[str]:
@@ -40,7 +46,7 @@ def set_remain_on_exit(socket: str | None, session: str) -> list[str]:
 
 
 def respawn(socket: str | None, session: str, command: str) -> list[str]:
-    return [*base(socket), "respawn-pane", "-k", "-t", pane_target(session), command]
+    return [*base(socket), "respawn-pane", "-k", "-t", pane_target(session), literal(command)]
 
 
 def kill_session(socket: str | None, session: str) -> list[str]:
@@ -51,14 +57,25 @@ def attach(socket: str | None, session: str) -> list[str]:
     return [*base(socket), "attach-session", "-t", target(session)]
 
 
+def chain(*commands: list[str]) -> list[str]:
+    """One tmux client invocation running several commands in order (``tmux A ; B``): the
+    server runs them back to back, and a node pays for one client process instead of several."""
+    out = list(commands[0])
+    for argv in commands[1:]:
+        out += [";", *argv[len(base_prefix(argv)):]]
+    return out
+
+
+def base_prefix(argv: list[str]) -> list[str]:
+    """The ``tmux [-L socket]`` part of an argv built here."""
+    return argv[:3] if len(argv) > 2 and argv[1] == "-L" else argv[:1]
+
+
 def start_steps(socket: str | None, session: str, workdir: str, pane_command: str) -> list[list[str]]:
     """The robust start: a plain shell first, then remain-on-exit, then the real command
-    (starting the command directly would race remain-on-exit and lose a fast exit)."""
-    steps = [
-        new_session(socket, session, workdir),
-        set_remain_on_exit(socket, session),
-        respawn(socket, session, pane_command),
-    ]
+    (starting the command directly would race remain-on-exit and lose a fast exit); the three
+    commands go to the server in one invocation."""
+    steps = [chain(new_session(socket, session, workdir), set_remain_on_exit(socket, session), respawn(socket, session, pane_command))]
     for argv in steps:
         log.debug("tmux step: %s", shlex.join(argv))
     return steps
