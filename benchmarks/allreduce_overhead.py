@@ -118,11 +118,13 @@ class Blocks:
         return sum(times)
 
     def run(self, kind: str, size: int, buf, k: int) -> float:
-        if kind == "bare":
-            return self.bare(buf, k)
-        if kind == "bare_barrier":
-            return self.bare_barrier(buf, k)
-        return self.harness(size, kind == "harness_inplace")
+        sides = {
+            "bare": lambda: self.bare(buf, k),
+            "bare_barrier": lambda: self.bare_barrier(buf, k),
+            "harness_inplace": lambda: self.harness(size, True),
+            "harness_outofplace": lambda: self.harness(size, False),
+        }
+        return sides[kind]()
 
 
 def rank_means(torch, dist, values: list[float], device) -> list[float]:

@@ -70,6 +70,30 @@ def bootstrap_ci(
     return _quantile(stats, tail), _quantile(stats, 1 - tail)
 
 
+def pooled_bootstrap_ci(
+    runs: Sequence[tuple[Sequence[float], Sequence[float]]], *, resamples: int = 4000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap CI of the ratio of sums over the blocks of several runs, resampling within each run.
+
+    Runs taken at different times see different load (a different busbw); resampling inside each
+    run keeps every run's weight as it was, so the CI reflects only the noise within runs.
+    """
+    if not runs or any(len(b) != len(h) or len(b) < 2 for b, h in runs):
+        raise ValueError("need runs of at least two paired blocks each")
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(resamples):
+        bare_sum = harness_sum = 0.0
+        for bare, harness in runs:
+            for i in rng.choices(range(len(bare)), k=len(bare)):
+                bare_sum += bare[i]
+                harness_sum += harness[i]
+        stats.append(bare_sum / harness_sum)
+    stats.sort()
+    tail = (1 - level) / 2
+    return _quantile(stats, tail), _quantile(stats, 1 - tail)
+
+
 def _quantile(sorted_xs: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default), on sorted data."""
     pos = q * (len(sorted_xs) - 1)
@@ -148,3 +172,51 @@ def block_order(kinds: Sequence[str], blocks: int, seed: int) -> list[list[str]]
         rng.shuffle(order)
         out.append(order)
     return out
+
+
+def pooled(runs: Sequence[tuple[Sequence[float], Sequence[float]]], *, seed: int = 0, resamples: int = 4000) -> dict:
+    """Every block of several runs of one comparison: estimate, within-run-resampled CI, verdict."""
+    ci = pooled_bootstrap_ci(runs, seed=seed, resamples=resamples)
+    bare = [x for b, _ in runs for x in b]
+    harness = [x for _, h in runs for x in h]
+    return {"estimate": ratio_of_sums(bare, harness), "ci95": list(ci), "blocks": len(bare), "runs": len(runs),
+            "verdict": verdict(ci), "not_slower_than_3pct": not_slower(ci)}  # fmt: skip
+
+
+POOLED = {"inplace_vs_bare": ("harness_inplace", "bare"), "outofplace_vs_bare": ("harness_outofplace", "bare")}
+
+
+def pool_results(results: Sequence[dict], *, seed: int = 1) -> list[dict]:
+    """Per size, the pooled harness-vs-bare comparisons over the runs that measured it (the worker's layout)."""
+    sizes = sorted({r["size_bytes"] for res in results for r in res["rows"]})
+    rows = []
+    for size in sizes:
+        blocks = [r["block_seconds"] for res in results for r in res["rows"] if r["size_bytes"] == size]
+        comps = {name: pooled([(b[base], b[side]) for b in blocks], seed=seed) for name, (side, base) in POOLED.items()}
+        rows.append({"size_bytes": size, "comparisons": comps})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.overhead_stats RUN.json... [--out POOLED.json]``: pool runs of allreduce_overhead."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    rows = pool_results([json.loads(Path(f).read_text()) for f in args.runs])
+    for row in rows:
+        for name, c in row["comparisons"].items():
+            lo, hi = c["ci95"]
+            print(f"{row['size_bytes']:>10}  {name:<20} {c['estimate']:.4f} [{lo:.4f}, {hi:.4f}]  "
+                  f"{c['blocks']} blocks from {c['runs']} runs  {c['verdict']}")  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps({"runs": args.runs, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

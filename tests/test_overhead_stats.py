@@ -109,3 +109,39 @@ def test_block_order_is_a_shuffle_per_block_and_reproducible():
     assert all(sorted(o) == sorted(kinds) for o in order)
     assert len({tuple(o) for o in order}) > 5  # not one fixed order
     assert {o[0] for o in order} == set(kinds)  # every kind runs first sometimes
+
+
+def test_pooled_ci_keeps_each_runs_weight_and_narrows():
+    rng = random.Random(4)
+    runs = []
+    for scale in (1.0, 3.0):  # a quiet run and a busy one
+        bare = [scale * rng.uniform(0.8, 1.2) for _ in range(60)]
+        runs.append((bare, [b * rng.uniform(0.95, 1.05) for b in bare]))
+    one = ost.bootstrap_ci(*runs[0], seed=2)
+    both = ost.pooled_bootstrap_ci(runs, seed=2)
+    assert both[1] - both[0] < one[1] - one[0]
+    p = ost.pooled(runs, seed=2)
+    all_bare = runs[0][0] + runs[1][0]
+    all_harness = runs[0][1] + runs[1][1]
+    assert p["estimate"] == pytest.approx(sum(all_bare) / sum(all_harness))
+    assert p["blocks"] == 120 and p["runs"] == 2 and p["ci95"][0] < p["estimate"] < p["ci95"][1]
+
+
+def test_pooled_rejects_unpaired_runs():
+    with pytest.raises(ValueError):
+        ost.pooled_bootstrap_ci([([1.0, 2.0], [1.0])])
+
+
+def test_pool_results_reads_the_workers_layout():
+    def result(sizes, scale):
+        return {"rows": [{"size_bytes": s, "block_seconds": {
+            "bare": [1.0 * scale, 2.0 * scale, 1.5 * scale], "harness_inplace": [1.0 * scale, 2.0 * scale, 1.5 * scale],
+            "harness_outofplace": [1.1 * scale, 2.2 * scale, 1.65 * scale]}} for s in sizes]}  # fmt: skip
+
+    rows = ost.pool_results([result([1, 2], 1.0), result([2], 2.0)], seed=0)
+    assert [r["size_bytes"] for r in rows] == [1, 2]  # each size pooled over the runs that measured it
+    assert rows[0]["comparisons"]["inplace_vs_bare"]["runs"] == 1
+    c = rows[1]["comparisons"]
+    assert c["inplace_vs_bare"]["estimate"] == pytest.approx(1.0) and c["inplace_vs_bare"]["blocks"] == 6
+    assert c["outofplace_vs_bare"]["estimate"] == pytest.approx(1 / 1.1)
+    assert c["outofplace_vs_bare"]["verdict"] == ost.OUTSIDE
