@@ -92,5 +92,5 @@ def test_tmux_chain_and_trailing_semicolons():
     assert tmux.literal("plain") == "plain" and tmux.literal(";") == "\\;"
     argv = tmux.chain(tmux.new_session(None, "corral-x", "/w"), tmux.set_remain_on_exit(None, "corral-x"))
     assert argv.count("tmux") == 1 and argv[argv.index(";") + 1] == "set-option"
-    sock = tmux.chain(tmux.new_session("s", "corral-x", "/w"), tmux.respawn("s", "corral-x", "exec x"))
-    assert sock[:3] == ["tmux", "-L", "s"] and sock[sock.index(";") + 1 :] == ["respawn-pane", "-k", "-t", "=corral-x:", "exec x"]
+    sock = tmux.chain(tmux.new_session("s", "corral-x", "/w"), tmux.respawn("s", "corral-x", ["bash", "/r.sh"]))
+    assert sock[:3] == ["tmux", "-L", "s"] and sock[sock.index(";") + 1 :] == ["respawn-pane", "-k", "-t", "=corral-x:", "bash", "/r.sh"]

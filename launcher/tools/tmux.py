@@ -14,8 +14,9 @@ import logging
 log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 220, 50
-IDLE_COMMAND = "exec sh"
-"""The pane's first process: a plain shell, replaced by the wrapper once remain-on-exit is on."""
+IDLE_COMMAND = ["sleep", "2147483647"]
+"""The pane's first process, replaced by the wrapper once remain-on-exit is on. Pane commands are
+argvs of two or more words, which tmux executes directly: no shell, so no rc file is read."""
 
 
 def base(socket: str | None) -> list[str]:
@@ -38,15 +39,18 @@ def literal(arg: str) -> str:
 
 
 def new_session(socket: str | None, session: str, workdir: str) -> list[str]:
-    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", literal(workdir), IDLE_COMMAND]
+    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", literal(workdir), *IDLE_COMMAND]
 
 
 def set_remain_on_exit(socket: str | None, session: str) -> list[str]:
     return [*base(socket), "set-option", "-w", "-t", pane_target(session), "remain-on-exit", "on"]
 
 
-def respawn(socket: str | None, session: str, command: str) -> list[str]:
-    return [*base(socket), "respawn-pane", "-k", "-t", pane_target(session), literal(command)]
+def respawn(socket: str | None, session: str, argv: list[str]) -> list[str]:
+    """Replace the pane's process with ``argv`` (two or more words: executed without a shell)."""
+    if len(argv) < 2:
+        raise ValueError(f"pane argv needs two or more words, or tmux hands it to a shell (got {argv!r})")
+    return [*base(socket), "respawn-pane", "-k", "-t", pane_target(session), *map(literal, argv)]
 
 
 def kill_session(socket: str | None, session: str) -> list[str]:
@@ -71,8 +75,8 @@ def base_prefix(argv: list[str]) -> list[str]:
     return argv[:3] if len(argv) > 2 and argv[1] == "-L" else argv[:1]
 
 
-def start_steps(socket: str | None, session: str, workdir: str, pane_command: str) -> list[list[str]]:
-    """The robust start: a plain shell first, then remain-on-exit, then the real command
+def start_steps(socket: str | None, session: str, workdir: str, pane_command: list[str]) -> list[list[str]]:
+    """The robust start: an idle process first, then remain-on-exit, then the real command
     (starting the command directly would race remain-on-exit and lose a fast exit); the three
     commands go to the server in one invocation."""
     steps = [chain(new_session(socket, session, workdir), set_remain_on_exit(socket, session), respawn(socket, session, pane_command))]
