@@ -9,7 +9,10 @@ import torch.distributed as dist
 
 dist.init_process_group("gloo")
 out = Path(sys.argv[1])
-(out / f"ready-{dist.get_rank()}").write_text(repr(time.time()))
+ready = repr(time.time())
+tmp = out / f".ready-{dist.get_rank()}.tmp"
+tmp.write_text(ready)
+os.replace(tmp, out / f"ready-{dist.get_rank()}")  # the launcher polls: never let it read half a file
 dist.barrier()
 (out / f"done-{dist.get_rank()}").write_text(os.environ.get("CORRAL_NODE", "-"))
 dist.destroy_process_group()
