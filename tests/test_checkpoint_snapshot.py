@@ -134,3 +134,16 @@ def test_default_async_save_never_makes_wait_snapshot_or_a_guarded_step_wait(roo
 def test_allocated_buffer_is_plain_host_memory_without_cuda():
     buf = allocate_buffer(0)
     assert buf.numel() == 1 and buf.dtype == torch.uint8 and buf.device.type == "cpu"
+
+
+def test_reserve_allocates_the_buffer_that_async_saves_then_reuse(root):
+    state = make_state(7)
+    ckpt = Checkpointer(root)
+    ckpt.reserve(state)
+    ptr = ckpt._buffer.data_ptr()
+    assert ckpt._buffer.numel() >= plan_shard(state).data_len
+    for step in (1, 2):
+        ckpt.save(step, state, blocking=False)
+        assert ckpt._buffer.data_ptr() == ptr, "no new allocation inside save()"
+    ckpt.close()
+    assert_same(state, Checkpointer(root).load(2))
