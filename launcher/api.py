@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.config import ClusterConfig, JobConfig
-from launcher.jobs import JobStatus, NodeStatus, PreflightFailed, StopResult, prepare, read_status, runs_dir, start, stop_record, wait_record
+from launcher.jobs import JobStatus, NodeStatus, PreflightFailed, StopResult, read_status, runs_dir, stop_record, wait_record
+from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
 from launcher.runrecord import RunRecord, load
 
@@ -73,8 +74,7 @@ def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, n
     Raises PreflightFailed (exit 2, nothing launched), UserError, or RunFailed when a node could
     not start (the others are stopped again).
     """
-    prepared = prepare(job, cluster, name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
-    record = start(prepared, cluster)
+    record = launch_job(job, cluster, name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
     return RunHandle(record.name, cluster, record)
 
 

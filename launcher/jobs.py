@@ -24,7 +24,7 @@ from launcher.plan import (
     render_secrets, render_wrapper, resolve_path, select_nodes,
 )  # fmt: skip
 from launcher.preflight import PreflightReport, run_preflight
-from launcher.remote import AgentReply, call, call_all
+from launcher.remote import AgentReply, call, call_all, kept_sessions, run_sync
 from launcher.runrecord import RunRecord, archive_previous, list_names, load
 from launcher.tools import tmux
 
@@ -190,7 +190,7 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
     if dry_run:
         facts, port = offline_facts(chosen), cluster.rendezvous.port
     else:
-        report = asyncio.run(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
+        report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
                                            plain=plain, tmux_socket=socket))  # fmt: skip
         if preflight and not report.ok:
             raise PreflightFailed(report)
@@ -237,13 +237,14 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     record.save()
     stale = set(prepared.report.stale_sessions) if prepared.report else set()
     requests = [(n, start_request(plan, p, prepared.secrets, p.node in stale)) for n, p in zip(prepared.nodes, plan.nodes)]
-    replies = asyncio.run(call_all(cluster, requests, timeout=START_WAIT_S + 30))
+    replies = run_sync(call_all(cluster, requests, timeout=START_WAIT_S + 30))
     failed = [(p, r) for p, r in zip(plan.nodes, replies) if not (r.ok and r.data.get("ok"))]
     for p, r in zip(plan.nodes, replies):
         if r.ok and r.data.get("ok"):
             record.processes[p.node] = [r.data["pid"], r.data["pgid"], r.data["sid"]]
+            log.debug("[%s] started: %s", p.node, r.data.get("seconds"))
     if failed:
-        asyncio.run(_stop_nodes(record, cluster, timeout=5))
+        run_sync(_stop_nodes(record, cluster, timeout=5))
         reasons = "; ".join(f"{p.node}: {r.error or r.data.get('error')}" for p, r in failed)
         record.state, record.message = "failed", f"start failed: {reasons}"
         record.save()
@@ -251,6 +252,13 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     record.state = "running"
     record.save()
     return record
+
+
+def launch(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
+    """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
+    each node is logged into once per launch. ``options`` are ``prepare``'s."""
+    with kept_sessions():
+        return start(prepare(job, cluster, **options), cluster)
 
 
 # ---------------------------------------------------------------------------- stop / wait
@@ -310,6 +318,6 @@ def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[Run
 
 
 __all__ = [
-    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "node_status",
+    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "launch", "node_status",
     "prepare", "read_status", "runs_dir", "start", "stop_record", "wait_record",
 ]  # fmt: skip

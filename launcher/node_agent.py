@@ -3,8 +3,8 @@
 Why it exists: nodes need not have corral installed, and the things the launcher must do
 there (probe facts, write the wrapper and the 0600 secrets file, run a sequence of tmux
 argvs, read a job's state, stop exactly its processes) are awkward and fragile as quoted
-shell. So the launcher sends this file's source plus a JSON request on the ssh session's
-stdin to the node's ``python3`` (see ``launcher.remote``) and reads one JSON line back.
+shell. So the launcher sends this file's source, then JSON requests, on the ssh session's
+stdin to the node's Python (see ``launcher.remote``) and reads one JSON line back for each.
 Nothing secret ever appears on a command line: secrets travel inside the request.
 
 Standard library only, Python 3.8+, no imports from corral. Every function takes and
@@ -222,19 +222,22 @@ def op_start(req):
     log = req.get("log")
     if log and os.path.exists(log):
         os.replace(log, log + ".prev")
+    t0 = time.monotonic()
     for f in req.get("files", []):
         _write_file(f["path"], f["content"], int(f["mode"]))
     for i, argv in enumerate(req.get("steps", [])):
         rc, _, err = _run(argv, timeout=30, env=_clean_env())
         if rc != 0:
             return {"ok": False, "step": i, "argv": argv, "error": err.strip() or f"exit status {rc}"}
-    deadline = time.monotonic() + float(req.get("wait_s", 10))
+    t1 = time.monotonic()
+    deadline = t1 + float(req.get("wait_s", 10))
     pid_file = os.path.join(state_dir, "pid")
     while time.monotonic() < deadline:
         text = _read(pid_file)
         if text and len(text.split()) == 3:
             pid, pgid, sid = (int(x) for x in text.split())
-            return {"ok": True, "pid": pid, "pgid": pgid, "sid": sid}
+            seconds = {"files_tmux": round(t1 - t0, 3), "wrapper": round(time.monotonic() - t1, 3)}
+            return {"ok": True, "pid": pid, "pgid": pgid, "sid": sid, "seconds": seconds}
         time.sleep(0.02)
     return {"ok": False, "step": None, "error": "the pane did not start the wrapper (no pid file written)"}
 
@@ -400,5 +403,15 @@ def main(request):
     sys.stdout.flush()
 
 
+def serve(stream):
+    """Answer each JSON request line of ``stream`` with one JSON line, until end of input."""
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        if line.strip():
+            main(json.loads(line))
+
+
 if __name__ == "__main__":
-    main(json.loads(sys.stdin.read()))
+    serve(sys.stdin)

@@ -80,8 +80,8 @@ class NodePlan:
     """torchrun (or ``python3 SCRIPT``) argv, before any container wrapping."""
     command: list[str]
     """What the wrapper runs: ``inner_argv``, or the container runner's argv around it."""
-    pane_command: str
-    """The exact shell command tmux runs in the pane (quoted once, here)."""
+    pane_command: list[str]
+    """The exact argv tmux executes in the pane (no shell)."""
 
 
 @dataclass(frozen=True)
@@ -244,9 +244,11 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
     return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
 
 
-def pane_command(wrapper_path: str) -> str:
-    """The shell command tmux runs in the pane: the wrapper holds everything else."""
-    return "exec " + shlex.join(["bash", wrapper_path])
+def pane_command(wrapper_path: str) -> list[str]:
+    """The argv tmux runs in the pane: the wrapper holds everything else. Two or more arguments:
+    tmux executes it directly, with no shell in between (a shell would parse it, and a bash
+    started below an ssh login would read the user's rc file again)."""
+    return ["bash", wrapper_path]
 
 
 def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], inputs: PlanInputs) -> JobPlan:
@@ -399,7 +401,7 @@ def describe(plan: JobPlan) -> str:
             f"  log: {n.log_path}",
             "  env: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items()),
             f"  command: {shlex.join(n.command)}",
-            f"  pane: {n.pane_command}",
+            f"  pane: {shlex.join(n.pane_command)}",
         ]
     return "\n".join(lines)
 

@@ -157,9 +157,12 @@ def test_relative_paths_resolve_against_base_dir():
     assert n.log_path == "/w/proj/r/train/logs/localhost.log"
 
 
-def test_pane_command_is_quoted_once():
-    assert pane_command("/runs/my job/it's/run.sh") == "exec bash '/runs/my job/it'\"'\"'s/run.sh'"
-    assert shlex.split(pane_command("/a b/$(x)/run.sh")) == ["exec", "bash", "/a b/$(x)/run.sh"]
+def test_pane_command_is_an_argv_without_shell():
+    assert pane_command("/runs/my job/it's/run.sh") == ["bash", "/runs/my job/it's/run.sh"]
+    steps = tmux.start_steps(None, "corral-x", "/w", pane_command("/a b/$(x)/run.sh;"))
+    assert steps[0][-3:] == ["=corral-x:", "bash", "/a b/$(x)/run.sh\\;"]  # ';' escaped for tmux only
+    with pytest.raises(ValueError):
+        tmux.respawn(None, "corral-x", ["one word"])  # tmux would hand a single word to a shell
 
 
 def test_hostile_values_reach_the_command_literally(tmp_path):

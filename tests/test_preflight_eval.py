@@ -59,7 +59,7 @@ def test_reach_failure_says_private_network():
 def test_node_states_from_status_replies():
     plan = NodePlan(node="gpu2", host="h", is_local=False, rank=0, session="corral-j", workdir="/w", venv=None, state_dir="/s",
                     log_path="/l", wrapper_path="/r", secrets_path="/x", nproc_per_node=1, env={}, inner_argv=[], command=[],
-                    pane_command="")  # fmt: skip
+                    pane_command=[])  # fmt: skip
     st = lambda d, err=None: node_status(plan, AgentReply("gpu2", d, err), 100.0, 160.0)  # noqa: E731
     assert (st({"exit_code": 0, "exit_mtime": 130.0}).state, st({"exit_code": 0, "exit_mtime": 130.0}).elapsed_s) == ("exited", 30.0)
     assert st({"session": True, "pane_dead": False}).state == "running"

@@ -18,7 +18,7 @@ def demo(
     from launcher.cli.common import console
     from launcher.config import load_cluster, load_job
     from launcher.config.loading import REPO_ROOT
-    from launcher.jobs import prepare, start
+    from launcher.jobs import launch
     from launcher.logs import follow
 
     out = console()
@@ -32,8 +32,7 @@ def demo(
         (old.parent / ".history").mkdir(exist_ok=True)
         os.replace(old, old.parent / ".history" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     with out.status("demo: preflight and start in tmux..."):
-        prepared = prepare(job, cluster, name=name, base_dir=str(REPO_ROOT), set_=[f"args.1={steps}"])
-        record = start(prepared, cluster)
+        record = launch(job, cluster, name=name, base_dir=str(REPO_ROOT), set_=[f"args.1={steps}"])
     plan = record.plan
     out.print(f"demo running in tmux session corral-{plan.name} ({plan.nodes[0].nproc_per_node} processes, {plan.backend}); following its log:")
     out.print(f"  attach while it runs: cd {REPO_ROOT} && corral attach {plan.name}   (detach: Ctrl-b d)")

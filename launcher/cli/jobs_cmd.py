@@ -34,7 +34,8 @@ def launch(
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
     """
     from launcher.config import load_job
-    from launcher.jobs import prepare, start
+    from launcher.jobs import launch as launch_job
+    from launcher.jobs import prepare
     from launcher.plan import describe
 
     jobcfg, clustercfg = load_job(job), _cluster(cluster)
@@ -48,8 +49,7 @@ def launch(
         return 0
     out = console(stderr=as_json)
     with out.status(f"launching {name or jobcfg.name}: preflight and start on {len(clustercfg.nodes)} node(s)..."):
-        prepared = prepare(jobcfg, clustercfg, name=name, set_=set_)
-        record = start(prepared, clustercfg)
+        record = launch_job(jobcfg, clustercfg, name=name, set_=set_)
     if as_json:
         write_json(record.to_dict(), "-")
     c = _hint_c(cluster)
