@@ -1,6 +1,12 @@
 """Checkpoint save throughput, async blocked time and async memory, against a raw baseline.
 
 Run: python -m benchmarks.checkpoint_throughput --size 1G --repeats 5 [--dir /var/tmp/X] [--json out.json]
+     python -m benchmarks.checkpoint_throughput --size 1G --cap-mibps 128 ...   (root: a capped volume)
+
+``--cap-mibps N`` measures on a volume capped the way the target cloud caps them: a loop-mounted
+ext4 under /var/tmp whose writes by this process are throttled to N MiB/s by cgroup v1 blkio
+(benchmarks/capped_volume.py; removed on exit, Ctrl-C and SIGTERM included). The raw baseline of
+that run shows whether the cap really applied to buffered writes + fsync.
 
 Each round, interleaved so that a noisy shared disk hits every variant alike:
   raw        the same tensor bytes written with plain 16 MiB os.write calls + one fsync (the bar)
@@ -10,7 +16,10 @@ Each round, interleaved so that a noisy shared disk hits every variant alike:
   overlapped save(blocking=False, snapshot="background") then a simulated forward/backward of
              --step-seconds (a sleep: an accelerator-bound step where the host CPU waits), then
              wait_snapshot() as an optimizer guard would; blocked = save call + wait_snapshot
-Per round: throughput ratio sync/raw and blocked/sync; the report gives medians over rounds.
+Per round: throughput ratio sync/raw and blocked/sync; the report gives medians over rounds, and
+over rounds 1.. ("steady": the kept snapshot buffer already faulted in) apart from round 0, whose
+async save allocates and faults in the buffer. After the rounds, ``Checkpointer.reserve`` (which
+moves that first-save cost before a training loop) is timed on its own.
 Memory: peak RSS growth of the process (sampled every 2 ms from /proc/self/statm) during the
 first async save of a fresh Checkpointer, which allocates its snapshot buffer, and of a later one.
 """
@@ -21,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import threading
@@ -29,6 +39,7 @@ import uuid
 
 import torch
 
+from benchmarks.capped_volume import capped_volume
 from benchmarks.units import parse_size
 from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK, start_writeback
@@ -121,7 +132,19 @@ def overlapped_round(ckpt: Checkpointer, step: int, state: dict, step_seconds: f
     return blocked
 
 
+def timed_reserve(root: str, state: dict) -> tuple[float, int]:
+    """(seconds, RSS growth) of reserving a fresh Checkpointer's snapshot buffer (the first save's allocation)."""
+    ckpt = Checkpointer(root, write_latest=False)
+    with RssSampler() as mem:
+        t0 = time.perf_counter()
+        ckpt.reserve(state)
+        took = time.perf_counter() - t0
+    ckpt.close()
+    return took, mem.peak - mem.base
+
+
 def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dict:
+    os.makedirs(workdir, exist_ok=True)
     state = make_state(size)
     nbytes = state_bytes(state)
     views = [tensor_bytes(t) for t in state["model"].values()]
@@ -160,9 +183,12 @@ def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dic
             flush=True,
         )
     ckpt_async.close()
+    reserve_s, reserve_growth = timed_reserve(os.path.join(workdir, "reserve"), state)
 
-    def med(key: str) -> float:
-        return statistics.median(row[key] for row in rows)
+    def med(key: str, first: int = 0) -> float:
+        return statistics.median(row[key] for row in rows[first:])
+
+    steady = 1 if repeats > 1 else 0
 
     return {
         "state_bytes": nbytes,
@@ -174,8 +200,15 @@ def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dic
         "median_sync_save_mibps": nbytes / med("sync_s") / MiB,
         "median_sync_vs_raw": med("sync_vs_raw"),
         "median_sync_vs_raw_writeback": med("sync_vs_raw_wb"),
+        "torch_threads": torch.get_num_threads(),
+        "first_async_blocked_ms": rows[0]["blocked_s"] * 1000,
         "median_blocked_ms": med("blocked_s") * 1000,
         "median_blocked_vs_sync": med("blocked_vs_sync"),
+        "median_steady_blocked_ms": med("blocked_s", steady) * 1000,
+        "median_steady_blocked_vs_sync": med("blocked_vs_sync", steady),
+        "max_steady_blocked_vs_sync": max(row["blocked_vs_sync"] for row in rows[steady:]),
+        "reserve_ms": reserve_s * 1000,
+        "reserve_rss_growth_vs_state": reserve_growth / nbytes,
         "step_seconds": step_seconds,
         "median_overlapped_blocked_ms": med("overlapped_blocked_s") * 1000,
         "median_overlapped_blocked_vs_sync": med("overlapped_vs_sync"),
@@ -185,6 +218,10 @@ def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dic
     }
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1G", help="state size (e.g. 1G, 256M)")
@@ -192,13 +229,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default /var/tmp/corral-ckbench-<id>)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--step-seconds", type=float, default=0.5, help="simulated forward/backward for the overlapped variant")
+    ap.add_argument(
+        "--cap-mibps", type=float, default=None,
+        help="measure on a loop-mounted ext4 whose image lies in --dir (default /var/tmp), writes capped at this rate (cgroup v1 blkio; root)",
+    )
     args = ap.parse_args(argv)
-    workdir = args.dir or f"/var/tmp/corral-ckbench-{uuid.uuid4().hex[:8]}"
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        result = run(parse_size(args.size), args.repeats, workdir, args.step_seconds)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # cleanup of the capped volume runs on kill too
+    size = parse_size(args.size)
+    if args.cap_mibps:
+        base = args.dir or "/var/tmp"
+        with capped_volume(args.cap_mibps, 2 * size + (512 << 20), base) as fs:
+            print(f"capped volume: {fs.device} ({fs.majmin}) at {fs.mountpoint}, writes capped at {args.cap_mibps:g} MiB/s", flush=True)
+            result = run(size, args.repeats, os.path.join(fs.mountpoint, "bench"), args.step_seconds)
+        result["cap_mibps"] = args.cap_mibps
+        result["median_raw_vs_cap"] = result["median_raw_mibps"] / args.cap_mibps
+    else:
+        workdir = args.dir or f"/var/tmp/corral-ckbench-{uuid.uuid4().hex[:8]}"
+        os.makedirs(workdir, exist_ok=True)
+        try:
+            result = run(size, args.repeats, workdir, args.step_seconds)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     summary = {k: v for k, v in result.items() if k != "rounds"}
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from benchmarks.capped_volume import loop_ext4, loop_missing
 from launcher.checkpoint import Checkpointer, CheckpointError
 from launcher.checkpoint.inspect import scan
 from launcher.cli import main as cli
@@ -104,47 +104,16 @@ def test_damaged_checkpoint_is_named_by_verify_and_skipped_by_load(root, damage,
 
 # ---- a full filesystem: a small loop-mounted ext4 ------------------------------------------
 
-def _run(argv: list[str]) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _loop_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (losetup, mount)"
-    if not all(shutil.which(t) for t in ("losetup", "mkfs.ext4", "mount", "umount")):
-        return "needs losetup, mkfs.ext4, mount (util-linux, e2fsprogs)"
-    if not os.path.exists("/dev/loop-control"):
-        return "no loop devices (/dev/loop-control)"
-    return None
-
-
 @pytest.fixture
 def small_fs():
     """A 24 MiB ext4 filesystem mounted under /var/tmp; unmounted and detached even on failure."""
-    missing = _loop_missing()
+    missing = loop_missing()
     if missing:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(f"CI must run the full-disk test: {missing}")
         pytest.skip(missing)
-    base = unique_dir("ckfull")
-    image, mnt = os.path.join(base, "fs.img"), os.path.join(base, "mnt")
-    os.mkdir(mnt)
-    loop = None
-    mounted = False
-    try:
-        with open(image, "wb") as f:
-            f.truncate(24 << 20)
-        _run(["mkfs.ext4", "-q", "-F", "-m", "0", image])
-        loop = _run(["losetup", "-f", "--show", image])
-        _run(["mount", "-t", "ext4", loop, mnt])
-        mounted = True
-        yield mnt
-    finally:
-        if mounted:
-            subprocess.run(["umount", mnt], check=False)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], check=False)
-        remove_dir(base)
+    with loop_ext4("/var/tmp", 24 << 20, tag="corral-test-ckfull") as fs:
+        yield fs.mountpoint
 
 
 @pytest.mark.parametrize("blocking", [True, False])

@@ -1,7 +1,7 @@
 """Real write caps: cgroup v1 ``blkio.throttle.write_bps_device`` on the disk behind the test directory.
 
 Only the worker process is put into a unique cgroup (before it starts, from ``preexec_fn``);
-the cgroup is removed in a finalizer.
+the cgroup is removed in a finalizer. The cgroup helpers are ``benchmarks/capped_volume.py``'s.
 """
 
 from __future__ import annotations
@@ -9,54 +9,36 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.units import MIB
+from benchmarks.capped_volume import blkio_group, blkio_missing, disk_of, set_write_cap
+from launcher.errors import UserError
 from tests.volume_helpers import Worker, remove_tree, unique_dir
-
-BLKIO = Path("/sys/fs/cgroup/blkio")
-
-
-def disk_of(path: Path) -> str:
-    """MAJ:MIN of the whole disk holding ``path`` (throttling is set per disk, not per partition)."""
-    dev = os.stat(path).st_dev
-    sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    if not sysdir.exists():
-        pytest.skip(f"{path} is not on a block device (st_dev {os.major(dev)}:{os.minor(dev)})")
-    if (sysdir / "partition").exists():
-        return (sysdir.resolve().parent / "dev").read_text().strip()
-    return f"{os.major(dev)}:{os.minor(dev)}"
 
 
 @pytest.fixture
 def capped():
     """(test directory, cgroup directory, MAJ:MIN); the cgroup and the directory are removed afterwards."""
-    if os.geteuid() != 0 or not (BLKIO / "blkio.throttle.write_bps_device").exists():
-        pytest.skip("needs root and cgroup v1 blkio throttling")
+    missing = blkio_missing()
+    if missing:
+        pytest.skip(missing)
     d = unique_dir()
-    group = BLKIO / f"corral-voltest-{os.getpid()}-{secrets.token_hex(4)}"
-    group.mkdir()
     workers: list[Worker] = []
     try:
-        yield d, group, disk_of(d), workers
-    finally:
-        for w in workers:
-            w.kill()
-        for _ in range(50):
+        try:
+            majmin = disk_of(d)
+        except UserError as exc:
+            pytest.skip(str(exc))
+        with blkio_group("corral-voltest") as group:
             try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+                yield d, group, majmin, workers
+            finally:
+                for w in workers:
+                    w.kill()
+    finally:
         remove_tree(d)
-
-
-def set_cap(group: Path, majmin: str, mibps: float) -> None:
-    (group / "blkio.throttle.write_bps_device").write_text(f"{majmin} {int(mibps * MIB)}\n")
 
 
 def start_in(group: Path, args: list[str]) -> Worker:
@@ -81,13 +63,13 @@ def stalled(series: list[float], cap_at) -> bool:
 
 def run_capped(group: Path, majmin: str, d: Path, out: Path, args: list[str], workers: list, *, first_cap: float, then_cap: float | None = None) -> dict:
     """Run the worker in the capped group (the cap lowered after the 2 s tick when ``then_cap``)."""
-    set_cap(group, majmin, first_cap)
+    set_write_cap(group, majmin, first_cap)
     w = start_in(group, [str(d), *args, "--out", str(out)])
     workers.append(w)
     if then_cap is not None:
         tick = re.compile(r"seqwrite:\s+(\d+\.\d)s")
         w.wait_for(lambda line: (m := tick.search(line)) is not None and float(m.group(1)) >= 1.95)
-        set_cap(group, majmin, then_cap)
+        set_write_cap(group, majmin, then_cap)
     rc, _, err = w.finish()
     assert rc == 0, err
     (r,) = json.loads(out.read_text())["results"]

@@ -31,7 +31,8 @@ from launcher.checkpoint.group import default_group
 from launcher.checkpoint.inspect import check_checkpoint, remove_checkpoint, scan, step_dirs
 from launcher.checkpoint.manifest import FileRecord, Manifest
 from launcher.checkpoint.retention import steps_to_remove
-from launcher.checkpoint.shardfile import ShardPlan, copy_to_buffer, iter_chunks, parse_shard, plan_shard
+from launcher.checkpoint.shardfile import ShardPlan, iter_chunks, parse_shard, plan_shard
+from launcher.checkpoint.snapshot import CopyFence, allocate_buffer, copy_to_buffer
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class Checkpointer:
         """Save ``state`` (nested dicts/lists of tensors and Python values) as checkpoint ``step``.
 
         Blocking: returns once the checkpoint is durable and published. Non-blocking: returns
-        once the tensors are copied to CPU memory; the write runs in the background (at most one
-        at a time: this call first waits for the previous one and raises its error, if any).
+        once the CPU tensors are copied into a kept host buffer and the copies of CUDA tensors
+        are enqueued on their current streams (later kernels on those streams run after them);
+        the write runs in the background (at most one at a time: this call first waits for the
+        previous one and raises its error, if any). The state may change as soon as it returns.
 
         ``snapshot="background"`` (non-blocking only) also moves the CPU copy to the background
         thread, so it overlaps the next forward/backward. The caller must then not modify any
@@ -134,17 +137,33 @@ class Checkpointer:
             self._save_now(step, plan, None, metadata)
             return
         buffer = self._snapshot_buffer(plan.data_len)
-        copy_later = snapshot == "background"
-        if not copy_later:
-            copy_to_buffer(plan, buffer)
-        self._snapshot_done.clear()
+        fence = None
+        if snapshot == "now":
+            fence = copy_to_buffer(plan, buffer)  # taken now, in stream order for CUDA tensors
+        else:
+            self._snapshot_done.clear()
         self._thread = threading.Thread(
-            target=self._save_in_background, args=(step, plan, buffer, metadata, copy_later), name=f"ckpt-save-{step}"
+            target=self._save_in_background, args=(step, plan, buffer, metadata, fence), name=f"ckpt-save-{step}"
         )
         self._thread.start()
 
+    def reserve(self, state: Any) -> None:
+        """Allocate and fault in the async snapshot buffer for ``state`` now (e.g. before the loop).
+
+        Optional: without it the first ``save(blocking=False)`` does this inside the call, and
+        faulting in fresh pages costs more than the copy (seconds per GiB on a VM whose host
+        reclaims freed guest memory). The buffer is then kept for every later async save.
+        """
+        self.wait()  # the buffer may be in use by the save in flight
+        buffer = self._snapshot_buffer(plan_shard(state).data_len)
+        buffer.zero_()  # touches every page
+
     def wait_snapshot(self) -> None:
-        """Return once the async save in flight has copied the state (its tensors may change again)."""
+        """Return once the async save in flight has copied the state (its tensors may change again).
+
+        Only a ``snapshot="background"`` save makes this wait: a default save's snapshot is taken
+        (CPU) or ordered before later kernels on the same stream (CUDA) when save() returns.
+        """
         self._snapshot_done.wait()
 
     def guard(self, optimizer: Any) -> Any:
@@ -177,16 +196,19 @@ class Checkpointer:
         # Kept between saves: allocating and faulting in a fresh buffer costs more than the copy.
         if self._buffer is None or self._buffer.numel() < nbytes or self._buffer.numel() > 2 * nbytes + (64 << 20):
             self._buffer = None
-            self._buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=torch.cuda.is_available())
+            self._buffer = allocate_buffer(nbytes)
         return self._buffer
 
-    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, copy_first: bool) -> None:
+    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, fence: CopyFence | None) -> None:
+        """``fence`` None: copy here first (snapshot="background"); else wait for the copies in flight."""
         try:
-            if copy_first:
+            if fence is None:
                 try:
-                    copy_to_buffer(plan, buffer)
+                    copy_to_buffer(plan, buffer).wait()
                 finally:
                     self._snapshot_done.set()
+            else:
+                fence.wait()
             self._save_now(step, plan, buffer, metadata)
         except CheckpointError as exc:
             self._error = exc

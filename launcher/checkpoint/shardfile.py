@@ -124,17 +124,6 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy()).cast("B")
 
 
-def copy_to_buffer(plan: ShardPlan, buffer: torch.Tensor) -> None:
-    """Snapshot every tensor into ``buffer`` (uint8, at least data_len bytes) at its file offset."""
-    for e in plan.tensors:
-        if e.nbytes:
-            dst = buffer[e.offset : e.offset + e.nbytes].view(e.source.dtype).view(e.source.shape)
-            dst.copy_(e.source.detach().resolve_conj().resolve_neg(), non_blocking=True)
-        e.source = None  # the copy is the source now; let the caller's tensor go
-    if buffer.device.type == "cpu" and torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def iter_chunks(plan: ShardPlan, chunk: int, buffer: torch.Tensor | None = None) -> Iterator:
     """The file's bytes in order: prefix, then tensors (large ones in slices, small ones coalesced).
 
