@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -46,6 +47,33 @@ def wait_done(out: Path, world: int, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def wait_exited(files: list[Path], timeout: float = 120) -> None:
+    """Until every node's command has exited (its exit file exists): a job's teardown (torchrun's
+    exit barrier, interpreter shutdown) burns CPU for seconds after the ranks are done, and must
+    not be charged to the next measurement."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(f.exists() for f in files):
+        time.sleep(0.1)
+
+
+def busy_cpu_seconds() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_busy: float = 0.15, window: float = 0.5, timeout: float = 30) -> float:
+    """Until the machine's busy fraction over ``window`` s is below ``max_busy`` (or timeout);
+    returns the last fraction, recorded with each measurement."""
+    deadline = time.monotonic() + timeout
+    cores = os.cpu_count() or 1
+    while True:
+        b0 = busy_cpu_seconds()
+        time.sleep(window)
+        frac = (busy_cpu_seconds() - b0) / (window * cores)
+        if frac < max_busy or time.monotonic() > deadline:
+            return frac
+
+
 def run_corral(sim, n: int, work: Path, venv: str) -> float:
     import yaml
 
@@ -63,6 +91,8 @@ def run_corral(sim, n: int, work: Path, venv: str) -> float:
                    stdout=subprocess.DEVNULL)
     ready = wait_ready(out, n)
     wait_done(out, n)
+    runs = Path(cfg["storage"]["runs"]) / name / "nodes"
+    wait_exited([runs / node.hostname / "exit_code" for node in sim.nodes[:n]])
     return ready - t0
 
 
@@ -75,10 +105,13 @@ def run_baseline(sim, n: int, work: Path, venv: str, port: int) -> float:
                 "--rdzv-endpoint", f"{first}:{port}", "--rdzv-id", name, WORKER, str(out)]  # fmt: skip
     inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
     t0 = time.time()
-    for node in sim.nodes[:n]:
-        subprocess.run(sim.ssh_argv(node, ["tmux", "new-session", "-d", "-s", name, inner]), check=True)
+    for i, node in enumerate(sim.nodes[:n]):
+        # After torchrun ends (not timed): an exit marker, so the next run waits for this one's teardown.
+        marker = f"; touch {shlex.quote(str(out / f'exit-{i}'))}"
+        subprocess.run(sim.ssh_argv(node, ["tmux", "new-session", "-d", "-s", name, inner + marker]), check=True)
     ready = wait_ready(out, n)
     wait_done(out, n)
+    wait_exited([out / f"exit-{i}" for i in range(n)])
     return ready - t0
 
 
@@ -98,13 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir()
         port = 29600
         for n in args.sizes:
-            corral, base = [], []
-            for _ in range(args.reps):  # interleaved, so load drifts hit both alike
-                port += 1
-                base.append(run_baseline(sim, n, work, venv, port))
-                corral.append(run_corral(sim, n, work, venv))
+            corral, base, quiet = [], [], []
+            for rep in range(args.reps):  # interleaved, order alternating, each from a quiet machine
+                for kind in ("baseline", "corral") if rep % 2 == 0 else ("corral", "baseline"):
+                    quiet.append(wait_quiet())
+                    if kind == "baseline":
+                        port += 1
+                        base.append(run_baseline(sim, n, work, venv, port))
+                    else:
+                        corral.append(run_corral(sim, n, work, venv))
             row = {"nodes": n, "corral_s": statistics.median(corral), "baseline_s": statistics.median(base),
-                   "corral_all": corral, "baseline_all": base}  # fmt: skip
+                   "corral_all": corral, "baseline_all": base, "busy_fraction_before": quiet}  # fmt: skip
+            diffs = [c - b for c, b in zip(corral, base)]
+            row["paired_overhead_median_s"] = statistics.median(diffs)
             row["ratio"] = row["corral_s"] / row["baseline_s"]
             row["overhead_s"] = row["corral_s"] - row["baseline_s"]
             rows.append(row)
