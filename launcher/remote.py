@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import sys
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -191,21 +192,27 @@ class _Kept:
         self.sessions.clear()
 
 
-_kept: _Kept | None = None
+_local = threading.local()
+"""Per thread: the ``_Kept`` of the thread's open :func:`kept_sessions` block (the sweep
+controller launches trials from several threads at once, each with its own sessions)."""
+
+
+def _current() -> _Kept | None:
+    return getattr(_local, "kept", None)
 
 
 @contextlib.contextmanager
 def kept_sessions() -> Iterator[None]:
     """Keep each node's agent (and its ssh session) open for every call inside the block.
 
-    Calls inside must go through :func:`run_sync` (one event loop owns the sessions). Nested
-    blocks share the outer one. On exit each agent is told that input ended and is waited for.
+    Calls inside must go through :func:`run_sync` (one event loop per block owns the sessions).
+    Nested blocks share the outer one; each thread has its own. On exit each agent is told that
+    input ended and is waited for.
     """
-    global _kept
-    if _kept is not None:
+    if _current() is not None:
         yield
         return
-    kept = _kept = _Kept()
+    kept = _local.kept = _Kept()
     try:
         yield
     finally:
@@ -214,19 +221,20 @@ def kept_sessions() -> Iterator[None]:
             kept.loop.run_until_complete(kept.loop.shutdown_asyncgens())
         finally:
             kept.loop.close()
-            _kept = None
+            _local.kept = None
 
 
 def run_sync(coro):
     """Run a coroutine from synchronous code (the API and the CLI are synchronous)."""
-    if _kept is not None:
-        return _kept.loop.run_until_complete(coro)
+    kept = _current()
+    if kept is not None:
+        return kept.loop.run_until_complete(coro)
     return asyncio.run(coro)
 
 
 async def call(cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], *, timeout: float = 60.0) -> AgentReply:
     wait = timeout + cluster.ssh.connect_timeout
-    kept = _kept
+    kept = _current()
     if kept is not None and asyncio.get_running_loop() is kept.loop:
         return await (await kept.session(cluster, node)).request(request, wait)
     session = await AgentSession.open(cluster, node)

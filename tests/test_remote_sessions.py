@@ -46,15 +46,15 @@ def test_kept_sessions_reuse_one_agent_and_close_it(tmp_path):
     log.write_text("x\n")
     with remote.kept_sessions():
         r1 = remote.run_sync(remote.call(CLUSTER, NODE, tail(str(log))))
-        (session,) = remote._kept.sessions.values()
+        (session,) = remote._current().sessions.values()
         r2 = remote.run_sync(remote.call_all(CLUSTER, [(NODE, tail(str(log)))]))[0]
-        assert list(remote._kept.sessions.values()) == [session]
+        assert list(remote._current().sessions.values()) == [session]
         with remote.kept_sessions():  # nested blocks share the outer sessions
             r3 = remote.run_sync(remote.call(CLUSTER, NODE, tail(str(log))))
-            assert list(remote._kept.sessions.values()) == [session]
+            assert list(remote._current().sessions.values()) == [session]
         assert session.proc.returncode is None
     assert r1.data["lines"] == r2.data["lines"] == r3.data["lines"] == ["x"]
-    assert session.proc.returncode == 0 and remote._kept is None
+    assert session.proc.returncode == 0 and remote._current() is None
 
 
 def test_outside_kept_sessions_each_call_is_one_shot(tmp_path):
@@ -94,3 +94,29 @@ def test_tmux_chain_and_trailing_semicolons():
     assert argv.count("tmux") == 1 and argv[argv.index(";") + 1] == "set-option"
     sock = tmux.chain(tmux.new_session("s", "corral-x", "/w"), tmux.respawn("s", "corral-x", ["bash", "/r.sh"]))
     assert sock[:3] == ["tmux", "-L", "s"] and sock[sock.index(";") + 1 :] == ["respawn-pane", "-k", "-t", "=corral-x:", "bash", "/r.sh"]
+
+
+def test_kept_sessions_are_per_thread(tmp_path):
+    """Two threads each inside their own block (the sweep controller launches trials side by
+    side): each gets its own loop and agent, neither runs on the other's loop."""
+    import threading
+
+    log = tmp_path / "d.log"
+    log.write_text("z\n")
+    barrier = threading.Barrier(2)
+    out: dict[int, tuple] = {}
+
+    def worker(i: int) -> None:
+        with remote.kept_sessions():
+            barrier.wait()  # both blocks open at once
+            reply = remote.run_sync(remote.call(CLUSTER, NODE, tail(str(log))))
+            out[i] = (reply.data.get("lines"), id(remote._current().loop))
+            barrier.wait()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out[0][0] == out[1][0] == ["z"]
+    assert out[0][1] != out[1][1]
