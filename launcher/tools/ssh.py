@@ -118,15 +118,12 @@ def node_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, tty: bool = 
     return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=tty)
 
 
-async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int = 1 << 24) -> asyncio.subprocess.Process:
-    """Start ``argv`` on the node with stdin, stdout and stderr as pipes (a long-lived session:
-    the caller talks to it and must wait for it). ``limit``: the longest line it may read."""
-    full = node_argv(cfg, node, argv)
+async def _exec(node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1 << 16) -> asyncio.subprocess.Process:
     log.debug("[%s] %s", node.label, shlex.join(full))
     try:
         return await asyncio.create_subprocess_exec(
             *full,
-            stdin=asyncio.subprocess.PIPE,
+            stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=clean_env(),
@@ -137,21 +134,16 @@ async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int
         raise ToolNotFound(full[0]) from None
 
 
+async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int = 1 << 24) -> asyncio.subprocess.Process:
+    """Start ``argv`` on the node with stdin, stdout and stderr as pipes (a long-lived session:
+    the caller talks to it and must wait for it). ``limit``: the longest line it may read."""
+    return await _exec(node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.PIPE, limit=limit)
+
+
 async def run(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0) -> Completed:
     """Run ``argv`` on the node and collect its output; a timeout reads as exit status 124."""
     full = node_argv(cfg, node, argv)
-    log.debug("[%s] %s", node.label, shlex.join(full))
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *full,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=clean_env(),
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise ToolNotFound(full[0]) from None
+    proc = await _exec(node, full, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL)
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except asyncio.TimeoutError:

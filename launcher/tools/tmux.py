@@ -66,11 +66,11 @@ def chain(*commands: list[str]) -> list[str]:
     server runs them back to back, and a node pays for one client process instead of several."""
     out = list(commands[0])
     for argv in commands[1:]:
-        out += [";", *argv[len(base_prefix(argv)):]]
+        out += [";", *argv[len(_base_prefix(argv)):]]
     return out
 
 
-def base_prefix(argv: list[str]) -> list[str]:
+def _base_prefix(argv: list[str]) -> list[str]:
     """The ``tmux [-L socket]`` part of an argv built here."""
     return argv[:3] if len(argv) > 2 and argv[1] == "-L" else argv[:1]
 
