@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from benchmarks.capped_volume import loop_ext4, loop_missing
 from benchmarks.volume.plan import build_plan
 from benchmarks.volume.run import run_plan
 from launcher.cli import main
@@ -133,28 +134,12 @@ def test_interrupted_run_leaves_no_files(voldir, sig, module_cli):
 
 @pytest.fixture
 def small_loop_fs():
-    """A 32 MiB ext4 filesystem on a loop device under /var/tmp; unmounted and detached in a finalizer."""
-    if not is_root or shutil.which("mkfs.ext4") is None or shutil.which("losetup") is None:
-        pytest.skip("needs root, mkfs.ext4 and losetup")
-    base = unique_dir()
-    img, mnt = base / "fs.img", base / "mnt"
-    mnt.mkdir()
-    loop = None
-    mounted = False
-    try:
-        with open(img, "wb") as f:
-            f.truncate(32 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
-        loop = subprocess.run(["losetup", "-f", "--show", str(img)], check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", loop, str(mnt)], check=True)
-        mounted = True
-        yield mnt
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(mnt)], check=False)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], check=False)
-        remove_tree(base)
+    """A 32 MiB ext4 filesystem on a loop device under /var/tmp; unmounted and detached on exit."""
+    missing = loop_missing()
+    if missing:
+        pytest.skip(missing)
+    with loop_ext4("/var/tmp", 32 << 20, tag="corral-voltest") as fs:
+        yield fs.mountpoint
 
 
 def test_too_small_filesystem_is_refused_up_front(small_loop_fs, capsys):
