@@ -9,7 +9,13 @@ For 1, 2, 4 and 8 simulated nodes (one simulated cluster, node subsets), in the 
 
 Both start the same worker (``launch_latency_worker.py``, 1 process per node), which writes the
 wall-clock time at which its process group is initialised. Latency = latest of those times
-minus the command's start. Run as root from the repository root:
+minus the command's start.
+
+Each simulated node gets its own copy-on-write home (``SimCluster(private_home=True)``), as
+separate machines have. With one shared home, a login script that takes a lock under $HOME
+(here ``pyenv init``, whose ``rehash`` retries a lock file every 0.1 s) serializes parallel
+logins to different nodes, which only the parallel fan-out pays; ``--shared-home`` measures that
+setup. Run as root from the repository root:
 
     python -m benchmarks.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch_latency.json
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import statistics
 import subprocess
@@ -115,18 +122,30 @@ def run_baseline(sim, n: int, work: Path, venv: str, port: int) -> float:
     return ready - t0
 
 
+def growth_ci(small: list[float], large: list[float], *, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of median(large) - median(small): the paired overheads (corral
+    minus baseline, per repetition) at two sizes, resampled independently."""
+    rng = random.Random(seed)
+    stats = sorted(
+        statistics.median(rng.choices(large, k=len(large))) - statistics.median(rng.choices(small, k=len(small)))
+        for _ in range(resamples)
+    )
+    return stats[int(0.025 * (resamples - 1))], stats[int(0.975 * (resamples - 1))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home (one lock for every login script)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from tests.simcluster import SimCluster
 
     venv = sys.prefix
     rows = []
-    with SimCluster(max(args.sizes)) as sim:
+    with SimCluster(max(args.sizes), private_home=not args.shared_home) as sim:
         work = Path(sim.run_dir) / "latency"
         work.mkdir()
         port = 29600
@@ -143,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"nodes": n, "corral_s": statistics.median(corral), "baseline_s": statistics.median(base),
                    "corral_all": corral, "baseline_all": base, "busy_fraction_before": quiet}  # fmt: skip
             diffs = [c - b for c, b in zip(corral, base)]
+            row["paired_overheads_s"] = diffs
             row["paired_overhead_median_s"] = statistics.median(diffs)
             row["ratio"] = row["corral_s"] / row["baseline_s"]
             row["overhead_s"] = row["corral_s"] - row["baseline_s"]
@@ -154,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if 2 in by and 8 in by:
         o2, o8 = by[2]["overhead_s"], by[8]["overhead_s"]
         verdict["overhead_8_within_overhead_2_plus_20pct"] = o8 <= o2 + 0.2 * abs(o2)
-    result = {"machine": "2 cores, no GPU, simulated nodes (network namespaces)", "rows": rows, "verdict": verdict}
+        p2, p8 = by[2]["paired_overheads_s"], by[8]["paired_overheads_s"]
+        verdict["paired_growth_2_to_8_median_s"] = statistics.median(p8) - statistics.median(p2)
+        verdict["paired_growth_2_to_8_ci95_s"] = growth_ci(p2, p8)
+    home = "one shared home" if args.shared_home else "a private home per node"
+    result = {"machine": f"2 cores, no GPU, simulated nodes (network namespaces, {home})", "rows": rows, "verdict": verdict}
     print(json.dumps(verdict))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,10 @@ real (ssh, tmux, c10d rendezvous, node failures) without VMs, each "node" here
 is a Linux network namespace with its own sshd, hostname and /tmp, wired to a
 private bridge. Everything except /tmp is shared with the host, like an NFS
 home: a venv or repository under /work is usable on every node.
+``private_home=True`` gives each node its own copy-on-write view of the user's
+home (an overlay over it; writes stay on that node), as separate machines have:
+login scripts that take a lock under $HOME (pyenv's ``rehash`` in ``pyenv
+init``) then no longer serialize logins to different nodes.
 
 Layout of one run (prefix ``p`` is 6 random characters, e.g. ``s3fa9c``):
 
@@ -541,12 +545,13 @@ class SimCluster:
     """
 
     def __init__(self, n_nodes: int = 3, *, run_root: Path = RUN_ROOT,
-                 sshd_timeout_s: float = 10.0) -> None:
+                 sshd_timeout_s: float = 10.0, private_home: bool = False) -> None:
         if not 1 <= n_nodes <= MAX_NODES:
             raise ValueError(f"n_nodes must be between 1 and {MAX_NODES}, got {n_nodes}")
         self.n_nodes = n_nodes
         self.run_root = Path(run_root)
         self.sshd_timeout_s = sshd_timeout_s
+        self.private_home = private_home
         self._layout: SimLayout | None = None
         self._prefix: str | None = None
         self._owner_lock: int | None = None
@@ -721,11 +726,19 @@ class SimCluster:
         return open(self.layout.path(f"logs/{node.hostname}.{what}.log"), "ab")
 
     def _start_anchor(self, node: SimNode) -> None:
-        """A process that holds the node's hostname and private /tmp."""
+        """A process that holds the node's hostname and private /tmp (and home, if asked)."""
         script = ('hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
+                  '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
                   '&& echo ready && exec sleep infinity')
+        home_layer = ""
+        if self.private_home:
+            layer = self.layout.path(f"home/{node.hostname}")
+            for sub in ("upper", "work"):
+                (layer / sub).mkdir(parents=True, exist_ok=True)
+            home_layer = str(layer)
         argv = ["ip", "netns", "exec", node.netns, "unshare", "--mount", "--uts",
-                "--propagation", "private", "sh", "-c", script, "sh", node.hostname]
+                "--propagation", "private", "sh", "-c", script, "sh", node.hostname,
+                home_layer, os.path.expanduser("~")]
         log.debug("simcluster: %s", shlex.join(argv))
         with self._log_file(node, "anchor") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

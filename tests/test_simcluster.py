@@ -99,6 +99,28 @@ def test_each_node_has_its_own_tmp(sim_cluster: SimCluster) -> None:
 
 
 @pytest.mark.cluster
+def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
+    home = Path.home()
+    probe = home / f"corral-sim-home-probe-{uuid.uuid4().hex}"
+    existing = home / f"corral-sim-home-lower-{uuid.uuid4().hex}"
+    try:
+        existing.write_text("host\n")  # before the nodes start: what the overlay shows below
+        cluster = make_sim_cluster(2, private_home=True)
+        a, b = cluster.nodes
+        cluster.run(a, ["sh", "-c", f"echo hi > {probe}"], check=True)
+        assert cluster.run(a, ["cat", str(probe)]).stdout == "hi\n"
+        assert cluster.run(b, ["test", "-e", str(probe)]).returncode == 1
+        assert not probe.exists()  # the host's home is untouched
+        assert cluster.run(b, ["cat", str(existing)]).stdout == "host\n"
+        layout = cluster.layout
+        cluster.close()
+        assert find_leftovers(layout) == []
+    finally:
+        probe.unlink(missing_ok=True)
+        existing.unlink(missing_ok=True)
+
+
+@pytest.mark.cluster
 def test_node_names_resolve_inside_nodes(sim_cluster: SimCluster) -> None:
     a, b = sim_cluster.nodes[:2]
     out = sim_cluster.run(a, ["getent", "hosts", b.hostname], check=True).stdout
