@@ -12,10 +12,15 @@ machine, the two (or three) kinds interleaved with alternating order:
 * ``barrier``: the plain loop, the same torchrun started after a barrier (connect to every node in
   parallel, then start every node in parallel: what any preflight-then-start launcher does), and
   corral. Answers "what does the barrier itself cost?".
+* ``store`` (no cluster): 7 TCPStore clients start connecting, the server comes up ``--delays``
+  seconds later; how late the clients connect after it is up. That is what a per-attempt store
+  (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, served by rank 0's worker once it has imported torch)
+  costs the other ranks: their connect retries back off exponentially.
 
     python -m benchmarks.launch_breakdown cpu --nodes 8 --reps 2
     python -m benchmarks.launch_breakdown idle --nodes 8 --reps 3
     python -m benchmarks.launch_breakdown barrier --nodes 8 --reps 6
+    python -m benchmarks.launch_breakdown store --delays 0.5 1 2 3 5
 """
 
 from __future__ import annotations
@@ -167,6 +172,37 @@ def run_barrier(sim, n: int, work: Path, venv: str, port: int) -> float:
     return ready - t0
 
 
+def store_connect_lag(delay_s: float, clients: int = 7, port: int = 0) -> float:
+    """Seconds between a TCPStore server coming up (``delay_s`` after its clients started
+    connecting) and the last client connected. Loopback only."""
+    import datetime
+    import socket
+
+    from torch.distributed import TCPStore
+
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    timeout = datetime.timedelta(seconds=60)
+    done: list[float] = []
+
+    def client() -> None:
+        TCPStore("127.0.0.1", port, clients + 1, False, timeout=timeout)
+        done.append(time.monotonic())
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(delay_s)
+    up = time.monotonic()
+    server = TCPStore("127.0.0.1", port, clients + 1, True, timeout=timeout, multi_tenant=True)
+    for t in threads:
+        t.join()
+    del server
+    return max(done) - up
+
+
 KINDS = {
     "baseline": lambda sim, n, work, venv, port: lat.run_baseline(sim, n, work, venv, port),
     "barrier": run_barrier,
@@ -176,11 +212,16 @@ KINDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["cpu", "idle", "barrier"])
+    parser.add_argument("what", choices=["cpu", "idle", "barrier", "store"])
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home")
+    parser.add_argument("--delays", type=float, nargs="+", default=[0.5, 1, 2, 3, 5], help="store: server start delays (s)")
     args = parser.parse_args(argv)
+    if args.what == "store":
+        for d in args.delays:
+            print(f"server up {d:g} s after the clients: last client connected {store_connect_lag(d):.2f} s later", flush=True)
+        return 0
     sys.path.insert(0, str(lat.REPO))
     from tests.simcluster import SimCluster
 

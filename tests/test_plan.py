@@ -128,6 +128,16 @@ def test_env_precedence_and_corral_vars():
     assert build_plan(job(env={}), c2, c2.nodes, inputs()).nodes[0].env["SHARED"] == "node"
 
 
+def test_store_per_attempt_only_when_the_job_restarts():
+    c = cluster()
+    restarting = build_plan(job(max_restarts=1), c, c.nodes, inputs())
+    assert all(n.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1" for n in restarting.nodes)
+    once = build_plan(job(max_restarts=0), c, c.nodes, inputs())  # torchrun's shared store: no connect backoff
+    assert not any("TORCH_DISABLE_SHARE_RDZV_TCP_STORE" in n.env for n in once.nodes)
+    forced = build_plan(job(max_restarts=0, env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}), c, c.nodes, inputs())
+    assert forced.nodes[0].env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # a job's env still decides
+
+
 def test_plain_mode_runs_python_once_per_node():
     c = cluster()
     plan = build_plan(job(module="benchmarks.worker", script=None), c, c.nodes, inputs(plain=True))

@@ -45,8 +45,8 @@ class TorchGroup:
     cannot serve: after a failure on one node, the other nodes' agents restart their workers
     for the membership change without counting a restart, so ranks of one round disagree on it
     and the group would never form. corral's launcher gives each attempt its own store
-    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``), which makes the prefix unique per attempt;
-    see docs/CHECKPOINTS.md.
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``) when the job has restarts, which makes the prefix
+    unique per attempt (a job without restarts has one attempt); see docs/CHECKPOINTS.md.
     """
 
     _created = 0
