@@ -71,7 +71,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Sequence, Union
+from typing import IO, Any, Callable, Iterable, Sequence, Union
 
 log = logging.getLogger(__name__)
 
@@ -411,25 +411,46 @@ def _kill_netns_processes(netns: str, grace_s: float = 2.0,
                           reap: Iterable[subprocess.Popen[Any]] = ()) -> None:
     """SIGTERM, then SIGKILL, every process in *our* namespace until none is left."""
     reap = list(reap)
+    signalled: set[int] = set()
     for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
         pids = _netns_pids(netns)
         if not pids:
-            return
+            break
+        signalled.update(pids)
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            for p in reap:
-                p.poll()  # reap our own children so they stop counting
-            if not _netns_pids(netns):
-                return
-            time.sleep(0.02)
+        if _wait_until(lambda: not _netns_pids(netns), grace_s, reap):
+            break
+    # A dying process leaves its namespaces before it has finished exiting (a big one, like a
+    # tmux server, can take a moment under load): wait until each one signalled is gone or a zombie.
+    _wait_until(lambda: all(_exited(pid) for pid in signalled), grace_s, reap)
     left = _netns_pids(netns)
     if left:
         raise SimClusterError(f"processes {left} in {netns} survived SIGKILL")
+
+
+def _wait_until(done: Callable[[], bool], timeout_s: float, reap: list[subprocess.Popen[Any]]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for p in reap:
+            p.poll()  # reap our own children so they stop counting
+        if done():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _exited(pid: int) -> bool:
+    """The process is gone, or a zombie (dead; its parent has not reaped it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def _stop_process_group(proc: subprocess.Popen[Any], grace_s: float = 2.0) -> None:
