@@ -29,7 +29,6 @@ import argparse
 import collections
 import ctypes
 import os
-import shlex
 import statistics
 import struct
 import subprocess
@@ -147,9 +146,7 @@ def run_barrier(sim, n: int, work: Path, venv: str, port: int) -> float:
     name = f"bar{n}-{uuid.uuid4().hex[:6]}"
     out = work / name
     out.mkdir()
-    torchrun = ["torchrun", "--nnodes", str(n), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"{sim.nodes[0].addr}:{port}", "--rdzv-id", name, lat.WORKER, str(out)]  # fmt: skip
-    inner = f"cd {shlex.quote(str(lat.REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
+    commands = lat.baseline_tmux_commands(sim, n, name, out, venv, port)
     master = ["-o", "ControlMaster=auto", "-o", f"ControlPath={work}/cm-{name}-%h", "-o", "ControlPersist=60"]
     nodes = sim.nodes[:n]
 
@@ -160,13 +157,9 @@ def run_barrier(sim, n: int, work: Path, venv: str, port: int) -> float:
     t0 = time.time()
     for p in [subprocess.Popen(ssh(node, ["true"])) for node in nodes]:
         p.wait()
-    starts = [subprocess.Popen(ssh(node, ["tmux", "new-session", "-d", "-s", name, inner + f"; touch {shlex.quote(str(out / f'exit-{i}'))}"]))
-              for i, node in enumerate(nodes)]  # fmt: skip
-    for p in starts:
+    for p in [subprocess.Popen(ssh(node, command)) for node, command in zip(nodes, commands)]:
         p.wait()
-    ready = lat.wait_ready(out, n)
-    lat.wait_done(out, n)
-    lat.wait_exited([out / f"exit-{i}" for i in range(n)])
+    ready = lat.wait_baseline(out, n)
     for node in nodes:
         subprocess.run(ssh(node, [], "-O", "exit"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return ready - t0

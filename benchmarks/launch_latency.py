@@ -103,23 +103,32 @@ def run_corral(sim, n: int, work: Path, venv: str) -> float:
     return ready - t0
 
 
+def baseline_tmux_commands(sim, n: int, name: str, out: Path, venv: str, port: int) -> list[list[str]]:
+    """Per node, the baseline's ``tmux new-session``: cd, activate the venv, plain torchrun; after
+    torchrun ends (not timed) an exit marker, so the next run waits for this one's teardown."""
+    torchrun = ["torchrun", "--nnodes", str(n), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"{sim.nodes[0].addr}:{port}", "--rdzv-id", name, WORKER, str(out)]  # fmt: skip
+    inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
+    return [["tmux", "new-session", "-d", "-s", name, f"{inner}; touch {shlex.quote(str(out / f'exit-{i}'))}"] for i in range(n)]
+
+
+def wait_baseline(out: Path, n: int) -> float:
+    """The time every rank was ready, once the baseline's job has fully exited."""
+    ready = wait_ready(out, n)
+    wait_done(out, n)
+    wait_exited([out / f"exit-{i}" for i in range(n)])
+    return ready
+
+
 def run_baseline(sim, n: int, work: Path, venv: str, port: int) -> float:
     name = f"base{n}-{uuid.uuid4().hex[:6]}"
     out = work / name
     out.mkdir()
-    first = sim.nodes[0].addr
-    torchrun = ["torchrun", "--nnodes", str(n), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"{first}:{port}", "--rdzv-id", name, WORKER, str(out)]  # fmt: skip
-    inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
+    commands = baseline_tmux_commands(sim, n, name, out, venv, port)
     t0 = time.time()
-    for i, node in enumerate(sim.nodes[:n]):
-        # After torchrun ends (not timed): an exit marker, so the next run waits for this one's teardown.
-        marker = f"; touch {shlex.quote(str(out / f'exit-{i}'))}"
-        subprocess.run(sim.ssh_argv(node, ["tmux", "new-session", "-d", "-s", name, inner + marker]), check=True)
-    ready = wait_ready(out, n)
-    wait_done(out, n)
-    wait_exited([out / f"exit-{i}" for i in range(n)])
-    return ready - t0
+    for node, command in zip(sim.nodes[:n], commands):
+        subprocess.run(sim.ssh_argv(node, command), check=True)
+    return wait_baseline(out, n) - t0
 
 
 def growth_ci(small: list[float], large: list[float], *, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
