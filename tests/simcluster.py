@@ -426,7 +426,7 @@ def _kill_netns_processes(netns: str, grace_s: float = 2.0,
             break
     # A dying process leaves its namespaces before it has finished exiting (a big one, like a
     # tmux server, can take a moment under load): wait until each one signalled is gone or a zombie.
-    _wait_until(lambda: all(_exited(pid) for pid in signalled), grace_s, reap)
+    _wait_until(lambda: all(process_exited(pid) for pid in signalled), grace_s, reap)
     left = _netns_pids(netns)
     if left:
         raise SimClusterError(f"processes {left} in {netns} survived SIGKILL")
@@ -444,7 +444,7 @@ def _wait_until(done: Callable[[], bool], timeout_s: float, reap: list[subproces
         time.sleep(0.02)
 
 
-def _exited(pid: int) -> bool:
+def process_exited(pid: int) -> bool:
     """The process is gone, or a zombie (dead; its parent has not reaped it yet)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -22,6 +22,7 @@ from tests.simcluster import (
     SimCluster,
     SimLayout,
     find_leftovers,
+    process_exited,
     reap_stale_runs,
 )
 
@@ -265,13 +266,8 @@ def _tmux_server_pid(cluster: SimCluster, node: object) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     # Killed orphans may stay zombies where PID 1 does not reap: dead all the same.
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    return not process_exited(pid)
 
 
 @pytest.mark.cluster
