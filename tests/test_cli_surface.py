@@ -9,7 +9,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.config.job import ContainerConfig
 
 EXPECTED_COMMANDS = {
-    "launch", "ps", "logs", "attach", "stop", "preflight", "demo",
+    "launch", "ps", "logs", "attach", "stop", "preflight", "demo", "top",
     "bench allreduce", "bench net", "bench volume", "bench node",
     "container config",
     "ckpt ls", "ckpt verify", "ckpt prune",
