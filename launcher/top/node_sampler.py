@@ -183,14 +183,16 @@ def metrics_tail(path):
     if size > METRICS_TAIL_BYTES:
         lines = lines[1:]
     out = []
-    for line in lines[-METRICS_RECORDS:]:
+    for line in reversed(lines):  # newest first; a line being written is skipped
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict):
             out.append(record)
-    return out
+            if len(out) == METRICS_RECORDS:
+                break
+    return out[::-1]
 
 
 def job_state(job):

@@ -82,7 +82,8 @@ def nodes_table(frame: Frame, width: int) -> Table:
     t.add_column("memory", justify="right", no_wrap=True)
     t.add_column("free runs/ckpt", justify="right", no_wrap=True)
     t.add_column("net rx/tx", justify="right", no_wrap=True)
-    t.add_column("gpus", no_wrap=True, overflow="ellipsis", min_width=4)
+    # The last column (GPUs, or why a node is unreachable) takes what the others leave.
+    t.add_column("gpus", no_wrap=True, overflow="ellipsis", min_width=4, max_width=max(6, width - (66 if narrow else 96)))
     for n in frame.nodes:
         if not n.reachable:
             t.add_row(n.node, node_state(n), *[""] * (len(t.columns) - 3), Text(n.error or "", style="red"))
