@@ -57,6 +57,8 @@ class NodeRow:
     error: str | None = None
     waiting_s: float | None = None
     """A request in flight this long (the node has not answered this refresh yet)."""
+    sampled_at: float | None = None
+    """The node's clock when it took the sample shown."""
     cpu_pct: float | None = None
     load1: float | None = None
     ncpu: int | None = None
@@ -235,7 +237,7 @@ class TopState:
         memory = s.get("memory") or {}
         total, avail = memory.get("total"), memory.get("available")
         row = NodeRow(
-            node, host, reachable=True, load1=s.get("load1"), ncpu=s.get("ncpu"),
+            node, host, reachable=True, sampled_at=s.get("t"), load1=s.get("load1"), ncpu=s.get("ncpu"),
             cpu_pct=judge.cpu_busy_percent(prev.get("cpu") if prev else None, s.get("cpu")),
             mem_total=total, mem_used=(total - avail) if total is not None and avail is not None else None,
             disks=[{k: d.get(k) for k in ("label", "path", "free", "total", "error")} for d in s.get("disks", [])],
