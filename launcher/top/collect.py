@@ -29,6 +29,8 @@ from launcher.top.model import Frame, JobSpec, NodeRow, TopState, mark_straggler
 
 log = logging.getLogger(__name__)
 
+ABANDON_GRACE_S = 1.0
+CLOSE_WAIT_S = 3.0
 REPLAY_ENV = "CORRAL_NVML_REPLAY_DIR"
 """A directory of NVML recordings named ``<node name>.json``: a node with a file there has its
 GPUs answered from the recording by its agent (demos, tests, screenshots without GPUs)."""
@@ -74,29 +76,43 @@ class NodePoller:
         self.since = 0.0
         self.logins = 0
 
-    async def _ensure(self) -> str | None:
+    async def _ask(self, request: dict[str, Any], wait: float) -> tuple[dict[str, Any] | None, str | None]:
+        """One request with a hard deadline. Through an ssh ControlMaster the master holds the
+        session's pipes, so after a cut cable even a killed client's end waits for ssh's own
+        keepalive (about a minute): past the deadline the session is abandoned, not waited for."""
+        assert self.session is not None
+        try:
+            reply = await asyncio.wait_for(self.session.request(request, wait), wait + ABANDON_GRACE_S)
+        except asyncio.TimeoutError:
+            self._abandon()
+            return None, f"no answer within {wait:g}s"
+        return (reply.data, None) if reply.ok else (None, reply.error)
+
+    def _abandon(self) -> None:
+        s, self.session = self.session, None
+        if s is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            s.proc.kill()
+        transport = getattr(s.proc, "_transport", None)
+        if transport is not None:
+            transport.close()  # our ends of its pipes; nothing is left waiting on the node's side
+
+    async def sample(self) -> tuple[dict[str, Any] | None, str | None]:
         s = self.session
         if s is None or s.broken or s.proc.returncode is not None:
             if s is not None:
-                await s.kill()
+                self._abandon()
             self.session, self.loaded = await AgentSession.open(self.cluster, self.node), False
             self.logins += 1
         if not self.loaded:
             # A new session also has to log in: give the first answer the ssh connect time too.
             wait = self.timeout + self.cluster.ssh.connect_timeout
-            reply = await self.session.request({"op": "load", "name": "corral_top_sampler", "code": sampler_source()}, wait)
-            if not reply.ok:
-                return reply.error
+            data, error = await self._ask({"op": "load", "name": "corral_top_sampler", "code": sampler_source()}, wait)
+            if error:
+                return None, error
             self.loaded = True
-        return None
-
-    async def sample(self) -> tuple[dict[str, Any] | None, str | None]:
-        error = await self._ensure()
-        if error:
-            return None, error
-        assert self.session is not None
-        reply = await self.session.request(self.request, self.timeout)
-        return (reply.data, None) if reply.ok else (None, reply.error)
+        return await self._ask(self.request, self.timeout)
 
     def start(self) -> None:
         if self.task is None:
@@ -104,15 +120,20 @@ class NodePoller:
             self.task = asyncio.ensure_future(self.sample())
 
     async def close(self) -> None:
+        """End of input for a healthy session (its agent exits); anything else is abandoned."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
-        if self.session is not None:
-            if self.session.broken or self.session.proc.returncode is not None:
-                await self.session.kill()
-            else:
-                await self.session.close()
+            self._abandon()
+        s = self.session
+        if s is not None and not s.broken and s.proc.returncode is None:
+            try:
+                await asyncio.wait_for(s.close(), CLOSE_WAIT_S)
+            except asyncio.TimeoutError:
+                self._abandon()
+        else:
+            self._abandon()
 
 
 @dataclass
