@@ -136,12 +136,9 @@ def test_unreachable_keeps_job_names_and_restarts_rates(tmp_path):
     assert state.waiting("n1", "h1", 2.0).waiting_s == 2.0
 
 
-SMI_CSV = """\
-0, NVIDIA H100 80GB HBM3, 97, 61234, 81559, 612.34, 700.00, 71, 1755, 0x0000000000000000, 0, 0
-1, NVIDIA H100 80GB HBM3, 41, 60000, 81559, 690.10, 700.00, 88, 1410, 0x0000000000000048, 5, 2
-2, NVIDIA L4, [N/A], 280, 23034, 16.00, [N/A], 30, 210, 0x0000000000000001, [N/A], [N/A]
-"""
-"""The documented form of ``nvidia-smi --query-gpu=... --format=csv,noheader,nounits`` (MiB, W, MHz, C, hex mask)."""
+SMI_CSV = (FIXTURES / "top_nvidia_smi.csv").read_text()
+"""``nvidia-smi --query-gpu=<node_sampler.SMI_FIELDS> --format=csv,noheader,nounits`` in its documented form
+(MiB, W, MHz, C, a hex reason mask, ``[N/A]``); not a capture from a GPU machine."""
 
 
 def test_parse_nvidia_smi_csv():
@@ -220,3 +217,49 @@ def test_frame_layout_fits_the_width(tmp_path, width):
         assert "hardware slowdown" in text and "XID 48: double-bit ECC error" in text and "NVIDIA H100" in text
     else:
         assert "hw slowdown" in text
+
+
+# ---------------------------------------------------------------------------- GPU sources as a node runs them
+
+FAKE = Path(__file__).parent / "fixtures" / "fake_nvml"
+
+
+@pytest.fixture
+def stand_in_driver(monkeypatch):
+    """nvidia-smi and pynvml stand-ins answering recorded outputs (no NVIDIA library exists here)."""
+    monkeypatch.setenv("PATH", f"{FAKE}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", str(FAKE))
+    monkeypatch.setenv("FAKE_SMI_OUTPUT", str(FIXTURES / "top_nvidia_smi.csv"))
+    node_sampler._GPU.clear()
+    yield monkeypatch
+    proc = node_sampler._GPU.get("proc")
+    if proc is not None:
+        node_sampler._end(proc)
+    node_sampler._GPU.clear()
+
+
+def test_nvml_sampler_process_answers_in_the_recording_format(stand_in_driver):
+    import sys
+
+    from launcher.top.model import gpus_from_sample
+
+    stand_in_driver.setenv("FAKE_NVML_RECORDING", str(FIXTURES / "top_h100_failing.json"))
+    first = node_sampler.gpu_sample({"python": sys.executable})
+    second = node_sampler.gpu_sample({"python": sys.executable})
+    assert first["source"] == second["source"] == "nvml" and node_sampler._GPU["proc"].poll() is None  # one kept process
+    assert first["events"] == [{"gpu": 1, "type": 8, "data": 48}] and second["events"] == []
+    rows, ecc, _, note = gpus_from_sample(second)
+    assert note is None and [r.util_pct for r in rows] == [96, 41]
+    assert rows[1].throttle == ["hardware slowdown"] and rows[1].temp_c == 88 and ecc[1] == {"corrected": 5, "uncorrected": 2}
+
+
+def test_without_nvml_the_sampler_falls_back_to_nvidia_smi(stand_in_driver):
+    import sys
+
+    from launcher.top.model import gpus_from_sample
+
+    stand_in_driver.setenv("FAKE_NVML_RECORDING", str(FIXTURES / "no_driver.json"))
+    got = node_sampler.gpu_sample({"python": sys.executable})
+    assert got["source"] == "nvidia-smi" and node_sampler._GPU["kind"] == "nvidia-smi"
+    rows, ecc, _, _ = gpus_from_sample(got)
+    assert [r.name for r in rows] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA L4"] and ecc[1]["uncorrected"] == 2

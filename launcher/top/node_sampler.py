@@ -40,16 +40,17 @@ METRICS_RECORDS = 40
 # The NVML sampler: run with the venv's python (pynvml importable there), reads one line per sample.
 NVML_SAMPLER = r'''
 import json, sys
+NAMES = {1: "UNINITIALIZED", 2: "INVALID_ARGUMENT", 3: "NOT_SUPPORTED", 4: "NO_PERMISSION", 6: "NOT_FOUND",
+         9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 12: "LIBRARY_NOT_FOUND", 13: "FUNCTION_NOT_FOUND",
+         15: "GPU_IS_LOST", 16: "RESET_REQUIRED", 999: "UNKNOWN"}
 try:
     import pynvml
     pynvml.nvmlInit()
 except Exception as exc:
     code = getattr(exc, "value", None)
-    print(json.dumps({"init_error": "NVML_ERROR_%s" % code if code is not None else type(exc).__name__ + ": " + str(exc)}), flush=True)
+    why = "NVML_ERROR_" + NAMES.get(code, str(code)) if code is not None else type(exc).__name__ + ": " + str(exc)
+    print(json.dumps({"init_error": why}), flush=True)
     sys.exit(0)
-NAMES = {1: "UNINITIALIZED", 2: "INVALID_ARGUMENT", 3: "NOT_SUPPORTED", 4: "NO_PERMISSION", 6: "NOT_FOUND",
-         9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 12: "LIBRARY_NOT_FOUND", 13: "FUNCTION_NOT_FOUND",
-         15: "GPU_IS_LOST", 16: "RESET_REQUIRED", 999: "UNKNOWN"}
 def plain(v):
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
@@ -332,8 +333,11 @@ def _choose(req):
 
 def op_top(req):
     """One sample: counters, disks, jobs, GPUs. ``t`` is the node's clock, ``mono`` for rates."""
+    times = os.times()
     out = {
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "agent_cpu_s": times[0] + times[1],
         "t": time.time(),
         "mono": time.monotonic(),
         "ncpu": os.cpu_count(),
