@@ -11,7 +11,12 @@ recorded NVML reading):
   in one run and R2 in another; the difference divided by R2 - R1 is the cost of one refresh
   (the agent's start and the sampler's load cancel out). Children the agent starts are counted.
 
+* ``sampler`` (no cluster): the NVML sampler process's CPU per sample (process accounting), with
+  ``tests/fixtures/fake_nvml/pynvml.py`` standing in for nvidia-ml-py (no NVML library here): the
+  cost of the process, the pipe and the JSON around the NVML calls, not of the calls themselves.
+
     python -m perf.top_refresh --nodes 16 --refreshes 30 --cpu-refreshes 20 220 --out docs/results/top_refresh.json
+    python -m perf.top_refresh --modes sampler --cpu-refreshes 20 220
 """
 
 from __future__ import annotations
@@ -192,6 +197,47 @@ def cpu_mode(cluster: ClusterConfig, replay: Path, r1: int, r2: int, reps: int) 
     return {"refreshes": [r1, r2], "per_refresh_ms": summary(per_refresh_ms), "runs": runs}
 
 
+def sampler_cpu_s(samples: int) -> float:
+    """CPU seconds of one NVML sampler process (stand-in pynvml, 2 recorded GPUs) that answered ``samples``."""
+    from launcher.top import node_sampler
+
+    fake = REPO / "tests" / "fixtures" / "fake_nvml"
+    env = {"PYTHONPATH": str(fake), "FAKE_NVML_RECORDING": str(RECORDING)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with Accounting() as acct:
+            proc, err = node_sampler._start_nvml_sampler(sys.executable)
+            if proc is None:
+                raise RuntimeError(f"the sampler did not start: {err}")
+            node_sampler._GPU.update(kind="nvml", proc=proc)
+            for _ in range(samples):
+                if node_sampler._nvml_answer().get("error"):
+                    raise RuntimeError("the sampler stopped answering")
+            proc.stdin.close()
+            proc.wait(10)
+            node_sampler._GPU.clear()
+            time.sleep(0.3)
+        return cpu_of(acct.records(), proc.pid)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def sampler_mode(r1: int, r2: int, reps: int) -> dict:
+    per_sample_ms, runs = [], []
+    for rep in range(reps):
+        got = {}
+        for count in ((r1, r2) if rep % 2 == 0 else (r2, r1)):
+            got[count] = sampler_cpu_s(count)
+        per_sample_ms.append((got[r2] - got[r1]) / (r2 - r1) * 1000)
+        runs.append({str(k): v for k, v in got.items()})
+    return {"samples": [r1, r2], "per_sample_ms": summary(per_sample_ms), "runs": runs}
+
+
 def summary(xs: list[float]) -> dict:
     xs = sorted(xs)
     return {"n": len(xs), "median": statistics.median(xs), "mean": statistics.mean(xs), "min": xs[0], "max": xs[-1],
@@ -205,9 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (wall mode)")
     ap.add_argument("--cpu-refreshes", type=int, nargs=2, default=[20, 220], metavar=("R1", "R2"))
     ap.add_argument("--cpu-reps", type=int, default=2)
-    ap.add_argument("--modes", nargs="+", default=["wall", "cpu"], choices=["wall", "cpu"])
+    ap.add_argument("--modes", nargs="+", default=["wall", "cpu"], choices=["wall", "cpu", "sampler"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.modes == ["sampler"]:
+        out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(), "load_before": os.getloadavg(),
+               "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:]),
+               "sampler": sampler_mode(*args.cpu_refreshes, args.cpu_reps), "load_after": os.getloadavg()}  # fmt: skip
+        print(json.dumps(out["sampler"]["per_sample_ms"], indent=1))
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=1) + "\n")
+        return 0
     with SimCluster(args.nodes) as sim:
         cluster = ClusterConfig.model_validate(sim.cluster_config(workdir=REPO))
         replay = replay_dir(sim)
