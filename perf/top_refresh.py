@@ -39,7 +39,6 @@ if str(REPO) not in sys.path:  # run as a file as well as with -m
     sys.path.insert(0, str(REPO))
 
 from launcher.config import ClusterConfig  # noqa: E402
-from launcher.remote import call_all  # noqa: E402
 from launcher.tools import ssh  # noqa: E402
 from launcher.top.collect import Collector, sampler_source, sample_request  # noqa: E402
 from launcher.top.targets import targets  # noqa: E402

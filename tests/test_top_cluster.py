@@ -19,7 +19,6 @@ import yaml
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
-from launcher.runrecord import load
 from launcher.tools import ssh
 from launcher.top.collect import REPLAY_ENV, Collector
 from launcher.top.targets import targets

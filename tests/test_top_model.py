@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.top import judge, node_sampler
-from launcher.top.model import Frame, GpuRow, JobOnNode, NodeRow, TopState, mark_stragglers, parse_smi
+from launcher.top.model import Frame, JobOnNode, NodeRow, TopState, drop_finished, mark_stragglers, parse_smi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
 
@@ -84,6 +84,23 @@ def test_mark_stragglers_only_among_running_nodes():
     nodes = [node("n1", 5.0), node("n2", 5.0), node("n3", 2.0), node("n4", 0.1, state="exited")]
     assert mark_stragglers(nodes) == {"train": "n3"}
     assert nodes[2].jobs[0].straggler and not nodes[3].jobs[0].straggler
+
+
+def test_a_mark_does_not_outlive_the_pace_that_earned_it():
+    rows = [NodeRow(n, n, True, jobs=[JobOnNode("t", n, "running", steps_per_s=r)]) for n, r in (("a", 5.0), ("b", 5.0), ("c", 1.0))]
+    assert mark_stragglers(rows) == {"t": "c"}
+    rows[2].jobs[0].steps_per_s = 5.0
+    assert mark_stragglers(rows) == {} and rows[2].jobs[0].straggler is None
+
+
+def test_jobs_ended_everywhere_are_left_out_when_not_named():
+    def node(name, state, reachable=True):
+        return NodeRow(name, name, reachable, jobs=[JobOnNode("old", name, state), JobOnNode("new", name, "running")])
+
+    rows = drop_finished([node("a", "exited"), node("b", "missing"), node("c", "unknown", reachable=False)])
+    assert [[j.job for j in n.jobs] for n in rows] == [["new"], ["new"], ["new"]]
+    rows = drop_finished([node("a", "exited"), node("b", "running")])
+    assert [[j.job for j in n.jobs] for n in rows] == [["old", "new"], ["old", "new"]]
 
 
 # ---------------------------------------------------------------------------- folding replayed samples

@@ -48,7 +48,7 @@ def top(
     clustercfg = load_cluster(cluster)
     records = [load(runs_dir(clustercfg), name)] if name else pick_records(all_records(clustercfg), None)
     wait = float(timeout if timeout is not None else clustercfg.ssh.connect_timeout)
-    collector = Collector(clustercfg, targets(clustercfg, records), timeout=wait, replay_dir=os.environ.get(REPLAY_ENV))
+    collector = Collector(clustercfg, targets(clustercfg, records), timeout=wait, replay_dir=os.environ.get(REPLAY_ENV), hide_finished=name is None)
     first_deadline = wait + clustercfg.ssh.connect_timeout
     out = console()
     if as_json or once or not sys.stdout.isatty():

@@ -25,7 +25,7 @@ from typing import Any
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.plan import resolve_path
 from launcher.remote import AgentSession
-from launcher.top.model import Frame, JobSpec, NodeRow, TopState, mark_stragglers
+from launcher.top.model import Frame, JobSpec, NodeRow, TopState, drop_finished, mark_stragglers
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,10 @@ class Target:
 class Collector:
     """Every node's poller and the screen's memory; ``refresh`` gives the next frame."""
 
-    def __init__(self, cluster: ClusterConfig, targets: list[Target], *, timeout: float, replay_dir: str | None = None) -> None:
+    def __init__(self, cluster: ClusterConfig, targets: list[Target], *, timeout: float, replay_dir: str | None = None,
+                 hide_finished: bool = False) -> None:
         self.state = TopState()
+        self.hide_finished = hide_finished
         self.pollers = [NodePoller(cluster, t.node, sample_request(cluster, t.node, t.jobs, replay_dir), timeout) for t in targets]
         self.rows: dict[str, NodeRow] = {}
 
@@ -170,6 +172,8 @@ class Collector:
             else:
                 self.rows[label] = self.state.waiting(label, p.node.host, now - p.since)
         nodes = [self.rows[p.node.label] for p in self.pollers]
+        if self.hide_finished:
+            nodes = drop_finished(nodes)
         return Frame(t=time.time(), nodes=nodes, stragglers=mark_stragglers(nodes))
 
     async def close(self) -> None:

@@ -280,6 +280,9 @@ def mark_stragglers(nodes: list[NodeRow]) -> dict[str, str]:
         for j in n.jobs:
             by_job.setdefault(j.job, []).append((n, j))
     marked = {}
+    for n in nodes:
+        for j in n.jobs:
+            j.straggler = None  # a row carried over from an earlier frame starts unmarked
     for job, pairs in by_job.items():
         running = [(n, j) for n, j in pairs if j.state == "running"]
         rates = {n.node: j.steps_per_s for n, j in running}
@@ -293,3 +296,18 @@ def mark_stragglers(nodes: list[NodeRow]) -> dict[str, str]:
                     j.straggler = why
             marked[job] = node
     return marked
+
+
+def drop_finished(nodes: list[NodeRow]) -> list[NodeRow]:
+    """Leave out jobs that have ended on every node that answered (jobs found running, not named:
+    a run record keeps saying "running" after its job ended)."""
+    ended = {}
+    for n in nodes:
+        for j in n.jobs:
+            if n.reachable:
+                ended[j.job] = ended.get(j.job, True) and j.state in ("exited", "missing")
+    out = []
+    for n in nodes:
+        kept = [j for j in n.jobs if not ended.get(j.job, False)]
+        out.append(n if len(kept) == len(n.jobs) else NodeRow(**{**asdict_shallow(n), "jobs": kept}))
+    return out
