@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.top import judge, node_sampler
-from launcher.top.model import Frame, JobOnNode, NodeRow, TopState, drop_finished, mark_stragglers, parse_smi
+from launcher.top.model import Frame, JobOnNode, JobSpec, NodeRow, TopState, drop_finished, mark_stragglers, parse_smi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
 
@@ -280,3 +280,33 @@ def test_without_nvml_the_sampler_falls_back_to_nvidia_smi(stand_in_driver):
     assert got["source"] == "nvidia-smi" and node_sampler._GPU["kind"] == "nvidia-smi"
     rows, ecc, _, _ = gpus_from_sample(got)
     assert [r.name for r in rows] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA L4"] and ecc[1]["uncorrected"] == 2
+
+
+# ---------------------------------------------------------------------------- what each node is asked
+
+
+def test_sample_request_and_targets(tmp_path):
+    from launcher.config import ClusterConfig
+    from launcher.top.collect import sample_request
+    from launcher.top.targets import pick_records, targets
+
+    cluster = ClusterConfig.model_validate({
+        "nodes": [{"host": "10.0.0.1", "name": "a"}, {"host": "10.0.0.2", "name": "b"}],
+        "venv": "/opt/venv", "storage": {"runs": "/data/runs", "checkpoints": "/data/ckpt"},
+    })  # fmt: skip
+    (tmp_path / "a.json").write_text("{}")
+    jobs = [JobSpec("j", "a", "/data/runs/j/nodes/a", "/data/runs/j/logs/a.log", "/data/runs/j/nodes/a/metrics.jsonl"),
+            JobSpec("j", "z", "/data/runs/j/nodes/z", "/data/runs/j/logs/z.log", "/data/runs/j/nodes/z/metrics.jsonl")]  # fmt: skip
+    a = sample_request(cluster, cluster.nodes[0], jobs, str(tmp_path))
+    b = sample_request(cluster, cluster.nodes[1], jobs, str(tmp_path))
+    assert a["op"] == "top" and a["python"] == "/opt/venv/bin/python3" and a["nvml_replay"] == str(tmp_path / "a.json")
+    assert "nvml_replay" not in b and b["jobs"] == [] and [j["name"] for j in a["jobs"]] == ["j"]
+    assert a["disks"] == [{"label": "runs", "path": "/data/runs"}, {"label": "ckpt", "path": "/data/ckpt"}]
+    assert [t.node.label for t in targets(cluster, [])] == ["a", "b"]
+
+    class Rec:  # the two fields pick_records reads
+        def __init__(self, name, state):
+            self.name, self.state = name, state
+
+    recs = [Rec("x", "running"), Rec("y", "stopped"), Rec("z", "starting")]
+    assert [r.name for r in pick_records(recs, None)] == ["x", "z"] and [r.name for r in pick_records(recs, "y")] == ["y"]
