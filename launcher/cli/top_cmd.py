@@ -59,7 +59,7 @@ def top(
             out.print(render(frame, out.size.width))
         return 0
     try:
-        asyncio.run(live(collector, out, interval, first_deadline))
+        asyncio.run(live(collector, out, interval))
     except KeyboardInterrupt:
         pass
     return 0

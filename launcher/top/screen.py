@@ -20,7 +20,7 @@ from launcher.top.render import render
 
 RATE_GAP_S = 1.0
 """One frame (``--once``/``--json``) is the second of two samples this far apart (rates need two)."""
-QUIT_KEYS = {"q", "Q", "\x1b"}
+QUIT_KEYS = {"q", "Q"}
 
 
 async def snapshot(collector: Collector, deadline_s: float, gap_s: float = RATE_GAP_S) -> Frame:
@@ -51,8 +51,9 @@ def cbreak(fd: int) -> Iterator[bool]:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-async def live(collector: Collector, console, interval: float, first_deadline_s: float) -> None:
-    """Refresh every ``interval`` until q (or Esc) is pressed; Ctrl-C ends it too."""
+async def live(collector: Collector, console, interval: float) -> None:
+    """Refresh every ``interval`` until q is pressed; Ctrl-C ends it too. No refresh waits longer
+    than ``interval``: nodes still logging in or late show as waiting, so q is never held up."""
     from rich.live import Live
 
     loop = asyncio.get_running_loop()
@@ -77,12 +78,10 @@ async def live(collector: Collector, console, interval: float, first_deadline_s:
 
         view.update(Text(f"corral top: connecting to {len(collector.pollers)} node(s)..."), refresh=True)
         try:
-            deadline = first_deadline_s
             while not quit_event.is_set():
                 t0 = time.monotonic()
-                frame = await collector.refresh(deadline)
+                frame = await collector.refresh(interval)
                 view.update(render(frame, console.size.width, interval), refresh=True)
-                deadline = interval
                 rest = interval - (time.monotonic() - t0)
                 if rest > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
