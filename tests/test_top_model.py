@@ -126,7 +126,7 @@ def test_replayed_failing_node_in_words(tmp_path):
     row2 = state.update("n1", "h1", second)
     g0, g1 = row2.gpus
     assert (g0.name, g0.util_pct, g0.temp_c, g0.sm_mhz, g0.power_w, g0.power_limit_w) == ("NVIDIA H100 80GB HBM3", 96, 41, 1755, 690.0, 700.0)
-    assert g0.mem_used == 61203283968 and g0.mem_total == 85520809984 and g0.throttle == ["idle"]
+    assert g0.mem_used == 61203283968 and g0.mem_total == 85520809984 and g0.throttle == [] and row1.gpus[0].throttle == ["idle"]
     assert g1.throttle == ["hardware slowdown"] and g1.temp_c == 88 and g1.util_pct == 41
     assert g1.events == ["XID 48: double-bit ECC error"]  # kept since the screen opened, not repeated
     assert g1.ecc_new == {"corrected": 5, "uncorrected": 2} and g0.ecc_new == {}

@@ -95,7 +95,7 @@ def nodes_table(frame: Frame, width: int) -> Table:
         else:
             gpus = "none" if narrow else (n.gpu_note or "none")
         cells = [n.node, node_state(n), _num(n.cpu_pct, suffix="%")] + ([] if narrow else [load])
-        cells += [_gib(n.mem_used, n.mem_total), disks, f"{_rate(n.rx_bps, narrow)}/{_rate(n.tx_bps, narrow)}", gpus]
+        cells += [_gib(n.mem_used, n.mem_total), disks, f"{_rate(n.rx_bps, narrow)}{'/' if narrow else ' '}{_rate(n.tx_bps, narrow)}", gpus]
         t.add_row(*cells)
     return t
 
@@ -107,6 +107,10 @@ def _events(g: GpuRow, narrow: bool) -> Text:
     else:
         parts = list(g.events) + [f"ECC +{v} {k}" for k, v in g.ecc_new.items()]
     return Text("; ".join(parts) or "-", style="bold red" if parts else "")
+
+
+def _throttle_text(g: GpuRow, wide: bool) -> str:
+    return ", ".join(g.throttle if wide else [SHORT_WORDS.get(w, w) for w in g.throttle]) or "-"
 
 
 def gpus_table(frame: Frame, width: int) -> Table | None:
@@ -123,8 +127,9 @@ def gpus_table(frame: Frame, width: int) -> Table | None:
         t.add_column(head, justify="right", no_wrap=True, min_width=w)
     # The rest of the width goes to the two text columns (ellipsis past it).
     node_w = min(max((len(n.node) for n, _ in rows), default=4), 20 if wide else 12)
-    used = node_w + sum(c.min_width or 0 for c in t.columns[1:]) + (24 if wide else 0) + len(t.columns) - 1
-    throttle_w = 34 if wide else 14
+    name_w = min(max((len(g.name or "-") for _, g in rows), default=4), 24) if wide else 0
+    used = node_w + name_w + sum(c.min_width or 0 for c in t.columns[1:] if c.header != "name") + len(t.columns) + 1
+    throttle_w = min(34 if wide else 14, max(8, *(len(_throttle_text(g, wide)) for _, g in rows)))
     t.add_column("throttle", no_wrap=True, overflow="ellipsis", max_width=throttle_w)
     t.add_column("events", no_wrap=True, overflow="ellipsis", max_width=max(8, width - used - throttle_w))
     last = None
@@ -132,8 +137,7 @@ def gpus_table(frame: Frame, width: int) -> Table | None:
         if last is not None and n.node != last:
             t.add_section()
         power = "-" if g.power_w is None else f"{g.power_w:.0f}/{_num(g.power_limit_w)}W"
-        words = g.throttle if wide else [SHORT_WORDS.get(w, w) for w in g.throttle]
-        throttle = Text(", ".join(words) or "-", style="yellow" if set(g.throttle) - {"idle"} else "")
+        throttle = Text(_throttle_text(g, wide), style="yellow" if set(g.throttle) - {"idle"} else "")
         cells = [n.node if n.node != last else "", str(g.index)]
         if wide:
             cells.append(g.name or "-")
