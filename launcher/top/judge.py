@@ -100,7 +100,8 @@ def cpu_busy_percent(before: Sequence[int] | None, after: Sequence[int] | None) 
     return max(0.0, min(100.0, 100.0 * (total - idle) / total))
 
 
-def _stepped(records: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
+def step_points(records: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(time, step) of the records that carry both."""
     out = []
     for r in records:
         t, step = r.get("t"), r.get("step")
@@ -111,7 +112,7 @@ def _stepped(records: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
 
 def step_rate(records: Sequence[dict[str, Any]], window_s: float = RATE_WINDOW_S) -> float | None:
     """Steps per second over the newest records within ``window_s`` (at least two records)."""
-    points = _stepped(records)
+    points = step_points(records)
     if len(points) < 2:
         return None
     t_end, step_end = points[-1]

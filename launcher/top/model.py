@@ -259,7 +259,7 @@ class TopState:
         for j in s.get("jobs", []):
             records = j.get("metrics") or []
             log_mtime = j.get("log_mtime")
-            steps = judge._stepped(records)
+            steps = judge.step_points(records)
             row.jobs.append(JobOnNode(
                 job=j["name"], node=node, state=j.get("state", "missing"), exit_code=j.get("exit_code"),
                 steps_per_s=judge.step_rate(records) if j.get("state") == "running" else None,
