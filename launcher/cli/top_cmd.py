@@ -49,7 +49,8 @@ def top(
     records = [load(runs_dir(clustercfg), name)] if name else pick_records(all_records(clustercfg), None)
     wait = float(timeout if timeout is not None else clustercfg.ssh.connect_timeout)
     collector = Collector(clustercfg, targets(clustercfg, records), timeout=wait, replay_dir=os.environ.get(REPLAY_ENV), hide_finished=name is None)
-    first_deadline = wait + clustercfg.ssh.connect_timeout
+    # One frame waits until every node has answered or its request has been given up (then "unreachable").
+    first_deadline = wait + clustercfg.ssh.connect_timeout + 2
     out = console()
     if as_json or once or not sys.stdout.isatty():
         frame = asyncio.run(snapshot(collector, first_deadline))
