@@ -143,6 +143,20 @@ def test_a_node_that_stops_answering_shows_unreachable_while_the_others_refresh(
     assert all(s[healthy][0] for s in seen) and len(set(stamps)) >= len(stamps) - 1, seen  # fresh samples every refresh
 
 
+def test_one_frame_names_the_node_cut_off(setup, sim_cluster, capsys):
+    cfg, _, cluster = setup
+    cut = sim_cluster.nodes[1].hostname
+    sim_cluster.disconnect(1)
+    try:
+        assert cli_main(["top", "-c", str(cfg), "--json", "--timeout", "2"]) == 0
+    finally:
+        sim_cluster.reconnect(1)
+        ssh.close_masters(cluster.ssh, cluster.nodes)  # a master that lived through the cut may be stale
+    rows = {n["node"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert rows[cut]["reachable"] is False and rows[cut]["error"], rows[cut]
+    assert all(r["reachable"] for name, r in rows.items() if name != cut), rows
+
+
 def _tmux(sock: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=30)
 
