@@ -4,7 +4,7 @@
 # GPU acceptance (docs/GPU_CHECK.md):
 #   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
 #   make gpu-check  - on the GPU machine: install from the bundle without a network, then prove every GPU path
-#                     (without a bundle it runs from .venv; GPU_CHECK_ARGS=--cpu-only runs the CPU path only)
+#                     (perf/gpu_check.sh; without a bundle it runs from .venv; GPU_CHECK_ARGS=--cpu-only: CPU path only)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -45,10 +45,4 @@ gpu-bundle:
 	perf/gpu_bundle.sh $(GPU_BUNDLE)
 
 gpu-check:
-	@if [ -d $(GPU_BUNDLE)/wheels ]; then \
-	  perf/gpu_env.sh $(GPU_PYTHON) $(GPU_VENV) $(GPU_BUNDLE) && \
-	  PATH="$(CURDIR)/$(GPU_VENV)/bin:$$PATH" $(GPU_VENV)/bin/python -m perf.gpu_check --out "$(OUT)" $(GPU_CHECK_ARGS); \
-	else \
-	  echo "gpu-check: no bundle at $(GPU_BUNDLE): running from $(VENV)"; \
-	  $(MAKE) venv && $(PY) -m perf.gpu_check --out "$(OUT)" $(GPU_CHECK_ARGS); \
-	fi
+	GPU_BUNDLE=$(GPU_BUNDLE) GPU_VENV=$(GPU_VENV) GPU_PYTHON=$(GPU_PYTHON) OUT="$(OUT)" perf/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -17,8 +17,9 @@ rm -rf "$venv"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
     --target "$site" "$bundle"/wheels/*.whl
-# After the venv's own packages (the bundle's win), before nothing else: the repo and the image.
-printf '%s\n%s\n' "$repo" "$torch_site" > "$site/corral-gpu-check.pth"
+# After the venv's own packages (the bundle's win): the repo, then the image's packages, added as a
+# site dir so that the .pth files there are read too.
+printf '%s\nimport site; site.addsitedir(%s)\n' "$repo" "'$torch_site'" > "$site/corral-gpu-check.pth"
 echo "gpu-env: $venv: $(ls "$bundle"/wheels | wc -l) wheels from $bundle, torch from $torch_site"
 # Console scripts run with the venv's python, so torchrun's workers see the bundle too.
 for tool in "corral launcher.cli:main" "torchrun torch.distributed.run:main"; do
