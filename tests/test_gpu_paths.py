@@ -155,6 +155,20 @@ def test_cuda_snapshot_of_an_async_save_round_trips_bit_exactly_while_the_state_
         remove_dir(root)
 
 
+def test_synchronous_save_of_a_cuda_state_round_trips_bit_exactly(torch):
+    """The blocking save copies CUDA tensors into pinned memory one tensor ahead of the write."""
+    from launcher.checkpoint import Checkpointer
+
+    root = unique_dir("gpu-sync")
+    try:
+        state = _cuda_state(torch)
+        expected = _snapshot(torch, state)
+        Checkpointer(root, distributed=False).save(3, state)
+        assert_same(expected, Checkpointer(root, distributed=False).load(3))
+    finally:
+        remove_dir(root)
+
+
 def test_nccl_launch_of_the_demo_picks_nccl_trains_on_the_gpu_and_checkpoints(torch):
     name = f"gputest-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run(
