@@ -15,6 +15,8 @@ what runs past its budget is stopped and reported), in this order:
   overhead_node       bench node's bf16 GEMM and device copy against plain CUDA-event loops
   overhead_allreduce  the all-reduce harness against a bare dist.all_reduce loop at >= 64 MiB
 
+``--steps a,b`` runs only those (after the environment step), e.g. to rerun the steps that failed.
+
 Without a GPU (or with --cpu-only) every GPU step is skipped, each with its reason. Writes one
 JSON and one markdown summary into --results (docs/results/gpu), copies them and the logs to
 --out / $OUT when given, and the real NVML reading to tests/fixtures/nvml/ as a fixture candidate.
@@ -162,7 +164,9 @@ class Run:
         return run_step_process(argv, self.work / f"{name}.log", min(budget, self.left() - 5), env)
 
     def step(self, name: str, title: str, budget: float, needs_gpu: bool, body: Callable[[float], gv.StepResult]) -> None:
-        if needs_gpu and self.gpu_skip:
+        if self.args.steps and name != "environment" and name not in self.args.steps:
+            result = gv.skipped(name, title, f"not selected (--steps {','.join(self.args.steps)})", budget)
+        elif needs_gpu and self.gpu_skip:
             result = gv.skipped(name, title, self.gpu_skip, budget)
         elif self.left() < 20:
             result = gv.skipped(name, title, f"no time left: the run's {self.args.budget:.0f} s budget is spent", budget)
@@ -294,7 +298,8 @@ class Run:
         steps = [s.to_dict() for s in self.steps]
         return {
             "format": gv.RESULT_FORMAT, "started": started, "seconds": round(seconds, 1), "budget_s": self.args.budget,
-            "status": gv.overall(self.steps, gpu_expected=not self.args.cpu_only), "command": self.args.command, "cpu_only": self.args.cpu_only,
+            "status": gv.overall([s for s in self.steps if not s.reason.startswith("not selected")],
+                                 gpu_expected=not self.args.cpu_only), "command": self.args.command, "cpu_only": self.args.cpu_only,
             "load_average_at_end": list(os.getloadavg()),
             "environment": {k: self.env.get(k) for k in ("gpu_name", "gpu_count", "driver", "torch", "cuda", "nccl", "python",
                                                          "hostname", "tmux", "missing_modules")},
@@ -350,6 +355,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="Logs and scratch (default runs/gpu-check-STAMP).")
     p.add_argument("--budget", type=float, default=TOTAL_BUDGET_S, help="Seconds for the whole run.")
     p.add_argument("--ckpt-size", default="2G", help="Size of the CUDA state the checkpoint step saves.")
+    p.add_argument("--steps", type=lambda v: [x for x in v.split(",") if x], default=[],
+                   help="Run only these steps (comma-separated; the environment step always runs), e.g. to rerun what failed.")
     p.add_argument("--command", default="make gpu-check", help="The command to print in the summary.")
     p.add_argument("--environment-json", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -357,6 +364,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    unknown = set(args.steps) - {name for name, *_ in STEPS}
+    if unknown:
+        print(f"gpu-check: --steps: unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, *_ in STEPS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.environment_json:
         Path(args.environment_json).write_text(json.dumps(environment(), indent=1) + "\n")
         return 0
