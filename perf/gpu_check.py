@@ -231,7 +231,9 @@ class Run:
         slug = re.sub(r"[^a-z0-9]+", "_", (self.env.get("gpu_name") or "gpu").lower().removeprefix("nvidia ")).strip("_")
         target = Path(self.args.fixture_dir) / f"captured_{slug}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(nvml, indent=1) + "\n")
+        about = (f"A capture: the NVML reading of `corral bench node --record` on {self.env.get('gpu_name')} "
+                 f"(driver {self.env.get('driver')}), taken by make gpu-check on {time.strftime('%Y-%m-%d', time.gmtime())}.")  # fmt: skip
+        target.write_text(json.dumps({"about": about, **nvml}, indent=1) + "\n")
         self.extra_files.append(target)
 
     def s_allreduce(self, budget: float) -> gv.StepResult:

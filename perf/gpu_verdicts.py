@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from benchmarks import overhead_stats as ost
+
 PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
 RESULT_FORMAT = "corral-gpu-check/1"
 
@@ -239,7 +241,7 @@ def judge_allreduce_overhead(result: dict[str, Any]) -> list[Figure]:
             if c is None:
                 continue
             lo, hi = c["ci95"]
-            ok = c["verdict"] == "within 3%"
+            ok = c["verdict"] == ost.WITHIN
             out.append(Figure(f"all-reduce {name} {row['size_bytes'] >> 20} MiB", round(c["estimate"], 4), "ratio", 1.0,
                               "bare dist.all_reduce loop", f"95% CI in [{1 - ALLREDUCE_OVERHEAD_BAR:g}, {1 + ALLREDUCE_OVERHEAD_BAR:g}]",
                               PASS if ok else FAIL, f"CI [{lo:.4f}, {hi:.4f}]: {c['verdict']}"))  # fmt: skip

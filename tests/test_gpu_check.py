@@ -210,3 +210,18 @@ def test_checkpoint_worker_round_trips_both_async_modes_on_cpu(tmp_path):
     assert not (tmp_path / "scratch").exists(), "scratch space removed"
     figs = gv.judge_checkpoint(result)
     assert [f.verdict for f in figs if "bit-exactly" in f.name] == [gv.PASS, gv.PASS]
+
+
+def test_allreduce_overhead_on_one_rank_compares_times_and_reports_algbw():
+    """World size 1 (one GPU): busbw is 0 by definition, the ratios come from block times alone."""
+    from benchmarks.allreduce_overhead import summarise
+
+    size = 64 << 20
+    bare = [0.010 + 0.0001 * (i % 4) for i in range(20)]
+    [row] = summarise({size: {"bare": bare, "harness_inplace": [b * 1.01 for b in bare]}}, k=10, world=1, seed=1)
+    assert row["busbw_gbps"] == {"bare": 0.0, "harness_inplace": 0.0}
+    assert row["algbw_gbps"]["bare"] == pytest.approx(cm.algbw_gbps(size, sum(bare) / 200))
+    c = row["comparisons"]["inplace_vs_bare"]
+    assert c["estimate"] == pytest.approx(1 / 1.01) and c["verdict"] == ost.WITHIN
+    [fig] = gv.judge_allreduce_overhead({"rows": [row]})
+    assert fig.verdict == gv.PASS and fig.name == "all-reduce inplace_vs_bare 64 MiB"
