@@ -47,6 +47,9 @@ from perf import gpu_verdicts as gv  # noqa: E402
 TOTAL_BUDGET_S = 450.0
 """The whole run stays under 8 minutes: each step gets min(its budget, what is left of this)."""
 GPU_TEST_FILES = ("tests/test_gpu_paths.py", "tests/test_bench_node_gpu.py")
+ALLOW_VOLATILE = {"CORRAL_CKPT_ALLOW_VOLATILE": "1"}
+"""The GPU machine's disk may be an overlay: checkpoints there are allowed (with a warning) because
+the run checks the GPU paths, not durability across reboots (the environment step records the disk)."""
 NEEDED_MODULES = ("pydantic", "libtmux", "docker", "isal", "typer", "rich", "yaml", "pynvml", "pytest", "hypothesis")
 OUT_FILES_MAX = 8
 
@@ -112,6 +115,12 @@ def environment() -> dict:
         except Exception as exc:  # noqa: BLE001 - any import failure means the module is unusable
             missing.append(f"{mod} ({type(exc).__name__})")
     env["missing_modules"] = missing
+    try:
+        from launcher.checkpoint.fsinfo import check_root
+
+        env["checkpoint_disk"] = "; ".join(check_root(str(REPO / "runs"))) or "a persistent disk"
+    except Exception as exc:  # noqa: BLE001 - context only
+        env["checkpoint_disk"] = f"unknown ({type(exc).__name__})"
     tmux = shutil.which("tmux")
     env["tmux"] = subprocess.run([tmux, "-V"], capture_output=True, text=True).stdout.strip() if tmux else None
     try:
@@ -210,7 +219,7 @@ class Run:
         xml = self.work / "gpu-tests.xml"
         argv = [self.py, "-m", "pytest", "-m", "gpu", *GPU_TEST_FILES, "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
                 "-o", "junit_logging=no", "--timeout", str(int(budget - 10))]  # fmt: skip
-        p = self.proc("gpu_tests", argv, budget, {"CORRAL_CAPTURE_DIR": str(self.work)})
+        p = self.proc("gpu_tests", argv, budget, {"CORRAL_CAPTURE_DIR": str(self.work), **ALLOW_VOLATILE})
         figs = gv.judge_junit(xml.read_text()) if xml.exists() else []
         return self.finish("gpu_tests", "GPU tests (pytest -m gpu)", p, figs)
 
@@ -261,7 +270,7 @@ class Run:
     def s_launch(self, budget: float) -> gv.StepResult:
         name = f"gpucheck-{self.stamp}"
         argv = [self.py, "-m", "launcher.cli", "launch", "configs/demo.yaml", "--name", name, "--set", "nproc_per_node=auto",
-                "--set", "args.1=200", "--set", "args.3=0.02", "--follow"]  # fmt: skip
+                "--set", "args.1=200", "--set", "args.3=0.02", "--set", "env.CORRAL_CKPT_ALLOW_VOLATILE=1", "--follow"]  # fmt: skip
         p = self.proc("launch", argv, budget)
         from launcher.checkpoint.layout import parse_step_dirname
         from launcher.runrecord import RECORD_FILE
@@ -304,7 +313,7 @@ class Run:
                                  gpu_expected=not self.args.cpu_only), "command": self.args.command, "cpu_only": self.args.cpu_only,
             "load_average_at_end": list(os.getloadavg()),
             "environment": {k: self.env.get(k) for k in ("gpu_name", "gpu_count", "driver", "torch", "cuda", "nccl", "python",
-                                                         "hostname", "tmux", "missing_modules")},
+                                                         "hostname", "tmux", "missing_modules", "checkpoint_disk")},
             "steps": steps,
         }  # fmt: skip
 

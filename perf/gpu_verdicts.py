@@ -278,6 +278,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         f"- GPU: {env.get('gpu_name') or 'none'} (driver {env.get('driver') or '-'}, {env.get('gpu_count', 0)} visible)",
         f"- torch {env.get('torch') or '-'}, CUDA {env.get('cuda') or '-'}, NCCL {env.get('nccl') or '-'}, Python {env.get('python') or '-'}",
+        f"- checkpoint disk (runs/): {env.get('checkpoint_disk') or '-'}",
         f"- host {env.get('hostname', '-')}; command: `{doc.get('command', '')}`; {doc.get('seconds', 0):.0f} s of {doc.get('budget_s', 0):.0f} s",
         "",
         "| step | status | seconds (budget) | reason |",
