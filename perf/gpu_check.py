@@ -165,12 +165,30 @@ class Run:
         self.steps: list[gv.StepResult] = []
         self.gpu_skip: str | None = None
         self.extra_files: list[Path] = []
+        self.started_wall = time.time()
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def proc(self, name: str, argv: list[str], budget: float, env: dict | None = None) -> Proc:
-        return run_step_process(argv, self.work / f"{name}.log", min(budget, self.left() - 5), env)
+        p = run_step_process(argv, self.work / f"{name}.log", min(budget, self.left() - 5), env)
+        if p.timed_out:
+            self.stop_our_jobs(p.log)
+        return p
+
+    def stop_our_jobs(self, log: Path) -> None:
+        """A step stopped at its budget leaves the jobs it launched running in tmux: stop the ones this run started."""
+        try:
+            from launcher.config import load_cluster
+            from launcher.jobs import all_records
+
+            names = [r.name for r in all_records(load_cluster(None)) if r.started_at >= self.started_wall]
+        except Exception as exc:  # noqa: BLE001 - best effort; the log says what happened
+            names = []
+            with open(log, "a") as f:
+                f.write(f"gpu-check: could not list this run's jobs: {type(exc).__name__}: {exc}\n")
+        for name in names:
+            run_step_process([self.py, "-m", "launcher.cli", "stop", name], log, 30)
 
     def step(self, name: str, title: str, budget: float, needs_gpu: bool, body: Callable[[float], gv.StepResult]) -> None:
         if self.args.steps and name != "environment" and name not in self.args.steps:
