@@ -225,3 +225,16 @@ def test_allreduce_overhead_on_one_rank_compares_times_and_reports_algbw():
     assert c["estimate"] == pytest.approx(1 / 1.01) and c["verdict"] == ost.WITHIN
     [fig] = gv.judge_allreduce_overhead({"rows": [row]})
     assert fig.verdict == gv.PASS and fig.name == "all-reduce inplace_vs_bare 64 MiB"
+
+
+@pytest.mark.timeout(180)
+def test_the_shell_entry_point_without_a_bundle_runs_the_cpu_path_and_passes_arguments_on(tmp_path):
+    env = {**os.environ, "GPU_BUNDLE": str(tmp_path / "no-bundle"), "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", "perf/gpu_check.sh", "--cpu-only", "--steps", "gpu_tests", "--results", str(tmp_path / "r"),
+                           "--fixture-dir", str(tmp_path / "f"), "--work", str(tmp_path / "w")],
+                          cwd=REPO, capture_output=True, text=True, timeout=170, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"no bundle at {tmp_path / 'no-bundle'}" in proc.stdout
+    assert "gpu-check: launch: SKIP (not selected (--steps gpu_tests))" in proc.stdout
+    assert "gpu-check: gpu_tests: SKIP (--cpu-only" in proc.stdout
+    assert len(list((tmp_path / "out").glob("gpu-check-*.json"))) == 1, "$OUT is where the results are copied"
