@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import overhead_stats as ost
+from benchmarks.node.judge import SPEED_PASS_SHARE, SPEED_WARN_SHARE
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
 RESULT_FORMAT = "corral-gpu-check/1"
@@ -28,6 +29,7 @@ ALLREDUCE_OVERHEAD_BAR = 0.03
 CKPT_BLOCKED_BAR = 0.02
 CKPT_STEP_BAR = 0.05
 CKPT_SYNC_VS_RAW = 0.9
+SPEC_BAR = f">= {SPEED_PASS_SHARE:g} x typical (warn below, fail below {SPEED_WARN_SHARE:g})"
 SPEED_METRICS = ("gemm_bf16", "gemm_fp16", "gemm_tf32", "device_copy", "h2d", "d2h")
 UNITS = {"gemm_bf16": "TFLOP/s", "gemm_fp16": "TFLOP/s", "gemm_tf32": "TFLOP/s",
          "device_copy": "GB/s", "h2d": "GB/s", "d2h": "GB/s"}  # fmt: skip
@@ -140,8 +142,8 @@ def judge_node_report(report: dict[str, Any]) -> list[Figure]:
                 c = checks.get(metric, {})
                 verdict = {"pass": PASS, "fail": FAIL, "warn": INFO}.get(c.get("status"), INFO)
                 figures.append(Figure(f"{g} {metric}", speed.get(metric), UNITS[metric], c.get("expected"),
-                                      "spec table (bench node's own check)", str(c.get("status", "-")), verdict,
-                                      str(c.get("reason", ""))))  # fmt: skip
+                                      "typical, spec table (bench node's own check)", SPEC_BAR, verdict,
+                                      f"{c.get('status', '-')}: {c.get('reason', '')}"))  # fmt: skip
             anchor = anchor_for(gpu.get("name"))
             for metric, ref in (anchor or {}).items():
                 figures.append(at_least(f"{g} {metric} vs anchor", speed.get(metric), ref, 1 - ANCHOR_BAR, unit=UNITS[metric],
@@ -295,4 +297,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             base = _cell(f["baseline"]) + (f" ({f['baseline_what']})" if f["baseline_what"] else "")
             lines.append(f"| {_cell(f['name'])} | {_cell(f['value'])} | {_cell(f['unit'])} | {base} | {_cell(f['bar'])} | "
                          f"{f['verdict']} | {_cell(f['note'])[:200]} |")  # fmt: skip
+    lines += ["", ONE_GPU_NOTE]
     return "\n".join(lines) + "\n"
+
+
+ONE_GPU_NOTE = ("What one GPU cannot show: all-reduce bandwidth (at world size 1 NCCL moves nothing over any link and busbw is "
+                "0 by definition), NCCL's ring/tree algorithms, NVLink and the network, peer comparison between GPUs, and a "
+                "multi-node rendezvous; see docs/GPU_CHECK.md.")

@@ -18,6 +18,8 @@ from perf import gpu_check
 from perf import gpu_verdicts as gv
 
 REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden" / "gpu_check_summary.md"
+REGEN = "UPDATE_GOLDEN=1 python -m pytest tests/test_gpu_check.py -k golden"
 
 
 # ---- the CPU path ------------------------------------------------------------------
@@ -189,6 +191,24 @@ def test_summary_names_the_machine_versions_and_every_figure_with_baseline_and_v
     assert "torch 2.11.0+cu130, CUDA 13.0, NCCL 2.28.3, Python 3.12.3" in md
     assert "| launch | skip | 0.0 (0) | no time left |" in md
     assert "| async[background] blocked time | 0.01 | s | 1.05 (synchronous save of the same state) | <= 0.02 x baseline | pass |" in md
+
+
+def test_summary_of_a_whole_run_matches_the_golden_file():
+    node = gv.StepResult("bench_node", "bench node", gv.FAIL, "failed: gpu0 h2d", 41.2, 70,
+                         gv.judge_node_report({"nodes": [{"checks": [], "gpus": [_gpu(statuses={"h2d": "fail"})]}]}))
+    ar = gv.StepResult("allreduce", "bench allreduce --backend nccl (world size 1)", gv.PASS, "", 22.0, 60,
+                       gv.judge_allreduce(_allreduce_result(1)))
+    ck = gv.StepResult("checkpoint", "Async checkpoint of a 2G CUDA state during training", gv.PASS, "", 48.5, 100,
+                       gv.judge_checkpoint(_ckpt()))
+    doc = {"started": "2026-11-27 15:00:00 UTC", "status": gv.overall([node, ar, ck]), "seconds": 111.7, "budget_s": 450,
+           "command": "make gpu-check", "steps": [s.to_dict() for s in (node, ar, ck)],
+           "environment": {"gpu_name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "gpu_count": 1, "torch": "2.11.0+cu130",
+                           "cuda": "13.0", "nccl": "2.28.3", "python": "3.12.3", "hostname": "gpu1", "checkpoint_disk": "a persistent disk"}}  # fmt: skip
+    text = gv.render_markdown(doc)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert GOLDEN.exists(), f"missing golden file {GOLDEN}; create it with: {REGEN}"
+    assert text == GOLDEN.read_text(encoding="utf-8"), f"the summary changed; if intended, regenerate with: {REGEN}"
 
 
 # ---- the checkpoint worker, on CPU --------------------------------------------------
