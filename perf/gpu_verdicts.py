@@ -143,7 +143,7 @@ def judge_node_report(report: dict[str, Any]) -> list[Figure]:
                 verdict = {"pass": PASS, "fail": FAIL, "warn": INFO}.get(c.get("status"), INFO)
                 figures.append(Figure(f"{g} {metric}", speed.get(metric), UNITS[metric], c.get("expected"),
                                       "typical, spec table (bench node's own check)", SPEC_BAR, verdict,
-                                      f"{c.get('status', '-')}: {c.get('reason', '')}"))  # fmt: skip
+                                      ": ".join(str(x) for x in (c.get("status", "-"), c.get("reason")) if x)))  # fmt: skip
             anchor = anchor_for(gpu.get("name"))
             for metric, ref in (anchor or {}).items():
                 figures.append(at_least(f"{g} {metric} vs anchor", speed.get(metric), ref, 1 - ANCHOR_BAR, unit=UNITS[metric],
