@@ -258,3 +258,25 @@ def test_the_shell_entry_point_without_a_bundle_runs_the_cpu_path_and_passes_arg
     assert "gpu-check: launch: SKIP (not selected (--steps gpu_tests))" in proc.stdout
     assert "gpu-check: gpu_tests: SKIP (--cpu-only" in proc.stdout
     assert len(list((tmp_path / "out").glob("gpu-check-*.json"))) == 1, "$OUT is where the results are copied"
+
+
+def test_node_judge_reads_a_report_built_by_bench_node_itself():
+    """Key names as `corral bench node --json` writes them: a judged H100 reading with speed figures."""
+    from benchmarks.node import nvml_reader as nr
+    from benchmarks.node.judge import judge_node, judge_peers
+    from benchmarks.node.report import build_report
+
+    recording = json.loads((REPO / "tests" / "fixtures" / "nvml" / "h100_sxm_healthy.json").read_text())
+    per_gpu = {"gemm_tflops": {"bf16": {"tflops": 792.0, "n": 8192}, "fp16": {"tflops": 785.0, "n": 8192},
+                               "tf32": {"tflops": 420.0, "n": 8192}},
+               "device_copy_gbps": 2990.0, "h2d_gbps": 54.0, "d2h_gbps": 53.5}  # fmt: skip
+    speed = {"gpus": [{"index": i, **per_gpu} for i in (0, 1)], "cuda": True, "cpu": None}
+    node = judge_node({"host": "n1", "quick": False, "nvml": nr.parse_recording(recording), "host_info": {}, "speed": speed})
+    nodes = [node]
+    judge_peers(nodes)
+    report = json.loads(json.dumps(build_report(nodes, quick=False)))
+    figs = {f.name: f for f in gv.judge_node_report(report)}
+    assert figs["gpu0 gemm_bf16"].value == 792.0 and figs["gpu1 device_copy"].value == 2990.0
+    assert figs["gpu0 gemm_bf16"].baseline == 790.0, "the spec table's typical H100 SXM figure"
+    assert figs["gpu0 gemm_bf16 vs anchor"].verdict == gv.PASS and figs["gpu1 device_copy vs anchor"].verdict == gv.PASS
+    assert {f.verdict for f in figs.values()} <= {gv.PASS, gv.INFO}, [f for f in figs.values() if f.verdict == gv.FAIL]
