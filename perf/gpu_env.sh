@@ -36,5 +36,10 @@ else
     libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
     printf '#!/bin/sh\nLD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec %s "$@"\n' "$libs" "$root/usr/bin/tmux" > "$venv/bin/tmux"
     chmod +x "$venv/bin/tmux"
-    echo "gpu-env: tmux: from the bundle, $("$venv/bin/tmux" -V)"
+    # Debian 12's builds need glibc >= 2.36 (Ubuntu 24.04 has 2.39); say so here rather than in the launch steps.
+    if version=$("$venv/bin/tmux" -V 2>&1); then
+        echo "gpu-env: tmux: from the bundle, $version"
+    else
+        echo "gpu-env: the bundle's tmux does not run on this machine (the launch steps will fail): $version" >&2
+    fi
 fi
