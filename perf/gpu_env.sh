@@ -9,6 +9,12 @@ set -euo pipefail
 python=$1 venv=$2 bundle=$3
 repo=$(pwd -P)
 [ -d "$bundle/wheels" ] || { echo "gpu-env: no bundle at $bundle: run 'make gpu-bundle' on a machine with registry access and carry it" >&2; exit 2; }
+have=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+want=$(sed -n 's/^python //p' "$bundle/TARGET" 2>/dev/null || true)
+if [ -n "$want" ] && [ "$want" != "$have" ]; then
+    echo "gpu-env: the bundle at $bundle is for Python $want but $python is $have: rebuild it with GPU_PY_VERSION=$have make gpu-bundle" >&2
+    exit 2
+fi
 # Where the image keeps torch: a venv of our own made from a venv's python sees only the base
 # interpreter's packages, so the torch's site-packages is added by a .pth file.
 torch_site=$("$python" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
