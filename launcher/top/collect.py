@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,10 +43,11 @@ def sampler_source() -> str:
 
 
 def venv_python(cluster: ClusterConfig, node: NodeConfig) -> str:
-    """The interpreter the NVML sampler runs with: the job's venv (where nvidia-ml-py would be)."""
+    """The interpreter the NVML sampler runs with: the job's venv (where nvidia-ml-py would be);
+    without one, this interpreter on this machine and ``python3`` on a remote node."""
     if cluster.venv:
         return os.path.join(resolve_path(os.getcwd(), cluster.venv), "bin", "python3")
-    return "python3"
+    return sys.executable if node.is_local else "python3"
 
 
 def sample_request(cluster: ClusterConfig, node: NodeConfig, jobs: list[JobSpec], replay_dir: str | None = None) -> dict[str, Any]:
