@@ -17,6 +17,7 @@ recorded NVML reading):
 
     python -m perf.top_refresh --nodes 16 --refreshes 30 --cpu-refreshes 20 220 --out docs/results/top_refresh.json
     python -m perf.top_refresh --modes sampler --cpu-refreshes 20 220
+    python -m perf.top_refresh --modes sampler --real-nvml --cpu-refreshes 20 520   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -201,12 +202,13 @@ def cpu_mode(cluster: ClusterConfig, replay: Path, r1: int, r2: int, reps: int) 
     return {"refreshes": [r1, r2], "per_refresh_ms": summary(per_refresh_ms), "runs": runs}
 
 
-def sampler_cpu_s(samples: int) -> float:
-    """CPU seconds of one NVML sampler process (stand-in pynvml, 2 recorded GPUs) that answered ``samples``."""
+def sampler_cpu_s(samples: int, real: bool = False) -> float:
+    """CPU seconds of one NVML sampler process that answered ``samples`` (the stand-in pynvml
+    answering 2 recorded GPUs, or with ``real`` this machine's nvidia-ml-py and GPUs)."""
     from launcher.top import node_sampler
 
     fake = REPO / "tests" / "fixtures" / "fake_nvml"
-    env = {"PYTHONPATH": str(fake), "FAKE_NVML_RECORDING": str(RECORDING)}
+    env = {} if real else {"PYTHONPATH": str(fake), "FAKE_NVML_RECORDING": str(RECORDING)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -231,15 +233,15 @@ def sampler_cpu_s(samples: int) -> float:
                 os.environ[k] = v
 
 
-def sampler_mode(r1: int, r2: int, reps: int) -> dict:
+def sampler_mode(r1: int, r2: int, reps: int, real: bool) -> dict:
     per_sample_ms, runs = [], []
     for rep in range(reps):
         got = {}
         for count in ((r1, r2) if rep % 2 == 0 else (r2, r1)):
-            got[count] = sampler_cpu_s(count)
+            got[count] = sampler_cpu_s(count, real)
         per_sample_ms.append((got[r2] - got[r1]) / (r2 - r1) * 1000)
         runs.append({str(k): v for k, v in got.items()})
-    return {"samples": [r1, r2], "per_sample_ms": summary(per_sample_ms), "runs": runs}
+    return {"samples": [r1, r2], "nvml": "real" if real else "stand-in", "per_sample_ms": summary(per_sample_ms), "runs": runs}
 
 
 def summary(xs: list[float]) -> dict:
@@ -256,12 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-refreshes", type=int, nargs=2, default=[20, 220], metavar=("R1", "R2"))
     ap.add_argument("--cpu-reps", type=int, default=2)
     ap.add_argument("--modes", nargs="+", default=["wall", "cpu"], choices=["wall", "cpu", "sampler"])
+    ap.add_argument("--real-nvml", action="store_true", help="sampler mode: this machine's nvidia-ml-py and GPUs")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.modes == ["sampler"]:
         out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(), "load_before": os.getloadavg(),
                "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:]),
-               "sampler": sampler_mode(*args.cpu_refreshes, args.cpu_reps), "load_after": os.getloadavg()}  # fmt: skip
+               "sampler": sampler_mode(*args.cpu_refreshes, args.cpu_reps, args.real_nvml), "load_after": os.getloadavg()}  # fmt: skip
         print(json.dumps(out["sampler"]["per_sample_ms"], indent=1))
         if args.out:
             args.out.write_text(json.dumps(out, indent=1) + "\n")
