@@ -26,8 +26,12 @@ def test_one_session_answers_every_refresh(local_space):
     collector = Collector(cluster, [Target(cluster.nodes[0], [spec])], timeout=10)
 
     async def go():
+        frames = []
         try:
-            return [await collector.refresh(20) for _ in range(3)]
+            for _ in range(3):
+                frames.append(await collector.refresh(20))
+                await asyncio.sleep(0.3)  # a short interval: /proc/stat counts in 10 ms ticks
+            return frames
         finally:
             await collector.close()
 
