@@ -128,7 +128,7 @@ def _print_status(st: dict) -> None:
     alive = f"controller pid {ctl['pid']} on {ctl['host']}" if ctl.get("alive") else ctl.get("note", "no controller running")
     c = st["counts"]
     table = Table(title=f"sweep {st['name']} ({st['method']}, {metric['goal']} {metric['name']}): "
-                        f"{c['done']} done, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
+                        f"{c['done']} done, {c.get('pruned', 0)} pruned, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
     for col in ("trial", "state", "params", "node", "attempts", metric["name"], "note"):
         table.add_column(col, justify="right" if col in ("attempts", metric["name"]) else "left")
     best = st["best"]["id"] if st["best"] else None
