@@ -7,8 +7,9 @@ produces them in-process, so the sweep controller's own decision code (schedulin
 Optuna study, pruning) runs thousands of trials without launching a process per trial.
 
     final(p) = 1 + 0.4 * (log10(lr) + 2.5)**2 + 2 * (momentum - 0.8)**2 + OPT_PENALTY[opt]
-    loss(p, step) = final(p) + 2 * exp(-step * speed(lr) / 9)     speed(lr) = clip(sqrt(lr / 1e-3), 0.5, 2)
+    loss(p, t) = final(p) + 2 * (1 - t/27) * exp(-t * speed(lr) / 9)    speed(lr) = clip(sqrt(lr / 1e-3), 0.5, 2)
 
+for t = 0..27; a run of N steps reports step s at t = 27 s / N, so its last report is final(p).
 The optimum is 1.0 (lr = 10**-2.5, momentum 0.8, opt adam). A larger learning rate learns
 faster early on but ends worse, so early steps rank trials imperfectly, as in real training.
 """
@@ -37,9 +38,11 @@ def final_loss(p: dict[str, Any]) -> float:
     return 1.0 + 0.4 * (math.log10(p["lr"]) + 2.5) ** 2 + 2.0 * (p["momentum"] - 0.8) ** 2 + OPT_PENALTY[p["opt"]]
 
 
-def loss(p: dict[str, Any], step: int) -> float:
+def loss(p: dict[str, Any], step: int, steps: int = MAX_STEPS) -> float:
+    """The loss a run of ``steps`` steps reports at ``step`` (1..steps); at its last step, final_loss(p)."""
+    t = step * MAX_STEPS / steps
     speed = min(max(math.sqrt(p["lr"] / 1e-3), 0.5), 2.0)
-    return final_loss(p) + 2.0 * math.exp(-step * speed / 9.0)
+    return final_loss(p) + 2.0 * (1 - t / MAX_STEPS) * math.exp(-t * speed / 9.0)
 
 
 @dataclass
@@ -74,7 +77,7 @@ class SyntheticBackend:
             return {n: NodeRun("exited", 143) for n in run.nodes}
         if run.step < self.max_steps:
             new = range(run.step + 1, min(run.step + self.steps_per_poll, self.max_steps) + 1)
-            lines = "".join(json.dumps({"step": s, self.metric: loss(run.params, s)}) + "\n" for s in new)
+            lines = "".join(json.dumps({"step": s, self.metric: loss(run.params, s, self.max_steps)}) + "\n" for s in new)
             with open(self.run_dir(name) / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(lines)
             run.step = new[-1]

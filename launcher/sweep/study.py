@@ -129,6 +129,11 @@ def file_storage(path: Path) -> "optuna.storages.BaseStorage":
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
+def startup_trials(run_cap: int) -> int:
+    """Random trials before TPE models the results: Optuna's 10, fewer for small sweeps (a quarter of run_cap, at least 3)."""
+    return min(10, max(3, run_cap // 4))
+
+
 def _resume_seed(seed: int, n_trials: int) -> int:
     # A fresh sweep samples from `seed` (reproducible); a resumed one must not replay the first draws.
     if n_trials == 0:
@@ -152,7 +157,8 @@ class SweepStudy:
         if cfg.method == "bayes":
             seed = _resume_seed(cfg.seed, len(self.study.get_trials(deepcopy=False)))
             # constant_liar: running trials count as bad guesses, so parallel asks spread out (Optuna's advice).
-            self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=(cfg.max_concurrent or 2) > 1)
+            self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=(cfg.max_concurrent or 2) > 1,
+                                                            n_startup_trials=startup_trials(cfg.run_cap or 0))  # fmt: skip
         self.study_id = self.study._study_id  # Trial(study, id) needs the storage's id, which only this exposes
 
     def _pruner(self) -> "optuna.pruners.BasePruner":
