@@ -294,3 +294,29 @@ def test_crash_between_an_ask_and_its_start_adopts_the_asked_trial(tmp_path):
 
 def test_synthetic_objective_optimum():
     assert final_loss({"lr": 10**-2.5, "momentum": 0.8, "opt": "adam"}) == 1.0
+
+
+def test_study_file_beside_the_journal_never_uses_a_symlink(tmp_path, monkeypatch):
+    import os
+
+    def no_symlinks(*a, **k):
+        raise OSError(95, "Operation not supported: the shared drive has no symlinks")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    s = synthetic_sweep(run_cap=5, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3})
+    paths = SweepPaths(tmp_path / "_sweeps" / s.name)
+    save_spec(paths, s)
+    backend = SyntheticBackend(tmp_path / "runs", max_steps=4, steps_per_poll=1)
+    c = Controller(load_spec(paths), cluster(), backend, paths, sleep=lambda x: None)  # the real file storage
+    assert c.run() == 0
+    assert (paths.root / "optuna.journal").stat().st_size > 0 and not (paths.root / "optuna.journal.lock").exists()
+    assert agree(c) == []
+    assert all(t.user_attrs["corral_trial"] in c.state.trials for t in c.study.trials())
+
+
+def test_grid_without_early_terminate_keeps_no_study(tmp_path):
+    s = synthetic_sweep(method="grid", run_cap=None, parameters={"lr": {"values": [0.01, 0.001]}})
+    paths = SweepPaths(tmp_path / "_sweeps" / s.name)
+    save_spec(paths, s)
+    c = Controller(load_spec(paths), cluster(), SyntheticBackend(tmp_path / "runs", max_steps=1), paths, sleep=lambda x: None)
+    assert c.run() == 0 and c.study is None and not (paths.root / "optuna.journal").exists()

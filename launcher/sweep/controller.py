@@ -199,6 +199,8 @@ class Controller:
             job = build_trial_job(self.sweep, d.trial, d.attempt)
             self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params,
                          **({"optuna": number} if number is not None else {}))  # fmt: skip
+            if number is not None and d.attempt == 1:
+                self.study.label(number, d.trial.id)  # for optuna-dashboard; after the start, so a crash loses only a label
             log.info("starting trial %s attempt %d on %s as %s", d.trial.id, d.attempt, ",".join(d.nodes), job.name)
             jobs.append((d, job))
         errors = _side_by_side([lambda d=d, job=job: self._launch(job, list(d.nodes)) for d, job in jobs])
