@@ -311,7 +311,8 @@ def test_study_file_beside_the_journal_never_uses_a_symlink(tmp_path, monkeypatc
     assert c.run() == 0
     assert (paths.root / "optuna.journal").stat().st_size > 0 and not (paths.root / "optuna.journal.lock").exists()
     assert agree(c) == []
-    assert all(t.user_attrs["corral_trial"] in c.state.trials for t in c.study.trials())
+    assert {t.number: t.params for t in c.study.trials()} == {r.optuna: {k: r.params[k] for k in ("lr", "momentum", "wd", "layers", "opt")}
+                                                               for r in c.state.trials.values()}  # fmt: skip
 
 
 def test_grid_without_early_terminate_keeps_no_study(tmp_path):
@@ -320,3 +321,26 @@ def test_grid_without_early_terminate_keeps_no_study(tmp_path):
     save_spec(paths, s)
     c = Controller(load_spec(paths), cluster(), SyntheticBackend(tmp_path / "runs", max_steps=1), paths, sleep=lambda x: None)
     assert c.run() == 0 and c.study is None and not (paths.root / "optuna.journal").exists()
+
+
+def test_grid_with_early_terminate_labels_its_study_trials_with_corral_ids(tmp_path):
+    s = synthetic_sweep(method="grid", run_cap=None, parameters={"lr": {"values": [0.003, 0.5, 0.9]}},
+                        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})  # fmt: skip
+    c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), SyntheticBackend(tmp_path / "runs", max_steps=8), n_nodes=1)
+    assert c.run() == 0 and agree(c) == []
+    assert {t.user_attrs["corral_trial"]: t.number for t in c.study.trials()} == {r.id: r.optuna for r in c.state.trials.values()}
+    assert c.counts()["pruned"] == 2  # one node, best first: the others lose at step 2
+
+
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_bayes_with_early_terminate_prunes_and_agrees(tmp_path, pruner):
+    s = synthetic_sweep(run_cap=15, max_concurrent=3,
+                        early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 27, "eta": 3, "pruner": pruner})  # fmt: skip
+    backend = SyntheticBackend(tmp_path / "runs", max_steps=27, steps_per_poll=1)
+    c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), backend)
+    kind = type(c.study.study.pruner).__name__
+    assert kind == {"successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner"}[pruner]
+    assert c.run() == 0 and agree(c) == []
+    counts = c.counts()
+    assert counts["pruned"] > 0 and counts["done"] + counts["pruned"] == 15
+    assert backend.steps_spent() < 15 * 27

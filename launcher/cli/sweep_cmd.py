@@ -61,7 +61,7 @@ def run(
     token = uuid.uuid4().hex
     launch = plan_controller(paths, cluster, token, spec.name)
     start_detached(launch, paths, token)
-    console().print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s); controller running detached in tmux session "
+    console().print(f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "
                     f"{launch.session}\n  watch: corral sweep status {spec.name}    stop: corral sweep stop {spec.name}")  # fmt: skip
 
 

@@ -199,8 +199,10 @@ class Controller:
             job = build_trial_job(self.sweep, d.trial, d.attempt)
             self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params,
                          **({"optuna": number} if number is not None else {}))  # fmt: skip
-            if number is not None and d.attempt == 1:
-                self.study.label(number, d.trial.id)  # for optuna-dashboard; after the start, so a crash loses only a label
+            if number is not None and d.attempt == 1 and not d.trial.id.startswith(ASK) and self.cfg.method != "bayes":
+                # grid/random study trials have no parameters: the label is what links them to corral's trials in
+                # optuna-dashboard (a bayes trial is known by its parameters, and its Optuna number is in the journal)
+                self.study.label(number, d.trial.id)
             log.info("starting trial %s attempt %d on %s as %s", d.trial.id, d.attempt, ",".join(d.nodes), job.name)
             jobs.append((d, job))
         errors = _side_by_side([lambda d=d, job=job: self._launch(job, list(d.nodes)) for d, job in jobs])
