@@ -1,6 +1,6 @@
 """Benchmark of learning sweeps on the synthetic objective: bayes vs random, hyperband vs none, controller overhead.
 
-    python perf/sweep_bench.py [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/FILE.json]
+    python perf/sweep_bench.py [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/FILE.json] [--plot FILE.png]
 
 What is measured: the sweep controller's own decision code (``launcher.sweep.controller.Controller``:
 scheduling, corral's journal, the Optuna study in its journal file with the open-file lock, TPE,
@@ -98,7 +98,7 @@ class Meter:
         return 1000 * self.spent.get(name, 0.0) / n
 
 
-def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict | None = None) -> dict[str, Any]:
+def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict | None = None, plot: Path | None = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="corral-sweep-bench-", dir="/var/tmp"))
     try:
         data = {"name": "bench", "job": {"script": "train.py", "nproc_per_node": 1}, "method": method, "parameters": PARAMETERS,
@@ -107,7 +107,7 @@ def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict |
             data["early_terminate"] = early
         paths = SweepPaths(root / "_sweeps" / "bench")
         save_spec(paths, sweep_from_mapping(data, "bench"))
-        backend = SyntheticBackend(root / "runs", max_steps=steps, steps_per_poll=1)
+        backend = SyntheticBackend(root, max_steps=steps, steps_per_poll=1)  # run dirs beside _sweeps/, as on a cluster
         cluster = ClusterConfig.model_validate({"nodes": [{"host": f"h{i}", "name": f"n{i}"} for i in range(NODES)]})
         c = Controller(load_spec(paths), cluster, backend, paths, sleep=lambda s: None)
         t0 = time.perf_counter()
@@ -116,6 +116,10 @@ def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict |
         wall = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeError(f"{method} seed {seed}: controller exited {rc}; see {paths.log}")
+        if plot is not None:
+            from launcher.sweep.status import build_status, plot_status
+
+            plot_status(build_status(load_spec(paths), paths), str(plot))
         state = replay(Journal(paths.journal).read())
         starts = [r for r in Journal(paths.journal).read() if r["ev"] == "start"]
         finals = [final_loss(r["params"]) for r in starts]
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=100, help="run_cap of the bayes and random sweeps")
     p.add_argument("--hb-trials", type=int, default=60, help="run_cap of the sweeps with and without hyperband")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--plot", type=Path, default=None, help="PNG of `sweep status --plot` for seed 0's sweep with hyperband")
     a = p.parse_args(argv)
     logging.disable(logging.WARNING)
     rows = []
@@ -174,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_sweep(method, seed, a.budget, steps=1))
             print(json.dumps(rows[-1]), flush=True)
         for early in (False, True):
-            row = run_sweep("random", seed, a.hb_trials, steps=MAX_STEPS, early=HYPERBAND if early else None)
+            row = run_sweep("random", seed, a.hb_trials, steps=MAX_STEPS, early=HYPERBAND if early else None,
+                            plot=a.plot if early and seed == 0 else None)  # fmt: skip
             rows.append({**row, "hb": True, "early": early})
             print(json.dumps(rows[-1]), flush=True)
     summary = summarize(rows)
