@@ -356,3 +356,12 @@ def test_benchmark_script_runs_both_arms_and_reports_its_bars(tmp_path):
     hb = {r["early"]: r for r in data["runs"] if r.get("hb")}
     assert hb[True]["trial_steps"] < hb[False]["trial_steps"] == 6 * 27 and hb[True]["pruned"] > 0
     assert all(r["fsyncs_per_trial"] > 0 for r in data["runs"])
+
+
+def test_a_finished_trial_reports_its_whole_curve_to_the_study(tmp_path):
+    s = synthetic_sweep(method="random", run_cap=4, max_concurrent=1, early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})
+    backend = SyntheticBackend(tmp_path / "runs", max_steps=9, steps_per_poll=9)  # each trial ends within one poll
+    c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), backend, n_nodes=1)
+    assert c.run() == 0 and agree(c) == []
+    assert all(sorted(t.intermediate_values) == list(range(1, 10)) for t in c.study.trials())
+    assert c.counts()["done"] == 4  # no poll saw them running: nothing to prune

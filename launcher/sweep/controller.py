@@ -199,7 +199,7 @@ class Controller:
             job = build_trial_job(self.sweep, d.trial, d.attempt)
             self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params,
                          **({"optuna": number} if number is not None else {}))  # fmt: skip
-            if number is not None and d.attempt == 1 and not d.trial.id.startswith(ASK) and self.cfg.method != "bayes":
+            if number is not None and d.attempt == 1 and self.cfg.method != "bayes":
                 # grid/random study trials have no parameters: the label is what links them to corral's trials in
                 # optuna-dashboard (a bayes trial is known by its parameters, and its Optuna number is in the journal)
                 self.study.label(number, d.trial.id)
@@ -279,7 +279,8 @@ class Controller:
         records = read_reports(self.backend.run_dir(att.run))
         metric = best_value(records, self.cfg.metric.name, self.cfg.metric.goal)
         if self.study is not None and trial.optuna is not None and self.cfg.early_terminate is not None:
-            self.study.report(trial.optuna, metric_series(records, self.cfg.metric.name))  # its curve, for the pruner's rungs
+            # its whole curve: the pruner's milestone values and the dashboard's plot (a verdict now changes nothing)
+            self.study.report(trial.optuna, metric_series(records, self.cfg.metric.name), until_pruned=False)
         error = None
         if result == "done" and metric is None:
             error = never_reported(self.cfg.metric.name)

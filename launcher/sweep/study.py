@@ -256,16 +256,20 @@ class SweepStudy:
     def label(self, number: int, corral_trial: str) -> None:
         self.study._storage.set_trial_user_attr(self._trial_id(number), CORRAL_TRIAL, corral_trial)
 
-    def report(self, number: int, points: list[tuple[int, float]]) -> Optional[int]:
-        """Report the steps the study does not have yet; the step at which the pruner says stop, or None."""
+    def report(self, number: int, points: list[tuple[int, float]], *, until_pruned: bool = True) -> Optional[int]:
+        """Report the steps the study does not have yet; the first step at which the pruner says stop, or None.
+
+        ``until_pruned``: stop reporting at that step (a running trial); else report every point (a finished one).
+        """
         import optuna
 
         with self._batch():
-            return self._report(optuna.trial.Trial(self.study, self._trial_id(number)), points)
+            return self._report(optuna.trial.Trial(self.study, self._trial_id(number)), points, until_pruned)
 
-    def _report(self, trial: Any, points: list[tuple[int, float]]) -> Optional[int]:
+    def _report(self, trial: Any, points: list[tuple[int, float]], until_pruned: bool) -> Optional[int]:
         et = self.cfg.early_terminate
         known = trial._cached_frozen_trial.intermediate_values
+        verdict = None
         for step, value in points:
             if step in known:
                 continue
@@ -273,8 +277,10 @@ class SweepStudy:
             if et is None or (et.max_iter is not None and step >= et.max_iter):
                 continue  # W&B judges no milestone at or beyond max_iter
             if step >= et.first_milestone and trial.should_prune():
-                return step
-        return None
+                verdict = step if verdict is None else verdict
+                if until_pruned:
+                    break
+        return verdict
 
     def tell(self, s: Settle) -> None:
         from optuna.trial import TrialState
