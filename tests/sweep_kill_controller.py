@@ -37,7 +37,6 @@ if args.at == "after-launch":
 
     controller.Controller.start_all = start_all
 else:
-    real_tell = study.SweepStudy.tell
 
     def tell(self, settle):
         die()
