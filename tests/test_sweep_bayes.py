@@ -11,6 +11,7 @@ import math
 import random
 from collections import Counter
 
+import optuna
 import pytest
 
 from launcher.config import ClusterConfig
@@ -24,8 +25,6 @@ from launcher.sweep.space import to_distributions
 from launcher.sweep.status import build_status, plot_status
 from launcher.sweep.study import Settle, SweepStudy, disagreements, orphans, settlements
 from perf.sweep_objective import PARAMETERS, SyntheticBackend, final_loss
-
-optuna = pytest.importorskip("optuna")
 
 EVERY_FORM = {
     "opt": {"values": ["adam", "sgd"]},
