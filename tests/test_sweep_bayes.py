@@ -364,3 +364,19 @@ def test_a_finished_trial_reports_its_whole_curve_to_the_study(tmp_path):
     assert c.run() == 0 and agree(c) == []
     assert all(sorted(t.intermediate_values) == list(range(1, 10)) for t in c.study.trials())
     assert c.counts()["done"] == 4  # no poll saw them running: nothing to prune
+
+
+def test_dry_run_of_a_bayes_sweep_shows_the_search_space(tmp_path, capsys):
+    import yaml
+
+    from launcher.cli import main
+
+    f = tmp_path / "b.yaml"
+    f.write_text(yaml.safe_dump({"name": "b", "job": {"script": "train.py", "nproc_per_node": 1}, "method": "bayes",
+                                 "parameters": EVERY_FORM, "metric": {"name": "loss"}, "run_cap": 10}))  # fmt: skip
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"nodes": [{"host": "h1", "name": "n1"}], "storage": {"runs": str(tmp_path / "runs")}}))
+    assert main(["sweep", str(f), "-c", str(cluster), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "bayes: 10 trial(s)" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
+    assert "bs: FloatDistribution(16, 128, step=16)" in out and "epochs: constant 3" in out and "layers: IntDistribution(2, 8)" in out

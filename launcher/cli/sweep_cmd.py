@@ -47,6 +47,11 @@ def run(
     trials = generate_trials(spec.config)
     if dry_run:
         _print_plan(spec, describe_plan(spec, trials), json_out)
+        if spec.config.method == "bayes" and str(json_out) != "-":
+            from launcher.sweep.space import describe_space
+
+            console().print(f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
+                            + "\n  ".join(describe_space(spec.config.parameters)))  # fmt: skip
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)

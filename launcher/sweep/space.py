@@ -90,3 +90,22 @@ def to_distributions(parameters: dict[str, "ParameterSpec"]) -> dict[str, "BaseD
         else:  # bayes_problems rejects the rest before anything starts
             raise ValueError(f"parameters.{name}: distribution {d} has no Optuna counterpart")
     return out
+
+
+def describe_space(parameters: dict[str, "ParameterSpec"]) -> list[str]:
+    """Pure: one line per parameter saying what bayes searches (for `corral sweep FILE --dry-run`)."""
+    lines = []
+    for name, spec in parameters.items():
+        d = spec.distribution
+        if fixed(spec):
+            lines.append(f"{name}: constant {spec.value!r}")
+        elif spec.values is not None:
+            lines.append(f"{name}: CategoricalDistribution({list(spec.values)!r})")
+        elif d == "int_uniform":
+            lines.append(f"{name}: IntDistribution({int(spec.min)}, {int(spec.max)})")  # type: ignore[arg-type]
+        elif d == "log_uniform":
+            lines.append(f"{name}: FloatDistribution({math.exp(spec.min):g}, {math.exp(spec.max):g}, log=True)")  # type: ignore[arg-type]
+        else:
+            extra = {"q_uniform": f", step={spec.q or 1.0:g}", "log_uniform_values": ", log=True"}.get(d or "", "")
+            lines.append(f"{name}: FloatDistribution({spec.min:g}, {spec.max:g}{extra})")
+    return lines
