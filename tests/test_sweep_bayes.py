@@ -380,3 +380,13 @@ def test_dry_run_of_a_bayes_sweep_shows_the_search_space(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bayes: 10 trial(s)" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
     assert "bs: FloatDistribution(16, 128, step=16)" in out and "epochs: constant 3" in out and "layers: IntDistribution(2, 8)" in out
+
+
+def test_replay_keeps_a_trials_optuna_number_across_attempts_and_flags_a_change():
+    st = _events(("start", dict(trial="a", attempt=1, run="s-a", nodes=["n1"], params={}, optuna=4)),
+                 ("end", dict(trial="a", attempt=1, run="s-a", result="lost")),
+                 ("start", dict(trial="a", attempt=2, run="s-a-2", nodes=["n1"], params={}, optuna=4)))  # fmt: skip
+    assert st.trials["a"].optuna == 4 and st.problems == []
+    st.apply({"ev": "end", "trial": "a", "attempt": 2, "run": "s-a-2", "result": "failed"})
+    st.apply({"ev": "start", "trial": "a", "attempt": 3, "run": "s-a-3", "nodes": ["n2"], "params": {}, "optuna": 5})
+    assert st.problems == ["trial a: attempt 3 names Optuna trial 5, an earlier attempt 4"]
