@@ -16,12 +16,17 @@ CORRAL_NODE, CORRAL_NODE_RANK, CORRAL_NNODES and CORRAL_RUN_ID.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 from launcher.config import ClusterConfig, JobConfig
-from launcher.jobs import JobStatus, NodeStatus, PreflightFailed, StopResult, read_status, runs_dir, stop_record, wait_record
+from launcher.errors import RunFailed
+from launcher.jobs import (
+    JobStatus, NodeStatus, PreflightFailed, StopResult, clean_up_record, prepare, read_files, read_status, runs_dir,
+    stop_record, wait_record,
+)  # fmt: skip
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
 from launcher.runrecord import RunRecord, load
@@ -62,6 +67,74 @@ class RunHandle:
     def stop(self, timeout: float = 10) -> list[StopResult]:
         return stop_record(self.record, self.cluster, timeout)
 
+    def log_tail(self, node: str, lines: int = 15) -> list[str]:
+        """The last ``lines`` lines of ``node``'s log, read on that node (empty when it cannot be read)."""
+        import asyncio
+
+        from launcher.logs import tail_lines
+
+        [(_, got, _)] = asyncio.run(tail_lines(self.record, self.cluster, node, lines))
+        return got or []
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """A job run to its end: its handle, final state and the files collected from its nodes."""
+
+    handle: RunHandle
+    status: JobStatus
+    files: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """Per node, each collected path (relative to the run dir, as asked) -> its text, None if the node has none."""
+    timed_out: bool = False
+
+    def first(self, relpath: str) -> str | None:
+        """``relpath`` from whichever node has it (a file only rank 0 writes)."""
+        return next((got[relpath] for got in self.files.values() if got.get(relpath) is not None), None)
+
+
+def run_to_completion(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+                      plain: bool = False, preflight: bool = True, timeout: float | None = None,
+                      collect: Sequence[str] = (), on_start: Callable[[RunHandle], None] | None = None,
+                      on_poll: Callable[[JobStatus], None] | None = None) -> Outcome:
+    """Launch ``job``, wait until every node's command has exited, fetch ``collect`` (paths relative to the
+    run dir; ``{node}`` is each node's name) from every node through its agent (no shared drive needed),
+    and remove the finished tmux sessions.
+
+    After ``timeout`` seconds the job is stopped on every node and what it wrote is still collected
+    (``timed_out`` is then True). Interrupted (Ctrl-C, a signal turned into an exception), the job is
+    stopped and the exception goes on.
+    """
+    handle = launch(job, cluster, name=name, nodes=nodes, plain=plain, preflight=preflight)
+    if on_start is not None:
+        on_start(handle)
+    timed_out = False
+    try:
+        status = wait_record(handle.record, cluster, timeout, on_poll=on_poll)
+    except RunFailed as exc:  # wait_record's only failure: the timeout
+        log.warning("%s; stopping it on every node", exc)
+        timed_out = True
+        handle.stop(timeout=5)
+        status = handle.status()
+    except BaseException:
+        handle.stop(timeout=5)
+        raise
+    files = read_files(handle.record, cluster, list(collect)) if collect else {}
+    if not timed_out:
+        try:
+            clean_up_record(handle.record, cluster)
+        except Exception as exc:  # noqa: BLE001 - the results are in hand; a leftover session is only untidy
+            log.warning("could not remove the finished tmux sessions of %s: %s", handle.name, exc)
+    return Outcome(handle, status, files, timed_out)
+
+
+def dry_run(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+            plain: bool = False, base_dir: str | None = None) -> JobPlan:
+    """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
+    return prepare(job, cluster, name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir).plan
+
 
 def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
            set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False,
@@ -99,4 +172,7 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
     return handle(name, cluster, base_dir=base_dir).stop(timeout)
 
 
-__all__ = ["JobStatus", "NodeStatus", "PreflightFailed", "RunHandle", "StopResult", "handle", "launch", "status", "stop", "wait"]
+__all__ = [
+    "JobStatus", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle", "launch",
+    "run_to_completion", "status", "stop", "wait",
+]  # fmt: skip

@@ -298,6 +298,29 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
     return results
 
 
+def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:
+    """Per node, each of ``relpaths`` (relative to the run dir, ``{node}`` replaced by the node's name) as
+    read on that node by its agent: None where the node has no such file or could not be asked."""
+    plan = record.plan
+    wanted = {n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes}
+    requests = [(_node_config(cluster, n), {"op": "read", "paths": list(wanted[n.node].values())}) for n in plan.nodes]
+    replies = run_sync(call_all(cluster, requests, timeout=60))
+    out: dict[str, dict[str, str | None]] = {}
+    for n, r in zip(plan.nodes, replies):
+        files = r.data.get("files", {}) if r.ok and r.data.get("ok") else {}
+        if not (r.ok and r.data.get("ok")):
+            log.warning("[%s] could not read the run's files: %s", n.node, r.error or r.data.get("error"))
+        out[n.node] = {rel: files.get(path) for rel, path in wanted[n.node].items()}
+    return out
+
+
+def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
+    """Remove a finished job's tmux sessions (and anything left of it) on every node; the record keeps its state."""
+    for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
+        if r.error or r.remaining:
+            log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
+
+
 def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,
                 on_poll: Callable[[JobStatus], None] | None = None) -> JobStatus:
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -318,6 +341,6 @@ def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[Run
 
 
 __all__ = [
-    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "launch", "node_status",
-    "prepare", "read_status", "runs_dir", "start", "stop_record", "wait_record",
+    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "clean_up_record", "launch",
+    "node_status", "prepare", "read_files", "read_status", "runs_dir", "start", "stop_record", "wait_record",
 ]  # fmt: skip

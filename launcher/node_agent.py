@@ -391,7 +391,25 @@ def op_tail(req):
     return {"ok": True, "lines": text[-n:] if n > 0 else []}
 
 
-OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail}
+def op_read(req):
+    """Whole small files (a run's result documents), None for a missing one: no shared drive needed."""
+    limit = int(req.get("max_bytes", 8 << 20))
+    files = {}
+    for path in req["paths"]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            files[path] = None
+            continue
+        if len(data) > limit:
+            return {"ok": False, "error": f"{path}: larger than {limit} bytes"}
+        files[path] = data.decode(errors="replace")
+    return {"ok": True, "files": files}
+
+
+OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail,
+       "read": op_read}
 
 
 def main(request):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from launcher.cli import main
-from launcher.cli.bench_allreduce import build_job, min_busbw_failure, validate
+from benchmarks.allreduce.run import build_job, min_busbw_failure, validate
 from launcher.config import ClusterConfig
 
 
@@ -58,7 +58,8 @@ def test_dry_runs_print_plans(tmp_path, capsys):
     assert "a -> b (10.9.0.2):" in out and "b -> a (10.9.0.1):" in out and "- recv --bind 10.9.0.2 --port PORT" in out
     assert main(["bench", "allreduce", "-c", ok, "-b", "1K", "-e", "8K", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert '"module": "benchmarks.allreduce"' in out and "sizes: 1024 2048 4096 8192" in out
+    assert "node a (ssh 10.9.0.1)" in out and "-m benchmarks.allreduce.worker -b 1024 -e 8192" in out
+    assert "sizes: 1024 2048 4096 8192" in out
 
 
 def test_job_for_the_worker():
@@ -66,7 +67,7 @@ def test_job_for_the_worker():
     req = validate(cluster, min_bytes="8", max_bytes="1M", factor=4, iters=7, warmup=1, dtype="bf16", op="max",
                    backend="auto", nproc_per_node=None)  # fmt: skip
     job = build_job(req, "bench-allreduce-x")
-    assert job.module == "benchmarks.allreduce" and job.nproc_per_node == "auto" and job.backend == "auto"
+    assert job.module == "benchmarks.allreduce.worker" and job.nproc_per_node == "auto" and job.backend == "auto"
     assert job.args == ["-b", "8", "-e", "1048576", "-f", "4", "-n", "7", "-w", "1", "-d", "bfloat16", "-o", "max", "--backend", "auto"]
     json.dumps(job.model_dump())
 

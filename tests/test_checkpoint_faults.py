@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks.capped_volume import loop_ext4, loop_missing
+from tests.infra.capped_volume import loop_ext4, loop_missing
 from launcher.checkpoint import Checkpointer, CheckpointError
 from launcher.checkpoint.inspect import scan
 from launcher.cli import main as cli

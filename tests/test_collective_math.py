@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import collective_math as cm
-from benchmarks import nccl_table
+from benchmarks.allreduce import maths as cm
+from benchmarks.allreduce import table as nccl_table
 from launcher.errors import UserError
 
 GOLDEN = Path(__file__).parent / "golden" / "allreduce_table.txt"
@@ -184,7 +184,7 @@ def test_fit_keeps_width():
 
 def test_json_schema_is_frozen():
     """The --json keys scripts depend on: a change here must be deliberate (and bump the schema)."""
-    from benchmarks.allreduce import SCHEMA, UNITS, build_result
+    from benchmarks.allreduce.worker import SCHEMA, UNITS, build_result
 
     r = sample_result()
     assert list(r["rows"][0]) == [

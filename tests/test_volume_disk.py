@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from benchmarks.capped_volume import loop_ext4, loop_missing
+from tests.infra.capped_volume import loop_ext4, loop_missing
 from benchmarks.volume.plan import build_plan
 from benchmarks.volume.run import run_plan
 from launcher.cli import main

@@ -172,18 +172,18 @@ def test_describe_mentions_fsync_and_threads():
     assert "closing fsync counted" in text and "4 job(s) x iodepth 8 = 32 threads" in text and "needs 128M free" in text
 
 
-def test_merge_reads_each_node_and_reports_missing_ones(tmp_path):
+def test_merge_takes_each_nodes_document_and_reports_missing_ones(tmp_path):
     plan = build_plan("/x", size="64M", modes="seqwrite", limit_mibps=128)
-    (tmp_path / "volume").mkdir()
+    docs = {"c": None}
     for node, mib in (("a", 60.0), ("b", 70.0)):
         doc = {"results": [report.mode_record(_run(mib=mib), node=node, limit_mibps=128)], "notices": []}
-        (tmp_path / "volume" / f"{node}.json").write_text(json.dumps(doc))
-    merged = merge_node_results(tmp_path, ["a", "b", "c"], plan, {"c": 2})
+        docs[node] = json.dumps(doc)
+    merged = merge_node_results(str(tmp_path), ["a", "b", "c"], plan, {"c": 2}, docs)
     assert [r["node"] for r in merged["results"]] == ["a", "b"]
     assert merged["aggregate"][0]["mib_per_s"] == pytest.approx(130)
     assert merged["failed_nodes"] and "c: no result (exit status 2)" in merged["failed_nodes"][0]
     with pytest.raises(RunFailed):
-        merge_node_results(tmp_path, ["c"], plan, {})
+        merge_node_results(str(tmp_path), ["c"], plan, {}, {})
 
 
 def test_cli_help_stays_light():

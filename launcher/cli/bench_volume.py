@@ -45,11 +45,13 @@ def run_command(
         for line in planmod.describe(plan):
             out.print(line)
         if on_cluster:
-            from benchmarks.volume.cluster import WORKER_SCRIPT, worker_args
+            from benchmarks.volume.cluster import build_job, job_name
+            from launcher import api
+            from launcher.plan import describe
 
-            import shlex
-
-            out.print(f"on each node: python {shlex.join([WORKER_SCRIPT, *worker_args(plan)])}")
+            name = job_name()
+            launch_plan = api.dry_run(build_job(plan, name), cluster, name=name, nodes=nodes or None, plain=True)
+            out.print(describe(launch_plan), markup=False, highlight=False)
         if compare_fio:
             for m in plan.modes:
                 out.print("fio: " + " ".join(planmod.fio_argv(m, "<workdir>/" + planmod.DATA_FILE)))

@@ -1,4 +1,4 @@
-"""``corral bench net``, the executing half: run each planned pair's receiver and sender on their nodes.
+"""``corral bench net``, the executing half: validate against the cluster, run each planned pair's receiver and sender on their nodes.
 
 Both ends go through the launcher's ssh choke point (``launcher.tools.ssh.run``), which runs
 a localhost node's command directly; the peer script goes to ``python -`` on stdin, as the
@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import posixpath
 import random
+import sys
 from pathlib import Path
 from typing import Callable
 
-from benchmarks import net
-from benchmarks.net_peer import EXIT_PORT_IN_USE
+from benchmarks.net import plan as net
+from benchmarks.net.peer import EXIT_PORT_IN_USE
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ PORT_TRIES = 4
 
 def peer_source() -> bytes:
     """The sender/receiver script, shipped on stdin: the nodes need Python 3, not corral."""
-    return (Path(__file__).resolve().parent / "net_peer.py").read_bytes()
+    return (Path(__file__).resolve().parent / "peer.py").read_bytes()
 
 
 def _with_port(argv: list[str], port: int) -> list[str]:
@@ -112,4 +114,23 @@ def run_plan(
     return results
 
 
-__all__ = ["run_plan", "measure_pair"]
+def python_for(cluster, node) -> str:
+    """The interpreter that runs the peer on ``node``: the cluster venv's, this one for localhost, else python3."""
+    if cluster.venv:
+        return posixpath.join(cluster.venv, "bin", "python")
+    return sys.executable if node.is_local else "python3"
+
+
+def prepare(cluster, *, duration: float, pairs: str) -> tuple[list[net.Endpoint], list[net.PairPlan]]:
+    """Endpoints and per-pair argv; every bad input (addresses, --pairs, --duration) fails here, exit 2."""
+    eps = net.endpoints(cluster)
+    pythons = {n.label: python_for(cluster, n) for n in cluster.nodes}
+    return eps, net.build_plan(eps, pairs, python=pythons, duration=duration)
+
+
+def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> dict:
+    results = run_plan(cluster, plans, duration, on_pair=progress)
+    return net.build_result(eps, pairs, duration, results)
+
+
+__all__ = ["measure_pair", "prepare", "run", "run_plan"]

@@ -1,0 +1,1 @@
+"""Test infrastructure shared by tests and ``perf/``: the capped volume (loop-mounted ext4 with a blkio cap)."""
