@@ -17,15 +17,24 @@ CORRAL_NODE, CORRAL_NODE_RANK, CORRAL_NNODES and CORRAL_RUN_ID.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import RunFailed
 from launcher.jobs import (
-    JobStatus, NodeStatus, PreflightFailed, StopResult, clean_up_record, prepare, read_files, read_status, runs_dir,
-    stop_record, wait_record,
+    JobStatus,
+    NodeStatus,
+    PreflightFailed,
+    StopResult,
+    clean_up_record,
+    prepare,
+    read_files,
+    read_status,
+    runs_dir,
+    stop_record,
+    wait_record,
 )  # fmt: skip
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan

@@ -12,16 +12,26 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig, apply_overrides, validate
 from launcher.config.job import JOB_NAME
 from launcher.errors import RunFailed, UserError
 from launcher.plan import (
-    JobPlan, NodeFacts, NodePlan, PlanInputs, build_plan, default_local_venv, parse_env_file,
-    render_secrets, render_wrapper, resolve_path, select_nodes,
+    JobPlan,
+    NodeFacts,
+    NodePlan,
+    PlanInputs,
+    build_plan,
+    default_local_venv,
+    parse_env_file,
+    render_secrets,
+    render_wrapper,
+    resolve_path,
+    select_nodes,
 )  # fmt: skip
 from launcher.preflight import PreflightReport, run_preflight
 from launcher.remote import AgentReply, call, call_all, kept_sessions, run_sync

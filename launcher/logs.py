@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from launcher.config import ClusterConfig
 from launcher.jobs import JobStatus, _node_config, read_status

@@ -45,8 +45,7 @@ FULL_TORCH_CHECK = (
 
 def _run(argv, timeout=60.0, env=None):
     try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout, env=env)
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     except subprocess.TimeoutExpired:

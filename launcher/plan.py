@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import UserError
@@ -105,7 +106,7 @@ class JobPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobPlan":
+    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
         nodes = [NodePlan(**n) for n in data["nodes"]]
         return cls(**{**data, "nodes": nodes})
 

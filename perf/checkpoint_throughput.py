@@ -39,11 +39,11 @@ import uuid
 
 import torch
 
-from tests.infra.capped_volume import capped_volume
 from benchmarks.units import parse_size
 from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK, start_writeback
 from launcher.checkpoint.shardfile import tensor_bytes
+from tests.infra.capped_volume import capped_volume
 
 MiB = 1 << 20
 
@@ -98,7 +98,7 @@ class RssSampler:
             self.peak = max(self.peak, self.rss())
             time.sleep(0.002)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 

@@ -82,7 +82,7 @@ class ProcessAccounting:
         fd, self.path = tempfile.mkstemp(prefix="corral-acct-")
         os.close(fd)
 
-    def __enter__(self) -> "ProcessAccounting":
+    def __enter__(self) -> ProcessAccounting:
         if self._libc.acct(self.path.encode()) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"acct({self.path}): {os.strerror(err)} (needs root and CONFIG_BSD_PROCESS_ACCT)")
@@ -112,7 +112,7 @@ class CpuSampler:
             self.samples.append((time.time(), lat.busy_cpu_seconds()))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "CpuSampler":
+    def __enter__(self) -> CpuSampler:
         self._thread.start()
         return self
 

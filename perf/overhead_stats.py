@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 BAR = 0.03
 """The issue's bar: the harness's busbw within 3% of a bare loop's."""

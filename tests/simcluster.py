@@ -69,9 +69,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence, Union
+from typing import IO, Any, Union
 
 log = logging.getLogger(__name__)
 

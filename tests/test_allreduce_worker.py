@@ -156,7 +156,7 @@ def test_cuda_event_timer_orders_and_converts():
             log.append("record")
             self.t = clock[0]
 
-        def elapsed_time(self, end: "Event") -> float:  # milliseconds, like torch.cuda.Event
+        def elapsed_time(self, end: Event) -> float:  # milliseconds, like torch.cuda.Event
             return end.t - self.t
 
     cuda = SimpleNamespace(Event=Event, synchronize=lambda: log.append("sync"))

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from launcher.cli import main
 from benchmarks.allreduce.run import build_job, min_busbw_failure, validate
+from launcher.cli import main
 from launcher.config import ClusterConfig
 
 

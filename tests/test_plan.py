@@ -14,8 +14,16 @@ import pytest
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.plan import (
-    CPU_FALLBACK_NPROC, NodeFacts, PlanInputs, build_plan, describe, pane_command, parse_env_file, render_secrets,
-    render_wrapper, select_nodes,
+    CPU_FALLBACK_NPROC,
+    NodeFacts,
+    PlanInputs,
+    build_plan,
+    describe,
+    pane_command,
+    parse_env_file,
+    render_secrets,
+    render_wrapper,
+    select_nodes,
 )  # fmt: skip
 from launcher.tools import tmux
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.capped_volume import blkio_group, blkio_missing, disk_of, set_write_cap
 from launcher.errors import UserError
+from tests.infra.capped_volume import blkio_group, blkio_missing, disk_of, set_write_cap
 from tests.volume_helpers import Worker, remove_tree, unique_dir
 
 

@@ -31,8 +31,8 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.allreduce import maths as cm
 from benchmarks.allreduce import table as nccl_table

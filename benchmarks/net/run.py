@@ -17,8 +17,8 @@ import logging
 import posixpath
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.net import plan as net
 from benchmarks.net.peer import EXIT_PORT_IN_USE

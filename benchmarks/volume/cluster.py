@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.volume import report
 from benchmarks.volume.plan import VolumePlan

@@ -27,9 +27,9 @@ import random
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.units import MIB
 from benchmarks.volume import aio

@@ -15,9 +15,9 @@ import shutil
 import signal
 import socket
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from benchmarks.units import format_size
 from launcher.errors import UserError

@@ -24,7 +24,14 @@ from typing import Any
 import torch
 
 from launcher.checkpoint import layout
-from launcher.checkpoint.durable import Pacer, atomic_write_bytes, describe_os_error, fsync_dir, read_file_into, write_file_durably
+from launcher.checkpoint.durable import (
+    Pacer,
+    atomic_write_bytes,
+    describe_os_error,
+    fsync_dir,
+    read_file_into,
+    write_file_durably,
+)
 from launcher.checkpoint.errors import CheckpointError, CheckpointPathError, CorruptCheckpoint, WorldSizeMismatch
 from launcher.checkpoint.fsinfo import check_root
 from launcher.checkpoint.group import default_group
@@ -89,7 +96,7 @@ class Checkpointer:
         self.last_save_seconds: float | None = None
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "Checkpointer":
+    def from_env(cls, **overrides: Any) -> Checkpointer:
         """The checkpointer of a job started by ``corral launch``: root and policy from the environment."""
         root = os.environ.get(ENV_DIR)
         if not root:
@@ -186,7 +193,7 @@ class Checkpointer:
         finally:
             self._buffer = None
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,8 +14,8 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 CHUNK = 16 << 20
 """Write/read size: large enough that syscalls cost nothing, small enough to pipeline."""

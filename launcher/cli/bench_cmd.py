@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, not_implemented
+from launcher.cli.common import ClusterOpt
 
 app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
 
@@ -36,8 +36,8 @@ def allreduce(
     """
     import sys
 
-    from benchmarks.allreduce import table as nccl_table
     from benchmarks.allreduce import run as ar
+    from benchmarks.allreduce import table as nccl_table
     from launcher.cli.common import console, write_json
     from launcher.config import load_cluster
     from launcher.errors import RunFailed

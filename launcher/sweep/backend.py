@@ -42,7 +42,6 @@ class LaunchBackend:
 
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
-
         from launcher.runrecord import record_path
 
         if not record_path(self.runs_dir(), name).exists():

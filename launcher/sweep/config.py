@@ -67,7 +67,7 @@ class ParameterSpec(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "ParameterSpec":
+    def _one_kind(self) -> ParameterSpec:
         kinds = [k for k, present in (("value", self.value is not None), ("values", self.values is not None),
                                       ("min/max", self.min is not None or self.max is not None)) if present]  # fmt: skip
         if len(kinds) != 1:
@@ -160,7 +160,7 @@ class SweepConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "SweepConfig":
+    def _cross_field(self) -> SweepConfig:
         problems = []
         if self.method == "grid":
             ranges = [k for k, p in self.parameters.items() if p.is_range]

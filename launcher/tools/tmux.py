@@ -8,8 +8,8 @@ and locally by the same agent, so one tested code path serves both. Targets use 
 
 from __future__ import annotations
 
-import shlex
 import logging
+import shlex
 
 log = logging.getLogger(__name__)
 
