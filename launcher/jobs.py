@@ -108,7 +108,7 @@ def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float
 
 
 def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
-    return {"op": "status", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket}
+    return {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
 
 
 def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
@@ -232,7 +232,8 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
 
 def stop_request(plan: JobPlan, node: NodePlan, record: RunRecord | None, timeout: float) -> dict[str, Any]:
     return {
-        "op": "stop", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket,
+        "op": "stop", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
+        "tmux_kill": tmux.kill_session(plan.tmux_socket, node.session),
         "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
     }  # fmt: skip
 

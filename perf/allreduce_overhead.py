@@ -31,7 +31,7 @@ from pathlib import Path
 
 from benchmarks.allreduce import maths as cm
 from benchmarks.allreduce.worker import Bench, init_backend
-from benchmarks.units import format_size, parse_size
+from launcher.units import format_size, parse_size
 from perf import overhead_stats as ost
 
 KINDS = ("bare", "bare_barrier", "harness_inplace", "harness_outofplace")

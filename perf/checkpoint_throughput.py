@@ -39,10 +39,10 @@ import uuid
 
 import torch
 
-from benchmarks.units import parse_size
 from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK, start_writeback
 from launcher.checkpoint.shardfile import tensor_bytes
+from launcher.units import parse_size
 from tests.infra.capped_volume import capped_volume
 
 MiB = 1 << 20

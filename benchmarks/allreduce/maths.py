@@ -19,8 +19,8 @@ import statistics
 from dataclasses import dataclass
 from fractions import Fraction
 
-from benchmarks.units import GB, format_size, parse_size
 from launcher.errors import UserError
+from launcher.units import GB, format_size, parse_size
 
 
 @dataclass(frozen=True)

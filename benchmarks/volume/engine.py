@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.units import MIB
 from benchmarks.volume import aio
 from benchmarks.volume.plan import ModeSpec
 from launcher.errors import RunFailed
+from launcher.units import MIB
 
 log = logging.getLogger(__name__)
 

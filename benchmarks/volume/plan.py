@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from benchmarks.units import MIB, format_size, parse_size
 from launcher.errors import UserError
+from launcher.units import MIB, format_size, parse_size
 
 MODES = ("seqwrite", "seqread", "randread", "randwrite")
 RANDOM_BS = 4096

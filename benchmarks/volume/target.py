@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.units import format_size
 from launcher.errors import UserError
+from launcher.units import format_size
 
 log = logging.getLogger(__name__)
 

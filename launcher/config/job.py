@@ -25,8 +25,8 @@ def _size_or_unlimited(value: Any) -> Any:
         raise ValueError("expected a size such as 64M, a number of bytes, or 'unlimited'")
     if isinstance(value, int):
         return value
-    from benchmarks.units import parse_size
     from launcher.errors import UserError
+    from launcher.units import parse_size
 
     try:
         return parse_size(str(value), what="size")
