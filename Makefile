@@ -1,6 +1,7 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
 #   make test  - install the Debian packages and the venv the tests need, then run pytest
+#   make lint  - ruff (lint and format check), the import contracts (lint-imports), the architecture test
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,12 +10,12 @@ TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv debs clean-venv
+.PHONY: demo test lint venv debs clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test,plot]"
+	$(PY) -m pip install -q -e ".[test,plot,lint]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -28,6 +29,12 @@ demo: venv
 
 test: debs venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 clean-venv:
 	rm -rf $(VENV)

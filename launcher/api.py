@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.config import ClusterConfig, JobConfig
+from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import RunFailed
 from launcher.jobs import (
     JobStatus,
@@ -39,6 +39,8 @@ from launcher.jobs import (
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
 from launcher.runrecord import RunRecord, load
+from launcher.tools import ssh
+from launcher.tools.ssh import Completed
 
 
 @dataclass
@@ -139,6 +141,14 @@ def run_to_completion(job: JobConfig, cluster: ClusterConfig, *, name: str | Non
     return Outcome(handle, status, files, timed_out)
 
 
+async def run_on_node(cluster: ClusterConfig, node: str | NodeConfig, argv: list[str], *, input: bytes | None = None,
+                      timeout: float = 60.0) -> Completed:
+    """Run ``argv`` on one node (locally for ``localhost``, else over ssh) outside any job and collect its
+    output: how a benchmark reaches a node for a short command (``bench net``'s two ends)."""
+    target = node if isinstance(node, NodeConfig) else cluster.node(node)
+    return await ssh.run(cluster.ssh, target, argv, input=input, timeout=timeout)
+
+
 def dry_run(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
             plain: bool = False, base_dir: str | None = None) -> JobPlan:
     """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
@@ -182,6 +192,6 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
-    "JobStatus", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle", "launch",
-    "run_to_completion", "status", "stop", "wait",
+    "Completed", "JobStatus", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle",
+    "launch", "run_on_node", "run_to_completion", "runs_dir", "status", "stop", "wait",
 ]  # fmt: skip

@@ -1,7 +1,7 @@
 """``corral bench net``, the executing half: validate against the cluster, run each planned pair's receiver and sender on their nodes.
 
-Both ends go through the launcher's ssh choke point (``launcher.tools.ssh.run``), which runs
-a localhost node's command directly; the peer script goes to ``python -`` on stdin, as the
+Both ends go through ``launcher.api.run_on_node`` (the node command choke point, which runs
+a localhost node's command directly); the peer script goes to ``python -`` on stdin, as the
 launcher's node agent does, so a node needs no corral checkout. The receiver picks no port itself: the port is chosen
 here at random in a high range so both ends can be started at once; a port already taken
 on the receiving node makes the receiver exit with a distinct status and the pair is tried
@@ -59,13 +59,13 @@ async def _cancel(task: asyncio.Task) -> None:
 
 async def _pair_once(cluster, plan: net.PairPlan, port: int, duration: float) -> tuple[dict | None, str | None, bool]:
     """(receiver report, error, port clash) for one attempt."""
-    from launcher.tools import ssh
+    from launcher import api
 
     src, dst = cluster.node(plan.src), cluster.node(plan.dst)
     timeout = duration + 90
     code = peer_source()
-    recv_task = asyncio.create_task(ssh.run(cluster.ssh, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
-    send_task = asyncio.create_task(ssh.run(cluster.ssh, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
+    recv_task = asyncio.create_task(api.run_on_node(cluster, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
+    send_task = asyncio.create_task(api.run_on_node(cluster, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
     done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
     if recv_task in done and not recv_task.result().ok:
         await _cancel(send_task)  # nobody will accept: do not wait for the sender's connect timeout

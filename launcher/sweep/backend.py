@@ -54,9 +54,9 @@ class LaunchBackend:
         api.stop(name, self.cluster)
 
     def runs_dir(self) -> str:
-        from launcher.jobs import runs_dir
+        from launcher import api
 
-        return runs_dir(self.cluster)
+        return api.runs_dir(self.cluster)
 
     def run_dir(self, name: str) -> Path:
         return Path(self.runs_dir()) / name
