@@ -80,12 +80,15 @@ class RunHandle:
 
     def log_tail(self, node: str, lines: int = 15) -> list[str]:
         """The last ``lines`` lines of ``node``'s log, read on that node (empty when it cannot be read)."""
+        return self.log_tails(lines, node=node).get(node, [])
+
+    def log_tails(self, lines: int = 15, *, node: str | None = None) -> dict[str, list[str]]:
+        """Per node (or only ``node``), the last ``lines`` lines of its log, read on that node."""
         import asyncio
 
         from launcher.logs import tail_lines
 
-        [(_, got, _)] = asyncio.run(tail_lines(self.record, self.cluster, node, lines))
-        return got or []
+        return {n: got or [] for n, got, _ in asyncio.run(tail_lines(self.record, self.cluster, node, lines))}
 
 
 log = logging.getLogger(__name__)

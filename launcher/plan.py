@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -228,9 +227,6 @@ def plain_argv(job: JobConfig) -> list[str]:
     return [PLAIN_PYTHON, *entry, *job.args]
 
 
-ContainerHook = Callable[..., list[str]]
-
-
 def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str],
                       **extra: Any) -> list[str]:
     """The seam for containers: the argv the wrapper runs instead of ``inner_argv``.
@@ -242,10 +238,8 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
     """
     if job.container is None:
         return list(inner_argv)
-    try:
-        from container.launch import node_argv  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("container: this corral has no container support installed", hint="remove the job's container section") from None
+    from container.launch import node_argv  # imported only for container jobs: it pulls in the container builder
+
     return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
 
 

@@ -76,3 +76,12 @@ def test_min_busbw_message_says_by_how_much():
     result = {"peak_busbw_gbps": 38.0}
     assert min_busbw_failure(result, None) is None and min_busbw_failure(result, 38.0) is None
     assert min_busbw_failure(result, 40.0) == "peak busbw 38.000 GB/s is below --min-busbw 40 GB/s by 2.000 GB/s (5.0%)"
+
+
+def test_progress_is_silent_off_a_terminal(capsys):
+    from launcher.cli.progress import progress
+
+    with progress("sizes", total=3) as update:
+        update(completed=2, note="a running")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""

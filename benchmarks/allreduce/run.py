@@ -118,6 +118,11 @@ def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = No
     return json.loads(text)
 
 
+def sizes_done(handle) -> int:
+    """Sizes finished so far: rank 0 (on the first node) logs ``# done SIZE B`` after each."""
+    return sum("# done " in line for line in handle.log_tail(handle.plan.nodes[0].node, lines=400))
+
+
 def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:
     """The message for --min-busbw when the peak is below it, else None."""
     if min_busbw is None:

@@ -64,9 +64,10 @@ def run_on_cluster(
     nodes: list[str] | None = None,
     timeout_s: float | None = None,
     say: Callable[[str], None] = lambda s: None,
-    on_poll=None,
+    on_poll: Callable[[object, dict[str, str]], None] | None = None,
 ) -> dict:
     """Launch the worker on the nodes, wait for all of them, and merge their result documents.
+    ``on_poll(status, last log line per node)`` is called about once a second while they run.
 
     Interrupted (Ctrl-C, SIGTERM) or timed out, the job is stopped on every node: the workers
     get SIGTERM and remove their files.
@@ -76,10 +77,20 @@ def run_on_cluster(
 
     name = job_name()
     where = ", ".join(nodes) if nodes else "every node"
+    started = []
+
+    def on_start(handle) -> None:
+        started.append(handle)
+        say(f"launched {name} on {where}; run dir {handle.run_dir}")
+
+    def poll(status) -> None:
+        if on_poll is not None and started:
+            on_poll(status, {n: tail[-1] for n, tail in started[0].log_tails(1).items() if tail})
+
     with signals_raise():
         done = api.run_to_completion(
             build_job(plan, name), cluster, name=name, nodes=nodes, plain=True, timeout=timeout_s, collect=[RESULT_FILE],
-            on_start=lambda h: say(f"launched {name} on {where}; run dir {h.run_dir}"), on_poll=on_poll,
+            on_start=on_start, on_poll=poll,
         )  # fmt: skip
     codes = {n.node: n.exit_code for n in done.status.nodes}
     docs = {label: got.get(RESULT_FILE) for label, got in done.files.items()}

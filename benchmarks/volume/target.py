@@ -60,11 +60,6 @@ def check_target(path: str | Path) -> Path:
     return p
 
 
-def free_bytes(path: str | Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def check_free_space(path: str | Path, required: int) -> str | None:
     """Refuse up front, before any file exists, when the filesystem cannot hold the test file.
 

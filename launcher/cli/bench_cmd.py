@@ -54,8 +54,17 @@ def allreduce(
         sys.stdout.write(f"sizes: {' '.join(str(s) for s in req.sweep.sizes)}\n")
         return
     err = console(stderr=True)
-    with err.status(f"all-reduce on {len(cfg.nodes)} node(s): job {name} (tmux session corral-{name})"):
-        result = ar.run(req, cfg, timeout=timeout, name=name)
+    from launcher.cli.progress import node_states, progress
+
+    sizes = req.sweep.sizes
+    with progress(f"all-reduce on {len(cfg.nodes)} node(s), job {name}: sizes", total=len(sizes)) as update:
+        started = []
+
+        def on_poll(status) -> None:
+            done = ar.sizes_done(started[0]) if started else 0
+            update(completed=done, note=node_states(status))
+
+        result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll)
     if result["env"].get("backend_note"):
         err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
     sys.stdout.write(nccl_table.render(result))
@@ -196,8 +205,14 @@ def node(
         with console(stderr=True).status("probing this node" + ("" if quick else " (speed tests)")):
             probes = [run.probe_local(quick=quick, host=cfg.nodes[0].label)]
     else:
-        with console(stderr=True).status(f"probing {len(cfg.nodes)} nodes through the launch path"):
-            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout)
+        from launcher.cli.progress import node_states, progress
+
+        with progress(f"probing {len(cfg.nodes)} nodes through the launch path: nodes done", total=len(cfg.nodes)) as update:
+
+            def on_poll(status) -> None:
+                update(completed=sum(n.state != "running" for n in status.nodes), note=node_states(status))
+
+            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout, on_poll=on_poll)
     if record is not None:
         run.record_probes(probes, record)
     nodes = run.judge_probes(probes, expected)
