@@ -11,8 +11,9 @@ import pytest
 
 from launcher.sweep.detach import ControllerLaunch, kill_session, plan_controller, session_exists, start_session
 from launcher.sweep.paths import SweepPaths
+from tests.infra.hostile import HOSTILE_PATH
 
-HOSTILE = "/var/tmp/we ird'\"$(touch PWNED);`id`\nx"
+HOSTILE = HOSTILE_PATH + "\nx"
 
 
 def test_pane_command_round_trips_hostile_paths(tmp_path, monkeypatch):
