@@ -25,6 +25,7 @@ from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import RunFailed
 from launcher.jobs import (
     JobStatus,
+    LaunchOptions,
     NodeStatus,
     PreflightFailed,
     StopResult,
@@ -155,7 +156,7 @@ async def run_on_node(cluster: ClusterConfig, node: str | NodeConfig, argv: list
 def dry_run(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
             plain: bool = False, base_dir: str | None = None) -> JobPlan:
     """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
-    return prepare(job, cluster, name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir).plan
+    return prepare(job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)).plan
 
 
 def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
@@ -169,7 +170,8 @@ def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, n
     Raises PreflightFailed (exit 2, nothing launched), UserError, or RunFailed when a node could
     not start (the others are stopped again).
     """
-    record = launch_job(job, cluster, name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
+    options = LaunchOptions.of(name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
+    record = launch_job(job, cluster, options)
     return RunHandle(record.name, cluster, record)
 
 
@@ -195,6 +197,6 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
-    "Completed", "JobStatus", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle",
+    "Completed", "JobStatus", "LaunchOptions", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle",
     "launch", "run_on_node", "run_to_completion", "runs_dir", "status", "stop", "wait",
 ]  # fmt: skip

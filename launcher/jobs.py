@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,14 +169,59 @@ def read_secrets(job: JobConfig, base_dir: str) -> dict[str, str]:
     return parse_env_file(text, str(path))
 
 
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch a job, as the caller asks for it (the CLI, ``launcher.api.launch``, a sweep)."""
+
+    name: str | None = None
+    """Run name (default: the job's name)."""
+    nodes: tuple[str, ...] | None = None
+    """Node names or hosts to run on (default: the job's or the cluster's nodes)."""
+    set_: tuple[str, ...] = ()
+    """``--set`` overrides of job fields."""
+    preflight: bool = True
+    """Refuse to launch on a failed check (False: still probe, but go on)."""
+    plain: bool = False
+    """``python3 SCRIPT ARGS`` once per node instead of torchrun."""
+    dry_run: bool = False
+    """Plan from the cluster file alone; ask no node."""
+    base_dir: str | None = None
+    """Relative cluster paths are resolved against this directory (default: the cwd)."""
+    tmux_socket: str | None = None
+    """tmux ``-L`` socket (default: ``$CORRAL_TMUX_SOCKET``, else the user's default server)."""
+    run_id: str | None = None
+    """The run's id (default: ``<name>-<8 hex>``)."""
+
+    @classmethod
+    def of(cls, options: LaunchOptions | None = None, **kwargs: Any) -> LaunchOptions:
+        """``options`` as given, or built from ``prepare``'s keyword arguments."""
+        if options is not None:
+            if kwargs:
+                raise TypeError(f"give LaunchOptions or keyword arguments, not both (got {sorted(kwargs)})")
+            return options
+        for key in ("nodes", "set_"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def resolved(self, job: JobConfig) -> LaunchOptions:
+        """Every default filled in, once: the name checked, the base dir, socket and run id decided."""
+        name = check_name(self.name or job.name)
+        socket = self.tmux_socket if self.tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
+        return replace(self, name=name, base_dir=self.base_dir or os.getcwd(), tmux_socket=socket,
+                       run_id=self.run_id or f"{name}-{uuid.uuid4().hex[:8]}")  # fmt: skip
+
+
 @dataclass
 class Prepared:
-    """A launch decided but not started: the plan, the report it came from, the secrets."""
+    """A launch decided but not started: the plan, the report it came from, the secrets, the options."""
 
     plan: JobPlan
     report: PreflightReport | None
     nodes: list[NodeConfig]
     secrets: dict[str, str]
+    options: LaunchOptions = field(default_factory=LaunchOptions)
+    """The options as ``prepare`` resolved them (every default decided)."""
 
 
 def offline_facts(nodes: list[NodeConfig]) -> dict[str, NodeFacts]:
@@ -184,17 +229,18 @@ def offline_facts(nodes: list[NodeConfig]) -> dict[str, NodeFacts]:
     return {n.label: NodeFacts(gpus=n.gpus or 0) for n in nodes}
 
 
-def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-            set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False, dry_run: bool = False,
-            base_dir: str | None = None, tmux_socket: str | None = None, run_id: str | None = None) -> Prepared:
-    """Overrides, node selection, secrets, preflight (unless dry run) and the plan."""
-    base = base_dir or os.getcwd()
-    job = apply_job_overrides(job, set_)
-    name = check_name(name or job.name)
-    chosen = select_nodes(cluster, job, nodes)
+def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> Prepared:
+    """Overrides, node selection, secrets, preflight (unless dry run) and the plan.
+
+    ``options`` (or the same fields as keyword arguments) are resolved once here; the plan, the
+    preflight and ``start`` read them from ``Prepared.options``."""
+    opts = LaunchOptions.of(options, **kwargs)
+    job = apply_job_overrides(job, opts.set_)
+    opts = opts.resolved(job)
+    name, base, socket, run_id = opts.name, opts.base_dir, opts.tmux_socket, opts.run_id
+    plain, preflight, dry_run = opts.plain, opts.preflight, opts.dry_run
+    chosen = select_nodes(cluster, job, list(opts.nodes) if opts.nodes is not None else None)
     secrets = read_secrets(job, base)
-    socket = tmux_socket if tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
-    run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
     local_venv = default_local_venv()
     report = None
     if dry_run:
@@ -214,7 +260,7 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
         container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
                         plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
-    return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
+    return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
 
 
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
@@ -265,11 +311,11 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     return record
 
 
-def launch(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
+def launch(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
-    each node is logged into once per launch. ``options`` are ``prepare``'s."""
+    each node is logged into once per launch. ``options`` (or its fields as keywords) are ``prepare``'s."""
     with kept_sessions():
-        return start(prepare(job, cluster, **options), cluster)
+        return start(prepare(job, cluster, LaunchOptions.of(options, **kwargs)), cluster)
 
 
 # ---------------------------------------------------------------------------- stop / wait
@@ -352,6 +398,6 @@ def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[Run
 
 
 __all__ = [
-    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "clean_up_record", "launch",
+    "JobStatus", "LaunchOptions", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "clean_up_record", "launch",
     "node_status", "prepare", "read_files", "read_status", "runs_dir", "start", "stop_record", "wait_record",
 ]  # fmt: skip
