@@ -10,7 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 Update = Callable[..., None]
-"""``update(completed=None, note=None, total=None)``: how far, and a short line of what runs now."""
+"""``update(completed=None, note=None, total=None)``: how far, and a short line of what runs now;
+``update.active`` is False off a terminal (skip work done only to feed the bar)."""
+
+
+def off_terminal(**_: object) -> None:
+    """The update of a progress that is not shown (stderr is not a terminal)."""
+
+
+off_terminal.active = False
 
 
 @contextmanager
@@ -19,7 +27,7 @@ def progress(label: str, total: float | None = None) -> Iterator[Update]:
 
     err = console(stderr=True)
     if not err.is_terminal:
-        yield lambda **_: None
+        yield off_terminal
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -32,6 +40,7 @@ def progress(label: str, total: float | None = None) -> Iterator[Update]:
             fields = {"completed": completed, "total": total, "note": note}
             bar.update(task, **{k: v for k, v in fields.items() if v is not None})
 
+        update.active = True
         yield update
 
 
