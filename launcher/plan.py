@@ -190,13 +190,10 @@ def merged_env(cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_
     if not plain:
         defaults["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = LOG_LINE_PREFIX
         if job.max_restarts > 0:
-            # torchrun keeps one rendezvous TCP store across restart attempts and hands it to the
-            # workers; after a worker is killed, restarted workers can read the dead worker's gloo
-            # address from it and fail in init_process_group ("connection refused"). A store per
-            # attempt makes --max-restarts reliable (docs/LAUNCH.md, "Restarts"). It has a price,
-            # so it is set only where there are restarts: the workers' store is then served by
-            # rank 0's worker once it has imported torch, and the other ranks' connect retries
-            # back off exponentially meanwhile (1.4-2.8 s late when rank 0 is 1-5 s behind).
+            # A rendezvous store per restart attempt: with torchrun's shared one, restarted workers
+            # can read a dead worker's address and fail to connect. It slows the start (rank 0's
+            # worker serves it only after importing torch), so only jobs with restarts get it
+            # (docs/LAUNCH.md, "Restarts"; figures in docs/results/launch-latency.md).
             defaults["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     return {**defaults, **cluster.env, **node.env, **job.env, **corral_env}
 
