@@ -85,3 +85,11 @@ def test_progress_is_silent_off_a_terminal(capsys):
         update(completed=2, note="a running")
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+
+
+def test_volume_dry_run_on_a_cluster_prints_the_launch_plan(tmp_path, capsys):
+    ok = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a"}, {"host": "10.9.0.2", "name": "b"}])
+    assert main(["bench", "volume", "/mnt/vol", "-c", ok, "--node", "b", "--size", "64M", "--mode", "seqread", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "node b (ssh 10.9.0.2)" in out and "node a" not in out
+    assert "command: python3 -m benchmarks.volume.worker --size 67108864" in out and "-- /mnt/vol" in out
