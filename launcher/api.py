@@ -190,6 +190,11 @@ def status(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) ->
     return handle(name, cluster, base_dir=base_dir).status()
 
 
+def clean_up(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> None:
+    """Remove a finished job's tmux sessions on every node (what ``run_to_completion`` does at the end)."""
+    clean_up_record(handle(name, cluster, base_dir=base_dir).record, cluster)
+
+
 def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: str | None = None) -> list[StopResult]:
     """SIGTERM the job's process groups on every node, SIGKILL after ``timeout``, kill its tmux
     session; returns per node what was found, killed and (should be empty) still remains."""
@@ -197,6 +202,7 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
-    "Completed", "JobStatus", "LaunchOptions", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "dry_run", "handle",
+    "Completed", "JobStatus", "LaunchOptions", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "clean_up",
+    "dry_run", "handle",
     "launch", "run_on_node", "run_to_completion", "runs_dir", "status", "stop", "wait",
 ]  # fmt: skip

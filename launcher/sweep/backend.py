@@ -8,11 +8,14 @@ connection alike. Unit tests of the scheduling workflow use a stateful fake inst
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.sweep.scheduler import NodeRun
+
+log = logging.getLogger(__name__)
 
 
 class TrialBackend(Protocol):
@@ -46,7 +49,13 @@ class LaunchBackend:
 
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
-        return node_runs_from_status(api.status(name, self.cluster))
+        status = api.status(name, self.cluster)
+        if status.nodes and all(n.state == "exited" for n in status.nodes):
+            try:
+                api.clean_up(name, self.cluster)  # as every run through launcher.api ends: no finished sessions left
+            except Exception as exc:  # noqa: BLE001 - the trial's result stands; a leftover session is only untidy
+                log.warning("could not remove the finished tmux sessions of %s: %s", name, exc)
+        return node_runs_from_status(status)
 
     def stop(self, name: str) -> None:
         from launcher import api
