@@ -276,7 +276,7 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     }  # fmt: skip
 
 
-def stop_request(plan: JobPlan, node: NodePlan, record: RunRecord | None, timeout: float) -> dict[str, Any]:
+def stop_request(plan: JobPlan, node: NodePlan, timeout: float) -> dict[str, Any]:
     return {
         "op": "stop", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
         "tmux_kill": tmux.kill_session(plan.tmux_socket, node.session),
@@ -332,7 +332,7 @@ class StopResult:
 
 async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     plan = record.plan
-    requests = [(_node_config(cluster, n), stop_request(plan, n, record, timeout)) for n in plan.nodes]
+    requests = [(_node_config(cluster, n), stop_request(plan, n, timeout)) for n in plan.nodes]
     replies = await call_all(cluster, requests, timeout=timeout + 30)
     out = []
     for n, r in zip(plan.nodes, replies):
