@@ -17,8 +17,8 @@ import logging
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from container.facts import DockerFacts
 from launcher.errors import ToolError, ToolNotFound

@@ -12,9 +12,9 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class IbPaths:
     nccl_conf: str = "/etc/nccl.conf"
 
     @classmethod
-    def under(cls, root: str | Path) -> IbPaths:
+    def under(cls, root: str | Path) -> "IbPaths":
         std = cls()
         return cls(**{k: f"{str(root).rstrip('/')}{v}" for k, v in std.__dict__.items()})
 
@@ -94,7 +94,7 @@ class NodeFacts:
         return self.paths.get(path)
 
     @classmethod
-    def from_probe(cls, node: str, data: dict, ib: IbPaths, docker: DockerFacts | None = None) -> NodeFacts:
+    def from_probe(cls, node: str, data: dict, ib: IbPaths, docker: DockerFacts | None = None) -> "NodeFacts":
         rl = data.get("rlimits") or {}
         limits = rl.get("limits") or {}
         rlimits = None
@@ -109,7 +109,7 @@ class NodeFacts:
             tools=dict(data.get("tools", {})), mkdir_errors=dict(data.get("mkdir_errors", {})),
         )  # fmt: skip
 
-    def with_gpus(self, count: int | None) -> NodeFacts:
+    def with_gpus(self, count: int | None) -> "NodeFacts":
         """The cluster file's gpus count wins over detection when given."""
         return self if count is None else replace(self, gpu_count=count)
 

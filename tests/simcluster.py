@@ -69,10 +69,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Callable, Iterable, Sequence, Union
 
 log = logging.getLogger(__name__)
 
