@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:  # run as a file as well as with -m
 
 from launcher.config import ClusterConfig  # noqa: E402
 from launcher.tools import ssh  # noqa: E402
-from launcher.top.collect import Collector, sampler_source, sample_request  # noqa: E402
+from launcher.top.collect import Collector, sample_request, sampler_source  # noqa: E402
 from launcher.top.targets import targets  # noqa: E402
 from tests.simcluster import SimCluster  # noqa: E402
 
@@ -73,7 +73,7 @@ def read_acct(path: str) -> list[dict]:
 class Accounting:
     """Process accounting on for a ``with`` block (the whole machine; root)."""
 
-    def __enter__(self) -> "Accounting":
+    def __enter__(self) -> Accounting:
         fd, self.path = tempfile.mkstemp(prefix="corral-top-acct-")
         os.close(fd)
         self.libc = ctypes.CDLL(None, use_errno=True)
@@ -100,7 +100,9 @@ def replay_dir(sim: SimCluster) -> Path:
     return d
 
 
-async def kept_refreshes(cluster: ClusterConfig, replay: Path, count: int, timeout: float = 10.0) -> tuple[float, list[float]]:
+async def kept_refreshes(
+    cluster: ClusterConfig, replay: Path, count: int, timeout: float = 10.0
+) -> tuple[float, list[float]]:
     """Wall seconds of the first refresh (every node logs in) and of each of ``count`` refreshes after it."""
     collector = Collector(cluster, targets(cluster, []), timeout=timeout, replay_dir=str(replay))
     try:
@@ -163,7 +165,7 @@ async def agent_cpu_run(cluster: ClusterConfig, replay: Path, refreshes: int) ->
     collector = Collector(cluster, targets(cluster, []), timeout=10, replay_dir=str(replay))
     pids: dict[str, int] = {}
     try:
-        for i in range(refreshes + 1):
+        for _i in range(refreshes + 1):
             frame = await collector.refresh(20)
             if not all(n.reachable and n.waiting_s is None for n in frame.nodes):
                 raise RuntimeError(f"a node did not answer: {[(n.node, n.error) for n in frame.nodes]}")
@@ -185,7 +187,7 @@ def cpu_mode(cluster: ClusterConfig, replay: Path, r1: int, r2: int, reps: int) 
     runs = []
     for rep in range(reps):
         result = {}
-        for count in ((r1, r2) if rep % 2 == 0 else (r2, r1)):
+        for count in (r1, r2) if rep % 2 == 0 else (r2, r1):
             with Accounting() as acct:
                 pids = asyncio.run(agent_cpu_run(cluster, replay, count))
                 time.sleep(0.5)  # the agents' records are written as they exit
@@ -237,11 +239,16 @@ def sampler_mode(r1: int, r2: int, reps: int, real: bool) -> dict:
     per_sample_ms, runs = [], []
     for rep in range(reps):
         got = {}
-        for count in ((r1, r2) if rep % 2 == 0 else (r2, r1)):
+        for count in (r1, r2) if rep % 2 == 0 else (r2, r1):
             got[count] = sampler_cpu_s(count, real)
         per_sample_ms.append((got[r2] - got[r1]) / (r2 - r1) * 1000)
         runs.append({str(k): v for k, v in got.items()})
-    return {"samples": [r1, r2], "nvml": "real" if real else "stand-in", "per_sample_ms": summary(per_sample_ms), "runs": runs}
+    return {
+        "samples": [r1, r2],
+        "nvml": "real" if real else "stand-in",
+        "per_sample_ms": summary(per_sample_ms),
+        "runs": runs,
+    }
 
 
 def summary(xs: list[float]) -> dict:

@@ -23,6 +23,7 @@ CHOKE_POINTS = {
     "launcher/tools/ssh.py": "commands on nodes: ssh, or directly for localhost (quoting, clean environment, timeouts)",
     "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
     "container/docker.py": "the docker CLI",
+    "launcher/top/node_sampler.py": "corral top's node side, shipped to the agent: nvidia-smi and the NVML sampler process, standard library only",
     "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
     # The container node probe still runs its own ssh; it moves behind container/docker.py with the
     # typed container facts (multi-node containers), and this entry goes with it.

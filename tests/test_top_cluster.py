@@ -71,7 +71,10 @@ def test_replayed_nvml_on_three_nodes_every_field_and_words(setup, sim_cluster, 
     frame = json.loads(capsys.readouterr().out)
     by_node = {n["node"]: n for n in frame["nodes"]}
     assert [len(by_node[n]["gpus"]) for n in (n1, n2, n3)] == [2, 2, 0]
-    assert all(by_node[n]["reachable"] and by_node[n]["cpu_pct"] is not None and by_node[n]["rx_bps"] is not None for n in by_node)
+    assert all(
+        by_node[n]["reachable"] and by_node[n]["cpu_pct"] is not None and by_node[n]["rx_bps"] is not None
+        for n in by_node
+    )
     assert all(d["free"] > 0 for n in by_node.values() for d in n["disks"])
     failing = by_node[n2]["gpus"][1]
     assert failing["throttle"] == ["hardware slowdown"] and failing["events"] == ["XID 48: double-bit ECC error"]
@@ -81,7 +84,9 @@ def test_replayed_nvml_on_three_nodes_every_field_and_words(setup, sim_cluster, 
 def test_steps_per_node_and_the_slowed_node_is_the_straggler(setup, sim_cluster, capsys):
     cfg, _, cluster = setup
     name = f"topjob-{uuid.uuid4().hex[:6]}"
-    job = JobConfig.model_validate({"name": name, "script": "tests/workers/top_steps.py", "env": {"PYTHONPATH": str(REPO)}})
+    job = JobConfig.model_validate(
+        {"name": name, "script": "tests/workers/top_steps.py", "env": {"PYTHONPATH": str(REPO)}}
+    )
     handle = api.launch(job, cluster, plain=True, base_dir=str(REPO))
     try:
         files = [Path(n.state_dir) / "metrics.jsonl" for n in handle.plan.nodes]
@@ -166,7 +171,20 @@ def test_the_screen_in_a_real_tmux_pane(setup, sim_cluster, width):
     cfg, replay, _ = setup
     sock = f"corral-top-test-{uuid.uuid4().hex[:8]}"
     # -u: pytest exports COLUMNS=80 LINES=24, which rich would take over the pane's real size.
-    command = ["env", "-u", "COLUMNS", "-u", "LINES", f"{REPLAY_ENV}={replay}", CORRAL, "top", "-c", str(cfg), "--interval", "1"]
+    command = [
+        "env",
+        "-u",
+        "COLUMNS",
+        "-u",
+        "LINES",
+        f"{REPLAY_ENV}={replay}",
+        CORRAL,
+        "top",
+        "-c",
+        str(cfg),
+        "--interval",
+        "1",
+    ]
     try:
         r = _tmux(sock, "new-session", "-d", "-s", "top", "-x", str(width), "-y", "45", "--", *command)
         assert r.returncode == 0, r.stderr

@@ -20,7 +20,9 @@ def test_one_session_answers_every_refresh(local_space):
     state_dir.mkdir(parents=True)
     (state_dir / "pid").write_text(f"{os.getpid()} {os.getpgid(0)} {os.getsid(0)}\n")
     now = time.time()
-    (state_dir / "metrics.jsonl").write_text("".join(json.dumps({"t": now - 4 + i * 0.5, "step": i, "loss": 1 / (i + 1)}) + "\n" for i in range(9)))
+    (state_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"t": now - 4 + i * 0.5, "step": i, "loss": 1 / (i + 1)}) + "\n" for i in range(9))
+    )
     (root / "j.log").write_text("hello\n")
     spec = JobSpec("j", "local", str(state_dir), str(root / "j.log"), str(state_dir / "metrics.jsonl"))
     collector = Collector(cluster, [Target(cluster.nodes[0], [spec])], timeout=10)
@@ -41,7 +43,12 @@ def test_one_session_answers_every_refresh(local_space):
     node = frames[-1].nodes[0]
     assert node.reachable and node.cpu_pct is not None and node.mem_total and node.gpu_source == "none"
     (job,) = node.jobs
-    assert job.state == "running" and abs(job.steps_per_s - 2.0) < 1e-6 and job.step == 8 and job.last_metric == "loss=0.1111"
+    assert (
+        job.state == "running"
+        and abs(job.steps_per_s - 2.0) < 1e-6
+        and job.step == 8
+        and job.last_metric == "loss=0.1111"
+    )
     assert [d["label"] for d in node.disks] == ["runs", "ckpt"] and all(d["free"] > 0 for d in node.disks)
 
 

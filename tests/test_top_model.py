@@ -57,7 +57,11 @@ def records(rate: float, n: int, t0: float = 1000.0, **extra) -> list[dict]:
 
 def test_step_rate_over_the_window():
     assert judge.step_rate(records(5.0, 20)) == pytest.approx(5.0)
-    slow_then_fast = records(1.0, 60) + records(10.0, 50, t0=1060.0, )
+    slow_then_fast = records(1.0, 60) + records(
+        10.0,
+        50,
+        t0=1060.0,
+    )
     for i, r in enumerate(slow_then_fast[60:]):
         r["step"] = 60 + i
     assert judge.step_rate(slow_then_fast, window_s=4.0) == pytest.approx(10.0)  # only the recent pace counts
@@ -87,7 +91,10 @@ def test_mark_stragglers_only_among_running_nodes():
 
 
 def test_a_mark_does_not_outlive_the_pace_that_earned_it():
-    rows = [NodeRow(n, n, True, jobs=[JobOnNode("t", n, "running", steps_per_s=r)]) for n, r in (("a", 5.0), ("b", 5.0), ("c", 1.0))]
+    rows = [
+        NodeRow(n, n, True, jobs=[JobOnNode("t", n, "running", steps_per_s=r)])
+        for n, r in (("a", 5.0), ("b", 5.0), ("c", 1.0))
+    ]
     assert mark_stragglers(rows) == {"t": "c"}
     rows[2].jobs[0].steps_per_s = 5.0
     assert mark_stragglers(rows) == {} and rows[2].jobs[0].straggler is None
@@ -111,7 +118,14 @@ def replay_sample(tmp_path, fixture: str, n: int) -> list[dict]:
     node_sampler._GPU.clear()
     out = []
     for _ in range(n):
-        out.append(node_sampler.op_top({"nvml_replay": str(FIXTURES / fixture), "disks": [{"label": "runs", "path": str(tmp_path / "nope" / "runs")}]}))
+        out.append(
+            node_sampler.op_top(
+                {
+                    "nvml_replay": str(FIXTURES / fixture),
+                    "disks": [{"label": "runs", "path": str(tmp_path / "nope" / "runs")}],
+                }
+            )
+        )
         time.sleep(0.05)  # /proc/stat counts in 10 ms ticks: let some pass between samples
     node_sampler._GPU.clear()
     return out
@@ -125,8 +139,20 @@ def test_replayed_failing_node_in_words(tmp_path):
     assert row1.gpus[1].events == ["XID 48: double-bit ECC error"]
     row2 = state.update("n1", "h1", second)
     g0, g1 = row2.gpus
-    assert (g0.name, g0.util_pct, g0.temp_c, g0.sm_mhz, g0.power_w, g0.power_limit_w) == ("NVIDIA H100 80GB HBM3", 96, 41, 1755, 690.0, 700.0)
-    assert g0.mem_used == 61203283968 and g0.mem_total == 85520809984 and g0.throttle == [] and row1.gpus[0].throttle == ["idle"]
+    assert (g0.name, g0.util_pct, g0.temp_c, g0.sm_mhz, g0.power_w, g0.power_limit_w) == (
+        "NVIDIA H100 80GB HBM3",
+        96,
+        41,
+        1755,
+        690.0,
+        700.0,
+    )
+    assert (
+        g0.mem_used == 61203283968
+        and g0.mem_total == 85520809984
+        and g0.throttle == []
+        and row1.gpus[0].throttle == ["idle"]
+    )
     assert g1.throttle == ["hardware slowdown"] and g1.temp_c == 88 and g1.util_pct == 41
     assert g1.events == ["XID 48: double-bit ECC error"]  # kept since the screen opened, not repeated
     assert g1.ecc_new == {"corrected": 5, "uncorrected": 2} and g0.ecc_new == {}
@@ -161,9 +187,18 @@ SMI_CSV = (FIXTURES / "top_nvidia_smi.csv").read_text()
 def test_parse_nvidia_smi_csv():
     rows, ecc = parse_smi(SMI_CSV)
     assert [r.index for r in rows] == [0, 1, 2]
-    assert rows[0].util_pct == 97 and rows[0].mem_used == 61234 * 1024 * 1024 and rows[0].power_w == pytest.approx(612.34)
-    assert rows[1].throttle == ["hardware slowdown", "hardware thermal slowdown"] and ecc[1] == {"corrected": 5, "uncorrected": 2}
-    assert rows[2].util_pct is None and rows[2].power_limit_w is None and ecc[2] == {"corrected": None, "uncorrected": None}
+    assert (
+        rows[0].util_pct == 97 and rows[0].mem_used == 61234 * 1024 * 1024 and rows[0].power_w == pytest.approx(612.34)
+    )
+    assert rows[1].throttle == ["hardware slowdown", "hardware thermal slowdown"] and ecc[1] == {
+        "corrected": 5,
+        "uncorrected": 2,
+    }
+    assert (
+        rows[2].util_pct is None
+        and rows[2].power_limit_w is None
+        and ecc[2] == {"corrected": None, "uncorrected": None}
+    )
     assert parse_smi("garbage\n\n") == ([], {})
 
 
@@ -173,11 +208,16 @@ def test_parse_nvidia_smi_csv():
 def test_job_state_and_metrics_tail(tmp_path):
     state_dir = tmp_path / "nodes" / "n1"
     state_dir.mkdir(parents=True)
-    job = {"name": "j", "state_dir": str(state_dir), "log": str(tmp_path / "n1.log"), "metrics": str(state_dir / "metrics.jsonl")}
+    job = {
+        "name": "j",
+        "state_dir": str(state_dir),
+        "log": str(tmp_path / "n1.log"),
+        "metrics": str(state_dir / "metrics.jsonl"),
+    }
     assert node_sampler.job_state(job)["state"] == "missing"
     (state_dir / "pid").write_text(f"{os.getpid()} {os.getpgid(0)} {os.getsid(0)}\n")
     lines = [json.dumps({"t": i, "step": i}) for i in range(3000)]
-    (state_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n{\"t\": 3000, \"st")  # a torn last line
+    (state_dir / "metrics.jsonl").write_text("\n".join(lines) + '\n{"t": 3000, "st')  # a torn last line
     (tmp_path / "n1.log").write_text("x\n")
     got = node_sampler.job_state(job)
     assert got["state"] == "running" and got["log_mtime"] > 0
@@ -204,10 +244,28 @@ def frame_of_every_kind(tmp_path) -> Frame:
     samples = replay_sample(tmp_path, "top_h100_failing.json", 2)
     state.update("node-one", "h1", samples[0])
     a = state.update("node-one", "h1", samples[1])
-    a.jobs = [JobOnNode("train-demo", "node-one", "running", steps_per_s=5.0, step=120, last_metric="loss=0.3123", since_log_s=1.0)]
-    b = NodeRow("node-two", "h2", True, cpu_pct=50.0, load1=1.0, ncpu=8, mem_used=1 << 30, mem_total=8 << 30, gpu_source="none",
-                gpu_note="no NVIDIA driver on this node",
-                jobs=[JobOnNode("train-demo", "node-two", "running", steps_per_s=2.0, step=50, last_metric="loss=0.9", since_log_s=2.0)])
+    a.jobs = [
+        JobOnNode(
+            "train-demo", "node-one", "running", steps_per_s=5.0, step=120, last_metric="loss=0.3123", since_log_s=1.0
+        )
+    ]
+    b = NodeRow(
+        "node-two",
+        "h2",
+        True,
+        cpu_pct=50.0,
+        load1=1.0,
+        ncpu=8,
+        mem_used=1 << 30,
+        mem_total=8 << 30,
+        gpu_source="none",
+        gpu_note="no NVIDIA driver on this node",
+        jobs=[
+            JobOnNode(
+                "train-demo", "node-two", "running", steps_per_s=2.0, step=50, last_metric="loss=0.9", since_log_s=2.0
+            )
+        ],
+    )
     c = NodeRow("node-three", "h3", False, error="ssh: connect to host h3 port 22: Connection timed out")
     nodes = [a, b, c]
     return Frame(t=0.0, nodes=nodes, stragglers=mark_stragglers(nodes))
@@ -263,11 +321,17 @@ def test_nvml_sampler_process_answers_in_the_recording_format(stand_in_driver):
     stand_in_driver.setenv("FAKE_NVML_RECORDING", str(FIXTURES / "top_h100_failing.json"))
     first = node_sampler.gpu_sample({"python": sys.executable})
     second = node_sampler.gpu_sample({"python": sys.executable})
-    assert first["source"] == second["source"] == "nvml" and node_sampler._GPU["proc"].poll() is None  # one kept process
+    assert (
+        first["source"] == second["source"] == "nvml" and node_sampler._GPU["proc"].poll() is None
+    )  # one kept process
     assert first["events"] == [{"gpu": 1, "type": 8, "data": 48}] and second["events"] == []
     rows, ecc, _, note = gpus_from_sample(second)
     assert note is None and [r.util_pct for r in rows] == [96, 41]
-    assert rows[1].throttle == ["hardware slowdown"] and rows[1].temp_c == 88 and ecc[1] == {"corrected": 5, "uncorrected": 2}
+    assert (
+        rows[1].throttle == ["hardware slowdown"]
+        and rows[1].temp_c == 88
+        and ecc[1] == {"corrected": 5, "uncorrected": 2}
+    )
 
 
 def test_without_nvml_the_sampler_falls_back_to_nvidia_smi(stand_in_driver):
@@ -279,7 +343,9 @@ def test_without_nvml_the_sampler_falls_back_to_nvidia_smi(stand_in_driver):
     got = node_sampler.gpu_sample({"python": sys.executable})
     assert got["source"] == "nvidia-smi" and node_sampler._GPU["kind"] == "nvidia-smi"
     rows, ecc, _, _ = gpus_from_sample(got)
-    assert [r.name for r in rows] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA L4"] and ecc[1]["uncorrected"] == 2
+    assert [r.name for r in rows] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA L4"] and ecc[1][
+        "uncorrected"
+    ] == 2
 
 
 # ---------------------------------------------------------------------------- what each node is asked
@@ -309,4 +375,6 @@ def test_sample_request_and_targets(tmp_path):
             self.name, self.state = name, state
 
     recs = [Rec("x", "running"), Rec("y", "stopped"), Rec("z", "starting")]
-    assert [r.name for r in pick_records(recs, None)] == ["x", "z"] and [r.name for r in pick_records(recs, "y")] == ["y"]
+    assert [r.name for r in pick_records(recs, None)] == ["x", "z"] and [r.name for r in pick_records(recs, "y")] == [
+        "y"
+    ]

@@ -16,10 +16,14 @@ def top(
     name: Optional[str] = typer.Argument(None, help="Job to follow (default: the jobs found running)."),
     cluster: Optional[Path] = ClusterOpt,
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes."),
-    once: bool = typer.Option(False, "--once", help="Print one frame as tables and exit (for scripts and non-terminals)."),
+    once: bool = typer.Option(
+        False, "--once", help="Print one frame as tables and exit (for scripts and non-terminals)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON and exit."),
     timeout: Optional[float] = typer.Option(
-        None, "--timeout", help="Seconds a node may take to answer before it shows unreachable (default: the cluster's ssh connect_timeout)."
+        None,
+        "--timeout",
+        help="Seconds a node may take to answer before it shows unreachable (default: the cluster's ssh connect_timeout).",
     ),
 ) -> int:
     """The whole cluster on one screen, live: GPUs, CPU, memory, disks, network, jobs and the straggler.
@@ -48,7 +52,13 @@ def top(
     clustercfg = load_cluster(cluster)
     records = [load(runs_dir(clustercfg), name)] if name else pick_records(all_records(clustercfg), None)
     wait = float(timeout if timeout is not None else clustercfg.ssh.connect_timeout)
-    collector = Collector(clustercfg, targets(clustercfg, records), timeout=wait, replay_dir=os.environ.get(REPLAY_ENV), hide_finished=name is None)
+    collector = Collector(
+        clustercfg,
+        targets(clustercfg, records),
+        timeout=wait,
+        replay_dir=os.environ.get(REPLAY_ENV),
+        hide_finished=name is None,
+    )
     # One frame waits until every node has answered or its request has been given up (then "unreachable").
     first_deadline = wait + clustercfg.ssh.connect_timeout + 2
     out = console()

@@ -50,14 +50,18 @@ def venv_python(cluster: ClusterConfig, node: NodeConfig) -> str:
     return sys.executable if node.is_local else "python3"
 
 
-def sample_request(cluster: ClusterConfig, node: NodeConfig, jobs: list[JobSpec], replay_dir: str | None = None) -> dict[str, Any]:
+def sample_request(
+    cluster: ClusterConfig, node: NodeConfig, jobs: list[JobSpec], replay_dir: str | None = None
+) -> dict[str, Any]:
     """The ``top`` request for one node (pure)."""
     base = os.getcwd()
     req: dict[str, Any] = {
         "op": "top",
         "python": venv_python(cluster, node),
-        "disks": [{"label": "runs", "path": resolve_path(base, cluster.storage.runs)},
-                  {"label": "ckpt", "path": resolve_path(base, cluster.storage.checkpoints)}],  # fmt: skip
+        "disks": [
+            {"label": "runs", "path": resolve_path(base, cluster.storage.runs)},
+            {"label": "ckpt", "path": resolve_path(base, cluster.storage.checkpoints)},
+        ],  # fmt: skip
         "jobs": [j.request() for j in jobs if j.node == node.label],
     }
     if replay_dir:
@@ -147,11 +151,20 @@ class Target:
 class Collector:
     """Every node's poller and the screen's memory; ``refresh`` gives the next frame."""
 
-    def __init__(self, cluster: ClusterConfig, targets: list[Target], *, timeout: float, replay_dir: str | None = None,
-                 hide_finished: bool = False) -> None:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        targets: list[Target],
+        *,
+        timeout: float,
+        replay_dir: str | None = None,
+        hide_finished: bool = False,
+    ) -> None:
         self.state = TopState()
         self.hide_finished = hide_finished
-        self.pollers = [NodePoller(cluster, t.node, sample_request(cluster, t.node, t.jobs, replay_dir), timeout) for t in targets]
+        self.pollers = [
+            NodePoller(cluster, t.node, sample_request(cluster, t.node, t.jobs, replay_dir), timeout) for t in targets
+        ]
         self.rows: dict[str, NodeRow] = {}
 
     async def refresh(self, deadline_s: float) -> Frame:

@@ -8,7 +8,8 @@ Nothing here touches a node; every function is a function of recorded answers
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 # nvmlClocksEventReasons* bits (nvml.h); the names NVML gives them, said for people.
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (

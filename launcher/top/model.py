@@ -158,11 +158,16 @@ def parse_smi(csv_text: str) -> tuple[list[GpuRow], dict[int, dict[str, int | No
             mem_used=int(n[3] * mib) if n[3] is not None else None, mem_total=int(n[4] * mib) if n[4] is not None else None,
             power_w=n[5], power_limit_w=n[6], temp_c=n[7], sm_mhz=n[8], throttle=judge.clock_reasons_words(reasons),
         ))  # fmt: skip
-        ecc[index] = {"corrected": None if n[10] is None else int(n[10]), "uncorrected": None if n[11] is None else int(n[11])}
+        ecc[index] = {
+            "corrected": None if n[10] is None else int(n[10]),
+            "uncorrected": None if n[11] is None else int(n[11]),
+        }
     return rows, ecc
 
 
-def gpus_from_sample(gpu: dict[str, Any]) -> tuple[list[GpuRow], dict[int, dict[str, int | None]], list[dict[str, Any]], str | None]:
+def gpus_from_sample(
+    gpu: dict[str, Any],
+) -> tuple[list[GpuRow], dict[int, dict[str, int | None]], list[dict[str, Any]], str | None]:
     """(rows, ECC totals per GPU, new NVML events, a note for people) from the sample's ``gpu`` part."""
     source = gpu.get("source")
     if gpu.get("init_error"):

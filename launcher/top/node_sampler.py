@@ -38,7 +38,7 @@ METRICS_TAIL_BYTES = 16384
 METRICS_RECORDS = 40
 
 # The NVML sampler: run with the venv's python (pynvml importable there), reads one line per sample.
-NVML_SAMPLER = r'''
+NVML_SAMPLER = r"""
 import json, sys
 NAMES = {1: "UNINITIALIZED", 2: "INVALID_ARGUMENT", 3: "NOT_SUPPORTED", 4: "NO_PERMISSION", 6: "NOT_FOUND",
          9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 12: "LIBRARY_NOT_FOUND", 13: "FUNCTION_NOT_FOUND",
@@ -98,7 +98,7 @@ for _ in sys.stdin:
             gpu = -1
         seen.append({"gpu": gpu, "type": int(e.eventType), "data": int(e.eventData)})
     print(json.dumps({"calls": calls, "events": seen}), flush=True)
-'''
+"""
 
 
 def _read(path):
@@ -166,7 +166,7 @@ def _alive(pid):
         return False
     except PermissionError:
         return True
-    st = _read("/proc/%d/stat" % pid)
+    st = _read(f"/proc/{pid}/stat")
     return bool(st) and st.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
@@ -238,8 +238,9 @@ def _replay_answer(path):
 
 def _start_nvml_sampler(python):
     try:
-        proc = subprocess.Popen([python, "-c", NVML_SAMPLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [python, "-c", NVML_SAMPLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
     except OSError as exc:
         return None, str(exc)
     first = _line(proc, SAMPLER_TIMEOUT_S)
@@ -288,11 +289,14 @@ def _nvml_answer():
 def _smi_answer():
     argv = ["nvidia-smi", "--query-gpu=" + SMI_FIELDS, "--format=csv,noheader,nounits"]
     try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"source": "nvidia-smi", "error": str(exc)}
     if p.returncode != 0:
-        return {"source": "nvidia-smi", "error": (p.stderr.decode(errors="replace").strip() or "exit status %d" % p.returncode)}
+        return {
+            "source": "nvidia-smi",
+            "error": (p.stderr.decode(errors="replace").strip() or f"exit status {p.returncode}"),
+        }
     return {"source": "nvidia-smi", "fields": SMI_FIELDS, "csv": p.stdout.decode(errors="replace")}
 
 
@@ -351,7 +355,7 @@ def op_top(req):
     try:
         out["gpu"] = gpu_sample(req)
     except Exception as exc:  # a broken GPU source must not cost the node's other figures
-        out["gpu"] = {"source": "error", "error": "%s: %s" % (type(exc).__name__, exc)}
+        out["gpu"] = {"source": "error", "error": f"{type(exc).__name__}: {exc}"}
     return out
 
 

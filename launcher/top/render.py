@@ -83,7 +83,9 @@ def nodes_table(frame: Frame, width: int) -> Table:
     t.add_column("free runs/ckpt", justify="right", no_wrap=True)
     t.add_column("net rx/tx", justify="right", no_wrap=True)
     # The last column (GPUs, or why a node is unreachable) takes what the others leave.
-    t.add_column("gpus", no_wrap=True, overflow="ellipsis", min_width=4, max_width=max(6, width - (66 if narrow else 96)))
+    t.add_column(
+        "gpus", no_wrap=True, overflow="ellipsis", min_width=4, max_width=max(6, width - (66 if narrow else 96))
+    )
     for n in frame.nodes:
         if not n.reachable:
             t.add_row(n.node, node_state(n), *[""] * (len(t.columns) - 3), Text(n.error or "", style="red"))
@@ -95,7 +97,12 @@ def nodes_table(frame: Frame, width: int) -> Table:
         else:
             gpus = "none" if narrow else (n.gpu_note or "none")
         cells = [n.node, node_state(n), _num(n.cpu_pct, suffix="%")] + ([] if narrow else [load])
-        cells += [_gib(n.mem_used, n.mem_total), disks, f"{_rate(n.rx_bps, narrow)}{'/' if narrow else ' '}{_rate(n.tx_bps, narrow)}", gpus]
+        cells += [
+            _gib(n.mem_used, n.mem_total),
+            disks,
+            f"{_rate(n.rx_bps, narrow)}{'/' if narrow else ' '}{_rate(n.tx_bps, narrow)}",
+            gpus,
+        ]
         t.add_row(*cells)
     return t
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from launcher.top.collect import Collector
 from launcher.top.model import Frame

@@ -15,7 +15,10 @@ LIVE_STATES = ("starting", "running")
 
 def job_specs(record: RunRecord) -> list[JobSpec]:
     """Per node of a run: where its state, log and per-node metrics are."""
-    return [JobSpec(record.name, n.node, n.state_dir, n.log_path, posixpath.join(n.state_dir, METRICS_FILE)) for n in record.plan.nodes]
+    return [
+        JobSpec(record.name, n.node, n.state_dir, n.log_path, posixpath.join(n.state_dir, METRICS_FILE))
+        for n in record.plan.nodes
+    ]
 
 
 def pick_records(records: list[RunRecord], name: str | None) -> list[RunRecord]:
