@@ -19,6 +19,7 @@ from typing import Any, Callable
 from launcher.config import ClusterConfig, JobConfig, NodeConfig, apply_overrides, validate
 from launcher.config.job import JOB_NAME
 from launcher.errors import RunFailed, UserError
+from launcher.jobstate import job_state
 from launcher.plan import (
     JobPlan, NodeFacts, NodePlan, PlanInputs, build_plan, default_local_venv, parse_env_file,
     render_secrets, render_wrapper, resolve_path, select_nodes,
@@ -60,9 +61,14 @@ class NodeStatus:
 @dataclass
 class JobStatus:
     name: str
-    state: str
+    record_state: str
     """The launcher's record: starting | running | stopped | failed."""
     nodes: list[NodeStatus] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """The job's state, derived from the nodes' (``launcher.jobstate``, one table for every view)."""
+        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes])
 
     @property
     def running(self) -> bool:
@@ -77,7 +83,7 @@ class JobStatus:
         return all(n.state == "exited" and n.exit_code == 0 for n in self.nodes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "nodes": [asdict(n) for n in self.nodes]}
+        return {"name": self.name, "state": self.state, "record_state": self.record_state, "nodes": [asdict(n) for n in self.nodes]}
 
 
 def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float) -> NodeStatus:
@@ -207,6 +213,11 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
 
 
+def uses_checkpoints(node: NodePlan) -> bool:
+    """Only a job with a ``checkpoint:`` section gets its checkpoint directory made for it."""
+    return "CORRAL_CKPT_POLICY" in node.env
+
+
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
     files = [{"path": node.wrapper_path, "content": render_wrapper(plan.name, node), "mode": 0o700}]
     if secrets:
@@ -215,7 +226,7 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
     return {
         "op": "start", "state_dir": node.state_dir, "log": node.log_path,
-        "dirs": [node.state_dir, os.path.dirname(node.log_path), plan.ckpt_dir],
+        "dirs": [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else []),
         "files": files, "steps": steps, "wait_s": START_WAIT_S,
     }  # fmt: skip
 
@@ -224,6 +235,7 @@ def stop_request(plan: JobPlan, node: NodePlan, record: RunRecord | None, timeou
     return {
         "op": "stop", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket,
         "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
+        "log": node.log_path,
     }  # fmt: skip
 
 
@@ -292,9 +304,11 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
 
     if is_container_plan(record.plan):
         remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
-    record.state = "stopped"
-    record.message = "stopped by corral stop"
-    record.save()
+    if any(r.found for r in results):
+        # a job whose every node had already exited keeps its own ending (exited / failed)
+        record.state = "stopped"
+        record.message = "stopped by corral stop"
+        record.save()
     return results
 
 

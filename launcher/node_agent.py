@@ -340,6 +340,11 @@ def _signal_all(found, sig, groups_ok):
             pass
 
 
+STOP_LINE = "corral: stopped by corral stop"
+"""The last line ``corral stop`` writes into a stopped job's log (a normal end writes
+``corral: exited with status N``)."""
+
+
 def op_stop(req):
     """SIGTERM the job's process groups, SIGKILL what remains after the timeout, kill the tmux
     session, and report what (if anything) is still alive."""
@@ -366,6 +371,11 @@ def op_stop(req):
     exit_file = os.path.join(req["state_dir"], "exit_code")
     if not os.path.exists(exit_file) and os.path.isdir(req["state_dir"]):
         _write_file(exit_file, "143\n", 0o644)
+    if initially and req.get("log"):
+        # the wrapper was killed before it could write its own last line: say how the job ended
+        how = f"SIGTERM, then SIGKILL after {timeout:g} s" + (f" ({killed} process(es) needed it)" if killed else "")
+        with open(req["log"], "a", encoding="utf-8") as f:
+            f.write(f"[{req['node']}] {STOP_LINE} ({how})\n")
     secrets = req.get("secrets_path")
     if secrets:
         try:

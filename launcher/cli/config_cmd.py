@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
+from typing import Literal
 
 import typer
 
@@ -20,7 +20,7 @@ def _guess_kind(data: dict) -> str:
 @app.command("check")
 def check(
     files: list[Path] = typer.Argument(..., help="Cluster or job YAML files."),
-    kind: str = typer.Option("auto", "--kind", "-k", help="cluster, job or auto (a file with 'nodes' is a cluster)."),
+    kind: Literal["auto", "cluster", "job"] = typer.Option("auto", "--kind", "-k", help="auto: a file with 'nodes' is a cluster, any other a job."),
 ) -> None:
     """Validate config files: 'ok' and a summary, or every problem with its field path (exit 2).
 
@@ -72,7 +72,7 @@ def summarize(model) -> list[str]:
 
 
 @app.command("schema")
-def schema(kind: str = typer.Argument("cluster", help="cluster or job")) -> None:
+def schema(kind: Literal["cluster", "job"] = typer.Argument("cluster", help="Which config file.")) -> None:
     """Print the JSON Schema of a config file (for editor completion).
 
     Example: corral config schema job > job.schema.json

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, console, write_json
+from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json, write_json
 
 
 def _cluster(path: Optional[Path]):
@@ -74,23 +74,35 @@ def _follow_to_end(record, clustercfg) -> int:
     return _report_final(final)
 
 
-def _report_final(final) -> int:
-    out = console()
-    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
-    if bad:
-        out.print(f"job {final.name} failed: " + "; ".join(bad))
-        return 1
-    out.print(f"job {final.name} finished: every node exited 0")
+def job_exit_code(final) -> int:
+    """The job's exit status as its own: 0 when every node exited 0, else the first node's
+    non-zero status (1 for a node without one: missing or unreachable)."""
+    for n in final.nodes:
+        if not (n.state == "exited" and n.exit_code == 0):
+            return n.exit_code if n.state == "exited" and n.exit_code and 0 < n.exit_code < 256 else 1
     return 0
+
+
+def _report_final(final) -> int:
+    out = console(stderr=True)
+    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
+    if final.state == "stopped":
+        out.print(f"job {final.name} was stopped by corral stop: " + "; ".join(bad))
+    elif bad:
+        out.print(f"job {final.name} {final.state}: " + "; ".join(bad))
+    else:
+        out.print(f"job {final.name} finished: every node exited 0")
+    return job_exit_code(final)
 
 
 def ps(
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the job list as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
-    """List jobs and their state on every node (running / exited N / missing).
+    """List jobs, each job's state and its state on every node (running / exited N / missing).
 
-    Example: corral ps --json -
+    Example: corral ps --json
     """
     import asyncio
 
@@ -105,18 +117,17 @@ def ps(
     statuses = asyncio.run(gather()) if records else []
     rows = [{"name": s.name, "state": s.state, "nodes": [{"host": n.host, "node": n.node, "state": n.state, "exit_code": n.exit_code,
              "elapsed_s": n.elapsed_s, "detail": n.detail} for n in s.nodes]} for s in statuses]  # fmt: skip
-    if json_out is not None:
-        write_json(rows, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json(rows, as_json, json_out):
+        return
     from rich.table import Table
 
-    table = Table("job", "node", "state", "elapsed", "detail", box=None)
+    table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
     for row in rows:
         for i, n in enumerate(row["nodes"]):
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
-            table.add_row(row["name"] if i == 0 else "", n["node"], state, elapsed, n.get("detail") or "")
+            first = i == 0
+            table.add_row(row["name"] if first else "", row["state"] if first else "", n["node"], state, elapsed, n.get("detail") or "")
     if rows:
         console().print(table)
     else:
@@ -127,10 +138,13 @@ def logs(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[str] = typer.Option(None, "--node", help="Only this node."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until every node of the job has ended; exit with the job's status."),
     lines: int = typer.Option(50, "--lines", "-n", help="Lines from the end of each log."),
 ) -> int:
     """Print a job's logs, every line prefixed with node and rank.
+
+    With -f it follows the logs (through torchrun's restarts under max_restarts) until every
+    node of the job has ended, then exits with the job's status, like launch --follow.
 
     Example: corral logs demo -n 20 -f
     """
@@ -145,10 +159,10 @@ def logs(
     record = load(runs_dir(clustercfg), name)
     if follow:
         try:
-            asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=False))
+            final = asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=True))
         except KeyboardInterrupt:
-            pass
-        return 0
+            return 0
+        return _report_final(final)
     failed = 0
     for node_name, text, error in asyncio.run(tail_lines(record, clustercfg, node, lines)):
         if text is None:
@@ -221,7 +235,8 @@ def stop(
 def preflight(
     job: Optional[Path] = typer.Argument(None, help="Job YAML file (optional: adds job-specific checks)."),
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the checks as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
 ) -> int:
     """Check every node before a launch: ssh, workdir, venv, torch, GPUs, rendezvous reachability.
 
@@ -237,14 +252,13 @@ def preflight(
 
     clustercfg = _cluster(cluster)
     jobcfg = load_job(job) if job else None
-    out = console(stderr=json_out is not None and str(json_out) == "-")
+    out = console(stderr=as_json)
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
         report = asyncio.run(run_preflight(
             clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=os.getcwd(),
             local_venv=default_local_venv(), full_torch=True, tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
         ))  # fmt: skip
-    if json_out is not None:
-        write_json(report.to_json(), json_out)
+    emit_json(report.to_json(), as_json, json_out)
     from rich.table import Table
 
     table = Table("node", *CHECKS, box=None)

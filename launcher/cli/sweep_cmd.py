@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, DefaultCommandGroup, console, write_json
+from launcher.cli.common import ClusterOpt, DefaultCommandGroup, JsonOpt, JsonOutOpt, console, emit_json
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),
@@ -22,7 +22,8 @@ def run(
     cluster: Optional[Path] = ClusterOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials (id, run name, params, args) and start nothing."),
     foreground: bool = typer.Option(False, "--foreground", help="Run the controller in this terminal instead of detached in tmux."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="With --dry-run: write the trials as JSON ('-' for stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the trials as JSON on stdout instead of the table."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."),
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
@@ -46,7 +47,7 @@ def run(
                         hint="lower nodes in the sweep file or add nodes to the cluster file")  # fmt: skip
     trials = generate_trials(spec.config)
     if dry_run:
-        _print_plan(spec, describe_plan(spec, trials), json_out)
+        _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)
@@ -72,15 +73,13 @@ def _run_foreground(spec, cl, paths) -> int:
     return Controller(spec, cl, LaunchBackend(cl), paths).run()
 
 
-def _print_plan(spec, plan, json_out) -> None:
+def _print_plan(spec, plan, as_json, json_out) -> None:
     from rich.table import Table
 
     from launcher.sweep.status import format_params
 
-    if json_out is not None:
-        write_json({"name": spec.name, "trials": plan}, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json({"name": spec.name, "trials": plan}, as_json, json_out):
+        return
     table = Table(title=f"sweep {spec.name}: {len(plan)} trial(s), {spec.config.nodes} node(s) each (dry run)")
     for col in ("id", "run", "params", "args appended"):
         table.add_column(col)
@@ -94,12 +93,13 @@ def _print_plan(spec, plan, json_out) -> None:
 def status(
     name: str = typer.Argument(..., help="Sweep name."),
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write trials as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metric per trial as a PNG."),
 ) -> None:
     """Trials sorted by the metric, the best one, and counts.
 
-    Example: corral sweep status lr-search --json -
+    Example: corral sweep status lr-search --json
     """
     from launcher.config import load_cluster
     from launcher.sweep.controller import load_spec
@@ -110,10 +110,8 @@ def status(
     st = build_status(load_spec(paths), paths)
     if plot is not None:
         plot_status(st, str(plot))
-    if json_out is not None:
-        write_json(st, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json(st, as_json, json_out):
+        return
     _print_status(st)
 
 
