@@ -135,8 +135,39 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
 # ---------------------------------------------------------------------------- launch
 
 
+def cluster_base(cluster: ClusterConfig, base_dir: str | None = None) -> str:
+    """Where the cluster's relative paths (workdir, storage) start: ``base_dir`` when a caller
+    gives one, else the cluster file's directory (the project directory for the embedded
+    default, see ``config.loading.load_cluster``), else the current directory."""
+    return base_dir or cluster.base_dir or os.getcwd()
+
+
 def runs_dir(cluster: ClusterConfig, base_dir: str | None = None) -> str:
-    return resolve_path(base_dir or os.getcwd(), cluster.storage.runs)
+    return resolve_path(cluster_base(cluster, base_dir), cluster.storage.runs)
+
+
+def local_script_warnings(job: JobConfig, cluster: ClusterConfig, base_dir: str | None = None) -> list[str]:
+    """A job's ``script`` (relative to the cluster's workdir) missing where a local node would run it.
+    Remote nodes are only asked at launch (preflight); this needs no node."""
+    if not job.script:
+        return []
+    workdir = resolve_path(cluster_base(cluster, base_dir), cluster.workdir)
+    path = resolve_path(workdir, job.script)
+    if os.path.isfile(path):
+        return []
+    nodes = [n.label for n in cluster.nodes if n.is_local]
+    if not nodes:
+        return []
+    return [f"script {job.script} not found in {workdir} (the cluster's workdir, where node {nodes[0]} runs it): "
+            "a job's script is relative to workdir; fix `script` or `workdir`"]
+
+
+BENCHMARK_PREFIX = "bench-"
+"""Runs the benchmarks start are named ``bench-<kind>-<time>-...``: ``ps`` lists them with --all only."""
+
+
+def is_benchmark_run(name: str) -> bool:
+    return name.startswith(BENCHMARK_PREFIX)
 
 
 def apply_job_overrides(job: JobConfig, set_: list[str] | tuple[str, ...]) -> JobConfig:
@@ -155,9 +186,10 @@ def check_name(name: str) -> str:
 
 
 def read_secrets(job: JobConfig, base_dir: str) -> dict[str, str]:
+    """``env_file``: relative to the job file's directory (``base_dir`` for a job not read from a file)."""
     if not job.env_file:
         return {}
-    path = Path(resolve_path(base_dir, job.env_file))
+    path = Path(resolve_path(job.base_dir or base_dir, job.env_file))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -184,8 +216,10 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
             set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False, dry_run: bool = False,
             base_dir: str | None = None, tmux_socket: str | None = None, run_id: str | None = None) -> Prepared:
     """Overrides, node selection, secrets, preflight (unless dry run) and the plan."""
-    base = base_dir or os.getcwd()
+    base = cluster_base(cluster, base_dir)
+    job_dir = job.base_dir
     job = apply_job_overrides(job, set_)
+    job.set_base_dir(job_dir)
     name = check_name(name or job.name)
     chosen = select_nodes(cluster, job, nodes)
     secrets = read_secrets(job, base)

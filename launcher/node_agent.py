@@ -119,6 +119,7 @@ def op_probe(req):
     """Facts and checks for preflight and planning."""
     out = {"hostname": socket.gethostname(), "python": sys.version.split()[0]}
     workdir = req.get("workdir")
+    out["workdir"] = workdir
     out["workdir_ok"] = bool(workdir) and os.path.isdir(workdir)
     script = req.get("script")
     if script and workdir:

@@ -118,7 +118,7 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
     out = capsys.readouterr().out
     assert f"best: trial {st['best']['id']}" in out and "6 done" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["sweep", "status", name, "-c", str(cluster_file), "--json", "-"]) == 0
+    assert main(["sweep", "status", name, "-c", str(cluster_file), "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert {"name", "trials", "best"} <= set(js) and {"id", "params", "state", "attempts", "node", "metric"} <= set(js["trials"][0])
 

@@ -46,7 +46,9 @@ def probe_args(quick: bool) -> list[str]:
 
 def plan_cluster(cluster, *, name: str, quick: bool) -> list[NodePlan]:
     """Per node: the command the launch path runs and the file its probe will be written to."""
-    run_dir = Path(cluster.storage.runs) / name
+    from launcher.jobs import runs_dir
+
+    run_dir = Path(runs_dir(cluster)) / name
     return [
         NodePlan(node=n.label, host=n.host, argv=["python", PROBE_SCRIPT, *probe_args(quick)],
                  probe_file=str(run_dir / "node" / f"{n.label}.json"), expected_gpus=n.gpus)

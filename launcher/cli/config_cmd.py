@@ -33,6 +33,7 @@ def check(
     if kind not in ("auto", *KINDS):
         raise UserError(f"--kind must be auto, cluster or job (got {kind!r})")
     failed: list[ConfigError] = []
+    checked: list = []
     out = console()
     for path in files:
         try:
@@ -43,10 +44,28 @@ def check(
             failed.append(err)
             continue
         out.print(f"{path}: ok ({k})")
+        checked.append((path, model))
         for line in summarize(model):
             out.print(f"  {line}")
+    _warn_missing_scripts(checked, out)
     if failed:
         raise ConfigError(", ".join(e.source for e in failed), [p if len(failed) == 1 else f"{e.source}: {p}" for e in failed for p in e.problems])
+
+
+def _warn_missing_scripts(checked: list, out) -> None:
+    """A job's script missing where a local node would run it: checked against the one cluster
+    file among the arguments, else the embedded default."""
+    from launcher.config import ClusterConfig, load_cluster
+    from launcher.jobs import local_script_warnings
+
+    clusters = [(p, m) for p, m in checked if isinstance(m, ClusterConfig)]
+    jobs = [(p, m) for p, m in checked if not isinstance(m, ClusterConfig)]
+    if not jobs or len(clusters) > 1:
+        return
+    cluster = load_cluster(clusters[0][0] if clusters else None)
+    for path, job in jobs:
+        for warning in local_script_warnings(job, cluster):
+            out.print(f"[yellow]warning:[/] {path}: {warning}", highlight=False)
 
 
 def summarize(model) -> list[str]:

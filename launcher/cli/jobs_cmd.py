@@ -31,6 +31,10 @@ def launch(
 ) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
 
+    Paths: the job's script is relative to the cluster's workdir (where it runs on every node);
+    other relative paths in a file are relative to that file; without -c, the embedded cluster's
+    workdir and runs/ are in the project directory (the nearest one upward holding runs/ or .git).
+
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
     """
     from launcher.config import load_job
@@ -40,7 +44,11 @@ def launch(
 
     jobcfg, clustercfg = load_job(job), _cluster(cluster)
     if dry_run:
+        from launcher.jobs import local_script_warnings
+
         prepared = prepare(jobcfg, clustercfg, name=name, set_=set_, dry_run=True)
+        for warning in local_script_warnings(jobcfg, clustercfg):
+            console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
         if as_json:
             write_json(prepared.plan.to_dict(), "-")
         else:
@@ -97,19 +105,23 @@ def _report_final(final) -> int:
 
 def ps(
     cluster: Optional[Path] = ClusterOpt,
+    all_: bool = typer.Option(False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...)."),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
     """List jobs, each job's state and its state on every node (running / exited N / missing).
 
+    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
+    benchmarks start (named bench-...) are listed with --all only.
+
     Example: corral ps --json
     """
     import asyncio
 
-    from launcher.jobs import all_records, read_status
+    from launcher.jobs import all_records, is_benchmark_run, read_status
 
     clustercfg = _cluster(cluster)
-    records = all_records(clustercfg)
+    records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
 
     async def gather():
         return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
@@ -131,7 +143,9 @@ def ps(
     if rows:
         console().print(table)
     else:
-        console().print("no jobs")
+        from launcher.jobs import runs_dir
+
+        console().print(f"no jobs in {runs_dir(clustercfg)}")
 
 
 def logs(
@@ -246,7 +260,7 @@ def preflight(
     import os
 
     from launcher.config import load_job
-    from launcher.jobs import TMUX_SOCKET_ENV
+    from launcher.jobs import TMUX_SOCKET_ENV, cluster_base
     from launcher.plan import default_local_venv
     from launcher.preflight import CHECKS, run_preflight
 
@@ -255,7 +269,7 @@ def preflight(
     out = console(stderr=as_json)
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
         report = asyncio.run(run_preflight(
-            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=os.getcwd(),
+            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=cluster_base(clustercfg),
             local_venv=default_local_venv(), full_torch=True, tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
         ))  # fmt: skip
     emit_json(report.to_json(), as_json, json_out)
