@@ -402,7 +402,20 @@ def op_tail(req):
     return {"ok": True, "lines": text[-n:] if n > 0 else []}
 
 
-OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail}
+def op_forget(req):
+    """Remove a finished run's directory on this node (``corral rm``), only if it is one of
+    corral's: it holds this node's state directory or log."""
+    run_dir, node = req["run_dir"], req["node"]
+    if not os.path.isdir(run_dir):
+        return {"ok": True, "removed": False}
+    if not (os.path.isdir(os.path.join(run_dir, "nodes", node)) or os.path.isfile(os.path.join(run_dir, "logs", f"{node}.log"))):
+        return {"ok": False, "error": f"{run_dir} holds no state or log of node {node}: left alone"}
+    shutil.rmtree(run_dir)
+    return {"ok": True, "removed": True}
+
+
+OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail,
+       "forget": op_forget}
 
 
 def main(request):

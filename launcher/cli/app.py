@@ -80,6 +80,15 @@ def _tidy(command) -> None:
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""
+    make_help = command.get_help_option
+
+    def help_option(ctx, _make=make_help):  # click builds -h/--help on demand: a flag like the others
+        opt = _make(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    command.get_help_option = help_option
     for sub in getattr(command, "commands", {}).values():
         _tidy(sub)
 

@@ -207,12 +207,70 @@ def attach(
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
     target = record.plan.node(node) if node else record.plan.nodes[0]
+    _check_attachable(record, clustercfg, target.node)
     inner = tmux.attach(record.plan.tmux_socket, target.session)
     argv = ssh.node_argv(clustercfg.ssh, _node_config(clustercfg, target), inner, tty=True)
     if not target.is_local:
         argv = ssh.ssh_argv(clustercfg.ssh, target.host, inner, tty=True, multiplex=False)
     console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
     os.execvpe(argv[0], argv, ssh.clean_env())
+
+
+def _check_attachable(record, clustercfg, node: str) -> None:
+    """Say in a sentence why attaching cannot work, instead of tmux's own error."""
+    import asyncio
+    import sys
+    import time
+
+    from launcher.errors import UserError
+    from launcher.jobs import read_status
+
+    st = asyncio.run(read_status(record, clustercfg))
+    ns = next(n for n in st.nodes if n.node == node)
+    if ns.state != "running":
+        if ns.state == "exited":
+            when = time.strftime("%H:%M", time.localtime(record.started_at + (ns.elapsed_s or 0)))
+            how = f"stopped by corral stop ({ns.exit_code})" if st.state == "stopped" else f"exited {ns.exit_code} at {when}"
+        else:
+            how = f"{ns.state}{': ' + ns.detail if ns.detail else ''}"
+        raise UserError(f"job {record.name} is not running on {node} ({how}): its output is in its log", hint=f"`corral logs {record.name}`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(f"attach needs a terminal (stdin and stdout are not one here) to show job {record.name}'s tmux session",
+                        hint=f"run it from a terminal, or read the output with `corral logs {record.name} -f`")
+
+
+def rm(
+    names: Optional[list[str]] = typer.Argument(None, help="Jobs to forget."),
+    cluster: Optional[Path] = ClusterOpt,
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Forget every finished run started longer ago than AGE (30m, 12h, 7d)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed, remove nothing."),
+) -> int:
+    """Forget finished runs: remove their run directories (record, logs) on every node.
+
+    Refuses a job that may still run (stop it first). Checkpoints are kept: they are the job's results.
+
+    Example: corral rm demo bench-allreduce-20261127-101500-ab12 --older-than 7d
+    """
+    from launcher.errors import UserError
+    from launcher.forget import forget_runs, parse_age, select_runs
+
+    if not names and older_than is None:
+        raise UserError("corral rm: name the jobs to forget, or give --older-than AGE", hint="e.g. corral rm demo, or corral rm --older-than 7d")
+    clustercfg = _cluster(cluster)
+    age = parse_age(older_than) if older_than is not None else None
+    chosen, skipped = select_runs(clustercfg, names or [], age)
+    out = console()
+    for name, why in skipped:
+        out.print(f"kept {name}: {why}")
+    if dry_run:
+        for r in chosen:
+            out.print(f"would remove {r.run_dir}")
+        return 0
+    for r, note in forget_runs(clustercfg, chosen):
+        out.print(f"removed {r.name} ({r.run_dir}){note}")
+    if not chosen:
+        out.print("nothing to remove")
+    return 0
 
 
 def stop(
@@ -293,7 +351,7 @@ def preflight(
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (launch, ps, logs, attach, stop, preflight):
+    for fn in (launch, ps, logs, attach, stop, rm, preflight):
         app.command(fn.__name__)(fn)
 
 

@@ -53,6 +53,13 @@ def run(
     holder = read_lock(paths.lock)
     if holder is not None and not is_stale(holder):
         raise LockHeld(spec.name, holder)
+    if paths.journal.exists():
+        from launcher.sweep.status import build_status, finished_summary
+
+        summary = finished_summary(build_status(spec, paths))
+        if summary:  # nothing left to run: say so instead of starting a controller that exits at once
+            console().print(f"{summary}\n  details: corral sweep status {spec.name}")
+            return
     save_spec(paths, spec)
     paths.stop_request.unlink(missing_ok=True)
     if foreground:
@@ -155,7 +162,17 @@ def stop(
     Example: corral sweep stop lr-search
     """
     from launcher.config import load_cluster
+    from launcher.sweep.controller import load_spec
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.status import build_status, finished_summary
     from launcher.sweep.stop import stop_sweep
 
-    stopped = stop_sweep(load_cluster(cluster), name, timeout=timeout)
+    cl = load_cluster(cluster)
+    paths = sweep_paths(cl, name)
+    st = build_status(load_spec(paths), paths)
+    summary = finished_summary(st)
+    if summary and not st["controller"].get("alive"):
+        console().print(f"{summary}; nothing to stop")
+        return
+    stopped = stop_sweep(cl, name, timeout=timeout)
     console().print(f"sweep {name}: stopped ({stopped} running trial(s) stopped); run the sweep file again to resume")
