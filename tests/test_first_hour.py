@@ -241,3 +241,11 @@ def test_finished_sweep_leaves_no_sessions_and_says_it_is_finished(local_space, 
     assert main(["sweep", "stop", "lr", "-c", str(cfile)]) == 0
     out = capsys.readouterr().out
     assert "sweep lr is finished: 2 done, 0 failed" in out and "resume" not in out
+
+
+def test_not_found_names_the_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "nojob.yaml", "--dry-run"]) == 2
+    assert f"file not found (looked in {tmp_path})" in capsys.readouterr().err
+    assert main(["ckpt", "ls", "checkpoints/none"]) == 2
+    assert f"{tmp_path}/checkpoints/none: no such checkpoint directory" in capsys.readouterr().err

@@ -16,7 +16,7 @@ def _existing_root(root: Path) -> str:
     from launcher.errors import UserError
 
     if not root.is_dir():
-        raise UserError(f"{root}: no such checkpoint directory", hint="pass the job's checkpoint root, e.g. checkpoints/<job>")
+        raise UserError(f"{root.absolute()}: no such checkpoint directory", hint="pass the job's checkpoint root, e.g. checkpoints/<job>")
     return str(root)
 
 

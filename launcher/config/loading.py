@@ -27,7 +27,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), ["file not found"]) from None
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
+        raise ConfigError(str(p), [f"file not found{where}"]) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read: {exc}"]) from None
     return parse_yaml(text, str(p))
