@@ -249,3 +249,18 @@ def test_not_found_names_the_directory(tmp_path, monkeypatch, capsys):
     assert f"file not found (looked in {tmp_path})" in capsys.readouterr().err
     assert main(["ckpt", "ls", "checkpoints/none"]) == 2
     assert f"{tmp_path}/checkpoints/none: no such checkpoint directory" in capsys.readouterr().err
+
+
+def test_omp_threads_set_per_job_unless_the_user_set_it():
+    from launcher.config import ClusterConfig
+    from launcher.plan import NodeFacts, PlanInputs, build_plan, render_wrapper
+
+    cluster = ClusterConfig.model_validate({"nodes": [{"host": "gpu1", "gpus": 4}], "workdir": "/w", "storage": {"runs": "/r"}})
+    inputs = PlanInputs(name="j", run_id="j-1", base_dir="/", rdzv_port=29400, facts={"gpu1": NodeFacts(4)})
+
+    def wrapper(**job) -> str:
+        plan = build_plan(JobConfig.model_validate({"name": "j", "script": "t.py", **job}), cluster, cluster.nodes, inputs)
+        return render_wrapper("j", plan.nodes[0])
+
+    assert "export OMP_NUM_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))" in wrapper()
+    assert "$(nproc)" not in wrapper(env={"OMP_NUM_THREADS": "8"}) and "export OMP_NUM_THREADS=8" in wrapper(env={"OMP_NUM_THREADS": "8"})
