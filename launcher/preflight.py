@@ -161,7 +161,8 @@ async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: Jo
     target_host, target_port = rdzv_host(nodes[0]), cluster.rendezvous.port
     requests = []
     for i, n in enumerate(nodes):
-        req = probe_request(cluster, n, job, first=(i == 0), name=name, base_dir=base_dir, local_venv=local_venv,
+        # a plain job has no rendezvous: it reserves no port (reservations last minutes, see node_agent)
+        req = probe_request(cluster, n, job, first=(i == 0 and not plain), name=name, base_dir=base_dir, local_venv=local_venv,
                             full_torch=full_torch, tmux_socket=tmux_socket)  # fmt: skip
         if multi and i > 0:
             req["reach"] = {"host": target_host, "port": target_port, "timeout": REACH_TIMEOUT_S}

@@ -264,3 +264,11 @@ def test_omp_threads_set_per_job_unless_the_user_set_it():
 
     assert "export OMP_NUM_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))" in wrapper()
     assert "$(nproc)" not in wrapper(env={"OMP_NUM_THREADS": "8"}) and "export OMP_NUM_THREADS=8" in wrapper(env={"OMP_NUM_THREADS": "8"})
+
+
+def test_plain_job_reserves_no_rendezvous_port(local_space, tmp_path, monkeypatch):
+    """Port reservations last minutes; a job without a rendezvous must not use up the window."""
+    cluster, root, token = local_space
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    api.launch(JobConfig.model_validate({"name": "noport", "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
+    assert not list((tmp_path / "corral" / "ports").glob("*"))
