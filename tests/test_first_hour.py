@@ -272,3 +272,17 @@ def test_plain_job_reserves_no_rendezvous_port(local_space, tmp_path, monkeypatc
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     api.launch(JobConfig.model_validate({"name": "noport", "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
     assert not list((tmp_path / "corral" / "ports").glob("*"))
+
+
+def test_agent_forget_removes_only_a_run_directory_of_that_node(tmp_path):
+    from launcher.node_agent import op_forget
+
+    run = tmp_path / "runs" / "job"
+    (run / "nodes" / "gpu2").mkdir(parents=True)
+    (run / "logs").mkdir()
+    (run / "logs" / "gpu2.log").write_text("x\n")
+    other = tmp_path / "important"
+    other.mkdir()
+    assert op_forget({"run_dir": str(other), "node": "gpu2"})["ok"] is False and other.exists()
+    assert op_forget({"run_dir": str(run), "node": "gpu2"}) == {"ok": True, "removed": True} and not run.exists()
+    assert op_forget({"run_dir": str(run), "node": "gpu2"}) == {"ok": True, "removed": False}
