@@ -19,9 +19,10 @@ from launcher.sweep.paths import SweepPaths
 
 
 def finished_summary(st: dict[str, Any]) -> Optional[str]:
-    """'sweep X is finished: N done, M failed; best ...' when no trial is left to run, else None."""
+    """'sweep X is finished: N done, M failed; best ...' when its controller recorded the end and no
+    trial is left to run (a sweep file grown since has pending trials again), else None."""
     c = st["counts"]
-    if not st["trials"] or c["pending"] or c["running"]:
+    if not st["finished"] or not st["trials"] or c["pending"] or c["running"]:
         return None
     pruned = f", {c['pruned']} pruned" if c.get("pruned") else ""
     text = f"sweep {st['name']} is finished: {c['done']} done, {c['failed']} failed{pruned}"
