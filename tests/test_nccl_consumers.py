@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import nccl_table
+from benchmarks.allreduce import table as nccl_table
 
 REAL_LOG = Path(__file__).parent / "data" / "nccl" / "all_reduce_perf_h100_2x8.log"
 
