@@ -38,8 +38,9 @@ def _statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatu
     return asyncio.run(gather()) if records else []
 
 
-def select_runs(cluster: ClusterConfig, names: list[str], older_than_s: float | None,
-                now: float | None = None) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+def select_runs(
+    cluster: ClusterConfig, names: list[str], older_than_s: float | None, now: float | None = None
+) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     """The runs to forget and (name, why) for those kept. A named job that may still run is an
     error (nothing is removed); one only matched by age is kept with a note."""
     root = runs_dir(cluster)
@@ -51,9 +52,12 @@ def select_runs(cluster: ClusterConfig, names: list[str], older_than_s: float | 
     busy = [(r, s) for r, s in zip(named, statuses) if s.state in ACTIVE]
     if busy:
         desc = "; ".join(f"{r.name} is {s.state}" for r, s in busy)
-        raise UserError(f"corral rm: {desc}: a job that may still run is not removed", hint=f"stop it first: corral stop {busy[0][0].name}")
-    kept = [(r.name, f"{s.state}; stop it first") for r, s in zip(aged, statuses[len(named):]) if s.state in ACTIVE]
-    chosen = named + [r for r, s in zip(aged, statuses[len(named):]) if s.state not in ACTIVE]
+        raise UserError(
+            f"corral rm: {desc}: a job that may still run is not removed",
+            hint=f"stop it first: corral stop {busy[0][0].name}",
+        )
+    kept = [(r.name, f"{s.state}; stop it first") for r, s in zip(aged, statuses[len(named) :]) if s.state in ACTIVE]
+    chosen = named + [r for r, s in zip(aged, statuses[len(named) :]) if s.state not in ACTIVE]
     return chosen, kept
 
 
@@ -62,7 +66,9 @@ def _forget_on_nodes(cluster: ClusterConfig, record: RunRecord) -> list[str]:
     nodes = [n for n in record.plan.nodes if not n.is_local]
     if not nodes:
         return []
-    requests = [(_node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes]
+    requests = [
+        (_node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
+    ]
     replies = asyncio.run(call_all(cluster, requests, timeout=60))
     problems = []
     for n, r in zip(nodes, replies):

@@ -28,7 +28,8 @@ Rules, first match wins:
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed"]
 ACTIVE: frozenset[str] = frozenset({"pending", "running", "partial", "unknown"})

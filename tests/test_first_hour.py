@@ -27,7 +27,9 @@ def write_files(cluster, root: Path) -> Path:
 
 
 def sessions(token: str) -> list[str]:
-    out = subprocess.run(["tmux", "-L", f"corral-test-{token}", "ls", "-F", "#{session_name}"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["tmux", "-L", f"corral-test-{token}", "ls", "-F", "#{session_name}"], capture_output=True, text=True
+    )
     return out.stdout.split()
 
 
@@ -58,7 +60,9 @@ def test_job_state_table(record, nodes, expected):
 def test_ps_table_and_json_agree_and_a_finished_job_reads_exited(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
-    api.launch(JobConfig.model_validate({"name": "fin", "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
+    api.launch(
+        JobConfig.model_validate({"name": "fin", "script": "tests/workers/echo_env.py"}), cluster, plain=True
+    ).wait(timeout=60)
     # a stop after the job ended does not turn it into 'stopped'
     api.stop("fin", cluster, timeout=2)
     assert main(["ps", "-c", str(cfile), "--json"]) == 0
@@ -75,11 +79,21 @@ def test_ps_table_and_json_agree_and_a_finished_job_reads_exited(local_space, ca
 def test_logs_follow_returns_with_the_job_status(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
-    api.launch(JobConfig.model_validate({"name": "ok", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "2"}}), cluster, plain=True)
+    api.launch(
+        JobConfig.model_validate({"name": "ok", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "2"}}),
+        cluster,
+        plain=True,
+    )
     assert main(["logs", "ok", "-c", str(cfile), "-f"]) == 0
     out = capsys.readouterr()
     assert "echo worker done" in out.out and "corral: exited with status 0" in out.out
-    api.launch(JobConfig.model_validate({"name": "bad", "script": "tests/workers/fail_once.py", "env": {"FAIL_ONCE_SLEEP": "1"}}), cluster, plain=True)
+    api.launch(
+        JobConfig.model_validate(
+            {"name": "bad", "script": "tests/workers/fail_once.py", "env": {"FAIL_ONCE_SLEEP": "1"}}
+        ),
+        cluster,
+        plain=True,
+    )
     assert main(["logs", "bad", "-c", str(cfile), "-f", "--node", "local"]) == 3  # the job's own status
     assert "first attempt: failing on purpose" in capsys.readouterr().out
 
@@ -92,7 +106,11 @@ def test_logs_follow_keeps_following_through_a_torchrun_restart(local_space, cap
     api.launch(job, cluster)
     assert main(["logs", "again", "-c", str(cfile), "-f"]) == 0
     out = capsys.readouterr().out
-    assert out.index("first attempt: failing on purpose") < out.index("later attempt: succeeding") < out.index("exited with status 0")
+    assert (
+        out.index("first attempt: failing on purpose")
+        < out.index("later attempt: succeeding")
+        < out.index("exited with status 0")
+    )
     # no torchrun OMP_NUM_THREADS warning: corral set it for the job
     assert "OMP_NUM_THREADS" not in (root / "runs" / "again" / "logs" / "local.log").read_text()
 
@@ -102,7 +120,9 @@ def test_logs_follow_keeps_following_through_a_torchrun_restart(local_space, cap
 
 def test_finished_session_is_removed_but_log_and_status_stay(local_space):
     cluster, root, token = local_space
-    handle = api.launch(JobConfig.model_validate({"name": "gone", "script": "tests/workers/echo_env.py"}), cluster, plain=True)
+    handle = api.launch(
+        JobConfig.model_validate({"name": "gone", "script": "tests/workers/echo_env.py"}), cluster, plain=True
+    )
     st = handle.wait(timeout=60)
     assert st.ok and st.state == "exited"
     wait_for(lambda: "corral-gone" not in sessions(token), 10, "the finished session to be removed")
@@ -115,7 +135,11 @@ def test_finished_session_is_removed_but_log_and_status_stay(local_space):
 def test_stopped_job_log_ends_with_a_marker_and_attach_explains(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
-    api.launch(JobConfig.model_validate({"name": "halt", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "60"}}), cluster, plain=True)
+    api.launch(
+        JobConfig.model_validate({"name": "halt", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "60"}}),
+        cluster,
+        plain=True,
+    )
     # not a terminal: one sentence, exit 2, no tmux error
     assert main(["attach", "halt", "-c", str(cfile)]) == 2
     err = capsys.readouterr().err
@@ -133,8 +157,14 @@ def test_stopped_job_log_ends_with_a_marker_and_attach_explains(local_space, cap
 def test_rm_refuses_running_jobs_and_forgets_finished_ones(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
-    api.launch(JobConfig.model_validate({"name": "old", "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
-    api.launch(JobConfig.model_validate({"name": "busy", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "60"}}), cluster, plain=True)
+    api.launch(
+        JobConfig.model_validate({"name": "old", "script": "tests/workers/echo_env.py"}), cluster, plain=True
+    ).wait(timeout=60)
+    api.launch(
+        JobConfig.model_validate({"name": "busy", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "60"}}),
+        cluster,
+        plain=True,
+    )
     try:
         assert main(["rm", "busy", "old", "-c", str(cfile)]) == 2
         assert "busy is running" in capsys.readouterr().err
@@ -154,7 +184,9 @@ def test_ps_hides_benchmark_runs_unless_all(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
     for name in ("train", "bench-allreduce-20261127-101500-ab12"):
-        api.launch(JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
+        api.launch(
+            JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py"}), cluster, plain=True
+        ).wait(timeout=60)
     main(["ps", "-c", str(cfile), "--json"])
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["train"]
     main(["ps", "-c", str(cfile), "--json", "--all"])
@@ -209,7 +241,9 @@ def test_env_file_is_relative_to_the_job_file(local_space, monkeypatch):
     cluster, root, token = local_space
     (root / "jobs").mkdir()
     (root / "jobs" / "secrets.env").write_text("SECRET_X=42\n")
-    (root / "jobs" / "job.yaml").write_text(yaml.safe_dump({"name": "envrel", "script": "tests/workers/echo_env.py", "env_file": "secrets.env"}))
+    (root / "jobs" / "job.yaml").write_text(
+        yaml.safe_dump({"name": "envrel", "script": "tests/workers/echo_env.py", "env_file": "secrets.env"})
+    )
     from launcher.config import load_job
 
     monkeypatch.chdir(REPO)
@@ -232,7 +266,9 @@ def test_finished_sweep_leaves_no_sessions_and_says_it_is_finished(local_space, 
         "plain": True, "poll_interval": 0.3,
     }))  # fmt: skip
     assert main(["sweep", "run", str(sweep), "-c", str(cfile), "--foreground"]) == 0
-    wait_for(lambda: not [s for s in sessions(token) if s.startswith("corral-")], 10, "every trial's session to be removed")
+    wait_for(
+        lambda: not [s for s in sessions(token) if s.startswith("corral-")], 10, "every trial's session to be removed"
+    )
     capsys.readouterr()
     assert main(["sweep", "run", str(sweep), "-c", str(cfile)]) == 0
     out = capsys.readouterr().out
@@ -255,22 +291,30 @@ def test_omp_threads_set_per_job_unless_the_user_set_it():
     from launcher.config import ClusterConfig
     from launcher.plan import NodeFacts, PlanInputs, build_plan, render_wrapper
 
-    cluster = ClusterConfig.model_validate({"nodes": [{"host": "gpu1", "gpus": 4}], "workdir": "/w", "storage": {"runs": "/r"}})
+    cluster = ClusterConfig.model_validate(
+        {"nodes": [{"host": "gpu1", "gpus": 4}], "workdir": "/w", "storage": {"runs": "/r"}}
+    )
     inputs = PlanInputs(name="j", run_id="j-1", base_dir="/", rdzv_port=29400, facts={"gpu1": NodeFacts(4)})
 
     def wrapper(**job) -> str:
-        plan = build_plan(JobConfig.model_validate({"name": "j", "script": "t.py", **job}), cluster, cluster.nodes, inputs)
+        plan = build_plan(
+            JobConfig.model_validate({"name": "j", "script": "t.py", **job}), cluster, cluster.nodes, inputs
+        )
         return render_wrapper("j", plan.nodes[0])
 
     assert "export OMP_NUM_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))" in wrapper()
-    assert "$(nproc)" not in wrapper(env={"OMP_NUM_THREADS": "8"}) and "export OMP_NUM_THREADS=8" in wrapper(env={"OMP_NUM_THREADS": "8"})
+    assert "$(nproc)" not in wrapper(env={"OMP_NUM_THREADS": "8"}) and "export OMP_NUM_THREADS=8" in wrapper(
+        env={"OMP_NUM_THREADS": "8"}
+    )
 
 
 def test_plain_job_reserves_no_rendezvous_port(local_space, tmp_path, monkeypatch):
     """Port reservations last minutes; a job without a rendezvous must not use up the window."""
     cluster, root, token = local_space
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    api.launch(JobConfig.model_validate({"name": "noport", "script": "tests/workers/echo_env.py"}), cluster, plain=True).wait(timeout=60)
+    api.launch(
+        JobConfig.model_validate({"name": "noport", "script": "tests/workers/echo_env.py"}), cluster, plain=True
+    ).wait(timeout=60)
     assert not list((tmp_path / "corral" / "ports").glob("*"))
 
 

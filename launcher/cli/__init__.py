@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one readable message and exit 2, failed runs exit 1."""
     from typer import Abort, Exit
     from typer._click.exceptions import ClickException
+
     from launcher.cli.app import build_command, state
 
     command = build_command()
