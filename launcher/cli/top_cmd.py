@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, console
+from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json
 
 MIN_INTERVAL_S = 0.2
 
@@ -19,7 +19,8 @@ def top(
     once: bool = typer.Option(
         False, "--once", help="Print one frame as tables and exit (for scripts and non-terminals)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one snapshot as JSON and exit."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     timeout: Optional[float] = typer.Option(
         None,
         "--timeout",
@@ -28,7 +29,7 @@ def top(
 ) -> int:
     """The whole cluster on one screen, live: GPUs, CPU, memory, disks, network, jobs and the straggler.
 
-    Keys: q or Ctrl-C to leave. Without a terminal (or with --once) one frame is printed.
+    Keys: q or Ctrl-C to leave. Without a terminal (or with --once, --json, --json-out) one frame is printed.
 
     Example: corral top demo -c cluster.yaml --interval 1
     """
@@ -40,7 +41,7 @@ def top(
     from launcher.errors import UserError
     from launcher.jobs import all_records, runs_dir
     from launcher.runrecord import load
-    from launcher.top.collect import REPLAY_ENV, Collector, frame_json
+    from launcher.top.collect import REPLAY_ENV, Collector
     from launcher.top.render import render
     from launcher.top.screen import live, snapshot
     from launcher.top.targets import pick_records, targets
@@ -62,11 +63,9 @@ def top(
     # One frame waits until every node has answered or its request has been given up (then "unreachable").
     first_deadline = wait + clustercfg.ssh.connect_timeout + 2
     out = console()
-    if as_json or once or not sys.stdout.isatty():
+    if as_json or once or json_out is not None or not sys.stdout.isatty():
         frame = asyncio.run(snapshot(collector, first_deadline))
-        if as_json:
-            sys.stdout.write(frame_json(frame) + "\n")
-        else:
+        if not emit_json(frame.to_json(), as_json, json_out):
             out.print(render(frame, out.size.width))
         return 0
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -193,7 +192,3 @@ class Collector:
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self.pollers), return_exceptions=True)
-
-
-def frame_json(frame: Frame) -> str:
-    return json.dumps(frame.to_json(), indent=2, default=str)
