@@ -58,3 +58,12 @@ def test_bad_input_exits_2_with_a_sentence(local_space, capsys):
     assert cli_main(["top", "--timeout", "0", "--once"]) == 2
     assert cli_main(["top", "no-such-job", "--once"]) == 2
     assert "no job named 'no-such-job'" in capsys.readouterr().err
+
+
+def test_json_out_writes_the_frame_beside_the_table(local_space, capsys, tmp_path):
+    out = tmp_path / "frame.json"
+    assert cli_main(["top", "--once", "--json-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    frame = json.loads(out.read_text())
+    assert "corral top" in printed and "local" in printed
+    assert [n["node"] for n in frame["nodes"]] == ["local"] and frame["nodes"][0]["reachable"]
