@@ -81,8 +81,9 @@ def job_name() -> str:
     return f"bench-allreduce-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def build_job(req: AllreduceRequest, name: str):
-    """The JobConfig that runs the worker on every node (module form: works from the checkout or an install)."""
+def build_job(req: AllreduceRequest, name: str, container=None):
+    """The JobConfig that runs the worker on every node (module form: works from the checkout or an install);
+    ``container`` (a ``ContainerConfig``) runs it inside that container on every node."""
     from launcher.config import JobConfig
 
     return JobConfig(
@@ -91,6 +92,7 @@ def build_job(req: AllreduceRequest, name: str):
         args=req.worker_args(),
         nproc_per_node=req.nproc_per_node if req.nproc_per_node is not None else "auto",
         backend=req.backend,
+        container=container,
     )
 
 
@@ -122,12 +124,12 @@ def _log_tail(handle, node: str, lines: int = 15) -> str:
     return "\n".join("    " + ln for ln in text.strip().splitlines()[-lines:])
 
 
-def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None) -> dict:
+def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None, container=None) -> dict:
     """Launch, wait for every node, and return the worker's result dict; RunFailed names the failing node."""
     from launcher import api
 
     name = name or job_name()
-    handle = api.launch(build_job(req, name), cluster, name=name)
+    handle = api.launch(build_job(req, name, container), cluster, name=name)
     if on_start is not None:
         on_start(handle)
     status = handle.wait(timeout=timeout)
