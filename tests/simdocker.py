@@ -192,6 +192,9 @@ class NodeEngines:
             return
         self._start_engine(eng)
         self._wait_engine(eng)
+        # The restarted engine made a new socket file; the node's bind mount still holds the old one.
+        self.unmount_socket(eng.node)
+        self.mount_socket(eng.node)
 
     def docker(self, node: NodeRef, args: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the docker CLI against a node's engine from the host."""
