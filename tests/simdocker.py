@@ -27,6 +27,7 @@ mount namespace and vanish with its last process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -37,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
 from tests.docker_fixtures import engine_answers
 from tests.simcluster import NodeRef, SimCluster, SimClusterError, SimNode, process_exited
@@ -49,6 +50,18 @@ NODE_SOCKET = "/run/docker.sock"
 START_TIMEOUT_S = 90
 STOP_GRACE_S = 20
 DOCKERD_FLAGS = ("--bridge", "none", "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--shutdown-timeout", "2")
+
+# Overlays over /etc, /dev (its pts and shm mounts carried over) and optionally /sys/class; $1 is the
+# layers' directory, $2 the node's hosts file (bound again over the overlaid /etc/hosts).
+_IB_MOUNT = """set -e
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/etc/upper,workdir=$1/etc/work" /etc
+mount --bind "$2" /etc/hosts
+mount --bind /dev/pts "$1/keep/pts"; mount --bind /dev/shm "$1/keep/shm"
+mount -t overlay overlay -o "lowerdir=/dev,upperdir=$1/dev/upper,workdir=$1/dev/work" /dev
+mount --move "$1/keep/pts" /dev/pts; mount --move "$1/keep/shm" /dev/shm
+if [ -n "$3" ]; then mount -t overlay overlay -o "lowerdir=/sys/class,upperdir=$1/sys/upper,workdir=$1/sys/work" /sys/class; fi
+"""
+_IB_UMOUNT = "umount -l /sys/class 2>/dev/null; umount -l /dev/pts; umount -l /dev/shm; umount -l /dev; umount -l /etc/hosts; umount -l /etc"
 
 # Binds the node's hosts file over /etc/hosts in the engine's private mount namespace, then
 # becomes dockerd; "$@" is dockerd's argv.
@@ -199,6 +212,40 @@ class NodeEngines:
     def docker(self, node: NodeRef, args: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the docker CLI against a node's engine from the host."""
         return _run(self.engine(node).docker_argv(args), check=check, timeout=timeout)
+
+    # ---- InfiniBand stand-ins -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def ib_standins(self, node: NodeRef, *, sysfs: bool = False) -> Iterator[None]:
+        """A ``mknod`` uverbs device under /dev/infiniband, /etc/nccl.conf and /etc/nccl on one node only.
+
+        The host's /dev and /etc stay untouched: an overlay over each, in the node's mount
+        namespace (where the probe looks) and in its engine's (where ``--device`` and the binds
+        are resolved), each with its own upper layer. ``sysfs`` also adds /sys/class/infiniband in
+        the node's namespace only: enough for the probe, but a container cannot bind it (its /sys is
+        a fresh sysfs without that directory), so use it only for runs that are refused.
+        """
+        n = self.cluster.node(node)
+        eng = self.engine(n)
+        namespaces = {"node": self.cluster.anchor_pid(n), "engine": eng.proc.pid if eng.proc else None}
+        hosts = self.cluster.layout.etc_netns_dir(n) / "hosts"
+        done: list[tuple[int, Path]] = []
+        try:
+            for label, pid in namespaces.items():
+                if pid is None:
+                    raise SimClusterError(f"{n.hostname}: the engine is not running")
+                top = eng.root / f"ib-{label}"
+                for sub in ("etc/upper/nccl", "etc/work", "dev/upper/infiniband", "dev/work", "keep/pts", "keep/shm", "sys/upper/infiniband", "sys/work"):
+                    (top / sub).mkdir(parents=True, exist_ok=True)
+                (top / "etc/upper/nccl.conf").write_text("NCCL_DEBUG=INFO\n")
+                _run(["mknod", str(top / "dev/upper/infiniband/uverbs0"), "c", "231", "192"])
+                _run(["nsenter", "-t", str(pid), "-m", "--", "sh", "-c", _IB_MOUNT, "sh", str(top), str(hosts), "1" if sysfs and label == "node" else ""])
+                done.append((pid, top))
+            yield
+        finally:
+            for pid, top in reversed(done):
+                _run(["nsenter", "-t", str(pid), "-m", "--", "sh", "-c", _IB_UMOUNT], check=False)
+                shutil.rmtree(top, ignore_errors=True)
 
     # ---- teardown -----------------------------------------------------------------------------
 

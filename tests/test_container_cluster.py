@@ -279,3 +279,22 @@ def test_mount_source_missing_on_one_node_is_named_before_anything_starts(cl, en
     finally:
         sim_cluster.exec_in_ns(n3, ["umount", str(parent)], check=True)
     assert "1 container problem(s)" in msg and f"node {n3}: mount source {src} (extra) does not exist on the node" in msg, msg
+
+
+def test_infiniband_standins_on_one_node_are_detected_per_node(cl, engines, test_image, names, sim_cluster):
+    """Node 1 has a mknod'ed uverbs device, /etc/nccl and /etc/nccl.conf (overlays in its namespaces only):
+    its argv passes them in and the job runs; the other nodes' argvs have none. With infiniband: required the
+    launch is refused naming the nodes without them (node 1 also gets a stand-in /sys/class/infiniband)."""
+    n1, others = sim_cluster.nodes[0].hostname, [n.hostname for n in sim_cluster.nodes[1:]]
+    with engines.ib_standins(n1):
+        handle = api.launch(ctr_job(names("ctrib"), test_image, steps=20, nproc_per_node=1), cl)
+        status = handle.wait(timeout=300)
+    assert status.ok, (status.to_json(), {k: v[-2000:] for k, v in logs_of(handle).items()})
+    argv = {n.node: n.command for n in handle.plan.nodes}
+    assert "/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm" in argv[n1]
+    assert "type=bind,source=/etc/nccl.conf,target=/etc/nccl.conf,readonly" in argv[n1]
+    assert all("/dev/infiniband" not in " ".join(argv[n]) and "nccl" not in " ".join(argv[n]) for n in others), argv
+    with engines.ib_standins(n1, sysfs=True):
+        msg = _expect_refusal(cl, ctr_job(names("ctribreq"), test_image, container=container_section(test_image, infiniband="required")),
+                              engines, sim_cluster)  # fmt: skip
+    assert all(f"node {n}: container.infiniband is 'required' but the node lacks" in msg for n in others) and n1 not in msg, msg
