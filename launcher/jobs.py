@@ -115,9 +115,9 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
-    from container.runtime import is_container_plan, launch_container_states
+    if plan.container is not None:
+        from container.runtime import launch_container_states
 
-    if is_container_plan(plan):
         states = await asyncio.to_thread(launch_container_states, record, cluster)
         for ns in nodes:
             c = states.get(ns.node, {})
@@ -288,9 +288,9 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
-    from container.runtime import is_container_plan, remove_launch_containers
+    if record.plan.container is not None:
+        from container.runtime import remove_launch_containers
 
-    if is_container_plan(record.plan):
         remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
     record.state = "stopped"
     record.message = "stopped by corral stop"
