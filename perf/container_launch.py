@@ -68,9 +68,8 @@ def run_corral(sim, engines, work: Path, image: str, memlock) -> float:
     from launcher.config import ClusterConfig
 
     name = f"ctrlat-{uuid.uuid4().hex[:6]}"
-    out = work / name
-    out.mkdir()
     cfg = sim.cluster_config(workdir=REPO)
+    out = Path(cfg["storage"]["runs"]) / name  # the job's run dir: bound into its containers
     cfile = work / f"{name}-cluster.yaml"
     cfile.write_text(yaml.safe_dump(cfg))
     jfile = work / f"{name}-job.yaml"
