@@ -119,12 +119,22 @@ def on_every_node(fn: Callable[..., T], items: Sequence) -> list[T]:
         return list(pool.map(fn, items))
 
 
-def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
+@dataclass
+class LaunchCheck:
+    """What ``check_launch`` found: the facts by node label, and each node's docker with its plan."""
+
+    facts: dict[str, NodeFacts]
+    ready: list[tuple[Docker, ContainerPlan]]
+
+    def remove_stale(self) -> None:
+        """A container left from an earlier run of the same job and node is removed (its name is reused)."""
+        on_every_node(lambda r: remove_stale(*r), self.ready)
+
+
+def check_launch(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> LaunchCheck:
     """Before a launch: probe every node (all at once), build its plan, pull the image where allowed, check everything.
 
-    Every problem of every node is reported at once (UserError, exit 2) and nothing starts; a
-    container left from an earlier run of the same job and node is removed (its name is reused).
-    Returns the facts by node label, for ``launcher.plan.PlanInputs.container_facts``.
+    Every problem of every node is reported at once (UserError, exit 2); nothing is started or removed.
     """
     import posixpath
 
@@ -151,8 +161,15 @@ def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: s
     problems = [p for _, _, _, found in answers for p in found]
     if problems:
         raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
-    on_every_node(lambda a: remove_stale(a[1], a[2]), answers)
-    return {node.label: a[0] for node, a in zip(nodes, answers)}
+    return LaunchCheck({node.label: a[0] for node, a in zip(nodes, answers)}, [(a[1], a[2]) for a in answers])
+
+
+def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
+    """``check_launch``, then the stale containers removed; the facts by node label, for
+    ``launcher.plan.PlanInputs.container_facts``."""
+    check = check_launch(job, cluster, nodes, name=name, base_dir=base_dir, local_venv=local_venv)
+    check.remove_stale()
+    return check.facts
 
 
 def launch_container_states(record, cluster) -> dict[str, dict]:

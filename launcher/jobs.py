@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -187,24 +188,43 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
     run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
     local_venv = default_local_venv()
     report = None
-    if dry_run:
-        facts, port = offline_facts(chosen), cluster.rendezvous.port
-    else:
-        report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
-                                           plain=plain, tmux_socket=socket))  # fmt: skip
-        if preflight and not report.ok:
-            raise PreflightFailed(report)
-        if not preflight and report.failures() and not report.facts:
-            raise PreflightFailed(report)
-        facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
-    container_facts = {}
-    if job.container is not None and not dry_run:
-        from container.runtime import launch_facts  # docker checks before anything starts
+    container_check = None
+    if job.container is not None and not dry_run:  # docker checks before anything starts, beside the preflight
+        from container.runtime import check_launch
 
-        container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+        container_check = _in_thread(check_launch, job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+    try:
+        if dry_run:
+            facts, port = offline_facts(chosen), cluster.rendezvous.port
+        else:
+            report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
+                                               plain=plain, tmux_socket=socket))  # fmt: skip
+            if preflight and not report.ok:
+                raise PreflightFailed(report)
+            if not preflight and report.failures() and not report.facts:
+                raise PreflightFailed(report)
+            facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
+    except BaseException:
+        if container_check is not None:
+            container_check.exception()  # wait for it; the preflight's failure is the one reported
+        raise
+    checked = container_check.result() if container_check is not None else None
+    container_facts = {}
+    if checked is not None:
+        checked.remove_stale()
+        container_facts = checked.facts
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
                         plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
+
+
+def _in_thread(fn, *args, **kwargs) -> Future:
+    """``fn`` started in a thread of its own (the pool does not outlive the call)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
