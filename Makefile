@@ -1,6 +1,11 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
 #   make test  - install the Debian packages and the venv the tests need, then run pytest
+#   make lint  - ruff (lint and format check), the import contracts (lint-imports), the architecture test
+# GPU acceptance (docs/GPU_CHECK.md):
+#   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
+#   make gpu-check  - on the GPU machine: install from the bundle without a network, then prove every GPU path
+#                     (perf/gpu_check.sh; without a bundle it runs from .venv; GPU_CHECK_ARGS=--cpu-only: CPU path only)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,13 +13,18 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod
 PYTEST_ARGS ?=
+GPU_BUNDLE ?= .gpu-bundle
+GPU_VENV ?= .gpu-venv
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+OUT ?=
 
-.PHONY: demo test venv debs clean-venv
+.PHONY: demo test lint venv debs clean-venv gpu-bundle gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test,plot]"
+	$(PY) -m pip install -q -e ".[test,plot,lint]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,5 +39,17 @@ demo: venv
 test: debs venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
+
 clean-venv:
 	rm -rf $(VENV)
+
+gpu-bundle:
+	perf/gpu_bundle.sh $(GPU_BUNDLE)
+
+gpu-check:
+	GPU_BUNDLE=$(GPU_BUNDLE) GPU_VENV=$(GPU_VENV) GPU_PYTHON=$(GPU_PYTHON) OUT="$(OUT)" perf/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     from container.probe import rlimits
     from tests.docker_fixtures import TEST_IMAGE, build_test_image
     from tests.simcluster import SimCluster

@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     from launcher.config import ClusterConfig
     from launcher.tools import ssh
     from tests.docker_fixtures import TEST_IMAGE, build_test_image, python_mounts

@@ -114,7 +114,7 @@ class ClusterConfig(StrictModel):
     env: Env = Field(default_factory=dict, description="Environment variables for every node.")
 
     @model_validator(mode="after")
-    def _unique_nodes(self) -> "ClusterConfig":
+    def _unique_nodes(self) -> ClusterConfig:
         for attr, what in (("host", "host"), ("label", "name")):
             seen: dict[str, int] = {}
             for i, node in enumerate(self.nodes):

@@ -19,7 +19,7 @@ from typing import Literal, Optional
 
 from launcher.sweep.config import SweepConfig
 from launcher.sweep.generate import Trial
-from launcher.sweep.journal import NODE_FAILURE_STREAK, SweepState, TrialRecord, blamed_nodes
+from launcher.sweep.journal import NODE_FAILURE_STREAK, SweepState, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def nodes_to_set_aside(state: SweepState) -> list[str]:
 
 
 def counts(trials: list[Trial], state: SweepState, retries: int) -> dict[str, int]:
-    out = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    out = {"pending": 0, "running": 0, "done": 0, "pruned": 0, "failed": 0}
     for t in trials:
         rec = state.trials.get(t.id)
         out[rec.state(retries) if rec else "pending"] += 1

@@ -1,0 +1,136 @@
+"""``corral bench net``, the executing half: validate against the cluster, run each planned pair's receiver and sender on their nodes.
+
+Both ends go through ``launcher.api.run_on_node`` (the node command choke point, which runs
+a localhost node's command directly); the peer script goes to ``python -`` on stdin, as the
+launcher's node agent does, so a node needs no corral checkout. The receiver picks no port itself: the port is chosen
+here at random in a high range so both ends can be started at once; a port already taken
+on the receiving node makes the receiver exit with a distinct status and the pair is tried
+again on another port. The sender retries its connection while the receiver starts and
+sends nothing unless the listener greets it as a corral receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import posixpath
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.net import plan as net
+from benchmarks.net.peer import EXIT_PORT_IN_USE
+
+log = logging.getLogger(__name__)
+
+PORT_RANGE = (20000, 60000)
+PORT_TRIES = 4
+
+
+def peer_source() -> bytes:
+    """The sender/receiver script, shipped on stdin: the nodes need Python 3, not corral."""
+    return (Path(__file__).resolve().parent / "peer.py").read_bytes()
+
+
+def _with_port(argv: list[str], port: int) -> list[str]:
+    out = list(argv)
+    out[out.index("--port") + 1] = str(port)
+    return out
+
+
+def _parse(stdout: str) -> dict | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def _pair_once(cluster, plan: net.PairPlan, port: int, duration: float) -> tuple[dict | None, str | None, bool]:
+    """(receiver report, error, port clash) for one attempt."""
+    from launcher import api
+
+    src, dst = cluster.node(plan.src), cluster.node(plan.dst)
+    timeout = duration + 90
+    code = peer_source()
+    recv_task = asyncio.create_task(api.run_on_node(cluster, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
+    send_task = asyncio.create_task(api.run_on_node(cluster, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
+    done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
+    if recv_task in done and not recv_task.result().ok:
+        await _cancel(send_task)  # nobody will accept: do not wait for the sender's connect timeout
+        r = recv_task.result()
+        return None, f"receiver on {plan.dst}: {r.error_line()}", r.returncode == EXIT_PORT_IN_USE
+    if send_task in done and not send_task.result().ok:
+        await _cancel(recv_task)  # the receiver gives up on its own after its accept timeout
+        return None, f"sender on {plan.src}: {send_task.result().error_line()}", False
+    recv, send = await asyncio.gather(recv_task, send_task)
+    if not send.ok:
+        return None, f"sender on {plan.src}: {send.error_line()}", False
+    if not recv.ok:
+        return None, f"receiver on {plan.dst}: {recv.error_line()}", recv.returncode == EXIT_PORT_IN_USE
+    report = _parse(recv.stdout)
+    if report is None:
+        return None, f"receiver on {plan.dst} printed no result: {recv.stdout[-200:]!r}", False
+    return report, None, False
+
+
+async def measure_pair(cluster, plan: net.PairPlan, duration: float, rng: random.Random) -> dict:
+    """One pair's result dict (``net.pair_result``) or a failed-pair dict naming the end that failed."""
+    error = "not run"
+    for _ in range(PORT_TRIES):
+        port = rng.randrange(*PORT_RANGE)
+        report, error, clash = await _pair_once(cluster, plan, port, duration)
+        if report is not None:
+            return net.pair_result(plan.src, plan.dst, report, duration)
+        if not clash:
+            break
+        log.info("port %d busy on %s; trying another", port, plan.dst)
+    return net.failed_pair(plan.src, plan.dst, error or "unknown failure")
+
+
+def run_plan(
+    cluster, plans: list[net.PairPlan], duration: float, *, on_pair: Callable[[net.PairPlan, dict], None] | None = None,
+    seed: int | None = None,
+) -> list[dict]:
+    """Measure the pairs one after another (concurrent pairs would share links and CPUs)."""
+    rng = random.Random(seed)
+    results = []
+    for plan in plans:
+        result = asyncio.run(measure_pair(cluster, plan, duration, rng))
+        results.append(result)
+        if on_pair is not None:
+            on_pair(plan, result)
+    return results
+
+
+def python_for(cluster, node) -> str:
+    """The interpreter that runs the peer on ``node``: the cluster venv's, this one for localhost, else python3."""
+    if cluster.venv:
+        return posixpath.join(cluster.venv, "bin", "python")
+    return sys.executable if node.is_local else "python3"
+
+
+def prepare(cluster, *, duration: float, pairs: str) -> tuple[list[net.Endpoint], list[net.PairPlan]]:
+    """Endpoints and per-pair argv; every bad input (addresses, --pairs, --duration) fails here, exit 2."""
+    eps = net.endpoints(cluster)
+    pythons = {n.label: python_for(cluster, n) for n in cluster.nodes}
+    return eps, net.build_plan(eps, pairs, python=pythons, duration=duration)
+
+
+def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> dict:
+    results = run_plan(cluster, plans, duration, on_pair=progress)
+    return net.build_result(eps, pairs, duration, results)
+
+
+__all__ = ["measure_pair", "prepare", "run", "run_plan"]
