@@ -90,7 +90,7 @@ class Docker:
     binary: str = "docker"
 
     @classmethod
-    def on(cls, cluster, node: NodeConfig) -> "Docker":
+    def on(cls, cluster, node: NodeConfig) -> Docker:
         """The docker CLI of a cluster node."""
         return cls(node=node.label, target=node, ssh_cfg=cluster.ssh)
 
@@ -164,7 +164,7 @@ class Docker:
     def states(self, labels: dict[str, str], node_label: str) -> list[dict]:
         """name, state, exit code, status text, image and the ``node_label`` label of every container
         carrying these labels: one ``docker ps`` (no inspect round trip)."""
-        fields = ["{{.Names}}", "{{.State}}", "{{.Status}}", "{{.Image}}", '{{.Label "%s"}}' % node_label]
+        fields = ["{{.Names}}", "{{.State}}", "{{.Status}}", "{{.Image}}", '{{.Label "' + node_label + '"}}']
         args = ["ps", "--all", "--no-trunc", "--format", "\t".join(fields)]
         for k, v in labels.items():
             args += ["--filter", f"label={k}={v}"]

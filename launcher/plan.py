@@ -58,7 +58,7 @@ class PlanInputs:
     secret_names: tuple[str, ...] = ()
     tmux_socket: str | None = None
     """tmux ``-L`` socket name; None = the user's default server (tests isolate with their own)."""
-    container_facts: dict[str, "ContainerNodeFacts"] = field(default_factory=dict)
+    container_facts: dict[str, ContainerNodeFacts] = field(default_factory=dict)
     """By node label: what ``container.runtime.launch_facts`` found on each node before planning a job with a container section."""
 
 

@@ -48,7 +48,9 @@ def wait_files(out: Path, prefix: str, count: int, timeout: float = 300) -> list
         if len(files) >= count:
             return files
         time.sleep(0.05)
-    raise RuntimeError(f"only {len(list(out.glob(prefix + '-*')))} of {count} {prefix} files within {timeout}s in {out}")
+    raise RuntimeError(
+        f"only {len(list(out.glob(prefix + '-*')))} of {count} {prefix} files within {timeout}s in {out}"
+    )
 
 
 def ready_time(out: Path, world: int) -> float:
@@ -76,7 +78,12 @@ def run_corral(sim, engines, work: Path, image: str, memlock) -> float:
     jfile.write_text(yaml.safe_dump({"name": name, "script": worker(), "args": [str(out)], "nproc_per_node": NPROC,
                                      "container": container_section(image, memlock)}))  # fmt: skip
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     ready = ready_time(out, NPROC * len(sim.nodes))
     cluster = ClusterConfig.model_validate(cfg)
     api.wait(name, cluster, timeout=300)
@@ -89,14 +96,27 @@ def baseline_commands(sim, name: str, out: Path, image: str, port: int) -> list[
 
     venv = sys.prefix
     binds = [(str(REPO), False), (venv, True), (str(out), False)] + [(m["source"], True) for m in python_mounts()]
-    mounts = [a for src, ro in binds for a in ("--mount", f"type=bind,source={src},target={src}" + (",readonly" if ro else ""))]
+    mounts = [
+        a
+        for src, ro in binds
+        for a in ("--mount", f"type=bind,source={src},target={src}" + (",readonly" if ro else ""))
+    ]
     commands = []
-    for i, node in enumerate(sim.nodes):
+    for i in range(len(sim.nodes)):
         torchrun = ["torchrun", "--nnodes", str(len(sim.nodes)), "--nproc-per-node", str(NPROC), "--rdzv-backend", "c10d",
                     "--rdzv-endpoint", f"{sim.nodes[0].addr}:{port}", "--rdzv-id", name, worker(), str(out)]  # fmt: skip
         docker = ["docker", "run", "--rm", "--name", f"{name}-{i}", "--network", "host", "--ipc", "host", *mounts,
                   "--workdir", str(REPO), "--env", f"PATH={venv}/bin:/usr/bin:/bin", image, *torchrun]  # fmt: skip
-        commands.append(["tmux", "new-session", "-d", "-s", name, f"{shlex.join(docker)}; touch {shlex.quote(str(out / f'exit-{i}'))}"])
+        commands.append(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                f"{shlex.join(docker)}; touch {shlex.quote(str(out / f'exit-{i}'))}",
+            ]
+        )
     return commands
 
 
@@ -131,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(sim.run_dir) / "perf"
         work.mkdir()
         for rep in range(args.reps):
-            for way in (("corral", "baseline") if rep % 2 == 0 else ("baseline", "corral")):
-                t = run_corral(sim, engines, work, TEST_IMAGE, memlock) if way == "corral" else run_baseline(sim, work, TEST_IMAGE, 29600 + rep)
+            for way in ("corral", "baseline") if rep % 2 == 0 else ("baseline", "corral"):
+                t = (
+                    run_corral(sim, engines, work, TEST_IMAGE, memlock)
+                    if way == "corral"
+                    else run_baseline(sim, work, TEST_IMAGE, 29600 + rep)
+                )
                 times[way].append(t)
                 print(f"rep {rep} {way}: {t:.2f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -38,7 +38,14 @@ def sdk_states(hosts: list[str], job: str) -> list[dict]:
         client = docker.DockerClient(base_url=f"ssh://root@{host}", use_ssh_client=True)
         try:
             rows = client.containers.list(all=True, sparse=True, filters={"label": f"corral.job={job}"})
-            return [{"name": c.attrs["Names"][0].lstrip("/"), "state": c.attrs["State"], "node": c.attrs["Labels"].get("corral.node")} for c in rows]
+            return [
+                {
+                    "name": c.attrs["Names"][0].lstrip("/"),
+                    "state": c.attrs["State"],
+                    "node": c.attrs["Labels"].get("corral.node"),
+                }
+                for c in rows
+            ]
         finally:
             client.close()
 
@@ -50,7 +57,9 @@ def cli_states(cluster, job: str) -> list[dict]:
     from container.docker import Docker
     from container.runtime import container_states, on_every_node
 
-    return [r for rows in on_every_node(lambda n: container_states(Docker.on(cluster, n), job), cluster.nodes) for r in rows]
+    return [
+        r for rows in on_every_node(lambda n: container_states(Docker.on(cluster, n), job), cluster.nodes) for r in rows
+    ]
 
 
 def ssh_wrapper(sim, where: Path) -> None:
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             assert sorted(r["state"] for r in rows) == ["running"] * 3, rows
         times: dict[str, list[float]] = {k: [] for k in ways}
         for rep in range(args.reps):
-            for k in (("cli", "sdk") if rep % 2 == 0 else ("sdk", "cli")):
+            for k in ("cli", "sdk") if rep % 2 == 0 else ("sdk", "cli"):
                 t0 = time.perf_counter()
                 ways[k]()
                 times[k].append(time.perf_counter() - t0)
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nodes": 3, "reps": args.reps,
-        "command": "python -m perf.container_queries --reps %d" % args.reps, "load_avg_1m": os.getloadavg()[0],
+        "command": f"python -m perf.container_queries --reps {args.reps}", "load_avg_1m": os.getloadavg()[0],
         "median_s": med, "min_s": {k: min(v) for k, v in times.items()}, "max_s": {k: max(v) for k, v in times.items()},
         "sdk_over_cli": med["sdk"] / med["cli"], "times_s": times,
     }  # fmt: skip

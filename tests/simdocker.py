@@ -35,10 +35,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO
 
 from tests.docker_fixtures import engine_answers
 from tests.simcluster import NodeRef, SimCluster, SimClusterError, SimNode, process_exited
@@ -49,7 +50,15 @@ NODE_SOCKET = "/run/docker.sock"
 """Where the node's processes look for the engine (/var/run is a link to /run)."""
 START_TIMEOUT_S = 90
 STOP_GRACE_S = 20
-DOCKERD_FLAGS = ("--bridge", "none", "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--shutdown-timeout", "2")
+DOCKERD_FLAGS = (
+    "--bridge",
+    "none",
+    "--iptables=false",
+    "--ip-forward=false",
+    "--ip-masq=false",
+    "--shutdown-timeout",
+    "2",
+)
 
 # Overlays over /etc, /dev (its pts and shm mounts carried over) and optionally /sys/class; $1 is the
 # layers' directory, $2 the node's hosts file (bound again over the overlaid /etc/hosts).
@@ -101,7 +110,9 @@ class NodeEngine:
                 *DOCKERD_FLAGS]  # fmt: skip
 
 
-def _run(argv: Sequence[str], *, timeout: float = 60, check: bool = True, stdin: IO | None = None) -> subprocess.CompletedProcess:
+def _run(
+    argv: Sequence[str], *, timeout: float = 60, check: bool = True, stdin: IO | None = None
+) -> subprocess.CompletedProcess:
     log.debug("simdocker: %s", shlex.join(argv))
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=stdin)
     if check and proc.returncode != 0:
@@ -121,7 +132,7 @@ class NodeEngines:
         self.engines: dict[str, NodeEngine] = {}
         self._closed = False
 
-    def __enter__(self) -> "NodeEngines":
+    def __enter__(self) -> NodeEngines:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -130,9 +141,11 @@ class NodeEngines:
     def engine(self, node: NodeRef) -> NodeEngine:
         return self.engines[self.cluster.node(node).hostname]
 
-    def start(self) -> "NodeEngines":
+    def start(self) -> NodeEngines:
         if not Path(NODE_SOCKET).exists():
-            raise SimClusterError(f"{NODE_SOCKET} does not exist on the host: the node engines' sockets are mounted over it; start the host's dockerd")
+            raise SimClusterError(
+                f"{NODE_SOCKET} does not exist on the host: the node engines' sockets are mounted over it; start the host's dockerd"
+            )
         try:
             for node in self.cluster.nodes:
                 root = self.cluster.run_dir / "docker" / f"n{node.index + 1}"
@@ -171,14 +184,29 @@ class NodeEngines:
         """Make the node's engine its default one (bind its socket over /run/docker.sock in the node)."""
         eng = self.engine(node)
         if not eng.socket_mounted:
-            _run(["nsenter", "-t", str(self.cluster.anchor_pid(eng.node)), "-m", "--", "mount", "--bind", str(eng.socket), NODE_SOCKET])
+            _run(
+                [
+                    "nsenter",
+                    "-t",
+                    str(self.cluster.anchor_pid(eng.node)),
+                    "-m",
+                    "--",
+                    "mount",
+                    "--bind",
+                    str(eng.socket),
+                    NODE_SOCKET,
+                ]
+            )
             eng.socket_mounted = True
 
     def unmount_socket(self, node: NodeRef) -> None:
         eng = self.engine(node)
         if eng.socket_mounted:
             eng.socket_mounted = False
-            _run(["nsenter", "-t", str(self.cluster.anchor_pid(eng.node)), "-m", "--", "umount", NODE_SOCKET], check=False)
+            _run(
+                ["nsenter", "-t", str(self.cluster.anchor_pid(eng.node)), "-m", "--", "umount", NODE_SOCKET],
+                check=False,
+            )
 
     def _load_images(self) -> None:
         if not self.images:
@@ -209,7 +237,9 @@ class NodeEngines:
         self.unmount_socket(eng.node)
         self.mount_socket(eng.node)
 
-    def docker(self, node: NodeRef, args: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def docker(
+        self, node: NodeRef, args: Sequence[str], *, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """Run the docker CLI against a node's engine from the host."""
         return _run(self.engine(node).docker_argv(args), check=check, timeout=timeout)
 
@@ -235,11 +265,35 @@ class NodeEngines:
                 if pid is None:
                     raise SimClusterError(f"{n.hostname}: the engine is not running")
                 top = eng.root / f"ib-{label}"
-                for sub in ("etc/upper/nccl", "etc/work", "dev/upper/infiniband", "dev/work", "keep/pts", "keep/shm", "sys/upper/infiniband", "sys/work"):
+                for sub in (
+                    "etc/upper/nccl",
+                    "etc/work",
+                    "dev/upper/infiniband",
+                    "dev/work",
+                    "keep/pts",
+                    "keep/shm",
+                    "sys/upper/infiniband",
+                    "sys/work",
+                ):
                     (top / sub).mkdir(parents=True, exist_ok=True)
                 (top / "etc/upper/nccl.conf").write_text("NCCL_DEBUG=INFO\n")
                 _run(["mknod", str(top / "dev/upper/infiniband/uverbs0"), "c", "231", "192"])
-                _run(["nsenter", "-t", str(pid), "-m", "--", "sh", "-c", _IB_MOUNT, "sh", str(top), str(hosts), "1" if sysfs and label == "node" else ""])
+                _run(
+                    [
+                        "nsenter",
+                        "-t",
+                        str(pid),
+                        "-m",
+                        "--",
+                        "sh",
+                        "-c",
+                        _IB_MOUNT,
+                        "sh",
+                        str(top),
+                        str(hosts),
+                        "1" if sysfs and label == "node" else "",
+                    ]
+                )
                 done.append((pid, top))
             yield
         finally:
@@ -275,7 +329,10 @@ class NodeEngines:
         self._closed = True
         errors: list[str] = []
         for eng in self.engines.values():
-            for what, fn in (("stop engine", lambda e=eng: self._stop(e)), ("unmount socket", lambda e=eng: self.unmount_socket(e.node))):
+            for what, fn in (
+                ("stop engine", lambda e=eng: self._stop(e)),
+                ("unmount socket", lambda e=eng: self.unmount_socket(e.node)),
+            ):
                 try:
                     fn()
                 except Exception as exc:  # noqa: BLE001 - teardown does all it can

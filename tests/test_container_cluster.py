@@ -69,7 +69,9 @@ def names(cl, engines):
         except Exception:  # noqa: BLE001 - never launched, or already gone
             pass
     for node in engines.cluster.nodes:  # what a failed stop may have left
-        ids = engines.docker(node, ["ps", "-aq", "--filter", f"label={TEST_LABEL}={RUN_TOKEN}"], check=False).stdout.split()
+        ids = engines.docker(
+            node, ["ps", "-aq", "--filter", f"label={TEST_LABEL}={RUN_TOKEN}"], check=False
+        ).stdout.split()
         if ids:
             engines.docker(node, ["rm", "-f", *ids], check=False)
 
@@ -81,10 +83,18 @@ def granted_memlock():
 
 
 def container_section(image: str, **extra) -> dict:
-    return {"image": image, "mounts": python_mounts(), "ulimits": {"memlock": granted_memlock()}, "labels": {TEST_LABEL: RUN_TOKEN}, **extra}
+    return {
+        "image": image,
+        "mounts": python_mounts(),
+        "ulimits": {"memlock": granted_memlock()},
+        "labels": {TEST_LABEL: RUN_TOKEN},
+        **extra,
+    }
 
 
-def ctr_job(name: str, image: str, steps: int = 100, step_time: float = 0.0, container: dict | None = None, **extra) -> JobConfig:
+def ctr_job(
+    name: str, image: str, steps: int = 100, step_time: float = 0.0, container: dict | None = None, **extra
+) -> JobConfig:
     return JobConfig.model_validate({
         "name": name, "script": "examples/train_demo.py", "nproc_per_node": 2,
         "args": ["--steps", str(steps), "--step-time", str(step_time)], "env": {"PYTHONPATH": str(REPO)},
@@ -102,7 +112,9 @@ def job_containers(engines, name: str, skip: tuple[str, ...] = ()) -> dict[str, 
     for node in engines.cluster.nodes:
         if node.hostname in skip:
             continue
-        rows = engines.docker(node, ["ps", "-a", "--filter", f"label=corral.job={name}", "--format", "{{.Names}} {{.State}}"]).stdout
+        rows = engines.docker(
+            node, ["ps", "-a", "--filter", f"label=corral.job={name}", "--format", "{{.Names}} {{.State}}"]
+        ).stdout
         out[node.hostname] = rows.split("\n")[:-1] if rows else []
     return out
 
@@ -139,7 +151,12 @@ def test_container_job_across_nodes_joins_one_rendezvous(cl, cfile, engines, tes
     assert {r["node"] for r in res} == {n.node for n in handle.plan.nodes}
     # each node's container ran on that node's own engine (and nowhere else)
     assert job_containers(engines, name) == {n.node: [f"corral-{name}-{n.node} exited"] for n in handle.plan.nodes}
-    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"label=corral.job={name}"], capture_output=True, text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=corral.job={name}"], capture_output=True, text=True
+        ).stdout
+        == ""
+    )
     # ps: each node's container state
     os.chdir(REPO)
     assert cli_main(["ps", "-c", str(cfile), "--json", "-"]) == 0
@@ -164,7 +181,9 @@ def test_container_job_survives_killed_launcher_and_cut_ssh(cl, cfile, engines, 
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
     for node in cl.nodes:  # cut every connection: SIGKILL each ssh ControlMaster
-        check = subprocess.run(["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True)
+        check = subprocess.run(
+            ["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
+        )
         if "pid=" in check.stderr:
             os.kill(int(check.stderr.split("pid=")[1].split(")")[0]), signal.SIGKILL)
     status = api.wait(name, cl, timeout=300)
@@ -177,7 +196,9 @@ def test_worker_killed_in_one_container_restarts_from_host_checkpoint(cl, engine
     name = names("ctrrestart")
     handle = api.launch(ctr_job(name, test_image, steps=300, step_time=0.03, max_restarts=1), cl)
     logs = [Path(n.log_path) for n in handle.plan.nodes]
-    wait_for(lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 300, "training to pass step 100")
+    wait_for(
+        lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 300, "training to pass step 100"
+    )
     victims = job_pids(handle.plan.run_id, b"RANK=3")
     assert len(victims) == 1, victims
     os.kill(victims[0], signal.SIGKILL)
@@ -191,11 +212,15 @@ def test_worker_killed_in_one_container_restarts_from_host_checkpoint(cl, engine
     assert any(ckpt.rglob("*")), f"no checkpoint under {ckpt}"
     for node in engines.cluster.nodes:
         diff = engines.docker(node, ["diff", f"corral-{name}-{node.hostname}"]).stdout
-        inside = [ln for ln in diff.splitlines() if f"{ckpt}/" in ln]  # the mount point itself is listed, never what is under it
+        inside = [
+            ln for ln in diff.splitlines() if f"{ckpt}/" in ln
+        ]  # the mount point itself is listed, never what is under it
         assert inside == [], diff
 
 
-def test_stop_removes_every_container_of_the_job_and_spares_the_neighbour(cl, cfile, engines, test_image, names, capsys):
+def test_stop_removes_every_container_of_the_job_and_spares_the_neighbour(
+    cl, cfile, engines, test_image, names, capsys
+):
     a, b = names("ctrvictim"), names("ctrneighbour")
     one = container_section(test_image)
     ha = api.launch(ctr_job(a, test_image, steps=100000, step_time=0.1, container=one, nproc_per_node=1), cl)
@@ -222,9 +247,15 @@ def test_bench_allreduce_in_containers_across_nodes(cl, engines, test_image):
                       backend="gloo", nproc_per_node=2)  # fmt: skip
     name = f"ctrbench-{uuid.uuid4().hex[:6]}"
     try:
-        result = ar.run(req, cl, timeout=300, name=name, container=ContainerConfig.model_validate(container_section(test_image)))
-        assert result["world_size"] == 6 and result["rows"] and all(int(r["wrong"]) == 0 for r in result["rows"]), result
-        assert job_containers(engines, name) == {n.hostname: [] for n in engines.cluster.nodes}, "finished containers removed"
+        result = ar.run(
+            req, cl, timeout=300, name=name, container=ContainerConfig.model_validate(container_section(test_image))
+        )
+        assert result["world_size"] == 6 and result["rows"] and all(int(r["wrong"]) == 0 for r in result["rows"]), (
+            result
+        )
+        assert job_containers(engines, name) == {n.hostname: [] for n in engines.cluster.nodes}, (
+            "finished containers removed"
+        )
     finally:
         try:
             api.stop(name, cl, timeout=2)
@@ -235,7 +266,9 @@ def test_bench_allreduce_in_containers_across_nodes(cl, engines, test_image):
 def _expect_refusal(cl, job, engines, sim_cluster, engine_down: tuple[str, ...] = ()) -> str:
     with pytest.raises(UserError) as err:
         api.launch(job, cl)
-    assert job_containers(engines, job.name, engine_down) == {n.hostname: [] for n in engines.cluster.nodes if n.hostname not in engine_down}
+    assert job_containers(engines, job.name, engine_down) == {
+        n.hostname: [] for n in engines.cluster.nodes if n.hostname not in engine_down
+    }
     for node in sim_cluster.nodes:  # no tmux session started anywhere
         assert sim_cluster.run(node, ["tmux", "has-session", "-t", f"=corral-{job.name}"]).returncode != 0
     return err.value.message
@@ -258,11 +291,16 @@ def test_image_missing_on_one_node_is_named_before_anything_starts(cl, engines, 
         engines.docker(node, ["tag", test_image, tag])
     engines.docker(n3, ["rmi", tag])
     try:
-        msg = _expect_refusal(cl, ctr_job(names("ctrnoimage"), test_image, container=container_section(tag, pull="never")), engines, sim_cluster)
+        msg = _expect_refusal(
+            cl,
+            ctr_job(names("ctrnoimage"), test_image, container=container_section(tag, pull="never")),
+            engines,
+            sim_cluster,
+        )
     finally:
         for node in sim_cluster.nodes:
             engines.docker(node, ["rmi", tag], check=False)
-    assert f"1 container problem(s)" in msg and f"node {n3}: container.image {tag!r} is not present" in msg, msg
+    assert "1 container problem(s)" in msg and f"node {n3}: container.image {tag!r} is not present" in msg, msg
 
 
 def test_mount_source_missing_on_one_node_is_named_before_anything_starts(cl, engines, test_image, names, sim_cluster):
@@ -278,7 +316,9 @@ def test_mount_source_missing_on_one_node_is_named_before_anything_starts(cl, en
         msg = _expect_refusal(cl, ctr_job(names("ctrnomount"), test_image, container=sec), engines, sim_cluster)
     finally:
         sim_cluster.exec_in_ns(n3, ["umount", str(parent)], check=True)
-    assert "1 container problem(s)" in msg and f"node {n3}: mount source {src} (extra) does not exist on the node" in msg, msg
+    assert (
+        "1 container problem(s)" in msg and f"node {n3}: mount source {src} (extra) does not exist on the node" in msg
+    ), msg
 
 
 def test_infiniband_standins_on_one_node_are_detected_per_node(cl, engines, test_image, names, sim_cluster):
@@ -297,4 +337,6 @@ def test_infiniband_standins_on_one_node_are_detected_per_node(cl, engines, test
     with engines.ib_standins(n1, sysfs=True):
         msg = _expect_refusal(cl, ctr_job(names("ctribreq"), test_image, container=container_section(test_image, infiniband="required")),
                               engines, sim_cluster)  # fmt: skip
-    assert all(f"node {n}: container.infiniband is 'required' but the node lacks" in msg for n in others) and n1 not in msg, msg
+    assert (
+        all(f"node {n}: container.infiniband is 'required' but the node lacks" in msg for n in others) and n1 not in msg
+    ), msg

@@ -51,8 +51,8 @@ def allreduce(
     name = ar.job_name()
     container = None
     if container_file is not None:
-        from launcher.config.loading import read_yaml, validate
         from launcher.config.job import ContainerConfig
+        from launcher.config.loading import read_yaml, validate
 
         data = read_yaml(container_file)
         container = validate(ContainerConfig, data.get("container", data), f"{container_file}: container")
