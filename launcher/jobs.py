@@ -365,10 +365,7 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
-    if record.plan.container is not None:
-        from container.runtime import remove_launch_containers
-
-        remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
+    _remove_containers(record, cluster, timeout)
     record.state = "stopped"
     record.message = "stopped by corral stop"
     record.save()
@@ -392,10 +389,19 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
 
 def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
-    """Remove a finished job's tmux sessions (and anything left of it) on every node; the record keeps its state."""
+    """Remove a finished job's tmux sessions and containers (and anything left of it) on every node; the record keeps its state."""
     for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
         if r.error or r.remaining:
             log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
+    _remove_containers(record, cluster, timeout)
+
+
+def _remove_containers(record: RunRecord, cluster: ClusterConfig, timeout: float) -> None:
+    """A container job's containers, by label on every node: killing the pane's docker CLI leaves the container."""
+    if record.plan.container is not None:
+        from container.runtime import remove_launch_containers
+
+        remove_launch_containers(record, cluster, timeout)
 
 
 def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,

@@ -240,7 +240,7 @@ def test_stop_removes_every_container_of_the_job_and_spares_the_neighbour(
 
 
 def test_bench_allreduce_in_containers_across_nodes(cl, engines, test_image):
-    from launcher.cli import bench_allreduce as ar
+    from benchmarks.allreduce import run as ar
     from launcher.config.job import ContainerConfig
 
     req = ar.validate(cl, min_bytes="1K", max_bytes="64K", factor=8, iters=5, warmup=1, dtype="float32", op="sum",
