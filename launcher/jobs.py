@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,9 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
-    from container.runtime import is_container_plan, launch_container_states
+    if plan.container is not None:
+        from container.runtime import launch_container_states
 
-    if is_container_plan(plan):
         states = await asyncio.to_thread(launch_container_states, record, cluster)
         for ns in nodes:
             c = states.get(ns.node, {})
@@ -285,21 +286,31 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     secrets = read_secrets(job, base)
     local_venv = default_local_venv()
     report = None
-    if dry_run:
-        facts, port = offline_facts(chosen), cluster.rendezvous.port
-    else:
-        report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
-                                           plain=plain, tmux_socket=socket))  # fmt: skip
-        if preflight and not report.ok:
-            raise PreflightFailed(report)
-        if not preflight and report.failures() and not report.facts:
-            raise PreflightFailed(report)
-        facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
-    container_facts = {}
-    if job.container is not None and not dry_run:
-        from container.runtime import launch_facts  # docker checks before anything starts
+    container_check = None
+    if job.container is not None and not dry_run:  # docker checks before anything starts, beside the preflight
+        from container.runtime import check_launch
 
-        container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+        container_check = _in_thread(check_launch, job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+    try:
+        if dry_run:
+            facts, port = offline_facts(chosen), cluster.rendezvous.port
+        else:
+            report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
+                                               plain=plain, tmux_socket=socket))  # fmt: skip
+            if preflight and not report.ok:
+                raise PreflightFailed(report)
+            if not preflight and report.failures() and not report.facts:
+                raise PreflightFailed(report)
+            facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
+    except BaseException:
+        if container_check is not None:
+            container_check.exception()  # wait for it; the preflight's failure is the one reported
+        raise
+    checked = container_check.result() if container_check is not None else None
+    container_facts = {}
+    if checked is not None:
+        checked.remove_stale()
+        container_facts = checked.facts
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
                         plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
@@ -308,6 +319,15 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
 def uses_checkpoints(node: NodePlan) -> bool:
     """Only a job with a ``checkpoint:`` section gets its checkpoint directory made for it."""
     return "CORRAL_CKPT_POLICY" in node.env
+
+
+def _in_thread(fn, *args, **kwargs) -> Future:
+    """``fn`` started in a thread of its own (the pool does not outlive the call)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
@@ -393,10 +413,7 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
-    from container.runtime import is_container_plan, remove_launch_containers
-
-    if is_container_plan(record.plan):
-        remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
+    _remove_containers(record, cluster, timeout)
     if any(r.found for r in results):
         # a job whose every node had already exited keeps its own ending (exited / failed)
         record.state = "stopped"
@@ -422,10 +439,19 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
 
 def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
-    """Remove a finished job's tmux sessions (and anything left of it) on every node; the record keeps its state."""
+    """Remove a finished job's tmux sessions and containers (and anything left of it) on every node; the record keeps its state."""
     for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
         if r.error or r.remaining:
             log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
+    _remove_containers(record, cluster, timeout)
+
+
+def _remove_containers(record: RunRecord, cluster: ClusterConfig, timeout: float) -> None:
+    """A container job's containers, by label on every node: killing the pane's docker CLI leaves the container."""
+    if record.plan.container is not None:
+        from container.runtime import remove_launch_containers
+
+        remove_launch_containers(record, cluster, timeout)
 
 
 def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,
