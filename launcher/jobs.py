@@ -70,7 +70,7 @@ class JobStatus:
 
     @property
     def done(self) -> bool:
-        return not any(n.state in ("running", "unknown") for n in self.nodes)
+        return not any(n.state in ("running", "unknown", "pending") for n in self.nodes)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +110,10 @@ def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
 
 
 async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return await asyncio.to_thread(slurm.read_status, record, cluster)
     plan = record.plan
     requests = [(_node_config(cluster, n), status_request(plan, n)) for n in plan.nodes]
     replies = await call_all(cluster, requests, timeout=30)
@@ -255,6 +259,13 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
 
 
 def launch(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
+    """Launch through the cluster file's backend (``launcher.backends``): ssh + tmux, or Slurm."""
+    from launcher.backends import backend_for
+
+    return backend_for(cluster).launch(job, cluster, **options)
+
+
+def launch_ssh(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
     each node is logged into once per launch. ``options`` are ``prepare``'s."""
     with kept_sessions():
@@ -287,6 +298,10 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return slurm.stop(record, cluster, timeout)
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
     from container.runtime import is_container_plan, remove_launch_containers
 

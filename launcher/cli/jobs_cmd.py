@@ -39,6 +39,10 @@ def launch(
     from launcher.plan import describe
 
     jobcfg, clustercfg = load_job(job), _cluster(cluster)
+    if clustercfg.slurm is not None:
+        from launcher.cli.slurm_cmd import launch_on_slurm
+
+        return launch_on_slurm(jobcfg, clustercfg, name=name, set_=set_, dry_run=dry_run, follow=follow, as_json=as_json, hint_c=_hint_c(cluster))
     if dry_run:
         prepared = prepare(jobcfg, clustercfg, name=name, set_=set_, dry_run=True)
         if as_json:
@@ -178,6 +182,12 @@ def attach(
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
+    if record.slurm is not None:
+        from launcher.backends.slurm import attach_argv
+
+        argv = attach_argv(record, clustercfg, node)
+        console(stderr=True).print(f"attaching: {shlex.join(argv)}  (exit the shell to leave; the job goes on)")
+        os.execvpe(argv[0], argv, os.environ.copy())
     target = record.plan.node(node) if node else record.plan.nodes[0]
     inner = tmux.attach(record.plan.tmux_socket, target.session)
     argv = ssh.node_argv(clustercfg.ssh, _node_config(clustercfg, target), inner, tty=True)
@@ -237,6 +247,10 @@ def preflight(
 
     clustercfg = _cluster(cluster)
     jobcfg = load_job(job) if job else None
+    if clustercfg.slurm is not None:
+        from launcher.cli.slurm_cmd import preflight_on_slurm
+
+        return preflight_on_slurm(jobcfg, clustercfg, json_out)
     out = console(stderr=json_out is not None and str(json_out) == "-")
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
         report = asyncio.run(run_preflight(
