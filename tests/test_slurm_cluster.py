@@ -1,0 +1,230 @@
+"""corral on a real Slurm cluster: slurmctld on the host, one slurmd per simulated node (tests.slurmcluster).
+
+One 2-node cluster (2 CPUs each) for the module. Jobs are tiny training runs of examples/train_demo.py
+on gloo; the nodes share the machine's file system, as a Slurm cluster shares its drive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher import api
+from launcher.cli import main as cli_main
+from launcher.config import ClusterConfig, JobConfig
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
+
+
+@pytest.fixture(scope="module")
+def work(slurm_cluster) -> Path:
+    d = slurm_cluster.sim.shared_dir / "work"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cfile(slurm_cluster, work) -> Path:
+    path = work / "cluster.yaml"
+    path.write_text(yaml.safe_dump(slurm_cluster.cluster_config(workdir=REPO, venv=VENV)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cl(slurm_cluster) -> ClusterConfig:
+    return ClusterConfig.model_validate(slurm_cluster.cluster_config(workdir=REPO, venv=VENV))
+
+
+@pytest.fixture
+def names(cl):
+    """Unique job names; every job named here is cancelled after the test, pass or fail."""
+    made: list[str] = []
+
+    def new(prefix: str) -> str:
+        made.append(f"{prefix}-{uuid.uuid4().hex[:6]}")
+        return made[-1]
+
+    yield new
+    for name in made:
+        try:
+            api.stop(name, cl, timeout=2)
+        except Exception:  # noqa: BLE001 - never submitted, or already gone
+            pass
+
+
+def train_job(name: str, *, nnodes: int = 2, steps: int = 60, step_time: float = 0.0, nproc: int = 2, **extra) -> JobConfig:
+    return JobConfig.model_validate({
+        "name": name, "script": "examples/train_demo.py", "nnodes": nnodes, "nproc_per_node": nproc,
+        "args": ["--steps", str(steps), "--step-time", str(step_time), *extra.pop("more_args", [])],
+        "env": {"PYTHONPATH": str(REPO)}, **extra,
+    })  # fmt: skip
+
+
+def write_job(work: Path, job: JobConfig) -> Path:
+    path = work / f"{job.name}.yaml"
+    path.write_text(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def results(handle) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((handle.run_dir / "results").glob("rank*.json"))]
+
+
+def job_pids(run_id: str) -> list[int]:
+    """PIDs whose environment carries this run's id (the simulated nodes share one PID space)."""
+    marker = f"CORRAL_RUN_ID={run_id}".encode()
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if marker in (p / "environ").read_bytes().split(b"\0"):
+                found.append(int(p.name))
+        except OSError:
+            continue
+    return found
+
+
+def slurm_jobs(slurm_cluster) -> list[str]:
+    return slurm_cluster.client(["squeue", "-h", "-o", "%i %j"]).stdout.splitlines()
+
+
+def ps_rows(capsys, cfile: Path, name: str) -> list[dict]:
+    capsys.readouterr()
+    assert cli_main(["ps", "-c", str(cfile), "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    return [r for r in rows if r["name"] == name]
+
+
+def test_training_2x2_ps_pending_running_exited_and_logs(slurm_cluster, cfile, work, names, capsys):
+    name = names("train")
+    slurm_cluster.client(["scontrol", "update", "PartitionName=debug", "State=DOWN"])
+    try:
+        capsys.readouterr()
+        # preflight refuses a down partition, so this submission skips it: the job waits in the queue
+        handle = api.launch(train_job(name), ClusterConfig.model_validate(yaml.safe_load(cfile.read_text())), preflight=False)
+        rows = wait_for(lambda: ps_rows(capsys, cfile, name), 30, "the job in ps")
+        assert [n["state"] for n in rows[0]["nodes"]] == ["pending"], rows
+        assert "PartitionDown" in rows[0]["nodes"][0]["detail"], rows
+    finally:
+        slurm_cluster.client(["scontrol", "update", "PartitionName=debug", "State=UP"])
+    seen: set[str] = set()
+
+    def states() -> bool:
+        nodes = ps_rows(capsys, cfile, name)[0]["nodes"]
+        seen.update(n["state"] for n in nodes)
+        return all(n["state"] == "exited" for n in nodes)
+
+    wait_for(states, 300, "the job to end", interval=0.5)
+    assert "running" in seen, seen
+    status = handle.status()
+    assert status.ok and len(status.nodes) == 2 and all(n.exit_code == 0 for n in status.nodes), status.to_json()
+    assert {n.node for n in status.nodes} == set(slurm_cluster.node_names)
+    res = results(handle)
+    assert sorted(r["rank"] for r in res) == [0, 1, 2, 3] and all(r["world_size"] == 4 for r in res)
+    assert {r["node"] for r in res} == set(slurm_cluster.node_names)
+    capsys.readouterr()
+    assert cli_main(["logs", name, "-c", str(cfile), "-n", "1000"]) == 0
+    out = capsys.readouterr().out
+    for node in slurm_cluster.node_names:
+        assert f"[{node}] corral: exited with status 0" in out, out[-2000:]
+    for rank in range(4):
+        assert re.search(rf"^\[[^\]]+\] \[rank{rank}\]: rank {rank}/4 ready", out, re.M), out[-3000:]
+
+
+def test_stop_leaves_no_process_and_spares_the_job_beside_it(cl, cfile, names, capsys):
+    a, b = names("long"), names("beside")
+    ha = api.launch(train_job(a, nnodes=2, steps=100000, step_time=0.05, nproc=1), cl)
+    hb = api.launch(train_job(b, nnodes=1, steps=100000, step_time=0.05, nproc=1), cl)
+    wait_for(lambda: len(job_pids(ha.record.run_id)) > 2 and len(job_pids(hb.record.run_id)) > 1, 120, "both jobs' processes")
+    wait_for(lambda: all(n.state == "running" for n in ha.status().nodes + hb.status().nodes), 60, "both jobs running")
+    capsys.readouterr()
+    assert cli_main(["stop", a, "-c", str(cfile), "--timeout", "5"]) == 0
+    assert "no process of" in capsys.readouterr().out
+    assert job_pids(ha.record.run_id) == []
+    assert job_pids(hb.record.run_id), "the other job lost its processes"
+    assert all(n.state == "running" for n in hb.status().nodes), hb.status().to_json()
+    assert cli_main(["stop", b, "-c", str(cfile), "--timeout", "5"]) == 0
+    assert job_pids(hb.record.run_id) == []
+
+
+def checkpoint_steps(ckpt_dir: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in ckpt_dir.glob("*") if (m := re.search(r"(\d+)$", p.name)))
+
+
+def test_requeue_resumes_from_the_latest_checkpoint(slurm_cluster, cl, names):
+    name = names("requeue")
+    every = 10
+    handle = api.launch(train_job(name, steps=120, step_time=0.1, more_args=["--ckpt-every", str(every)]), cl)
+    wait_for(lambda: any(s >= 2 * every for s in checkpoint_steps(handle.ckpt_dir)), 240, "a checkpoint at step 20")
+    before = max(checkpoint_steps(handle.ckpt_dir))
+    job_id = handle.record.slurm["job_id"]
+    slurm_cluster.client(["scontrol", "requeue", job_id])
+    status = handle.wait(timeout=400)
+    assert status.ok, status.to_json()
+    res = results(handle)
+    assert len(res) == 4, res
+    # resumed from a checkpoint at least as late as the one seen before the requeue: at most one interval lost
+    assert all(r["resumed_from"] >= before + 1 for r in res), (before, res)
+    info = slurm_cluster.client(["scontrol", "show", "job", "-o", job_id]).stdout
+    assert "Restarts=1" in info, info
+
+
+def test_preflight_refusals_are_one_sentence_exit_2_nothing_submitted(slurm_cluster, cfile, work, names, capsys, monkeypatch):
+    before = slurm_jobs(slurm_cluster)
+    too_many = write_job(work, train_job(names("toomany"), nnodes=3))
+    capsys.readouterr()
+    assert cli_main(["launch", str(too_many), "-c", str(cfile)]) == 2
+    err = capsys.readouterr().err
+    assert "asks for 3 nodes but partition 'debug' has 2" in err and "nothing was submitted" in err, err
+
+    bad_part = work / "badpart.yaml"
+    data = yaml.safe_load(cfile.read_text())
+    data["slurm"]["partition"] = "nosuch"
+    bad_part.write_text(yaml.safe_dump(data))
+    ok_job = write_job(work, train_job(names("badpart")))
+    assert cli_main(["launch", str(ok_job), "-c", str(bad_part)]) == 2
+    err = capsys.readouterr().err
+    assert "partition 'nosuch' does not exist" in err and "debug" in err, err
+
+    monkeypatch.setenv("PATH", str(work / "no-slurm-here"))
+    assert cli_main(["launch", str(ok_job), "-c", str(cfile)]) == 2
+    err = capsys.readouterr().err
+    assert "Slurm client(s) sbatch, squeue, scontrol, scancel, srun, sinfo are not installed" in err, err
+    monkeypatch.undo()
+    assert slurm_jobs(slurm_cluster) == before
+    for err_line in (err,):
+        assert "Traceback" not in err_line
+
+
+def test_dry_run_prints_the_scripts_and_submits_nothing(slurm_cluster, cfile, work, names, capsys):
+    job = write_job(work, train_job(names("dry")))
+    before = slurm_jobs(slurm_cluster)
+    capsys.readouterr()
+    assert cli_main(["launch", str(job), "-c", str(cfile), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --partition=debug" in out and 'torchrun --nnodes "$SLURM_NNODES"' in out and "nothing was submitted" in out
+    assert slurm_jobs(slurm_cluster) == before
+
+
+def test_preflight_command_checks_paths_on_a_node(cfile, work, capsys):
+    capsys.readouterr()
+    assert cli_main(["preflight", "-c", str(cfile)]) == 0
+    out = capsys.readouterr().out
+    assert "paths: ok" in out and "partition: ok" in out, out
+    data = yaml.safe_load(cfile.read_text())
+    data["workdir"] = str(work / "missing-dir")
+    bad = work / "badpaths.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert cli_main(["preflight", "-c", str(bad)]) == 2
+    assert "missing-dir does not exist on" in capsys.readouterr().out
+
