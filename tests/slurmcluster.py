@@ -61,7 +61,8 @@ def slurm_conf_text(*, cluster_name: str, ctld_host: str, ctld_addr: str, ctld_p
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
-        f"AuthInfo=socket={munge_socket}",
+        # cred_expire also sets how long a requeued job waits before it may start again (default 120 s)
+        f"AuthInfo=socket={munge_socket},cred_expire=10",
         "CredType=cred/munge",
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
