@@ -244,10 +244,12 @@ export CORRAL_NODE="$node" CORRAL_NODE_RANK="$SLURM_NODEID" CORRAL_NNODES="$SLUR
 exec {{out}}> >(while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\\n' "$node" "$line"; done >>"$log")
 prefixer=$!
 child=
-# torchrun dies of SIGUSR1: its workers (its children) get it, so the Checkpointer can save.
+# SIGUSR1 is for the workers (torchrun's children), so the Checkpointer can save; torchrun itself
+# would die of it, so it starts with SIGUSR1 ignored (a handler the script installs still works).
+# slurmstepd signals every process of the step; where only this wrapper gets it, it passes it on.
 trap '[ -n "$child" ] && for p in $(ps -o pid= --ppid "$child"); do kill -USR1 "$p" 2>/dev/null; done' USR1
 trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
-{command} >&"$out" 2>&1 </dev/null &
+(trap '' USR1; exec {command}) >&"$out" 2>&1 </dev/null &
 child=$!
 exec {{out}}>&-
 while :; do

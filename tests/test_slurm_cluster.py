@@ -228,3 +228,22 @@ def test_preflight_command_checks_paths_on_a_node(cfile, work, capsys):
     assert cli_main(["preflight", "-c", str(bad)]) == 2
     assert "missing-dir does not exist on" in capsys.readouterr().out
 
+
+
+def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster, cl, names):
+    """What ``--signal=B:USR1@S`` does near the time limit, sent now: the batch script passes SIGUSR1 on,
+    the demo's workers save a checkpoint and leave, the job is requeued and resumes from that step."""
+    name = names("usr1")
+    handle = api.launch(train_job(name, steps=150, step_time=0.1, more_args=["--ckpt-every", "1000"]), cl)
+    wait_for(lambda: "step 0 loss" in "".join(p.read_text() for p in (handle.run_dir / "logs").glob("*.log")), 240, "training to start")
+    job_id = handle.record.slurm["job_id"]
+    slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
+    status = handle.wait(timeout=400)
+    assert status.ok, status.to_json()
+    res = results(handle)
+    # the periodic checkpoints are at step 0 only (--ckpt-every 1000): a later one was saved on SIGUSR1,
+    # at the step every rank stopped at, and the next attempt resumed right after it (no step lost)
+    resumed = {r["resumed_from"] for r in res}
+    assert len(res) == 4 and len(resumed) == 1 and min(resumed) > 1, res
+    assert checkpoint_steps(handle.ckpt_dir)[-1] == 149
+    assert "Restarts=1" in slurm_cluster.client(["scontrol", "show", "job", "-o", job_id]).stdout
