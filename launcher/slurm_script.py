@@ -97,12 +97,18 @@ def _sbatch_path(what: str, path: str) -> str:
     return path
 
 
-def sbatch_options(cluster: ClusterConfig, name: str, nnodes: int, run_dir: str) -> list[str]:
+def job_comment(run_id: str) -> str:
+    """The job's ``--comment``: finds the Slurm job of a run whose submitter died before recording its id."""
+    return f"corral-run={run_id}"
+
+
+def sbatch_options(cluster: ClusterConfig, name: str, run_id: str, nnodes: int, run_dir: str) -> list[str]:
     s = cluster.slurm
     assert s is not None
     slurm_dir = posixpath.join(run_dir, "slurm")
     opts = [
         f"--job-name=corral-{name}",
+        f"--comment={job_comment(run_id)}",
         f"--partition={s.partition}",
         f"--nodes={nnodes}",
         "--ntasks-per-node=1",
@@ -170,7 +176,7 @@ def build_slurm_plan(job: JobConfig, cluster: ClusterConfig, *, name: str, run_i
     return SlurmPlan(
         name=name, run_id=run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, workdir=workdir, venv=cluster.venv or local_venv,
         backend=backend, plain=plain, nnodes=nnodes, nproc_per_node=nproc, partition=s.partition,
-        sbatch_options=sbatch_options(cluster, name, nnodes, run_dir), env=env, command_prefix=prefix, entry=entry,
+        sbatch_options=sbatch_options(cluster, name, run_id, nnodes, run_dir), env=env, command_prefix=prefix, entry=entry,
         script_path=posixpath.join(slurm_dir, "job.sbatch"), wrapper_path=posixpath.join(slurm_dir, "node.sh"),
         secrets_path=posixpath.join(slurm_dir, "secrets.env"), secret_names=sorted(secret_names),
     )  # fmt: skip

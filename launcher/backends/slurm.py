@@ -230,15 +230,32 @@ def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exit
     return out
 
 
-def current_job(record: RunRecord, cluster: ClusterConfig) -> tuple[str, SlurmJob | None]:
+def recorded_job_id(record: RunRecord, cluster: ClusterConfig) -> str | None:
+    """The run's Slurm job id; if its submitter died between sbatch and the record, found by name and comment."""
     job_id = (record.slurm or {}).get("job_id")
+    if job_id or record.state == "failed":
+        return job_id
+    from launcher.slurm_script import job_comment
+
+    job_id = tool.find_job(cluster, f"corral-{record.name}", job_comment(record.run_id))
+    if job_id:
+        record.slurm = {**(record.slurm or {}), "job_id": job_id}
+        record.state = "running"
+        record.save()
+    return job_id
+
+
+def current_job(record: RunRecord, cluster: ClusterConfig) -> tuple[str, SlurmJob | None]:
+    job_id = recorded_job_id(record, cluster)
     if not job_id:
-        raise UserError(f"job {record.name} has no Slurm job id (its submission failed: {record.message})")
+        raise UserError(f"job {record.name} has no Slurm job id (its submission failed or never happened: {record.message})")
     line = tool.show_job(cluster, job_id)
     return job_id, slurm_job(line) if line else None
 
 
 def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+    if not recorded_job_id(record, cluster):
+        return JobStatus(record.name, record.state, [NodeStatus("-", "slurm", "missing", detail=record.message or "never submitted to Slurm")])
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist) if job and job.nodelist else []
     nodes = node_statuses(job, job_id, allocation, read_exit_codes(record.plan.run_dir), record.started_at, time.time())
@@ -333,6 +350,10 @@ def _wait_ended(cluster: ClusterConfig, job_id: str, timeout: float) -> SlurmJob
 def stop(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     """SIGTERM to the batch shell and every step, SIGKILL after ``timeout``; then wait until Slurm
     reports the job ended, which it does only once slurmd has seen every process of it gone."""
+    if not recorded_job_id(record, cluster):  # never reached Slurm: nothing runs
+        record.state, record.message = "stopped", "stopped by corral stop before it reached Slurm"
+        record.save()
+        return [StopResult("-")]
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist) if job and job.nodelist else []
     names = allocation or ["-"]

@@ -86,6 +86,13 @@ def show_job(cluster: ClusterConfig, job_id: str) -> str | None:
     return r.stdout.strip() or None
 
 
+def find_job(cluster: ClusterConfig, job_name: str, comment: str) -> str | None:
+    """The id of the job with this name and comment that slurmctld still knows (any state), or None."""
+    out = run(cluster, ["squeue", "-h", "-t", "all", f"--name={job_name}", "-o", "%i|%k"]).stdout
+    ids = [line.split("|", 1)[0] for line in out.splitlines() if line.split("|", 1)[-1].strip() == comment]
+    return ids[-1] if ids else None
+
+
 def hostnames(cluster: ClusterConfig, nodelist: str) -> list[str]:
     """Expand a Slurm host list (``sn[1-3]``)."""
     if not nodelist or nodelist in ("(null)", "None"):
