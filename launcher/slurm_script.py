@@ -86,7 +86,8 @@ def slurm_nnodes(job: JobConfig) -> int:
     if isinstance(job.nnodes, int):
         return job.nnodes
     raise UserError(
-        f"nnodes: on a Slurm cluster nnodes is the allocation size and must be a number (got {job.nnodes!r})",
+        f"nnodes: on a Slurm cluster nnodes is the allocation size: a number, or 'all' for every node of the partition "
+        f"(resolved at submission, not in a dry run; got {job.nnodes!r})",
         hint="set it in the job file or with --set nnodes=2",
     )
 

@@ -247,3 +247,18 @@ def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster,
     assert len(res) == 4 and len(resumed) == 1 and min(resumed) > 1, res
     assert checkpoint_steps(handle.ckpt_dir)[-1] == 149
     assert "Restarts=1" in slurm_cluster.client(["scontrol", "show", "job", "-o", job_id]).stdout
+
+
+def test_bench_allreduce_on_a_two_node_allocation(slurm_cluster, cfile, work, capsys):
+    """The benchmark's job asks for every node of the partition (nnodes: all -> 2) and passes its data checks."""
+    out = work / "allreduce.json"
+    capsys.readouterr()
+    rc = cli_main(["bench", "allreduce", "-c", str(cfile), "--nproc-per-node", "2", "-b", "1K", "-e", "16K", "-f", "4", "-n", "3", "-w", "1",
+                   "--json", str(out)])  # fmt: skip
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err[-3000:]
+    result = json.loads(out.read_text())
+    assert result["env"]["nnodes"] == 2 and result["env"]["ranks_per_node"] == 2
+    assert set(result["env"]["devices_by_node"]) == set(slurm_cluster.node_names)
+    assert sorted({r["size_bytes"] for r in result["rows"]}) == [1024, 4096, 16384]
+    assert all(r["wrong"] == 0 and r["busbw_gbps"] > 0 for r in result["rows"])

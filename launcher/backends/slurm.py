@@ -102,6 +102,16 @@ def _paths_check(cluster: ClusterConfig, base_dir: str) -> Check:
     return Check("paths", True, f"workdir {workdir}" + (f" and venv {venv}" if venv else "") + " exist on a node")
 
 
+def partition_size(cluster: ClusterConfig) -> int:
+    """``nnodes: all`` on Slurm: every node of the partition (what benchmarks that run "on every node" ask for)."""
+    s = cluster.slurm
+    assert s is not None
+    info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
+    if info is None:
+        raise SlurmPreflightFailed(f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster; nothing was submitted")
+    return info.nodes
+
+
 def require_preflight(cluster: ClusterConfig, job: JobConfig, base_dir: str) -> list[Check]:
     checks = preflight_checks(cluster, job, base_dir=base_dir)
     failed = [c for c in checks if c.ok is False]
@@ -128,6 +138,8 @@ def prepare_slurm(job: JobConfig, cluster: ClusterConfig, *, name: str | None = 
                         hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement")  # fmt: skip
     base = base_dir or os.getcwd()
     job = apply_job_overrides(job, set_)
+    if job.nnodes == "all" and not dry_run:
+        job = job.model_copy(update={"nnodes": partition_size(cluster)})
     name = check_name(name or job.name)
     secrets = read_secrets(job, base)
     run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
