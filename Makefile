@@ -1,6 +1,10 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
 #   make test  - install the Debian packages and the venv the tests need, then run pytest
+# GPU acceptance (docs/GPU_CHECK.md):
+#   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
+#   make gpu-check  - on the GPU machine: install from the bundle without a network, then prove every GPU path
+#                     (perf/gpu_check.sh; without a bundle it runs from .venv; GPU_CHECK_ARGS=--cpu-only: CPU path only)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,8 +12,13 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge
 PYTEST_ARGS ?=
+GPU_BUNDLE ?= .gpu-bundle
+GPU_VENV ?= .gpu-venv
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+OUT ?=
 
-.PHONY: demo test venv debs clean-venv
+.PHONY: demo test venv debs clean-venv gpu-bundle gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +40,9 @@ test: debs venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+gpu-bundle:
+	perf/gpu_bundle.sh $(GPU_BUNDLE)
+
+gpu-check:
+	GPU_BUNDLE=$(GPU_BUNDLE) GPU_VENV=$(GPU_VENV) GPU_PYTHON=$(GPU_PYTHON) OUT="$(OUT)" perf/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pin", action="store_true", help="Pin each rank to one CPU (LOCAL_RANK modulo the CPUs allowed).")
     p.add_argument("--seed", type=int, default=1, help="Block order and bootstrap seed.")
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto")
+    p.add_argument("--one-rank", action="store_true", help="Allow world size 1 (one GPU): busbw is 0 there, so compare "
+                   "the times (the ratios are of summed block times anyway) and read algbw.")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -146,7 +148,8 @@ def summarise(samples: dict[int, dict[str, list[float]]], k: int, world: int, se
             for name, side, base in COMPARISONS
             if side in by_kind and base in by_kind
         }
-        rows.append({"size_bytes": size, "busbw_gbps": busbw, "comparisons": comps, "block_seconds": by_kind})
+        algbw = {kind: cm.algbw_gbps(size, sum(v) / (k * len(v))) for kind, v in by_kind.items()}
+        rows.append({"size_bytes": size, "busbw_gbps": busbw, "algbw_gbps": algbw, "comparisons": comps, "block_seconds": by_kind})
     return rows
 
 
@@ -188,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     backend, note, device, timer, _ = init_backend(torch, dist, args.backend)
     world = dist.get_world_size()
-    if world < 2:
-        print("allreduce_overhead: needs at least 2 ranks (busbw is 0 for one)", file=sys.stderr)
+    if world < 2 and not args.one_rank:
+        print("allreduce_overhead: needs at least 2 ranks (busbw is 0 for one; --one-rank compares times)", file=sys.stderr)
         return 2
     pins: list = [None] * world
     dist.all_gather_object(pins, pinned)

@@ -279,3 +279,12 @@ def test_background_snapshot_with_guarded_optimizer_saves_pre_step_values(root):
     assert_same(before, ckpt.load(1)["model"])
     with pytest.raises(ValueError, match="blocking=False"):
         ckpt.save(2, {}, snapshot="background")
+
+
+def test_host_sources_hand_out_cpu_tensors_in_plan_order_without_copies():
+    from launcher.checkpoint.shardfile import host_sources, plan_shard
+
+    a, b = torch.arange(10), torch.ones(3, 4)
+    plan = plan_shard({"a": a, "empty": torch.empty(0), "b": b, "n": 5})
+    got = list(host_sources(plan))
+    assert [t.data_ptr() for t in got] == [a.data_ptr(), b.data_ptr()], "zero-byte tensors skipped, CPU tensors not copied"

@@ -147,3 +147,21 @@ def test_reserve_allocates_the_buffer_that_async_saves_then_reuse(root):
         assert ckpt._buffer.data_ptr() == ptr, "no new allocation inside save()"
     ckpt.close()
     assert_same(state, Checkpointer(root).load(2))
+
+
+def test_background_fence_orders_the_callers_stream_not_the_host(monkeypatch):
+    """wait_snapshot() on CUDA copies: the current stream of each device waits for its event; nothing blocks."""
+    waited: list = []
+
+    class Stream:
+        def __init__(self, device):
+            self.device = device
+
+        def wait_event(self, event):
+            waited.append((self.device, event))
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: Stream(device))
+    fence = CopyFence(["ev0", "ev1"], [torch.ones(1)], ["cuda:0", "cuda:1"])
+    fence.order_current_streams()
+    assert waited == [("cuda:0", "ev0"), ("cuda:1", "ev1")]
+    assert fence.events == ["ev0", "ev1"] and fence.keep_alive, "ordering neither waits on nor releases anything"

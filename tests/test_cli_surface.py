@@ -87,7 +87,7 @@ def test_help_and_config_check_import_no_heavy_modules():
     code = (
         "import sys; from launcher.cli import main; "
         "main(['--help']); main(['config', 'check', 'configs/local.yaml']); "
-        "heavy = [m for m in ('torch', 'docker', 'pynvml', 'libtmux') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'docker', 'pynvml', 'libtmux', 'optuna') if m in sys.modules]; "
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -102,7 +102,7 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
     st = wait_finished(cluster_file, name)
 
-    assert st["counts"] == {"pending": 0, "running": 0, "done": 6, "failed": 0}
+    assert st["counts"] == {"pending": 0, "running": 0, "done": 6, "pruned": 0, "failed": 0}
     assert len({t["node"] for t in st["trials"]}) == 3, [t["node"] for t in st["trials"]]
     losses = [t["metric"] for t in st["trials"]]
     assert losses == sorted(losses)
@@ -161,7 +161,7 @@ def test_always_failing_trial_is_retried_then_failed_and_the_rest_complete(clust
     f = write_sweep(tmp_path, cluster_file, name, lrs=[0.1, 0.3, 0.4], extra_args=["--fail-lr", "0.3"], retries=1)
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
     st = wait_finished(cluster_file, name)
-    assert st["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert st["counts"] == {"pending": 0, "running": 0, "done": 2, "pruned": 0, "failed": 1}
     bad = next(t for t in st["trials"] if t["state"] == "failed")
     assert bad["params"]["lr"] == 0.3 and bad["attempts"] == 2 and "exit status" in bad["error"]
     runs = Counter(e["trial"] for e in executions(cluster_file, name))

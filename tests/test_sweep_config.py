@@ -130,7 +130,7 @@ def test_args_template_with_hostile_values_stays_one_argument_each():
 def test_sweep_fields_are_frozen():
     assert list(SweepConfig.model_fields) == [
         "name", "job", "method", "parameters", "metric", "run_cap", "allow_partial_grid", "seed", "nodes",
-        "nproc_per_node", "max_concurrent", "retries", "args_template", "plain", "poll_interval",
+        "nproc_per_node", "max_concurrent", "retries", "args_template", "plain", "poll_interval", "early_terminate",
     ]  # fmt: skip
     for name, field in SweepConfig.model_fields.items():
         assert field.description, name

@@ -131,7 +131,7 @@ def done_counts(paths):
 def test_grid_runs_to_completion_over_all_nodes(tmp_path):
     c, backend = make_controller(tmp_path, make_sweep(), behave=lambda job, nodes: Behaviour(metric=float(job.args[-1].split("=")[1])))
     assert c.run() == 0
-    assert c.counts() == {"pending": 0, "running": 0, "done": 6, "failed": 0}
+    assert c.counts() == {"pending": 0, "running": 0, "done": 6, "pruned": 0, "failed": 0}
     assert {n for _, nodes in backend.launches for n in nodes} == set(NODES)
     assert backend.max_running_seen == 3 and backend.overlaps == []
     st = replay(Journal(c.paths.journal).read())
@@ -144,7 +144,7 @@ def test_always_failing_trial_is_retried_then_failed_and_nodes_are_not_blamed(tm
     bad = lambda job, nodes: Behaviour(exit_code=3 if job.args[-1] == "--lr=0.2" else 0)  # noqa: E731
     c, backend = make_controller(tmp_path, make_sweep(retries=2), behave=bad)
     assert c.run() == 0
-    assert c.counts() == {"pending": 0, "running": 0, "done": 5, "failed": 1}
+    assert c.counts() == {"pending": 0, "running": 0, "done": 5, "pruned": 0, "failed": 1}
     failing = [name for name, _ in backend.launches if backend.runs[name].exit_code == 3]
     assert len(failing) == 3  # first attempt + 2 retries
     assert c.state.nodes_aside == {}

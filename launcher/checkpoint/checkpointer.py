@@ -32,7 +32,7 @@ from launcher.checkpoint.inspect import check_checkpoint, remove_checkpoint, sca
 from launcher.checkpoint.manifest import FileRecord, Manifest
 from launcher.checkpoint.retention import steps_to_remove
 from launcher.checkpoint.shardfile import ShardPlan, iter_chunks, parse_shard, plan_shard
-from launcher.checkpoint.snapshot import CopyFence, allocate_buffer, copy_to_buffer
+from launcher.checkpoint.snapshot import CopyFence, allocate_buffer, copy_host_tensors, copy_to_buffer, enqueue_device_copies
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Checkpointer:
         self._buffer: torch.Tensor | None = None
         self._snapshot_done = threading.Event()
         self._snapshot_done.set()
+        self._device_fence: CopyFence | None = None
         self.last_save_seconds: float | None = None
 
     @classmethod
@@ -137,13 +138,17 @@ class Checkpointer:
             self._save_now(step, plan, None, metadata)
             return
         buffer = self._snapshot_buffer(plan.data_len)
-        fence = None
-        if snapshot == "now":
-            fence = copy_to_buffer(plan, buffer)  # taken now, in stream order for CUDA tensors
-        else:
+        background = snapshot == "background"
+        if background:
+            # CUDA copies start now on their own stream and overlap the next forward/backward;
+            # wait_snapshot() orders the caller's stream after them. CPU copies run in the thread.
+            fence = self._device_fence = enqueue_device_copies(plan, buffer, order_current=False)
             self._snapshot_done.clear()
+        else:
+            self._device_fence = None
+            fence = copy_to_buffer(plan, buffer)  # taken now, in stream order for CUDA tensors
         self._thread = threading.Thread(
-            target=self._save_in_background, args=(step, plan, buffer, metadata, fence), name=f"ckpt-save-{step}"
+            target=self._save_in_background, args=(step, plan, buffer, metadata, fence, background), name=f"ckpt-save-{step}"
         )
         self._thread.start()
 
@@ -163,8 +168,13 @@ class Checkpointer:
 
         Only a ``snapshot="background"`` save makes this wait: a default save's snapshot is taken
         (CPU) or ordered before later kernels on the same stream (CUDA) when save() returns.
+        For CUDA tensors of a background snapshot the host does not wait for their copies: the
+        caller's current stream is made to wait for them, so the next kernels (the step) run after.
         """
         self._snapshot_done.wait()
+        fence = self._device_fence
+        if fence is not None:
+            fence.order_current_streams()
 
     def guard(self, optimizer: Any) -> Any:
         """Make ``optimizer.step()`` wait for a background snapshot first; returns the hook handle."""
@@ -199,16 +209,16 @@ class Checkpointer:
             self._buffer = allocate_buffer(nbytes)
         return self._buffer
 
-    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, fence: CopyFence | None) -> None:
-        """``fence`` None: copy here first (snapshot="background"); else wait for the copies in flight."""
+    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, fence: CopyFence,
+                            background: bool) -> None:
+        """``background``: copy the CPU tensors here first; then wait for the device copies in flight."""
         try:
-            if fence is None:
+            if background:
                 try:
-                    copy_to_buffer(plan, buffer).wait()
+                    copy_host_tensors(plan, buffer)
                 finally:
                     self._snapshot_done.set()
-            else:
-                fence.wait()
+            fence.wait()
             self._save_now(step, plan, buffer, metadata)
         except CheckpointError as exc:
             self._error = exc

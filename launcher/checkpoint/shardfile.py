@@ -124,6 +124,35 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy()).cast("B")
 
 
+def host_sources(plan: ShardPlan) -> Iterator[torch.Tensor]:
+    """The plan's tensors that have bytes, in order, each readable from the host when it is handed out.
+
+    A CUDA tensor is copied into pinned host memory (``non_blocking``, in the order of its device's
+    current stream) one tensor ahead: the next tensor's device-to-host copy runs while this one is
+    written, instead of a pageable ``.cpu()`` per tensor between the writes (a synchronous save).
+    """
+    entries = [e for e in plan.tensors if e.nbytes]
+
+    def start(i: int):
+        src = entries[i].source
+        if src.device.type != "cuda":
+            return src, None
+        src = src.detach().resolve_conj().resolve_neg()  # pragma: no cover - needs a CUDA device
+        host = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+        host.copy_(src, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(src.device))
+        return host, event
+
+    ahead = start(0) if entries else None
+    for i in range(len(entries)):
+        tensor, event = ahead
+        ahead = start(i + 1) if i + 1 < len(entries) else None
+        if event is not None:
+            event.synchronize()  # pragma: no cover - needs a CUDA device
+        yield tensor
+
+
 def iter_chunks(plan: ShardPlan, chunk: int, buffer: torch.Tensor | None = None) -> Iterator:
     """The file's bytes in order: prefix, then tensors (large ones in slices, small ones coalesced).
 
@@ -138,13 +167,14 @@ def iter_chunks(plan: ShardPlan, chunk: int, buffer: torch.Tensor | None = None)
         return
     pending = bytearray()
     pos = 0
+    sources = host_sources(plan)
     for e in plan.tensors:
         if e.offset > pos:
             pending += bytes(e.offset - pos)
         pos = e.offset + e.nbytes
         if not e.nbytes:
             continue
-        mv = tensor_bytes(e.source)
+        mv = tensor_bytes(next(sources))
         if e.nbytes < SMALL:
             pending += mv
             if len(pending) >= chunk:

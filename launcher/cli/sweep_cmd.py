@@ -47,6 +47,11 @@ def run(
     trials = generate_trials(spec.config)
     if dry_run:
         _print_plan(spec, describe_plan(spec, trials), json_out)
+        if spec.config.method == "bayes" and str(json_out) != "-":
+            from launcher.sweep.space import describe_space
+
+            console().print(f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
+                            + "\n  ".join(describe_space(spec.config.parameters)))  # fmt: skip
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)
@@ -61,7 +66,7 @@ def run(
     token = uuid.uuid4().hex
     launch = plan_controller(paths, cluster, token, spec.name)
     start_detached(launch, paths, token)
-    console().print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s); controller running detached in tmux session "
+    console().print(f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "
                     f"{launch.session}\n  watch: corral sweep status {spec.name}    stop: corral sweep stop {spec.name}")  # fmt: skip
 
 
@@ -128,7 +133,7 @@ def _print_status(st: dict) -> None:
     alive = f"controller pid {ctl['pid']} on {ctl['host']}" if ctl.get("alive") else ctl.get("note", "no controller running")
     c = st["counts"]
     table = Table(title=f"sweep {st['name']} ({st['method']}, {metric['goal']} {metric['name']}): "
-                        f"{c['done']} done, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
+                        f"{c['done']} done, {c.get('pruned', 0)} pruned, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
     for col in ("trial", "state", "params", "node", "attempts", metric["name"], "note"):
         table.add_column(col, justify="right" if col in ("attempts", metric["name"]) else "left")
     best = st["best"]["id"] if st["best"] else None

@@ -29,24 +29,37 @@ SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$"
 PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 """Parameter names become ``--<name>=<value>``: no spaces, '=' or leading '-'."""
 
-Distribution = Literal["uniform", "log_uniform_values", "int_uniform", "categorical"]
-CONTINUOUS = frozenset({"uniform", "log_uniform_values", "int_uniform"})
+Distribution = Literal[
+    "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
+    "q_log_uniform_values", "normal", "q_normal", "log_normal", "q_log_normal",
+]  # fmt: skip
+"""W&B's names. log_uniform takes min/max as exponents of e; the normal family takes mu/sigma, not bounds."""
+BOUNDED = frozenset({"uniform", "q_uniform", "log_uniform", "log_uniform_values", "q_log_uniform_values", "int_uniform"})
+NORMALS = frozenset({"normal", "q_normal", "log_normal", "q_log_normal"})
+QUANTIZED = frozenset({"q_uniform", "q_log_uniform_values", "q_normal", "q_log_normal"})
+CONTINUOUS = BOUNDED | NORMALS
+"""The distributions random draws from and a grid cannot enumerate."""
 
 
 class ParameterSpec(StrictModel):
-    """One parameter: a fixed ``value``, a list of ``values``, or a ``distribution`` with ``min``/``max``."""
+    """One parameter: a fixed ``value``, a list of ``values``, a ``distribution`` with ``min``/``max``, or a normal with ``mu``/``sigma``."""
 
     value: Optional[Scalar] = Field(default=None, description="A constant: every trial gets this value.")
     values: Optional[list[Scalar]] = Field(
-        default=None, description="The choices: a grid enumerates them all, random picks one per trial."
+        default=None, description="The choices: a grid enumerates them all, random and bayes pick one per trial."
     )
     distribution: Optional[Distribution] = Field(
         default=None,
-        description="How random picks a value: uniform / log_uniform_values / int_uniform between min and max, or categorical "
-        "(one of values). Default: categorical with values, int_uniform when min and max are integers, uniform otherwise.",
+        description="How random and bayes pick a value (W&B's names): uniform / q_uniform / int_uniform / log_uniform_values / "
+        "q_log_uniform_values between min and max, log_uniform between e**min and e**max, normal / q_normal / log_normal / "
+        "q_log_normal from mu and sigma, categorical (one of values), constant (value). Default: categorical with values, "
+        "int_uniform when min and max are integers, uniform otherwise.",
     )
     min: Optional[float] = Field(default=None, description="Lower bound (inclusive) of a distribution.")
     max: Optional[float] = Field(default=None, description="Upper bound (inclusive) of a distribution.")
+    q: Optional[float] = Field(default=None, gt=0, description="Quantum of a q_ distribution: values are round(x / q) * q (default 1).")
+    mu: Optional[float] = Field(default=None, description="Mean of a normal distribution (of the logarithm for log_normal; default 0).")
+    sigma: Optional[float] = Field(default=None, gt=0, description="Standard deviation of a normal distribution (default 1).")
 
     @field_validator("values")
     @classmethod
@@ -68,6 +81,8 @@ class ParameterSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "ParameterSpec":
+        if self.distribution in NORMALS:
+            return self._check_normal()
         kinds = [k for k, present in (("value", self.value is not None), ("values", self.values is not None),
                                       ("min/max", self.min is not None or self.max is not None)) if present]  # fmt: skip
         if len(kinds) != 1:
@@ -76,18 +91,36 @@ class ParameterSpec(StrictModel):
             )
         if self.distribution == "categorical" and self.values is None:
             raise ValueError("distribution categorical needs values: [...]")
-        if self.distribution in CONTINUOUS:
+        if self.distribution == "constant" and self.value is None:
+            raise ValueError("distribution constant needs value: X")
+        if self.distribution in BOUNDED:
             if self.min is None or self.max is None:
                 raise ValueError(f"distribution {self.distribution} needs both min and max")
             if self.min > self.max:
                 raise ValueError(f"min must be <= max (got min {self.min:g} > max {self.max:g})")
-            if self.distribution == "log_uniform_values" and self.min <= 0:
-                raise ValueError(f"log_uniform_values needs min > 0: the logarithm of {self.min:g} is undefined")
+            if self.distribution in ("log_uniform_values", "q_log_uniform_values") and self.min <= 0:
+                raise ValueError(f"{self.distribution} needs min > 0: the logarithm of {self.min:g} is undefined")
             if self.distribution == "int_uniform" and (self.min != int(self.min) or self.max != int(self.max)):
                 raise ValueError("int_uniform needs integer min and max")
         if self.values is not None and self.distribution not in (None, "categorical"):
             raise ValueError(f"values go with distribution categorical, not {self.distribution}")
+        if self.value is not None and self.distribution not in (None, "constant"):
+            raise ValueError(f"value goes with distribution constant, not {self.distribution}")
+        self._check_extras()
         return self
+
+    def _check_normal(self) -> "ParameterSpec":
+        given = [k for k in ("value", "values", "min", "max") if getattr(self, k) is not None]
+        if given:
+            raise ValueError(f"distribution {self.distribution} takes mu and sigma, not {', '.join(given)}")
+        self._check_extras()
+        return self
+
+    def _check_extras(self) -> None:
+        if self.q is not None and self.distribution not in QUANTIZED:
+            raise ValueError(f"q goes with a q_ distribution ({', '.join(sorted(QUANTIZED))}), not {self.distribution}")
+        if (self.mu is not None or self.sigma is not None) and self.distribution not in NORMALS:
+            raise ValueError(f"mu and sigma go with a normal distribution ({', '.join(sorted(NORMALS))}), not {self.distribution}")
 
     @property
     def is_range(self) -> bool:
@@ -107,6 +140,57 @@ class MetricSpec(StrictModel):
     goal: Literal["minimize", "maximize"] = Field(default="minimize", description="Whether a lower or a higher value is better.")
 
 
+class EarlyTerminate(StrictModel):
+    """W&B's ``early_terminate``: stop trials whose intermediate metric is clearly losing (Optuna's pruners).
+
+    Milestones ("brackets" in W&B's words) are steps of the reported metric: with ``min_iter`` they are
+    min_iter, min_iter*eta, min_iter*eta**2, ...; with ``max_iter`` and ``s`` they are max_iter/eta**s, ...,
+    max_iter/eta. At each milestone a trial goes on only if its metric there is in the best 1/eta of the
+    trials that reached it (successive halving: Optuna's SuccessiveHalvingPruner).
+    """
+
+    type: Literal["hyperband"] = Field(description="The early-termination algorithm; W&B's hyperband is the one there is.")
+    min_iter: Optional[int] = Field(default=None, ge=1, description="Step of the first milestone (give this, or max_iter and s).")
+    max_iter: Optional[int] = Field(default=None, ge=1, description="Most steps a trial runs; milestones are max_iter/eta**s ... max_iter/eta.")
+    s: Optional[int] = Field(default=None, ge=1, description="Number of milestones below max_iter (needs max_iter).")
+    eta: int = Field(default=3, ge=2, description="Keep the best 1/eta of the trials at each milestone.")
+    pruner: Literal["successive_halving", "hyperband"] = Field(
+        default="successive_halving",
+        description="successive_halving: one bracket, as W&B runs it; hyperband: Optuna's HyperbandPruner, several brackets "
+        "from min_iter to max_iter, trials spread over them (needs max_iter, or min_iter with max_iter: auto from the trials).",
+    )
+
+    @model_validator(mode="after")
+    def _milestones(self) -> "EarlyTerminate":
+        if self.min_iter is None and self.max_iter is None:
+            raise ValueError("give min_iter (the first milestone), or max_iter with s")
+        if self.s is not None and self.max_iter is None:
+            raise ValueError("s needs max_iter (milestones are max_iter/eta**s ... max_iter/eta)")
+        if self.max_iter is not None and self.min_iter is None:
+            if self.s is None:
+                raise ValueError("max_iter needs s, the number of milestones, or give min_iter instead")
+            if self.max_iter < self.eta**self.s:
+                raise ValueError(f"max_iter / eta**s must be >= 1 (got {self.max_iter} / {self.eta}**{self.s}): lower s or eta, or raise max_iter")
+        if self.min_iter is not None and self.max_iter is not None and self.min_iter >= self.max_iter:
+            raise ValueError(f"min_iter must be < max_iter (got {self.min_iter} >= {self.max_iter})")
+        return self
+
+    @property
+    def first_milestone(self) -> int:
+        if self.min_iter is not None:
+            return self.min_iter
+        return int(self.max_iter // self.eta**self.s)  # type: ignore[operator]
+
+    def milestones(self, up_to: int) -> list[int]:
+        """The steps where a trial is judged, up to ``up_to`` (and below max_iter when given)."""
+        out, m = [], self.first_milestone
+        limit = min(up_to, self.max_iter - 1) if self.max_iter is not None else up_to
+        while m <= limit:
+            out.append(m)
+            m *= self.eta
+        return out
+
+
 class SweepConfig(StrictModel):
     """A hyperparameter sweep: trials of one job with different parameters, spread over the cluster's nodes."""
 
@@ -115,7 +199,10 @@ class SweepConfig(StrictModel):
         description="The base job: a job mapping as in a job file (its name may be left out), or the path of a job file "
         "relative to the sweep file."
     )
-    method: Literal["grid", "random"] = Field(description="grid: every combination of values; random: run_cap draws from a seed.")
+    method: Literal["grid", "random", "bayes"] = Field(
+        description="grid: every combination of values; random: run_cap draws from a seed; bayes: Optuna's TPE picks each "
+        "trial from the results so far (run_cap trials)."
+    )
     parameters: dict[str, ParameterSpec] = Field(min_length=1, description="Parameter name -> how its values are chosen.")
     metric: MetricSpec = Field(description="The reported metric trials are ranked by.")
     run_cap: Optional[int] = Field(
@@ -125,7 +212,7 @@ class SweepConfig(StrictModel):
     allow_partial_grid: bool = Field(
         default=False, description="Allow a grid larger than run_cap: only its first run_cap combinations run."
     )
-    seed: int = Field(default=0, description="Seed of the random method: the same seed draws the same trials, so a re-run resumes them.")
+    seed: int = Field(default=0, description="Seed of random and bayes: the same seed draws the same trials (random: so a re-run resumes them).")
     nodes: int = Field(default=1, ge=1, description="Nodes per trial; more than 1 gang-schedules a multi-node torchrun trial.")
     nproc_per_node: Union[int, Literal["auto"], None] = Field(
         default=None, description="Processes per node of each trial (default: the job's nproc_per_node)."
@@ -141,6 +228,14 @@ class SweepConfig(StrictModel):
         default=False, description="Run each trial as plain `python SCRIPT ARGS` on its node instead of torchrun (single-process trials)."
     )
     poll_interval: float = Field(default=2.0, ge=0.1, le=600, description="Seconds between the controller's checks on running trials.")
+    early_terminate: Optional[EarlyTerminate] = Field(
+        default=None, description="Stop losing trials early from the metric they report per step, e.g. {type: hyperband, min_iter: 3}."
+    )
+
+    @property
+    def uses_study(self) -> bool:
+        """Whether the sweep keeps an Optuna study (bayes asks it for trials; early_terminate asks its pruner)."""
+        return self.method == "bayes" or self.early_terminate is not None
 
     @field_validator("parameters")
     @classmethod
@@ -172,8 +267,12 @@ class SweepConfig(StrictModel):
                 if self.run_cap is not None and size > self.run_cap and not self.allow_partial_grid:
                     problems.append(f"run_cap: the grid has {size} combinations but run_cap is {self.run_cap}; raise run_cap, "
                                     "or set allow_partial_grid: true to run only the first run_cap")  # fmt: skip
-        if self.method == "random" and self.run_cap is None:
-            problems.append("run_cap: method random needs run_cap (how many trials to draw)")
+        if self.method in ("random", "bayes") and self.run_cap is None:
+            problems.append(f"run_cap: method {self.method} needs run_cap (how many trials to draw)")
+        if self.method == "bayes":
+            from launcher.sweep.space import bayes_problems
+
+            problems += bayes_problems(self.parameters)
         if self.args_template is not None:
             for i, item in enumerate(self.args_template):
                 try:

@@ -12,6 +12,7 @@ launch path how that run stands.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -26,10 +27,10 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import CorralError
 from launcher.sweep.backend import TrialBackend
 from launcher.sweep.config import Sweep, sweep_from_mapping
-from launcher.sweep.generate import Trial, generate_trials
+from launcher.sweep.generate import Trial, bayes_trial_id, generate_trials
 from launcher.sweep.journal import Attempt, Journal, SweepState, TrialRecord, replay
 from launcher.sweep.lock import HEARTBEAT_EVERY, LockLost, SweepLock
-from launcher.sweep.metrics import best_value, never_reported, read_reports
+from launcher.sweep.metrics import best_value, metric_series, never_reported, read_reports
 from launcher.sweep.paths import SweepPaths
 from launcher.sweep.scheduler import StartDecision, judge_run, nodes_to_set_aside, plan_starts, sweep_over
 from launcher.sweep.trial_job import build_trial_job
@@ -37,6 +38,8 @@ from launcher.sweep.trial_job import build_trial_job
 log = logging.getLogger(__name__)
 
 EXIT_FINISHED, EXIT_STUCK, EXIT_REFUSED = 0, 1, 2
+ASK = "+ask"
+"""Id prefix of a bayes placeholder: a trial still to be asked of the study (hex ids never start with '+')."""
 MAX_PARALLEL_SSH = 16
 
 
@@ -65,10 +68,15 @@ class Controller:
 
     def __init__(self, sweep: Sweep, cluster: ClusterConfig, backend: TrialBackend, paths: SweepPaths, *,
                  session: Optional[str] = None, token: Optional[str] = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+                 sleep: Callable[[float], None] = time.sleep, study: Any = None) -> None:  # fmt: skip
         self.sweep, self.cluster, self.backend, self.paths = sweep, cluster, backend, paths
         self.cfg = sweep.config
-        self.trials: list[Trial] = generate_trials(self.cfg)
+        self.planned: list[Trial] = generate_trials(self.cfg)
+        self.trials: list[Trial] = list(self.planned)
+        self.study = study
+        """The sweep's SweepStudy (bayes or early_terminate); opened by reconcile, under the lock. Tests pass an in-memory one."""
+        self.adopted: dict[str, tuple[int, dict[str, Any]]] = {}
+        """bayes: trials asked of the study whose start the last controller never journalled -> (Optuna number, params)."""
         self.by_id = {t.id: t for t in self.trials}
         from launcher.sweep.slurm_slots import trial_slots
 
@@ -135,9 +143,42 @@ class Controller:
     def reconcile(self) -> None:
         """After (re)start: the journal's running attempts are adopted if still running, recorded if they ended."""
         self.reload()
+        if self.cfg.uses_study:
+            self.reconcile_study()
         for trial, att in self.state.running():
             log.info("trial %s attempt %d (%s) was running when the last controller ended; checking it", trial.id, att.number, att.run)
         self.poll_running()
+
+    def reconcile_study(self) -> None:
+        """Tell the study what the journal ended while it was not told; adopt or fail trials asked but never started."""
+        from launcher.sweep.study import SweepStudy, file_storage, orphans, settlements, study_path
+
+        if self.study is None:
+            self.study = SweepStudy(self.cfg, file_storage(study_path(self.paths.root)))
+        states = self.study.states()
+        for s in settlements(self.state, states, self.cfg.retries):
+            log.info("trial %s ended %s before the last controller told the study; telling it now", s.trial, s.state)
+            if s.run:
+                self._stop_quietly(s.run)  # pruned, and perhaps never stopped: stopping is idempotent
+            self.study.tell(s)
+        room = max((self.cfg.run_cap or 0) - self.state.started_trials(), 0)
+        for n in orphans(self.state, states):
+            if self.cfg.method == "bayes" and len(self.adopted) < room:
+                params = self.study.params_of(n)
+                self.adopted[bayes_trial_id(n, params)] = (n, params)
+                log.info("Optuna trial %d was asked but never started: it is the next trial", n)
+            else:
+                self.study.fail_unstarted(n)
+        self.refresh_trials()
+
+    def refresh_trials(self) -> None:
+        """bayes: the journal's trials, adopted asks, then one placeholder per trial still to ask (up to run_cap)."""
+        if self.cfg.method != "bayes":
+            return
+        known = [Trial(t.id, t.params) for t in self.state.trials.values()]
+        adopted = [Trial(tid, params) for tid, (_, params) in self.adopted.items() if tid not in self.state.trials]
+        room = max((self.cfg.run_cap or 0) - self.state.started_trials() - len(adopted), 0)
+        self.trials = known + adopted + [Trial(f"{ASK}{k}", {}) for k in range(room)]
 
     def step(self) -> Optional[str]:
         """One round: record ended trials, set bad nodes aside, start what fits. Returns why the sweep is over, or None."""
@@ -147,15 +188,23 @@ class Controller:
             streak = ", ".join(self.state.streaks[node])
             log.warning("node %s failed different trials in a row (%s): setting it aside", node, streak)
             self._record("node_aside", node=node, reason=f"failed trials {streak} in a row")
+        self.refresh_trials()
         self.start_all(plan_starts(self.trials, self.state, self.nodes, self.cfg))
+        self.refresh_trials()
         return sweep_over(self.trials, self.state, self.nodes, self.cfg)
 
     def start_all(self, decisions: list[StartDecision]) -> None:
         """Journal every start first, then launch them side by side (each launch is seconds of ssh)."""
         jobs = []
         for d in decisions:
+            d, number = self._study_trial(d)
             job = build_trial_job(self.sweep, d.trial, d.attempt)
-            self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params)
+            self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params,
+                         **({"optuna": number} if number is not None else {}))  # fmt: skip
+            if number is not None and d.attempt == 1 and self.cfg.method != "bayes":
+                # grid/random study trials have no parameters: the label is what links them to corral's trials in
+                # optuna-dashboard (a bayes trial is known by its parameters, and its Optuna number is in the journal)
+                self.study.label(number, d.trial.id)
             log.info("starting trial %s attempt %d on %s as %s", d.trial.id, d.attempt, ",".join(d.nodes), job.name)
             jobs.append((d, job))
         errors = _side_by_side([lambda d=d, job=job: self._launch(job, list(d.nodes)) for d, job in jobs])
@@ -167,6 +216,21 @@ class Controller:
                 log.error("launching %s", job.name, exc_info=err)
             self._end(d.trial.id, d.attempt, job.name, "failed", {}, error=f"launch failed: {_describe(err)}")
             self._stop_quietly(job.name)
+            self._settle(d.trial.id)
+
+    def _study_trial(self, d: StartDecision) -> tuple[StartDecision, Optional[int]]:
+        """The decision's trial in the study: asked now (a bayes placeholder gets TPE's params), adopted, or as journalled."""
+        if self.study is None:
+            return d, None
+        rec = self.state.trials.get(d.trial.id)
+        if rec is not None and rec.optuna is not None:
+            return d, rec.optuna
+        if d.trial.id in self.adopted:
+            return d, self.adopted.pop(d.trial.id)[0]
+        number, params = self.study.ask()
+        if d.trial.id.startswith(ASK):
+            d = dataclasses.replace(d, trial=Trial(bayes_trial_id(number, params), params))
+        return d, number
 
     def _launch(self, job: JobConfig, nodes: list[str]) -> None:
         preflight = not set(nodes) <= self.preflighted
@@ -181,13 +245,44 @@ class Controller:
                 continue
             outcome = judge_run(att.nodes, seen)
             if outcome.result is None:
+                self._judge_progress(trial, att)
                 continue
             if outcome.stop_rest or outcome.result == "lost":
                 self._stop_quietly(att.run)
             self._finish(trial, att, outcome.result, outcome.exit_codes)
 
+    def _judge_progress(self, trial: TrialRecord, att: Attempt) -> None:
+        """early_terminate: hand the study the steps reported so far; prune the trial if the pruner says so."""
+        if self.study is None or self.cfg.early_terminate is None or trial.optuna is None:
+            return
+        records = read_reports(self.backend.run_dir(att.run))
+        step = self.study.report(trial.optuna, metric_series(records, self.cfg.metric.name))
+        if step is None:
+            return
+        # Journal first, then stop, then tell: a controller killed in between finds `pruned` in the journal and
+        # the study trial RUNNING, and stops (idempotent) and tells it; the trial is never judged twice.
+        metric = best_value(records, self.cfg.metric.name, self.cfg.metric.goal)
+        self._end(trial.id, att.number, att.run, "pruned", {}, metric=metric, error=f"pruned at step {step} by early_terminate")
+        self._stop_quietly(att.run)
+        self._settle(trial.id)
+
+    def _settle(self, trial_id: str) -> None:
+        """Tell the study how a trial ended for good (after its journal record; nothing while it may run again)."""
+        from launcher.sweep.study import settlements
+
+        rec = self.state.trials.get(trial_id)
+        if self.study is None or rec is None or rec.optuna is None:
+            return
+        for s in settlements(self.state, {rec.optuna: "RUNNING"}, self.cfg.retries):
+            if s.trial == trial_id:
+                self.study.tell(s)
+
     def _finish(self, trial: TrialRecord, att: Attempt, result: str, codes: dict[str, Optional[int]]) -> None:
-        metric = best_value(read_reports(self.backend.run_dir(att.run)), self.cfg.metric.name, self.cfg.metric.goal)
+        records = read_reports(self.backend.run_dir(att.run))
+        metric = best_value(records, self.cfg.metric.name, self.cfg.metric.goal)
+        if self.study is not None and trial.optuna is not None and self.cfg.early_terminate is not None:
+            # its whole curve: the pruner's milestone values and the dashboard's plot (a verdict now changes nothing)
+            self.study.report(trial.optuna, metric_series(records, self.cfg.metric.name), until_pruned=False)
         error = None
         if result == "done" and metric is None:
             error = never_reported(self.cfg.metric.name)
@@ -197,6 +292,7 @@ class Controller:
         elif result == "lost":
             error = "its run vanished (no tmux session, no exit status) while no controller watched; it will run again"
         self._end(trial.id, att.number, att.run, result, codes, metric=metric, error=error)
+        self._settle(trial.id)
 
     def _end(self, trial_id: str, attempt: int, run: str, result: str, codes: dict[str, Optional[int]], *,
              metric: Optional[float] = None, error: Optional[str] = None) -> None:  # fmt: skip

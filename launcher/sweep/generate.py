@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from launcher.sweep.config import ParameterSpec, SweepConfig
+from launcher.sweep.config import NORMALS, QUANTIZED, ParameterSpec, SweepConfig
 
 ID_LENGTH = 10
 """Hex digits of the parameter hash: 40 bits, collision-free for any sweep people run."""
@@ -41,8 +41,15 @@ def trial_id(params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_params(params).encode()).hexdigest()[:ID_LENGTH]
 
 
+def bayes_trial_id(number: int, params: dict[str, Any]) -> str:
+    """A bayes trial's id: its parameters and its Optuna trial number (TPE may pick the same point twice)."""
+    return trial_id({"optuna_trial": number, "params": params})
+
+
 def generate_trials(cfg: SweepConfig) -> list[Trial]:
-    """The sweep's trials, in the order they are started, at most run_cap of them."""
+    """The sweep's trials, in the order they are started, at most run_cap of them (bayes: none ahead, it asks its study)."""
+    if cfg.method == "bayes":
+        return []
     points = _grid(cfg.parameters) if cfg.method == "grid" else _random(cfg.parameters, cfg.run_cap or 0, cfg.seed)
     trials: list[Trial] = []
     seen: set[str] = set()
@@ -74,12 +81,27 @@ def sample(spec: ParameterSpec, rng: random.Random) -> Any:
         return spec.value
     if spec.values is not None:
         return rng.choice(spec.values)
+    d = spec.distribution
+    if d in NORMALS:
+        mu, sigma, q = spec.mu or 0.0, spec.sigma or 1.0, spec.q or 1.0
+        x = rng.gauss(mu, sigma)
+        x = math.exp(x) if d in ("log_normal", "q_log_normal") else x
+        return _quantize(x, q) if d in QUANTIZED else float(f"{x:.6g}")
     lo, hi = float(spec.min), float(spec.max)  # type: ignore[arg-type]
-    if spec.distribution == "int_uniform":
+    if d == "int_uniform":
         return rng.randint(int(lo), int(hi))
-    if spec.distribution == "log_uniform_values":
-        return _round(math.exp(rng.uniform(math.log(lo), math.log(hi))), lo, hi)
-    return _round(rng.uniform(lo, hi), lo, hi)
+    if d == "log_uniform":
+        return _round(math.exp(rng.uniform(lo, hi)), math.exp(lo), math.exp(hi))
+    if d in ("log_uniform_values", "q_log_uniform_values"):
+        x = _round(math.exp(rng.uniform(math.log(lo), math.log(hi))), lo, hi)
+        return _quantize(x, spec.q or 1.0) if d in QUANTIZED else x
+    x = _round(rng.uniform(lo, hi), lo, hi)
+    return _quantize(x, spec.q or 1.0) if d in QUANTIZED else x
+
+
+def _quantize(x: float, q: float) -> float:
+    """W&B's q_ forms: round(x / q) * q, spelled without float noise (0.30000000000000004 -> 0.3)."""
+    return float(f"{round(x / q) * q:.12g}")
 
 
 def _round(x: float, lo: float, hi: float) -> float:

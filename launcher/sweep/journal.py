@@ -7,8 +7,11 @@ leave a torn last line, which replay skips (and the next append starts on a fres
 
 Events (``ev``):
   controller  {action: start|exit, pid, host, reason}
-  start       {trial, attempt, run, nodes, params}   written BEFORE the trial is launched
-  end         {trial, attempt, run, result: done|failed|stopped|lost, exit_codes, metric, error}
+  start       {trial, attempt, run, nodes, params, optuna?}   written BEFORE the trial is launched;
+                                                     optuna: the trial's number in the sweep's Optuna study
+  end         {trial, attempt, run, result: done|failed|stopped|lost|pruned, exit_codes, metric, error, step?}
+                                                     pruned: stopped early by early_terminate, written
+                                                     BEFORE its run is stopped and the study told
   node_aside  {node, reason}                          a node that failed 2 different trials in a row
   finished    {counts}                                every trial is done or failed
 """
@@ -26,8 +29,9 @@ from typing import Any, Iterable, Optional
 log = logging.getLogger(__name__)
 
 JOURNAL_VERSION = 1
-RESULTS = ("done", "failed", "stopped", "lost")
-"""How an attempt ended. stopped (by `sweep stop`) and lost (its run vanished while no controller watched) are not failures."""
+RESULTS = ("done", "failed", "stopped", "lost", "pruned")
+"""How an attempt ended. stopped (by `sweep stop`), lost (its run vanished while no controller watched) and pruned
+(early_terminate stopped a losing trial: final, never retried) are not failures."""
 
 NODE_FAILURE_STREAK = 2
 """A node that fails this many different trials in a row is set aside."""
@@ -103,6 +107,8 @@ class TrialRecord:
     id: str
     params: dict[str, Any]
     attempts: list[Attempt] = field(default_factory=list)
+    optuna: Optional[int] = None
+    """The trial's number in the sweep's Optuna study (bayes or early_terminate), from its first start."""
 
     @property
     def running(self) -> Optional[Attempt]:
@@ -116,12 +122,18 @@ class TrialRecord:
     def done(self) -> Optional[Attempt]:
         return next((a for a in self.attempts if a.result == "done"), None)
 
+    @property
+    def pruned(self) -> Optional[Attempt]:
+        return next((a for a in self.attempts if a.result == "pruned"), None)
+
     def state(self, retries: int) -> str:
-        """pending | running | done | failed."""
+        """pending | running | done | pruned | failed."""
         if self.running:
             return "running"
         if self.done:
             return "done"
+        if self.pruned:
+            return "pruned"
         if self.failures > retries:
             return "failed"
         return "pending"
@@ -165,6 +177,11 @@ class SweepState:
 
 def _on_start(st: SweepState, rec: dict[str, Any]) -> None:
     trial = st.trials.setdefault(rec["trial"], TrialRecord(rec["trial"], rec.get("params", {})))
+    if rec.get("optuna") is not None:
+        if trial.optuna is not None and trial.optuna != rec["optuna"]:
+            st.problems.append(f"trial {trial.id}: attempt {rec['attempt']} names Optuna trial {rec['optuna']}, "
+                               f"an earlier attempt {trial.optuna}")  # fmt: skip
+        trial.optuna = rec["optuna"]
     if trial.running:
         st.problems.append(f"trial {trial.id}: attempt {rec['attempt']} started while attempt {trial.running.number} was running")
     trial.attempts.append(Attempt(rec["attempt"], rec["run"], list(rec.get("nodes", [])), rec.get("t", 0.0)))

@@ -39,3 +39,24 @@ def best_value(records: list[dict[str, Any]], name: str, goal: str) -> Optional[
 def never_reported(name: str) -> str:
     return (f"metric {name!r} was never reported: the script must call "
             f"`from launcher.report import report; report({name}=...)`")  # fmt: skip
+
+
+def metric_series(records: list[dict[str, Any]], name: str) -> list[tuple[int, float]]:
+    """(step, value) of every report of ``name``, in order; a record without an integer ``step`` counts as the next step.
+
+    A step reported twice keeps its first value (what the pruner saw first).
+    """
+    out: list[tuple[int, float]] = []
+    seen: set[int] = set()
+    last = 0
+    for r in records:
+        v = r.get(name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            continue
+        step = r.get("step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else last + 1
+        last = step
+        if step not in seen:
+            seen.add(step)
+            out.append((step, float(v)))
+    return out

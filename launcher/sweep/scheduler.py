@@ -115,7 +115,7 @@ def nodes_to_set_aside(state: SweepState) -> list[str]:
 
 
 def counts(trials: list[Trial], state: SweepState, retries: int) -> dict[str, int]:
-    out = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    out = {"pending": 0, "running": 0, "done": 0, "pruned": 0, "failed": 0}
     for t in trials:
         rec = state.trials.get(t.id)
         out[rec.state(retries) if rec else "pending"] += 1

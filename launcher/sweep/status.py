@@ -41,7 +41,9 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
         rows.append(row)
     rows.sort(key=lambda r: _sort_key(r, cfg.metric.goal))
     done_with_metric = [r for r in rows if r["state"] == "done" and r["metric"] is not None]
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("pending", "running", "done", "failed")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("pending", "running", "done", "pruned", "failed")}
+    if cfg.method == "bayes":  # trials not asked of the study yet have no row
+        counts["pending"] += max((cfg.run_cap or 0) - state.started_trials(), 0)
     missing_metric = [r["id"] for r in rows if r["state"] == "done" and r["metric"] is None]
     return {
         "name": sweep.name,
@@ -53,6 +55,7 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
         "trials": rows,
         "nodes_aside": state.nodes_aside,
         "finished": state.finished,
+        "runs": str(runs_root),
         "warnings": ([f"{len(missing_metric)} finished trial(s) never reported {cfg.metric.name!r}: {never_reported(cfg.metric.name)}"]
                      if missing_metric else []) + state.problems,  # fmt: skip
     }
@@ -61,7 +64,7 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
 def _sort_key(row: dict[str, Any], goal: str) -> tuple:
     m = row["metric"]
     if m is None or not math.isfinite(m):
-        order = {"running": 1, "pending": 2, "done": 3, "failed": 4}
+        order = {"running": 1, "pending": 2, "done": 3, "pruned": 4, "failed": 5}
         return (1, order.get(row["state"], 5), 0.0)
     return (0, 0, m if goal == "minimize" else -m)
 
@@ -84,20 +87,7 @@ def format_metric(value: Optional[float]) -> str:
 
 
 def plot_status(status: dict[str, Any], path: str) -> None:
-    """A PNG of the metric per trial, sorted as in the table, the best one highlighted."""
-    import matplotlib
+    """A PNG of the metric against step for every trial (pruned ones dashed, cut short), the best one highlighted."""
+    from launcher.sweep.plot import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in status["trials"] if r["metric"] is not None]
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(rows) + 2), 4))
-    best = status["best"]["id"] if status["best"] else None
-    ax.bar([r["id"] for r in rows], [r["metric"] for r in rows],
-           color=["tab:green" if r["id"] == best else "tab:blue" if r["state"] == "done" else "tab:gray" for r in rows])  # fmt: skip
-    ax.set_ylabel(status["metric"]["name"])
-    ax.set_title(f"sweep {status['name']}: {status['metric']['name']} per trial ({status['metric']['goal']})")
-    ax.tick_params(axis="x", rotation=60)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_curves(status, path)
