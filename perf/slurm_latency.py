@@ -9,7 +9,7 @@
 2. The sweep controller's own cost per trial: ``LaunchBackend.launch`` (submission, no preflight:
    the controller preflights a slot once) plus one ``poll`` of a queued trial.
 
-    python -m benchmarks.slurm_latency --reps 5 --out docs/results/slurm_latency.json
+    python -m perf.slurm_latency --reps 5 --out docs/results/slurm_latency.json
 
 Needs root (network namespaces) and Debian's slurmctld, slurmd, slurm-client and munge.
 """
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [c / h for c, h in zip(corral, hand)]
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m benchmarks.slurm_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m perf.slurm_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
         "nnodes": args.nnodes, "reps": args.reps,
         "corral_s": corral, "hand_s": hand, "ratio_per_rep": ratios,
         "median_corral_s": statistics.median(corral), "median_hand_s": statistics.median(hand),
