@@ -262,3 +262,35 @@ def test_bench_allreduce_on_a_two_node_allocation(slurm_cluster, cfile, work, ca
     assert set(result["env"]["devices_by_node"]) == set(slurm_cluster.node_names)
     assert sorted({r["size_bytes"] for r in result["rows"]}) == [1024, 4096, 16384]
     assert all(r["wrong"] == 0 and r["busbw_gbps"] > 0 for r in result["rows"])
+
+
+def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended(slurm_cluster, cfile, work, names, capsys):
+    name = names("follow")
+    job = write_job(work, train_job(name, steps=20, nproc=1))
+    capsys.readouterr()
+    assert cli_main(["launch", str(job), "-c", str(cfile), "--follow"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted" in out and "every node exited 0" in out, out[-2000:]
+    for node in slurm_cluster.node_names:
+        assert f"[{node}] corral: exited with status 0" in out
+    assert cli_main(["logs", name, "-c", str(cfile), "--node", slurm_cluster.node_names[1], "-n", "5"]) == 0
+    tail = capsys.readouterr().out.splitlines()
+    assert len(tail) == 5 and all(line.startswith(f"[{slurm_cluster.node_names[1]}] ") for line in tail)
+    assert cli_main(["attach", name, "-c", str(cfile)]) == 2
+    assert "there is no running allocation to open a shell in" in capsys.readouterr().err
+
+
+def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, names):
+    from launcher.backends.slurm import attach_argv
+
+    name = names("attach")
+    handle = api.launch(train_job(name, nnodes=2, steps=100000, step_time=0.05, nproc=1), cl)
+    wait_for(lambda: all(n.state == "running" for n in handle.status().nodes), 120, "the job to run")
+    second = slurm_cluster.node_names[1]
+    argv = attach_argv(handle.record, cl, second)
+    job_id = handle.record.slurm["job_id"]
+    assert argv == ["srun", f"--jobid={job_id}", "--overlap", f"--nodelist={second}", "--nodes=1", "--ntasks=1", "--pty", "bash", "-i"]
+    # the same step without a terminal: it runs on that node, inside the job, beside the training
+    probe = [a for a in argv if a != "--pty"][:-2] + ["bash", "-c", 'echo "$(hostname) $SLURM_JOB_ID"']
+    assert slurm_cluster.client(probe, timeout=60).stdout.split() == [second, job_id]
+    assert all(n.state == "running" for n in handle.status().nodes)
