@@ -118,3 +118,13 @@ def test_node_wrapper_passes_hostile_arguments_literally(tmp_path: Path):
     assert log == expected + "[n1] corral: exited with status 0\n"
     assert (tmp_path / "runs" / "train" / "nodes" / "n1" / "exit_code").read_text() == "0 0\n"
     assert not Path("/tmp/pwned").exists()
+
+
+def test_login_host_runs_the_clients_over_ssh_quoted_once():
+    import shlex
+
+    from launcher.tools.slurm import full_argv
+
+    argv = full_argv(cluster(login="user@login1"), ["squeue", "-h", "--name=a b; id"])
+    assert argv[0] == "ssh" and argv[-2] == "user@login1" and argv[-1] == shlex.join(["squeue", "-h", "--name=a b; id"])
+    assert full_argv(cluster(), ["sinfo"]) == ["sinfo"]

@@ -224,7 +224,8 @@ def stop(
             out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
     if bad:
         return 1
-    out.print(f"no process of {name} remains on any node; tmux session corral-{name} removed")
+    where = f"Slurm job of {name} ended" if clustercfg.slurm is not None else f"tmux session corral-{name} removed"
+    out.print(f"no process of {name} remains on any node; {where}")
     return 0
 
 
