@@ -294,3 +294,16 @@ def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, na
     probe = [a for a in argv if a != "--pty"][:-2] + ["bash", "-c", 'echo "$(hostname) $SLURM_JOB_ID"']
     assert slurm_cluster.client(probe, timeout=60).stdout.split() == [second, job_id]
     assert all(n.state == "running" for n in handle.status().nodes)
+
+
+def test_bench_volume_runs_on_every_node_of_the_allocation(slurm_cluster, cfile, work, capsys):
+    shared = work / "vol"
+    shared.mkdir()
+    out = work / "volume.json"
+    capsys.readouterr()
+    rc = cli_main(["bench", "volume", str(shared), "-c", str(cfile), "--size", "8M", "--mode", "seqwrite", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    doc = json.loads(out.read_text())
+    assert sorted(r["node"] for r in doc["results"]) == sorted(slurm_cluster.node_names) and not doc["failed_nodes"]
+    assert {a["mode"]: a["nodes"] for a in doc["aggregate"]} == {"seqwrite": 2}
+    assert list(shared.iterdir()) == []
