@@ -307,3 +307,16 @@ def test_bench_volume_runs_on_every_node_of_the_allocation(slurm_cluster, cfile,
     assert sorted(r["node"] for r in doc["results"]) == sorted(slurm_cluster.node_names) and not doc["failed_nodes"]
     assert {a["mode"]: a["nodes"] for a in doc["aggregate"]} == {"seqwrite": 2}
     assert list(shared.iterdir()) == []
+
+
+def test_bench_node_probes_every_node_of_the_allocation(slurm_cluster, cfile, work, capsys):
+    out = work / "node.json"
+    capsys.readouterr()
+    code = cli_main(["bench", "node", "-c", str(cfile), "--quick", "--json", str(out), "--timeout", "240"])
+    report = json.loads(out.read_text())
+    assert code == 0, report["summary"]
+    assert sorted(n["host"] for n in report["nodes"]) == sorted(slurm_cluster.node_names)
+    for node in report["nodes"]:
+        checks = {c["name"]: c for c in node["checks"]}
+        assert "probe" not in checks, checks.get("probe")
+        assert node["host_info"]["hostname"] == node["host"]  # the probe ran on that node, not here

@@ -84,12 +84,14 @@ def probe_cluster(cluster, *, name: str, quick: bool, timeout: float) -> list[di
         status = api.status(name, cluster)
     run_dir = Path(getattr(handle, "run_dir", Path(cluster.storage.runs) / name))
     probes = []
-    for node in cluster.nodes:
-        path = run_dir / "node" / f"{node.label}.json"
+    # on Slurm the cluster file names no nodes: the allocation's nodes are those the status reports
+    labels = [n.label for n in cluster.nodes] or [e["node"] for e in _status_entries(status)]
+    for label in labels:
+        path = run_dir / "node" / f"{label}.json"
         try:
             probes.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
-            probes.append(missing_probe(node.label, _node_failure(status, node.label, run_dir, path, exc)))
+            probes.append(missing_probe(label, _node_failure(status, label, run_dir, path, exc)))
     return probes
 
 
