@@ -13,7 +13,7 @@ nsenter does not apply /etc/netns/NODE/hosts, so the hosts file is bind-mounted 
 mount namespace (``unshare --mount``), where the hostname is set too (``--uts``).
 
 Teardown (idempotent; also on a failed start): the daemons we started, by their recorded process
-groups, then the SimCluster (every process left in the nodes' namespaces: jobs included), then the
+groups (and the kernel kills them if the test process dies first: parent-death signal), then the SimCluster (every process left in the nodes' namespaces: jobs included), then the
 run's files. Nothing here touches a daemon it did not start.
 """
 
@@ -163,7 +163,8 @@ class SlurmCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[Any]:
         with self._log(name) as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env(), start_new_session=True)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env(), start_new_session=True,
+                                    preexec_fn=_die_with_parent)  # fmt: skip
         self._procs[name] = proc
         return proc
 
@@ -231,6 +232,15 @@ class SlurmCluster:
             **({"venv": str(venv)} if venv else {}),
             "storage": {"runs": str(storage / "runs"), "checkpoints": str(storage / "checkpoints")},
         }
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies, even by SIGKILL, so that no slurmctld or munged
+    (they live in the host's namespaces, out of the simulated cluster's reach) outlives its run."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait(done: Any, timeout: float, why: Any) -> None:
