@@ -87,7 +87,7 @@ def slurm_nnodes(job: JobConfig) -> int:
         return job.nnodes
     raise UserError(
         f"nnodes: on a Slurm cluster nnodes is the allocation size: a number, or 'all' for every node of the partition "
-        f"(resolved at submission, not in a dry run; got {job.nnodes!r})",
+        f"(got {job.nnodes!r})",
         hint="set it in the job file or with --set nnodes=2",
     )
 

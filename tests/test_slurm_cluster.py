@@ -320,3 +320,16 @@ def test_bench_node_probes_every_node_of_the_allocation(slurm_cluster, cfile, wo
         checks = {c["name"]: c for c in node["checks"]}
         assert "probe" not in checks, checks.get("probe")
         assert node["host_info"]["hostname"] == node["host"]  # the probe ran on that node, not here
+
+
+def test_nnodes_all_is_the_partition_and_needs_the_clients(slurm_cluster, cfile, work, names, capsys, monkeypatch):
+    job = work / "all.yaml"
+    data = train_job(names("all")).model_dump(mode="json", exclude_none=True)
+    data["nnodes"] = "all"
+    job.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert cli_main(["launch", str(job), "-c", str(cfile), "--dry-run"]) == 0
+    assert "#SBATCH --nodes=2" in capsys.readouterr().out
+    monkeypatch.setenv("PATH", str(work / "no-slurm-here"))
+    assert cli_main(["launch", str(job), "-c", str(cfile)]) == 2
+    assert "are not installed on this machine" in capsys.readouterr().err

@@ -49,14 +49,18 @@ def _first_line(exc: ToolError) -> str:
     return (exc.stderr.strip().splitlines() or [f"exit status {exc.returncode}"])[-1]
 
 
+def clients_missing(missing: list[str]) -> str:
+    return (f"the Slurm client(s) {', '.join(missing)} are not installed on this machine (not on PATH): "
+            "install slurm-client, or set slurm.login to a host that has them")  # fmt: skip
+
+
 def preflight_checks(cluster: ClusterConfig, job: JobConfig | None, *, base_dir: str, srun_check: bool = True) -> list[Check]:
     """Clients present and answering, partition known and up, enough nodes, workdir and venv on a node."""
     s = cluster.slurm
     assert s is not None
     missing = tool.missing_clients(cluster)
     if missing:
-        return [Check("clients", False, f"the Slurm client(s) {', '.join(missing)} are not installed on this machine (not on PATH): "
-                                        "install slurm-client, or set slurm.login to a host that has them")]  # fmt: skip
+        return [Check("clients", False, clients_missing(missing))]
     checks = [Check("clients", True, "sbatch, squeue, scontrol, scancel, srun, sinfo found")]
     try:
         info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
@@ -106,7 +110,11 @@ def partition_size(cluster: ClusterConfig) -> int:
     """``nnodes: all`` on Slurm: every node of the partition (what benchmarks that run "on every node" ask for)."""
     s = cluster.slurm
     assert s is not None
-    info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
+    try:
+        info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
+    except ToolError as exc:
+        raise UserError(f"nnodes: all needs the partition's size, and sinfo failed ({_first_line(exc)})",
+                        hint="give nnodes as a number (--set nnodes=2), or check the Slurm clients with `corral preflight`") from None
     if info is None:
         raise SlurmPreflightFailed(f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster; nothing was submitted")
     return info.nodes
@@ -138,7 +146,9 @@ def prepare_slurm(job: JobConfig, cluster: ClusterConfig, *, name: str | None = 
                         hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement")  # fmt: skip
     base = base_dir or os.getcwd()
     job = apply_job_overrides(job, set_)
-    if job.nnodes == "all" and not dry_run:
+    if job.nnodes == "all":  # asks sinfo, a dry run too: the script shows the real allocation size
+        if missing := tool.missing_clients(cluster):
+            raise SlurmPreflightFailed(clients_missing(missing) + "; nothing was submitted")
         job = job.model_copy(update={"nnodes": partition_size(cluster)})
     name = check_name(name or job.name)
     secrets = read_secrets(job, base)
