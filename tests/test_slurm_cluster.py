@@ -333,3 +333,23 @@ def test_nnodes_all_is_the_partition_and_needs_the_clients(slurm_cluster, cfile,
     monkeypatch.setenv("PATH", str(work / "no-slurm-here"))
     assert cli_main(["launch", str(job), "-c", str(cfile)]) == 2
     assert "are not installed on this machine" in capsys.readouterr().err
+
+
+def test_job_outlives_its_killed_launcher(cfile, work, names, cl):
+    """No tmux needed: the launcher following the logs is SIGKILLed with its process group; the Slurm job finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    name = names("orphan")
+    job = write_job(work, train_job(name, steps=40, step_time=0.05, nproc=1))
+    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "launch", str(job), "-c", str(cfile), "--follow"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: b"submitted" in launcher.stdout.readline(), 120, "the submission")
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+    status = api.wait(name, cl, timeout=300)
+    assert status.ok and len(status.nodes) == 2, status.to_json()
