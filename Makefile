@@ -1,6 +1,7 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
 #   make test  - install the Debian packages and the venv the tests need, then run pytest
+#   make lint  - ruff (lint and format check), the import contracts (lint-imports), the architecture test
 # GPU acceptance (docs/GPU_CHECK.md):
 #   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
 #   make gpu-check  - on the GPU machine: install from the bundle without a network, then prove every GPU path
@@ -18,12 +19,12 @@ GPU_PYTHON ?= python3
 GPU_CHECK_ARGS ?=
 OUT ?=
 
-.PHONY: demo test venv debs clean-venv gpu-bundle gpu-check
+.PHONY: demo test lint venv debs clean-venv gpu-bundle gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test,plot]"
+	$(PY) -m pip install -q -e ".[test,plot,lint]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -37,6 +38,12 @@ demo: venv
 
 test: debs venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -141,7 +141,7 @@ def _env(cfg: ContainerConfig, ctx: RunContext) -> dict[str, str | None]:
 def _shm(cfg: ContainerConfig) -> int | None:
     if cfg.shm_size is None:
         return None
-    from benchmarks.units import parse_size
+    from launcher.units import parse_size
 
     return parse_size(cfg.shm_size, what="container.shm_size")
 

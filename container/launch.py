@@ -12,7 +12,7 @@ them the plan mounts no InfiniBand paths (as with ``infiniband: off``) and says 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from container.builder import build_plan
 from container.facts import NodeFacts

@@ -6,11 +6,11 @@ Each problem names the node and the config field, and says what to do: a run tha
 
 from __future__ import annotations
 
-from benchmarks.units import format_size
 from container.docker import NVIDIA_HINT
 from container.facts import NodeFacts
 from container.plan import UNLIMITED, ContainerPlan
 from launcher.errors import UserError
+from launcher.units import format_size
 
 KIND_WORDS = {"file": "a regular file", "dir": "a directory", "other": "not a device", "missing": "missing", None: "not probed"}
 

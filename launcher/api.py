@@ -16,15 +16,32 @@ CORRAL_NODE, CORRAL_NODE_RANK, CORRAL_NNODES and CORRAL_RUN_ID.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.config import ClusterConfig, JobConfig
-from launcher.jobs import JobStatus, NodeStatus, PreflightFailed, StopResult, read_status, runs_dir, stop_record, wait_record
+from launcher.config import ClusterConfig, JobConfig, NodeConfig
+from launcher.errors import RunFailed
+from launcher.jobs import (
+    JobStatus,
+    LaunchOptions,
+    NodeStatus,
+    PreflightFailed,
+    StopResult,
+    clean_up_record,
+    prepare,
+    read_files,
+    read_status,
+    runs_dir,
+    stop_record,
+    wait_record,
+)  # fmt: skip
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
 from launcher.runrecord import RunRecord, load
+from launcher.tools import ssh
+from launcher.tools.ssh import Completed
 
 
 @dataclass
@@ -62,6 +79,85 @@ class RunHandle:
     def stop(self, timeout: float = 10) -> list[StopResult]:
         return stop_record(self.record, self.cluster, timeout)
 
+    def log_tail(self, node: str, lines: int = 15) -> list[str]:
+        """The last ``lines`` lines of ``node``'s log, read on that node (empty when it cannot be read)."""
+        return self.log_tails(lines, node=node).get(node, [])
+
+    def log_tails(self, lines: int = 15, *, node: str | None = None) -> dict[str, list[str]]:
+        """Per node (or only ``node``), the last ``lines`` lines of its log, read on that node."""
+        import asyncio
+
+        from launcher.logs import tail_lines
+
+        return {n: got or [] for n, got, _ in asyncio.run(tail_lines(self.record, self.cluster, node, lines))}
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """A job run to its end: its handle, final state and the files collected from its nodes."""
+
+    handle: RunHandle
+    status: JobStatus
+    files: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """Per node, each collected path (relative to the run dir, as asked) -> its text, None if the node has none."""
+    timed_out: bool = False
+
+    def first(self, relpath: str) -> str | None:
+        """``relpath`` from whichever node has it (a file only rank 0 writes)."""
+        return next((got[relpath] for got in self.files.values() if got.get(relpath) is not None), None)
+
+
+def run_to_completion(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+                      plain: bool = False, preflight: bool = True, timeout: float | None = None,
+                      collect: Sequence[str] = (), on_start: Callable[[RunHandle], None] | None = None,
+                      on_poll: Callable[[JobStatus], None] | None = None) -> Outcome:
+    """Launch ``job``, wait until every node's command has exited, fetch ``collect`` (paths relative to the
+    run dir; ``{node}`` is each node's name) from every node through its agent (no shared drive needed),
+    and remove the finished tmux sessions.
+
+    After ``timeout`` seconds the job is stopped on every node and what it wrote is still collected
+    (``timed_out`` is then True). Interrupted (Ctrl-C, a signal turned into an exception), the job is
+    stopped and the exception goes on.
+    """
+    handle = launch(job, cluster, name=name, nodes=nodes, plain=plain, preflight=preflight)
+    if on_start is not None:
+        on_start(handle)
+    timed_out = False
+    try:
+        status = wait_record(handle.record, cluster, timeout, on_poll=on_poll)
+    except RunFailed as exc:  # wait_record's only failure: the timeout
+        log.warning("%s; stopping it on every node", exc)
+        timed_out = True
+        handle.stop(timeout=5)
+        status = handle.status()
+    except BaseException:
+        handle.stop(timeout=5)
+        raise
+    files = read_files(handle.record, cluster, list(collect)) if collect else {}
+    if not timed_out:
+        try:
+            clean_up_record(handle.record, cluster)
+        except Exception as exc:  # noqa: BLE001 - the results are in hand; a leftover session is only untidy
+            log.warning("could not remove the finished tmux sessions of %s: %s", handle.name, exc)
+    return Outcome(handle, status, files, timed_out)
+
+
+async def run_on_node(cluster: ClusterConfig, node: str | NodeConfig, argv: list[str], *, input: bytes | None = None,
+                      timeout: float = 60.0) -> Completed:
+    """Run ``argv`` on one node (locally for ``localhost``, else over ssh) outside any job and collect its
+    output: how a benchmark reaches a node for a short command (``bench net``'s two ends)."""
+    target = node if isinstance(node, NodeConfig) else cluster.node(node)
+    return await ssh.run(cluster.ssh, target, argv, input=input, timeout=timeout)
+
+
+def dry_run(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
+            plain: bool = False, base_dir: str | None = None) -> JobPlan:
+    """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
+    return prepare(job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)).plan
+
 
 def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
            set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False,
@@ -74,7 +170,8 @@ def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, n
     Raises PreflightFailed (exit 2, nothing launched), UserError, or RunFailed when a node could
     not start (the others are stopped again).
     """
-    record = launch_job(job, cluster, name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
+    options = LaunchOptions.of(name=name, nodes=nodes, set_=set_, preflight=preflight, plain=plain, base_dir=base_dir)
+    record = launch_job(job, cluster, options)
     return RunHandle(record.name, cluster, record)
 
 
@@ -93,10 +190,19 @@ def status(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) ->
     return handle(name, cluster, base_dir=base_dir).status()
 
 
+def clean_up(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> None:
+    """Remove a finished job's tmux sessions on every node (what ``run_to_completion`` does at the end)."""
+    clean_up_record(handle(name, cluster, base_dir=base_dir).record, cluster)
+
+
 def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: str | None = None) -> list[StopResult]:
     """SIGTERM the job's process groups on every node, SIGKILL after ``timeout``, kill its tmux
     session; returns per node what was found, killed and (should be empty) still remains."""
     return handle(name, cluster, base_dir=base_dir).stop(timeout)
 
 
-__all__ = ["JobStatus", "NodeStatus", "PreflightFailed", "RunHandle", "StopResult", "handle", "launch", "status", "stop", "wait"]
+__all__ = [
+    "Completed", "JobStatus", "LaunchOptions", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "clean_up",
+    "dry_run", "handle",
+    "launch", "run_on_node", "run_to_completion", "runs_dir", "status", "stop", "wait",
+]  # fmt: skip

@@ -63,9 +63,3 @@ class RunFailed(CorralError):
 
     exit_code = 1
 
-
-class NotImplementedCommand(UserError):
-    """A command of the CLI surface that has not been built yet."""
-
-    def __init__(self, command: str) -> None:
-        super().__init__(f"'corral {command}' is not implemented yet", hint="see the project's open issues")

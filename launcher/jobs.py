@@ -12,16 +12,26 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig, apply_overrides, validate
 from launcher.config.job import JOB_NAME
 from launcher.errors import RunFailed, UserError
 from launcher.plan import (
-    JobPlan, NodeFacts, NodePlan, PlanInputs, build_plan, default_local_venv, parse_env_file,
-    render_secrets, render_wrapper, resolve_path, select_nodes,
+    JobPlan,
+    NodeFacts,
+    NodePlan,
+    PlanInputs,
+    build_plan,
+    default_local_venv,
+    parse_env_file,
+    render_secrets,
+    render_wrapper,
+    resolve_path,
+    select_nodes,
 )  # fmt: skip
 from launcher.preflight import PreflightReport, run_preflight
 from launcher.remote import AgentReply, call, call_all, kept_sessions, run_sync
@@ -98,7 +108,7 @@ def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float
 
 
 def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
-    return {"op": "status", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket}
+    return {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
 
 
 def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
@@ -163,14 +173,59 @@ def read_secrets(job: JobConfig, base_dir: str) -> dict[str, str]:
     return parse_env_file(text, str(path))
 
 
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch a job, as the caller asks for it (the CLI, ``launcher.api.launch``, a sweep)."""
+
+    name: str | None = None
+    """Run name (default: the job's name)."""
+    nodes: tuple[str, ...] | None = None
+    """Node names or hosts to run on (default: the job's or the cluster's nodes)."""
+    set_: tuple[str, ...] = ()
+    """``--set`` overrides of job fields."""
+    preflight: bool = True
+    """Refuse to launch on a failed check (False: still probe, but go on)."""
+    plain: bool = False
+    """``python3 SCRIPT ARGS`` once per node instead of torchrun."""
+    dry_run: bool = False
+    """Plan from the cluster file alone; ask no node."""
+    base_dir: str | None = None
+    """Relative cluster paths are resolved against this directory (default: the cwd)."""
+    tmux_socket: str | None = None
+    """tmux ``-L`` socket (default: ``$CORRAL_TMUX_SOCKET``, else the user's default server)."""
+    run_id: str | None = None
+    """The run's id (default: ``<name>-<8 hex>``)."""
+
+    @classmethod
+    def of(cls, options: LaunchOptions | None = None, **kwargs: Any) -> LaunchOptions:
+        """``options`` as given, or built from ``prepare``'s keyword arguments."""
+        if options is not None:
+            if kwargs:
+                raise TypeError(f"give LaunchOptions or keyword arguments, not both (got {sorted(kwargs)})")
+            return options
+        for key in ("nodes", "set_"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def resolved(self, job: JobConfig) -> LaunchOptions:
+        """Every default filled in, once: the name checked, the base dir, socket and run id decided."""
+        name = check_name(self.name or job.name)
+        socket = self.tmux_socket if self.tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
+        return replace(self, name=name, base_dir=self.base_dir or os.getcwd(), tmux_socket=socket,
+                       run_id=self.run_id or f"{name}-{uuid.uuid4().hex[:8]}")  # fmt: skip
+
+
 @dataclass
 class Prepared:
-    """A launch decided but not started: the plan, the report it came from, the secrets."""
+    """A launch decided but not started: the plan, the report it came from, the secrets, the options."""
 
     plan: JobPlan
     report: PreflightReport | None
     nodes: list[NodeConfig]
     secrets: dict[str, str]
+    options: LaunchOptions = field(default_factory=LaunchOptions)
+    """The options as ``prepare`` resolved them (every default decided)."""
 
 
 def offline_facts(nodes: list[NodeConfig]) -> dict[str, NodeFacts]:
@@ -178,17 +233,18 @@ def offline_facts(nodes: list[NodeConfig]) -> dict[str, NodeFacts]:
     return {n.label: NodeFacts(gpus=n.gpus or 0) for n in nodes}
 
 
-def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-            set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False, dry_run: bool = False,
-            base_dir: str | None = None, tmux_socket: str | None = None, run_id: str | None = None) -> Prepared:
-    """Overrides, node selection, secrets, preflight (unless dry run) and the plan."""
-    base = base_dir or os.getcwd()
-    job = apply_job_overrides(job, set_)
-    name = check_name(name or job.name)
-    chosen = select_nodes(cluster, job, nodes)
+def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> Prepared:
+    """Overrides, node selection, secrets, preflight (unless dry run) and the plan.
+
+    ``options`` (or the same fields as keyword arguments) are resolved once here; the plan, the
+    preflight and ``start`` read them from ``Prepared.options``."""
+    opts = LaunchOptions.of(options, **kwargs)
+    job = apply_job_overrides(job, opts.set_)
+    opts = opts.resolved(job)
+    name, base, socket, run_id = opts.name, opts.base_dir, opts.tmux_socket, opts.run_id
+    plain, preflight, dry_run = opts.plain, opts.preflight, opts.dry_run
+    chosen = select_nodes(cluster, job, list(opts.nodes) if opts.nodes is not None else None)
     secrets = read_secrets(job, base)
-    socket = tmux_socket if tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
-    run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
     local_venv = default_local_venv()
     report = None
     if dry_run:
@@ -208,7 +264,7 @@ def prepare(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, 
         container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
                         plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
-    return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets)
+    return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
 
 
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
@@ -224,9 +280,10 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     }  # fmt: skip
 
 
-def stop_request(plan: JobPlan, node: NodePlan, record: RunRecord | None, timeout: float) -> dict[str, Any]:
+def stop_request(plan: JobPlan, node: NodePlan, timeout: float) -> dict[str, Any]:
     return {
-        "op": "stop", "state_dir": node.state_dir, "session": node.session, "tmux_socket": plan.tmux_socket,
+        "op": "stop", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
+        "tmux_kill": tmux.kill_session(plan.tmux_socket, node.session),
         "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
     }  # fmt: skip
 
@@ -258,18 +315,21 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     return record
 
 
-def launch(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
-    """Launch through the cluster file's backend (``launcher.backends``): ssh + tmux, or Slurm."""
-    from launcher.backends import backend_for
+def launch(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
+    """Launch through the cluster file's backend: Slurm (``launcher.backends.slurm``), or ssh + tmux below.
+    (Not through ``launcher.backends.backend_for``: its ssh + tmux side imports the layers above this one.)"""
+    if cluster.slurm is not None:
+        from launcher.backends.slurm import SlurmBackend
 
-    return backend_for(cluster).launch(job, cluster, **options)
+        return SlurmBackend().launch(job, cluster, LaunchOptions.of(options, **kwargs))
+    return launch_ssh(job, cluster, options, **kwargs)
 
 
-def launch_ssh(job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
+def launch_ssh(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
-    each node is logged into once per launch. ``options`` are ``prepare``'s."""
+    each node is logged into once per launch. ``options`` (or its fields as keywords) are ``prepare``'s."""
     with kept_sessions():
-        return start(prepare(job, cluster, **options), cluster)
+        return start(prepare(job, cluster, LaunchOptions.of(options, **kwargs)), cluster)
 
 
 # ---------------------------------------------------------------------------- stop / wait
@@ -286,7 +346,7 @@ class StopResult:
 
 async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     plan = record.plan
-    requests = [(_node_config(cluster, n), stop_request(plan, n, record, timeout)) for n in plan.nodes]
+    requests = [(_node_config(cluster, n), stop_request(plan, n, timeout)) for n in plan.nodes]
     replies = await call_all(cluster, requests, timeout=timeout + 30)
     out = []
     for n, r in zip(plan.nodes, replies):
@@ -313,6 +373,35 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
     return results
 
 
+def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:
+    """Per node, each of ``relpaths`` (relative to the run dir, ``{node}`` replaced by the node's name) as
+    read on that node by its agent: None where the node has no such file or could not be asked."""
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return slurm.read_files(record, cluster, relpaths)
+    plan = record.plan
+    wanted = {n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes}
+    requests = [(_node_config(cluster, n), {"op": "read", "paths": list(wanted[n.node].values())}) for n in plan.nodes]
+    replies = run_sync(call_all(cluster, requests, timeout=60))
+    out: dict[str, dict[str, str | None]] = {}
+    for n, r in zip(plan.nodes, replies):
+        files = r.data.get("files", {}) if r.ok and r.data.get("ok") else {}
+        if not (r.ok and r.data.get("ok")):
+            log.warning("[%s] could not read the run's files: %s", n.node, r.error or r.data.get("error"))
+        out[n.node] = {rel: files.get(path) for rel, path in wanted[n.node].items()}
+    return out
+
+
+def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
+    """Remove a finished job's tmux sessions (and anything left of it) on every node; the record keeps its state."""
+    if record.slurm is not None:
+        return  # Slurm removed everything of the job when it ended
+    for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
+        if r.error or r.remaining:
+            log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
+
+
 def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,
                 on_poll: Callable[[JobStatus], None] | None = None) -> JobStatus:
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -333,6 +422,6 @@ def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[Run
 
 
 __all__ = [
-    "JobStatus", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "launch", "node_status",
-    "prepare", "read_status", "runs_dir", "start", "stop_record", "wait_record",
+    "JobStatus", "LaunchOptions", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "clean_up_record", "launch",
+    "node_status", "prepare", "read_files", "read_status", "runs_dir", "start", "stop_record", "wait_record",
 ]  # fmt: skip

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from launcher.config import ClusterConfig
 from launcher.jobs import JobStatus, _node_config, read_status
@@ -69,11 +70,7 @@ async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, li
         return await asyncio.to_thread(slurm.follow, record, cluster, node, lines, until_done=until_done, out=out)
     procs = []
     for n in pick_nodes(record, node):
-        argv = ssh.node_argv(cluster.ssh, _node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path])
-        procs.append(await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env=ssh.clean_env(), start_new_session=True,
-        ))  # fmt: skip
+        procs.append(await ssh.stream(cluster.ssh, _node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path]))
 
     def write(text: str) -> None:
         stream = out or sys.stdout  # looked up per call: the caller may have redirected stdout

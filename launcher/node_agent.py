@@ -1,8 +1,8 @@
 """corral's node-side helper: the small program the launcher runs on each node.
 
 Why it exists: nodes need not have corral installed, and the things the launcher must do
-there (probe facts, write the wrapper and the 0600 secrets file, run a sequence of tmux
-argvs, read a job's state, stop exactly its processes) are awkward and fragile as quoted
+there (probe facts, write the wrapper and the 0600 secrets file, run the tmux argvs it is sent
+(built by ``launcher.tools.tmux``), read a job's state, stop exactly its processes) are awkward and fragile as quoted
 shell. So the launcher sends this file's source, then JSON requests, on the ssh session's
 stdin to the node's Python (see ``launcher.remote``) and reads one JSON line back for each.
 Nothing secret ever appears on a command line: secrets travel inside the request.
@@ -45,17 +45,12 @@ FULL_TORCH_CHECK = (
 
 def _run(argv, timeout=60.0, env=None):
     try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout, env=env)
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     except subprocess.TimeoutExpired:
         return 124, "", f"timed out after {timeout:g}s"
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-
-
-def _tmux(socket_name, *args):
-    return ["tmux", *(["-L", socket_name] if socket_name else []), *args]
 
 
 def _read(path, default=None):
@@ -149,10 +144,10 @@ def op_probe(req):
     out["gpus"] = gpu_count()
     out["tmux"] = shutil.which("tmux")
     out["bash"] = shutil.which("bash") is not None
-    session = req.get("session")
-    if session and out["tmux"]:
-        rc, panes, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-s", "-t", "=" + session, "-F", "#{pane_dead}"), timeout=10)
-        out["session_state"] = "none" if rc != 0 else ("running" if "0" in panes.split() else "exited")
+    if req.get("tmux_panes") and out["tmux"]:
+        rc, panes, _ = _run(req["tmux_panes"], timeout=10)
+        dead = [line.split()[0] for line in panes.splitlines() if line.split()]
+        out["session_state"] = "none" if rc != 0 else ("running" if "0" in dead else "exited")
     if req.get("port"):
         out["port"] = free_port(int(req["port"]))
     if req.get("reach"):
@@ -251,8 +246,7 @@ def op_status(req):
         out["exit_mtime"] = os.path.getmtime(os.path.join(state_dir, "exit_code"))
     pid = _read(os.path.join(state_dir, "pid"))
     out["pid"] = [int(x) for x in pid.split()] if pid and len(pid.split()) == 3 else None
-    rc, stdout, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-t", "=" + req["session"], "-F",
-                               "#{pane_dead} #{pane_dead_status} #{pane_pid}"), timeout=10)
+    rc, stdout, _ = _run(req["tmux_panes"], timeout=10)
     if rc == 0 and stdout.strip():
         out["session"] = True
         parts = stdout.split()
@@ -320,8 +314,8 @@ def _live_pane_groups(req):
     if not (pid_file and len(pid_file.split()) == 3):
         return set()
     pid, pgid, _ = (int(x) for x in pid_file.split())
-    rc, out, _ = _run(_tmux(req.get("tmux_socket"), "list-panes", "-t", "=" + req["session"], "-F", "#{pane_pid}"), timeout=10)
-    panes = {int(x) for x in out.split() if x.isdigit()} if rc == 0 else set()
+    rc, out, _ = _run(req["tmux_panes"], timeout=10)
+    panes = {int(line.split()[-1]) for line in out.splitlines() if line.split() and line.split()[-1].isdigit()} if rc == 0 else set()
     return {pgid} if pid in panes and _alive(pid) else set()
 
 
@@ -357,7 +351,7 @@ def op_stop(req):
     if found:
         killed = len(found)
         _signal_all(found, signal.SIGKILL, recorded)
-    _run(_tmux(req.get("tmux_socket"), "kill-session", "-t", "=" + req["session"]), timeout=10)
+    _run(req["tmux_kill"], timeout=10)
     deadline = time.monotonic() + 5
     remaining = _job_processes(req)
     while remaining and time.monotonic() < deadline:
@@ -391,7 +385,25 @@ def op_tail(req):
     return {"ok": True, "lines": text[-n:] if n > 0 else []}
 
 
-OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail}
+def op_read(req):
+    """Whole small files (a run's result documents), None for a missing one: no shared drive needed."""
+    limit = int(req.get("max_bytes", 8 << 20))
+    files = {}
+    for path in req["paths"]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            files[path] = None
+            continue
+        if len(data) > limit:
+            return {"ok": False, "error": f"{path}: larger than {limit} bytes"}
+        files[path] = data.decode(errors="replace")
+    return {"ok": True, "files": files}
+
+
+OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail,
+       "read": op_read}
 
 
 def main(request):

@@ -13,7 +13,7 @@ import json
 import posixpath
 import shlex
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import UserError
@@ -105,7 +105,7 @@ class JobPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobPlan":
+    def from_dict(cls, data: dict[str, Any]) -> JobPlan:
         nodes = [NodePlan(**n) for n in data["nodes"]]
         return cls(**{**data, "nodes": nodes})
 
@@ -190,13 +190,10 @@ def merged_env(cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_
     if not plain:
         defaults["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = LOG_LINE_PREFIX
         if job.max_restarts > 0:
-            # torchrun keeps one rendezvous TCP store across restart attempts and hands it to the
-            # workers; after a worker is killed, restarted workers can read the dead worker's gloo
-            # address from it and fail in init_process_group ("connection refused"). A store per
-            # attempt makes --max-restarts reliable (docs/LAUNCH.md, "Restarts"). It has a price,
-            # so it is set only where there are restarts: the workers' store is then served by
-            # rank 0's worker once it has imported torch, and the other ranks' connect retries
-            # back off exponentially meanwhile (1.4-2.8 s late when rank 0 is 1-5 s behind).
+            # A rendezvous store per restart attempt: with torchrun's shared one, restarted workers
+            # can read a dead worker's address and fail to connect. It slows the start (rank 0's
+            # worker serves it only after importing torch), so only jobs with restarts get it
+            # (docs/LAUNCH.md, "Restarts"; figures in docs/results/launch-latency.md).
             defaults["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     return {**defaults, **cluster.env, **node.env, **job.env, **corral_env}
 
@@ -227,9 +224,6 @@ def plain_argv(job: JobConfig) -> list[str]:
     return [PLAIN_PYTHON, *entry, *job.args]
 
 
-ContainerHook = Callable[..., list[str]]
-
-
 def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str],
                       **extra: Any) -> list[str]:
     """The seam for containers: the argv the wrapper runs instead of ``inner_argv``.
@@ -241,10 +235,8 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
     """
     if job.container is None:
         return list(inner_argv)
-    try:
-        from container.launch import node_argv  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("container: this corral has no container support installed", hint="remove the job's container section") from None
+    from container.launch import node_argv  # imported only for container jobs: it pulls in the container builder
+
     return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
 
 

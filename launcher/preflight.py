@@ -19,6 +19,7 @@ from typing import Any
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.plan import CPU_FALLBACK_NPROC, NodeFacts, rdzv_host, resolve_path, session_name
 from launcher.remote import AgentReply, call_all
+from launcher.tools import tmux
 
 CHECKS = ("ssh", "workdir", "venv", "torch", "gpus", "port", "reach", "name")
 REACH_TIMEOUT_S = 5.0
@@ -64,7 +65,7 @@ def probe_request(cluster: ClusterConfig, node: NodeConfig, job: JobConfig | Non
         "venv": cluster.venv or (local_venv if node.is_local else None),
         "full_torch": full_torch,
         "session": session_name(name) if name else None,
-        "tmux_socket": tmux_socket,
+        "tmux_panes": tmux.list_panes(tmux_socket, session_name(name)) if name else None,
         "port": cluster.rendezvous.port if first else None,
         "script": job.script if job is not None else None,
     }

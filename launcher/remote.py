@@ -23,10 +23,11 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.tools import ssh
@@ -87,7 +88,7 @@ class AgentSession:
     _drain: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, cluster: ClusterConfig, node: NodeConfig) -> "AgentSession":
+    async def open(cls, cluster: ClusterConfig, node: NodeConfig) -> AgentSession:
         proc = await ssh.spawn(cluster.ssh, node, agent_argv(cluster, node))
         session = cls(node, proc)
         session._drain = asyncio.create_task(session._collect_stderr())

@@ -46,7 +46,7 @@ class RunRecord:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         return cls(**{**data, "plan": JobPlan.from_dict(data["plan"])})
 
     def save(self) -> None:

@@ -29,7 +29,13 @@ from typing import Any
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import UserError
 from launcher.plan import (
-    PLAIN_PYTHON, RDZV_JOIN_TIMEOUT_S, TORCHRUN, backend_for, merged_env, nproc_for, resolve_path,
+    PLAIN_PYTHON,
+    RDZV_JOIN_TIMEOUT_S,
+    TORCHRUN,
+    backend_for,
+    merged_env,
+    nproc_for,
+    resolve_path,
 )  # fmt: skip
 
 RUNTIME = {
@@ -77,7 +83,7 @@ class SlurmPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SlurmPlan":
+    def from_dict(cls, data: dict[str, Any]) -> SlurmPlan:
         return cls(**data)
 
 
@@ -94,7 +100,10 @@ def slurm_nnodes(job: JobConfig) -> int:
 
 def _sbatch_path(what: str, path: str) -> str:
     if not SAFE_SBATCH_PATH.match(path):
-        raise UserError(f"{what}: {path!r} cannot go on an #SBATCH line (spaces, quotes or '%')", hint="choose storage.runs without such characters")
+        raise UserError(
+            f"{what}: {path!r} cannot go on an #SBATCH line (spaces, quotes or '%')",
+            hint="choose storage.runs without such characters",
+        )
     return path
 
 

@@ -1,1 +1,3 @@
-"""The project's own measurements of itself (acceptance runs, overhead checks), apart from the product."""
+"""The project's measurements of itself (launch latency, harness overhead, checkpoint and volume
+engine throughput, the GPU acceptance run), apart from the product: run from the repository root as
+``python -m perf.NAME``; not shipped."""

@@ -35,14 +35,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
+from perf import gpu_verdicts as gv
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from perf import gpu_verdicts as gv  # noqa: E402
 
 TOTAL_BUDGET_S = 450.0
 """The whole run stays under 8 minutes: each step gets min(its budget, what is left of this)."""
@@ -310,7 +309,7 @@ class Run:
 
     def s_overhead_allreduce(self, budget: float) -> gv.StepResult:
         out = self.work / "overhead-allreduce.json"
-        argv = [self.py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "benchmarks/allreduce_overhead.py",
+        argv = [self.py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "perf.allreduce_overhead",
                 "--backend", "nccl", "--one-rank", "--sizes", "64M,256M", "--blocks", "30", "-n", "10",
                 "--kinds", "bare,harness_inplace,harness_outofplace", "--out", str(out)]  # fmt: skip
         p = self.proc("overhead_allreduce", argv, budget)

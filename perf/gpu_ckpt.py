@@ -28,13 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.units import parse_size  # noqa: E402
-from launcher.checkpoint import Checkpointer  # noqa: E402
+from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK  # noqa: E402
+from launcher.units import parse_size
 
 CHUNK_TENSOR = 64 << 20
 MODES = ("background", "now")

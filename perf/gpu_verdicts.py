@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks import overhead_stats as ost
 from benchmarks.node.judge import SPEED_PASS_SHARE, SPEED_WARN_SHARE
+from perf import overhead_stats as ost
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
 RESULT_FORMAT = "corral-gpu-check/1"

@@ -3,7 +3,7 @@
 1. Submit to all ranks initialised, for a 2-node x 1-process job: ``corral launch`` (through
    ``launcher.api``, preflight included, as a user runs it) against a hand-written sbatch script whose
    srun runs the same torchrun with the same worker, in the same run on the same cluster, the two
-   interleaved (order alternating per repetition). The worker is benchmarks/launch_latency_worker.py:
+   interleaved (order alternating per repetition). The worker is perf/launch_latency_worker.py:
    each rank writes the time its process group is initialised. Each measurement starts after the
    previous job has left Slurm.
 2. The sweep controller's own cost per trial: ``LaunchBackend.launch`` (submission, no preflight:
@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = "benchmarks/launch_latency_worker.py"
+WORKER = "perf/launch_latency_worker.py"
 
 
 def hand_script(out_dir: Path, venv: Path, nnodes: int) -> str:
@@ -77,7 +77,9 @@ def measure_corral(cluster, work: Path, nnodes: int) -> float:
     name = f"lat-{uuid.uuid4().hex[:6]}"
     out = work / name
     out.mkdir()
-    job = JobConfig.model_validate({"name": name, "script": WORKER, "args": [str(out)], "nnodes": nnodes, "nproc_per_node": 1})
+    job = JobConfig.model_validate(
+        {"name": name, "script": WORKER, "args": [str(out)], "nnodes": nnodes, "nproc_per_node": 1}
+    )
     t0 = time.time()
     api.launch(job, cluster, base_dir=str(REPO))
     return wait_ready(out, nnodes) - t0
@@ -102,7 +104,9 @@ def measure_sweep_overhead(cluster, work: Path, trials: int) -> list[float]:
     out = []
     for i in range(trials):
         name = f"ovh-{uuid.uuid4().hex[:6]}"
-        job = JobConfig.model_validate({"name": name, "script": "tests/sweep_trial.py", "args": ["--lr", "0.1", "--sleep", "0.1"]})
+        job = JobConfig.model_validate(
+            {"name": name, "script": "tests/sweep_trial.py", "args": ["--lr", "0.1", "--sleep", "0.1"]}
+        )
         t0 = time.perf_counter()
         backend.launch(job, [f"slot-{i}"], plain=True, preflight=False)
         backend.poll(name)
@@ -117,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-trials", type=int, default=8)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     from launcher.config import ClusterConfig
     from tests.slurmcluster import SlurmCluster
 
@@ -133,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             order = ("corral", "hand") if rep % 2 == 0 else ("hand", "corral")
             for which in order:
                 wait_queue_empty(env)
-                t = measure_corral(cluster, work, args.nnodes) if which == "corral" else measure_hand(env, work, venv, args.nnodes)
+                t = (
+                    measure_corral(cluster, work, args.nnodes)
+                    if which == "corral"
+                    else measure_hand(env, work, venv, args.nnodes)
+                )
                 (corral if which == "corral" else hand).append(t)
                 print(f"rep {rep} {which}: {t:.2f} s", flush=True)
         wait_queue_empty(env)

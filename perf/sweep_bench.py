@@ -1,6 +1,6 @@
 """Benchmark of learning sweeps on the synthetic objective: bayes vs random, hyperband vs none, controller overhead.
 
-    python perf/sweep_bench.py [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/FILE.json] [--plot FILE.png]
+    python -m perf.sweep_bench [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/FILE.json] [--plot FILE.png]
 
 What is measured: the sweep controller's own decision code (``launcher.sweep.controller.Controller``:
 scheduling, corral's journal, the Optuna study in its journal file with the open-file lock, TPE,
@@ -28,18 +28,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from launcher.config import ClusterConfig  # noqa: E402
-from launcher.sweep import study as study_mod  # noqa: E402
-from launcher.sweep.config import sweep_from_mapping  # noqa: E402
-from launcher.sweep.controller import Controller, load_spec, save_spec  # noqa: E402
-from launcher.sweep.journal import Journal, replay  # noqa: E402
-from launcher.sweep.paths import SweepPaths  # noqa: E402
-from perf.sweep_objective import MAX_STEPS, OPTIMUM, PARAMETERS, SyntheticBackend, final_loss  # noqa: E402
+from launcher.config import ClusterConfig
+from launcher.sweep import study as study_mod
+from launcher.sweep.config import sweep_from_mapping
+from launcher.sweep.controller import Controller, load_spec, save_spec
+from launcher.sweep.journal import Journal, replay
+from launcher.sweep.paths import SweepPaths
+from perf.sweep_objective import MAX_STEPS, OPTIMUM, PARAMETERS, SyntheticBackend, final_loss
 
 NODES = 4
 HYPERBAND = {"type": "hyperband", "max_iter": MAX_STEPS, "s": 2, "eta": 3}
@@ -57,7 +56,7 @@ class Meter:
         self._depth = 0
         self._undo: list[Callable[[], None]] = []
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         for name, owner, attr in (*self.OVERHEAD, ("report", study_mod.SweepStudy, "report")):
             self._wrap(owner, attr, name, overhead=name != "report")
         real_fsync = os.fsync

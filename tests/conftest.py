@@ -20,8 +20,8 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -125,13 +125,13 @@ class SlurmCluster:
 
     # ---- lifecycle -------------------------------------------------------------
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         try:
             self.sim.start()
             self.state_dir.mkdir()
@@ -152,7 +152,9 @@ class SlurmCluster:
         if self._closed:
             return
         self._closed = True
-        for name in sorted(self._procs, key=lambda k: k.startswith("munged")):  # munged last: slurmd talks to it on exit
+        for name in sorted(
+            self._procs, key=lambda k: k.startswith("munged")
+        ):  # munged last: slurmd talks to it on exit
             _stop_group(self._procs[name])
         self.sim.close(raise_on_error=False)
 
@@ -177,7 +179,11 @@ class SlurmCluster:
         # --force: munged refuses to run as root otherwise; this munged serves only this cluster.
         self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={self.munge_socket}", f"--key-file={key}",
                                f"--pid-file={mdir / 'munged.pid'}", f"--log-file={mdir / 'munged.log'}", f"--seed-file={mdir / 'seed'}"])  # fmt: skip
-        _wait(lambda: self.munge_socket.exists(), 20, lambda: f"munged did not start: {self.tail('munged.out')} {self.tail('munge/munged.log')}")
+        _wait(
+            lambda: self.munge_socket.exists(),
+            20,
+            lambda: f"munged did not start: {self.tail('munged.out')} {self.tail('munge/munged.log')}",
+        )
 
     def _write_conf(self) -> None:
         layout = self.sim.layout
@@ -217,7 +223,9 @@ class SlurmCluster:
         def ready() -> bool:
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
-                    raise SimClusterError(f"{name} exited {proc.returncode}: {self.tail(name + '.out')} {self.tail('slurmctld.log')}")
+                    raise SimClusterError(
+                        f"{name} exited {proc.returncode}: {self.tail(name + '.out')} {self.tail('slurmctld.log')}"
+                    )
             states = self.node_states()
             return len(states) == self.n_nodes and all(s in ("idle", "mix", "alloc") for s in states.values())
 

@@ -8,9 +8,10 @@ the test. Integration tests use the real launch path on the simulated cluster in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from launcher.config import JobConfig
 from launcher.sweep.scheduler import NodeRun

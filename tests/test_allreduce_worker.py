@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "benchmarks" / "allreduce.py"
+WORKER_MODULE = "benchmarks.allreduce.worker"
 
 
 def free_port() -> int:
@@ -24,9 +24,9 @@ def free_port() -> int:
 def torchrun(nproc: int, args: list[str], tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     argv = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        f"--rdzv-endpoint=127.0.0.1:{free_port()}", str(WORKER), *args,
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}", "-m", WORKER_MODULE, *args,
     ]  # fmt: skip
-    env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path), "CORRAL_NODE": "local"}
+    env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path), "CORRAL_NODE": "local", "PYTHONPATH": str(REPO)}
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -52,8 +52,8 @@ def test_fill_and_check_in_torch(op, dtype):
     """The worker's torch fill and check, with the reduction over simulated ranks done by torch itself."""
     import torch
 
-    from benchmarks import collective_math as cm
-    from benchmarks.allreduce import count_wrong, fill
+    from benchmarks.allreduce import maths as cm
+    from benchmarks.allreduce.worker import count_wrong, fill
 
     d = cm.resolve_dtype(dtype)
     if op == "avg" and not d.floating:
@@ -80,7 +80,7 @@ def test_worker_refuses_nccl_without_gpus(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from benchmarks.allreduce import main
+    from benchmarks.allreduce.worker import main
 
     assert main(["--backend", "nccl", "--out", str(tmp_path / "r.json")]) == 2
 
@@ -104,8 +104,8 @@ def test_fill_and_check_work_in_chunks(monkeypatch):
     """Large buffers are filled and checked chunk by chunk; chunk edges must not shift the pattern."""
     import torch
 
-    import benchmarks.allreduce as worker
-    from benchmarks import collective_math as cm
+    import benchmarks.allreduce.worker as worker
+    from benchmarks.allreduce import maths as cm
 
     monkeypatch.setattr(worker, "CHECK_CHUNK", 7)
     rule = cm.fill_rule("max", 3)
@@ -122,7 +122,7 @@ def test_fill_and_check_work_in_chunks(monkeypatch):
 
 
 def test_backend_choice_is_announced_and_follows_the_launcher():
-    from benchmarks.allreduce import choose_backend
+    from benchmarks.allreduce.worker import choose_backend
     from launcher.errors import UserError
 
     assert choose_backend("auto", True, 8, 8) == ("nccl", None)
@@ -142,7 +142,7 @@ def test_cuda_event_timer_orders_and_converts():
     the collective between the events, and elapsed_time's milliseconds become seconds."""
     from types import SimpleNamespace
 
-    from benchmarks.allreduce import CudaEventTimer
+    from benchmarks.allreduce.worker import CudaEventTimer
 
     log: list[str] = []
     clock = [0.0]
@@ -156,7 +156,7 @@ def test_cuda_event_timer_orders_and_converts():
             log.append("record")
             self.t = clock[0]
 
-        def elapsed_time(self, end: "Event") -> float:  # milliseconds, like torch.cuda.Event
+        def elapsed_time(self, end: Event) -> float:  # milliseconds, like torch.cuda.Event
             return end.t - self.t
 
     cuda = SimpleNamespace(Event=Event, synchronize=lambda: log.append("sync"))

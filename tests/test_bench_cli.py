@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
+from benchmarks.allreduce.run import build_job, min_busbw_failure, validate
 from launcher.cli import main
-from launcher.cli.bench_allreduce import build_job, min_busbw_failure, validate
 from launcher.config import ClusterConfig
 
 
@@ -58,7 +58,8 @@ def test_dry_runs_print_plans(tmp_path, capsys):
     assert "a -> b (10.9.0.2):" in out and "b -> a (10.9.0.1):" in out and "- recv --bind 10.9.0.2 --port PORT" in out
     assert main(["bench", "allreduce", "-c", ok, "-b", "1K", "-e", "8K", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert '"module": "benchmarks.allreduce"' in out and "sizes: 1024 2048 4096 8192" in out
+    assert "node a (ssh 10.9.0.1)" in out and "-m benchmarks.allreduce.worker -b 1024 -e 8192" in out
+    assert "sizes: 1024 2048 4096 8192" in out
 
 
 def test_job_for_the_worker():
@@ -66,7 +67,7 @@ def test_job_for_the_worker():
     req = validate(cluster, min_bytes="8", max_bytes="1M", factor=4, iters=7, warmup=1, dtype="bf16", op="max",
                    backend="auto", nproc_per_node=None)  # fmt: skip
     job = build_job(req, "bench-allreduce-x")
-    assert job.module == "benchmarks.allreduce" and job.nproc_per_node == "auto" and job.backend == "auto"
+    assert job.module == "benchmarks.allreduce.worker" and job.nproc_per_node == "auto" and job.backend == "auto"
     assert job.args == ["-b", "8", "-e", "1048576", "-f", "4", "-n", "7", "-w", "1", "-d", "bfloat16", "-o", "max", "--backend", "auto"]
     json.dumps(job.model_dump())
 
@@ -75,3 +76,20 @@ def test_min_busbw_message_says_by_how_much():
     result = {"peak_busbw_gbps": 38.0}
     assert min_busbw_failure(result, None) is None and min_busbw_failure(result, 38.0) is None
     assert min_busbw_failure(result, 40.0) == "peak busbw 38.000 GB/s is below --min-busbw 40 GB/s by 2.000 GB/s (5.0%)"
+
+
+def test_progress_is_silent_off_a_terminal(capsys):
+    from launcher.cli.progress import progress
+
+    with progress("sizes", total=3) as update:
+        update(completed=2, note="a running")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_volume_dry_run_on_a_cluster_prints_the_launch_plan(tmp_path, capsys):
+    ok = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a"}, {"host": "10.9.0.2", "name": "b"}])
+    assert main(["bench", "volume", "/mnt/vol", "-c", ok, "--node", "b", "--size", "64M", "--mode", "seqread", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "node b (ssh 10.9.0.2)" in out and "node a" not in out
+    assert "command: python3 -m benchmarks.volume.worker --size 67108864" in out and "-- /mnt/vol" in out

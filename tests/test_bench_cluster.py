@@ -80,9 +80,8 @@ def test_net_names_the_rate_limited_pair(sim_cluster, cluster_file, tmp_path, ca
 
 
 def test_net_detects_a_limit_applied_mid_run(sim_cluster, cluster_file):
-    from benchmarks import net
-    from benchmarks.net_exec import run_plan
-    from launcher.cli.bench_net import prepare
+    from benchmarks.net import plan as net
+    from benchmarks.net.run import prepare, run_plan
     from launcher.config import load_cluster
 
     cfg = load_cluster(cluster_file)

@@ -99,19 +99,19 @@ def test_dry_run_prints_each_nodes_command(tmp_path, capsys):
     cluster.write_text("nodes:\n  - {host: 10.0.0.1, name: n1}\n  - {host: 10.0.0.2, name: n2, gpus: 8}\nstorage: {runs: /var/tmp/runs}\n")
     assert main(["bench", "node", "-c", str(cluster), "--dry-run", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert "n1 (10.0.0.1): python benchmarks/node/probe.py --quick" in out
+    assert "node n1 (ssh 10.0.0.1)" in out and "command: python3 -m benchmarks.node.probe --quick" in out
     assert "/var/tmp/runs/bench-node-" in out and "/node/n2.json" in out
 
 
-def test_probe_script_runs_by_path_as_the_launch_path_runs_it(tmp_path):
-    env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path / "run"), "CORRAL_NODE": "n1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/node/probe.py"), "--quick"], cwd=tmp_path, env=env,
+def test_probe_runs_by_module_as_the_launch_path_runs_it(tmp_path):
+    env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path / "run"), "CORRAL_NODE": "n1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.node.probe", "--quick"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     probe = json.loads((tmp_path / "run" / "node" / "n1.json").read_text())
     assert probe["host"] == "n1" and probe["quick"] is True and probe["speed"] is None
     env.pop("CORRAL_RUN_DIR")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/node/probe.py")], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.node.probe"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "give --out FILE" in proc.stderr and "Traceback" not in proc.stderr
 

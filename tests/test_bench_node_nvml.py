@@ -68,7 +68,7 @@ def test_healthy_h100_sxm_passes_every_health_check():
     assert gpu["ecc_mode"] == {"current": "enabled", "pending": "enabled"}
     assert gpu["remapped_rows"] == {"correctable": 0, "uncorrectable": 0, "pending": 0, "failure": 0}
     assert gpu["power_limit_w"] == 700.0 and gpu["clocks_mhz"]["max_sm"] == 1980
-    assert len(gpu["nvlinks"]) == 18 and all(l["active"] for l in gpu["nvlinks"])
+    assert len(gpu["nvlinks"]) == 18 and all(ln["active"] for ln in gpu["nvlinks"])
     c = checks(gpu)
     for name in ("model", "ecc_mode", "ecc_uncorrected", "remapped_rows", "pcie_width", "pcie_generation", "nvlink_state",
                  "nvlink_errors", "clock_events", "temperature", "power_limit", "xid_events", "memory_size"):

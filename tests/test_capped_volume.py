@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.capped_volume import BLKIO, blkio_missing, capped_volume, loop_missing, own_blkio_group
+from tests.infra.capped_volume import BLKIO, blkio_missing, capped_volume, loop_missing, own_blkio_group
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 
-from benchmarks.capped_volume import loop_ext4, loop_missing
 from launcher.checkpoint import Checkpointer, CheckpointError
 from launcher.checkpoint.inspect import scan
 from launcher.cli import main as cli
 from tests.ckpt_helpers import assert_same, make_state, remove_dir, unique_dir
+from tests.infra.capped_volume import loop_ext4, loop_missing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

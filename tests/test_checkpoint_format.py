@@ -9,8 +9,7 @@ import os
 import pytest
 import torch
 
-from launcher.checkpoint import Checkpointer, CheckpointError, CheckpointPathError
-from launcher.checkpoint import layout
+from launcher.checkpoint import Checkpointer, CheckpointError, CheckpointPathError, layout
 from launcher.checkpoint.fsinfo import parse_mountinfo, volatile_reasons
 from launcher.checkpoint.inspect import scan
 from launcher.checkpoint.manifest import FileRecord, Manifest

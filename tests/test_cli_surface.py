@@ -69,7 +69,8 @@ def test_config_fields_are_frozen():
 
 
 def test_every_config_field_has_a_description():
-    def walk(model, seen=set()):
+    def walk(model, seen=None):
+        seen = set() if seen is None else seen
         if model in seen:
             return
         seen.add(model)

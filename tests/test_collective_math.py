@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
-from benchmarks import collective_math as cm
-from benchmarks import nccl_table
+from benchmarks.allreduce import maths as cm
+from benchmarks.allreduce import table as nccl_table
 from launcher.errors import UserError
-
-GOLDEN = Path(__file__).parent / "golden" / "allreduce_table.txt"
-REGEN = "UPDATE_GOLDEN=1 python -m pytest tests/test_collective_math.py"
+from tests.infra.golden import check_golden
 
 
 def test_size_sweep_like_nccl_tests():
@@ -156,12 +152,7 @@ def test_average_and_peak_follow_nccl_tests():
 
 
 def test_table_matches_golden_file():
-    text = nccl_table.render(sample_result())
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert GOLDEN.exists(), f"missing golden file {GOLDEN}; create it with: {REGEN}"
-    assert text == GOLDEN.read_text(encoding="utf-8"), f"table rendering changed; if intended, regenerate with: {REGEN}"
+    check_golden("allreduce_table.txt", nccl_table.render(sample_result()))
 
 
 def test_table_columns_line_up_with_nccl_tests():
@@ -184,7 +175,7 @@ def test_fit_keeps_width():
 
 def test_json_schema_is_frozen():
     """The --json keys scripts depend on: a change here must be deliberate (and bump the schema)."""
-    from benchmarks.allreduce import SCHEMA, UNITS, build_result
+    from benchmarks.allreduce.worker import SCHEMA, UNITS, build_result
 
     r = sample_result()
     assert list(r["rows"][0]) == [

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -23,9 +21,9 @@ from container.render import render_docker_argv, render_sdk_kwargs, render_shell
 from launcher.config import JobConfig, validate
 from launcher.config.job import ContainerConfig
 from launcher.errors import ConfigError, UserError
+from tests.infra import golden
+from tests.infra.hostile import HOSTILE_PATH
 
-GOLDEN = Path(__file__).parent / "golden" / "container"
-UPDATE = os.environ.get("CORRAL_UPDATE_GOLDEN") == "1"
 MIB = 1 << 20
 
 IB = IbPaths()
@@ -68,18 +66,10 @@ def golden_text(plan) -> str:
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / f"{name}.txt"
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"missing golden file {path}; create it with CORRAL_UPDATE_GOLDEN=1 pytest {__file__}"
-    assert text == path.read_text(encoding="utf-8"), (
-        f"{path} differs from the generated configuration; if the change is intended, regenerate with "
-        f"CORRAL_UPDATE_GOLDEN=1 pytest tests/test_container_builder.py and review the diff"
-    )
+    golden.check_golden(f"container/{name}.txt", text)
 
 
-HOSTILE = "/data/my \"set\" 'v2', $(rm -rf ~); `id`"
+HOSTILE = HOSTILE_PATH
 CASES = {
     "gpu_node_with_ib": lambda: build_plan(cfg(), ctx(), facts()),
     "node_without_ib": lambda: build_plan(cfg(), ctx(), facts(ib=False)),

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import collective_math as cm
-from benchmarks import overhead_stats as ost
-from benchmarks.allreduce import build_result
+from benchmarks.allreduce import maths as cm
+from benchmarks.allreduce.worker import build_result
 from perf import gpu_check
 from perf import gpu_verdicts as gv
+from perf import overhead_stats as ost
+from tests.infra.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "golden" / "gpu_check_summary.md"
-REGEN = "UPDATE_GOLDEN=1 python -m pytest tests/test_gpu_check.py -k golden"
 
 
 # ---- the CPU path ------------------------------------------------------------------
@@ -207,11 +206,7 @@ def test_summary_of_a_whole_run_matches_the_golden_file():
            "command": "make gpu-check", "steps": [s.to_dict() for s in (node, ar, ck)],
            "environment": {"gpu_name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "gpu_count": 1, "torch": "2.11.0+cu130",
                            "cuda": "13.0", "nccl": "2.28.3", "python": "3.12.3", "hostname": "gpu1", "checkpoint_disk": "a persistent disk"}}  # fmt: skip
-    text = gv.render_markdown(doc)
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert GOLDEN.exists(), f"missing golden file {GOLDEN}; create it with: {REGEN}"
-    assert text == GOLDEN.read_text(encoding="utf-8"), f"the summary changed; if intended, regenerate with: {REGEN}"
+    check_golden("gpu_check_summary.md", gv.render_markdown(doc))
 
 
 # ---- the checkpoint worker, on CPU --------------------------------------------------
@@ -237,7 +232,7 @@ def test_checkpoint_worker_round_trips_both_async_modes_on_cpu(tmp_path):
 
 def test_allreduce_overhead_on_one_rank_compares_times_and_reports_algbw():
     """World size 1 (one GPU): busbw is 0 by definition, the ratios come from block times alone."""
-    from benchmarks.allreduce_overhead import summarise
+    from perf.allreduce_overhead import summarise
 
     size = 64 << 20
     bare = [0.010 + 0.0001 * (i % 4) for i in range(20)]

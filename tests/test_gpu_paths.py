@@ -41,7 +41,7 @@ class _NoDist:
 
 
 def test_cuda_event_timer_agrees_with_the_host_clock_and_leaves_out_the_prepare_step(torch):
-    from benchmarks.allreduce import CudaEventTimer
+    from benchmarks.allreduce.worker import CudaEventTimer
 
     n, iters = 4096, 50
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -67,7 +67,7 @@ def test_cuda_event_timer_agrees_with_the_host_clock_and_leaves_out_the_prepare_
 def test_nccl_allreduce_on_one_gpu_checks_its_data_and_times_with_cuda_events(tmp_path):
     out = tmp_path / "ar.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "benchmarks/allreduce.py",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "benchmarks.allreduce.worker",
          "--backend", "nccl", "-b", "1M", "-e", "256M", "-f", "16", "-n", "10", "-w", "3", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.launch_breakdown import ACCT_RECORD, CpuSampler, comp_t, parse_acct
+from perf.launch_breakdown import ACCT_RECORD, CpuSampler, comp_t, parse_acct
 
 
 def _record(comm: bytes, pid: int, ppid: int, utime: int, stime: int, version: int = 3) -> bytes:

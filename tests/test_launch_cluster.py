@@ -23,12 +23,12 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.jobs import PreflightFailed
 from launcher.preflight import run_preflight_sync
 from launcher.tools import ssh
+from tests.infra.hostile import HOSTILE
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-HOSTILE = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED`", "x; touch PWNED", "line1\nline2", "$HOME"]
 
 
 @pytest.fixture(scope="module")

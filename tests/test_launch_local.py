@@ -20,9 +20,9 @@ from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.jobs import PreflightFailed
+from tests.infra.hostile import HOSTILE
 
 REPO = Path(__file__).resolve().parents[1]
-HOSTILE = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED`", "x; touch PWNED", "line1\nline2", "$HOME"]
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import net, net_peer
+from benchmarks.net import peer as net_peer
+from benchmarks.net import plan as net
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
 
@@ -47,7 +48,7 @@ def test_plan_argv_and_dry_run_text():
     assert plans[0].recv_argv[:6] == ["python3", "-", "recv", "--bind", "10.0.0.2", "--port"]
     assert plans[0].send_argv[:5] == ["/v a/bin/python", "-", "send", "--to", "10.0.0.2"] and "--duration" in plans[0].send_argv
     text = net.describe_plan(plans)
-    assert "'/v a/bin/python' - send" in text and "--port PORT" in text and "net_peer.py on stdin" in text
+    assert "'/v a/bin/python' - send" in text and "--port PORT" in text and "net/peer.py on stdin" in text
     with pytest.raises(UserError, match="--duration"):
         net.build_plan(eps, "all", python="p", duration=0)
 
@@ -101,7 +102,7 @@ def test_peer_over_loopback():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = str(REPO / "benchmarks" / "net_peer.py")
+    script = str(REPO / "benchmarks" / "net" / "peer.py")
     recv = subprocess.Popen([sys.executable, script, "recv", "--bind", "127.0.0.1", "--port", str(port), "--interval", "0.25"],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

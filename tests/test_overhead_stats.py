@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from benchmarks import overhead_stats as ost
+from perf import overhead_stats as ost
 
 
 def test_ratio_of_sums_is_busbw_ratio():

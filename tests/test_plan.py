@@ -4,7 +4,6 @@ process counts, backend, node selection, and hostile values that must stay liter
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -14,23 +13,20 @@ import pytest
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.plan import (
-    CPU_FALLBACK_NPROC, NodeFacts, PlanInputs, build_plan, describe, pane_command, parse_env_file, render_secrets,
-    render_wrapper, select_nodes,
+    CPU_FALLBACK_NPROC,
+    NodeFacts,
+    PlanInputs,
+    build_plan,
+    describe,
+    pane_command,
+    parse_env_file,
+    render_secrets,
+    render_wrapper,
+    select_nodes,
 )  # fmt: skip
 from launcher.tools import tmux
-
-GOLDEN = Path(__file__).parent / "golden"
-REGEN = os.environ.get("CORRAL_REGEN_GOLDEN") == "1"
-HOSTILE = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED`", "x; touch PWNED", "line1\nline2", "$HOME", "\\n"]
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
-    assert text == path.read_text(), f"{name} changed; if intended, regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
+from tests.infra.golden import check_golden
+from tests.infra.hostile import HOSTILE
 
 
 def cluster(**extra) -> ClusterConfig:

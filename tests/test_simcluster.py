@@ -416,7 +416,7 @@ def test_torchrun_c10d_rendezvous_across_nodes(make_sim_cluster) -> None:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in cluster.nodes]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     lines = sorted(line for out, _ in outputs for line in out.splitlines() if line.startswith("rank"))
     assert lines == [f"rank 0/2 on {cluster.nodes[0].hostname}: 3.0",

@@ -61,7 +61,9 @@ def names(cl):
             pass
 
 
-def train_job(name: str, *, nnodes: int = 2, steps: int = 60, step_time: float = 0.0, nproc: int = 2, **extra) -> JobConfig:
+def train_job(
+    name: str, *, nnodes: int = 2, steps: int = 60, step_time: float = 0.0, nproc: int = 2, **extra
+) -> JobConfig:
     return JobConfig.model_validate({
         "name": name, "script": "examples/train_demo.py", "nnodes": nnodes, "nproc_per_node": nproc,
         "args": ["--steps", str(steps), "--step-time", str(step_time), *extra.pop("more_args", [])],
@@ -111,7 +113,9 @@ def test_training_2x2_ps_pending_running_exited_and_logs(slurm_cluster, cfile, w
     try:
         capsys.readouterr()
         # preflight refuses a down partition, so this submission skips it: the job waits in the queue
-        handle = api.launch(train_job(name), ClusterConfig.model_validate(yaml.safe_load(cfile.read_text())), preflight=False)
+        handle = api.launch(
+            train_job(name), ClusterConfig.model_validate(yaml.safe_load(cfile.read_text())), preflight=False
+        )
         rows = wait_for(lambda: ps_rows(capsys, cfile, name), 30, "the job in ps")
         assert [n["state"] for n in rows[0]["nodes"]] == ["pending"], rows
         assert "PartitionDown" in rows[0]["nodes"][0]["detail"], rows
@@ -145,7 +149,9 @@ def test_stop_leaves_no_process_and_spares_the_job_beside_it(cl, cfile, names, c
     a, b = names("long"), names("beside")
     ha = api.launch(train_job(a, nnodes=2, steps=100000, step_time=0.05, nproc=1), cl)
     hb = api.launch(train_job(b, nnodes=1, steps=100000, step_time=0.05, nproc=1), cl)
-    wait_for(lambda: len(job_pids(ha.record.run_id)) > 2 and len(job_pids(hb.record.run_id)) > 1, 120, "both jobs' processes")
+    wait_for(
+        lambda: len(job_pids(ha.record.run_id)) > 2 and len(job_pids(hb.record.run_id)) > 1, 120, "both jobs' processes"
+    )
     wait_for(lambda: all(n.state == "running" for n in ha.status().nodes + hb.status().nodes), 60, "both jobs running")
     capsys.readouterr()
     assert cli_main(["stop", a, "-c", str(cfile), "--timeout", "5"]) == 0
@@ -179,7 +185,9 @@ def test_requeue_resumes_from_the_latest_checkpoint(slurm_cluster, cl, names):
     assert "Restarts=1" in info, info
 
 
-def test_preflight_refusals_are_one_sentence_exit_2_nothing_submitted(slurm_cluster, cfile, work, names, capsys, monkeypatch):
+def test_preflight_refusals_are_one_sentence_exit_2_nothing_submitted(
+    slurm_cluster, cfile, work, names, capsys, monkeypatch
+):
     before = slurm_jobs(slurm_cluster)
     too_many = write_job(work, train_job(names("toomany"), nnodes=3))
     capsys.readouterr()
@@ -212,7 +220,11 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(slurm_cluster, cfile, wo
     capsys.readouterr()
     assert cli_main(["launch", str(job), "-c", str(cfile), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "#SBATCH --partition=debug" in out and 'torchrun --nnodes "$SLURM_NNODES"' in out and "nothing was submitted" in out
+    assert (
+        "#SBATCH --partition=debug" in out
+        and 'torchrun --nnodes "$SLURM_NNODES"' in out
+        and "nothing was submitted" in out
+    )
     assert slurm_jobs(slurm_cluster) == before
 
 
@@ -229,13 +241,16 @@ def test_preflight_command_checks_paths_on_a_node(cfile, work, capsys):
     assert "missing-dir does not exist on" in capsys.readouterr().out
 
 
-
 def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster, cl, names):
     """What ``--signal=B:USR1@S`` does near the time limit, sent now: the batch script passes SIGUSR1 on,
     the demo's workers save a checkpoint and leave, the job is requeued and resumes from that step."""
     name = names("usr1")
     handle = api.launch(train_job(name, steps=150, step_time=0.1, more_args=["--ckpt-every", "1000"]), cl)
-    wait_for(lambda: "step 0 loss" in "".join(p.read_text() for p in (handle.run_dir / "logs").glob("*.log")), 240, "training to start")
+    wait_for(
+        lambda: "step 0 loss" in "".join(p.read_text() for p in (handle.run_dir / "logs").glob("*.log")),
+        240,
+        "training to start",
+    )
     job_id = handle.record.slurm["job_id"]
     slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
     status = handle.wait(timeout=400)
@@ -264,7 +279,9 @@ def test_bench_allreduce_on_a_two_node_allocation(slurm_cluster, cfile, work, ca
     assert all(r["wrong"] == 0 and r["busbw_gbps"] > 0 for r in result["rows"])
 
 
-def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended(slurm_cluster, cfile, work, names, capsys):
+def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended(
+    slurm_cluster, cfile, work, names, capsys
+):
     name = names("follow")
     job = write_job(work, train_job(name, steps=20, nproc=1))
     capsys.readouterr()
@@ -289,7 +306,17 @@ def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, na
     second = slurm_cluster.node_names[1]
     argv = attach_argv(handle.record, cl, second)
     job_id = handle.record.slurm["job_id"]
-    assert argv == ["srun", f"--jobid={job_id}", "--overlap", f"--nodelist={second}", "--nodes=1", "--ntasks=1", "--pty", "bash", "-i"]
+    assert argv == [
+        "srun",
+        f"--jobid={job_id}",
+        "--overlap",
+        f"--nodelist={second}",
+        "--nodes=1",
+        "--ntasks=1",
+        "--pty",
+        "bash",
+        "-i",
+    ]
     # the same step without a terminal: it runs on that node, inside the job, beside the training
     probe = [a for a in argv if a != "--pty"][:-2] + ["bash", "-c", 'echo "$(hostname) $SLURM_JOB_ID"']
     assert slurm_cluster.client(probe, timeout=60).stdout.split() == [second, job_id]
@@ -301,7 +328,9 @@ def test_bench_volume_runs_on_every_node_of_the_allocation(slurm_cluster, cfile,
     shared.mkdir()
     out = work / "volume.json"
     capsys.readouterr()
-    rc = cli_main(["bench", "volume", str(shared), "-c", str(cfile), "--size", "8M", "--mode", "seqwrite", "--json", str(out)])
+    rc = cli_main(
+        ["bench", "volume", str(shared), "-c", str(cfile), "--size", "8M", "--mode", "seqwrite", "--json", str(out)]
+    )
     assert rc == 0, capsys.readouterr().err[-3000:]
     doc = json.loads(out.read_text())
     assert sorted(r["node"] for r in doc["results"]) == sorted(slurm_cluster.node_names) and not doc["failed_nodes"]

@@ -12,7 +12,13 @@ import pytest
 
 from launcher.config import ClusterConfig, JobConfig, validate
 from launcher.errors import ConfigError, UserError
-from launcher.slurm_script import build_slurm_plan, describe_slurm, render_batch_script, render_command, render_node_wrapper
+from launcher.slurm_script import (
+    build_slurm_plan,
+    describe_slurm,
+    render_batch_script,
+    render_command,
+    render_node_wrapper,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 REGEN = os.environ.get("CORRAL_REGEN_GOLDEN") == "1"
@@ -24,7 +30,9 @@ def check_golden(name: str, text: str) -> None:
     if REGEN:
         path.write_text(text)
     assert path.exists(), f"missing golden file {path}; regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
-    assert text == path.read_text(), f"{name} changed; if intended, regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(), (
+        f"{name} changed; if intended, regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
+    )
 
 
 def cluster(**slurm) -> ClusterConfig:
@@ -39,7 +47,9 @@ def job(**kw) -> JobConfig:
 
 
 def plan_of(j: JobConfig, c: ClusterConfig, secrets: tuple[str, ...] = ()):
-    return build_slurm_plan(j, c, name=j.name, run_id=f"{j.name}-0001", base_dir="/home/u", local_venv=None, secret_names=secrets)
+    return build_slurm_plan(
+        j, c, name=j.name, run_id=f"{j.name}-0001", base_dir="/home/u", local_venv=None, secret_names=secrets
+    )
 
 
 def test_gpu_job_golden():
@@ -104,13 +114,21 @@ def test_cluster_file_has_exactly_one_of_nodes_or_slurm():
 
 def test_node_wrapper_passes_hostile_arguments_literally(tmp_path: Path):
     """The real wrapper in bash, with printf standing in for torchrun: every argument arrives as written."""
-    c = ClusterConfig.model_validate({"slurm": {"partition": "p"}, "workdir": str(tmp_path), "storage": {"runs": str(tmp_path / "runs")}})
+    c = ClusterConfig.model_validate(
+        {"slurm": {"partition": "p"}, "workdir": str(tmp_path), "storage": {"runs": str(tmp_path / "runs")}}
+    )
     p = build_slurm_plan(job(args=HOSTILE, env={"WEIRD": "x'; $(id)"}), c, name="train", run_id="r1", base_dir=str(tmp_path),
                          local_venv=None)  # fmt: skip
     p = dataclasses.replace(p, command_prefix=["bash", "-c", 'printf "<%s>\\n" "$WEIRD" "$@"', "argv0"], entry=HOSTILE)
     wrapper = tmp_path / "node.sh"
     wrapper.write_text(render_node_wrapper(p))
-    env = {"PATH": os.environ["PATH"], "SLURMD_NODENAME": "n1", "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_JOB_ID": "7"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "SLURMD_NODENAME": "n1",
+        "SLURM_NODEID": "0",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_ID": "7",
+    }
     r = subprocess.run(["bash", str(wrapper)], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     log = (tmp_path / "runs" / "train" / "logs" / "n1.log").read_text()

@@ -18,8 +18,8 @@ import yaml
 
 from launcher.cli import main
 from launcher.config import load_cluster
-from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.journal import replay
+from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
 from tests.test_sweep_cluster import executions, journal_of, status_of, wait_finished, write_sweep
 from tests.waiting import wait_for
@@ -59,7 +59,9 @@ def most_at_once(recs: list[dict]) -> int:
 def test_four_trials_each_once_capped_and_a_killed_controller_resumes(slurm_cluster, cluster_file, sweep_env, tmp_path):
     name = f"slurm-{uuid.uuid4().hex[:6]}"
     sweep_env.append(name)
-    f = write_sweep(tmp_path, cluster_file, name, lrs=[0.1, 0.2], wds=[0.0, 0.1], extra_args=["--sleep", "3"], max_concurrent=2)
+    f = write_sweep(
+        tmp_path, cluster_file, name, lrs=[0.1, 0.2], wds=[0.0, 0.1], extra_args=["--sleep", "3"], max_concurrent=2
+    )
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
     paths = sweep_paths(load_cluster(cluster_file), name)
     wait_for(lambda: status_of(cluster_file, name)["counts"]["running"] >= 1, 90, "a trial to run")
@@ -70,10 +72,17 @@ def test_four_trials_each_once_capped_and_a_killed_controller_resumes(slurm_clus
 
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0  # resume: adopts the Slurm jobs still running
     st = wait_finished(cluster_file, name, timeout=240)
-    assert {k: st["counts"][k] for k in ("pending", "running", "done", "failed")} == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+    assert {k: st["counts"][k] for k in ("pending", "running", "done", "failed")} == {
+        "pending": 0,
+        "running": 0,
+        "done": 4,
+        "failed": 0,
+    }
     recs = journal_of(cluster_file, name)
     assert replay(recs).problems == []
-    assert Counter(r["trial"] for r in recs if r["ev"] == "end" and r["result"] == "done") == {t["id"]: 1 for t in st["trials"]}
+    assert Counter(r["trial"] for r in recs if r["ev"] == "end" and r["result"] == "done") == {
+        t["id"]: 1 for t in st["trials"]
+    }
     assert Counter(e["trial"] for e in executions(cluster_file, name)) == {t["id"]: 1 for t in st["trials"]}
     assert most_at_once(recs) <= 2
     assert sum(r["ev"] == "controller" and r["action"] == "start" for r in recs) == 2

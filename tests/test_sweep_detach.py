@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 import shlex
+import shutil
 import subprocess
 
-from launcher.sweep.detach import plan_controller
-from launcher.sweep.paths import SweepPaths
+import pytest
 
-HOSTILE = "/var/tmp/we ird'\"$(touch PWNED);`id`\nx"
+from launcher.sweep.detach import ControllerLaunch, kill_session, plan_controller, session_exists, start_session
+from launcher.sweep.paths import SweepPaths
+from tests.infra.hostile import HOSTILE_PATH
+
+HOSTILE = HOSTILE_PATH + "\nx"
 
 
 def test_pane_command_round_trips_hostile_paths(tmp_path, monkeypatch):
@@ -26,9 +31,21 @@ def test_pane_command_round_trips_hostile_paths(tmp_path, monkeypatch):
     assert str(tmp_path / HOSTILE.lstrip("/")) in out and not (tmp_path / "PWNED").exists()
 
 
-def test_tmux_argv_names_the_session_and_socket(tmp_path, monkeypatch):
+def test_launch_names_the_session_and_socket(tmp_path, monkeypatch):
     monkeypatch.setenv("CORRAL_TMUX_SOCKET", "sock1")
     launch = plan_controller(SweepPaths(tmp_path), None, "abcdef0123456789", "lr")
-    argv = launch.tmux_argv()
-    assert argv[:3] == ["tmux", "-L", "sock1"] and argv[3:7] == ["new-session", "-d", "-s", "corral-sweep-lr-abcdef01"]
-    assert argv[-1] == launch.pane_command() and "--cluster" not in launch.argv
+    assert launch.socket == "sock1" and launch.session == "corral-sweep-lr-abcdef01" and "--cluster" not in launch.argv
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_session_starts_and_is_killed_on_this_machines_tmux(tmp_path):
+    """libtmux drives the local server: start, see, kill; on a socket of this test's own, removed after."""
+    socket = f"corral-test-{secrets.token_hex(4)}"
+    launch = ControllerLaunch("corral-sweep-t-0123abcd", socket, str(tmp_path), ["sleep", "60"])
+    try:
+        start_session(launch)
+        assert session_exists(launch)
+        kill_session(socket, launch.session)
+        assert not session_exists(launch)
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)

@@ -6,7 +6,7 @@ import pytest
 
 from launcher.config import ClusterConfig
 from launcher.sweep.config import sweep_from_mapping
-from launcher.sweep.controller import Controller, save_spec, load_spec
+from launcher.sweep.controller import Controller, load_spec, save_spec
 from launcher.sweep.generate import generate_trials
 from launcher.sweep.journal import Journal, replay
 from launcher.sweep.lock import LockHeld

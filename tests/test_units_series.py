@@ -3,8 +3,8 @@
 import pytest
 
 from benchmarks.series import detect_throttle, verdict
-from benchmarks.units import format_size, parse_size
 from launcher.errors import UserError
+from launcher.units import format_size, parse_size
 
 
 @pytest.mark.parametrize("text, n", [("8", 8), ("64K", 65536), ("1M", 1 << 20), ("8G", 8 << 30), ("1m", 1 << 20), ("2MiB", 2 << 20), (4096, 4096), ("0.5K", 512)])

@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from benchmarks.capped_volume import loop_ext4, loop_missing
 from benchmarks.volume.plan import build_plan
 from benchmarks.volume.run import run_plan
 from launcher.cli import main
+from tests.infra.capped_volume import loop_ext4, loop_missing
 from tests.volume_helpers import Worker, remove_tree, unique_dir
 
 is_root = os.geteuid() == 0

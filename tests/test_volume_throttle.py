@@ -1,7 +1,7 @@
 """Real write caps: cgroup v1 ``blkio.throttle.write_bps_device`` on the disk behind the test directory.
 
 Only the worker process is put into a unique cgroup (before it starts, from ``preexec_fn``);
-the cgroup is removed in a finalizer. The cgroup helpers are ``benchmarks/capped_volume.py``'s.
+the cgroup is removed in a finalizer. The cgroup helpers are ``tests/infra/capped_volume.py``'s.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.capped_volume import blkio_group, blkio_missing, disk_of, set_write_cap
 from launcher.errors import UserError
+from tests.infra.capped_volume import blkio_group, blkio_missing, disk_of, set_write_cap
 from tests.volume_helpers import Worker, remove_tree, unique_dir
 
 

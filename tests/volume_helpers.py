@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORKER = REPO / "benchmarks" / "volume_worker.py"
+WORKER_MODULE = "benchmarks.volume.worker"
 
 
 def unique_dir(base: str = "/var/tmp") -> Path:
@@ -27,10 +27,10 @@ def remove_tree(d: Path) -> None:
 
 
 class Worker:
-    """``benchmarks/volume_worker.py`` as a child process whose stderr can be awaited line by line."""
+    """``python -m benchmarks.volume.worker`` as a child process whose stderr can be awaited line by line."""
 
     def __init__(self, args: list[str], *, preexec_fn=None, module_cli: bool = False) -> None:
-        argv = [sys.executable, "-m", "launcher.cli", "bench", "volume", *args] if module_cli else [sys.executable, str(WORKER), *args]
+        argv = [sys.executable, "-m", "launcher.cli", "bench", "volume", *args] if module_cli else [sys.executable, "-m", WORKER_MODULE, *args]
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         self.lines: list[str] = []
         self._buf = b""

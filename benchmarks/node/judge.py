@@ -8,8 +8,9 @@ tables and constants below, each with the reason it was chosen.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.node.nvml_reader import NA
 from benchmarks.node.specs import GpuSpec, find_spec
@@ -233,8 +234,8 @@ def check_pcie_generation(gpu, spec):
 def check_nvlink_state(gpu, spec):
     links = _after(gpu, "nvlinks") or []
     want = spec.nvlinks if spec else None
-    active = [l["link"] for l in links if l["active"]]
-    inactive = [l["link"] for l in links if not l["active"]]
+    active = [ln["link"] for ln in links if ln["active"]]
+    inactive = [ln["link"] for ln in links if not ln["active"]]
     if want is None:
         if not links:
             return Check("nvlink_state", SKIP, 0, None, "no NVLink on this GPU")
@@ -243,13 +244,13 @@ def check_nvlink_state(gpu, spec):
     if len(active) < want:
         detail = f" (inactive: {', '.join(map(str, inactive))})" if inactive else ""
         return Check("nvlink_state", FAIL, len(active), want, f"NVLink: {len(active)} of {want} links active{detail}")
-    versions = sorted({l["version"] for l in links if l["active"] and _num(l["version"])})
+    versions = sorted({ln["version"] for ln in links if ln["active"] and _num(ln["version"])})
     return Check("nvlink_state", PASS, len(active), want, f"NVLink: {len(active)} of {want} links active" + (f", version code {versions}" if versions else ""))
 
 
 def check_nvlink_errors(gpu, spec):
-    before = {l["link"]: l["errors"] for l in gpu.get("nvlinks") or []}
-    after = {l["link"]: l["errors"] for l in _after(gpu, "nvlinks") or []}
+    before = {ln["link"]: ln["errors"] for ln in gpu.get("nvlinks") or []}
+    after = {ln["link"]: ln["errors"] for ln in _after(gpu, "nvlinks") or []}
     if not after:
         return Check("nvlink_errors", SKIP, NA, 0, "no NVLink")
     grew, totals = [], {}
@@ -265,7 +266,7 @@ def check_nvlink_errors(gpu, spec):
     else:
         status = WARN if grew else PASS
     if grew:
-        reason = "NVLink errors during the test: " + ", ".join(f"link {l} {n} +{d}" for l, n, d in grew)
+        reason = "NVLink errors during the test: " + ", ".join(f"link {ln} {n} +{d}" for ln, n, d in grew)
     else:
         reason = "no NVLink errors during the test" + (f" (totals since reset: {totals})" if any(totals.values()) else "")
     return Check("nvlink_errors", status, totals, 0, reason)

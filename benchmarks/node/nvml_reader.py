@@ -25,7 +25,8 @@ A call that is not supported reads as ``"n/a"`` and never raises.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 

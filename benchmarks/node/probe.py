@@ -1,7 +1,7 @@
 """The node-side probe: inventory, NVML readings before and after the speed tests, the figures; one JSON file.
 
 Run on each node, by ``corral bench node`` in-process for the local machine, or through the launch
-path (``python benchmarks/node/probe.py --out DIR/NODE.json``) on a cluster. The output is the raw
+path (``python3 -m benchmarks.node.probe --out DIR/NODE.json``) on a cluster. The output is the raw
 probe (format ``corral-node-probe/1``): judging happens where all nodes' probes are gathered, so a
 probe recorded on a GPU machine (``corral bench node --record FILE``) can be judged again later
 (``corral bench node --from FILE``).
@@ -18,11 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__" and __package__ in (None, ""):
-    # Run as a script by path: make the repository importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.node import inventory, nvml_reader, speed  # noqa: E402
+from benchmarks.node import inventory, nvml_reader, speed
 
 FORMAT = "corral-node-probe/1"
 PROBE_DIR = "node"

@@ -1,8 +1,8 @@
 """Where probes come from: this machine (in-process), every node of a cluster (through the launch path), or a file.
 
-``plan_cluster`` is pure (what each node will run and where its probe lands; ``--dry-run`` prints it);
-``probe_cluster`` runs it with ``launcher.api.launch(..., plain=True)`` and ``wait``, exactly as a
-training job is started: tmux on every node, so a dropped connection does not lose the probe.
+``dry_run_plan`` is the launch plan ``--dry-run`` prints; ``probe_cluster`` runs it with
+``launcher.api.run_to_completion(..., plain=True)``, exactly as a training job is started: tmux on
+every node, so a dropped connection does not lose the probe; the probes come back through the node agents.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,10 @@ from launcher.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PROBE_SCRIPT = "benchmarks/node/probe.py"
+PROBE_MODULE = "benchmarks.node.probe"
+PROBE_FILE = "node/{node}.json"
+"""Where each node's probe lands, relative to the run dir (``probe.PROBE_DIR``)."""
 PROBES_FORMAT = "corral-node-probes/1"
-
-
-@dataclass
-class NodePlan:
-    node: str
-    host: str
-    argv: list[str]
-    probe_file: str
-    expected_gpus: int | None
 
 
 def is_local_only(cluster) -> bool:
@@ -44,14 +36,11 @@ def probe_args(quick: bool) -> list[str]:
     return ["--quick"] if quick else []
 
 
-def plan_cluster(cluster, *, name: str, quick: bool) -> list[NodePlan]:
-    """Per node: the command the launch path runs and the file its probe will be written to."""
-    run_dir = Path(cluster.storage.runs) / name
-    return [
-        NodePlan(node=n.label, host=n.host, argv=["python", PROBE_SCRIPT, *probe_args(quick)],
-                 probe_file=str(run_dir / "node" / f"{n.label}.json"), expected_gpus=n.gpus)
-        for n in cluster.nodes
-    ]
+def dry_run_plan(cluster, *, name: str, quick: bool):
+    """The plan the launch path would carry out (``--dry-run``), from the same ``prepare`` as a launch."""
+    from launcher import api
+
+    return api.dry_run(build_job(name, quick), cluster, name=name, plain=True)
 
 
 def probe_local(*, quick: bool, host: str | None = None) -> dict[str, Any]:
@@ -60,59 +49,38 @@ def probe_local(*, quick: bool, host: str | None = None) -> dict[str, Any]:
     return run_probe(quick=quick, host=host)
 
 
-def probe_cluster(cluster, *, name: str, quick: bool, timeout: float) -> list[dict[str, Any]]:
+def probe_cluster(cluster, *, name: str, quick: bool, timeout: float, on_poll=None) -> list[dict[str, Any]]:
     """Run the probe on every node through the launch path; a node without a result becomes a 'missing' entry."""
-    try:
-        from launcher import api
-    except ImportError:
-        raise UserError(
-            "probing a cluster needs the launch path (launcher/api.py), which this checkout does not have yet",
-            hint="run `corral bench node` without -c on each node, or update corral",
-        ) from None
-    from launcher.config.job import JobConfig
+    from launcher import api
 
-    from launcher.errors import RunFailed
-
-    job = JobConfig(name=name, script=PROBE_SCRIPT, args=probe_args(quick), nproc_per_node=1, backend="gloo")
     # preflight=False: a node with the wrong GPU count is what this benchmark reports, not a reason to refuse.
-    handle = api.launch(job, cluster, name=name, plain=True, preflight=False)
-    try:
-        status = api.wait(name, cluster, timeout=timeout)
-    except RunFailed as exc:  # timed out: stop what still runs, judge what arrived
-        log.warning("bench node: %s; stopping the probes that still run", exc)
-        api.stop(name, cluster)
-        status = api.status(name, cluster)
-    run_dir = Path(getattr(handle, "run_dir", Path(cluster.storage.runs) / name))
+    done = api.run_to_completion(build_job(name, quick), cluster, name=name, plain=True, preflight=False,
+                                 timeout=timeout, collect=[PROBE_FILE], on_poll=on_poll)  # fmt: skip
+    states = {n.node: n for n in done.status.nodes}
     probes = []
-    # on Slurm the cluster file names no nodes: the allocation's nodes are those the status reports
-    labels = [n.label for n in cluster.nodes] or [e["node"] for e in _status_entries(status)]
+    # on Slurm the cluster file names no nodes: the allocation's nodes are those the run reports
+    labels = [n.label for n in cluster.nodes] or sorted(done.files)
     for label in labels:
-        path = run_dir / "node" / f"{label}.json"
+        text = done.files.get(label, {}).get(PROBE_FILE)
         try:
-            probes.append(json.loads(path.read_text(encoding="utf-8")))
+            if text is None:
+                raise FileNotFoundError(PROBE_FILE.format(node=label))
+            probes.append(json.loads(text))
         except (OSError, ValueError) as exc:
-            probes.append(missing_probe(label, _node_failure(status, label, run_dir, path, exc)))
+            probes.append(missing_probe(label, _node_failure(states.get(label), done.handle.run_dir, label, exc)))
     return probes
 
 
-def _node_failure(status, node: str, run_dir: Path, path: Path, exc: Exception) -> str:
-    detail = ""
-    for entry in _status_entries(status):
-        if entry.get("node") == node:
-            detail = f" (state {entry.get('state')}, exit code {entry.get('exit_code')})"
+def build_job(name: str, quick: bool):
+    from launcher.config.job import JobConfig
+
+    return JobConfig(name=name, module=PROBE_MODULE, args=probe_args(quick), nproc_per_node=1, backend="gloo")
+
+
+def _node_failure(state, run_dir: Path, node: str, exc: Exception) -> str:
+    detail = f" (state {state.state}, exit code {state.exit_code})" if state is not None else ""
+    path = run_dir / PROBE_FILE.format(node=node)
     return f"no probe result at {path}{detail}: {exc.__class__.__name__}; see {run_dir / 'logs' / (node + '.log')}"
-
-
-def _status_entries(status) -> list[dict[str, Any]]:
-    """JobStatus as a list of per-node dicts, whatever shape the launch path gives it."""
-    nodes = getattr(status, "nodes", status)
-    if isinstance(nodes, dict):
-        nodes = [{"node": k, **(v if isinstance(v, dict) else vars(v))} for k, v in nodes.items()]
-    out = []
-    for n in nodes or []:
-        d = n if isinstance(n, dict) else {k: getattr(n, k, None) for k in ("node", "state", "exit_code")}
-        out.append(d)
-    return out
 
 
 def missing_probe(host: str, reason: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,11 @@ def gpu_gemm(torch, dtype_name: str, sizes=GEMM_SIZES, iters: int = 10) -> dict[
         for n in sizes:
             a = torch.randn(n, n, device="cuda", dtype=dtype)
             b = torch.randn(n, n, device="cuda", dtype=dtype)
-            seconds = _cuda_time(torch, lambda: torch.matmul(a, b), iters)
+            seconds = _cuda_time(torch, lambda a=a, b=b: torch.matmul(a, b), iters)
             tflops = 2 * n**3 / seconds / 1e12
             if tflops > best["tflops"]:
                 best = {"tflops": round(tflops, 1), "n": n}
-            del a, b
+            a = b = None  # drop this size's matrices before the next size allocates
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
         torch.cuda.empty_cache()
@@ -77,7 +78,7 @@ def gpu_device_copy(torch, nbytes: int = COPY_BYTES, iters: int = 20) -> float:
     src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     seconds = _cuda_time(torch, lambda: dst.copy_(src), iters)
-    del src, dst
+    src = dst = None  # free the buffers before emptying the cache
     torch.cuda.empty_cache()
     return round(2 * nbytes / seconds / 1e9, 1)
 
@@ -90,7 +91,7 @@ def gpu_host_copy(torch, direction: str, nbytes: int = HOST_COPY_BYTES, iters: i
         seconds = _cuda_time(torch, lambda: dev.copy_(host, non_blocking=True), iters, while_running=while_running)
     else:
         seconds = _cuda_time(torch, lambda: host.copy_(dev, non_blocking=True), iters)
-    del host, dev
+    host = dev = None  # free the buffers before emptying the cache
     torch.cuda.empty_cache()
     return round(nbytes / seconds / 1e9, 1)
 

@@ -1,9 +1,9 @@
 """``corral bench volume -c CLUSTER``: the worker on every node at once, through the launch API.
 
 The worker is started exactly as a training script is (tmux on each node, surviving a dropped
-connection) with ``plain=True`` (``python benchmarks/volume_worker.py ...`` once per node). Each
-node writes ``<run_dir>/volume/<node>.json``; this module waits for every node, reads those
-files and adds the aggregate (all nodes at once: a shared drive's total).
+connection) with ``plain=True`` (``python3 -m benchmarks.volume.worker ...`` once per node). Each
+node writes ``<run_dir>/volume/<node>.json``; this module waits for every node, collects those
+files through the node agents (no shared drive needed) and adds the aggregate (all nodes at once: a shared drive's total).
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import json
 import logging
 import secrets
 import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.volume import report
 from benchmarks.volume.plan import VolumePlan
 from benchmarks.volume.worker import RESULT_SUBDIR
-from launcher.errors import RunFailed, UserError
+from launcher.errors import RunFailed
 
 log = logging.getLogger(__name__)
 
-WORKER_SCRIPT = "benchmarks/volume_worker.py"
+WORKER_MODULE = "benchmarks.volume.worker"
+RESULT_FILE = RESULT_SUBDIR + "/{node}.json"
 
 
 def worker_args(plan: VolumePlan) -> list[str]:
@@ -50,22 +50,11 @@ def worker_args(plan: VolumePlan) -> list[str]:
 def build_job(plan: VolumePlan, name: str):
     from launcher.config import JobConfig
 
-    return JobConfig(name=name, script=WORKER_SCRIPT, args=worker_args(plan), nproc_per_node=1)
+    return JobConfig(name=name, module=WORKER_MODULE, args=worker_args(plan), nproc_per_node=1)
 
 
 def job_name() -> str:
     return f"bench-volume-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def _api():
-    try:
-        from launcher import api
-    except ImportError as exc:
-        raise UserError(
-            "running on a cluster needs corral's launch API (launcher/api.py), which this build does not have",
-            hint="run without -c on each node, or update corral",
-        ) from exc
-    return api
 
 
 def run_on_cluster(
@@ -75,45 +64,50 @@ def run_on_cluster(
     nodes: list[str] | None = None,
     timeout_s: float | None = None,
     say: Callable[[str], None] = lambda s: None,
+    on_poll: Callable[[object, dict[str, str]], None] | None = None,
 ) -> dict:
     """Launch the worker on the nodes, wait for all of them, and merge their result documents.
+    ``on_poll(status, last log line per node)`` is called about once a second while they run.
 
     Interrupted (Ctrl-C, SIGTERM) or timed out, the job is stopped on every node: the workers
     get SIGTERM and remove their files.
     """
     from benchmarks.volume.target import signals_raise
+    from launcher import api
 
-    api = _api()
     name = job_name()
-    job = build_job(plan, name)
+    where = ", ".join(nodes) if nodes else "every node"
+    started = []
+
+    def on_start(handle) -> None:
+        started.append(handle)
+        say(f"launched {name} on {where}; run dir {handle.run_dir}")
+
+    def poll(status) -> None:
+        if on_poll is not None and started:
+            on_poll(status, {n: tail[-1] for n, tail in started[0].log_tails(1).items() if tail})
+
     with signals_raise():
-        handle = api.launch(job, cluster, name=name, nodes=nodes, plain=True)
-        say(f"launched {name} on {', '.join(nodes) if nodes else 'every node'}; run dir {handle.run_dir}")
-        try:
-            status = handle.wait(timeout=timeout_s)
-        except BaseException:
-            say(f"stopping {name} on every node")
-            handle.stop()
-            raise
-    codes = {n.node: n.exit_code for n in status.nodes}
-    return merge_node_results(Path(handle.run_dir), list(codes) or _node_labels(cluster, nodes), plan, codes)
+        done = api.run_to_completion(
+            build_job(plan, name), cluster, name=name, nodes=nodes, plain=True, timeout=timeout_s, collect=[RESULT_FILE],
+            on_start=on_start, on_poll=poll,
+        )  # fmt: skip
+    codes = {n.node: n.exit_code for n in done.status.nodes}
+    docs = {label: got.get(RESULT_FILE) for label, got in done.files.items()}
+    return merge_node_results(str(done.handle.run_dir), list(codes), plan, codes, docs)
 
 
-def _node_labels(cluster, nodes: list[str] | None) -> list[str]:
-    chosen = [cluster.node(n) for n in nodes] if nodes else cluster.nodes
-    return [n.label for n in chosen]
-
-
-def merge_node_results(run_dir: Path, labels: list[str], plan: VolumePlan, exit_codes: dict[str, int | None]) -> dict:
-    """Read ``<run_dir>/volume/<node>.json`` for each node; a node without a result is a failed run."""
+def merge_node_results(run_dir: str, labels: list[str], plan: VolumePlan, exit_codes: dict[str, int | None],
+                       docs: dict[str, str | None]) -> dict:
+    """Merge each node's ``volume/<node>.json`` (as collected from it); a node without a result is a failed run."""
     results, fio_rows, notices, failed = [], [], [], []
     for label in labels:
-        f = run_dir / RESULT_SUBDIR / f"{label}.json"
-        if not f.is_file():
+        text = docs.get(label)
+        if text is None:
             code = exit_codes.get(label)
             failed.append(f"{label}: no result (exit status {code}); see {run_dir}/logs/{label}.log")
             continue
-        doc = json.loads(f.read_text(encoding="utf-8"))
+        doc = json.loads(text)
         results += doc["results"]
         fio_rows += doc.get("fio") or []
         notices += [f"{label}: {n}" for n in doc.get("notices") or []]
@@ -130,7 +124,7 @@ def merge_node_results(run_dir: Path, labels: list[str], plan: VolumePlan, exit_
         "units": report.UNITS,
         "results": results,
         "aggregate": report.aggregate(results, plan.limit_mibps),
-        "run_dir": str(run_dir),
+        "run_dir": run_dir,
     }
     if plan.compare_fio:
         merged["fio"] = fio_rows

@@ -27,14 +27,14 @@ import random
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from benchmarks.units import MIB
 from benchmarks.volume import aio
 from benchmarks.volume.plan import ModeSpec
 from launcher.errors import RunFailed
+from launcher.units import MIB
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-from benchmarks.units import MIB
 from launcher.errors import ToolError, ToolNotFound
+from launcher.units import MIB
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from benchmarks.units import MIB, format_size, parse_size
 from launcher.errors import UserError
+from launcher.units import MIB, format_size, parse_size
 
 MODES = ("seqwrite", "seqread", "randread", "randwrite")
 RANDOM_BS = 4096
@@ -79,7 +79,7 @@ class VolumePlan:
         """One test file, shared by all modes (and by fio's runs), plus headroom."""
         return self.size + HEADROOM_BYTES
 
-    def with_buffered(self, notice: str) -> "VolumePlan":
+    def with_buffered(self, notice: str) -> VolumePlan:
         """The same plan with O_DIRECT turned off (a filesystem without O_DIRECT, such as tmpfs)."""
         return replace(self, modes=tuple(replace(m, direct=False) for m in self.modes), notices=self.notices + (notice,))
 

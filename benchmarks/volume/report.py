@@ -11,9 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.series import detect_throttle, verdict
-from benchmarks.units import MIB, format_size
 from benchmarks.volume.engine import ModeRun
 from benchmarks.volume.fio import FioResult
+from launcher.units import MIB, format_size
 
 SCHEMA_VERSION = 1
 UNITS = {

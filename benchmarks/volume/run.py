@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.volume import engine, fio, report, target
 from benchmarks.volume.plan import DATA_FILE, ModeSpec, VolumePlan, fio_argv

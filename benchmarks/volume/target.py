@@ -15,12 +15,12 @@ import shutil
 import signal
 import socket
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from benchmarks.units import format_size
 from launcher.errors import UserError
+from launcher.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ def check_target(path: str | Path) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise UserError(f"{p}: not writable; give a directory you can write to")
     return p
-
-
-def free_bytes(path: str | Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def check_free_space(path: str | Path, required: int) -> str | None:

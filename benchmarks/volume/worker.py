@@ -1,6 +1,6 @@
 """The volume benchmark as a process of its own: what each node runs (``-c``), and what tests run.
 
-    python benchmarks/volume_worker.py PATH --size 1G --mode seqwrite,seqread --out result.json
+    python -m benchmarks.volume.worker PATH --size 1G --mode seqwrite,seqread --out result.json
 
 Progress goes to stderr, the result document to ``--out`` (default
 ``$CORRAL_RUN_DIR/volume/<node>.json`` when launched by corral). Exit status: 0 done, 2 bad
@@ -20,7 +20,7 @@ RESULT_SUBDIR = "volume"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="volume_worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.volume.worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path")
     p.add_argument("--size", default="1G")
     p.add_argument("--bs", default="1M")

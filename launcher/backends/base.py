@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from launcher.config import ClusterConfig, JobConfig
-    from launcher.jobs import JobStatus, StopResult
+    from launcher.jobs import JobStatus, LaunchOptions, StopResult
     from launcher.runrecord import RunRecord
 
 
@@ -20,20 +20,22 @@ class Backend(Protocol):
 
     name: str
 
-    def describe(self, job: "JobConfig", cluster: "ClusterConfig", **options: Any) -> tuple[str, dict[str, Any]]:
+    def describe(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> tuple[str, dict[str, Any]]:
         """``--dry-run``: the plan as text and as JSON; touches nothing."""
 
-    def launch(self, job: "JobConfig", cluster: "ClusterConfig", **options: Any) -> "RunRecord":
+    def launch(self, job: JobConfig, cluster: ClusterConfig, options: LaunchOptions) -> RunRecord:
         """Check, plan and submit/start; returns the saved run record (nothing left behind on failure)."""
 
-    def status(self, record: "RunRecord", cluster: "ClusterConfig") -> "JobStatus":
+    def status(self, record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         """Per node: pending | running | exited N | failed | missing | unknown, with details."""
 
-    def tail(self, record: "RunRecord", cluster: "ClusterConfig", node: str | None, lines: int) -> list[tuple[str, list[str] | None, str | None]]:
+    def tail(
+        self, record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int
+    ) -> list[tuple[str, list[str] | None, str | None]]:
         """Per node: (name, last lines prefixed with node and rank, or None, error)."""
 
-    def stop(self, record: "RunRecord", cluster: "ClusterConfig", timeout: float) -> list["StopResult"]:
+    def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         """SIGTERM, SIGKILL after ``timeout``; verified: no process of the job left."""
 
-    def attach_argv(self, record: "RunRecord", cluster: "ClusterConfig", node: str | None) -> list[str]:
+    def attach_argv(self, record: RunRecord, cluster: ClusterConfig, node: str | None) -> list[str]:
         """The argv that gives the user a terminal on the job's node (or UserError saying why not)."""

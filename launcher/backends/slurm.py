@@ -20,7 +20,14 @@ from launcher.errors import RunFailed, ToolError, UserError
 from launcher.jobs import JobStatus, NodeStatus, StopResult, apply_job_overrides, check_name, read_secrets
 from launcher.plan import default_local_venv, render_secrets
 from launcher.runrecord import RunRecord, archive_previous
-from launcher.slurm_script import SlurmPlan, build_slurm_plan, describe_slurm, render_batch_script, render_node_wrapper, slurm_nnodes
+from launcher.slurm_script import (
+    SlurmPlan,
+    build_slurm_plan,
+    describe_slurm,
+    render_batch_script,
+    render_node_wrapper,
+    slurm_nnodes,
+)
 from launcher.slurm_state import SlurmJob, corral_state, job_detail, parse_partition, slurm_job
 from launcher.tools import slurm as tool
 
@@ -54,7 +61,9 @@ def clients_missing(missing: list[str]) -> str:
             "install slurm-client, or set slurm.login to a host that has them")  # fmt: skip
 
 
-def preflight_checks(cluster: ClusterConfig, job: JobConfig | None, *, base_dir: str, srun_check: bool = True) -> list[Check]:
+def preflight_checks(
+    cluster: ClusterConfig, job: JobConfig | None, *, base_dir: str, srun_check: bool = True
+) -> list[Check]:
     """Clients present and answering, partition known and up, enough nodes, workdir and venv on a node."""
     s = cluster.slurm
     assert s is not None
@@ -72,7 +81,14 @@ def preflight_checks(cluster: ClusterConfig, job: JobConfig | None, *, base_dir:
         return [*checks, Check("partition", False, f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster "
                                                    f"(its partitions: {known}); fix slurm.partition in the cluster file")]  # fmt: skip
     if not info.up:
-        return [*checks, Check("partition", False, f"slurm.partition: partition {s.partition!r} is not up; ask the admins or choose another")]
+        return [
+            *checks,
+            Check(
+                "partition",
+                False,
+                f"slurm.partition: partition {s.partition!r} is not up; ask the admins or choose another",
+            ),
+        ]
     checks.append(Check("partition", True, f"{s.partition} is up with {info.nodes} node(s)"))
     if job is not None:
         n = slurm_nnodes(job)
@@ -96,11 +112,15 @@ def _paths_check(cluster: ClusterConfig, base_dir: str) -> Check:
     assert s is not None
     workdir = resolve_path(base_dir, cluster.workdir)
     venv = cluster.venv or default_local_venv() or ""
-    argv = tool.srun_argv(None, ["bash", "-c", PATHS_SCRIPT, "corral-preflight", workdir, venv], partition=s.partition, time="1")
+    argv = tool.srun_argv(
+        None, ["bash", "-c", PATHS_SCRIPT, "corral-preflight", workdir, venv], partition=s.partition, time="1"
+    )
     argv[1:1] = [f"--immediate={SRUN_CHECK_IMMEDIATE_S}", "--job-name=corral-preflight"]
     r = tool.run(cluster, argv, check=False, timeout=SRUN_CHECK_IMMEDIATE_S + 60)
     if r.returncode in (3, 4):
-        return Check("paths", False, r.stdout.strip() + "; fix workdir/venv in the cluster file or create it on the shared drive")
+        return Check(
+            "paths", False, r.stdout.strip() + "; fix workdir/venv in the cluster file or create it on the shared drive"
+        )
     if not r.ok:
         return Check("paths", None, f"could not run a check on a node ({(r.stderr.strip().splitlines() or ['?'])[-1]})")
     return Check("paths", True, f"workdir {workdir}" + (f" and venv {venv}" if venv else "") + " exist on a node")
@@ -113,10 +133,14 @@ def partition_size(cluster: ClusterConfig) -> int:
     try:
         info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
     except ToolError as exc:
-        raise UserError(f"nnodes: all needs the partition's size, and sinfo failed ({_first_line(exc)})",
-                        hint="give nnodes as a number (--set nnodes=2), or check the Slurm clients with `corral preflight`") from None
+        raise UserError(
+            f"nnodes: all needs the partition's size, and sinfo failed ({_first_line(exc)})",
+            hint="give nnodes as a number (--set nnodes=2), or check the Slurm clients with `corral preflight`",
+        ) from None
     if info is None:
-        raise SlurmPreflightFailed(f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster; nothing was submitted")
+        raise SlurmPreflightFailed(
+            f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster; nothing was submitted"
+        )
     return info.nodes
 
 
@@ -185,7 +209,9 @@ def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
     slurm_dir = posixpath.dirname(plan.script_path)
     for d in (slurm_dir, posixpath.join(plan.run_dir, "logs"), plan.ckpt_dir):
         os.makedirs(d, exist_ok=True)
-    record = RunRecord(plan.name, plan.run_id, stub_plan(plan), time.time(), slurm={"plan": plan.to_dict(), "job_id": None})
+    record = RunRecord(
+        plan.name, plan.run_id, stub_plan(plan), time.time(), slurm={"plan": plan.to_dict(), "job_id": None}
+    )
     record.save()
     _write(plan.script_path, render_batch_script(plan), 0o700)
     _write(plan.wrapper_path, render_node_wrapper(plan), 0o700)
@@ -197,7 +223,9 @@ def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
         Path(plan.secrets_path).unlink(missing_ok=True)
         record.state, record.message = "failed", f"sbatch failed: {_first_line(exc)}"
         record.save()
-        raise RunFailed(f"job {plan.name}: sbatch refused it ({_first_line(exc)})", hint=f"the script is {plan.script_path}") from None
+        raise RunFailed(
+            f"job {plan.name}: sbatch refused it ({_first_line(exc)})", hint=f"the script is {plan.script_path}"
+        ) from None
     record.slurm = {**(record.slurm or {}), "job_id": job_id}
     record.state = "running"
     record.message = f"Slurm job {job_id}"
@@ -223,19 +251,29 @@ def read_exit_codes(run_dir: str) -> dict[str, tuple[int, int, float]]:
 def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exits: dict[str, tuple[int, int, float]],
                   started_at: float, now: float) -> list[NodeStatus]:  # fmt: skip
     """Pure: the per-node view of a Slurm job (see ``launcher.slurm_state``)."""
+
     def exited(node: str) -> NodeStatus:
         code, _, mtime = exits[node]
         return NodeStatus(node, "slurm", "exited", code, round(max(0.0, mtime - started_at), 1))
 
     if job is None:  # slurmctld has forgotten the job (MinJobAge): only the run dir remains
         if not exits:
-            return [NodeStatus("-", "slurm", "missing", detail=f"Slurm no longer knows job {job_id} and no node wrote an exit status")]
+            return [
+                NodeStatus(
+                    "-",
+                    "slurm",
+                    "missing",
+                    detail=f"Slurm no longer knows job {job_id} and no node wrote an exit status",
+                )
+            ]
         return [exited(n) for n in sorted(exits)]
     detail = job_detail(job)
     state = corral_state(job.state)
     if state == "pending" or (state == "running" and not allocation):
         return [NodeStatus("-", "slurm", "pending", detail=detail)]
-    current = {n: v for n, v in exits.items() if v[1] == job.restarts}  # a requeued job's earlier attempt does not count
+    current = {
+        n: v for n, v in exits.items() if v[1] == job.restarts
+    }  # a requeued job's earlier attempt does not count
     nodes = allocation or sorted(current)
     if not nodes:
         return [NodeStatus("-", "slurm", "failed" if state == "ended" else "unknown", job.exit_code, detail=detail)]
@@ -246,7 +284,9 @@ def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exit
         elif state == "running":
             out.append(NodeStatus(n, "slurm", "running", None, round(max(0.0, now - started_at), 1), detail))
         elif state == "ended":
-            out.append(NodeStatus(n, "slurm", "failed", None, None, detail + "; the node's command wrote no exit status"))
+            out.append(
+                NodeStatus(n, "slurm", "failed", None, None, detail + "; the node's command wrote no exit status")
+            )
         else:
             out.append(NodeStatus(n, "slurm", "unknown", None, None, detail))
     return out
@@ -270,18 +310,42 @@ def recorded_job_id(record: RunRecord, cluster: ClusterConfig) -> str | None:
 def current_job(record: RunRecord, cluster: ClusterConfig) -> tuple[str, SlurmJob | None]:
     job_id = recorded_job_id(record, cluster)
     if not job_id:
-        raise UserError(f"job {record.name} has no Slurm job id (its submission failed or never happened: {record.message})")
+        raise UserError(
+            f"job {record.name} has no Slurm job id (its submission failed or never happened: {record.message})"
+        )
     line = tool.show_job(cluster, job_id)
     return job_id, slurm_job(line) if line else None
 
 
 def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     if not recorded_job_id(record, cluster):
-        return JobStatus(record.name, record.state, [NodeStatus("-", "slurm", "missing", detail=record.message or "never submitted to Slurm")])
+        return JobStatus(
+            record.name,
+            record.state,
+            [NodeStatus("-", "slurm", "missing", detail=record.message or "never submitted to Slurm")],
+        )
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist) if job and job.nodelist else []
     nodes = node_statuses(job, job_id, allocation, read_exit_codes(record.plan.run_dir), record.started_at, time.time())
     return JobStatus(record.name, record.state, nodes)
+
+
+def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:
+    """Per node of the allocation, each of ``relpaths`` (``{node}`` replaced) read from the shared run dir."""
+    nodes = sorted(
+        {n.node for n in read_status(record, cluster).nodes if n.node != "-"}
+        | set(read_exit_codes(record.plan.run_dir))
+    )
+    out: dict[str, dict[str, str | None]] = {}
+    for node in nodes:
+        out[node] = {}
+        for rel in relpaths:
+            path = Path(record.plan.run_dir, rel.format(node=node))
+            try:
+                out[node][rel] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                out[node][rel] = None
+    return out
 
 
 # ---------------------------------------------------------------------------- logs
@@ -297,7 +361,13 @@ def log_files(record: RunRecord, node: str | None) -> list[Path]:
 def tail(record: RunRecord, node: str | None, lines: int) -> list[tuple[str, list[str] | None, str | None]]:
     files = log_files(record, node)
     if not files:
-        return [("-", None, f"no node has written a log yet in {record.plan.run_dir}/logs (is the job still pending? `corral ps`)")]
+        return [
+            (
+                "-",
+                None,
+                f"no node has written a log yet in {record.plan.run_dir}/logs (is the job still pending? `corral ps`)",
+            )
+        ]
     out = []
     for f in files:
         try:
@@ -390,7 +460,10 @@ def stop(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[Stop
             tool.scancel(cluster, job_id, signal="KILL", full=True)
             tool.scancel(cluster, job_id)
         if _wait_ended(cluster, job_id, STOP_SETTLE_S) is None:
-            return [StopResult(n, error=f"Slurm still reports job {job_id} as running or completing after SIGKILL") for n in names]
+            return [
+                StopResult(n, error=f"Slurm still reports job {job_id} as running or completing after SIGKILL")
+                for n in names
+            ]
     record.state = "stopped"
     record.message = f"stopped by corral stop (Slurm job {job_id})"
     record.save()
@@ -422,8 +495,13 @@ class SlurmBackend:
             "backend": "slurm", "plan": plan.to_dict(), "batch_script": render_batch_script(plan), "node_wrapper": render_node_wrapper(plan),
         }  # fmt: skip
 
-    def launch(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
-        return submit(prepare_slurm(job, cluster, **options), cluster)
+    def launch(self, job: JobConfig, cluster: ClusterConfig, options: Any = None, **kwargs: Any) -> RunRecord:
+        """``options``: a ``jobs.LaunchOptions`` (or its fields as keywords)."""
+        from dataclasses import asdict
+
+        from launcher.jobs import LaunchOptions
+
+        return submit(prepare_slurm(job, cluster, **asdict(LaunchOptions.of(options, **kwargs))), cluster)
 
     def status(self, record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         return read_status(record, cluster)

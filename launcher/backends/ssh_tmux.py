@@ -19,10 +19,10 @@ class SshTmuxBackend:
         plan = prepare(job, cluster, dry_run=True, **options).plan
         return describe(plan), plan.to_dict()
 
-    def launch(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> RunRecord:
+    def launch(self, job: JobConfig, cluster: ClusterConfig, options: Any) -> RunRecord:
         from launcher.jobs import launch_ssh
 
-        return launch_ssh(job, cluster, **options)
+        return launch_ssh(job, cluster, options)
 
     def status(self, record: RunRecord, cluster: ClusterConfig):
         from launcher.jobs import read_status

@@ -24,7 +24,14 @@ from typing import Any
 import torch
 
 from launcher.checkpoint import layout
-from launcher.checkpoint.durable import Pacer, atomic_write_bytes, describe_os_error, fsync_dir, read_file_into, write_file_durably
+from launcher.checkpoint.durable import (
+    Pacer,
+    atomic_write_bytes,
+    describe_os_error,
+    fsync_dir,
+    read_file_into,
+    write_file_durably,
+)
 from launcher.checkpoint.errors import CheckpointError, CheckpointPathError, CorruptCheckpoint, WorldSizeMismatch
 from launcher.checkpoint.fsinfo import check_root
 from launcher.checkpoint.group import default_group
@@ -32,7 +39,13 @@ from launcher.checkpoint.inspect import check_checkpoint, remove_checkpoint, sca
 from launcher.checkpoint.manifest import FileRecord, Manifest
 from launcher.checkpoint.retention import steps_to_remove
 from launcher.checkpoint.shardfile import ShardPlan, iter_chunks, parse_shard, plan_shard
-from launcher.checkpoint.snapshot import CopyFence, allocate_buffer, copy_host_tensors, copy_to_buffer, enqueue_device_copies
+from launcher.checkpoint.snapshot import (
+    CopyFence,
+    allocate_buffer,
+    copy_host_tensors,
+    copy_to_buffer,
+    enqueue_device_copies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +103,7 @@ class Checkpointer:
         self.last_save_seconds: float | None = None
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "Checkpointer":
+    def from_env(cls, **overrides: Any) -> Checkpointer:
         """The checkpointer of a job started by ``corral launch``: root and policy from the environment."""
         root = os.environ.get(ENV_DIR)
         if not root:
@@ -196,7 +209,7 @@ class Checkpointer:
         finally:
             self._buffer = None
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:

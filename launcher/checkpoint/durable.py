@@ -14,8 +14,8 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 CHUNK = 16 << 20
 """Write/read size: large enough that syscalls cost nothing, small enough to pipeline."""
@@ -137,7 +137,7 @@ def write_file_durably(path: str, chunks: Iterable, *, pacer: Pacer | None = Non
     return size, value
 
 
-def read_file_into(path: str, out, expected_size: int | None = None) -> int:
+def read_file_into(path: str, out) -> int:
     """Read the whole file into the writable buffer ``out`` (exactly its size); return its crc32."""
     view = memoryview(out).cast("B")
     crc = RunningCrc()

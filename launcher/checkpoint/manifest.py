@@ -61,7 +61,7 @@ class Manifest:
         return (json.dumps(body, indent=1, sort_keys=False) + "\n").encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Manifest":
+    def from_bytes(cls, data: bytes) -> Manifest:
         """Parse and check a manifest; ValueError says what is wrong."""
         try:
             body = json.loads(data)

@@ -21,8 +21,9 @@ import json
 import pickle
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 

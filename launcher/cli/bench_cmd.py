@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, not_implemented
+from launcher.cli.common import ClusterOpt
 
 app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
 
@@ -37,9 +36,9 @@ def allreduce(
     """
     import sys
 
-    from benchmarks import nccl_table
-    from launcher.cli import bench_allreduce as ar
-    from launcher.cli.common import console
+    from benchmarks.allreduce import run as ar
+    from benchmarks.allreduce import table as nccl_table
+    from launcher.cli.common import console, write_json
     from launcher.config import load_cluster
     from launcher.errors import RunFailed
 
@@ -48,17 +47,32 @@ def allreduce(
                       dtype=dtype, op=op, backend=backend, nproc_per_node=nproc_per_node)  # fmt: skip
     name = ar.job_name()
     if dry_run:
-        job = ar.build_job(req, name)
-        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+        from launcher import api
+        from launcher.plan import describe
+
+        sys.stdout.write(describe(api.dry_run(ar.build_job(req, name), cfg, name=name)) + "\n")
         sys.stdout.write(f"sizes: {' '.join(str(s) for s in req.sweep.sizes)}\n")
         return
     err = console(stderr=True)
-    with err.status(f"all-reduce on {len(cfg.nodes)} node(s): job {name} (tmux session corral-{name})"):
-        result = ar.run(req, cfg, timeout=timeout, name=name)
+    from launcher.cli.progress import node_states, progress
+
+    sizes = req.sweep.sizes
+    with progress(f"all-reduce on {len(cfg.nodes)} node(s), job {name}: sizes", total=len(sizes)) as update:
+        started = []
+
+        def on_poll(status) -> None:
+            done = ar.sizes_done(started[0]) if started else 0
+            update(completed=done, note=node_states(status))
+
+        result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll)
     if result["env"].get("backend_note"):
         err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
     sys.stdout.write(nccl_table.render(result))
-    ar.write_outputs(result, json_out=json_out, plot=plot)
+    write_json(result, json_out)
+    if plot is not None:
+        from benchmarks.plots import plot_allreduce
+
+        plot_allreduce(result, plot)
     failure = ar.min_busbw_failure(result, min_busbw)
     if failure:
         raise RunFailed(failure)
@@ -82,9 +96,9 @@ def net(
     """
     import sys
 
-    from benchmarks import net as netbench
-    from launcher.cli import bench_net as bn
-    from launcher.cli.common import console
+    from benchmarks.net import plan as netbench
+    from benchmarks.net import run as bn
+    from launcher.cli.common import console, write_json
     from launcher.config import load_cluster
     from launcher.errors import RunFailed
 
@@ -104,7 +118,11 @@ def net(
 
         result = bn.run(cfg, eps, plans, duration=duration, pairs=pairs, progress=done)
     sys.stdout.write(netbench.render(result))
-    bn.write_outputs(result, json_out=json_out, plot=plot)
+    write_json(result, json_out)
+    if plot is not None:
+        from benchmarks.plots import plot_net
+
+        plot_net(result, plot)
     if result["failed"]:
         raise RunFailed(f"{len(result['failed'])} pair(s) could not be measured", hint="see 'failed pair' lines above")
 
@@ -135,7 +153,7 @@ def volume(
 
     Example: corral bench volume /mnt/data --size 2G --limit-mibps 128 --compare-fio
     """
-    from benchmarks.volume.command import run_command
+    from launcher.cli.bench_volume import run_command
 
     code = run_command(
         path=path, cluster_file=cluster, nodes=node, size=size, bs=bs, jobs=jobs, iodepth=iodepth, mode=mode,
@@ -166,6 +184,7 @@ def node(
     from benchmarks.node.report import build_report, render_table
     from launcher.cli.common import console, write_json
     from launcher.config.loading import load_cluster
+    from launcher.plan import describe
 
     cfg = load_cluster(cluster)
     expected = {n.label: n.gpus for n in cfg.nodes}
@@ -175,9 +194,10 @@ def node(
         if run.is_local_only(cfg):
             out.print(f"{cfg.nodes[0].label}: probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched")
             return
-        out.print(f"launch path, plain=True, job {name}: one process per node")
-        for p in run.plan_cluster(cfg, name=name, quick=quick):
-            out.print(f"{p.node} ({p.host}): {shlex.join(p.argv)}  ->  {p.probe_file}")
+        plan = run.dry_run_plan(cfg, name=name, quick=quick)
+        out.print(describe(plan), markup=False, highlight=False)
+        for n in plan.nodes:
+            out.print(f"{n.node}: probe -> {plan.run_dir}/{run.PROBE_FILE.format(node=n.node)}", markup=False, highlight=False)
         return
     if from_file is not None:
         probes = run.read_probes(from_file)
@@ -185,8 +205,14 @@ def node(
         with console(stderr=True).status("probing this node" + ("" if quick else " (speed tests)")):
             probes = [run.probe_local(quick=quick, host=cfg.nodes[0].label)]
     else:
-        with console(stderr=True).status(f"probing {len(cfg.nodes)} nodes through the launch path"):
-            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout)
+        from launcher.cli.progress import node_states, progress
+
+        with progress(f"probing {len(cfg.nodes)} nodes through the launch path: nodes done", total=len(cfg.nodes)) as update:
+
+            def on_poll(status) -> None:
+                update(completed=sum(n.state != "running" for n in status.nodes), note=node_states(status))
+
+            probes = run.probe_cluster(cfg, name=run.job_name(), quick=quick, timeout=timeout, on_poll=on_poll)
     if record is not None:
         run.record_probes(probes, record)
     nodes = run.judge_probes(probes, expected)

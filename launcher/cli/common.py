@@ -31,12 +31,6 @@ def write_json(obj: Any, target: Optional[Path | str]) -> None:
         Path(target).write_text(text, encoding="utf-8")
 
 
-def not_implemented(command: str) -> None:
-    from launcher.errors import NotImplementedCommand
-
-    raise NotImplementedCommand(command)
-
-
 class DefaultCommandGroup:
     """Mixin factory: a group whose first argument, when it is not a subcommand, goes to ``default``.
 

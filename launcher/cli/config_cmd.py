@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 import typer
 
 app = typer.Typer(help="Check config files and print their schema.", no_args_is_help=True)

@@ -46,7 +46,7 @@ def demo(
     out.print(f"  logs:        {plan.nodes[0].log_path}  (or: cd {REPO_ROOT} && corral logs {plan.name})")
     out.print(f"  results:     {plan.run_dir}/results/")
     out.print(f"  checkpoints: {plan.ckpt_dir}")
-    out.print(f"  attach to a running job: corral attach NAME [--node NODE]; list jobs: corral ps")
+    out.print("  attach to a running job: corral attach NAME [--node NODE]; list jobs: corral ps")
     return 0 if ok else 1
 
 

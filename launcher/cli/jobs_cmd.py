@@ -173,7 +173,6 @@ def attach(
 
     Example: corral attach demo --node gpu2
     """
-    import os
     import shlex
 
     from launcher.jobs import _node_config, runs_dir
@@ -184,17 +183,17 @@ def attach(
     record = load(runs_dir(clustercfg), name)
     if record.slurm is not None:
         from launcher.backends.slurm import attach_argv
+        from launcher.tools.slurm import exec_interactive
 
         argv = attach_argv(record, clustercfg, node)
         console(stderr=True).print(f"attaching: {shlex.join(argv)}  (exit the shell to leave; the job goes on)")
-        os.execvpe(argv[0], argv, os.environ.copy())
+        exec_interactive(argv)
     target = record.plan.node(node) if node else record.plan.nodes[0]
     inner = tmux.attach(record.plan.tmux_socket, target.session)
-    argv = ssh.node_argv(clustercfg.ssh, _node_config(clustercfg, target), inner, tty=True)
-    if not target.is_local:
-        argv = ssh.ssh_argv(clustercfg.ssh, target.host, inner, tty=True, multiplex=False)
+    node_cfg = _node_config(clustercfg, target)
+    argv = ssh.interactive_argv(clustercfg.ssh, node_cfg, inner)
     console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
-    os.execvpe(argv[0], argv, ssh.clean_env())
+    ssh.exec_interactive(clustercfg.ssh, node_cfg, inner)
 
 
 def stop(

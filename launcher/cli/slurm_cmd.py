@@ -27,8 +27,12 @@ def launch_on_slurm(jobcfg, clustercfg, *, name, set_, dry_run: bool, follow: bo
     if as_json:
         write_json(record.to_dict(), "-")
     n = record.name
-    out.print(f"submitted {n} as Slurm job {record.slurm['job_id']} on partition {clustercfg.slurm.partition}; logs in {record.plan.run_dir}/logs")
-    out.print(f"  corral ps{hint_c}\n  corral logs {n}{hint_c} -f\n  corral attach {n}{hint_c}\n  corral stop {n}{hint_c}")
+    out.print(
+        f"submitted {n} as Slurm job {record.slurm['job_id']} on partition {clustercfg.slurm.partition}; logs in {record.plan.run_dir}/logs"
+    )
+    out.print(
+        f"  corral ps{hint_c}\n  corral logs {n}{hint_c} -f\n  corral attach {n}{hint_c}\n  corral stop {n}{hint_c}"
+    )
     if follow:
         from launcher.cli.jobs_cmd import _follow_to_end
 

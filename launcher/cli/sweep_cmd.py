@@ -71,10 +71,25 @@ def run(
 
 
 def _run_foreground(spec, cl, paths) -> int:
+    import time
+
+    from launcher.cli.progress import progress
     from launcher.sweep.backend import LaunchBackend
     from launcher.sweep.controller import Controller
+    from launcher.sweep.status import build_status
 
-    return Controller(spec, cl, LaunchBackend(cl), paths).run()
+    with progress(f"sweep {spec.name}: trials done") as update:
+
+        def sleep(seconds: float) -> None:  # the controller's pause between rounds: time to show where it stands
+            if not update.active:
+                time.sleep(seconds)
+                return
+            counts = build_status(spec, paths)["counts"]
+            update(completed=counts["done"] + counts["failed"], total=sum(counts.values()),
+                   note=f"{counts['running']} running, {counts['failed']} failed")  # fmt: skip
+            time.sleep(seconds)
+
+        return Controller(spec, cl, LaunchBackend(cl), paths, sleep=sleep).run()
 
 
 def _print_plan(spec, plan, json_out) -> None:

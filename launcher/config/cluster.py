@@ -159,7 +159,7 @@ class ClusterConfig(StrictModel):
     env: Env = Field(default_factory=dict, description="Environment variables for every node.")
 
     @model_validator(mode="after")
-    def _nodes_xor_slurm(self) -> "ClusterConfig":
+    def _nodes_xor_slurm(self) -> ClusterConfig:
         if self.slurm is not None and "nodes" in self.model_fields_set:
             raise ValueError("give either 'nodes' (machines reached over ssh) or 'slurm' (a Slurm partition), not both")
         if self.slurm is None and not self.nodes:
@@ -171,7 +171,7 @@ class ClusterConfig(StrictModel):
         return self.slurm is not None
 
     @model_validator(mode="after")
-    def _unique_nodes(self) -> "ClusterConfig":
+    def _unique_nodes(self) -> ClusterConfig:
         for attr, what in (("host", "host"), ("label", "name")):
             seen: dict[str, int] = {}
             for i, node in enumerate(self.nodes):

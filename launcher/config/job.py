@@ -25,8 +25,8 @@ def _size_or_unlimited(value: Any) -> Any:
         raise ValueError("expected a size such as 64M, a number of bytes, or 'unlimited'")
     if isinstance(value, int):
         return value
-    from benchmarks.units import parse_size
     from launcher.errors import UserError
+    from launcher.units import parse_size
 
     try:
         return parse_size(str(value), what="size")
@@ -120,7 +120,7 @@ class ContainerConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _shm_needs_private_ipc(self) -> "ContainerConfig":
+    def _shm_needs_private_ipc(self) -> ContainerConfig:
         if self.shm_size is not None and self.ipc == "host":
             raise ValueError("shm_size has no effect with ipc: host (the container uses the node's /dev/shm); drop shm_size or set ipc: private")
         return self
@@ -175,7 +175,7 @@ class JobConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _script_xor_module(self) -> "JobConfig":
+    def _script_xor_module(self) -> JobConfig:
         if (self.script is None) == (self.module is None):
             raise ValueError("give exactly one of 'script' or 'module'")
         return self

@@ -8,11 +8,14 @@ connection alike. Unit tests of the scheduling workflow use a stateful fake inst
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.sweep.scheduler import NodeRun
+
+log = logging.getLogger(__name__)
 
 
 class TrialBackend(Protocol):
@@ -45,16 +48,21 @@ class LaunchBackend:
 
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
-
         from launcher.runrecord import record_path
 
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
-        if self.cluster.slurm is not None:
+        status = api.status(name, self.cluster)
+        if self.cluster.slurm is not None:  # Slurm cleans up after its jobs; one state for the trial's slots
             from launcher.sweep.slurm_slots import job_wide_run
 
-            return job_wide_run(api.status(name, self.cluster))
-        return node_runs_from_status(api.status(name, self.cluster))
+            return job_wide_run(status)
+        if status.nodes and all(n.state == "exited" for n in status.nodes):
+            try:
+                api.clean_up(name, self.cluster)  # as every run through launcher.api ends: no finished sessions left
+            except Exception as exc:  # noqa: BLE001 - the trial's result stands; a leftover session is only untidy
+                log.warning("could not remove the finished tmux sessions of %s: %s", name, exc)
+        return node_runs_from_status(status)
 
     def stop(self, name: str) -> None:
         from launcher import api
@@ -62,9 +70,9 @@ class LaunchBackend:
         api.stop(name, self.cluster)
 
     def runs_dir(self) -> str:
-        from launcher.jobs import runs_dir
+        from launcher import api
 
-        return runs_dir(self.cluster)
+        return api.runs_dir(self.cluster)
 
     def run_dir(self, name: str) -> Path:
         return Path(self.runs_dir()) / name

@@ -80,7 +80,7 @@ class ParameterSpec(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "ParameterSpec":
+    def _one_kind(self) -> ParameterSpec:
         if self.distribution in NORMALS:
             return self._check_normal()
         kinds = [k for k, present in (("value", self.value is not None), ("values", self.values is not None),
@@ -109,7 +109,7 @@ class ParameterSpec(StrictModel):
         self._check_extras()
         return self
 
-    def _check_normal(self) -> "ParameterSpec":
+    def _check_normal(self) -> ParameterSpec:
         given = [k for k in ("value", "values", "min", "max") if getattr(self, k) is not None]
         if given:
             raise ValueError(f"distribution {self.distribution} takes mu and sigma, not {', '.join(given)}")
@@ -161,7 +161,7 @@ class EarlyTerminate(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _milestones(self) -> "EarlyTerminate":
+    def _milestones(self) -> EarlyTerminate:
         if self.min_iter is None and self.max_iter is None:
             raise ValueError("give min_iter (the first milestone), or max_iter with s")
         if self.s is not None and self.max_iter is None:
@@ -255,7 +255,7 @@ class SweepConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "SweepConfig":
+    def _cross_field(self) -> SweepConfig:
         problems = []
         if self.method == "grid":
             ranges = [k for k, p in self.parameters.items() if p.is_range]

@@ -19,9 +19,10 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import CorralError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -46,14 +45,6 @@ class ControllerLaunch:
         env = ["env", f"PYTHONPATH={PACKAGE_ROOT}" + (f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else "")]
         return f"cd {shlex.quote(self.workdir)} && exec {shlex.join(env + self.argv)}"
 
-    def tmux_argv(self) -> list[str]:
-        from launcher.tools import tmux
-
-        # The controller is the session's command (no remain-on-exit): the session ends with it, and
-        # its log and journal, not the pane, say what happened.
-        return [*tmux.base(self.socket), "new-session", "-d", "-s", self.session, "-x", str(tmux.WIDTH), "-y", str(tmux.HEIGHT),
-                self.pane_command()]  # fmt: skip
-
 
 def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str, sweep: str) -> ControllerLaunch:
     session = session_name(sweep, token)
@@ -63,21 +54,29 @@ def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str,
     return ControllerLaunch(session, os.environ.get(TMUX_SOCKET_ENV) or None, os.getcwd(), argv)
 
 
-def run_tmux(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs argv built by ``launcher.tools.tmux`` here (the controller runs where corral runs); typed errors."""
-    log.debug("tmux: %s", shlex.join(argv))
+def start_session(launch: ControllerLaunch) -> None:
+    """Start the controller as the command of a new session of this machine's tmux server (libtmux).
+
+    The controller is the session's command (no remain-on-exit): the session ends with it, and
+    its log and journal, not the pane, say what happened."""
+    from libtmux import exc
+
+    from launcher.tools import tmux
+
+    log.debug("tmux new-session -s %s: %s", launch.session, launch.pane_command())
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
+        tmux.local_server(launch.socket).new_session(
+            session_name=launch.session, window_command=launch.pane_command(), x=tmux.WIDTH, y=tmux.HEIGHT, attach=False,
+        )  # fmt: skip
+    except exc.TmuxCommandNotFound:
         raise ToolNotFound("tmux") from None
-    if check and proc.returncode != 0:
-        raise ToolError("tmux", argv, proc.returncode, proc.stderr)
-    return proc
+    except exc.LibTmuxException as err:
+        raise ToolError("tmux", ["tmux", "new-session", "-s", launch.session], None, str(err)) from None
 
 
 def start_detached(launch: ControllerLaunch, paths: SweepPaths, token: str, *, timeout: float = 60.0) -> None:
     """Start the controller in tmux and wait until it holds the lock; raise if it refused or died."""
-    run_tmux(launch.tmux_argv())
+    start_session(launch)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         holder = read_lock(paths.lock)
@@ -103,13 +102,26 @@ def _journal_names(paths: SweepPaths, token: str) -> bool:
 def session_exists(launch: ControllerLaunch) -> bool:
     from launcher.tools import tmux
 
-    return run_tmux([*tmux.base(launch.socket), "has-session", "-t", tmux.target(launch.session)], check=False).returncode == 0
+    return _has_session(tmux.local_server(launch.socket), launch.session)
 
 
 def kill_session(socket: Optional[str], session: str) -> None:
     from launcher.tools import tmux
 
-    run_tmux(tmux.kill_session(socket, session), check=False)
+    server = tmux.local_server(socket)
+    if _has_session(server, session):
+        server.cmd("kill-session", "-t", tmux.target(session))
+
+
+def _has_session(server, session: str) -> bool:
+    from libtmux import exc
+
+    try:
+        return server.has_session(session, exact=True)
+    except exc.TmuxCommandNotFound:
+        raise ToolNotFound("tmux") from None
+    except exc.LibTmuxException:
+        return False  # no server on that socket: no session either
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

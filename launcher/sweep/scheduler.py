@@ -19,7 +19,7 @@ from typing import Literal, Optional
 
 from launcher.sweep.config import SweepConfig
 from launcher.sweep.generate import Trial
-from launcher.sweep.journal import NODE_FAILURE_STREAK, SweepState, TrialRecord, blamed_nodes
+from launcher.sweep.journal import NODE_FAILURE_STREAK, SweepState, TrialRecord
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ UNMAPPABLE = {
 }
 
 
-def bayes_problems(parameters: dict[str, "ParameterSpec"]) -> list[str]:
+def bayes_problems(parameters: dict[str, ParameterSpec]) -> list[str]:
     """``parameters.NAME: why`` for every parameter bayes cannot search; empty when all map."""
     problems = []
     for name, spec in parameters.items():
@@ -58,15 +58,15 @@ def _multiple(x: float, q: float) -> bool:
     return math.isclose(k * q, x, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def fixed(spec: "ParameterSpec") -> bool:
+def fixed(spec: ParameterSpec) -> bool:
     return spec.value is not None
 
 
-def fixed_params(parameters: dict[str, "ParameterSpec"]) -> dict[str, Any]:
+def fixed_params(parameters: dict[str, ParameterSpec]) -> dict[str, Any]:
     return {name: spec.value for name, spec in parameters.items() if fixed(spec)}
 
 
-def to_distributions(parameters: dict[str, "ParameterSpec"]) -> dict[str, "BaseDistribution"]:
+def to_distributions(parameters: dict[str, ParameterSpec]) -> dict[str, BaseDistribution]:
     """The searched parameters as Optuna distributions (call only after bayes_problems found none)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -92,7 +92,7 @@ def to_distributions(parameters: dict[str, "ParameterSpec"]) -> dict[str, "BaseD
     return out
 
 
-def describe_space(parameters: dict[str, "ParameterSpec"]) -> list[str]:
+def describe_space(parameters: dict[str, ParameterSpec]) -> list[str]:
     """Pure: one line per parameter saying what bayes searches (for `corral sweep FILE --dry-run`)."""
     lines = []
     for name, spec in parameters.items():

@@ -28,10 +28,11 @@ import json
 import logging
 import math
 import os
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from launcher.sweep.config import SweepConfig
 from launcher.sweep.journal import SweepState
@@ -123,7 +124,7 @@ def study_path(sweep_root: Path) -> Path:
     return sweep_root / "optuna.journal"
 
 
-def file_storage(path: Path) -> "optuna.storages.BaseStorage":
+def file_storage(path: Path) -> optuna.storages.BaseStorage:
     """Optuna's journal storage in a file, locked with its open-file lock (O_EXCL, no symlinks)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileOpenLock
@@ -195,7 +196,7 @@ def _resume_seed(seed: int, n_trials: int) -> int:
 class SweepStudy:
     """One sweep's study: ask (bayes: TPE over the mapped space), report + should-prune, tell."""
 
-    def __init__(self, cfg: SweepConfig, storage: "optuna.storages.BaseStorage | str") -> None:
+    def __init__(self, cfg: SweepConfig, storage: optuna.storages.BaseStorage | str) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -214,7 +215,7 @@ class SweepStudy:
                                                             n_startup_trials=startup_trials(cfg.run_cap or 0))  # fmt: skip
         self.study_id = self.study._study_id  # Trial(study, id) needs the storage's id, which only this exposes
 
-    def _pruner(self) -> "optuna.pruners.BasePruner":
+    def _pruner(self) -> optuna.pruners.BasePruner:
         import optuna
 
         et = self.cfg.early_terminate
@@ -237,7 +238,7 @@ class SweepStudy:
         t = self.study._storage.get_trial(self._trial_id(number))
         return {**self.fixed, **t.params}
 
-    def _batch(self) -> ContextManager[None]:
+    def _batch(self) -> AbstractContextManager[None]:
         """One fsync for the records written inside (file storage); nothing to do in memory."""
         backend = getattr(self.study._storage, "_backend", None)
         return backend.batch() if hasattr(backend, "batch") else nullcontext()

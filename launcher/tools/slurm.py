@@ -9,10 +9,12 @@ find their configuration the usual way (``SLURM_CONF`` or the default path).
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import NoReturn
 
 from launcher.config import ClusterConfig
 from launcher.errors import ToolError, ToolNotFound
@@ -53,15 +55,25 @@ def missing_clients(cluster: ClusterConfig, clients: tuple[str, ...] = CLIENTS) 
     return [c for c in clients if shutil.which(c) is None]
 
 
-def run(cluster: ClusterConfig, argv: list[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
-        input: str | None = None) -> SlurmResult:
+def run(
+    cluster: ClusterConfig,
+    argv: list[str],
+    *,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    input: str | None = None,
+) -> SlurmResult:
     """Run one Slurm client; ``check`` turns a non-zero exit into ToolError."""
     cmd = full_argv(cluster, argv)
     log.debug("slurm: %s", shlex.join(cmd))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input if input is not None else "")
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, input=input if input is not None else ""
+        )
     except FileNotFoundError:
-        raise ToolNotFound(cmd[0], hint="install the Slurm clients (Debian: slurm-client) or set slurm.login to a host that has them") from None
+        raise ToolNotFound(
+            cmd[0], hint="install the Slurm clients (Debian: slurm-client) or set slurm.login to a host that has them"
+        ) from None
     except subprocess.TimeoutExpired:
         raise ToolError(argv[0], cmd, None, f"no answer after {timeout:g}s (is slurmctld up?)") from None
     result = SlurmResult(cmd, proc.returncode, proc.stdout, proc.stderr)
@@ -119,8 +131,24 @@ def partition_info(cluster: ClusterConfig, partition: str) -> str:
     return run(cluster, ["sinfo", "-h", "-p", partition, "-o", "%a|%D|%N|%t"]).stdout
 
 
-def srun_argv(job_id: str | None, command: list[str], *, nodelist: str | None = None, pty: bool = False,
-              partition: str | None = None, time: str | None = None) -> list[str]:
+def exec_interactive(argv: list[str]) -> NoReturn:
+    """Replace this process with an interactive client (``attach``): ``argv`` from ``full_argv``."""
+    log.debug("slurm: exec %s", shlex.join(argv))
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise ToolNotFound(argv[0], hint="install the Slurm clients (Debian: slurm-client)") from None
+
+
+def srun_argv(
+    job_id: str | None,
+    command: list[str],
+    *,
+    nodelist: str | None = None,
+    pty: bool = False,
+    partition: str | None = None,
+    time: str | None = None,
+) -> list[str]:
     """srun inside an existing allocation (``--jobid --overlap``) or as a short job of its own."""
     argv = ["srun"]
     if job_id:
@@ -138,5 +166,5 @@ def srun_argv(job_id: str | None, command: list[str], *, nodelist: str | None = 
     return [*argv, *command]
 
 
-__all__ = ["CLIENTS", "SlurmResult", "full_argv", "hostnames", "missing_clients", "partition_info", "requeue", "run", "sbatch",
+__all__ = ["CLIENTS", "SlurmResult", "exec_interactive", "find_job", "full_argv", "hostnames", "missing_clients", "partition_info", "requeue", "run", "sbatch",
            "scancel", "show_job", "srun_argv"]  # fmt: skip

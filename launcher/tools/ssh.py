@@ -16,6 +16,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from launcher.config import NodeConfig, SSHConfig
 from launcher.errors import ToolNotFound
@@ -118,14 +119,15 @@ def node_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, tty: bool = 
     return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=tty)
 
 
-async def _exec(node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1 << 16) -> asyncio.subprocess.Process:
+async def _exec(node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1 << 16,
+                stderr: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
     log.debug("[%s] %s", node.label, shlex.join(full))
     try:
         return await asyncio.create_subprocess_exec(
             *full,
             stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr,
             env=clean_env(),
             start_new_session=True,  # a Ctrl-C meant for corral must not reach ssh mid-handshake
             limit=limit,
@@ -138,6 +140,27 @@ async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int
     """Start ``argv`` on the node with stdin, stdout and stderr as pipes (a long-lived session:
     the caller talks to it and must wait for it). ``limit``: the longest line it may read."""
     return await _exec(node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.PIPE, limit=limit)
+
+
+async def stream(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> asyncio.subprocess.Process:
+    """Start ``argv`` on the node for its stdout only (``tail -F``): the caller reads, then kills it."""
+    return await _exec(node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+def exec_interactive(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> NoReturn:
+    """Replace this process with ``argv`` on the node, on the user's terminal (``corral attach``):
+    no multiplexing, so the session owns its own connection."""
+    full = interactive_argv(cfg, node, argv)
+    log.debug("[%s] exec %s", node.label, shlex.join(full))
+    try:
+        os.execvpe(full[0], full, clean_env())
+    except FileNotFoundError:
+        raise ToolNotFound(full[0]) from None
+
+
+def interactive_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> list[str]:
+    """What ``exec_interactive`` runs (printed before it replaces the process)."""
+    return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=True, multiplex=False)
 
 
 async def run(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0) -> Completed:

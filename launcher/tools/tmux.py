@@ -1,15 +1,17 @@
-"""The one choke point for tmux: argv builders for every tmux command corral sends.
+"""The one choke point for tmux: argv builders for every tmux command corral sends to a node.
 
 Why builders and not libtmux: the same commands run on remote nodes where corral is not
-installed; they are executed there by the node agent (``launcher/node_agent.py``) over ssh,
-and locally by the same agent, so one tested code path serves both. Targets use tmux's
+installed; they are executed there by the node agent (``launcher/node_agent.py``, which gets
+them in its requests and builds none itself) over ssh, and locally by the same agent, so one
+tested code path serves both. The tmux server on the machine corral runs on (the detached
+sweep controller) is driven with libtmux instead: ``local_server``. Targets use tmux's
 ``=NAME`` form: an exact session match, so ``corral-demo`` never hits ``corral-demo2``.
 """
 
 from __future__ import annotations
 
-import shlex
 import logging
+import shlex
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,22 @@ def respawn(socket: str | None, session: str, argv: list[str]) -> list[str]:
 
 def kill_session(socket: str | None, session: str) -> list[str]:
     return [*base(socket), "kill-session", "-t", target(session)]
+
+
+PANE_FORMAT = "#{pane_dead} #{pane_dead_status} #{pane_pid}"
+"""One line per pane, read by the node agent: dead flag (0/1), exit status once dead, the pane's process."""
+
+
+def list_panes(socket: str | None, session: str) -> list[str]:
+    """Every pane of the session as ``PANE_FORMAT`` lines (a failed command: no such session)."""
+    return [*base(socket), "list-panes", "-s", "-t", target(session), "-F", PANE_FORMAT]
+
+
+def local_server(socket: str | None):
+    """The tmux server of this machine (libtmux), on socket ``-L socket`` or the user's default one."""
+    import libtmux
+
+    return libtmux.Server(socket_name=socket) if socket else libtmux.Server()
 
 
 def attach(socket: str | None, session: str) -> list[str]:

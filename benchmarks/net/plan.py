@@ -1,8 +1,8 @@
 """``corral bench net``, the pure half: which pairs, what each end runs, and the report.
 
 Point-to-point TCP throughput between nodes over their private addresses, one pair at a
-time (so pairs do not share links), measured by ``benchmarks/net_peer.py`` at the receiver.
-The executor (``benchmarks/net_exec.py``) runs the plan over ssh; everything here is data.
+time (so pairs do not share links), measured by ``benchmarks/net/peer.py`` at the receiver.
+The executor (``benchmarks/net/run.py``) runs the plan over ssh; everything here is data.
 
 Units: Gbit/s = 10⁹ bits per second (how links are sold), MiB/s = 2²⁰ bytes per second
 (how volumes and files are measured).
@@ -76,7 +76,7 @@ def plan_pairs(names: list[str], mode: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(p for p in pairs if p[0] != p[1]))
 
 
-PEER_SOURCE = "benchmarks/net_peer.py"
+PEER_SOURCE = "benchmarks/net/peer.py"
 """Sent to ``python -`` on the node's stdin, so nodes need only a Python 3, not corral."""
 
 

@@ -1,7 +1,7 @@
 """All-reduce arithmetic without a process group: sizes, data types, bandwidths, data check, timing statistics.
 
 Everything here is plain Python so it can be tested exactly; the torchrun worker
-(``benchmarks/allreduce.py``) only adds torch around it. The definitions follow
+(``benchmarks/allreduce/worker.py``) only adds torch around it. The definitions follow
 nccl-tests so numbers can be compared side by side:
 
 * a size sweep goes ``min, min*f, min*f², ...`` up to ``max``; each size is rounded
@@ -19,8 +19,8 @@ import statistics
 from dataclasses import dataclass
 from fractions import Fraction
 
-from benchmarks.units import GB, format_size, parse_size
 from launcher.errors import UserError
+from launcher.units import GB, format_size, parse_size
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from launcher.errors import ToolError, ToolNotFound, UserError
 

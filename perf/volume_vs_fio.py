@@ -1,6 +1,6 @@
 """corral's volume engine against fio, same parameters, same file, same session.
 
-    python benchmarks/volume_vs_fio.py --dir /var/tmp --size 1G --reps 5 --json out.json
+    python -m perf.volume_vs_fio --dir /var/tmp --size 1G --reps 5 --json out.json
 
 For each repetition and mode, corral's two engines and two fio baselines run back to back on
 the same file, the order reversed every other repetition (a run may pay for the previous one's
@@ -9,7 +9,7 @@ iodepth and numjobs (what ``--compare-fio`` runs); corral ``threads`` (the fallb
 blocking request per thread) with fio ``libaio`` and with fio ``psync`` using one job per
 corral thread (the engine that works like it). Figures are medians of per-repetition ratios;
 the machine is shared and noisy, so single runs mean little. On a shared machine run it with
-real-time priority (``chrt -r 1 python benchmarks/volume_vs_fio.py``; fio inherits it), so that
+real-time priority (``chrt -r 1 python -m perf.volume_vs_fio``; fio inherits it), so that
 other work on the cores does not decide who wins: the JSON records the scheduling policy.
 """
 
@@ -25,11 +25,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.volume import aio, engine, fio  # noqa: E402
-from benchmarks.volume.plan import ModeSpec, build_plan, fio_argv  # noqa: E402
-from benchmarks.volume.target import check_free_space, private_workdir, signals_raise  # noqa: E402
+from benchmarks.volume import aio, engine, fio
+from benchmarks.volume.plan import ModeSpec, build_plan, fio_argv
+from benchmarks.volume.target import check_free_space, private_workdir, signals_raise
 
 
 def fio_psync_argv(spec: ModeSpec, filename: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Worker of benchmarks/launch_latency.py: records when its process group is initialised."""
+"""Worker of perf/launch_latency.py: records when its process group is initialised."""
 
 import os
 import sys

@@ -1,11 +1,11 @@
 """Checkpoint save throughput, async blocked time and async memory, against a raw baseline.
 
-Run: python -m benchmarks.checkpoint_throughput --size 1G --repeats 5 [--dir /var/tmp/X] [--json out.json]
-     python -m benchmarks.checkpoint_throughput --size 1G --cap-mibps 128 ...   (root: a capped volume)
+Run: python -m perf.checkpoint_throughput --size 1G --repeats 5 [--dir /var/tmp/X] [--json out.json]
+     python -m perf.checkpoint_throughput --size 1G --cap-mibps 128 ...   (root: a capped volume)
 
 ``--cap-mibps N`` measures on a volume capped the way the target cloud caps them: a loop-mounted
 ext4 under /var/tmp whose writes by this process are throttled to N MiB/s by cgroup v1 blkio
-(benchmarks/capped_volume.py; removed on exit, Ctrl-C and SIGTERM included). The raw baseline of
+(tests/infra/capped_volume.py; removed on exit, Ctrl-C and SIGTERM included). The raw baseline of
 that run shows whether the cap really applied to buffered writes + fsync.
 
 Each round, interleaved so that a noisy shared disk hits every variant alike:
@@ -39,11 +39,11 @@ import uuid
 
 import torch
 
-from benchmarks.capped_volume import capped_volume
-from benchmarks.units import parse_size
 from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK, start_writeback
 from launcher.checkpoint.shardfile import tensor_bytes
+from launcher.units import parse_size
+from tests.infra.capped_volume import capped_volume
 
 MiB = 1 << 20
 
@@ -98,7 +98,7 @@ class RssSampler:
             self.peak = max(self.peak, self.rss())
             time.sleep(0.002)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from benchmarks.volume import plan as planmod
 from benchmarks.volume import report
 
 log = logging.getLogger(__name__)
+
+TICK = re.compile(r"^\w+: +[\d.]+s +[\d.]+ MiB/s$")
+"""The per-second lines of ``benchmarks.volume.run`` (``seqread:   3.0s     812.4 MiB/s``)."""
+MODE_DONE = re.compile(r"^\w+: [\d.]+ MiB/s, \d+ IOPS$")
 
 
 def run_command(
@@ -45,30 +50,46 @@ def run_command(
         for line in planmod.describe(plan):
             out.print(line)
         if on_cluster:
-            from benchmarks.volume.cluster import WORKER_SCRIPT, worker_args
+            from benchmarks.volume.cluster import build_job, job_name
+            from launcher import api
+            from launcher.plan import describe
 
-            import shlex
-
-            out.print(f"on each node: python {shlex.join([WORKER_SCRIPT, *worker_args(plan)])}")
+            name = job_name()
+            launch_plan = api.dry_run(build_job(plan, name), cluster, name=name, nodes=nodes or None, plain=True)
+            out.print(describe(launch_plan), markup=False, highlight=False)
         if compare_fio:
             for m in plan.modes:
                 out.print("fio: " + " ".join(planmod.fio_argv(m, "<workdir>/" + planmod.DATA_FILE)))
         return 0
 
-    def say(line: str) -> None:
-        err.print(line, style="dim", markup=False, highlight=False)
-
     from benchmarks.volume.target import Interrupted
+    from launcher.cli.progress import node_states, progress
 
     try:
-        if on_cluster:
-            from benchmarks.volume.cluster import run_on_cluster
+        with progress(f"volume {path}: modes", total=len(plan.modes)) as update:
+            modes_done = []
 
-            doc = run_on_cluster(plan, cluster, nodes=nodes or None, say=say)
-        else:
-            from benchmarks.volume.run import run_plan
+            def say(line: str) -> None:
+                if err.is_terminal and TICK.match(line):
+                    update(note=line)  # MiB/s so far: the bar's business, not the terminal's history
+                    return
+                if MODE_DONE.match(line):
+                    modes_done.append(line)
+                    update(completed=len(modes_done), note=line)
+                err.print(line, style="dim", markup=False, highlight=False)
 
-            doc = run_plan(plan, say=say)
+            def on_poll(status, last_lines: dict[str, str]) -> None:
+                lines = "; ".join(f"{n}: {line.split('] ', 1)[-1]}" for n, line in last_lines.items())
+                update(note=lines or node_states(status))
+
+            if on_cluster:
+                from benchmarks.volume.cluster import run_on_cluster
+
+                doc = run_on_cluster(plan, cluster, nodes=nodes or None, say=say, on_poll=on_poll)
+            else:
+                from benchmarks.volume.run import run_plan
+
+                doc = run_plan(plan, say=say)
     except Interrupted as exc:
         err.print(f"{exc}; the benchmark's files were removed", markup=False)
         return exc.exit_code

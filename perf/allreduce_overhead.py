@@ -4,19 +4,19 @@ A torchrun worker. For every size it runs ``--blocks`` short blocks; a block hol
 drawn at random (the same on every rank), ``k`` = ``--iters`` all-reduces of each of:
 
 * ``bare``: barrier, start clock, ``k`` back-to-back ``dist.all_reduce`` on one buffer, stop clock;
-  what anyone would write to time it (the issue's baseline).
+  what anyone would write to time it (the baseline).
 * ``bare_barrier``: ``k`` times (barrier, clock, ``dist.all_reduce``, clock): the bare loop with the
   per-iteration start synchronisation the harness uses for out-of-place on CPU, without the copy.
 * ``harness_inplace`` / ``harness_outofplace``: the harness's own measurement, exactly what
-  ``corral bench allreduce`` runs for a row — ``benchmarks.allreduce.Bench.run_one`` with the
+  ``corral bench allreduce`` runs for a row — ``benchmarks.allreduce.worker.Bench.run_one`` with the
   worker's timer (buffers, per-iteration clocks, data check) — with ``k`` iterations.
 
 Each side of a block is the rank-mean of its summed seconds. Blocks last tens of milliseconds
 and the sides of one block run back to back, so drift on a shared machine hits both alike. The
 estimate of busbw(harness) / busbw(other) is sum(other) / sum(harness) over the blocks, with a
-bootstrap 95% CI over blocks (``benchmarks/overhead_stats.py``) and a verdict against the 3% bar.
+bootstrap 95% CI over blocks (``perf/overhead_stats.py``) and a verdict against the 3% bar.
 
-    torchrun --standalone --nproc-per-node 2 benchmarks/allreduce_overhead.py --blocks 80 --out /var/tmp/o.json
+    torchrun --standalone --nproc-per-node 2 -m perf.allreduce_overhead --blocks 80 --out /var/tmp/o.json
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import collective_math as cm  # noqa: E402
-from benchmarks import overhead_stats as ost  # noqa: E402
-from benchmarks.allreduce import Bench, init_backend  # noqa: E402
-from benchmarks.units import format_size, parse_size  # noqa: E402
+from benchmarks.allreduce import maths as cm
+from benchmarks.allreduce.worker import Bench, init_backend
+from launcher.units import format_size, parse_size
+from perf import overhead_stats as ost
 
 KINDS = ("bare", "bare_barrier", "harness_inplace", "harness_outofplace")
 COMPARISONS = (

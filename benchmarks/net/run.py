@@ -1,7 +1,7 @@
-"""``corral bench net``, the executing half: run each planned pair's receiver and sender on their nodes.
+"""``corral bench net``, the executing half: validate against the cluster, run each planned pair's receiver and sender on their nodes.
 
-Both ends go through the launcher's ssh choke point (``launcher.tools.ssh.run``), which runs
-a localhost node's command directly; the peer script goes to ``python -`` on stdin, as the
+Both ends go through ``launcher.api.run_on_node`` (the node command choke point, which runs
+a localhost node's command directly); the peer script goes to ``python -`` on stdin, as the
 launcher's node agent does, so a node needs no corral checkout. The receiver picks no port itself: the port is chosen
 here at random in a high range so both ends can be started at once; a port already taken
 on the receiving node makes the receiver exit with a distinct status and the pair is tried
@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import posixpath
 import random
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from benchmarks import net
-from benchmarks.net_peer import EXIT_PORT_IN_USE
+from benchmarks.net import plan as net
+from benchmarks.net.peer import EXIT_PORT_IN_USE
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ PORT_TRIES = 4
 
 def peer_source() -> bytes:
     """The sender/receiver script, shipped on stdin: the nodes need Python 3, not corral."""
-    return (Path(__file__).resolve().parent / "net_peer.py").read_bytes()
+    return (Path(__file__).resolve().parent / "peer.py").read_bytes()
 
 
 def _with_port(argv: list[str], port: int) -> list[str]:
@@ -57,13 +59,13 @@ async def _cancel(task: asyncio.Task) -> None:
 
 async def _pair_once(cluster, plan: net.PairPlan, port: int, duration: float) -> tuple[dict | None, str | None, bool]:
     """(receiver report, error, port clash) for one attempt."""
-    from launcher.tools import ssh
+    from launcher import api
 
     src, dst = cluster.node(plan.src), cluster.node(plan.dst)
     timeout = duration + 90
     code = peer_source()
-    recv_task = asyncio.create_task(ssh.run(cluster.ssh, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
-    send_task = asyncio.create_task(ssh.run(cluster.ssh, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
+    recv_task = asyncio.create_task(api.run_on_node(cluster, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
+    send_task = asyncio.create_task(api.run_on_node(cluster, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
     done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
     if recv_task in done and not recv_task.result().ok:
         await _cancel(send_task)  # nobody will accept: do not wait for the sender's connect timeout
@@ -112,4 +114,23 @@ def run_plan(
     return results
 
 
-__all__ = ["run_plan", "measure_pair"]
+def python_for(cluster, node) -> str:
+    """The interpreter that runs the peer on ``node``: the cluster venv's, this one for localhost, else python3."""
+    if cluster.venv:
+        return posixpath.join(cluster.venv, "bin", "python")
+    return sys.executable if node.is_local else "python3"
+
+
+def prepare(cluster, *, duration: float, pairs: str) -> tuple[list[net.Endpoint], list[net.PairPlan]]:
+    """Endpoints and per-pair argv; every bad input (addresses, --pairs, --duration) fails here, exit 2."""
+    eps = net.endpoints(cluster)
+    pythons = {n.label: python_for(cluster, n) for n in cluster.nodes}
+    return eps, net.build_plan(eps, pairs, python=pythons, duration=duration)
+
+
+def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> dict:
+    results = run_plan(cluster, plans, duration, on_pair=progress)
+    return net.build_result(eps, pairs, duration, results)
+
+
+__all__ = ["measure_pair", "prepare", "run", "run_plan"]

@@ -1,6 +1,6 @@
 """Pure statistics for the harness-overhead benchmark: paired blocks, ratio of sums, bootstrap CI, verdict.
 
-The benchmark (``benchmarks/allreduce_overhead.py``) runs many short blocks, each holding one
+The benchmark (``perf/allreduce_overhead.py``) runs many short blocks, each holding one
 bare-loop measurement and one harness measurement of the same number of all-reduces, taken
 back to back in a random order. Drift on a shared machine (other jobs starting and stopping)
 then hits both sides of a block alike. Nothing here touches torch or a process group, so the
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 BAR = 0.03
 """The issue's bar: the harness's busbw within 3% of a bare loop's."""
@@ -198,7 +198,7 @@ def pool_results(results: Sequence[dict], *, seed: int = 1) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.overhead_stats RUN.json... [--out POOLED.json]``: pool runs of allreduce_overhead."""
+    """``python -m perf.overhead_stats RUN.json... [--out POOLED.json]``: pool runs of allreduce_overhead."""
     import argparse
     import json
     from pathlib import Path

@@ -1,6 +1,6 @@
 """torchrun worker of ``corral bench allreduce``: all-reduce bandwidth over a size sweep, nccl-tests style.
 
-Run by the launcher on every node (``torchrun ... benchmarks/allreduce.py -b 8 -e 64M``); rank 0
+Run by the launcher on every node (``torchrun ... -m benchmarks.allreduce.worker -b 8 -e 64M``); rank 0
 writes ``allreduce.json`` into ``$CORRAL_RUN_DIR`` (or ``--out``) and prints the table to its log.
 
 What is timed, and why (see docs/BENCH_NET.md):
@@ -31,15 +31,12 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-# Runnable as a script (torchrun benchmarks/allreduce.py): make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import collective_math as cm  # noqa: E402
-from benchmarks import nccl_table  # noqa: E402
-from launcher.errors import UserError  # noqa: E402
+from benchmarks.allreduce import maths as cm
+from benchmarks.allreduce import table as nccl_table
+from launcher.errors import UserError
 
 RESULT_FILE = "allreduce.json"
 SCHEMA = "corral.bench.allreduce/1"

@@ -1,6 +1,6 @@
 """``corral bench allreduce``: validate, launch the torchrun worker through the launch API, report.
 
-The worker (``benchmarks/allreduce.py``) runs exactly like a training job — tmux on every
+The worker (``benchmarks.allreduce.worker``) runs exactly like a training job — tmux on every
 node via ``launcher.api.launch`` — so the numbers describe the path training will take.
 Everything that can be wrong with the arguments is found here, before anything launches.
 """
@@ -12,14 +12,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from benchmarks import collective_math as cm
+from benchmarks.allreduce import maths as cm
 from launcher.errors import RunFailed, UserError
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "benchmarks.allreduce"
+WORKER_MODULE = "benchmarks.allreduce.worker"
 BACKENDS = ("auto", "nccl", "gloo")
 
 
@@ -94,57 +93,34 @@ def build_job(req: AllreduceRequest, name: str):
     )
 
 
-def _read_result(handle, cluster) -> dict:
-    """rank 0's allreduce.json: from shared storage, else from whichever node has it (rank 0's node)."""
-    from benchmarks.allreduce import RESULT_FILE
-
-    path = handle.run_dir / RESULT_FILE
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    import asyncio
-
-    from launcher.tools import ssh
-
-    for node in cluster.nodes:
-        if node.is_local:
-            continue
-        done = asyncio.run(ssh.run(cluster.ssh, node, ["cat", str(path)], timeout=30))
-        if done.ok and done.stdout.strip():
-            return json.loads(done.stdout)
-    raise RunFailed(f"the benchmark finished but no node has {path}", hint="look at the logs: corral logs " + handle.name)
-
-
-def _log_tail(handle, node: str, lines: int = 15) -> str:
-    try:
-        text = handle.log_path(node).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(log not readable here)"
-    return "\n".join("    " + ln for ln in text.strip().splitlines()[-lines:])
-
-
-def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None) -> dict:
-    """Launch, wait for every node, and return the worker's result dict; RunFailed names the failing node."""
+def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None, on_poll=None) -> dict:
+    """Launch, wait for every node, and return rank 0's result dict; RunFailed names the failing node."""
+    from benchmarks.allreduce.worker import RESULT_FILE
     from launcher import api
 
     name = name or job_name()
-    handle = api.launch(build_job(req, name), cluster, name=name)
-    if on_start is not None:
-        on_start(handle)
-    status = handle.wait(timeout=timeout)
+    done = api.run_to_completion(build_job(req, name), cluster, name=name, timeout=timeout, collect=[RESULT_FILE],
+                                 on_start=on_start, on_poll=on_poll)
+    if done.timed_out:
+        raise RunFailed(f"bench allreduce still running after {timeout:g}s; it was stopped on every node",
+                        hint=f"raise --timeout, or look at the logs: corral logs {name}")
+    status = done.status
     if not status.ok:
         bad = [n for n in status.nodes if not (n.state == "exited" and n.exit_code == 0)]
         first = bad[0] if bad else None
         detail = f"{first.node}: {first.state} (exit {first.exit_code})" if first else status.state
-        raise RunFailed(
-            f"bench allreduce failed on {detail}\n{_log_tail(handle, first.node) if first else ''}",
-            hint=f"full logs: corral logs {name}",
-        )
-    result = _read_result(handle, cluster)
-    try:
-        handle.stop(timeout=5)  # every node has exited: this only removes the finished tmux sessions
-    except Exception as exc:  # noqa: BLE001 - the result is in hand; a leftover session is only untidy
-        log.warning("could not remove the finished tmux sessions of %s: %s", name, exc)
-    return result
+        tail = "\n".join("    " + ln for ln in done.handle.log_tail(first.node)) if first else ""
+        raise RunFailed(f"bench allreduce failed on {detail}\n{tail}", hint=f"full logs: corral logs {name}")
+    text = done.first(RESULT_FILE)
+    if text is None:
+        raise RunFailed(f"the benchmark finished but no node has {done.handle.run_dir / RESULT_FILE}",
+                        hint=f"look at the logs: corral logs {name}")
+    return json.loads(text)
+
+
+def sizes_done(handle) -> int:
+    """Sizes finished so far: rank 0 (on the first node) logs ``# done SIZE B`` after each."""
+    return sum("# done " in line for line in handle.log_tail(handle.plan.nodes[0].node, lines=400))
 
 
 def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:
@@ -157,13 +133,3 @@ def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:
     short = min_busbw - peak
     return (f"peak busbw {peak:.3f} GB/s is below --min-busbw {min_busbw:g} GB/s "
             f"by {short:.3f} GB/s ({100 * short / min_busbw:.1f}%)")  # fmt: skip
-
-
-def write_outputs(result: dict, *, json_out: Path | None, plot: Path | None) -> None:
-    from launcher.cli.common import write_json
-
-    write_json(result, json_out)
-    if plot is not None:
-        from benchmarks.bench_plots import plot_allreduce
-
-        plot_allreduce(result, plot)

@@ -7,7 +7,7 @@ they fit its width, then one, then none; ``#wrong`` is printed like C's ``%6g``.
 
 from __future__ import annotations
 
-from benchmarks.units import format_size
+from launcher.units import format_size
 
 _LEAD = ("size", "count", "type", "redop", "root")
 _LEAD_UNITS = ("(B)", "(elements)", "", "", "")

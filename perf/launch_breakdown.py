@@ -17,10 +17,10 @@ machine, the two (or three) kinds interleaved with alternating order:
   (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, served by rank 0's worker once it has imported torch)
   costs the other ranks: their connect retries back off exponentially.
 
-    python -m benchmarks.launch_breakdown cpu --nodes 8 --reps 2
-    python -m benchmarks.launch_breakdown idle --nodes 8 --reps 3
-    python -m benchmarks.launch_breakdown barrier --nodes 8 --reps 6
-    python -m benchmarks.launch_breakdown store --delays 0.5 1 2 3 5
+    python -m perf.launch_breakdown cpu --nodes 8 --reps 2
+    python -m perf.launch_breakdown idle --nodes 8 --reps 3
+    python -m perf.launch_breakdown barrier --nodes 8 --reps 6
+    python -m perf.launch_breakdown store --delays 0.5 1 2 3 5
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import launch_latency as lat
+from perf import launch_latency as lat
 
 ACCT_RECORD = struct.Struct("<BBHIIIIIIfHHHHHHHH16s")
 """``struct acct_v3`` (linux/acct.h): flag, version, tty, exitcode, uid, gid, pid, ppid, btime,
@@ -82,7 +82,7 @@ class ProcessAccounting:
         fd, self.path = tempfile.mkstemp(prefix="corral-acct-")
         os.close(fd)
 
-    def __enter__(self) -> "ProcessAccounting":
+    def __enter__(self) -> ProcessAccounting:
         if self._libc.acct(self.path.encode()) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"acct({self.path}): {os.strerror(err)} (needs root and CONFIG_BSD_PROCESS_ACCT)")
@@ -112,7 +112,7 @@ class CpuSampler:
             self.samples.append((time.time(), lat.busy_cpu_seconds()))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "CpuSampler":
+    def __enter__(self) -> CpuSampler:
         self._thread.start()
         return self
 
@@ -215,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.delays:
             print(f"server up {d:g} s after the clients: last client connected {store_connect_lag(d):.2f} s later", flush=True)
         return 0
-    sys.path.insert(0, str(lat.REPO))
     from tests.simcluster import SimCluster
 
     kinds = ["baseline", "barrier", "corral"] if args.what == "barrier" else ["baseline", "corral"]

@@ -17,7 +17,7 @@ separate machines have. With one shared home, a login script that takes a lock u
 logins to different nodes, which only the parallel fan-out pays; ``--shared-home`` measures that
 setup. Run as root from the repository root:
 
-    python -m benchmarks.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch_latency.json
+    python -m perf.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch_latency.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = "benchmarks/launch_latency_worker.py"
+WORKER = "perf/launch_latency_worker.py"
 
 
 def wait_ready(out: Path, world: int, timeout: float = 300) -> float:
@@ -149,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home (one lock for every login script)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     from tests.simcluster import SimCluster
 
     venv = sys.prefix

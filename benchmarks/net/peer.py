@@ -1,6 +1,6 @@
 """The two ends of one ``corral bench net`` measurement: a TCP receiver and a TCP sender.
 
-Run on the nodes (over ssh) as ``python benchmarks/net_peer.py recv|send ...``; each prints
+Run on the nodes (over ssh) as ``python benchmarks/net/peer.py recv|send ...``; each prints
 one JSON object on stdout when done. Standard library only, so it starts in a few
 milliseconds and needs nothing installed on a fresh node.
 

@@ -1,0 +1,99 @@
+"""The house rules that a reader cannot see at a glance, checked on the source itself.
+
+* Processes are started only by the choke point of their tool (docs/ARCHITECTURE.md, "Choke
+  points"): an AST scan of every shipped module for subprocess, asyncio subprocesses, os.exec*,
+  os.system/popen/spawn*. A new external tool gets its own module here, with the reason.
+* No shipped module imports the tests or the project's self-measurements (``perf/``), and none
+  edits ``sys.path``: workers are started by module (``python -m benchmarks.volume.worker``).
+
+The import layers themselves are import-linter contracts in pyproject.toml (``lint-imports``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ("launcher", "benchmarks", "container")
+
+CHOKE_POINTS = {
+    "launcher/tools/ssh.py": "commands on nodes: ssh, or directly for localhost (quoting, clean environment, timeouts)",
+    "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
+    "container/docker.py": "the docker CLI",
+    "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
+    "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
+    # The container node probe still runs its own ssh; it moves behind container/docker.py with the
+    # typed container facts (multi-node containers), and this entry goes with it.
+    "container/facts.py": "container node probe (to be folded into the node command choke point)",
+}
+OS_SPAWNERS = {"system", "popen", "fork", "forkpty"}
+ASYNC_SPAWNERS = {"create_subprocess_exec", "create_subprocess_shell"}
+
+
+def shipped_modules() -> list[Path]:
+    return sorted(p for pkg in SHIPPED for p in (REPO / pkg).rglob("*.py"))
+
+
+def process_starts(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every way of starting a process found in ``tree``."""
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            hits += [(node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] in ("subprocess", "pty")]
+        elif isinstance(node, ast.ImportFrom) and node.module in ("subprocess", "pty", "os", "asyncio"):
+            names = {a.name for a in node.names}
+            bad = names & ({"Popen", "run", "call", "check_call", "check_output", "spawn"} if node.module in ("subprocess", "pty")
+                           else OS_SPAWNERS | ASYNC_SPAWNERS | {n for n in names if n.startswith(("exec", "spawn"))})  # fmt: skip
+            hits += [(node.lineno, f"from {node.module} import {n}") for n in sorted(bad)]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner, name = node.value.id, node.attr
+            if owner == "os" and (name in OS_SPAWNERS or name.startswith(("exec", "spawn", "posix_spawn"))):
+                hits.append((node.lineno, f"os.{name}"))
+            elif owner == "asyncio" and name in ASYNC_SPAWNERS:
+                hits.append((node.lineno, f"asyncio.{name}"))
+            elif owner == "subprocess":
+                hits.append((node.lineno, f"subprocess.{name}"))
+    return hits
+
+
+def test_scanner_sees_every_way_of_starting_a_process():
+    src = "import subprocess\nimport os, asyncio\nfrom subprocess import Popen\nos.execvpe('a', [], {})\nos.system('x')\nasyncio.create_subprocess_exec('a')\n"
+    found = {what for _, what in process_starts(ast.parse(src))}
+    assert found == {"import subprocess", "from subprocess import Popen", "os.execvpe", "os.system", "asyncio.create_subprocess_exec"}
+
+
+@pytest.mark.parametrize("path", shipped_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_only_choke_points_start_processes(path):
+    rel = str(path.relative_to(REPO))
+    if rel in CHOKE_POINTS:
+        return
+    hits = process_starts(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+    assert not hits, (
+        f"{rel} starts a process itself ({', '.join(f'line {n}: {w}' for n, w in hits)}); "
+        "go through the tool's choke point (launcher.api.run_on_node / launcher.tools.ssh for commands on nodes, "
+        "container/docker.py for docker), or make this module the choke point of a new tool in CHOKE_POINTS"
+    )
+
+
+def test_choke_points_exist():
+    assert all((REPO / rel).is_file() for rel in CHOKE_POINTS), [rel for rel in CHOKE_POINTS if not (REPO / rel).is_file()]
+
+
+@pytest.mark.parametrize("path", shipped_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_modules_import_no_tests_or_perf_and_leave_sys_path_alone(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots = {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots = {node.module.split(".")[0]}
+        else:
+            roots = set()
+        assert not roots & {"tests", "perf"}, f"{path.relative_to(REPO)}:{node.lineno} imports test or perf code"
+        if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys":
+            parent_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                            and n.func.value is node and n.func.attr in ("insert", "append")]  # fmt: skip
+            assert not parent_calls, f"{path.relative_to(REPO)}:{node.lineno} edits sys.path; start workers with python -m"
