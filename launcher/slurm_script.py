@@ -201,6 +201,7 @@ BATCH_TEMPLATE = """\
 # preemption) is passed to the step and the job is requeued once the step has ended.
 wrapper={wrapper}
 secrets={secrets}
+requeue_mark={requeue_mark}
 first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 port=$({python} -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])') || exit 97
 export CORRAL_RDZV_ENDPOINT="$first:$port"
@@ -211,6 +212,8 @@ step=
 on_usr1() {{
   echo "corral: SIGUSR1 received: passing it to every node's workers, requeueing when they end"
   requeue=1
+  # read by `corral ps`: this attempt's nodes ending is not the job's end
+  printf '%s\\n' "${{SLURM_RESTART_COUNT:-0}}" >"$requeue_mark"
   [ -n "$step" ] && kill -USR1 "$step" 2>/dev/null
 }}
 trap on_usr1 USR1
@@ -283,12 +286,18 @@ def render_command(plan: SlurmPlan) -> str:
     return " ".join(words + [shlex.quote(w) for w in plan.entry])
 
 
+def requeue_mark_path(plan: SlurmPlan) -> str:
+    """Written by the batch script on SIGUSR1: the restart count of the attempt that will be requeued."""
+    return posixpath.join(posixpath.dirname(plan.script_path), "requeue")
+
+
 def render_batch_script(plan: SlurmPlan) -> str:
     q = shlex.quote
     python = q(posixpath.join(plan.venv, "bin", "python")) if plan.venv else "python3"
     return BATCH_TEMPLATE.format(
         name=plan.name, run_id=plan.run_id, sbatch_lines="\n".join(f"#SBATCH {o}" for o in plan.sbatch_options),
         wrapper=q(plan.wrapper_path), secrets=q(plan.secrets_path), python=python,
+        requeue_mark=q(requeue_mark_path(plan)),
     )  # fmt: skip
 
 

@@ -66,3 +66,12 @@ def test_sweep_slots_share_the_jobs_state():
     assert job_wide_run(status(("missing", None))) == {"*": NodeRun("missing")}
     assert judge_run(["slot-1", "slot-2"], {"*": NodeRun("exited", 0)}).result == "done"
     assert judge_run(["slot-1"], {"*": NodeRun("running")}).result is None
+
+
+def test_a_requeue_requested_by_sigusr1_keeps_the_job_pending():
+    """The batch script marks the attempt it will requeue: its nodes ending is not the job's end."""
+    running = recorded("running")
+    exits = {"n1": (0, 0, 5.0), "n2": (0, 0, 5.0)}
+    marked = node_statuses(running, "1", ["n1", "n2"], exits, 0, 10, requeue_mark=0)
+    assert [n.state for n in marked] == ["pending"] and "requeue requested" in marked[0].detail
+    assert [n.state for n in node_statuses(running, "1", ["n1", "n2"], exits, 0, 10, requeue_mark=None)] == ["exited", "exited"]

@@ -248,8 +248,17 @@ def read_exit_codes(run_dir: str) -> dict[str, tuple[int, int, float]]:
     return out
 
 
+def read_requeue_mark(record: RunRecord) -> int | None:
+    from launcher.slurm_script import requeue_mark_path
+
+    try:
+        return int(Path(requeue_mark_path(SlurmPlan.from_dict(record.slurm["plan"]))).read_text().split()[0])
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        return None
+
+
 def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exits: dict[str, tuple[int, int, float]],
-                  started_at: float, now: float) -> list[NodeStatus]:  # fmt: skip
+                  started_at: float, now: float, requeue_mark: int | None = None) -> list[NodeStatus]:  # fmt: skip
     """Pure: the per-node view of a Slurm job (see ``launcher.slurm_state``)."""
 
     def exited(node: str) -> NodeStatus:
@@ -271,6 +280,8 @@ def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exit
     state = corral_state(job.state)
     if state == "pending" or (state == "running" and not allocation):
         return [NodeStatus("-", "slurm", "pending", detail=detail)]
+    if state == "running" and requeue_mark == job.restarts:  # SIGUSR1: this attempt ends, the job goes back to the queue
+        return [NodeStatus("-", "slurm", "pending", detail=detail + "; SIGUSR1 received: requeue requested")]
     current = {
         n: v for n, v in exits.items() if v[1] == job.restarts
     }  # a requeued job's earlier attempt does not count
@@ -326,7 +337,8 @@ def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         )
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist) if job and job.nodelist else []
-    nodes = node_statuses(job, job_id, allocation, read_exit_codes(record.plan.run_dir), record.started_at, time.time())
+    nodes = node_statuses(job, job_id, allocation, read_exit_codes(record.plan.run_dir), record.started_at, time.time(),
+                          read_requeue_mark(record))  # fmt: skip
     return JobStatus(record.name, record.state, nodes)
 
 
