@@ -74,4 +74,7 @@ def test_a_requeue_requested_by_sigusr1_keeps_the_job_pending():
     exits = {"n1": (0, 0, 5.0), "n2": (0, 0, 5.0)}
     marked = node_statuses(running, "1", ["n1", "n2"], exits, 0, 10, requeue_mark=0)
     assert [n.state for n in marked] == ["pending"] and "requeue requested" in marked[0].detail
-    assert [n.state for n in node_statuses(running, "1", ["n1", "n2"], exits, 0, 10, requeue_mark=None)] == ["exited", "exited"]
+    assert [n.state for n in node_statuses(running, "1", ["n1", "n2"], exits, 0, 10, requeue_mark=None)] == [
+        "exited",
+        "exited",
+    ]

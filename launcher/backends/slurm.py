@@ -280,7 +280,9 @@ def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exit
     state = corral_state(job.state)
     if state == "pending" or (state == "running" and not allocation):
         return [NodeStatus("-", "slurm", "pending", detail=detail)]
-    if state == "running" and requeue_mark == job.restarts:  # SIGUSR1: this attempt ends, the job goes back to the queue
+    if (
+        state == "running" and requeue_mark == job.restarts
+    ):  # SIGUSR1: this attempt ends, the job goes back to the queue
         return [NodeStatus("-", "slurm", "pending", detail=detail + "; SIGUSR1 received: requeue requested")]
     current = {
         n: v for n, v in exits.items() if v[1] == job.restarts
