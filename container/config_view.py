@@ -36,7 +36,7 @@ def _command(job: JobConfig) -> tuple[str, ...]:
 
 def run_context(job: JobConfig, cluster: ClusterConfig, node: NodeConfig, base: str | None = None) -> RunContext:
     """The RunContext a launch of ``job`` on ``node`` would have (paths resolved like the launch resolves them)."""
-    base = base or os.getcwd()
+    base = base or cluster.base_dir or os.getcwd()
     return RunContext(
         job=job.name, node=node.label, command=_command(job), workdir=_abs(base, cluster.workdir),
         venv=_abs(base, cluster.venv) if cluster.venv else None,

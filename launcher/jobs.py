@@ -20,6 +20,7 @@ from typing import Any
 from launcher.config import ClusterConfig, JobConfig, NodeConfig, apply_overrides, validate
 from launcher.config.job import JOB_NAME
 from launcher.errors import RunFailed, UserError
+from launcher.jobstate import job_state
 from launcher.plan import (
     JobPlan,
     NodeFacts,
@@ -70,9 +71,14 @@ class NodeStatus:
 @dataclass
 class JobStatus:
     name: str
-    state: str
+    record_state: str
     """The launcher's record: starting | running | stopped | failed."""
     nodes: list[NodeStatus] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """The job's state, derived from the nodes' (``launcher.jobstate``, one table for every view)."""
+        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes])
 
     @property
     def running(self) -> bool:
@@ -87,7 +93,7 @@ class JobStatus:
         return all(n.state == "exited" and n.exit_code == 0 for n in self.nodes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "nodes": [asdict(n) for n in self.nodes]}
+        return {"name": self.name, "state": self.state, "record_state": self.record_state, "nodes": [asdict(n) for n in self.nodes]}
 
 
 def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float) -> NodeStatus:
@@ -143,8 +149,39 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
 # ---------------------------------------------------------------------------- launch
 
 
+def cluster_base(cluster: ClusterConfig, base_dir: str | None = None) -> str:
+    """Where the cluster's relative paths (workdir, storage) start: ``base_dir`` when a caller
+    gives one, else the cluster file's directory (the project directory for the embedded
+    default, see ``config.loading.load_cluster``), else the current directory."""
+    return base_dir or cluster.base_dir or os.getcwd()
+
+
 def runs_dir(cluster: ClusterConfig, base_dir: str | None = None) -> str:
-    return resolve_path(base_dir or os.getcwd(), cluster.storage.runs)
+    return resolve_path(cluster_base(cluster, base_dir), cluster.storage.runs)
+
+
+def local_script_warnings(job: JobConfig, cluster: ClusterConfig, base_dir: str | None = None) -> list[str]:
+    """A job's ``script`` (relative to the cluster's workdir) missing where a local node would run it.
+    Remote nodes are only asked at launch (preflight); this needs no node."""
+    if not job.script:
+        return []
+    workdir = resolve_path(cluster_base(cluster, base_dir), cluster.workdir)
+    path = resolve_path(workdir, job.script)
+    if os.path.isfile(path):
+        return []
+    nodes = [n.label for n in cluster.nodes if n.is_local]
+    if not nodes:
+        return []
+    return [f"script {job.script} not found in {workdir} (the cluster's workdir, where node {nodes[0]} runs it): "
+            "a job's script is relative to workdir; fix `script` or `workdir`"]
+
+
+BENCHMARK_PREFIX = "bench-"
+"""Runs the benchmarks start are named ``bench-<kind>-<time>-...``: ``ps`` lists them with --all only."""
+
+
+def is_benchmark_run(name: str) -> bool:
+    return name.startswith(BENCHMARK_PREFIX)
 
 
 def apply_job_overrides(job: JobConfig, set_: list[str] | tuple[str, ...]) -> JobConfig:
@@ -163,9 +200,10 @@ def check_name(name: str) -> str:
 
 
 def read_secrets(job: JobConfig, base_dir: str) -> dict[str, str]:
+    """``env_file``: relative to the job file's directory (``base_dir`` for a job not read from a file)."""
     if not job.env_file:
         return {}
-    path = Path(resolve_path(base_dir, job.env_file))
+    path = Path(resolve_path(job.base_dir or base_dir, job.env_file))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -190,7 +228,8 @@ class LaunchOptions:
     dry_run: bool = False
     """Plan from the cluster file alone; ask no node."""
     base_dir: str | None = None
-    """Relative cluster paths are resolved against this directory (default: the cwd)."""
+    """Relative cluster paths are resolved against this directory (default: the cluster file's
+    directory, the project directory for the embedded cluster; see ``cluster_base``)."""
     tmux_socket: str | None = None
     """tmux ``-L`` socket (default: ``$CORRAL_TMUX_SOCKET``, else the user's default server)."""
     run_id: str | None = None
@@ -208,11 +247,12 @@ class LaunchOptions:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
-    def resolved(self, job: JobConfig) -> LaunchOptions:
-        """Every default filled in, once: the name checked, the base dir, socket and run id decided."""
+    def resolved(self, job: JobConfig, cluster: ClusterConfig | None = None) -> LaunchOptions:
+        """Every default filled in, once: the name checked, the base dir (``cluster_base``), socket and run id decided."""
         name = check_name(self.name or job.name)
         socket = self.tmux_socket if self.tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
-        return replace(self, name=name, base_dir=self.base_dir or os.getcwd(), tmux_socket=socket,
+        base = cluster_base(cluster, self.base_dir) if cluster is not None else self.base_dir or os.getcwd()
+        return replace(self, name=name, base_dir=base, tmux_socket=socket,
                        run_id=self.run_id or f"{name}-{uuid.uuid4().hex[:8]}")  # fmt: skip
 
 
@@ -239,8 +279,10 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     ``options`` (or the same fields as keyword arguments) are resolved once here; the plan, the
     preflight and ``start`` read them from ``Prepared.options``."""
     opts = LaunchOptions.of(options, **kwargs)
+    job_dir = job.base_dir
     job = apply_job_overrides(job, opts.set_)
-    opts = opts.resolved(job)
+    job.set_base_dir(job_dir)  # env_file stays relative to the job file after --set
+    opts = opts.resolved(job, cluster)
     name, base, socket, run_id = opts.name, opts.base_dir, opts.tmux_socket, opts.run_id
     plain, preflight, dry_run = opts.plain, opts.preflight, opts.dry_run
     chosen = select_nodes(cluster, job, list(opts.nodes) if opts.nodes is not None else None)
@@ -267,6 +309,11 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
 
 
+def uses_checkpoints(node: NodePlan) -> bool:
+    """Only a job with a ``checkpoint:`` section gets its checkpoint directory made for it."""
+    return "CORRAL_CKPT_POLICY" in node.env
+
+
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
     files = [{"path": node.wrapper_path, "content": render_wrapper(plan.name, node), "mode": 0o700}]
     if secrets:
@@ -275,7 +322,7 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
     return {
         "op": "start", "state_dir": node.state_dir, "log": node.log_path,
-        "dirs": [node.state_dir, os.path.dirname(node.log_path), plan.ckpt_dir],
+        "dirs": [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else []),
         "files": files, "steps": steps, "wait_s": START_WAIT_S,
     }  # fmt: skip
 
@@ -285,6 +332,7 @@ def stop_request(plan: JobPlan, node: NodePlan, timeout: float) -> dict[str, Any
         "op": "stop", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
         "tmux_kill": tmux.kill_session(plan.tmux_socket, node.session),
         "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
+        "log": node.log_path,
     }  # fmt: skip
 
 
@@ -367,9 +415,11 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
 
     if is_container_plan(record.plan):
         remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
-    record.state = "stopped"
-    record.message = "stopped by corral stop"
-    record.save()
+    if any(r.found for r in results):
+        # a job whose every node had already exited keeps its own ending (exited / failed)
+        record.state = "stopped"
+        record.message = "stopped by corral stop"
+        record.save()
     return results
 
 

@@ -45,6 +45,8 @@ async def tail_lines(record: RunRecord, cluster: ClusterConfig, node: str | None
 
 FINAL_LINE = "] corral: exited with status "
 """The wrapper's last line in every node log (see plan.WRAPPER_TEMPLATE)."""
+STOPPED_LINE = "] corral: stopped by corral stop"
+"""The last line of a node log when ``corral stop`` ended the job (see node_agent.op_stop)."""
 DRAIN_TIMEOUT_S = 15.0
 
 
@@ -56,7 +58,7 @@ async def _pump(proc: asyncio.subprocess.Process, write: Callable[[str], None], 
             return
         text = line.decode(errors="replace")
         write(text)
-        if FINAL_LINE in text:
+        if FINAL_LINE in text or STOPPED_LINE in text:
             finished.set()
 
 

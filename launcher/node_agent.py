@@ -114,6 +114,7 @@ def op_probe(req):
     """Facts and checks for preflight and planning."""
     out = {"hostname": socket.gethostname(), "python": sys.version.split()[0]}
     workdir = req.get("workdir")
+    out["workdir"] = workdir
     out["workdir_ok"] = bool(workdir) and os.path.isdir(workdir)
     script = req.get("script")
     if script and workdir:
@@ -334,6 +335,11 @@ def _signal_all(found, sig, groups_ok):
             pass
 
 
+STOP_LINE = "corral: stopped by corral stop"
+"""The last line ``corral stop`` writes into a stopped job's log (a normal end writes
+``corral: exited with status N``)."""
+
+
 def op_stop(req):
     """SIGTERM the job's process groups, SIGKILL what remains after the timeout, kill the tmux
     session, and report what (if anything) is still alive."""
@@ -360,6 +366,11 @@ def op_stop(req):
     exit_file = os.path.join(req["state_dir"], "exit_code")
     if not os.path.exists(exit_file) and os.path.isdir(req["state_dir"]):
         _write_file(exit_file, "143\n", 0o644)
+    if initially and req.get("log"):
+        # the wrapper was killed before it could write its own last line: say how the job ended
+        how = f"SIGTERM, then SIGKILL after {timeout:g} s" + (f" ({killed} process(es) needed it)" if killed else "")
+        with open(req["log"], "a", encoding="utf-8") as f:
+            f.write(f"[{req['node']}] {STOP_LINE} ({how})\n")
     secrets = req.get("secrets_path")
     if secrets:
         try:
@@ -385,6 +396,19 @@ def op_tail(req):
     return {"ok": True, "lines": text[-n:] if n > 0 else []}
 
 
+def op_forget(req):
+    """Remove a finished run's directory on this node (``corral rm``), only if it is one of
+    corral's: it holds this node's state directory or log."""
+    run_dir, node = req["run_dir"], req["node"]
+    if not os.path.isdir(run_dir):
+        return {"ok": True, "removed": False}
+    if not (os.path.isdir(os.path.join(run_dir, "nodes", node)) or os.path.isfile(os.path.join(run_dir, "logs", f"{node}.log"))):
+        return {"ok": False, "error": f"{run_dir} holds no state or log of node {node}: left alone"}
+    shutil.rmtree(run_dir)
+    return {"ok": True, "removed": True}
+
+
+
 def op_read(req):
     """Whole small files (a run's result documents), None for a missing one: no shared drive needed."""
     limit = int(req.get("max_bytes", 8 << 20))
@@ -403,7 +427,7 @@ def op_read(req):
 
 
 OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail,
-       "read": op_read}
+       "read": op_read, "forget": op_forget}
 
 
 def main(request):

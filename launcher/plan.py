@@ -325,7 +325,7 @@ job() {{
   unset VIRTUAL_ENV PYTHONHOME
   if [ -f "$secrets" ]; then set -a; . "$secrets"; set +a; rm -f -- "$secrets"; fi
   cd -- {workdir} || {{ echo "corral: cannot enter the working directory" >&2; return 97; }}
-{venv_line}{exports}
+{venv_line}{exports}{omp_line}
   {command}
 }}
 
@@ -334,8 +334,19 @@ code=${{PIPESTATUS[0]}}
 rm -f -- "$secrets"
 printf '%s\\n' "$code" >"$state_dir/exit_code.tmp" && mv -f -- "$state_dir/exit_code.tmp" "$state_dir/exit_code"
 echo "[$node] corral: exited with status $code" | tee -a -- "$log"
+# The exit status is recorded and the log kept: the dead pane would only pile up (one per run).
+tmux kill-session -t "$TMUX_PANE" 2>/dev/null
 exit "$code"
 """
+
+
+def omp_line(node: NodePlan) -> str:
+    """torchrun sets OMP_NUM_THREADS=1 with a 4-line warning in every log when it is unset; a job
+    that did not set it gets the node's CPUs shared among its processes (counted on the node)."""
+    if "OMP_NUM_THREADS" in node.env or node.inner_argv[:1] != [TORCHRUN]:
+        return ""
+    n = max(1, node.nproc_per_node)
+    return f'\n  [ -n "${{OMP_NUM_THREADS:-}}" ] || export OMP_NUM_THREADS=$(( $(nproc) / {n} > 0 ? $(nproc) / {n} : 1 ))'
 
 
 def render_wrapper(job_name: str, node: NodePlan) -> str:
@@ -346,7 +357,7 @@ def render_wrapper(job_name: str, node: NodePlan) -> str:
         activate = posixpath.join(node.venv, "bin", "activate")
         venv_line = f'  . {q(activate)} || {{ echo "corral: cannot activate the venv" >&2; return 98; }}\n'
     exports = "\n".join(f"  export {k}={q(v)}" for k, v in node.env.items())
-    return WRAPPER_TEMPLATE.format(
+    return WRAPPER_TEMPLATE.format(omp_line=omp_line(node),
         name=job_name, node=node.node, session=node.session,
         state_dir=q(node.state_dir), log=q(node.log_path), node_q=q(node.node), secrets=q(node.secrets_path),
         workdir=q(node.workdir), venv_line=venv_line, exports=exports, command=shlex.join(node.command),
@@ -395,7 +406,8 @@ def describe(plan: JobPlan) -> str:
             f"  workdir: {n.workdir}",
             f"  venv: {n.venv or '-'}",
             f"  log: {n.log_path}",
-            "  env: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items()),
+            "  env: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items())
+            + (f" OMP_NUM_THREADS=<node CPUs / {n.nproc_per_node}>" if omp_line(n) else ""),
             f"  command: {shlex.join(n.command)}",
             f"  pane: {shlex.join(n.pane_command)}",
         ]

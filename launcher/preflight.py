@@ -84,10 +84,12 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
         out = [Check(n, "ssh", False, "tmux and bash are needed on the node: install them (e.g. apt-get install tmux)")]
     else:
         out = [Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")]
+    where = d.get("workdir") or "the working directory"
     if not d.get("workdir_ok"):
-        out.append(Check(n, "workdir", False, "working directory missing: create it or fix `workdir` in the cluster file"))
+        out.append(Check(n, "workdir", False, f"working directory {where} missing: create it or fix `workdir` in the cluster file"))
     elif d.get("script_ok") is False:
-        out.append(Check(n, "workdir", False, f"script {job.script if job else ''} not found in the working directory: copy the code to this node"))
+        fix = "fix `script` (relative to workdir) or `workdir`" if node.is_local else "copy the code to this node or fix `script`/`workdir`"
+        out.append(Check(n, "workdir", False, f"script {job.script if job else ''} not found in {where} (the cluster's workdir, where the job runs): {fix}"))
     else:
         out.append(Check(n, "workdir", True, "exists" + (", script found" if d.get("script_ok") else "")))
     if venv is None:
@@ -160,7 +162,8 @@ async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: Jo
     target_host, target_port = rdzv_host(nodes[0]), cluster.rendezvous.port
     requests = []
     for i, n in enumerate(nodes):
-        req = probe_request(cluster, n, job, first=(i == 0), name=name, base_dir=base_dir, local_venv=local_venv,
+        # a plain job has no rendezvous: it reserves no port (reservations last minutes, see node_agent)
+        req = probe_request(cluster, n, job, first=(i == 0 and not plain), name=name, base_dir=base_dir, local_venv=local_venv,
                             full_torch=full_torch, tmux_socket=tmux_socket)  # fmt: skip
         if multi and i > 0:
             req["reach"] = {"host": target_host, "port": target_port, "timeout": REACH_TIMEOUT_S}

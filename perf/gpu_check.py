@@ -242,7 +242,7 @@ class Run:
 
     def s_bench_node(self, budget: float) -> gv.StepResult:
         rec, rep = self.work / "bench-node.record.json", self.work / "bench-node.json"
-        p = self.proc("bench_node", [self.py, "-m", "launcher.cli", "bench", "node", "--record", str(rec), "--json", str(rep)], budget)
+        p = self.proc("bench_node", [self.py, "-m", "launcher.cli", "bench", "node", "--record", str(rec), "--json-out", str(rep)], budget)
         figs = gv.judge_node_report(json.loads(rep.read_text())) if rep.exists() else []
         if rec.exists():
             self.save_nvml_fixture(json.loads(rec.read_text()))
@@ -265,7 +265,7 @@ class Run:
     def s_allreduce(self, budget: float) -> gv.StepResult:
         out = self.work / "allreduce.json"
         argv = [self.py, "-m", "launcher.cli", "bench", "allreduce", "--backend", "nccl", "-b", "1M", "-e", "1G", "-f", "4",
-                "-n", "20", "-w", "5", "--json", str(out), "--timeout", str(int(budget - 15))]  # fmt: skip
+                "-n", "20", "-w", "5", "--json-out", str(out), "--timeout", str(int(budget - 15))]  # fmt: skip
         p = self.proc("allreduce", argv, budget)
         result = json.loads(out.read_text()) if out.exists() else None
         figs = gv.judge_allreduce(result) if result else []

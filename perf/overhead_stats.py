@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 BAR = 0.03
-"""The issue's bar: the harness's busbw within 3% of a bare loop's."""
+"""The target: the harness's busbw within 3% of a bare loop's."""
 
 WITHIN = "within 3%"
 OUTSIDE = "outside 3%"

@@ -27,7 +27,7 @@ def cluster_file(sim_cluster, tmp_path, monkeypatch) -> Path:
 def test_allreduce_three_nodes_two_ranks_each(cluster_file, tmp_path, capsys):
     out, png = tmp_path / "ar.json", tmp_path / "ar.png"
     rc = main(["bench", "allreduce", "-c", str(cluster_file), "--nproc-per-node", "2", "-b", "1K", "-e", "1M", "-f", "8",
-               "-n", "3", "-w", "1", "--json", str(out), "--plot", str(png), "--timeout", "240"])  # fmt: skip
+               "-n", "3", "-w", "1", "--json-out", str(out), "--plot", str(png), "--timeout", "240"])  # fmt: skip
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     result = json.loads(out.read_text())
@@ -64,7 +64,7 @@ def test_net_names_the_rate_limited_pair(sim_cluster, cluster_file, tmp_path, ca
     _limit(sim_cluster, slow, LIMIT_MBIT)
     try:
         out, png = tmp_path / "net.json", tmp_path / "net.png"
-        rc = main(["bench", "net", "-c", str(cluster_file), "--pairs", "ring", "--duration", "3", "--json", str(out), "--plot", str(png)])
+        rc = main(["bench", "net", "-c", str(cluster_file), "--pairs", "ring", "--duration", "3", "--json-out", str(out), "--plot", str(png)])
         printed = capsys.readouterr()
     finally:
         _unlimit(sim_cluster, slow)

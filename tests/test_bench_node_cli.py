@@ -29,7 +29,7 @@ def local_run(tmp_path_factory):
     """One real run with speed tests (CPU figures), shared by the tests that read its outputs."""
     d = tmp_path_factory.mktemp("bench-node")
     report, record = d / "report.json", d / "probe.json"
-    code = main(["bench", "node", "--json", str(report), "--record", str(record)])
+    code = main(["bench", "node", "--json-out", str(report), "--record", str(record)])
     return code, json.loads(report.read_text()), json.loads(record.read_text())
 
 
@@ -55,7 +55,7 @@ def test_record_then_from_judges_the_same_probe_again(local_run, tmp_path):
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(record))
     again = tmp_path / "again.json"
-    assert main(["bench", "node", "--from", str(path), "--json", str(again)]) == 0
+    assert main(["bench", "node", "--from", str(path), "--json-out", str(again)]) == 0
     assert json.loads(again.read_text())["nodes"][0]["checks"] == report["nodes"][0]["checks"]
 
 
@@ -67,7 +67,7 @@ def test_failing_gpu_probe_exits_1_with_reasons_in_the_json(tmp_path, capsys):
     src = tmp_path / "probes.json"
     src.write_text(json.dumps(probes))
     out = tmp_path / "report.json"
-    assert main(["bench", "node", "--from", str(src), "--json", str(out)]) == 1
+    assert main(["bench", "node", "--from", str(src), "--json-out", str(out)]) == 1
     report = json.loads(out.read_text())
     assert report["summary"]["failed_nodes"] == ["gpu2"]
     bad = report["nodes"][1]["gpus"][1]
@@ -81,7 +81,7 @@ def test_failing_gpu_probe_exits_1_with_reasons_in_the_json(tmp_path, capsys):
 
 def test_json_to_stdout_is_pure_json(tmp_path, capsys):
     src = _probe_file(tmp_path, "h100_sxm_healthy.json", "gpu1")
-    assert main(["bench", "node", "--from", str(src), "--json", "-"]) == 0
+    assert main(["bench", "node", "--from", str(src), "--json"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["summary"]["status"] == "pass"
 

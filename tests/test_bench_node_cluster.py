@@ -21,7 +21,7 @@ def test_cpu_probe_runs_on_three_simulated_nodes_and_is_judged_across_peers(sim_
     # the nodes write their probes under storage.runs, which the sim puts outside /tmp.
     cluster_file = sim_cluster.write_cluster_config(tmp_path / "cluster.yaml", workdir=str(REPO), venv=sys.prefix)
     report_file = tmp_path / "report.json"
-    code = main(["bench", "node", "-c", str(cluster_file), "--json", str(report_file), "--timeout", "240"])
+    code = main(["bench", "node", "-c", str(cluster_file), "--json-out", str(report_file), "--timeout", "240"])
     report = json.loads(report_file.read_text())
     assert code == 0, report["summary"]
     hosts = [n["host"] for n in report["nodes"]]

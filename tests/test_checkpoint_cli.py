@@ -30,7 +30,7 @@ def test_ls_table_and_json(root, capsys):
     for step in ("100", "200", "300", "400"):
         assert step in out
     assert "yes" in out and ".staging-step-00000500" in out
-    assert cli(["ckpt", "ls", root, "--json", "-"]) == 0
+    assert cli(["ckpt", "ls", root, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [c["step"] for c in data["checkpoints"]] == [100, 200, 300, 400]
     first = data["checkpoints"][0]
@@ -40,7 +40,7 @@ def test_ls_table_and_json(root, capsys):
 
 def test_ls_marks_a_torn_checkpoint(root, capsys):
     os.unlink(os.path.join(root, "step-00000200", "manifest.json"))
-    assert cli(["ckpt", "ls", root, "--json", "-"]) == 0
+    assert cli(["ckpt", "ls", root, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     torn = data["checkpoints"][1]
     assert not torn["valid"] and "manifest.json: missing" in torn["problems"][0]
@@ -57,7 +57,7 @@ def test_verify_ok_and_failing_names_every_bad_file(root, capsys):
         last = f.read(1)
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last[0] ^ 1]))
-    assert cli(["ckpt", "verify", root, "--json", os.path.join(root, "..", "v.json")]) == 1
+    assert cli(["ckpt", "verify", root, "--json-out", os.path.join(root, "..", "v.json")]) == 1
     err = capsys.readouterr().err
     assert f"{bad1}: truncated" in err and f"{bad2}: checksum mismatch" in err
     assert "2 problem(s) in 2 of 4" in err

@@ -9,7 +9,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.config.job import ContainerConfig
 
 EXPECTED_COMMANDS = {
-    "launch", "ps", "logs", "attach", "stop", "preflight", "demo",
+    "launch", "ps", "logs", "attach", "stop", "rm", "preflight", "demo",
     "bench allreduce", "bench net", "bench volume", "bench node",
     "container config",
     "ckpt ls", "ckpt verify", "ckpt prune",
@@ -18,12 +18,26 @@ EXPECTED_COMMANDS = {
 }  # fmt: skip
 
 
+TABLE_COMMANDS = {
+    "ps", "preflight", "bench allreduce", "bench net", "bench volume", "bench node", "ckpt ls", "ckpt verify",
+    "sweep run", "sweep status",
+}  # fmt: skip
+"""Commands that print a table: each takes ``--json`` (JSON on stdout) and ``--json-out PATH``."""
+
+
+def _command(full: str):
+    from launcher.cli.app import build_command
+
+    cmd = build_command()
+    for part in full.split():
+        cmd = cmd.commands[part]
+    return cmd
+
+
 def _commands() -> set[str]:
-    from typer.main import get_command
+    from launcher.cli.app import build_command
 
-    from launcher.cli.app import app
-
-    root = get_command(app)
+    root = build_command()
     found = set()
     for name, cmd in root.commands.items():
         sub = getattr(cmd, "commands", None)
@@ -93,3 +107,40 @@ def test_help_and_config_check_import_no_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+def test_json_means_the_same_everywhere():
+    for full in TABLE_COMMANDS | {"launch"}:
+        opts = {o: p for p in _command(full).params for o in p.opts}
+        assert opts["--json"].is_flag, f"{full}: --json must be a flag that prints JSON on stdout"
+        if full != "launch":
+            assert not opts["--json-out"].is_flag, f"{full}: --json-out takes a PATH"
+
+
+def test_help_shows_flags_as_flags_and_choices_as_choices(capsys):
+    from launcher.cli import main
+
+    for full in sorted(EXPECTED_COMMANDS):
+        assert main([*full.split(), "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "<bool>" not in out, f"corral {full} --help shows a flag as <bool>"
+    main(["config", "check", "--help"])
+    assert "<auto|cluster|job>" in capsys.readouterr().out
+    main(["bench", "net", "--help"])
+    assert "<all|ring>" in capsys.readouterr().out
+
+
+def test_bad_choice_is_one_sentence_and_exit_2(capsys):
+    from launcher.cli import main
+
+    assert main(["config", "check", "--kind", "node", "configs/local.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "'node' is not one of 'auto', 'cluster', 'job'" in err and "Traceback" not in err
+
+
+def test_help_paragraphs_are_not_broken_mid_phrase():
+    """The terminal wraps help text at its width; a hard line break inside a paragraph of the
+    source would split a phrase wherever the source line happened to end."""
+    for full in EXPECTED_COMMANDS:
+        for paragraph in (_command(full).help or "").split("\n\n"):
+            assert "\n" not in paragraph, f"corral {full}: {paragraph!r}"

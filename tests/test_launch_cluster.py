@@ -180,7 +180,7 @@ def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
     cfile = Path(ha.run_dir).parent / f"{a}-cluster.json"
     cfile.write_text(json.dumps(cl.model_dump(mode="json")))
     os.chdir(REPO)
-    assert cli_main(["ps", "-c", str(cfile), "--json", "-"]) == 0
+    assert cli_main(["ps", "-c", str(cfile), "--json"]) == 0
     jobs = {j["name"]: j for j in json.loads(capsys.readouterr().out)}
     assert [n["state"] for n in jobs[a]["nodes"]] == ["running"] * 3
     assert cli_main(["logs", a, "-c", str(cfile), "-n", "3"]) == 0

@@ -38,8 +38,8 @@ def test_ssh_failure_marks_the_rest_not_checked():
 
 def test_each_failure_names_the_fix():
     assert "create the venv" in verdicts({**GOOD, "venv_ok": False})["venv"].detail
-    assert "working directory missing" in verdicts({**GOOD, "workdir_ok": False})["workdir"].detail
-    assert "script train.py not found" in verdicts({**GOOD, "script_ok": False})["workdir"].detail
+    assert "working directory /w missing" in verdicts({**GOOD, "workdir": "/w", "workdir_ok": False})["workdir"].detail
+    assert "script train.py not found in /w (the cluster's workdir" in verdicts({**GOOD, "workdir": "/w", "script_ok": False})["workdir"].detail
     assert "no torchrun" in verdicts({**GOOD, "torch": {"ok": True, "version": "2", "torchrun": None}})["torch"].detail
     assert verdicts({**GOOD, "torch": {"ok": False, "error": "No module named 'torch'"}})["torch"].ok is False
     assert "nproc_per_node 9 > 8" in verdicts(GOOD, job=job(nproc_per_node=9))["gpus"].detail

@@ -41,7 +41,7 @@ def test_cli_runs_on_the_named_node_only(sim_cluster, tmp_path, capsys):
     shared.mkdir(parents=True, exist_ok=True)
     node = sim_cluster.nodes[1].hostname
     out = tmp_path / "v.json"
-    rc = main(["bench", "volume", str(shared), "-c", str(cfg), "--node", node, "--size", "8M", "--mode", "seqwrite", "--json", str(out)])
+    rc = main(["bench", "volume", str(shared), "-c", str(cfg), "--node", node, "--size", "8M", "--mode", "seqwrite", "--json-out", str(out)])
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert [r["node"] for r in doc["results"]] == [node]

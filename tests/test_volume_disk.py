@@ -49,7 +49,7 @@ def test_local_run_measures_every_mode_and_leaves_nothing(voldir, engine, monkey
 
 def test_cli_writes_json_and_plot(voldir, tmp_path, capsys):
     out, png = tmp_path / "v.json", tmp_path / "v.png"
-    rc = main(["bench", "volume", str(voldir), "--size", "8M", "--mode", "seqwrite,randread", "--duration", "1", "--limit-mibps", "128", "--json", str(out), "--plot", str(png)])
+    rc = main(["bench", "volume", str(voldir), "--size", "8M", "--mode", "seqwrite,randread", "--duration", "1", "--limit-mibps", "128", "--json-out", str(out), "--plot", str(png)])
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert doc["path"] == str(voldir) and doc["units"]["mib_per_s"].startswith("MiB/s")

@@ -135,8 +135,10 @@ def env_lines(result: dict) -> list[str]:
     return lines
 
 
-def render(result: dict, *, per_iteration: bool = True) -> str:
-    """The whole report: environment, nccl-tests table, summary, then the per-iteration table."""
+def render(result: dict, *, per_iteration: bool = False) -> str:
+    """The whole report: environment, nccl-tests table and summary (what tools that parse
+    nccl-tests output read); the per-iteration table only when asked for: it repeats the
+    ``out-of-place`` header after ``Out of bounds values``, which such parsers key on."""
     lines = env_lines(result) + table_lines(result["rows"]) + summary_lines(result)
     if per_iteration:
         lines += ["#"] + per_iteration_lines(result["rows"])

@@ -168,7 +168,9 @@ def prepare_slurm(job: JobConfig, cluster: ClusterConfig, *, name: str | None = 
     if nodes:
         raise UserError("--node/nodes: on a Slurm cluster Slurm places the job; corral keeps no node list",
                         hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement")  # fmt: skip
-    base = base_dir or os.getcwd()
+    from launcher.jobs import cluster_base
+
+    base = cluster_base(cluster, base_dir)  # the cluster file's directory, as over ssh
     job = apply_job_overrides(job, set_)
     if job.nnodes == "all":  # asks sinfo, a dry run too: the script shows the real allocation size
         if missing := tool.missing_clients(cluster):

@@ -14,11 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one readable message and exit 2, failed runs exit 1."""
     from typer import Abort, Exit
     from typer._click.exceptions import ClickException
-    from typer.main import get_command
 
-    from launcher.cli.app import app, state
+    from launcher.cli.app import build_command, state
 
-    command = get_command(app)
+    command = build_command()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         result = command.main(args=args, prog_name="corral", standalone_mode=False)

@@ -63,3 +63,40 @@ def _register() -> None:
 
 
 _register()
+
+
+def reflow(text: str | None) -> str | None:
+    """Help text with each paragraph on one line, so the terminal wraps it at its own width
+    (a docstring's hard line breaks would otherwise split phrases wherever the source did)."""
+    if not text:
+        return text
+    paragraphs = [" ".join(line.strip() for line in p.splitlines()) for p in text.strip().split("\n\n")]
+    return "\n\n".join(paragraphs)
+
+
+def _tidy(command) -> None:
+    """Flags shown as flags (no ``<bool>`` value, which invites ``--dry-run true``); help reflowed."""
+    command.help = reflow(command.help)
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help = command.get_help_option
+
+    def help_option(ctx, _make=make_help):  # click builds -h/--help on demand: a flag like the others
+        opt = _make(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy(sub)
+
+
+def build_command():
+    """The click command tree of ``app``, as ``corral`` shows and runs it."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    _tidy(command)
+    return command

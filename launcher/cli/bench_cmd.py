@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt
+from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, json_target
 
 app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
 
@@ -21,10 +21,12 @@ def allreduce(
     factor: int = typer.Option(2, "-f", "--stepfactor", help="Multiply the size by this between rows."),
     iters: int = typer.Option(20, "-n", "--iters", help="Timed iterations per size."),
     warmup: int = typer.Option(5, "-w", "--warmup-iters", help="Untimed iterations per size."),
-    dtype: str = typer.Option("float", "-d", "--datatype", help="float, half, bfloat16, double, int32, int64, ..."),
-    op: str = typer.Option("sum", "-o", "--op", help="sum, prod, min, max, avg."),
-    backend: str = typer.Option("auto", "--backend", help="auto, nccl or gloo."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write rows and environment as JSON."),
+    dtype: str = typer.Option("float", "-d", "--datatype", help="float, half, bfloat16, double, int8, uint8, int32, int64 (or fp16, fp32, bf16...)."),
+    op: Literal["sum", "prod", "min", "max", "avg"] = typer.Option("sum", "-o", "--op", help="Reduction (avg needs NCCL)."),
+    backend: Literal["auto", "nccl", "gloo"] = typer.Option("auto", "--backend", help="auto: NCCL when every node has GPUs, else gloo."),
+    per_iteration: bool = typer.Option(False, "--per-iteration", help="Also print p50/p99/CV per size and the slowest rank (on stderr, so stdout stays nccl-tests output)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write busbw/algbw vs size as a PNG."),
     min_busbw: Optional[float] = typer.Option(None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the benchmark before giving up."),
@@ -32,7 +34,10 @@ def allreduce(
 ) -> None:
     """All-reduce bandwidth across the cluster, in nccl-tests' table format.
 
-    Example: corral bench allreduce -c cluster.yaml -b 8 -e 1G -f 2 --json ar.json
+    Stdout reads as nccl-tests output (tools that parse all_reduce_perf read it); the
+    per-iteration statistics are in --json and, with --per-iteration, on stderr.
+
+    Example: corral bench allreduce -c cluster.yaml -b 8 -e 1G -f 2 --json-out ar.json
     """
     import sys
 
@@ -67,8 +72,13 @@ def allreduce(
         result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll)
     if result["env"].get("backend_note"):
         err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
-    sys.stdout.write(nccl_table.render(result))
-    write_json(result, json_out)
+    if as_json:
+        sys.stderr.write(nccl_table.render(result))
+    else:
+        sys.stdout.write(nccl_table.render(result))
+    if per_iteration:
+        sys.stderr.write("\n".join(nccl_table.per_iteration_lines(result["rows"])) + "\n")
+    write_json(result, json_target(as_json, json_out))
     if plot is not None:
         from benchmarks.plots import plot_allreduce
 
@@ -85,8 +95,9 @@ def allreduce(
 def net(
     cluster: Optional[Path] = ClusterOpt,
     duration: float = typer.Option(10.0, "--duration", help="Seconds per pair."),
-    pairs: str = typer.Option("all", "--pairs", help="all or ring."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the matrix and series as JSON."),
+    pairs: Literal["all", "ring"] = typer.Option("all", "--pairs", help="all: every ordered pair; ring: each node to the next."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-pair time series as a PNG."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the pairs and what runs on each end."),
 ) -> None:
@@ -117,8 +128,8 @@ def net(
             progress.advance(task)
 
         result = bn.run(cfg, eps, plans, duration=duration, pairs=pairs, progress=done)
-    sys.stdout.write(netbench.render(result))
-    write_json(result, json_out)
+    (sys.stderr if as_json else sys.stdout).write(netbench.render(result))
+    write_json(result, json_target(as_json, json_out))
     if plot is not None:
         from benchmarks.plots import plot_net
 
@@ -140,7 +151,8 @@ def volume(
     duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per mode (default: one pass over the file)."),
     direct: bool = typer.Option(True, "--direct/--buffered", help="O_DIRECT (default) or buffered I/O (reads after dropping the file's cached pages)."),
     limit_mibps: Optional[float] = typer.Option(None, "--limit-mibps", help="Judge against this cap (e.g. 128)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON ('-' for stdout instead of the table)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the time series as a PNG."),
     compare_fio: bool = typer.Option(False, "--compare-fio", help="Also run fio with the same parameters and print corral ÷ fio."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (modes, threads, fio command lines) and exit."),
@@ -157,7 +169,7 @@ def volume(
 
     code = run_command(
         path=path, cluster_file=cluster, nodes=node, size=size, bs=bs, jobs=jobs, iodepth=iodepth, mode=mode,
-        duration=duration, direct=direct, limit_mibps=limit_mibps, json_out=json_out, plot=plot,
+        duration=duration, direct=direct, limit_mibps=limit_mibps, json_out=json_target(as_json, json_out), plot=plot,
         compare_fio=compare_fio, dry_run=dry_run,
     )  # fmt: skip
     if code:
@@ -168,7 +180,8 @@ def volume(
 def node(
     cluster: Optional[Path] = ClusterOpt,
     quick: bool = typer.Option(False, "--quick", help="Inventory and health only, no speed tests."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     record: Optional[Path] = typer.Option(None, "--record", help="Also save the raw probes (every NVML call's answer) to this file."),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Judge probes saved with --record instead of probing."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each node would run, and exit."),
@@ -178,11 +191,11 @@ def node(
 
     Without a GPU or driver the report says so and gives CPU figures. Exit 1 when any check fails.
 
-    Example: corral bench node -c cluster.yaml --json nodes.json
+    Example: corral bench node -c cluster.yaml --json-out nodes.json
     """
     from benchmarks.node import run
     from benchmarks.node.report import build_report, render_table
-    from launcher.cli.common import console, write_json
+    from launcher.cli.common import console, emit_json
     from launcher.config.loading import load_cluster
     from launcher.plan import describe
 
@@ -218,7 +231,7 @@ def node(
     nodes = run.judge_probes(probes, expected)
     report = build_report(nodes, quick=quick or all(p.get("quick") for p in probes),
                           cluster=str(cluster) if cluster else None)
-    render_table(report, console(stderr=str(json_out) == "-"))
-    write_json(report, json_out)
+    render_table(report, console(stderr=as_json))
+    emit_json(report, as_json, json_out)
     if report["summary"]["status"] == "fail":
         raise typer.Exit(1)

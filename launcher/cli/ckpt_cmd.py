@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import JsonOpt, console, write_json
+from launcher.cli.common import JsonOpt, JsonOutOpt, console, emit_json
 
 app = typer.Typer(help="Inspect checkpoint directories written by launcher.checkpoint.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ def _existing_root(root: Path) -> str:
     from launcher.errors import UserError
 
     if not root.is_dir():
-        raise UserError(f"{root}: no such checkpoint directory", hint="pass the job's checkpoint root, e.g. checkpoints/<job>")
+        raise UserError(f"{root.absolute()}: no such checkpoint directory", hint="pass the job's checkpoint root, e.g. checkpoints/<job>")
     return str(root)
 
 
@@ -39,7 +39,8 @@ def _size(n: int | None) -> str:
 def ls(
     root: Path = typer.Argument(..., help="Checkpoint root (e.g. checkpoints/<job>)."),
     full: bool = typer.Option(False, "--full", help="Also checksum every data file (reads everything)."),
-    json_out: Optional[str] = JsonOpt,
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
     """List checkpoints: step, time, size, valid? (sizes checked; --full also checks checksums).
 
@@ -50,8 +51,7 @@ def ls(
     from launcher.checkpoint.inspect import scan
 
     found = scan(_existing_root(root), full=full)
-    write_json({"root": found.root, "checkpoints": [c.to_json() for c in found.checkpoints], "leftovers": found.leftovers}, json_out)
-    if json_out == "-":
+    if emit_json({"root": found.root, "checkpoints": [c.to_json() for c in found.checkpoints], "leftovers": found.leftovers}, as_json, json_out):
         return
     table = Table("step", "time", "size", "ranks", "valid", "problem")
     for c in found.checkpoints:
@@ -65,7 +65,7 @@ def ls(
 
 
 @app.command("verify")
-def verify(root: Path = typer.Argument(..., help="Checkpoint root."), json_out: Optional[str] = JsonOpt) -> None:
+def verify(root: Path = typer.Argument(..., help="Checkpoint root."), as_json: bool = JsonOpt, json_out: Optional[Path] = JsonOutOpt) -> None:
     """Verify every checkpoint against its manifest; exit 1 naming each torn or corrupt file.
 
     Example: corral ckpt verify checkpoints/demo
@@ -74,7 +74,7 @@ def verify(root: Path = typer.Argument(..., help="Checkpoint root."), json_out: 
     from launcher.errors import RunFailed
 
     found = scan(_existing_root(root), full=True)
-    write_json({"root": found.root, "ok": not found.problems, "checkpoints": [c.to_json() for c in found.checkpoints]}, json_out)
+    emit_json({"root": found.root, "ok": not found.problems, "checkpoints": [c.to_json() for c in found.checkpoints]}, as_json, json_out)
     err = console(stderr=True)
     for c in found.checkpoints:
         for note in c.notes:
@@ -83,7 +83,7 @@ def verify(root: Path = typer.Argument(..., help="Checkpoint root."), json_out: 
         for p in found.problems:
             err.print(f"BAD {p}")
         raise RunFailed(f"{len(found.problems)} problem(s) in {len(found.checkpoints) - len(found.valid_steps)} of {len(found.checkpoints)} checkpoint(s) under {found.root}")
-    if json_out != "-":
+    if not as_json:
         console().print(f"ok: {len(found.checkpoints)} checkpoint(s) verified under {found.root}")
 
 

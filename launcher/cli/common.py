@@ -10,7 +10,8 @@ from typing import Any, Optional
 import typer
 
 ClusterOpt = typer.Option(None, "--cluster", "-c", help="Cluster file (default: the embedded localhost cluster, configs/local.yaml).")
-JsonOpt = typer.Option(None, "--json", help="Also write the results as JSON to this file ('-' for stdout).")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of the table.")
+JsonOutOpt = typer.Option(None, "--json-out", metavar="PATH", help="Also write the result as JSON to this file.")
 
 
 def console(stderr: bool = False):
@@ -18,6 +19,21 @@ def console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def emit_json(obj: Any, as_json: bool, json_out: Optional[Path]) -> bool:
+    """The one ``--json`` convention: ``--json`` prints JSON on stdout (the caller then prints no
+    table), ``--json-out PATH`` writes it to a file besides the table. True when stdout got JSON."""
+    if json_out is not None:
+        write_json(obj, json_out)
+    if as_json:
+        write_json(obj, "-")
+    return as_json
+
+
+def json_target(as_json: bool, json_out: Optional[Path]) -> Optional[Path]:
+    """For code that takes one target (``'-'`` = stdout instead of the table): ``--json`` wins."""
+    return Path("-") if as_json else json_out
 
 
 def write_json(obj: Any, target: Optional[Path | str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -19,7 +20,7 @@ def _guess_kind(data: dict) -> str:
 @app.command("check")
 def check(
     files: list[Path] = typer.Argument(..., help="Cluster or job YAML files."),
-    kind: str = typer.Option("auto", "--kind", "-k", help="cluster, job or auto (a file with 'nodes' is a cluster)."),
+    kind: Literal["auto", "cluster", "job"] = typer.Option("auto", "--kind", "-k", help="auto: a file with 'nodes' is a cluster, any other a job."),
 ) -> None:
     """Validate config files: 'ok' and a summary, or every problem with its field path (exit 2).
 
@@ -32,6 +33,7 @@ def check(
     if kind not in ("auto", *KINDS):
         raise UserError(f"--kind must be auto, cluster or job (got {kind!r})")
     failed: list[ConfigError] = []
+    checked: list = []
     out = console()
     for path in files:
         try:
@@ -42,10 +44,28 @@ def check(
             failed.append(err)
             continue
         out.print(f"{path}: ok ({k})")
+        checked.append((path, model))
         for line in summarize(model):
             out.print(f"  {line}")
+    _warn_missing_scripts(checked, out)
     if failed:
         raise ConfigError(", ".join(e.source for e in failed), [p if len(failed) == 1 else f"{e.source}: {p}" for e in failed for p in e.problems])
+
+
+def _warn_missing_scripts(checked: list, out) -> None:
+    """A job's script missing where a local node would run it: checked against the one cluster
+    file among the arguments, else the embedded default."""
+    from launcher.config import ClusterConfig, load_cluster
+    from launcher.jobs import local_script_warnings
+
+    clusters = [(p, m) for p, m in checked if isinstance(m, ClusterConfig)]
+    jobs = [(p, m) for p, m in checked if not isinstance(m, ClusterConfig)]
+    if not jobs or len(clusters) > 1:
+        return
+    cluster = load_cluster(clusters[0][0] if clusters else None)
+    for path, job in jobs:
+        for warning in local_script_warnings(job, cluster):
+            out.print(f"[yellow]warning:[/] {path}: {warning}", highlight=False)
 
 
 def summarize(model) -> list[str]:
@@ -71,7 +91,7 @@ def summarize(model) -> list[str]:
 
 
 @app.command("schema")
-def schema(kind: str = typer.Argument("cluster", help="cluster or job")) -> None:
+def schema(kind: Literal["cluster", "job"] = typer.Argument("cluster", help="Which config file.")) -> None:
     """Print the JSON Schema of a config file (for editor completion).
 
     Example: corral config schema job > job.schema.json

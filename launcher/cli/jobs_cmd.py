@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, console, write_json
+from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json, write_json
 
 
 def _cluster(path: Optional[Path]):
@@ -31,6 +31,10 @@ def launch(
 ) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
 
+    Paths: the job's script is relative to the cluster's workdir (where it runs on every node);
+    other relative paths in a file are relative to that file; without -c, the embedded cluster's
+    workdir and runs/ are in the project directory (the nearest one upward holding runs/ or .git).
+
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
     """
     from launcher.config import load_job
@@ -44,7 +48,11 @@ def launch(
 
         return launch_on_slurm(jobcfg, clustercfg, name=name, set_=set_, dry_run=dry_run, follow=follow, as_json=as_json, hint_c=_hint_c(cluster))
     if dry_run:
+        from launcher.jobs import local_script_warnings
+
         prepared = prepare(jobcfg, clustercfg, name=name, set_=set_, dry_run=True)
+        for warning in local_script_warnings(jobcfg, clustercfg):
+            console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
         if as_json:
             write_json(prepared.plan.to_dict(), "-")
         else:
@@ -78,30 +86,46 @@ def _follow_to_end(record, clustercfg) -> int:
     return _report_final(final)
 
 
-def _report_final(final) -> int:
-    out = console()
-    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
-    if bad:
-        out.print(f"job {final.name} failed: " + "; ".join(bad))
-        return 1
-    out.print(f"job {final.name} finished: every node exited 0")
+def job_exit_code(final) -> int:
+    """The job's exit status as its own: 0 when every node exited 0, else the first node's
+    non-zero status (1 for a node without one: missing or unreachable)."""
+    for n in final.nodes:
+        if not (n.state == "exited" and n.exit_code == 0):
+            return n.exit_code if n.state == "exited" and n.exit_code and 0 < n.exit_code < 256 else 1
     return 0
+
+
+def _report_final(final) -> int:
+    out = console(stderr=True)
+    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
+    if final.state == "stopped":
+        out.print(f"job {final.name} was stopped by corral stop: " + "; ".join(bad))
+    elif bad:
+        out.print(f"job {final.name} {final.state}: " + "; ".join(bad))
+    else:
+        out.print(f"job {final.name} finished: every node exited 0")
+    return job_exit_code(final)
 
 
 def ps(
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the job list as JSON ('-' for stdout)."),
+    all_: bool = typer.Option(False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
-    """List jobs and their state on every node (running / exited N / missing).
+    """List jobs, each job's state and its state on every node (running / exited N / missing).
 
-    Example: corral ps --json -
+    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
+    benchmarks start (named bench-...) are listed with --all only.
+
+    Example: corral ps --json
     """
     import asyncio
 
-    from launcher.jobs import all_records, read_status
+    from launcher.jobs import all_records, is_benchmark_run, read_status
 
     clustercfg = _cluster(cluster)
-    records = all_records(clustercfg)
+    records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
 
     async def gather():
         return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
@@ -109,32 +133,36 @@ def ps(
     statuses = asyncio.run(gather()) if records else []
     rows = [{"name": s.name, "state": s.state, "nodes": [{"host": n.host, "node": n.node, "state": n.state, "exit_code": n.exit_code,
              "elapsed_s": n.elapsed_s, "detail": n.detail} for n in s.nodes]} for s in statuses]  # fmt: skip
-    if json_out is not None:
-        write_json(rows, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json(rows, as_json, json_out):
+        return
     from rich.table import Table
 
-    table = Table("job", "node", "state", "elapsed", "detail", box=None)
+    table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
     for row in rows:
         for i, n in enumerate(row["nodes"]):
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
-            table.add_row(row["name"] if i == 0 else "", n["node"], state, elapsed, n.get("detail") or "")
+            first = i == 0
+            table.add_row(row["name"] if first else "", row["state"] if first else "", n["node"], state, elapsed, n.get("detail") or "")
     if rows:
         console().print(table)
     else:
-        console().print("no jobs")
+        from launcher.jobs import runs_dir
+
+        console().print(f"no jobs in {runs_dir(clustercfg)}")
 
 
 def logs(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[str] = typer.Option(None, "--node", help="Only this node."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until every node of the job has ended; exit with the job's status."),
     lines: int = typer.Option(50, "--lines", "-n", help="Lines from the end of each log."),
 ) -> int:
     """Print a job's logs, every line prefixed with node and rank.
+
+    With -f it follows the logs (through torchrun's restarts under max_restarts) until every
+    node of the job has ended, then exits with the job's status, like launch --follow.
 
     Example: corral logs demo -n 20 -f
     """
@@ -149,10 +177,10 @@ def logs(
     record = load(runs_dir(clustercfg), name)
     if follow:
         try:
-            asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=False))
+            final = asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=True))
         except KeyboardInterrupt:
-            pass
-        return 0
+            return 0
+        return _report_final(final)
     failed = 0
     for node_name, text, error in asyncio.run(tail_lines(record, clustercfg, node, lines)):
         if text is None:
@@ -189,11 +217,69 @@ def attach(
         console(stderr=True).print(f"attaching: {shlex.join(argv)}  (exit the shell to leave; the job goes on)")
         exec_interactive(argv)
     target = record.plan.node(node) if node else record.plan.nodes[0]
+    _check_attachable(record, clustercfg, target.node)
     inner = tmux.attach(record.plan.tmux_socket, target.session)
     node_cfg = _node_config(clustercfg, target)
     argv = ssh.interactive_argv(clustercfg.ssh, node_cfg, inner)
     console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
     ssh.exec_interactive(clustercfg.ssh, node_cfg, inner)
+
+
+def _check_attachable(record, clustercfg, node: str) -> None:
+    """Say in a sentence why attaching cannot work, instead of tmux's own error."""
+    import asyncio
+    import sys
+    import time
+
+    from launcher.errors import UserError
+    from launcher.jobs import read_status
+
+    st = asyncio.run(read_status(record, clustercfg))
+    ns = next(n for n in st.nodes if n.node == node)
+    if ns.state != "running":
+        if ns.state == "exited":
+            when = time.strftime("%H:%M", time.localtime(record.started_at + (ns.elapsed_s or 0)))
+            how = f"stopped by corral stop ({ns.exit_code})" if st.state == "stopped" else f"exited {ns.exit_code} at {when}"
+        else:
+            how = f"{ns.state}{': ' + ns.detail if ns.detail else ''}"
+        raise UserError(f"job {record.name} is not running on {node} ({how}): its output is in its log", hint=f"`corral logs {record.name}`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(f"attach needs a terminal (stdin and stdout are not one here) to show job {record.name}'s tmux session",
+                        hint=f"run it from a terminal, or read the output with `corral logs {record.name} -f`")
+
+
+def rm(
+    names: Optional[list[str]] = typer.Argument(None, help="Jobs to forget."),
+    cluster: Optional[Path] = ClusterOpt,
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Forget every finished run started longer ago than AGE (30m, 12h, 7d)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed, remove nothing."),
+) -> int:
+    """Forget finished runs: remove their run directories (record, logs) on every node.
+
+    Refuses a job that may still run (stop it first). Checkpoints are kept: they are the job's results.
+
+    Example: corral rm demo bench-allreduce-20261127-101500-ab12 --older-than 7d
+    """
+    from launcher.errors import UserError
+    from launcher.forget import forget_runs, parse_age, select_runs
+
+    if not names and older_than is None:
+        raise UserError("corral rm: name the jobs to forget, or give --older-than AGE", hint="e.g. corral rm demo, or corral rm --older-than 7d")
+    clustercfg = _cluster(cluster)
+    age = parse_age(older_than) if older_than is not None else None
+    chosen, skipped = select_runs(clustercfg, names or [], age)
+    out = console()
+    for name, why in skipped:
+        out.print(f"kept {name}: {why}")
+    if dry_run:
+        for r in chosen:
+            out.print(f"would remove {r.run_dir}")
+        return 0
+    for r, note in forget_runs(clustercfg, chosen):
+        out.print(f"removed {r.name} ({r.run_dir}){note}")
+    if not chosen:
+        out.print("nothing to remove")
+    return 0
 
 
 def stop(
@@ -231,7 +317,8 @@ def stop(
 def preflight(
     job: Optional[Path] = typer.Argument(None, help="Job YAML file (optional: adds job-specific checks)."),
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the checks as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
 ) -> int:
     """Check every node before a launch: ssh, workdir, venv, torch, GPUs, rendezvous reachability.
 
@@ -241,7 +328,7 @@ def preflight(
     import os
 
     from launcher.config import load_job
-    from launcher.jobs import TMUX_SOCKET_ENV
+    from launcher.jobs import TMUX_SOCKET_ENV, cluster_base
     from launcher.plan import default_local_venv
     from launcher.preflight import CHECKS, run_preflight
 
@@ -250,15 +337,14 @@ def preflight(
     if clustercfg.slurm is not None:
         from launcher.cli.slurm_cmd import preflight_on_slurm
 
-        return preflight_on_slurm(jobcfg, clustercfg, json_out)
-    out = console(stderr=json_out is not None and str(json_out) == "-")
+        return preflight_on_slurm(jobcfg, clustercfg, as_json, json_out)
+    out = console(stderr=as_json)
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
         report = asyncio.run(run_preflight(
-            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=os.getcwd(),
+            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=cluster_base(clustercfg),
             local_venv=default_local_venv(), full_torch=True, tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
         ))  # fmt: skip
-    if json_out is not None:
-        write_json(report.to_json(), json_out)
+    emit_json(report.to_json(), as_json, json_out)
     from rich.table import Table
 
     table = Table("node", *CHECKS, box=None)
@@ -279,7 +365,7 @@ def preflight(
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (launch, ps, logs, attach, stop, preflight):
+    for fn in (launch, ps, logs, attach, stop, rm, preflight):
         app.command(fn.__name__)(fn)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import console, write_json
+from launcher.cli.common import console, emit_json, write_json
 
 
 def launch_on_slurm(jobcfg, clustercfg, *, name, set_, dry_run: bool, follow: bool, as_json: bool, hint_c: str) -> int:
@@ -40,17 +40,15 @@ def launch_on_slurm(jobcfg, clustercfg, *, name, set_, dry_run: bool, follow: bo
     return 0
 
 
-def preflight_on_slurm(jobcfg, clustercfg, json_out: Optional[Path]) -> int:
-    import os
-
+def preflight_on_slurm(jobcfg, clustercfg, as_json: bool, json_out: Optional[Path]) -> int:
     from launcher.backends.slurm import preflight_checks
     from launcher.errors import UserError
+    from launcher.jobs import cluster_base
 
-    out = console(stderr=json_out is not None and str(json_out) == "-")
+    out = console(stderr=as_json)
     with out.status(f"checking Slurm partition {clustercfg.slurm.partition}..."):
-        checks = preflight_checks(clustercfg, jobcfg, base_dir=os.getcwd())
-    if json_out is not None:
-        write_json([c.__dict__ for c in checks], json_out)
+        checks = preflight_checks(clustercfg, jobcfg, base_dir=cluster_base(clustercfg))
+    emit_json([c.__dict__ for c in checks], as_json, json_out)
     marks = {True: "ok", False: "FAIL", None: "skipped"}
     for c in checks:
         out.print(f"{c.check}: {marks[c.ok]}: {c.detail}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, DefaultCommandGroup, console, write_json
+from launcher.cli.common import ClusterOpt, DefaultCommandGroup, JsonOpt, JsonOutOpt, console, emit_json
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),
@@ -22,7 +22,8 @@ def run(
     cluster: Optional[Path] = ClusterOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials (id, run name, params, args) and start nothing."),
     foreground: bool = typer.Option(False, "--foreground", help="Run the controller in this terminal instead of detached in tmux."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="With --dry-run: write the trials as JSON ('-' for stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the trials as JSON on stdout instead of the table."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."),
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
@@ -46,8 +47,8 @@ def run(
                         hint="lower nodes in the sweep file or add nodes to the cluster file")  # fmt: skip
     trials = generate_trials(spec.config)
     if dry_run:
-        _print_plan(spec, describe_plan(spec, trials), json_out)
-        if spec.config.method == "bayes" and str(json_out) != "-":
+        _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
+        if spec.config.method == "bayes" and not as_json:
             from launcher.sweep.space import describe_space
 
             console().print(f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
@@ -57,6 +58,13 @@ def run(
     holder = read_lock(paths.lock)
     if holder is not None and not is_stale(holder):
         raise LockHeld(spec.name, holder)
+    if paths.journal.exists():
+        from launcher.sweep.status import build_status, finished_summary
+
+        summary = finished_summary(build_status(spec, paths))
+        if summary:  # nothing left to run: say so instead of starting a controller that exits at once
+            console().print(f"{summary}\n  details: corral sweep status {spec.name}")
+            return
     save_spec(paths, spec)
     paths.stop_request.unlink(missing_ok=True)
     if foreground:
@@ -92,15 +100,13 @@ def _run_foreground(spec, cl, paths) -> int:
         return Controller(spec, cl, LaunchBackend(cl), paths, sleep=sleep).run()
 
 
-def _print_plan(spec, plan, json_out) -> None:
+def _print_plan(spec, plan, as_json, json_out) -> None:
     from rich.table import Table
 
     from launcher.sweep.status import format_params
 
-    if json_out is not None:
-        write_json({"name": spec.name, "trials": plan}, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json({"name": spec.name, "trials": plan}, as_json, json_out):
+        return
     table = Table(title=f"sweep {spec.name}: {len(plan)} trial(s), {spec.config.nodes} node(s) each (dry run)")
     for col in ("id", "run", "params", "args appended"):
         table.add_column(col)
@@ -114,12 +120,13 @@ def _print_plan(spec, plan, json_out) -> None:
 def status(
     name: str = typer.Argument(..., help="Sweep name."),
     cluster: Optional[Path] = ClusterOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write trials as JSON ('-' for stdout)."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metric per trial as a PNG."),
 ) -> None:
     """Trials sorted by the metric, the best one, and counts.
 
-    Example: corral sweep status lr-search --json -
+    Example: corral sweep status lr-search --json
     """
     from launcher.config import load_cluster
     from launcher.sweep.controller import load_spec
@@ -130,10 +137,8 @@ def status(
     st = build_status(load_spec(paths), paths)
     if plot is not None:
         plot_status(st, str(plot))
-    if json_out is not None:
-        write_json(st, json_out)
-        if str(json_out) == "-":
-            return
+    if emit_json(st, as_json, json_out):
+        return
     _print_status(st)
 
 
@@ -177,7 +182,17 @@ def stop(
     Example: corral sweep stop lr-search
     """
     from launcher.config import load_cluster
+    from launcher.sweep.controller import load_spec
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.status import build_status, finished_summary
     from launcher.sweep.stop import stop_sweep
 
-    stopped = stop_sweep(load_cluster(cluster), name, timeout=timeout)
+    cl = load_cluster(cluster)
+    paths = sweep_paths(cl, name)
+    st = build_status(load_spec(paths), paths)
+    summary = finished_summary(st)
+    if summary and not st["controller"].get("alive"):
+        console().print(f"{summary}; nothing to stop")
+        return
+    stopped = stop_sweep(cl, name, timeout=timeout)
     console().print(f"sweep {name}: stopped ({stopped} running trial(s) stopped); run the sweep file again to resume")

@@ -5,13 +5,28 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr
 
 
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, values are validated on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class FileModel(StrictModel):
+    """A whole config file: it remembers the directory it was read from (not a field), which
+    its relative paths are taken from."""
+
+    _base_dir: str | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> str | None:
+        """The directory relative paths of this file are taken from; None when not read from a file."""
+        return self._base_dir
+
+    def set_base_dir(self, path: str | None) -> None:
+        self._base_dir = path
 
 
 def _scalar_to_str(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from launcher.config.base import EnvValue, StrictModel, check_env_names
+from launcher.config.base import EnvValue, FileModel, StrictModel, check_env_names
 
 LOCALHOST_NAMES = frozenset({"localhost", "127.0.0.1"})
 
@@ -92,7 +92,8 @@ class RendezvousConfig(StrictModel):
 
 
 class StorageConfig(StrictModel):
-    """Where runs (logs, records) and checkpoints go; relative paths are resolved against the working directory corral runs in."""
+    """Where runs (logs, records) and checkpoints go; relative paths are taken from the cluster file's directory
+    (the embedded default's from the project directory: the nearest one holding runs/ or .git)."""
 
     runs: str = Field(default="./runs", min_length=1, description="Directory for run records and logs (shared by all nodes ideally).")
     checkpoints: str = Field(
@@ -140,7 +141,7 @@ class SlurmConfig(StrictModel):
         return v
 
 
-class ClusterConfig(StrictModel):
+class ClusterConfig(FileModel):
     """Where jobs run: a set of machines reached over ssh (``nodes:``), or a Slurm cluster (``slurm:``)."""
 
     nodes: list[NodeConfig] = Field(
@@ -150,9 +151,9 @@ class ClusterConfig(StrictModel):
         default=None, description="Run jobs as Slurm batch jobs on this partition instead of over ssh. Give this or 'nodes', not both."
     )
     ssh: SSHConfig = Field(default_factory=SSHConfig, description="ssh client settings.")
-    workdir: str = Field(default=".", min_length=1, description="Directory the job runs in on every node (the code's checkout).")
+    workdir: str = Field(default=".", min_length=1, description="Directory the job runs in on every node (the code's checkout); relative: to the cluster file's directory.")
     venv: str | None = Field(
-        default=None, min_length=1, description="Python virtual environment activated inside each tmux pane (its directory)."
+        default=None, min_length=1, description="Python virtual environment activated inside each tmux pane (its directory; relative: to workdir)."
     )
     rendezvous: RendezvousConfig = Field(default_factory=RendezvousConfig, description="Rendezvous settings.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Run and checkpoint directories.")

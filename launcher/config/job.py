@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from launcher.config.base import EnvValue, StrictModel, check_env_names
+from launcher.config.base import EnvValue, FileModel, StrictModel, check_env_names
 
 Env = Annotated[dict[str, EnvValue], AfterValidator(check_env_names)]
 
@@ -134,7 +134,7 @@ class CheckpointPolicy(StrictModel):
     max_write_mibps: float | None = Field(default=None, gt=0, description="Cap checkpoint write throughput (MiB/s) to spare a capped volume.")
 
 
-class JobConfig(StrictModel):
+class JobConfig(FileModel):
     """A distributed training job started with torchrun on each node."""
 
     name: str = Field(description="Job name: letters, digits, '-' and '_' (the tmux session is corral-<name>).")
@@ -153,7 +153,7 @@ class JobConfig(StrictModel):
     max_restarts: int = Field(default=0, ge=0, le=100, description="torchrun --max-restarts: restarts of the whole worker group after a failure.")
     env: Env = Field(default_factory=dict, description="Environment variables for the job (override cluster and node env).")
     env_file: str | None = Field(
-        default=None, min_length=1, description="File of KEY=VALUE secrets, delivered to the nodes in a 0600 file, never on a command line."
+        default=None, min_length=1, description="File of KEY=VALUE secrets (relative: to the job file), delivered to the nodes in a 0600 file, never on a command line."
     )
     container: ContainerConfig | None = Field(default=None, description="Run inside a container on each node.")
     checkpoint: CheckpointPolicy | None = Field(default=None, description="Checkpoint policy for the training script.")

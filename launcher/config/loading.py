@@ -6,6 +6,7 @@ errors carry line and column. Nothing here raises anything but ConfigError for b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +27,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), ["file not found"]) from None
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
+        raise ConfigError(str(p), [f"file not found{where}"]) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read: {exc}"]) from None
     return parse_yaml(text, str(p))
@@ -117,21 +119,49 @@ def load_model(model: type[M], path: str | Path) -> M:
     return validate(model, read_yaml(path), str(path))
 
 
+PROJECT_MARKERS = ("runs", ".git")
+"""What makes a directory the project directory of the embedded cluster (see ``project_dir``)."""
+
+
+def project_dir(start: str | Path | None = None) -> Path:
+    """The nearest directory, from ``start`` (the current one) upward, holding ``runs/`` or
+    ``.git``; else ``start`` itself. The embedded cluster's relative paths (``./runs``,
+    ``./checkpoints``, workdir ``.``) are taken from it, so every command finds the same runs
+    from any subdirectory of a project, as git finds its repository."""
+    here = Path(start or os.getcwd()).absolute()
+    for d in (here, *here.parents):
+        if any((d / m).exists() for m in PROJECT_MARKERS):
+            return d
+    return here
+
+
 def load_cluster(path: str | Path | None = None):
-    """The cluster file given with -c, or the embedded one-node localhost default."""
+    """The cluster file given with -c, or the embedded one-node localhost default.
+
+    Relative paths in a cluster file are relative to that file's directory; those of the
+    embedded default to the project directory (``project_dir``).
+    """
     from launcher.config.cluster import ClusterConfig, NodeConfig
 
     if path is not None:
-        return load_model(ClusterConfig, path)
+        cfg = load_model(ClusterConfig, path)
+        cfg.set_base_dir(str(Path(path).absolute().parent))
+        return cfg
     if DEFAULT_CLUSTER_FILE.exists():
-        return load_model(ClusterConfig, DEFAULT_CLUSTER_FILE)
-    return ClusterConfig(nodes=[NodeConfig(host="localhost")])
+        cfg = load_model(ClusterConfig, DEFAULT_CLUSTER_FILE)
+    else:
+        cfg = ClusterConfig(nodes=[NodeConfig(host="localhost")])
+    cfg.set_base_dir(str(project_dir()))
+    return cfg
 
 
 def load_job(path: str | Path):
+    """A job file; its own relative paths (``env_file``) are relative to its directory."""
     from launcher.config.job import JobConfig
 
-    return load_model(JobConfig, path)
+    job = load_model(JobConfig, path)
+    job.set_base_dir(str(Path(path).absolute().parent))
+    return job
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

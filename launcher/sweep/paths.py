@@ -44,4 +44,6 @@ class SweepPaths:
 
 
 def sweep_paths(cluster: ClusterConfig, name: str) -> SweepPaths:
-    return SweepPaths(Path(cluster.storage.runs).absolute() / SWEEPS_DIR / name)
+    from launcher.api import runs_dir  # the same runs directory as every job's, from anywhere
+
+    return SweepPaths(Path(runs_dir(cluster)) / SWEEPS_DIR / name)

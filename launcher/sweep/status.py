@@ -18,6 +18,20 @@ from launcher.sweep.metrics import best_value, never_reported, read_reports
 from launcher.sweep.paths import SweepPaths
 
 
+def finished_summary(st: dict[str, Any]) -> Optional[str]:
+    """'sweep X is finished: N done, M failed; best ...' when its controller recorded the end and no
+    trial is left to run (a sweep file grown since has pending trials again), else None."""
+    c = st["counts"]
+    if not st["finished"] or not st["trials"] or c["pending"] or c["running"]:
+        return None
+    pruned = f", {c['pruned']} pruned" if c.get("pruned") else ""
+    text = f"sweep {st['name']} is finished: {c['done']} done, {c['failed']} failed{pruned}"
+    best = st["best"]
+    if best:
+        text += f"; best: trial {best['id']} {st['metric']['name']}={format_metric(best['metric'])} ({format_params(best['params'])}), run {best['run']}"
+    return text
+
+
 def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
     cfg = sweep.config
     state = replay(Journal(paths.journal).read())

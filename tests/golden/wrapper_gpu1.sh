@@ -34,6 +34,7 @@ job() {
   export CORRAL_NODE=gpu1
   export CORRAL_NODE_RANK=0
   export CORRAL_NNODES=3
+  [ -n "${OMP_NUM_THREADS:-}" ] || export OMP_NUM_THREADS=$(( $(nproc) / 8 > 0 ? $(nproc) / 8 : 1 ))
   torchrun --nnodes 3 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29411 --rdzv-id train-0123abcd --rdzv-conf join_timeout=120 --max-restarts 2 --tee 3 --log-dir /home/me/proj/runs/train/nodes/gpu1/torchelastic --local-addr 10.0.0.1 train.py 'a b' 'it'"'"'s' 'say "hi"' '$(touch PWNED)' '`touch PWNED`' 'x; touch PWNED' 'line1
 line2' '$HOME' '\n'
 }
@@ -43,4 +44,6 @@ code=${PIPESTATUS[0]}
 rm -f -- "$secrets"
 printf '%s\n' "$code" >"$state_dir/exit_code.tmp" && mv -f -- "$state_dir/exit_code.tmp" "$state_dir/exit_code"
 echo "[$node] corral: exited with status $code" | tee -a -- "$log"
+# The exit status is recorded and the log kept: the dead pane would only pile up (one per run).
+tmux kill-session -t "$TMUX_PANE" 2>/dev/null
 exit "$code"

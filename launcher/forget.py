@@ -1,0 +1,105 @@
+"""``corral rm``: forget finished runs (their run directories: record, logs, node state).
+
+A run that may still be doing work (job state pending, running, partial or unknown, see
+``launcher.jobstate``) is never touched. Checkpoints stay: they are what the job produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from launcher.config import ClusterConfig
+from launcher.errors import UserError
+from launcher.jobs import JobStatus, _node_config, read_status, runs_dir
+from launcher.jobstate import ACTIVE
+from launcher.remote import call_all
+from launcher.runrecord import RECORD_FILE, RunRecord, list_names, load
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """'30m', '12h', '7d', '45s' -> seconds; UserError otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not m:
+        raise UserError(f"--older-than {text!r}: expected a number and a unit, e.g. 30m, 12h or 7d")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def _statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
+    async def gather():
+        return await asyncio.gather(*(read_status(r, cluster) for r in records))
+
+    return asyncio.run(gather()) if records else []
+
+
+def select_runs(
+    cluster: ClusterConfig, names: list[str], older_than_s: float | None, now: float | None = None
+) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """The runs to forget and (name, why) for those kept. A named job that may still run is an
+    error (nothing is removed); one only matched by age is kept with a note."""
+    root = runs_dir(cluster)
+    named = [load(root, n) for n in dict.fromkeys(names)]
+    cutoff = (now or time.time()) - older_than_s if older_than_s is not None else None
+    aged = [load(root, n) for n in list_names(root) if n not in names] if cutoff is not None else []
+    aged = [r for r in aged if r.started_at < cutoff]
+    statuses = _statuses(named + aged, cluster)
+    busy = [(r, s) for r, s in zip(named, statuses) if s.state in ACTIVE]
+    if busy:
+        desc = "; ".join(f"{r.name} is {s.state}" for r, s in busy)
+        raise UserError(
+            f"corral rm: {desc}: a job that may still run is not removed",
+            hint=f"stop it first: corral stop {busy[0][0].name}",
+        )
+    kept = [(r.name, f"{s.state}; stop it first") for r, s in zip(aged, statuses[len(named) :]) if s.state in ACTIVE]
+    chosen = named + [r for r, s in zip(aged, statuses[len(named) :]) if s.state not in ACTIVE]
+    return chosen, kept
+
+
+def _forget_on_nodes(cluster: ClusterConfig, record: RunRecord) -> list[str]:
+    """Remove the run directory on each remote node (local ones share this machine's disk)."""
+    nodes = [n for n in record.plan.nodes if not n.is_local]
+    if not nodes:
+        return []
+    requests = [
+        (_node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
+    ]
+    replies = asyncio.run(call_all(cluster, requests, timeout=60))
+    problems = []
+    for n, r in zip(nodes, replies):
+        if not r.ok or not r.data.get("ok"):
+            problems.append(f"{n.node}: {r.error or r.data.get('error')}")
+    return problems
+
+
+def forget_runs(cluster: ClusterConfig, records: list[RunRecord]) -> list[tuple[RunRecord, str]]:
+    """Remove each run's directory (on every node), its archived earlier runs and an empty checkpoint
+    directory; returns (record, note) with what was left and why."""
+    done = []
+    for record in records:
+        problems = _forget_on_nodes(cluster, record)
+        run_dir = Path(record.plan.run_dir)
+        if (run_dir / RECORD_FILE).is_file():
+            shutil.rmtree(run_dir)
+        for old in (run_dir.parent / ".history").glob(f"{record.name}-*"):
+            if (old / RECORD_FILE).is_file():
+                shutil.rmtree(old)
+        ckpt = Path(record.plan.ckpt_dir)
+        note = ""
+        if ckpt.is_dir():
+            if any(ckpt.iterdir()):
+                note = f"; checkpoints kept in {ckpt}"
+            else:
+                os.rmdir(ckpt)
+        if problems:
+            note += "; not removed on " + "; ".join(problems)
+        done.append((record, note))
+    return done
+
+
+__all__ = ["forget_runs", "parse_age", "select_runs"]

@@ -1,0 +1,62 @@
+"""A job's state, derived from its nodes' states: one pure function, one table.
+
+Every view (``corral ps`` table and ``--json``, ``logs -f``, ``launch --follow``, the API's
+``JobStatus.state``) takes the job-level state from ``job_state``, so they cannot disagree.
+
+Node states (read from each node; ``pending`` is a node a scheduler has not started yet):
+``pending``, ``running``, ``exited`` (with an exit code), ``missing`` (no session and no exit
+status: the node lost the job), ``unknown`` (the node did not answer).
+
+The launcher's record adds what only it knows: ``starting`` (the launch is under way),
+``failed`` (the start failed and was rolled back) and ``stopped`` (``corral stop`` ended the
+job while a node still ran it).
+
+Rules, first match wins:
+
+| # | record / nodes                                        | job state  |
+|---|-------------------------------------------------------|------------|
+| 1 | record ``failed`` (the start was rolled back)         | failed     |
+| 2 | no nodes yet, or record ``starting`` and none started | pending    |
+| 3 | every node pending                                    | pending    |
+| 4 | every node running (or pending)                       | running    |
+| 5 | some node running, another exited/missing             | partial    |
+| 6 | some node unknown, none running                       | unknown    |
+| 7 | record ``stopped``                                    | stopped    |
+| 8 | every node exited 0                                   | exited     |
+| 9 | a node exited non-zero or is missing                  | failed     |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed"]
+ACTIVE: frozenset[str] = frozenset({"pending", "running", "partial", "unknown"})
+"""Job states in which some node may still be doing work (``corral rm`` refuses these)."""
+
+
+def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]]) -> JobState:
+    """The job's state from the record's state and each node's (state, exit code); see the table above."""
+    nodes = list(nodes)
+    states = [s for s, _ in nodes]
+    if record_state == "failed":
+        return "failed"
+    if not nodes or (record_state == "starting" and all(s in ("missing", "pending") for s in states)):
+        return "pending"
+    if all(s == "pending" for s in states):
+        return "pending"
+    if all(s in ("running", "pending") for s in states):
+        return "running"
+    if any(s in ("running", "pending") for s in states):
+        return "partial"
+    if any(s == "unknown" for s in states):
+        return "unknown"
+    if record_state == "stopped":
+        return "stopped"
+    if all(s == "exited" and code == 0 for s, code in nodes):
+        return "exited"
+    return "failed"
+
+
+__all__ = ["ACTIVE", "JobState", "job_state"]
