@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def slurm_jobs(slurm_cluster) -> list[str]:
 
 def ps_rows(capsys, cfile: Path, name: str) -> list[dict]:
     capsys.readouterr()
-    assert cli_main(["ps", "-c", str(cfile), "--json", "-"]) == 0
+    assert cli_main(["ps", "-c", str(cfile), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     return [r for r in rows if r["name"] == name]
 
@@ -251,6 +252,7 @@ def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster,
         240,
         "training to start",
     )
+    time.sleep(1.5)  # a dozen steps past step 0 (0.1 s each): the save on SIGUSR1 is then not the periodic one at step 0
     job_id = handle.record.slurm["job_id"]
     slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
     status = handle.wait(timeout=400)
@@ -269,7 +271,7 @@ def test_bench_allreduce_on_a_two_node_allocation(slurm_cluster, cfile, work, ca
     out = work / "allreduce.json"
     capsys.readouterr()
     rc = cli_main(["bench", "allreduce", "-c", str(cfile), "--nproc-per-node", "2", "-b", "1K", "-e", "16K", "-f", "4", "-n", "3", "-w", "1",
-                   "--json", str(out)])  # fmt: skip
+                   "--json-out", str(out)])  # fmt: skip
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     result = json.loads(out.read_text())
@@ -286,7 +288,8 @@ def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended
     job = write_job(work, train_job(name, steps=20, nproc=1))
     capsys.readouterr()
     assert cli_main(["launch", str(job), "-c", str(cfile), "--follow"]) == 0
-    out = capsys.readouterr().out
+    printed = capsys.readouterr()
+    out = printed.out + printed.err
     assert "submitted" in out and "every node exited 0" in out, out[-2000:]
     for node in slurm_cluster.node_names:
         assert f"[{node}] corral: exited with status 0" in out
@@ -329,7 +332,7 @@ def test_bench_volume_runs_on_every_node_of_the_allocation(slurm_cluster, cfile,
     out = work / "volume.json"
     capsys.readouterr()
     rc = cli_main(
-        ["bench", "volume", str(shared), "-c", str(cfile), "--size", "8M", "--mode", "seqwrite", "--json", str(out)]
+        ["bench", "volume", str(shared), "-c", str(cfile), "--size", "8M", "--mode", "seqwrite", "--json-out", str(out)]
     )
     assert rc == 0, capsys.readouterr().err[-3000:]
     doc = json.loads(out.read_text())
@@ -341,7 +344,7 @@ def test_bench_volume_runs_on_every_node_of_the_allocation(slurm_cluster, cfile,
 def test_bench_node_probes_every_node_of_the_allocation(slurm_cluster, cfile, work, capsys):
     out = work / "node.json"
     capsys.readouterr()
-    code = cli_main(["bench", "node", "-c", str(cfile), "--quick", "--json", str(out), "--timeout", "240"])
+    code = cli_main(["bench", "node", "-c", str(cfile), "--quick", "--json-out", str(out), "--timeout", "240"])
     report = json.loads(out.read_text())
     assert code == 0, report["summary"]
     assert sorted(n["host"] for n in report["nodes"]) == sorted(slurm_cluster.node_names)
