@@ -67,13 +67,8 @@ def node_configuration(job_path: Path, cluster_path: Path | None, node_key: str 
         raise UserError(f"{job_path}: the job has no container section", hint="add container: {image: IMAGE} to the job file")
     cluster = load_cluster(cluster_path)
     node = pick_node(cluster, node_key)
-    if not node.is_local:
-        raise UserError(
-            f"node {node.label}: probing a remote node needs the launch path's ssh support",
-            hint="run `corral container config` on that node, or pick a localhost node",
-        )
     ctx = run_context(job, cluster, node)
-    facts = gather_facts(job.container, ctx, Docker(node=node.label), gpus=node.gpus, create_dirs=False)
+    facts = gather_facts(job.container, ctx, Docker.on(cluster, node), gpus=node.gpus, create_dirs=False)
     plan = build_plan(job.container, ctx, facts)
     launch_makes = frozenset(p for p in (ctx.run_dir, ctx.ckpt_dir) if p)
     return ConfigView(

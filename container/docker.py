@@ -2,8 +2,10 @@
 
 Why the CLI and not the SDK: the job's container runs attached in the node's tmux pane (``docker run``
 in the foreground, so logs reach the pane and the run survives a dropped ssh connection), and the
-same argv works on a remote node through ssh without a Docker socket forwarded. The SDK kwargs
-are still rendered (``container.render.render_sdk_kwargs``) for people who drive Docker from Python.
+same argv works on a remote node through corral's one way of reaching nodes
+(``launcher.tools.ssh.run``: its ssh settings, ControlMaster, timeouts) without a Docker socket
+forwarded. The queries and control actions (state by label, stop, removal, image presence, engine
+facts) use the CLI too: docs/CONTAINERS.md has the measurement and the reasons.
 
 Errors: a missing binary is ToolNotFound; a failed command is DockerError with the daemon's
 stderr, and ``explain`` turns the messages people hit (no NVIDIA toolkit, memlock refused, missing
@@ -12,21 +14,23 @@ bind source, not a device, image not found) into a sentence saying what to do.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from container.facts import DockerFacts
+from launcher.config import NodeConfig, SSHConfig
 from launcher.errors import ToolError, ToolNotFound
+from launcher.tools import ssh
 
 log = logging.getLogger(__name__)
 
-Wrap = Callable[[list[str]], list[str]]
-"""Turns a local argv into one that runs on the node (identity here, an ssh prefix for a remote node)."""
+LOCAL = NodeConfig(host="localhost", name="local")
 
 RLIMIT_NAMES = {"8": "memlock", "3": "stack", "7": "nofile"}
 
@@ -77,32 +81,48 @@ _EXPLAINERS: list[tuple[str, Callable[[re.Match], tuple[str, str]]]] = [
 
 @dataclass
 class Docker:
-    """The docker CLI on one node."""
+    """The docker CLI on one node: this machine by default, or a cluster node reached through
+    ``launcher.tools.ssh.run`` (which runs ``localhost`` nodes locally)."""
 
     node: str = "local"
-    wrap: Wrap | None = None
+    target: NodeConfig = field(default_factory=lambda: LOCAL)
+    ssh_cfg: SSHConfig = field(default_factory=SSHConfig)
     binary: str = "docker"
+
+    @classmethod
+    def on(cls, cluster, node: NodeConfig) -> Docker:
+        """The docker CLI of a cluster node."""
+        return cls(node=node.label, target=node, ssh_cfg=cluster.ssh)
 
     def argv(self, args: Sequence[str]) -> list[str]:
         """``args`` are docker's arguments; a rendered argv that starts with "docker" is accepted as is."""
         args = list(args)
         if args[:1] == ["docker"]:
             args = args[1:]
-        local = [self.binary, *args]
-        return self.wrap(local) if self.wrap else local
+        return [self.binary, *args]
 
-    def run(self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    async def arun(self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run docker on the node; the CompletedProcess carries the node-side argv."""
         argv = self.argv(args)
         log.debug("docker on %s: %s", self.node, shlex.join(argv))
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
-        except FileNotFoundError:
+            done = await ssh.run(self.ssh_cfg, self.target, argv, input=None if input is None else input.encode(), timeout=timeout or 3600)
+        except ToolNotFound:
             raise ToolNotFound("docker", hint=f"install Docker on node {self.node} (Debian: apt-get install docker.io)") from None
-        except subprocess.TimeoutExpired:
-            raise DockerError("docker", argv, None, f"no answer within {timeout:.0f} s on node {self.node}") from None
+        if done.returncode == 124 and done.stderr.startswith("no answer within"):
+            raise DockerError("docker", argv, None, f"no answer within {timeout:.0f} s on node {self.node}")
+        if done.returncode == 127 and "not found" in done.stderr:
+            raise ToolNotFound("docker", hint=f"install Docker on node {self.node} (Debian: apt-get install docker.io)")
+        if not self.target.is_local and done.returncode == 255:
+            raise DockerError("ssh", done.argv, 255, done.stderr, hint=f"node {self.node} must be reachable over ssh")
+        proc = subprocess.CompletedProcess(argv, done.returncode, done.stdout, done.stderr)
         if check and proc.returncode != 0:
             raise self.error(argv, proc.returncode, proc.stderr)
         return proc
+
+    def run(self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``arun`` for callers without an event loop (tests, the ``container`` commands)."""
+        return asyncio.run(self.arun(args, check=check, timeout=timeout, input=input))
 
     def error(self, argv: list[str], returncode: int | None, stderr: str) -> DockerError:
         known = explain(stderr)
@@ -141,6 +161,15 @@ class Docker:
         out = self.run(args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def states(self, labels: dict[str, str], node_label: str) -> list[dict]:
+        """name, state, exit code, status text, image and the ``node_label`` label of every container
+        carrying these labels: one ``docker ps`` (no inspect round trip)."""
+        fields = ["{{.Names}}", "{{.State}}", "{{.Status}}", "{{.Image}}", '{{.Label "' + node_label + '"}}']
+        args = ["ps", "--all", "--no-trunc", "--format", "\t".join(fields)]
+        for k, v in labels.items():
+            args += ["--filter", f"label={k}={v}"]
+        return [parse_state_row(line) for line in self.run(args).stdout.splitlines() if line.strip()]
+
     def inspect(self, names: Sequence[str]) -> list[dict]:
         """``docker inspect`` of the containers that exist among ``names`` (missing ones are skipped)."""
         if not names:
@@ -163,3 +192,11 @@ class Docker:
         """SIGTERM, then SIGKILL after ``timeout`` seconds (docker stop)."""
         if names:
             self.run(["stop", "--time", str(int(timeout)), *names], check=False, timeout=timeout + 60)
+
+
+def parse_state_row(line: str) -> dict:
+    """One row of ``Docker.states``' format; the exit code comes from the status text ("Exited (137) 2 seconds ago")."""
+    name, state, status, image, node = (line.split("\t") + [""] * 5)[:5]
+    m = re.match(r"Exited \((-?\d+)\)", status)
+    return {"node": node or "?", "name": name, "state": state, "exit_code": int(m.group(1)) if m and state == "exited" else None,
+            "status": status, "image": image}  # fmt: skip

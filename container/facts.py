@@ -3,18 +3,17 @@
 Facts are plain data, so the builder and the preflight checks stay pure and tests can hand them
 stand-in paths (a mknod'ed ``uverbs0`` under a temp dir) instead of the real ``/dev/infiniband``.
 Gathering them is the only side effect here: the stdlib-only ``container/probe.py`` run on the node
-(in-process when the node is this machine, over ssh otherwise) plus two docker queries.
+(in-process when the node is this machine, through ``launcher.tools.ssh.run`` otherwise) plus docker
+queries through ``container.docker``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,6 @@ class NodeFacts:
         return self if count is None else replace(self, gpu_count=count)
 
 
-Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
-"""Runs an argv on the node (locally, or wrapped in ssh by the caller) and returns the completed process."""
-
-
 def probe_request(paths: Sequence[str], ib: IbPaths, ensure_dirs: Sequence[str] = ()) -> dict:
     """What to ask the probe: every path the run will use, the IB device directory to list, the dirs to create."""
     wanted = [p for _, p, _ in ib.items()]
@@ -131,26 +126,13 @@ def run_probe_local(request: dict) -> dict:
     return probe.probe(request["paths"], request["device_dirs"], request.get("ensure_dirs", []))
 
 
-def run_probe_remote(request: dict, wrap: Callable[[list[str]], list[str]], python: str = "python3") -> dict:
-    """Probe another node: ``ssh ... python3 - ARGS`` with the probe's source on stdin.
+async def run_probe_remote(request: dict, ssh_cfg, node, python: str = "python3") -> dict:
+    """Probe a cluster node: ``python3 - REQUEST`` with the probe's source on stdin, through the node
+    command choke point (``launcher.tools.ssh.run``: quoting, ssh settings, timeout)."""
+    from launcher.errors import ToolError
+    from launcher.tools import ssh
 
-    ``wrap`` is the launch path's ssh choke point (``launcher.tools.ssh.node_argv``), which quotes
-    the remote argv once.
-    """
-    import shlex
-
-    argv = wrap([python, "-", json.dumps(request)])
-    log.debug("probe: %s", shlex.join(argv))
-    proc = subprocess.run(argv, input=PROBE_SOURCE.read_text(encoding="utf-8"), capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        from launcher.errors import ToolError
-
-        raise ToolError("ssh", list(argv), proc.returncode, proc.stderr, hint="the node must be reachable and have python3")
-    return json.loads(proc.stdout)
-
-
-def run_probe_subprocess(request: dict, python: str = sys.executable) -> dict:
-    """Probe this machine in a separate interpreter, exactly as a remote node would be probed."""
-    proc = subprocess.run([python, "-", json.dumps(request)], input=PROBE_SOURCE.read_text(encoding="utf-8"),
-                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    return json.loads(proc.stdout)
+    done = await ssh.run(ssh_cfg, node, [python, "-", json.dumps(request)], input=PROBE_SOURCE.read_bytes(), timeout=60)
+    if not done.ok:
+        raise ToolError("ssh", done.argv, done.returncode, done.stderr, hint=f"node {node.label} must be reachable and have {python}")
+    return json.loads(done.stdout)

@@ -6,9 +6,11 @@ Everything that touches a node or Docker for containers is here (docker itself o
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from container.builder import build_plan
 from container.docker import Docker
@@ -33,18 +35,20 @@ def gather_facts(
     docker: Docker,
     *,
     ib: IbPaths = IbPaths(),
-    ssh_wrap=None,
     gpus: int | None = None,
     create_dirs: bool = True,
 ) -> NodeFacts:
-    """Probe the node (in-process when local, through ``ssh_wrap`` otherwise) and ask its Docker engine.
+    """Probe ``docker``'s node (in-process when local, through the ssh choke point otherwise) and ask its engine.
 
     The run and checkpoint directories are created by the probe: they must exist to be bound.
     ``gpus`` (the cluster file's count) wins over detection.
     """
     ensure = [p for p in (ctx.run_dir, ctx.ckpt_dir) if p] if create_dirs else []
     request = probe_request(paths_to_probe(cfg, ctx), ib, ensure)
-    data = run_probe_remote(request, ssh_wrap) if ssh_wrap else run_probe_local(request)
+    if docker.target.is_local:
+        data = run_probe_local(request)
+    else:
+        data = asyncio.run(run_probe_remote(request, docker.ssh_cfg, docker.target))
     try:
         dfacts = docker.facts([cfg.image])
     except CorralError as exc:
@@ -81,27 +85,14 @@ def job_containers(docker: Docker, job: str, node: str | None = None) -> list[di
 
 def container_states(docker: Docker, job: str) -> list[dict]:
     """Per container of the job: node, name, state (running, exited, created, ...), exit code, status text."""
-    rows = job_containers(docker, job)
-    details = {d["Name"].lstrip("/"): d for d in docker.inspect([r["Names"] for r in rows])}
-    out = []
-    for r in rows:
-        d = details.get(r["Names"], {})
-        state = d.get("State", {})
-        out.append({
-            "node": (d.get("Config", {}).get("Labels") or {}).get(LABEL_NODE, "?"),
-            "name": r["Names"],
-            "state": state.get("Status", r.get("State", "?")),
-            "exit_code": state.get("ExitCode") if state.get("Status") == "exited" else None,
-            "status": r.get("Status", ""),
-            "image": r.get("Image", ""),
-        })  # fmt: skip
-    return sorted(out, key=lambda x: (x["node"], x["name"]))
+    return sorted(docker.states({LABEL_JOB: job}, LABEL_NODE), key=lambda x: (x["node"], x["name"]))
 
 
 def remove_job_containers(docker: Docker, job: str, *, timeout: float = 10) -> list[str]:
     """Stop (SIGTERM, then SIGKILL after ``timeout``) and remove every container of the job; returns their names."""
-    names = [r["Names"] for r in job_containers(docker, job)]
-    running = [r["Names"] for r in job_containers(docker, job) if r.get("State") == "running"]
+    rows = job_containers(docker, job)
+    names = [r["Names"] for r in rows]
+    running = [r["Names"] for r in rows if r.get("State") == "running"]
     docker.stop(running, timeout)
     docker.remove(names)
     return names
@@ -117,83 +108,95 @@ def remove_stale(docker: Docker, plan: ContainerPlan) -> None:
 # ---- the launch path's side: before start, ps, stop ---------------------------------------------------
 
 
-def node_docker(cluster, node) -> Docker:
-    """The docker CLI of a cluster node: local, or through the launch path's ssh choke point."""
-    from launcher.tools import ssh
-
-    wrap = None if node.is_local else (lambda argv: ssh.node_argv(cluster.ssh, node, argv))
-    return Docker(node=node.label, wrap=wrap)
+T = TypeVar("T")
 
 
-def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
-    """Before a launch: probe every node, build its plan, pull the image where allowed, check everything.
+def on_every_node(fn: Callable[..., T], items: Sequence) -> list[T]:
+    """``fn(item)`` for every node at once (each call waits on ssh and docker, not on this machine's CPU)."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(fn, items))
 
-    Every problem of every node is reported at once (UserError, exit 2) and nothing starts; a
-    container left from an earlier run of the same job and node is removed (its name is reused).
-    Returns the facts by node label, for ``launcher.plan.PlanInputs.container_facts``.
+
+@dataclass
+class LaunchCheck:
+    """What ``check_launch`` found: the facts by node label, and each node's docker with its plan."""
+
+    facts: dict[str, NodeFacts]
+    ready: list[tuple[Docker, ContainerPlan]]
+
+    def remove_stale(self) -> None:
+        """A container left from an earlier run of the same job and node is removed (its name is reused)."""
+        on_every_node(lambda r: remove_stale(*r), self.ready)
+
+
+def check_launch(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> LaunchCheck:
+    """Before a launch: probe every node (all at once), build its plan, pull the image where allowed, check everything.
+
+    Every problem of every node is reported at once (UserError, exit 2); nothing is started or removed.
     """
     import posixpath
 
     from launcher.errors import UserError
     from launcher.plan import resolve_path
-    from launcher.tools import ssh
 
     cfg = job.container
-    facts_by_node: dict[str, NodeFacts] = {}
-    problems: list[str] = []
-    ready: list[tuple[Docker, ContainerPlan]] = []
-    for node in nodes:
+
+    def one(node) -> tuple[NodeFacts, Docker, ContainerPlan | None, list[str]]:
         ctx = RunContext(
             job=name, node=node.label, command=("torchrun",), workdir=resolve_path(base_dir, cluster.workdir),
             venv=cluster.venv or (local_venv if node.is_local else None),
             run_dir=resolve_path(base_dir, posixpath.join(cluster.storage.runs, name)),
             ckpt_dir=resolve_path(base_dir, posixpath.join(cluster.storage.checkpoints, name)),
         )  # fmt: skip
-        docker = node_docker(cluster, node)
-        wrap = None if node.is_local else (lambda argv, n=node: ssh.node_argv(cluster.ssh, n, argv))
-        facts = gather_facts(cfg, ctx, docker, ssh_wrap=wrap, gpus=node.gpus)
-        facts_by_node[node.label] = facts
+        docker = Docker.on(cluster, node)
+        facts = gather_facts(cfg, ctx, docker, gpus=node.gpus)
         try:
-            ready.append((docker, prepare(cfg, ctx, docker, facts).plan))
+            return facts, docker, prepare(cfg, ctx, docker, facts).plan, []
         except UserError as exc:
-            problems += [ln.strip() for ln in exc.message.splitlines()[1:]] or [exc.message]
+            return facts, docker, None, [ln.strip() for ln in exc.message.splitlines()[1:]] or [exc.message]
+
+    answers = on_every_node(one, nodes)
+    problems = [p for _, _, _, found in answers for p in found]
     if problems:
         raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
-    for docker, plan in ready:
-        remove_stale(docker, plan)
-    return facts_by_node
+    return LaunchCheck({node.label: a[0] for node, a in zip(nodes, answers)}, [(a[1], a[2]) for a in answers])
 
 
-def is_container_plan(plan) -> bool:
-    """A launch plan whose nodes run ``docker run`` (the job had a container section)."""
-    return any(list(n.command[:2]) == ["docker", "run"] for n in plan.nodes)
+def launch_facts(job, cluster, nodes, *, name: str, base_dir: str, local_venv: str | None) -> dict[str, NodeFacts]:
+    """``check_launch``, then the stale containers removed; the facts by node label, for
+    ``launcher.plan.PlanInputs.container_facts``."""
+    check = check_launch(job, cluster, nodes, name=name, base_dir=base_dir, local_venv=local_venv)
+    check.remove_stale()
+    return check.facts
 
 
 def launch_container_states(record, cluster) -> dict[str, dict]:
-    """For ``ps``: node label -> its container's state row (missing when the container is gone)."""
-    out: dict[str, dict] = {}
-    for n in record.plan.nodes:
-        node = _cluster_node(cluster, n)
+    """For ``ps``: node label -> its container's state row (missing when the container is gone); every node at once."""
+
+    def one(n) -> dict:
         try:
-            rows = container_states(node_docker(cluster, node), record.name)
+            rows = container_states(Docker.on(cluster, _cluster_node(cluster, n)), record.name)
         except CorralError as exc:
-            out[n.node] = {"state": "unknown", "detail": str(exc)}
-            continue
+            return {"state": "unknown", "detail": str(exc)}
         mine = [r for r in rows if r["node"] == n.node]
-        out[n.node] = mine[0] if mine else {"state": "missing"}
-    return out
+        return mine[0] if mine else {"state": "missing"}
+
+    return dict(zip([n.node for n in record.plan.nodes], on_every_node(one, record.plan.nodes)))
 
 
 def remove_launch_containers(record, cluster, timeout: float = 10) -> dict[str, list[str]]:
-    """For ``stop``: remove the job's containers (by label) on every node of the run."""
-    removed: dict[str, list[str]] = {}
-    for n in record.plan.nodes:
-        node = _cluster_node(cluster, n)
+    """For ``stop``: remove the job's containers (by label) on every node of the run, all at once."""
+
+    def one(n) -> list[str]:
         try:
-            removed[n.node] = remove_job_containers(node_docker(cluster, node), record.name, timeout=timeout)
+            return remove_job_containers(Docker.on(cluster, _cluster_node(cluster, n)), record.name, timeout=timeout)
         except CorralError as exc:
             log.warning("node %s: could not remove the job's containers: %s", n.node, exc)
-    return removed
+            return []
+
+    return dict(zip([n.node for n in record.plan.nodes], on_every_node(one, record.plan.nodes)))
 
 
 def _cluster_node(cluster, n):

@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class JobStatus:
 
     @property
     def done(self) -> bool:
-        return not any(n.state in ("running", "unknown") for n in self.nodes)
+        return not any(n.state in ("running", "unknown", "pending") for n in self.nodes)
 
     @property
     def ok(self) -> bool:
@@ -126,14 +127,18 @@ def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
 
 
 async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return await asyncio.to_thread(slurm.read_status, record, cluster)
     plan = record.plan
     requests = [(_node_config(cluster, n), status_request(plan, n)) for n in plan.nodes]
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
-    from container.runtime import is_container_plan, launch_container_states
+    if plan.container is not None:
+        from container.runtime import launch_container_states
 
-    if is_container_plan(plan):
         states = await asyncio.to_thread(launch_container_states, record, cluster)
         for ns in nodes:
             c = states.get(ns.node, {})
@@ -285,21 +290,31 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     secrets = read_secrets(job, base)
     local_venv = default_local_venv()
     report = None
-    if dry_run:
-        facts, port = offline_facts(chosen), cluster.rendezvous.port
-    else:
-        report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
-                                           plain=plain, tmux_socket=socket))  # fmt: skip
-        if preflight and not report.ok:
-            raise PreflightFailed(report)
-        if not preflight and report.failures() and not report.facts:
-            raise PreflightFailed(report)
-        facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
-    container_facts = {}
-    if job.container is not None and not dry_run:
-        from container.runtime import launch_facts  # docker checks before anything starts
+    container_check = None
+    if job.container is not None and not dry_run:  # docker checks before anything starts, beside the preflight
+        from container.runtime import check_launch
 
-        container_facts = launch_facts(job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+        container_check = _in_thread(check_launch, job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+    try:
+        if dry_run:
+            facts, port = offline_facts(chosen), cluster.rendezvous.port
+        else:
+            report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
+                                               plain=plain, tmux_socket=socket))  # fmt: skip
+            if preflight and not report.ok:
+                raise PreflightFailed(report)
+            if not preflight and report.failures() and not report.facts:
+                raise PreflightFailed(report)
+            facts, port = report.facts, report.rdzv_port or cluster.rendezvous.port
+    except BaseException:
+        if container_check is not None:
+            container_check.exception()  # wait for it; the preflight's failure is the one reported
+        raise
+    checked = container_check.result() if container_check is not None else None
+    container_facts = {}
+    if checked is not None:
+        checked.remove_stale()
+        container_facts = checked.facts
     inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
                         plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
@@ -308,6 +323,15 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
 def uses_checkpoints(node: NodePlan) -> bool:
     """Only a job with a ``checkpoint:`` section gets its checkpoint directory made for it."""
     return "CORRAL_CKPT_POLICY" in node.env
+
+
+def _in_thread(fn, *args, **kwargs) -> Future:
+    """``fn`` started in a thread of its own (the pool does not outlive the call)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale: bool) -> dict[str, Any]:
@@ -360,6 +384,16 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
 
 
 def launch(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
+    """Launch through the cluster file's backend: Slurm (``launcher.backends.slurm``), or ssh + tmux below.
+    (Not through ``launcher.backends.backend_for``: its ssh + tmux side imports the layers above this one.)"""
+    if cluster.slurm is not None:
+        from launcher.backends.slurm import SlurmBackend
+
+        return SlurmBackend().launch(job, cluster, LaunchOptions.of(options, **kwargs))
+    return launch_ssh(job, cluster, options, **kwargs)
+
+
+def launch_ssh(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
     each node is logged into once per launch. ``options`` (or its fields as keywords) are ``prepare``'s."""
     with kept_sessions():
@@ -392,11 +426,12 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
-    results = asyncio.run(_stop_nodes(record, cluster, timeout))
-    from container.runtime import is_container_plan, remove_launch_containers
+    if record.slurm is not None:
+        from launcher.backends import slurm
 
-    if is_container_plan(record.plan):
-        remove_launch_containers(record, cluster, timeout)  # by label: killing the pane's docker CLI leaves the container
+        return slurm.stop(record, cluster, timeout)
+    results = asyncio.run(_stop_nodes(record, cluster, timeout))
+    _remove_containers(record, cluster, timeout)
     if any(r.found for r in results):
         # a job whose every node had already exited keeps its own ending (exited / failed)
         record.state = "stopped"
@@ -408,6 +443,10 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
 def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:
     """Per node, each of ``relpaths`` (relative to the run dir, ``{node}`` replaced by the node's name) as
     read on that node by its agent: None where the node has no such file or could not be asked."""
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return slurm.read_files(record, cluster, relpaths)
     plan = record.plan
     wanted = {n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes}
     requests = [(_node_config(cluster, n), {"op": "read", "paths": list(wanted[n.node].values())}) for n in plan.nodes]
@@ -422,10 +461,21 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
 
 def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
-    """Remove a finished job's tmux sessions (and anything left of it) on every node; the record keeps its state."""
+    """Remove a finished job's tmux sessions and containers (and anything left of it) on every node; the record keeps its state."""
+    if record.slurm is not None:
+        return  # Slurm removed everything of the job when it ended
     for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
         if r.error or r.remaining:
             log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
+    _remove_containers(record, cluster, timeout)
+
+
+def _remove_containers(record: RunRecord, cluster: ClusterConfig, timeout: float) -> None:
+    """A container job's containers, by label on every node: killing the pane's docker CLI leaves the container."""
+    if record.plan.container is not None:
+        from container.runtime import remove_launch_containers
+
+        remove_launch_containers(record, cluster, timeout)
 
 
 def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,

@@ -13,10 +13,13 @@ import json
 import posixpath
 import shlex
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import UserError
+
+if TYPE_CHECKING:
+    from container.facts import NodeFacts as ContainerNodeFacts
 
 SESSION_PREFIX = "corral-"
 CPU_FALLBACK_NPROC = 2
@@ -55,8 +58,8 @@ class PlanInputs:
     secret_names: tuple[str, ...] = ()
     tmux_socket: str | None = None
     """tmux ``-L`` socket name; None = the user's default server (tests isolate with their own)."""
-    container_facts: dict[str, Any] = field(default_factory=dict)
-    """By node label: ``container.facts.NodeFacts`` gathered before planning a job with a container section."""
+    container_facts: dict[str, ContainerNodeFacts] = field(default_factory=dict)
+    """By node label: what ``container.runtime.launch_facts`` found on each node before planning a job with a container section."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,17 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class ContainerSection:
+    """A job whose nodes run their command in a container: one container per node, found by its labels."""
+
+    image: str
+    names: dict[str, str]
+    """Node label -> container name (``corral-<job>-<node>``)."""
+    labels: dict[str, str]
+    """Labels every container of the job carries (``corral.job``); ``ps`` and ``stop`` select by them."""
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """The whole launch: one NodePlan per node, plus what they share."""
 
@@ -100,6 +114,8 @@ class JobPlan:
     secret_names: list[str]
     tmux_socket: str | None
     nodes: list[NodePlan]
+    container: ContainerSection | None = None
+    """Set when the job runs in containers (its ``container`` section)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +123,8 @@ class JobPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobPlan:
         nodes = [NodePlan(**n) for n in data["nodes"]]
-        return cls(**{**data, "nodes": nodes})
+        container = ContainerSection(**data["container"]) if data.get("container") else None
+        return cls(**{**data, "nodes": nodes, "container": container})
 
     def node(self, key: str) -> NodePlan:
         for n in self.nodes:
@@ -240,6 +257,15 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
     return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
 
 
+def container_section(job: JobConfig, name: str, nodes: list[NodeConfig]) -> ContainerSection | None:
+    if job.container is None:
+        return None
+    from container.builder import container_name
+    from container.plan import LABEL_JOB
+
+    return ContainerSection(image=job.container.image, names={n.label: container_name(name, n.label) for n in nodes}, labels={LABEL_JOB: name})
+
+
 def pane_command(wrapper_path: str) -> list[str]:
     """The argv tmux runs in the pane: the wrapper holds everything else. Two or more arguments:
     tmux executes it directly, with no shell in between (a shell would parse it, and a bash
@@ -300,6 +326,7 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
         name=inputs.name, run_id=inputs.run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, backend=backend,
         plain=inputs.plain, nnodes=nnodes, rdzv_endpoint=endpoint, max_restarts=job.max_restarts,
         secret_names=sorted(inputs.secret_names), tmux_socket=inputs.tmux_socket, nodes=plans,
+        container=container_section(job, inputs.name, nodes),
     )  # fmt: skip
 
 

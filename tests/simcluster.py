@@ -777,6 +777,13 @@ class SimCluster:
         proc = self._anchors.get(node.index)
         return proc is not None and proc.poll() is None
 
+    def anchor_pid(self, node: NodeRef) -> int:
+        """PID of the process holding the node's namespaces (network, hostname, mounts), for nsenter."""
+        n = self.node(node)
+        if not self._anchor_alive(n):
+            raise SimClusterError(f"{n.hostname} is down (its processes were killed); start_sshd() boots it")
+        return self._anchors[n.index].pid
+
     def enter_argv(self, node: NodeRef, argv: Sequence[str], *, cwd: str | None = None) -> list[str]:
         """argv running *argv* inside the node: its network, hostname and /tmp.
 

@@ -23,11 +23,9 @@ CHOKE_POINTS = {
     "launcher/tools/ssh.py": "commands on nodes: ssh, or directly for localhost (quoting, clean environment, timeouts)",
     "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
     "container/docker.py": "the docker CLI",
+    "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
     "launcher/top/node_sampler.py": "corral top's node side, shipped to the agent: nvidia-smi and the NVML sampler process, standard library only",
     "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
-    # The container node probe still runs its own ssh; it moves behind container/docker.py with the
-    # typed container facts (multi-node containers), and this entry goes with it.
-    "container/facts.py": "container node probe (to be folded into the node command choke point)",
 }
 OS_SPAWNERS = {"system", "popen", "fork", "forkpty"}
 ASYNC_SPAWNERS = {"create_subprocess_exec", "create_subprocess_shell"}

@@ -80,8 +80,9 @@ def job_name() -> str:
     return f"bench-allreduce-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def build_job(req: AllreduceRequest, name: str):
-    """The JobConfig that runs the worker on every node (module form: works from the checkout or an install)."""
+def build_job(req: AllreduceRequest, name: str, container=None):
+    """The JobConfig that runs the worker on every node (module form: works from the checkout or an install);
+    ``container`` (a ``ContainerConfig``) runs it inside that container on every node."""
     from launcher.config import JobConfig
 
     return JobConfig(
@@ -90,16 +91,17 @@ def build_job(req: AllreduceRequest, name: str):
         args=req.worker_args(),
         nproc_per_node=req.nproc_per_node if req.nproc_per_node is not None else "auto",
         backend=req.backend,
+        container=container,
     )
 
 
-def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None, on_poll=None) -> dict:
+def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None, on_poll=None, container=None) -> dict:
     """Launch, wait for every node, and return rank 0's result dict; RunFailed names the failing node."""
     from benchmarks.allreduce.worker import RESULT_FILE
     from launcher import api
 
     name = name or job_name()
-    done = api.run_to_completion(build_job(req, name), cluster, name=name, timeout=timeout, collect=[RESULT_FILE],
+    done = api.run_to_completion(build_job(req, name, container), cluster, name=name, timeout=timeout, collect=[RESULT_FILE],
                                  on_start=on_start, on_poll=on_poll)
     if done.timed_out:
         raise RunFailed(f"bench allreduce still running after {timeout:g}s; it was stopped on every node",
@@ -120,7 +122,8 @@ def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = No
 
 def sizes_done(handle) -> int:
     """Sizes finished so far: rank 0 (on the first node) logs ``# done SIZE B`` after each."""
-    return sum("# done " in line for line in handle.log_tail(handle.plan.nodes[0].node, lines=400))
+    first = handle.plan.nodes[0].node if handle.plan.nodes else None  # a Slurm run has no node plans: every log, rank 0's among them
+    return sum("# done " in line for lines in handle.log_tails(400, node=first).values() for line in lines)
 
 
 def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:

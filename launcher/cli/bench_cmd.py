@@ -31,6 +31,9 @@ def allreduce(
     min_busbw: Optional[float] = typer.Option(None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the benchmark before giving up."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the job that would be launched."),
+    container_file: Optional[Path] = typer.Option(
+        None, "--container", help="Run inside the container of this job file's `container` section (same image, mounts, devices)."
+    ),
 ) -> None:
     """All-reduce bandwidth across the cluster, in nccl-tests' table format.
 
@@ -51,11 +54,18 @@ def allreduce(
     req = ar.validate(cfg, min_bytes=min_bytes, max_bytes=max_bytes, factor=factor, iters=iters, warmup=warmup,
                       dtype=dtype, op=op, backend=backend, nproc_per_node=nproc_per_node)  # fmt: skip
     name = ar.job_name()
+    container = None
+    if container_file is not None:
+        from launcher.config.job import ContainerConfig
+        from launcher.config.loading import read_yaml, validate
+
+        data = read_yaml(container_file)
+        container = validate(ContainerConfig, data.get("container", data), f"{container_file}: container")
     if dry_run:
         from launcher import api
         from launcher.plan import describe
 
-        sys.stdout.write(describe(api.dry_run(ar.build_job(req, name), cfg, name=name)) + "\n")
+        sys.stdout.write(describe(api.dry_run(ar.build_job(req, name, container), cfg, name=name)) + "\n")
         sys.stdout.write(f"sizes: {' '.join(str(s) for s in req.sweep.sizes)}\n")
         return
     err = console(stderr=True)
@@ -69,7 +79,7 @@ def allreduce(
             done = ar.sizes_done(started[0]) if started else 0
             update(completed=done, note=node_states(status))
 
-        result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll)
+        result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll, container=container)
     if result["env"].get("backend_note"):
         err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
     if as_json:
