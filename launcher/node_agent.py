@@ -430,6 +430,19 @@ OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_sta
        "read": op_read, "forget": op_forget}
 
 
+def op_load(req):
+    """Add ops the launcher ships for one session (``corral top``'s sampler): ``code`` must define
+    ``OPS_ADDED = {name: function}``. Nothing is written to the node; the ops end with the agent."""
+    name = req.get("name") or "corral_extension"
+    scope = {"__name__": name}
+    exec(compile(req["code"], name, "exec"), scope)
+    OPS.update(scope["OPS_ADDED"])
+    return {"ok": True, "ops": sorted(scope["OPS_ADDED"])}
+
+
+OPS["load"] = op_load
+
+
 def main(request):
     try:
         result = OPS[request["op"]](request)

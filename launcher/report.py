@@ -2,7 +2,8 @@
 
 Inside a corral job (``CORRAL_RUN_DIR`` set) each call appends one JSON line to
 ``<run dir>/metrics.jsonl``, which the sweep controller and ``corral sweep status``
-read. Only global rank 0 writes, so a multi-process trial reports once. Outside corral
+read. Only global rank 0 writes there, so a multi-process trial reports once; each node's
+local rank 0 also appends to ``<run dir>/nodes/<node>/metrics.jsonl`` (``corral top``). Outside corral
 the line is printed, so the same script runs unchanged by hand. Importing this module
 is cheap (no torch).
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+NODE_METRICS = "nodes/{node}/metrics.jsonl"
+"""Each node's first local process also writes its own records here (``corral top``'s steps/s per node)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -35,9 +38,16 @@ def report(**metrics: Any) -> dict[str, Any]:
     if not run_dir:
         print(f"report: {line}", flush=True)
         return record
+    node = os.environ.get("CORRAL_NODE")
+    if node and os.environ.get("LOCAL_RANK", "0") == "0":
+        _append_line(Path(run_dir) / NODE_METRICS.format(node=node), line)
     if os.environ.get("RANK", "0") != "0":
         return record
-    path = Path(run_dir) / METRICS_FILE
+    _append_line(Path(run_dir) / METRICS_FILE, line)
+    return record
+
+
+def _append_line(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of one line with O_APPEND: concurrent readers see whole lines.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -45,4 +55,3 @@ def report(**metrics: Any) -> dict[str, Any]:
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
-    return record

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TOTAL_BUDGET_S = 450.0
 """The whole run stays under 8 minutes: each step gets min(its budget, what is left of this)."""
-GPU_TEST_FILES = ("tests/test_gpu_paths.py", "tests/test_bench_node_gpu.py")
+GPU_TEST_FILES = ("tests/test_gpu_paths.py", "tests/test_bench_node_gpu.py", "tests/test_top_gpu.py")
 ALLOW_VOLATILE = {"CORRAL_CKPT_ALLOW_VOLATILE": "1"}
 """The GPU machine's disk may be an overlay: checkpoints there are allowed (with a warning) because
 the run checks the GPU paths, not durability across reboots (the environment step records the disk)."""

@@ -24,6 +24,7 @@ CHOKE_POINTS = {
     "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
     "container/docker.py": "the docker CLI",
     "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
+    "launcher/top/node_sampler.py": "corral top's node side, shipped to the agent: nvidia-smi and the NVML sampler process, standard library only",
     "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
 }
 OS_SPAWNERS = {"system", "popen", "fork", "forkpty"}

@@ -9,7 +9,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.config.job import ContainerConfig
 
 EXPECTED_COMMANDS = {
-    "launch", "ps", "logs", "attach", "stop", "rm", "preflight", "demo",
+    "launch", "ps", "logs", "attach", "stop", "rm", "preflight", "demo", "top",
     "bench allreduce", "bench net", "bench volume", "bench node",
     "container config",
     "ckpt ls", "ckpt verify", "ckpt prune",
@@ -19,7 +19,7 @@ EXPECTED_COMMANDS = {
 
 
 TABLE_COMMANDS = {
-    "ps", "preflight", "bench allreduce", "bench net", "bench volume", "bench node", "ckpt ls", "ckpt verify",
+    "ps", "preflight", "top", "bench allreduce", "bench net", "bench volume", "bench node", "ckpt ls", "ckpt verify",
     "sweep run", "sweep status",
 }  # fmt: skip
 """Commands that print a table: each takes ``--json`` (JSON on stdout) and ``--json-out PATH``."""

@@ -51,7 +51,7 @@ def root(
 
 
 def _register() -> None:
-    from launcher.cli import bench_cmd, ckpt_cmd, config_cmd, container_cmd, demo_cmd, jobs_cmd, sweep_cmd
+    from launcher.cli import bench_cmd, ckpt_cmd, config_cmd, container_cmd, demo_cmd, jobs_cmd, sweep_cmd, top_cmd
 
     jobs_cmd.register(app)
     app.add_typer(bench_cmd.app, name="bench")
@@ -60,6 +60,7 @@ def _register() -> None:
     app.add_typer(sweep_cmd.app, name="sweep")
     app.add_typer(config_cmd.app, name="config")
     demo_cmd.register(app)
+    top_cmd.register(app)
 
 
 _register()
