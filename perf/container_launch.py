@@ -1,7 +1,7 @@
 """Launch-to-all-ranks-initialised of a 3-node container job: ``corral launch`` vs a plain loop of
 ``ssh NODE tmux new-session -d 'docker run ... torchrun ...'``, in the same run, interleaved.
 
-Setup: a 3-node simulated cluster with a Docker engine per node (``tests/simdocker.py``) and the
+Setup: a 3-node simulated cluster with a Docker engine per node (``tests/infra/simdocker.py``) and the
 test image loaded in each. Both ways run the launch-latency worker (it records when its process
 group is initialised) under torchrun, 2 processes per node, inside one container per node with
 ``--network host``:
@@ -58,7 +58,7 @@ def ready_time(out: Path, world: int) -> float:
 
 
 def container_section(image: str, memlock) -> dict:
-    from tests.docker_fixtures import python_mounts
+    from tests.infra.docker_fixtures import python_mounts
 
     return {"image": image, "mounts": python_mounts(), "ulimits": {"memlock": memlock}}
 
@@ -92,7 +92,7 @@ def run_corral(sim, engines, work: Path, image: str, memlock) -> float:
 
 
 def baseline_commands(sim, name: str, out: Path, image: str, port: int) -> list[list[str]]:
-    from tests.docker_fixtures import python_mounts
+    from tests.infra.docker_fixtures import python_mounts
 
     venv = sys.prefix
     binds = [(str(REPO), False), (venv, True), (str(out), False)] + [(m["source"], True) for m in python_mounts()]
@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from container.probe import rlimits
-    from tests.docker_fixtures import TEST_IMAGE, build_test_image
-    from tests.simcluster import SimCluster
-    from tests.simdocker import NodeEngines
+    from tests.infra.docker_fixtures import TEST_IMAGE, build_test_image
+    from tests.infra.simcluster import SimCluster
+    from tests.infra.simdocker import NodeEngines
 
     build_test_image()
     rl = rlimits()

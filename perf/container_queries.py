@@ -1,7 +1,7 @@
 """``ps`` of a container job on 3 simulated nodes: the docker CLI through corral's node command choke
 point vs the Docker SDK (``docker.DockerClient(base_url="ssh://...", use_ssh_client=True)``).
 
-Setup: a 3-node simulated cluster with a Docker engine per node (``tests/simdocker.py``), one running
+Setup: a 3-node simulated cluster with a Docker engine per node (``tests/infra/simdocker.py``), one running
 container of the job per node. Each repetition times both ways, in alternating order:
 
 * cli: ``container.runtime.container_states`` on every node at once (one ``docker ps`` over the
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from launcher.config import ClusterConfig
     from launcher.tools import ssh
-    from tests.docker_fixtures import TEST_IMAGE, build_test_image, python_mounts
-    from tests.simcluster import SimCluster
-    from tests.simdocker import NodeEngines
+    from tests.infra.docker_fixtures import TEST_IMAGE, build_test_image, python_mounts
+    from tests.infra.simcluster import SimCluster
+    from tests.infra.simdocker import NodeEngines
 
     build_test_image()
     job = f"psbench-{uuid.uuid4().hex[:6]}"

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.delays:
             print(f"server up {d:g} s after the clients: last client connected {store_connect_lag(d):.2f} s later", flush=True)
         return 0
-    from tests.simcluster import SimCluster
+    from tests.infra.simcluster import SimCluster
 
     kinds = ["baseline", "barrier", "corral"] if args.what == "barrier" else ["baseline", "corral"]
     cores = os.cpu_count() or 1

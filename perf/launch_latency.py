@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home (one lock for every login script)")
     args = parser.parse_args(argv)
-    from tests.simcluster import SimCluster
+    from tests.infra.simcluster import SimCluster
 
     venv = sys.prefix
     rows = []

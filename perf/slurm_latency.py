@@ -1,4 +1,4 @@
-"""Slurm launch latency and sweep overhead, on a real Slurm cluster built here (tests/slurmcluster.py).
+"""Slurm launch latency and sweep overhead, on a real Slurm cluster built here (tests/infra/slurmcluster.py).
 
 1. Submit to all ranks initialised, for a 2-node x 1-process job: ``corral launch`` (through
    ``launcher.api``, preflight included, as a user runs it) against a hand-written sbatch script whose
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     from launcher.config import ClusterConfig
-    from tests.slurmcluster import SlurmCluster
+    from tests.infra.slurmcluster import SlurmCluster
 
     venv = Path(sys.prefix)
     with SlurmCluster(args.nnodes) as sc:

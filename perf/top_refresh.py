@@ -43,7 +43,7 @@ from launcher.config import ClusterConfig  # noqa: E402
 from launcher.tools import ssh  # noqa: E402
 from launcher.top.collect import Collector, sample_request, sampler_source  # noqa: E402
 from launcher.top.targets import targets  # noqa: E402
-from tests.simcluster import SimCluster  # noqa: E402
+from tests.infra.simcluster import SimCluster  # noqa: E402
 
 RECORDING = REPO / "tests" / "fixtures" / "nvml" / "top_h100_failing.json"
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.simcluster import SimCluster, missing_facility, reap_stale_runs
+from tests.infra.simcluster import SimCluster, missing_facility, reap_stale_runs
 
 # Docker tests: starts dockerd (only when none runs) before the facility check below, the test image, labelled cleanup.
-pytest_plugins = ("tests.docker_fixtures",)
+pytest_plugins = ("tests.infra.docker_fixtures",)
 
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
@@ -102,7 +102,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if reason:
             pytest.skip(MISSING + reason)
     if item.get_closest_marker("slurm"):
-        from tests.slurmcluster import missing_slurm
+        from tests.infra.slurmcluster import missing_slurm
 
         reason = _cached("cluster", missing_facility) or _cached("slurm", missing_slurm)
         if reason:
@@ -214,7 +214,7 @@ def slurm_cluster(request: pytest.FixtureRequest, _reaped_stale_sim_runs: None):
 
     SLURM_CONF points corral and the clients at it for the module; everything is torn down after.
     """
-    from tests.slurmcluster import SlurmCluster, missing_slurm
+    from tests.infra.slurmcluster import SlurmCluster, missing_slurm
 
     reason = missing_slurm()
     if reason:

@@ -15,7 +15,7 @@ import pytest
 from launcher import api
 from launcher.checkpoint.inspect import scan
 from launcher.config import JobConfig
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Container jobs across simulated nodes: a Docker engine per node, real torchrun, 3 nodes x 2 processes, gloo.
 
-One 3-node cluster with an engine per node (``tests/simdocker.py``) for the module; the test image
+One 3-node cluster with an engine per node (``tests/infra/simdocker.py``) for the module; the test image
 is loaded into every engine. Each node's pane runs ``docker run`` against that node's own engine,
 so the containers (``--network host``) sit on the nodes' addresses and join one rendezvous.
 Tests undo their faults (engines restarted, sockets remounted, mount sources put back).
@@ -24,9 +24,9 @@ from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.tools import ssh
-from tests.docker_fixtures import TEST_LABEL, python_mounts
-from tests.simdocker import NodeEngines
-from tests.waiting import wait_for
+from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
+from tests.infra.simdocker import NodeEngines
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """Builder-generated container runs against a real Docker engine (marked ``docker``).
 
-Image: ``corral-test-base:1`` (tests/docker_fixtures.py), with the venv and its base interpreter
+Image: ``corral-test-base:1`` (tests/infra/docker_fixtures.py), with the venv and its base interpreter
 bind-mounted read-only. Every container carries ``corral.test=<run id>`` and is removed afterwards.
 """
 
@@ -20,7 +20,7 @@ from container.render import render_docker_argv, render_sdk_kwargs
 from container.runtime import container_states, gather_facts, prepare, remove_job_containers
 from launcher.config.job import ContainerConfig
 from launcher.errors import UserError
-from tests.docker_fixtures import TEST_LABEL, python_mounts
+from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 
 pytestmark = pytest.mark.docker
 

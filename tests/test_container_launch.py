@@ -15,7 +15,7 @@ from container.docker import Docker
 from container.probe import rlimits
 from launcher import api
 from launcher.config import ClusterConfig, JobConfig
-from tests.docker_fixtures import TEST_LABEL, python_mounts
+from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]

@@ -15,7 +15,7 @@ from launcher import api
 from launcher.cli import main
 from launcher.config import JobConfig
 from launcher.jobstate import job_state
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from launcher.jobs import PreflightFailed
 from launcher.preflight import run_preflight_sync
 from launcher.tools import ssh
 from tests.infra.hostile import HOSTILE
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

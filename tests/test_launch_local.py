@@ -21,7 +21,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.jobs import PreflightFailed
 from tests.infra.hostile import HOSTILE
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 

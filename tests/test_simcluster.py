@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simcluster import (
+from tests.infra.simcluster import (
     MAX_NODES,
     SimCluster,
     SimLayout,
@@ -96,7 +96,7 @@ def test_each_node_has_its_own_tmp(sim_cluster: SimCluster) -> None:
     assert sim_cluster.run(b, ["test", "-e", probe]).returncode == 1
     assert not Path(probe).exists()
     # ...while the rest of the filesystem is shared with the host.
-    assert sim_cluster.run(b, ["test", "-f", str(REPO / "tests" / "simcluster.py")]).returncode == 0
+    assert sim_cluster.run(b, ["test", "-f", str(REPO / "tests" / "infra" / "simcluster.py")]).returncode == 0
 
 
 @pytest.mark.cluster
@@ -344,7 +344,7 @@ def test_stale_run_of_a_killed_process_is_reaped(tmp_path: Path) -> None:
     record = tmp_path / "layout.json"
     script = textwrap.dedent(f"""
         import time
-        from tests.simcluster import SimCluster
+        from tests.infra.simcluster import SimCluster
         cluster = SimCluster(2).start()
         open({str(record)!r}, "w").write(cluster.layout.to_json())
         time.sleep(1000)
@@ -426,7 +426,7 @@ def test_torchrun_c10d_rendezvous_across_nodes(make_sim_cluster) -> None:
 
 
 def test_missing_facility_names_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests import simcluster
+    from tests.infra import simcluster
 
     monkeypatch.setattr(simcluster.os, "geteuid", lambda: 1000)
     assert "root" in simcluster.missing_facility()

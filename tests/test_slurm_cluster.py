@@ -1,4 +1,4 @@
-"""corral on a real Slurm cluster: slurmctld on the host, one slurmd per simulated node (tests.slurmcluster).
+"""corral on a real Slurm cluster: slurmctld on the host, one slurmd per simulated node (tests.infra.slurmcluster).
 
 One 2-node cluster (2 CPUs each) for the module. Jobs are tiny training runs of examples/train_demo.py
 on gloo; the nodes share the machine's file system, as a Slurm cluster shares its drive.
@@ -18,7 +18,7 @@ import yaml
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from launcher.sweep.journal import replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
 from tests.test_sweep_cluster import executions, journal_of, status_of, wait_finished, write_sweep
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

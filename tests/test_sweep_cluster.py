@@ -26,7 +26,7 @@ from launcher.sweep.journal import Journal, replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
 from launcher.sweep.status import build_status
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

@@ -28,7 +28,7 @@ from launcher.sweep.paths import sweep_paths
 from launcher.sweep.status import build_status
 from launcher.sweep.study import SweepStudy, disagreements, file_storage, study_path
 from perf.sweep_objective import OPTIMUM, final_loss
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 

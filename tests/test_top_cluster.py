@@ -22,7 +22,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.tools import ssh
 from launcher.top.collect import REPLAY_ENV, Collector
 from launcher.top.targets import targets
-from tests.waiting import wait_for
+from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

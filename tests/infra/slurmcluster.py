@@ -1,6 +1,6 @@
 """A real Slurm cluster on one machine, for integration tests: Debian's slurmctld, slurmd and munge.
 
-Built on the network namespaces of :class:`tests.simcluster.SimCluster`: slurmctld runs on the
+Built on the network namespaces of :class:`tests.infra.simcluster.SimCluster`: slurmctld runs on the
 host (it listens on the run's bridge address), one slurmd per simulated node runs inside that
 node's network namespace, with the node's hostname and a hosts file naming every node (torchrun's
 c10d rendezvous resolves hostnames). Each cluster has its own munged (own key and socket), its
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.simcluster import SimCluster, SimClusterError
+from tests.infra.simcluster import SimCluster, SimClusterError
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "scontrol", "sinfo")
 PARTITION = "debug"

@@ -1,6 +1,6 @@
 """A Docker engine per simulated node (opt-in), for multi-node container tests.
 
-Each node of a :class:`tests.simcluster.SimCluster` gets its own ``dockerd``:
+Each node of a :class:`tests.infra.simcluster.SimCluster` gets its own ``dockerd``:
 
 * started inside the node's network and UTS namespaces (``nsenter`` into the node's anchor), so
   ``--network host`` containers sit on the node's address and carry its hostname; the engine
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tests.docker_fixtures import engine_answers
-from tests.simcluster import NodeRef, SimCluster, SimClusterError, SimNode, process_exited
+from tests.infra.docker_fixtures import engine_answers
+from tests.infra.simcluster import NodeRef, SimCluster, SimClusterError, SimNode, process_exited
 
 log = logging.getLogger(__name__)
 
