@@ -453,7 +453,7 @@ def process_exited(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def _stop_process_group(proc: subprocess.Popen[Any], grace_s: float = 2.0) -> None:
+def stop_process_group(proc: subprocess.Popen[Any], grace_s: float = 2.0) -> None:
     """Stop a process we started in its own session: SIGTERM, then SIGKILL."""
     if proc.poll() is not None:
         return
@@ -481,7 +481,7 @@ def _destroy(layout: SimLayout, procs: Iterable[subprocess.Popen[Any]] = ()) -> 
             errors.append(f"{what}: {exc}")
 
     for proc in procs:
-        attempt(f"stop pid {proc.pid}", _stop_process_group, proc)
+        attempt(f"stop pid {proc.pid}", stop_process_group, proc)
     for node in layout.nodes:
         attempt(f"kill processes in {node.netns}", _kill_netns_processes, node.netns, 2.0, procs)
     for node in layout.nodes:
@@ -819,7 +819,7 @@ class SimCluster:
         """Stop the node's sshd; new ssh connections fail, open sessions survive."""
         proc = self._sshds.pop(self.node(node).index, None)
         if proc is not None:
-            _stop_process_group(proc)
+            stop_process_group(proc)
 
     def restart_sshd(self, node: NodeRef) -> None:
         self.stop_sshd(node)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.infra.simcluster import SimCluster, SimClusterError
+from tests.infra.simcluster import SimCluster, SimClusterError, stop_process_group
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "scontrol", "sinfo")
 PARTITION = "debug"
@@ -155,7 +155,7 @@ class SlurmCluster:
         for name in sorted(
             self._procs, key=lambda k: k.startswith("munged")
         ):  # munged last: slurmd talks to it on exit
-            _stop_group(self._procs[name])
+            stop_process_group(self._procs[name], grace_s=5.0)
         self.sim.close(raise_on_error=False)
 
     # ---- daemons ---------------------------------------------------------------
@@ -257,18 +257,3 @@ def _wait(done: Any, timeout: float, why: Any) -> None:
         if time.monotonic() > deadline:
             raise SimClusterError(why())
         time.sleep(0.2)
-
-
-def _stop_group(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
