@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from container.probe import rlimits
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
+from launcher.node_agent import rlimits
 from launcher.tools import ssh
 from tests.docker_fixtures import TEST_LABEL, python_mounts
 from tests.simdocker import NodeEngines
