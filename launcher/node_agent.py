@@ -401,14 +401,14 @@ def op_probe(req):
     request's ``container`` holds its paths, device directories and directories to create);
     ``inventory``: bench node's stdlib inventory. ``gpus`` is always there, counted by ``gpu_count``.
     """
-    want = req.get("want", ["launch"])
-    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0], "gpus": gpu_count()}
+    want, root = req.get("want", ["launch"]), req.get("root", "/")  # root: a recorded node's tree, for tests
+    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0], "gpus": gpu_count(root)}
     if "launch" in want:
         out.update(_launch_facts(req))
     if "container" in want:
-        out["container"] = container_facts(req.get("container") or {})
+        out["container"] = container_facts(req.get("container") or {}, root)
     if "inventory" in want:
-        out["inventory"] = host_inventory()
+        out["inventory"] = host_inventory(root)
     return out
 
 
