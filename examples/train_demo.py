@@ -7,11 +7,19 @@ or a relaunch continues where it stopped. Each rank writes its final loss to
 <run dir>/results/rank<N>.json.
 
     corral launch configs/demo.yaml --follow
+
+On Slurm (docs/SLURM.md), SIGUSR1 means "the time limit is near, or the job is being preempted":
+corral's batch script asks Slurm for it (``--signal=B:USR1@S``) and passes it to every worker.
+The pattern: the handler only sets a flag; every step the ranks agree on it with one tiny
+all-reduce (they get the signal at slightly different moments and must stop at the same step),
+then each saves a blocking checkpoint and exits 0 without writing results. The batch script
+requeues the job, and the new attempt resumes from that checkpoint.
 """
 
 import argparse
 import json
 import os
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -50,8 +58,11 @@ def main() -> None:
     model = DDP(net, device_ids=[local_rank] if device.type == "cuda" else None)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr)
 
+    stop_requested = [False]
+    signal.signal(signal.SIGUSR1, lambda *_: stop_requested.__setitem__(0, True))  # save and leave at the next step
+
     ckpt = Checkpointer.from_env()  # root: $CORRAL_CKPT_DIR; every rank saves and loads its own state
-    start, loss = 0, None
+    start, loss, last_saved = 0, None, None
     if (found := ckpt.load_latest()) is not None:
         step, state = found
         model.module.load_state_dict(state["model"])
@@ -74,7 +85,15 @@ def main() -> None:
         if step % args.ckpt_every == 0 or step == args.steps - 1:
             # non-blocking: tensors are copied now, the write overlaps the next steps
             ckpt.save(step, {"model": model.module.state_dict(), "optim": opt.state_dict()}, blocking=False)
+            last_saved = step
         time.sleep(args.step_time)
+        if step < args.steps - 1 and stop_now(stop_requested[0], device):
+            ckpt.wait()
+            if last_saved != step:
+                ckpt.save(step, {"model": model.module.state_dict(), "optim": opt.state_dict()}, blocking=True)
+            print(f"SIGUSR1: checkpoint saved at step {step}; leaving for the requeue", flush=True)
+            dist.destroy_process_group()
+            return
     ckpt.wait()
 
     out = Path(os.environ.get("CORRAL_RUN_DIR", ".")) / "results"
@@ -83,6 +102,13 @@ def main() -> None:
               "loss": None if loss is None else loss.item(), "restart": restart, "node": os.environ.get("CORRAL_NODE")}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
+
+
+def stop_now(requested: bool, device: torch.device) -> bool:
+    """Whether any rank got SIGUSR1: all ranks must leave after the same step."""
+    flag = torch.tensor([1.0 if requested else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class JobStatus:
 
     @property
     def done(self) -> bool:
-        return not any(n.state in ("running", "unknown") for n in self.nodes)
+        return not any(n.state in ("running", "unknown", "pending") for n in self.nodes)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +127,10 @@ def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
 
 
 async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return await asyncio.to_thread(slurm.read_status, record, cluster)
     plan = record.plan
     requests = [(_node_config(cluster, n), status_request(plan, n)) for n in plan.nodes]
     replies = await call_all(cluster, requests, timeout=30)
@@ -380,6 +384,16 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
 
 
 def launch(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
+    """Launch through the cluster file's backend: Slurm (``launcher.backends.slurm``), or ssh + tmux below.
+    (Not through ``launcher.backends.backend_for``: its ssh + tmux side imports the layers above this one.)"""
+    if cluster.slurm is not None:
+        from launcher.backends.slurm import SlurmBackend
+
+        return SlurmBackend().launch(job, cluster, LaunchOptions.of(options, **kwargs))
+    return launch_ssh(job, cluster, options, **kwargs)
+
+
+def launch_ssh(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
     each node is logged into once per launch. ``options`` (or its fields as keywords) are ``prepare``'s."""
     with kept_sessions():
@@ -412,6 +426,10 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return slurm.stop(record, cluster, timeout)
     results = asyncio.run(_stop_nodes(record, cluster, timeout))
     _remove_containers(record, cluster, timeout)
     if any(r.found for r in results):
@@ -425,6 +443,10 @@ def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> li
 def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:
     """Per node, each of ``relpaths`` (relative to the run dir, ``{node}`` replaced by the node's name) as
     read on that node by its agent: None where the node has no such file or could not be asked."""
+    if record.slurm is not None:
+        from launcher.backends import slurm
+
+        return slurm.read_files(record, cluster, relpaths)
     plan = record.plan
     wanted = {n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes}
     requests = [(_node_config(cluster, n), {"op": "read", "paths": list(wanted[n.node].values())}) for n in plan.nodes]
@@ -440,6 +462,8 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
 def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
     """Remove a finished job's tmux sessions and containers (and anything left of it) on every node; the record keeps its state."""
+    if record.slurm is not None:
+        return  # Slurm removed everything of the job when it ended
     for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
         if r.error or r.remaining:
             log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")

@@ -33,6 +33,8 @@ class RunRecord:
     processes: dict[str, list[int]] = field(default_factory=dict)
     """Per node: [wrapper pid, process group, session] as recorded by the wrapper at start."""
     message: str | None = None
+    slurm: dict[str, Any] | None = None
+    """On a Slurm cluster: ``{"job_id": ..., "plan": SlurmPlan}`` (``launcher.backends.slurm``); None over ssh."""
 
     @property
     def run_dir(self) -> Path:

@@ -3,10 +3,11 @@
 Markers (registered here because pytest runs with --strict-markers):
   cluster  needs the simulated cluster (root, iproute2, openssh-server)
   docker   needs a reachable Docker engine
+  slurm    needs a real Slurm cluster (slurmctld, slurmd, munge) over the simulated nodes
   gpu      needs a CUDA GPU
   slow     takes more than a few seconds
 
-A test marked cluster or docker is skipped where the facility is missing,
+A test marked cluster, docker or slurm is skipped where the facility is missing,
 except on CI (env CI=true), where that skip becomes a failure: a CI machine
 that silently lost sshd or dockerd must not report green. gpu tests skip
 cleanly everywhere (CI has no GPU).
@@ -31,11 +32,12 @@ pytest_plugins = ("tests.docker_fixtures",)
 
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
-LOUD_ON_CI = ("cluster", "docker")
+LOUD_ON_CI = ("cluster", "docker", "slurm")
 
 MARKERS = {
     "cluster": "needs the simulated multi-node cluster (root, ip netns, sshd); see docs/SIMCLUSTER.md",
     "docker": "needs a reachable Docker engine",
+    "slurm": "needs a real Slurm cluster on this machine (slurmctld, slurmd, munge and the simulated cluster's namespaces); see docs/SLURM.md",
     "gpu": "needs a CUDA GPU (skips cleanly where there is none, CI included)",
     "slow": "takes more than a few seconds",
 }
@@ -99,6 +101,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = _cached("docker", _docker_missing)
         if reason:
             pytest.skip(MISSING + reason)
+    if item.get_closest_marker("slurm"):
+        from tests.slurmcluster import missing_slurm
+
+        reason = _cached("cluster", missing_facility) or _cached("slurm", missing_slurm)
+        if reason:
+            pytest.skip(MISSING + "Slurm cluster: " + reason)
     if item.get_closest_marker("gpu"):
         reason = _cached("gpu", _gpu_missing)
         if reason:
@@ -195,3 +203,33 @@ def local_space(monkeypatch: pytest.MonkeyPatch):
     subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
     Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file
     shutil.rmtree(root, ignore_errors=True)
+
+
+# ---- the Slurm cluster -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(request: pytest.FixtureRequest, _reaped_stale_sim_runs: None):
+    """A 2-node Slurm cluster (slurmctld, one slurmd per node, its own munged) shared by a module's tests.
+
+    SLURM_CONF points corral and the clients at it for the module; everything is torn down after.
+    """
+    from tests.slurmcluster import SlurmCluster, missing_slurm
+
+    reason = missing_slurm()
+    if reason:
+        pytest.skip(MISSING + "Slurm cluster: " + reason)
+    cluster = SlurmCluster(2)
+    request.addfinalizer(cluster.close)
+    cluster.start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf_path)
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+    request.addfinalizer(restore)
+    return cluster

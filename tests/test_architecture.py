@@ -23,6 +23,7 @@ CHOKE_POINTS = {
     "launcher/tools/ssh.py": "commands on nodes: ssh, or directly for localhost (quoting, clean environment, timeouts)",
     "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
     "container/docker.py": "the docker CLI",
+    "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
     "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
 }
 OS_SPAWNERS = {"system", "popen", "fork", "forkpty"}

@@ -67,7 +67,12 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_config_fields_are_frozen():
-    assert list(ClusterConfig.model_fields) == ["nodes", "ssh", "workdir", "venv", "rendezvous", "storage", "env"]
+    assert list(ClusterConfig.model_fields) == ["nodes", "slurm", "ssh", "workdir", "venv", "rendezvous", "storage", "env"]
+    from launcher.config import SlurmConfig
+
+    assert list(SlurmConfig.model_fields) == [
+        "partition", "account", "qos", "time", "constraint", "gpus_per_node", "exclusive", "signal_before_s", "requeue", "sbatch_args", "login",
+    ]  # fmt: skip
     assert list(JobConfig.model_fields) == [
         "name", "script", "module", "args", "nproc_per_node", "nnodes", "backend", "max_restarts", "env", "env_file", "container", "checkpoint",
     ]  # fmt: skip

@@ -58,14 +58,16 @@ def probe_cluster(cluster, *, name: str, quick: bool, timeout: float, on_poll=No
                                  timeout=timeout, collect=[PROBE_FILE], on_poll=on_poll)  # fmt: skip
     states = {n.node: n for n in done.status.nodes}
     probes = []
-    for node in cluster.nodes:
-        text = done.files.get(node.label, {}).get(PROBE_FILE)
+    # on Slurm the cluster file names no nodes: the allocation's nodes are those the run reports
+    labels = [n.label for n in cluster.nodes] or sorted(done.files)
+    for label in labels:
+        text = done.files.get(label, {}).get(PROBE_FILE)
         try:
             if text is None:
-                raise FileNotFoundError(PROBE_FILE.format(node=node.label))
+                raise FileNotFoundError(PROBE_FILE.format(node=label))
             probes.append(json.loads(text))
         except (OSError, ValueError) as exc:
-            probes.append(missing_probe(node.label, _node_failure(states.get(node.label), done.handle.run_dir, node.label, exc)))
+            probes.append(missing_probe(label, _node_failure(states.get(label), done.handle.run_dir, label, exc)))
     return probes
 
 

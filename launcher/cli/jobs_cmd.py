@@ -43,6 +43,10 @@ def launch(
     from launcher.plan import describe
 
     jobcfg, clustercfg = load_job(job), _cluster(cluster)
+    if clustercfg.slurm is not None:
+        from launcher.cli.slurm_cmd import launch_on_slurm
+
+        return launch_on_slurm(jobcfg, clustercfg, name=name, set_=set_, dry_run=dry_run, follow=follow, as_json=as_json, hint_c=_hint_c(cluster))
     if dry_run:
         from launcher.jobs import local_script_warnings
 
@@ -234,6 +238,13 @@ def attach(
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
+    if record.slurm is not None:
+        from launcher.backends.slurm import attach_argv
+        from launcher.tools.slurm import exec_interactive
+
+        argv = attach_argv(record, clustercfg, node)
+        console(stderr=True).print(f"attaching: {shlex.join(argv)}  (exit the shell to leave; the job goes on)")
+        exec_interactive(argv)
     target = record.plan.node(node) if node else record.plan.nodes[0]
     _check_attachable(record, clustercfg, target.node)
     inner = tmux.attach(record.plan.tmux_socket, target.session)
@@ -327,7 +338,8 @@ def stop(
             out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
     if bad:
         return 1
-    out.print(f"no process of {name} remains on any node; tmux session corral-{name} removed")
+    where = f"Slurm job of {name} ended" if clustercfg.slurm is not None else f"tmux session corral-{name} removed"
+    out.print(f"no process of {name} remains on any node; {where}")
     return 0
 
 
@@ -351,6 +363,10 @@ def preflight(
 
     clustercfg = _cluster(cluster)
     jobcfg = load_job(job) if job else None
+    if clustercfg.slurm is not None:
+        from launcher.cli.slurm_cmd import preflight_on_slurm
+
+        return preflight_on_slurm(jobcfg, clustercfg, as_json, json_out)
     out = console(stderr=as_json)
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
         report = asyncio.run(run_preflight(

@@ -42,7 +42,7 @@ def run(
 
     spec = load_sweep(sweep)
     cl = load_cluster(cluster)
-    if spec.config.nodes > len(cl.nodes):
+    if cl.slurm is None and spec.config.nodes > len(cl.nodes):  # on Slurm, preflight checks the partition's size
         raise UserError(f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
                         hint="lower nodes in the sweep file or add nodes to the cluster file")  # fmt: skip
     trials = generate_trials(spec.config)

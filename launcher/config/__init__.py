@@ -1,6 +1,6 @@
 """Typed, strict configuration: the cluster file and the job file."""
 
-from launcher.config.cluster import ClusterConfig, NodeConfig, SSHConfig, StorageConfig
+from launcher.config.cluster import ClusterConfig, NodeConfig, SlurmConfig, SSHConfig, StorageConfig
 from launcher.config.job import CheckpointPolicy, ContainerConfig, JobConfig
 from launcher.config.loading import apply_overrides, load_cluster, load_job, parse_yaml, read_yaml, validate
 
@@ -11,6 +11,7 @@ __all__ = [
     "JobConfig",
     "NodeConfig",
     "SSHConfig",
+    "SlurmConfig",
     "StorageConfig",
     "apply_overrides",
     "load_cluster",

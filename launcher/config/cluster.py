@@ -101,10 +101,55 @@ class StorageConfig(StrictModel):
     )
 
 
-class ClusterConfig(FileModel):
-    """A set of machines on one private network, reached over ssh."""
+SLURM_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.,:+=@-]*$"
+"""Partition, account, QOS and constraint names: one word, no leading '-' (they go on sbatch's argv)."""
 
-    nodes: list[NodeConfig] = Field(min_length=1, description="The machines; the first one hosts the rendezvous.")
+
+class SlurmConfig(StrictModel):
+    """A Slurm cluster: each job is one batch job (``sbatch``) whose allocation size is the job's ``nnodes``."""
+
+    partition: str = Field(min_length=1, pattern=SLURM_WORD, description="Partition to submit to (sbatch --partition).")
+    account: str | None = Field(default=None, min_length=1, pattern=SLURM_WORD, description="sbatch --account.")
+    qos: str | None = Field(default=None, min_length=1, pattern=SLURM_WORD, description="sbatch --qos.")
+    time: str | None = Field(
+        default=None, min_length=1, pattern=r"^[0-9:-]+$", description="Time limit, sbatch --time (e.g. 1-00:00:00 or 90 for minutes)."
+    )
+    constraint: str | None = Field(default=None, min_length=1, description="sbatch --constraint (node features, e.g. 'a100&ib').")
+    gpus_per_node: int | None = Field(
+        default=None, ge=0, description="GPUs per node (sbatch --gpus-per-node); also the processes per node for nproc_per_node: auto."
+    )
+    exclusive: bool = Field(default=False, description="sbatch --exclusive: no other job shares the nodes.")
+    signal_before_s: int = Field(
+        default=120, ge=1, le=86400,
+        description="Seconds before the time limit at which Slurm sends SIGUSR1 (sbatch --signal=B:USR1@S); the workers get it and can checkpoint.",
+    )  # fmt: skip
+    requeue: bool = Field(default=True, description="sbatch --requeue: a preempted job, or one that asks after SIGUSR1, goes back to the queue.")
+    sbatch_args: list[EnvValue] = Field(
+        default_factory=list, description="More sbatch options, passed literally as '#SBATCH' lines (e.g. ['--mem=0'])."
+    )
+    login: str | None = Field(
+        default=None, min_length=1,
+        description="A host to run sbatch/squeue/scancel on over ssh; null = run them on this machine (the clients find slurm.conf as usual: SLURM_CONF or the default path).",
+    )  # fmt: skip
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _options_only(cls, v: list[str]) -> list[str]:
+        for i, arg in enumerate(v):
+            if not arg.startswith("-") or "\n" in arg:
+                raise ValueError(f"item {i}: each item is one sbatch option starting with '-' on one line (got {arg!r})")
+        return v
+
+
+class ClusterConfig(FileModel):
+    """Where jobs run: a set of machines reached over ssh (``nodes:``), or a Slurm cluster (``slurm:``)."""
+
+    nodes: list[NodeConfig] = Field(
+        default_factory=list, min_length=1, description="The machines (ssh + tmux); the first one hosts the rendezvous. Give this or 'slurm', not both."
+    )
+    slurm: SlurmConfig | None = Field(
+        default=None, description="Run jobs as Slurm batch jobs on this partition instead of over ssh. Give this or 'nodes', not both."
+    )
     ssh: SSHConfig = Field(default_factory=SSHConfig, description="ssh client settings.")
     workdir: str = Field(default=".", min_length=1, description="Directory the job runs in on every node (the code's checkout); relative: to the cluster file's directory.")
     venv: str | None = Field(
@@ -113,6 +158,18 @@ class ClusterConfig(FileModel):
     rendezvous: RendezvousConfig = Field(default_factory=RendezvousConfig, description="Rendezvous settings.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Run and checkpoint directories.")
     env: Env = Field(default_factory=dict, description="Environment variables for every node.")
+
+    @model_validator(mode="after")
+    def _nodes_xor_slurm(self) -> ClusterConfig:
+        if self.slurm is not None and "nodes" in self.model_fields_set:
+            raise ValueError("give either 'nodes' (machines reached over ssh) or 'slurm' (a Slurm partition), not both")
+        if self.slurm is None and not self.nodes:
+            raise ValueError("give 'nodes' (a list of machines reached over ssh) or 'slurm' (a Slurm partition); the cluster has neither")
+        return self
+
+    @property
+    def is_slurm(self) -> bool:
+        return self.slurm is not None
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> ClusterConfig:

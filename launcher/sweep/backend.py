@@ -41,6 +41,9 @@ class LaunchBackend:
     def launch(self, job: JobConfig, nodes: list[str], *, plain: bool, preflight: bool) -> None:
         from launcher import api
 
+        if self.cluster.slurm is not None:  # one Slurm job of len(nodes) nodes; Slurm places it
+            api.launch(job.model_copy(update={"nnodes": len(nodes)}), self.cluster, name=job.name, preflight=preflight, plain=plain)
+            return
         api.launch(job, self.cluster, name=job.name, nodes=nodes, preflight=preflight, plain=plain)
 
     def poll(self, name: str) -> dict[str, NodeRun]:
@@ -50,6 +53,10 @@ class LaunchBackend:
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
         status = api.status(name, self.cluster)
+        if self.cluster.slurm is not None:  # Slurm cleans up after its jobs; one state for the trial's slots
+            from launcher.sweep.slurm_slots import job_wide_run
+
+            return job_wide_run(status)
         if status.nodes and all(n.state == "exited" for n in status.nodes):
             try:
                 api.clean_up(name, self.cluster)  # as every run through launcher.api ends: no finished sessions left

@@ -38,6 +38,10 @@ class NodeRun:
     exit_code: Optional[int] = None
 
 
+JOB_WIDE = "*"
+"""Key of a run state that holds for every node of the trial (a Slurm job: see ``sweep.slurm_slots``)."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a run stands: still running, or ended with a result (and whether its other nodes must be stopped)."""
@@ -92,7 +96,7 @@ def _pick_nodes(free: list[str], count: int, record: Optional[TrialRecord]) -> l
 
 def judge_run(nodes: list[str], seen: dict[str, NodeRun]) -> Outcome:
     """Pure: a trial's result from its nodes' states (a node absent from ``seen`` counts as missing)."""
-    runs = {n: seen.get(n, NodeRun("missing")) for n in nodes}
+    runs = {n: seen.get(n, seen.get(JOB_WIDE, NodeRun("missing"))) for n in nodes}
     codes = {n: r.exit_code for n, r in runs.items() if r.state == "exited"}
     failed = any(c not in (0, None) for c in codes.values())
     still = any(r.state in ("running", "unknown") for r in runs.values())
