@@ -2,22 +2,18 @@
 
 Facts are plain data, so the builder and the preflight checks stay pure and tests can hand them
 stand-in paths (a mknod'ed ``uverbs0`` under a temp dir) instead of the real ``/dev/infiniband``.
-Gathering them is the only side effect here: the stdlib-only ``container/probe.py`` run on the node
-(in-process when the node is this machine, through ``launcher.tools.ssh.run`` otherwise) plus docker
-queries through ``container.docker``.
+They are gathered by ``container.runtime.gather_facts``: the node agent's one probe (its
+``container`` section, through ``launcher.remote``) plus docker queries through ``container.docker``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 log = logging.getLogger(__name__)
-
-PROBE_SOURCE = Path(__file__).with_name("probe.py")
 
 
 @dataclass(frozen=True)
@@ -117,22 +113,3 @@ def probe_request(paths: Sequence[str], ib: IbPaths, ensure_dirs: Sequence[str] 
     """What to ask the probe: every path the run will use, the IB device directory to list, the dirs to create."""
     wanted = [p for _, p, _ in ib.items()]
     return {"paths": sorted(set(wanted) | set(paths) | set(ensure_dirs)), "device_dirs": [ib.dev_dir], "ensure_dirs": list(ensure_dirs)}
-
-
-def run_probe_local(request: dict) -> dict:
-    """Probe this machine in-process (no interpreter start)."""
-    from container import probe
-
-    return probe.probe(request["paths"], request["device_dirs"], request.get("ensure_dirs", []))
-
-
-async def run_probe_remote(request: dict, ssh_cfg, node, python: str = "python3") -> dict:
-    """Probe a cluster node: ``python3 - REQUEST`` with the probe's source on stdin, through the node
-    command choke point (``launcher.tools.ssh.run``: quoting, ssh settings, timeout)."""
-    from launcher.errors import ToolError
-    from launcher.tools import ssh
-
-    done = await ssh.run(ssh_cfg, node, [python, "-", json.dumps(request)], input=PROBE_SOURCE.read_bytes(), timeout=60)
-    if not done.ok:
-        raise ToolError("ssh", done.argv, done.returncode, done.stderr, hint=f"node {node.label} must be reachable and have {python}")
-    return json.loads(done.stdout)

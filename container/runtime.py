@@ -14,11 +14,12 @@ from typing import Callable, Sequence, TypeVar
 
 from container.builder import build_plan
 from container.docker import Docker
-from container.facts import IbPaths, NodeFacts, probe_request, run_probe_local, run_probe_remote
+from container.facts import IbPaths, NodeFacts, probe_request
 from container.plan import LABEL_JOB, LABEL_NODE, ContainerPlan, RunContext
 from container.preflight import check_plan, raise_if_problems
+from launcher.config import ClusterConfig
 from launcher.config.job import ContainerConfig
-from launcher.errors import CorralError
+from launcher.errors import CorralError, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +39,33 @@ def gather_facts(
     gpus: int | None = None,
     create_dirs: bool = True,
 ) -> NodeFacts:
-    """Probe ``docker``'s node (in-process when local, through the ssh choke point otherwise) and ask its engine.
+    """Probe ``docker``'s node (the node agent's one probe) and ask its engine.
 
     The run and checkpoint directories are created by the probe: they must exist to be bound.
     ``gpus`` (the cluster file's count) wins over detection.
     """
     ensure = [p for p in (ctx.run_dir, ctx.ckpt_dir) if p] if create_dirs else []
     request = probe_request(paths_to_probe(cfg, ctx), ib, ensure)
-    if docker.target.is_local:
-        data = run_probe_local(request)
-    else:
-        data = asyncio.run(run_probe_remote(request, docker.ssh_cfg, docker.target))
+    data = probe_node(docker, request)
     try:
         dfacts = docker.facts([cfg.image])
     except CorralError as exc:
         log.debug("docker on %s: %s", ctx.node, exc)
         dfacts = None
     return NodeFacts.from_probe(ctx.node, data, ib, dfacts).with_gpus(gpus)
+
+
+def probe_node(docker: Docker, request: dict) -> dict:
+    """The ``container`` section of the node agent's probe on ``docker``'s node (``launcher.remote``: one
+    agent, the same GPU count and checks as preflight's)."""
+    from launcher import remote
+
+    cluster = ClusterConfig(nodes=[docker.target], ssh=docker.ssh_cfg)
+    reply = asyncio.run(remote.call(cluster, docker.target, {"op": "probe", "want": ["container"], "container": request}))
+    error = reply.error or reply.data.get("agent_error")
+    if error:
+        raise ToolError("ssh", ["corral-agent", "probe"], 255, error, hint=f"node {docker.node} must be reachable and have python3")
+    return reply.data["container"]
 
 
 @dataclass(frozen=True)

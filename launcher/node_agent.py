@@ -16,12 +16,18 @@ from __future__ import annotations
 import glob
 import json
 import os
+import platform
+import re
+import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 LIGHT_TORCH_CHECK = (
     "import importlib.util, json, os, sys\n"
@@ -61,14 +67,292 @@ def _read(path, default=None):
         return default
 
 
-def gpu_count():
-    """GPUs the NVIDIA driver sees, without importing torch (fast)."""
+def gpu_count(root="/", smi=None):
+    """NVIDIA GPUs on this node, counted one way for every caller (preflight, container facts, bench node).
+
+    The driver's answer first (/proc/driver/nvidia/gpus, else ``nvidia-smi -L``): it is what CUDA and
+    NCCL will use, while device files can outlive an unloaded driver or be made by hand. Only without
+    any driver answer do the device files (/dev/nvidia0, ...) count, so a node whose driver tools are
+    off PATH still reports its GPUs. ``root`` and ``smi`` (argv -> (rc, stdout)) let tests replay a
+    recorded node.
+    """
     try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
+        return len(os.listdir(os.path.join(root, "proc/driver/nvidia/gpus")))
     except OSError:
         pass
-    rc, out, _ = _run(["nvidia-smi", "-L"], timeout=20)
-    return sum(1 for line in out.splitlines() if line.startswith("GPU ")) if rc == 0 else 0
+    rc, out = smi(["nvidia-smi", "-L"]) if smi else _run(["nvidia-smi", "-L"], timeout=20)[:2]
+    if rc == 0:
+        return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    if rc != 127:  # a driver that answers with an error: its GPUs cannot be used
+        return 0
+    try:
+        return sum(1 for n in os.listdir(os.path.join(root, "dev")) if re.fullmatch(r"nvidia\d+", n))
+    except OSError:
+        return 0
+
+
+# -- what a container run can use (container.facts) --
+
+RLIMITS = {"memlock": resource.RLIMIT_MEMLOCK, "stack": resource.RLIMIT_STACK}
+CAP_SYS_RESOURCE = 24
+DOCKERD_PID_FILES = ("/var/run/docker.pid", "/run/docker.pid")
+_LIMIT_ROWS = {"memlock": "Max locked memory", "stack": "Max stack size"}
+
+
+def path_kind(path: str) -> str:
+    """'char', 'block', 'dir', 'file', 'other' or 'missing' (symlinks followed, as docker does)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing"
+    for kind, test in (("char", stat.S_ISCHR), ("block", stat.S_ISBLK), ("dir", stat.S_ISDIR), ("file", stat.S_ISREG)):
+        if test(mode):
+            return kind
+    return "other"
+
+
+def device_entries(directory: str) -> dict[str, str]:
+    """Every entry under a device directory (e.g. /dev/infiniband), with its kind."""
+    found: dict[str, str] = {}
+    if path_kind(directory) != "dir":
+        return found
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            found[full] = path_kind(full)
+    return found
+
+
+def _dockerd_pid() -> int | None:
+    for f in DOCKERD_PID_FILES:
+        try:
+            with open(f) as fh:
+                pid = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            return pid
+    return None
+
+
+def _limits_of(pid: int) -> dict[str, list[int]] | None:
+    """Hard/soft limits from /proc/PID/limits; -1 = unlimited."""
+    try:
+        with open(f"/proc/{pid}/limits") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    out: dict[str, list[int]] = {}
+    for key, row in _LIMIT_ROWS.items():
+        m = re.search(rf"^{row}\s+(\S+)\s+(\S+)", text, re.MULTILINE)
+        if m:
+            out[key] = [-1 if v == "unlimited" else int(v) for v in m.groups()]
+    return out if len(out) == len(_LIMIT_ROWS) else None
+
+
+def _has_cap_sys_resource(pid: int | str) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except OSError:
+        pass
+    return False
+
+
+def rlimits() -> dict:
+    """The limits a container can get: those of dockerd (its runtime inherits them), else this process's.
+
+    A process without CAP_SYS_RESOURCE cannot raise a hard limit, so a ulimit above it fails
+    at container start ("error setting rlimit type 8: operation not permitted").
+    """
+    pid = _dockerd_pid()
+    limits = _limits_of(pid) if pid else None
+    if limits is not None:
+        return {"source": f"dockerd (pid {pid})", "limits": limits, "can_raise": _has_cap_sys_resource(pid)}
+    limits = {}
+    for key, res in RLIMITS.items():
+        soft, hard = resource.getrlimit(res)
+        limits[key] = [-1 if v == resource.RLIM_INFINITY else v for v in (soft, hard)]
+    return {"source": "this user's session", "limits": limits, "can_raise": _has_cap_sys_resource("self")}
+
+
+NVIDIA_TOOLS = ("nvidia-container-runtime-hook", "nvidia-container-runtime", "nvidia-ctk", "nvidia-container-cli")
+"""dockerd offers the 'gpu' device capability only when nvidia-container-runtime-hook is on its PATH."""
+
+
+def tools() -> dict[str, str | None]:
+    path = os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin:/usr/sbin:/usr/local/sbin"
+    return {t: shutil.which(t, path=path) for t in NVIDIA_TOOLS}
+
+
+def ensure_dirs(dirs: list[str]) -> dict[str, str]:
+    """Create the directories the run binds into the container; returns an error per directory that failed."""
+    errors = {}
+    for d in dirs:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as exc:
+            errors[d] = f"{exc.strerror or exc}"
+    return errors
+
+
+def container_facts(req, root="/"):
+    """What a container run on this node can use (``container.facts.NodeFacts.from_probe`` reads it).
+
+    It looks (stat, getrlimit, /proc, PATH) and changes one thing only: it creates the run and
+    checkpoint directories it is asked to, because a bind mount needs its source to exist. Docker
+    itself is asked through corral's docker choke point (``container/docker.py``), not here.
+    """
+    paths, device_dirs = req.get("paths", []), req.get("device_dirs", [])
+    made = ensure_dirs(list(req.get("ensure_dirs", [])))
+    return {
+        "mkdir_errors": made,
+        "tools": tools(),
+        "paths": {p: path_kind(p) for p in paths},
+        "devices": {d: device_entries(d) for d in device_dirs},
+        "gpu_count": gpu_count(root),
+        "rlimits": rlimits(),
+    }
+
+
+
+# -- what a node is made of (bench node's inventory; ``root`` lets tests point at a sysfs-like tree) --
+
+def _read_text(path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def cpu_info(root: Path) -> dict[str, Any]:
+    model = None
+    for line in (_read_text(root / "proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name") and ":" in line:
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"model": model or platform.processor() or None, "count": os.cpu_count()}
+
+
+def memory_bytes(root: Path) -> int | None:
+    for line in (_read_text(root / "proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def disks(root: Path) -> list[dict[str, Any]]:
+    """Block devices (not loop, ram or device-mapper children), size and whether rotational."""
+    out = []
+    block = root / "sys/block"
+    for dev in sorted(block.iterdir()) if block.is_dir() else []:
+        if dev.name.startswith(("loop", "ram", "zram")):
+            continue
+        sectors = _int(_read_text(dev / "size"))
+        out.append({
+            "name": dev.name,
+            "size_bytes": sectors * 512 if sectors is not None else None,
+            "rotational": _read_text(dev / "queue/rotational") == "1",
+            "model": _read_text(dev / "device/model"),
+        })
+    return out
+
+
+def network_interfaces(root: Path) -> list[dict[str, Any]]:
+    """Interfaces with MTU, state and link speed (Mb/s; virtual NICs often report none)."""
+    out = []
+    net = root / "sys/class/net"
+    for dev in sorted(net.iterdir()) if net.is_dir() else []:
+        if dev.name == "lo":
+            continue
+        speed = _int(_read_text(dev / "speed"))
+        out.append({
+            "name": dev.name,
+            "mtu": _int(_read_text(dev / "mtu")),
+            "state": _read_text(dev / "operstate"),
+            "speed_mbps": speed if speed is not None and speed > 0 else None,
+            "virtual": not (dev / "device").exists(),
+        })
+    return out
+
+
+def infiniband(root: Path) -> dict[str, Any]:
+    """HCAs from /sys/class/infiniband: per port state (e.g. '4: ACTIVE'), rate ('400 Gb/sec (4X NDR)'), link layer."""
+    base = root / "sys/class/infiniband"
+    if not base.is_dir():
+        return {"present": False, "reason": "no /sys/class/infiniband (no InfiniBand or RoCE HCA, or its driver is not loaded)", "hcas": []}
+    hcas = []
+    for hca in sorted(base.iterdir()):
+        ports = []
+        for port in sorted((hca / "ports").iterdir()) if (hca / "ports").is_dir() else []:
+            state = _read_text(port / "state")
+            ports.append({
+                "port": _int(port.name),
+                "state": state.split(":", 1)[-1].strip() if state else None,
+                "physical_state": (_read_text(port / "phys_state") or "").split(":", 1)[-1].strip() or None,
+                "rate": _read_text(port / "rate"),
+                "link_layer": _read_text(port / "link_layer"),
+            })
+        hcas.append({"name": hca.name, "firmware": _read_text(hca / "fw_ver"), "ports": ports})
+    return {"present": bool(hcas), "reason": None if hcas else "/sys/class/infiniband is empty", "hcas": hcas}
+
+
+def nccl_config(root: Path) -> dict[str, Any]:
+    """System NCCL settings: /etc/nccl.conf and files under /etc/nccl/, plus NCCL_* in the environment."""
+    files = {}
+    conf = root / "etc/nccl.conf"
+    if conf.is_file():
+        files[str(Path("/") / conf.relative_to(root))] = _read_text(conf)
+    d = root / "etc/nccl"
+    for f in sorted(d.rglob("*")) if d.is_dir() else []:
+        if f.is_file():
+            files[str(Path("/") / f.relative_to(root))] = _read_text(f)
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
+    return {"files": files, "env": env}
+
+
+def numa(root: Path) -> dict[str, Any]:
+    """NUMA nodes as the kernel exposes them, and whether CPU affinity can be queried at all."""
+    nodes_dir = root / "sys/devices/system/node"
+    nodes = sorted(p.name for p in nodes_dir.glob("node[0-9]*")) if nodes_dir.is_dir() else []
+    try:
+        affinity = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    if not nodes:
+        reason = "NUMA topology is not exposed (no /sys/devices/system/node): CPU/GPU affinity cannot be set"
+    elif len(nodes) == 1:
+        reason = "one NUMA node exposed: CPU affinity per GPU is not available (common on cloud VMs)"
+    else:
+        reason = None
+    return {"nodes": len(nodes), "exposed": len(nodes) > 1, "cpu_affinity": affinity, "reason": reason}
+
+
+def host_inventory(root="/"):
+    """The stdlib part of ``corral bench node``'s inventory (the worker adds torch's versions)."""
+    root = Path(root)
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu_info(root),
+        "memory_bytes": memory_bytes(root),
+        "disks": disks(root),
+        "network": network_interfaces(root),
+        "infiniband": infiniband(root),
+        "nccl_config": nccl_config(root),
+        "numa": numa(root),
+        "gpus": gpu_count(str(root)),
+        "versions": {"python": platform.python_version(), "kernel": platform.release()},
+    }
 
 
 PORT_RESERVATION_S = 300
@@ -111,8 +395,26 @@ def free_port(preferred, tries=64):
 
 
 def op_probe(req):
-    """Facts and checks for preflight and planning."""
-    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0]}
+    """The one node probe: every question about a node, by section (``want``, default ``["launch"]``).
+
+    ``launch``: preflight's facts and checks; ``container``: what a container run can use (the
+    request's ``container`` holds its paths, device directories and directories to create);
+    ``inventory``: bench node's stdlib inventory. ``gpus`` is always there, counted by ``gpu_count``.
+    """
+    want, root = req.get("want", ["launch"]), req.get("root", "/")  # root: a recorded node's tree, for tests
+    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0], "gpus": gpu_count(root)}
+    if "launch" in want:
+        out.update(_launch_facts(req))
+    if "container" in want:
+        out["container"] = container_facts(req.get("container") or {}, root)
+    if "inventory" in want:
+        out["inventory"] = host_inventory(root)
+    return out
+
+
+def _launch_facts(req):
+    """Preflight's facts and checks: workdir, script, venv and torch, tmux, the job's session, port, reach."""
+    out = {}
     workdir = req.get("workdir")
     out["workdir"] = workdir
     out["workdir_ok"] = bool(workdir) and os.path.isdir(workdir)
@@ -142,7 +444,6 @@ def op_probe(req):
                 out["torch"]["error"] = "torch is not installed in this environment"
         else:
             out["torch"] = {"ok": False, "error": (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]}
-    out["gpus"] = gpu_count()
     out["tmux"] = shutil.which("tmux")
     out["bash"] = shutil.which("bash") is not None
     if req.get("tmux_panes") and out["tmux"]:

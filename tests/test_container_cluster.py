@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from container.probe import rlimits
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
+from launcher.node_agent import rlimits
 from launcher.tools import ssh
 from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 from tests.infra.simdocker import NodeEngines
@@ -159,7 +159,7 @@ def test_container_job_across_nodes_joins_one_rendezvous(cl, cfile, engines, tes
     )
     # ps: each node's container state
     os.chdir(REPO)
-    assert cli_main(["ps", "-c", str(cfile), "--json", "-"]) == 0
+    assert cli_main(["ps", "-c", str(cfile), "--json"]) == 0
     job = {j["name"]: j for j in json.loads(capsys.readouterr().out)}[name]
     assert [n["detail"] for n in job["nodes"]] == ["container exited 0"] * 3, job
     # logs: every rank's lines

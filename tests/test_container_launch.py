@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from container.docker import Docker
-from container.probe import rlimits
 from launcher import api
 from launcher.config import ClusterConfig, JobConfig
+from launcher.node_agent import rlimits
 from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 
 REPO = Path(__file__).resolve().parents[1]

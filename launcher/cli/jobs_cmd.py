@@ -60,8 +60,11 @@ def launch(
             typer.echo("(dry run: nothing was touched; GPU counts come from the cluster file, the rendezvous port is probed at launch)")
         return 0
     out = console(stderr=as_json)
-    with out.status(f"launching {name or jobcfg.name}: preflight and start on {len(clustercfg.nodes)} node(s)..."):
-        record = launch_job(jobcfg, clustercfg, name=name, set_=set_)
+    if follow and not as_json:
+        record = _launch_with_progress(jobcfg, clustercfg, name=name, set_=set_)
+    else:
+        with out.status(f"launching {name or jobcfg.name}: preflight and start on {len(clustercfg.nodes)} node(s)..."):
+            record = launch_job(jobcfg, clustercfg, name=name, set_=set_)
     if as_json:
         write_json(record.to_dict(), "-")
     c = _hint_c(cluster)
@@ -71,6 +74,32 @@ def launch(
     if follow:
         return _follow_to_end(record, clustercfg)
     return 0
+
+
+def _launch_with_progress(jobcfg, clustercfg, **kwargs):
+    """``launch --follow``: a bar on a terminal's stderr (nothing elsewhere) from preflight until every node
+    runs, per node; the logs follow once it is gone."""
+    import asyncio
+    import time
+
+    from launcher.cli.progress import node_states, progress
+    from launcher.jobs import launch as launch_job
+    from launcher.jobs import read_status
+
+    nodes = len(clustercfg.nodes)
+    with progress(f"launching {kwargs.get('name') or jobcfg.name}: nodes running", total=nodes) as update:
+        update(completed=0, note="preflight and start")
+        record = launch_job(jobcfg, clustercfg, **kwargs)
+        if not update.active:
+            return record
+        deadline = time.monotonic() + 60  # a node still not running by then is the logs' story to tell
+        while time.monotonic() < deadline:
+            status = asyncio.run(read_status(record, clustercfg))
+            update(completed=sum(n.state == "running" for n in status.nodes), total=len(status.nodes), note=node_states(status))
+            if status.done or all(n.state == "running" for n in status.nodes):
+                break
+            time.sleep(1.0)
+    return record
 
 
 def _follow_to_end(record, clustercfg) -> int:
