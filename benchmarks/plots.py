@@ -28,8 +28,10 @@ def plot_allreduce(result: dict, path: str | Path) -> Path:
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("GB/s (1e9 bytes/s)")
     env = result.get("env", {})
-    ax.set_title(f"all-reduce {result['rows'][0]['dtype'] if result['rows'] else ''}: {result['world_size']} ranks, "
-                 f"{env.get('backend')}; peak busbw {result['peak_busbw_gbps']:.3g} GB/s")  # fmt: skip
+    ax.set_title(
+        f"all-reduce {result['rows'][0]['dtype'] if result['rows'] else ''}: {result['world_size']} ranks, "
+        f"{env.get('backend')}; peak busbw {result['peak_busbw_gbps']:.3g} GB/s"
+    )
     return _finish(plt, fig, ax, path)
 
 
@@ -50,7 +52,9 @@ def plot_net(result: dict, path: str | Path) -> Path:
     ax.set_ylabel("Gbit/s")
     ax.set_yscale("log")
     s = result.get("slowest")
-    ax.set_title("TCP throughput per pair" + (f"; slowest {s['src']} -> {s['dst']} {s['gbps']:.3g} Gbit/s" if s else ""))
+    ax.set_title(
+        "TCP throughput per pair" + (f"; slowest {s['src']} -> {s['dst']} {s['gbps']:.3g} Gbit/s" if s else "")
+    )
     return _finish(plt, fig, ax, path)
 
 

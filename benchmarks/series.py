@@ -67,7 +67,9 @@ def detect_throttle(
         return None
     if total > 0 and cost > total / 4:
         return None
-    return Throttle(rate_before=before, rate_after=after, change_at_s=(k + skip_first) * interval_s, ratio=before / after)
+    return Throttle(
+        rate_before=before, rate_after=after, change_at_s=(k + skip_first) * interval_s, ratio=before / after
+    )
 
 
 def verdict(measured: float, limit: float | None, tolerance: float = 0.10) -> str | None:

@@ -61,7 +61,12 @@ def build_plan(cfg: ContainerConfig, ctx: RunContext, facts: NodeFacts) -> Conta
 
 
 def _run_mounts(ctx: RunContext) -> tuple[Mount, ...]:
-    wanted = [("workdir", ctx.workdir, False), ("venv", ctx.venv, True), ("runs", ctx.run_dir, False), ("checkpoints", ctx.ckpt_dir, False)]
+    wanted = [
+        ("workdir", ctx.workdir, False),
+        ("venv", ctx.venv, True),
+        ("runs", ctx.run_dir, False),
+        ("checkpoints", ctx.ckpt_dir, False),
+    ]
     return tuple(Mount(path, path, ro, why) for why, path, ro in wanted if path)
 
 
@@ -87,7 +92,9 @@ def _infiniband(cfg: ContainerConfig, facts: NodeFacts) -> tuple[tuple[Mount, ..
     for role, host, target in facts.ib.items():
         kind = facts.kind(host)
         if kind != expected[role]:
-            missing.append(f"{host} ({kind or 'not probed'}, expected a {'directory' if expected[role] == 'dir' else 'file'})")
+            missing.append(
+                f"{host} ({kind or 'not probed'}, expected a {'directory' if expected[role] == 'dir' else 'file'})"
+            )
             continue
         why = "nccl" if role.startswith("nccl") else "infiniband"
         mounts.append(Mount(host, target, role == "nccl_conf", why))
@@ -108,10 +115,10 @@ def _ib_devices(facts: NodeFacts) -> tuple[Device, ...]:
     entries = facts.devices.get(facts.ib.dev_dir, {})
     std = "/dev/infiniband"
     return tuple(
-        Device(path, std + path[len(facts.ib.dev_dir):])
+        Device(path, std + path[len(facts.ib.dev_dir) :])
         for path, kind in sorted(entries.items())
         if kind in ("char", "block")
-    )  # fmt: skip
+    )
 
 
 def _gpus(cfg: ContainerConfig, facts: NodeFacts):
@@ -123,7 +130,9 @@ def _gpus(cfg: ContainerConfig, facts: NodeFacts):
     if too_big:
         raise UserError(
             f"node {facts.node}: container.gpus lists GPU(s) {too_big} but the node has {facts.gpu_count} GPU(s)",
-            hint="use gpus: all, or indices from 0 to the node's GPU count - 1" if facts.gpu_count else "use gpus: none on a CPU-only node",
+            hint="use gpus: all, or indices from 0 to the node's GPU count - 1"
+            if facts.gpu_count
+            else "use gpus: none on a CPU-only node",
         )
     return tuple(cfg.gpus)
 

@@ -38,12 +38,15 @@ def run_context(job: JobConfig, cluster: ClusterConfig, node: NodeConfig, base: 
     """The RunContext a launch of ``job`` on ``node`` would have (paths resolved like the launch resolves them)."""
     base = base or cluster.base_dir or os.getcwd()
     return RunContext(
-        job=job.name, node=node.label, command=_command(job), workdir=_abs(base, cluster.workdir),
+        job=job.name,
+        node=node.label,
+        command=_command(job),
+        workdir=_abs(base, cluster.workdir),
         venv=_abs(base, cluster.venv) if cluster.venv else None,
         run_dir=_abs(base, posixpath.join(cluster.storage.runs, job.name)),
         ckpt_dir=_abs(base, posixpath.join(cluster.storage.checkpoints, job.name)),
         env={**cluster.env, **node.env, **job.env},
-    )  # fmt: skip
+    )
 
 
 def pick_node(cluster: ClusterConfig, key: str | None) -> NodeConfig:
@@ -52,7 +55,10 @@ def pick_node(cluster: ClusterConfig, key: str | None) -> NodeConfig:
     try:
         return cluster.node(key)
     except KeyError:
-        raise UserError(f"--node {key!r}: no such node", hint="the cluster's nodes are: " + ", ".join(n.label for n in cluster.nodes)) from None
+        raise UserError(
+            f"--node {key!r}: no such node",
+            hint="the cluster's nodes are: " + ", ".join(n.label for n in cluster.nodes),
+        ) from None
 
 
 def node_configuration(job_path: Path, cluster_path: Path | None, node_key: str | None) -> ConfigView:
@@ -64,7 +70,9 @@ def node_configuration(job_path: Path, cluster_path: Path | None, node_key: str 
 
     job = load_job(job_path)
     if job.container is None:
-        raise UserError(f"{job_path}: the job has no container section", hint="add container: {image: IMAGE} to the job file")
+        raise UserError(
+            f"{job_path}: the job has no container section", hint="add container: {image: IMAGE} to the job file"
+        )
     cluster = load_cluster(cluster_path)
     node = pick_node(cluster, node_key)
     ctx = run_context(job, cluster, node)
@@ -72,6 +80,10 @@ def node_configuration(job_path: Path, cluster_path: Path | None, node_key: str 
     plan = build_plan(job.container, ctx, facts)
     launch_makes = frozenset(p for p in (ctx.run_dir, ctx.ckpt_dir) if p)
     return ConfigView(
-        plan=plan, shell=render_shell(plan, multiline=True), sdk_kwargs=render_sdk_kwargs(plan), sdk_gaps=sdk_gaps(plan),
-        notes=list(plan.notes), problems=check_plan(plan, facts, will_create=launch_makes),
-    )  # fmt: skip
+        plan=plan,
+        shell=render_shell(plan, multiline=True),
+        sdk_kwargs=render_sdk_kwargs(plan),
+        sdk_gaps=sdk_gaps(plan),
+        notes=list(plan.notes),
+        problems=check_plan(plan, facts, will_create=launch_makes),
+    )

@@ -20,8 +20,8 @@ import logging
 import re
 import shlex
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from container.facts import DockerFacts
 from launcher.config import NodeConfig, SSHConfig
@@ -64,19 +64,31 @@ def _rlimit(m: re.Match) -> tuple[str, str]:
 
 
 _EXPLAINERS: list[tuple[str, Callable[[re.Match], tuple[str, str]]]] = [
-    (r'could not select device driver "[^"]*" with capabilities: \[\[gpu\]\]',
-     lambda m: ("GPUs were requested but Docker on this node has no NVIDIA runtime", NVIDIA_HINT)),
+    (
+        r'could not select device driver "[^"]*" with capabilities: \[\[gpu\]\]',
+        lambda m: ("GPUs were requested but Docker on this node has no NVIDIA runtime", NVIDIA_HINT),
+    ),
     (r"error setting rlimit type (\d+): operation not permitted", _rlimit),
-    (r"bind source path does not exist: (\S+)",
-     lambda m: (f"mount source {m.group(1)} does not exist on the node", "create it, or fix container.mounts")),
-    (r'adding custom device "([^"]+)": not a device node',
-     lambda m: (f"{m.group(1)} is not a device node", "fix container.devices (or the node's /dev/infiniband)")),
-    (r"(?:No such image|Unable to find image|pull access denied|repository does not exist|manifest unknown)[^\n]*",
-     lambda m: ("the image is not on the node and could not be pulled",
-                "build or load it on the node (docker build / docker load), or fix container.image")),
-    (r"Cannot connect to the Docker daemon[^\n]*",
-     lambda m: ("the node's Docker engine is not running", "start it (systemctl start docker, or dockerd)")),
-]  # fmt: skip
+    (
+        r"bind source path does not exist: (\S+)",
+        lambda m: (f"mount source {m.group(1)} does not exist on the node", "create it, or fix container.mounts"),
+    ),
+    (
+        r'adding custom device "([^"]+)": not a device node',
+        lambda m: (f"{m.group(1)} is not a device node", "fix container.devices (or the node's /dev/infiniband)"),
+    ),
+    (
+        r"(?:No such image|Unable to find image|pull access denied|repository does not exist|manifest unknown)[^\n]*",
+        lambda m: (
+            "the image is not on the node and could not be pulled",
+            "build or load it on the node (docker build / docker load), or fix container.image",
+        ),
+    ),
+    (
+        r"Cannot connect to the Docker daemon[^\n]*",
+        lambda m: ("the node's Docker engine is not running", "start it (systemctl start docker, or dockerd)"),
+    ),
+]
 
 
 @dataclass
@@ -101,14 +113,24 @@ class Docker:
             args = args[1:]
         return [self.binary, *args]
 
-    async def arun(self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    async def arun(
+        self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run docker on the node; the CompletedProcess carries the node-side argv."""
         argv = self.argv(args)
         log.debug("docker on %s: %s", self.node, shlex.join(argv))
         try:
-            done = await ssh.run(self.ssh_cfg, self.target, argv, input=None if input is None else input.encode(), timeout=timeout or 3600)
+            done = await ssh.run(
+                self.ssh_cfg,
+                self.target,
+                argv,
+                input=None if input is None else input.encode(),
+                timeout=timeout or 3600,
+            )
         except ToolNotFound:
-            raise ToolNotFound("docker", hint=f"install Docker on node {self.node} (Debian: apt-get install docker.io)") from None
+            raise ToolNotFound(
+                "docker", hint=f"install Docker on node {self.node} (Debian: apt-get install docker.io)"
+            ) from None
         if done.returncode == 124 and done.stderr.startswith("no answer within"):
             raise DockerError("docker", argv, None, f"no answer within {timeout:.0f} s on node {self.node}")
         if done.returncode == 127 and "not found" in done.stderr:
@@ -120,7 +142,9 @@ class Docker:
             raise self.error(argv, proc.returncode, proc.stderr)
         return proc
 
-    def run(self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``arun`` for callers without an event loop (tests, the ``container`` commands)."""
         return asyncio.run(self.arun(args, check=check, timeout=timeout, input=input))
 
@@ -145,7 +169,11 @@ class Docker:
         if info.get("ServerErrors"):
             raise self.error(self.argv(["info"]), 1, "\n".join(info["ServerErrors"]))
         present = {img: self.image_present(img) for img in images}
-        return DockerFacts(server_version=str(info.get("ServerVersion", "?")), runtimes=tuple(sorted(info.get("Runtimes") or {})), images=present)
+        return DockerFacts(
+            server_version=str(info.get("ServerVersion", "?")),
+            runtimes=tuple(sorted(info.get("Runtimes") or {})),
+            images=present,
+        )
 
     def image_present(self, image: str) -> bool:
         return self.run(["image", "inspect", "--format", "{{.Id}}", image], check=False).returncode == 0
@@ -198,5 +226,11 @@ def parse_state_row(line: str) -> dict:
     """One row of ``Docker.states``' format; the exit code comes from the status text ("Exited (137) 2 seconds ago")."""
     name, state, status, image, node = (line.split("\t") + [""] * 5)[:5]
     m = re.match(r"Exited \((-?\d+)\)", status)
-    return {"node": node or "?", "name": name, "state": state, "exit_code": int(m.group(1)) if m and state == "exited" else None,
-            "status": status, "image": image}  # fmt: skip
+    return {
+        "node": node or "?",
+        "name": name,
+        "state": state,
+        "exit_code": int(m.group(1)) if m and state == "exited" else None,
+        "status": status,
+        "image": image,
+    }

@@ -9,9 +9,9 @@ They are gathered by ``container.runtime.gather_facts``: the node agent's one pr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class IbPaths:
     nccl_conf: str = "/etc/nccl.conf"
 
     @classmethod
-    def under(cls, root: str | Path) -> "IbPaths":
+    def under(cls, root: str | Path) -> IbPaths:
         std = cls()
         return cls(**{k: f"{str(root).rstrip('/')}{v}" for k, v in std.__dict__.items()})
 
@@ -89,22 +89,30 @@ class NodeFacts:
         return self.paths.get(path)
 
     @classmethod
-    def from_probe(cls, node: str, data: dict, ib: IbPaths, docker: DockerFacts | None = None) -> "NodeFacts":
+    def from_probe(cls, node: str, data: dict, ib: IbPaths, docker: DockerFacts | None = None) -> NodeFacts:
         rl = data.get("rlimits") or {}
         limits = rl.get("limits") or {}
         rlimits = None
         if limits:
             rlimits = Rlimits(
-                memlock_hard=int(limits["memlock"][1]), stack_hard=int(limits["stack"][1]),
-                can_raise=bool(rl.get("can_raise")), source=str(rl.get("source", "")),
-            )  # fmt: skip
+                memlock_hard=int(limits["memlock"][1]),
+                stack_hard=int(limits["stack"][1]),
+                can_raise=bool(rl.get("can_raise")),
+                source=str(rl.get("source", "")),
+            )
         return cls(
-            node=node, gpu_count=int(data.get("gpu_count", 0)), ib=ib, paths=dict(data.get("paths", {})),
-            devices={d: dict(e) for d, e in data.get("devices", {}).items()}, rlimits=rlimits, docker=docker,
-            tools=dict(data.get("tools", {})), mkdir_errors=dict(data.get("mkdir_errors", {})),
-        )  # fmt: skip
+            node=node,
+            gpu_count=int(data.get("gpu_count", 0)),
+            ib=ib,
+            paths=dict(data.get("paths", {})),
+            devices={d: dict(e) for d, e in data.get("devices", {}).items()},
+            rlimits=rlimits,
+            docker=docker,
+            tools=dict(data.get("tools", {})),
+            mkdir_errors=dict(data.get("mkdir_errors", {})),
+        )
 
-    def with_gpus(self, count: int | None) -> "NodeFacts":
+    def with_gpus(self, count: int | None) -> NodeFacts:
         """The cluster file's gpus count wins over detection when given."""
         return self if count is None else replace(self, gpu_count=count)
 
@@ -112,4 +120,8 @@ class NodeFacts:
 def probe_request(paths: Sequence[str], ib: IbPaths, ensure_dirs: Sequence[str] = ()) -> dict:
     """What to ask the probe: every path the run will use, the IB device directory to list, the dirs to create."""
     wanted = [p for _, p, _ in ib.items()]
-    return {"paths": sorted(set(wanted) | set(paths) | set(ensure_dirs)), "device_dirs": [ib.dev_dir], "ensure_dirs": list(ensure_dirs)}
+    return {
+        "paths": sorted(set(wanted) | set(paths) | set(ensure_dirs)),
+        "device_dirs": [ib.dev_dir],
+        "ensure_dirs": list(ensure_dirs),
+    }

@@ -37,16 +37,25 @@ def node_context(
     """The RunContext for a launch: ``mounts`` is [run_dir, ckpt_dir, ...more paths bound at the same place]."""
     run_dir, ckpt_dir = (list(mounts) + [None, None])[:2]
     return RunContext(
-        job=job_name, node=node, command=tuple(inner_argv), workdir=workdir, venv=venv,
-        run_dir=run_dir, ckpt_dir=ckpt_dir, env={k: None for k in env_names},
-        labels=dict(labels or {}), aliases=tuple(aliases),
-    )  # fmt: skip
+        job=job_name,
+        node=node,
+        command=tuple(inner_argv),
+        workdir=workdir,
+        venv=venv,
+        run_dir=run_dir,
+        ckpt_dir=ckpt_dir,
+        env={k: None for k in env_names},
+        labels=dict(labels or {}),
+        aliases=tuple(aliases),
+    )
 
 
 def node_plan(container: ContainerConfig, ctx: RunContext, facts: NodeFacts | None, gpus: int) -> ContainerPlan:
     if facts is None:
         if container.infiniband == "required":
-            raise UserError(f"node {ctx.node}: container.infiniband is 'required' but the node's facts were not gathered")
+            raise UserError(
+                f"node {ctx.node}: container.infiniband is 'required' but the node's facts were not gathered"
+            )
         facts = NodeFacts(node=ctx.node, gpu_count=gpus)
         container = container.model_copy(update={"infiniband": "off"})
     return build_plan(container, ctx, facts)
@@ -69,5 +78,14 @@ def node_argv(
     """``docker run ...`` around ``inner_argv`` for one node (see the module docstring)."""
     if not job_name:
         raise UserError("container: the launch path must pass job_name to container.launch.node_argv")
-    ctx = node_context(inner_argv, job_name=job_name, node=node, env_names=env_names, workdir=workdir, mounts=mounts, venv=venv, labels=labels)
+    ctx = node_context(
+        inner_argv,
+        job_name=job_name,
+        node=node,
+        env_names=env_names,
+        workdir=workdir,
+        mounts=mounts,
+        venv=venv,
+        labels=labels,
+    )
     return render_docker_argv(node_plan(container, ctx, facts, gpus))

@@ -12,10 +12,18 @@ from container.plan import UNLIMITED, ContainerPlan
 from launcher.errors import UserError
 from launcher.units import format_size
 
-KIND_WORDS = {"file": "a regular file", "dir": "a directory", "other": "not a device", "missing": "missing", None: "not probed"}
+KIND_WORDS = {
+    "file": "a regular file",
+    "dir": "a directory",
+    "other": "not a device",
+    "missing": "missing",
+    None: "not probed",
+}
 
 
-def check_plan(plan: ContainerPlan, facts: NodeFacts, *, image_pullable: bool = False, will_create: frozenset[str] = frozenset()) -> list[str]:
+def check_plan(
+    plan: ContainerPlan, facts: NodeFacts, *, image_pullable: bool = False, will_create: frozenset[str] = frozenset()
+) -> list[str]:
     """Every reason this plan cannot run on this node (empty: go); ``will_create``: directories a launch makes first."""
     n = facts.node
     problems: list[str] = []
@@ -41,10 +49,14 @@ def _mount_problems(plan: ContainerPlan, facts: NodeFacts, will_create: frozense
         if m.source in will_create:
             continue
         if m.source in facts.mkdir_errors:
-            out.append(f"node {facts.node}: cannot create the {m.why} directory {m.source}: {facts.mkdir_errors[m.source]}")
+            out.append(
+                f"node {facts.node}: cannot create the {m.why} directory {m.source}: {facts.mkdir_errors[m.source]}"
+            )
         elif facts.kind(m.source) in ("missing", None):
             field = "container.mounts" if m.why == "extra" else f"the cluster's {m.why}"
-            out.append(f"node {facts.node}: mount source {m.source} ({m.why}) does not exist on the node; create it or fix {field}")
+            out.append(
+                f"node {facts.node}: mount source {m.source} ({m.why}) does not exist on the node; create it or fix {field}"
+            )
     return out
 
 
@@ -53,7 +65,9 @@ def _device_problems(plan: ContainerPlan, facts: NodeFacts) -> list[str]:
     for d in plan.devices:
         kind = facts.kind(d.host) or facts.devices.get(facts.ib.dev_dir, {}).get(d.host)
         if kind not in ("char", "block"):
-            out.append(f"node {facts.node}: device {d.host} is {KIND_WORDS.get(kind, kind)}, not a device node; fix container.devices")
+            out.append(
+                f"node {facts.node}: device {d.host} is {KIND_WORDS.get(kind, kind)}, not a device node; fix container.devices"
+            )
     return out
 
 
@@ -78,4 +92,6 @@ def _ulimit_problems(plan: ContainerPlan, facts: NodeFacts) -> list[str]:
 
 def raise_if_problems(problems: list[str]) -> None:
     if problems:
-        raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
+        raise UserError(
+            f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems)
+        )

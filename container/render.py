@@ -96,7 +96,9 @@ def render_sdk_kwargs(plan: ContainerPlan) -> dict:
         "cap_add": list(plan.cap_add),
         "privileged": plan.privileged,
         "devices": [f"{d.host}:{d.container}:{d.perms}" for d in plan.devices],
-        "mounts": [{"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only} for m in plan.mounts],
+        "mounts": [
+            {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only} for m in plan.mounts
+        ],
         "working_dir": plan.workdir,
         "environment": {k: v for k, v in plan.env.items() if v is not None},
     }

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from container.builder import build_plan
 from container.docker import Docker
@@ -61,10 +62,14 @@ def probe_node(docker: Docker, request: dict) -> dict:
     from launcher import remote
 
     cluster = ClusterConfig(nodes=[docker.target], ssh=docker.ssh_cfg)
-    reply = asyncio.run(remote.call(cluster, docker.target, {"op": "probe", "want": ["container"], "container": request}))
+    reply = asyncio.run(
+        remote.call(cluster, docker.target, {"op": "probe", "want": ["container"], "container": request})
+    )
     error = reply.error or reply.data.get("agent_error")
     if error:
-        raise ToolError("ssh", ["corral-agent", "probe"], 255, error, hint=f"node {docker.node} must be reachable and have python3")
+        raise ToolError(
+            "ssh", ["corral-agent", "probe"], 255, error, hint=f"node {docker.node} must be reachable and have python3"
+        )
     return reply.data["container"]
 
 
@@ -156,11 +161,14 @@ def check_launch(job, cluster, nodes, *, name: str, base_dir: str, local_venv: s
 
     def one(node) -> tuple[NodeFacts, Docker, ContainerPlan | None, list[str]]:
         ctx = RunContext(
-            job=name, node=node.label, command=("torchrun",), workdir=resolve_path(base_dir, cluster.workdir),
+            job=name,
+            node=node.label,
+            command=("torchrun",),
+            workdir=resolve_path(base_dir, cluster.workdir),
             venv=cluster.venv or (local_venv if node.is_local else None),
             run_dir=resolve_path(base_dir, posixpath.join(cluster.storage.runs, name)),
             ckpt_dir=resolve_path(base_dir, posixpath.join(cluster.storage.checkpoints, name)),
-        )  # fmt: skip
+        )
         docker = Docker.on(cluster, node)
         facts = gather_facts(cfg, ctx, docker, gpus=node.gpus)
         try:
@@ -171,7 +179,9 @@ def check_launch(job, cluster, nodes, *, name: str, base_dir: str, local_venv: s
     answers = on_every_node(one, nodes)
     problems = [p for _, _, _, found in answers for p in found]
     if problems:
-        raise UserError(f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems))
+        raise UserError(
+            f"{len(problems)} container problem(s), nothing was started:\n" + "\n".join(f"  {p}" for p in problems)
+        )
     return LaunchCheck({node.label: a[0] for node, a in zip(nodes, answers)}, [(a[1], a[2]) for a in answers])
 
 

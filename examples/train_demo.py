@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--step-time", type=float, default=0.1, help="Seconds to sleep per step (pace the demo).")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--ckpt-every", type=int, default=50, help="Checkpoint every this many steps.")
-    parser.add_argument("--pg-timeout", type=float, default=120, help="Seconds a collective may wait (a dead peer fails fast).")
+    parser.add_argument(
+        "--pg-timeout", type=float, default=120, help="Seconds a collective may wait (a dead peer fails fast)."
+    )
     args = parser.parse_args()
 
     backend = os.environ.get("CORRAL_BACKEND", "gloo")
@@ -98,8 +100,15 @@ def main() -> None:
 
     out = Path(os.environ.get("CORRAL_RUN_DIR", ".")) / "results"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"rank": rank, "world_size": world, "steps": args.steps, "resumed_from": start,
-              "loss": None if loss is None else loss.item(), "restart": restart, "node": os.environ.get("CORRAL_NODE")}
+    result = {
+        "rank": rank,
+        "world_size": world,
+        "steps": args.steps,
+        "resumed_from": start,
+        "loss": None if loss is None else loss.item(),
+        "restart": restart,
+        "node": os.environ.get("CORRAL_NODE"),
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

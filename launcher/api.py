@@ -36,7 +36,7 @@ from launcher.jobs import (
     runs_dir,
     stop_record,
     wait_record,
-)  # fmt: skip
+)
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
 from launcher.runrecord import RunRecord, load
@@ -110,10 +110,19 @@ class Outcome:
         return next((got[relpath] for got in self.files.values() if got.get(relpath) is not None), None)
 
 
-def run_to_completion(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-                      plain: bool = False, preflight: bool = True, timeout: float | None = None,
-                      collect: Sequence[str] = (), on_start: Callable[[RunHandle], None] | None = None,
-                      on_poll: Callable[[JobStatus], None] | None = None) -> Outcome:
+def run_to_completion(
+    job: JobConfig,
+    cluster: ClusterConfig,
+    *,
+    name: str | None = None,
+    nodes: list[str] | None = None,
+    plain: bool = False,
+    preflight: bool = True,
+    timeout: float | None = None,
+    collect: Sequence[str] = (),
+    on_start: Callable[[RunHandle], None] | None = None,
+    on_poll: Callable[[JobStatus], None] | None = None,
+) -> Outcome:
     """Launch ``job``, wait until every node's command has exited, fetch ``collect`` (paths relative to the
     run dir; ``{node}`` is each node's name) from every node through its agent (no shared drive needed),
     and remove the finished tmux sessions.
@@ -145,23 +154,46 @@ def run_to_completion(job: JobConfig, cluster: ClusterConfig, *, name: str | Non
     return Outcome(handle, status, files, timed_out)
 
 
-async def run_on_node(cluster: ClusterConfig, node: str | NodeConfig, argv: list[str], *, input: bytes | None = None,
-                      timeout: float = 60.0) -> Completed:
+async def run_on_node(
+    cluster: ClusterConfig,
+    node: str | NodeConfig,
+    argv: list[str],
+    *,
+    input: bytes | None = None,
+    timeout: float = 60.0,
+) -> Completed:
     """Run ``argv`` on one node (locally for ``localhost``, else over ssh) outside any job and collect its
     output: how a benchmark reaches a node for a short command (``bench net``'s two ends)."""
     target = node if isinstance(node, NodeConfig) else cluster.node(node)
     return await ssh.run(cluster.ssh, target, argv, input=input, timeout=timeout)
 
 
-def dry_run(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-            plain: bool = False, base_dir: str | None = None) -> JobPlan:
+def dry_run(
+    job: JobConfig,
+    cluster: ClusterConfig,
+    *,
+    name: str | None = None,
+    nodes: list[str] | None = None,
+    plain: bool = False,
+    base_dir: str | None = None,
+) -> JobPlan:
     """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
-    return prepare(job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)).plan
+    return prepare(
+        job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)
+    ).plan
 
 
-def launch(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-           set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False,
-           base_dir: str | None = None) -> RunHandle:
+def launch(
+    job: JobConfig,
+    cluster: ClusterConfig,
+    *,
+    name: str | None = None,
+    nodes: list[str] | None = None,
+    set_: list[str] | tuple[str, ...] = (),
+    preflight: bool = True,
+    plain: bool = False,
+    base_dir: str | None = None,
+) -> RunHandle:
     """Start ``job`` on the cluster's nodes (or ``nodes``, names or hosts) and return once every
     node runs it. ``plain=True`` runs ``python3 SCRIPT ARGS`` once per node instead of torchrun.
     ``preflight=False`` still probes the nodes (GPU counts, port) but does not refuse on a failed
@@ -202,7 +234,22 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
-    "Completed", "JobStatus", "LaunchOptions", "NodeStatus", "Outcome", "PreflightFailed", "RunHandle", "StopResult", "clean_up",
-    "dry_run", "handle",
-    "launch", "run_on_node", "run_to_completion", "runs_dir", "status", "stop", "wait",
-]  # fmt: skip
+    "Completed",
+    "JobStatus",
+    "LaunchOptions",
+    "NodeStatus",
+    "Outcome",
+    "PreflightFailed",
+    "RunHandle",
+    "StopResult",
+    "clean_up",
+    "dry_run",
+    "handle",
+    "launch",
+    "run_on_node",
+    "run_to_completion",
+    "runs_dir",
+    "status",
+    "stop",
+    "wait",
+]

@@ -40,7 +40,9 @@ class ConfigError(UserError):
 class ToolError(CorralError):
     """An external tool (ssh, tmux, docker, torchrun, fio) failed; carries its argv and stderr."""
 
-    def __init__(self, tool: str, argv: list[str], returncode: int | None, stderr: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, tool: str, argv: list[str], returncode: int | None, stderr: str, *, hint: str | None = None
+    ) -> None:
         self.tool = tool
         self.argv = argv
         self.returncode = returncode
@@ -55,11 +57,12 @@ class ToolNotFound(ToolError):
     exit_code = 2
 
     def __init__(self, tool: str, *, hint: str | None = None) -> None:
-        super().__init__(tool, [tool], None, f"{tool}: command not found", hint=hint or f"install {tool} and make sure it is on PATH")
+        super().__init__(
+            tool, [tool], None, f"{tool}: command not found", hint=hint or f"install {tool} and make sure it is on PATH"
+        )
 
 
 class RunFailed(CorralError):
     """A job, benchmark or check ran and failed (exit 1)."""
 
     exit_code = 1
-

@@ -34,7 +34,7 @@ from launcher.plan import (
     render_wrapper,
     resolve_path,
     select_nodes,
-)  # fmt: skip
+)
 from launcher.preflight import PreflightReport, run_preflight
 from launcher.remote import AgentReply, call, call_all, kept_sessions, run_sync
 from launcher.runrecord import RunRecord, archive_previous, list_names, load
@@ -52,7 +52,9 @@ class PreflightFailed(UserError):
 
     def __init__(self, report: PreflightReport) -> None:
         self.report = report
-        super().__init__(f"preflight failed, nothing launched:\n{report.summary()}", hint="`corral preflight` shows every check")
+        super().__init__(
+            f"preflight failed, nothing launched:\n{report.summary()}", hint="`corral preflight` shows every check"
+        )
 
 
 # ---------------------------------------------------------------------------- state
@@ -94,7 +96,12 @@ class JobStatus:
         return all(n.state == "exited" and n.exit_code == 0 for n in self.nodes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "record_state": self.record_state, "nodes": [asdict(n) for n in self.nodes]}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "record_state": self.record_state,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
 
 
 def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float) -> NodeStatus:
@@ -108,9 +115,23 @@ def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float
     if d.get("session") and d.get("pane_dead") is False:
         return NodeStatus(node.node, node.host, "running", None, round(max(0.0, now - started_at), 1))
     if d.get("session") and d.get("pane_dead"):
-        return NodeStatus(node.node, node.host, "exited", d.get("pane_status"), None, "the wrapper ended without writing its exit status")
+        return NodeStatus(
+            node.node,
+            node.host,
+            "exited",
+            d.get("pane_status"),
+            None,
+            "the wrapper ended without writing its exit status",
+        )
     if d.get("alive"):
-        return NodeStatus(node.node, node.host, "running", None, round(max(0.0, now - started_at), 1), "tmux session gone, process alive")
+        return NodeStatus(
+            node.node,
+            node.host,
+            "running",
+            None,
+            round(max(0.0, now - started_at), 1),
+            "tmux session gone, process alive",
+        )
     return NodeStatus(node.node, node.host, "missing", detail="no tmux session and no exit status on the node")
 
 
@@ -173,8 +194,10 @@ def local_script_warnings(job: JobConfig, cluster: ClusterConfig, base_dir: str 
     nodes = [n.label for n in cluster.nodes if n.is_local]
     if not nodes:
         return []
-    return [f"script {job.script} not found in {workdir} (the cluster's workdir, where node {nodes[0]} runs it): "
-            "a job's script is relative to workdir; fix `script` or `workdir`"]
+    return [
+        f"script {job.script} not found in {workdir} (the cluster's workdir, where node {nodes[0]} runs it): "
+        "a job's script is relative to workdir; fix `script` or `workdir`"
+    ]
 
 
 BENCHMARK_PREFIX = "bench-"
@@ -253,8 +276,9 @@ class LaunchOptions:
         name = check_name(self.name or job.name)
         socket = self.tmux_socket if self.tmux_socket is not None else os.environ.get(TMUX_SOCKET_ENV) or None
         base = cluster_base(cluster, self.base_dir) if cluster is not None else self.base_dir or os.getcwd()
-        return replace(self, name=name, base_dir=base, tmux_socket=socket,
-                       run_id=self.run_id or f"{name}-{uuid.uuid4().hex[:8]}")  # fmt: skip
+        return replace(
+            self, name=name, base_dir=base, tmux_socket=socket, run_id=self.run_id or f"{name}-{uuid.uuid4().hex[:8]}"
+        )
 
 
 @dataclass
@@ -294,13 +318,25 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     if job.container is not None and not dry_run:  # docker checks before anything starts, beside the preflight
         from container.runtime import check_launch
 
-        container_check = _in_thread(check_launch, job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv)
+        container_check = _in_thread(
+            check_launch, job, cluster, chosen, name=name, base_dir=base, local_venv=local_venv
+        )
     try:
         if dry_run:
             facts, port = offline_facts(chosen), cluster.rendezvous.port
         else:
-            report = run_sync(run_preflight(cluster, chosen, job, name=name, base_dir=base, local_venv=local_venv,
-                                               plain=plain, tmux_socket=socket))  # fmt: skip
+            report = run_sync(
+                run_preflight(
+                    cluster,
+                    chosen,
+                    job,
+                    name=name,
+                    base_dir=base,
+                    local_venv=local_venv,
+                    plain=plain,
+                    tmux_socket=socket,
+                )
+            )
             if preflight and not report.ok:
                 raise PreflightFailed(report)
             if not preflight and report.failures() and not report.facts:
@@ -315,8 +351,18 @@ def prepare(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | Non
     if checked is not None:
         checked.remove_stale()
         container_facts = checked.facts
-    inputs = PlanInputs(name=name, run_id=run_id, base_dir=base, rdzv_port=port, facts=facts, local_venv=local_venv,
-                        plain=plain, secret_names=tuple(secrets), tmux_socket=socket, container_facts=container_facts)  # fmt: skip
+    inputs = PlanInputs(
+        name=name,
+        run_id=run_id,
+        base_dir=base,
+        rdzv_port=port,
+        facts=facts,
+        local_venv=local_venv,
+        plain=plain,
+        secret_names=tuple(secrets),
+        tmux_socket=socket,
+        container_facts=container_facts,
+    )
     return Prepared(build_plan(job, cluster, chosen, inputs), report, chosen, secrets, opts)
 
 
@@ -341,19 +387,28 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     steps = [tmux.kill_session(plan.tmux_socket, node.session)] if stale else []
     steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
     return {
-        "op": "start", "state_dir": node.state_dir, "log": node.log_path,
+        "op": "start",
+        "state_dir": node.state_dir,
+        "log": node.log_path,
         "dirs": [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else []),
-        "files": files, "steps": steps, "wait_s": START_WAIT_S,
-    }  # fmt: skip
+        "files": files,
+        "steps": steps,
+        "wait_s": START_WAIT_S,
+    }
 
 
 def stop_request(plan: JobPlan, node: NodePlan, timeout: float) -> dict[str, Any]:
     return {
-        "op": "stop", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
+        "op": "stop",
+        "state_dir": node.state_dir,
+        "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session),
         "tmux_kill": tmux.kill_session(plan.tmux_socket, node.session),
-        "run_id": plan.run_id, "node": node.node, "timeout": timeout, "secrets_path": node.secrets_path,
+        "run_id": plan.run_id,
+        "node": node.node,
+        "timeout": timeout,
+        "secrets_path": node.secrets_path,
         "log": node.log_path,
-    }  # fmt: skip
+    }
 
 
 def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
@@ -365,7 +420,9 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     record = RunRecord(plan.name, plan.run_id, plan, time.time())
     record.save()
     stale = set(prepared.report.stale_sessions) if prepared.report else set()
-    requests = [(n, start_request(plan, p, prepared.secrets, p.node in stale)) for n, p in zip(prepared.nodes, plan.nodes)]
+    requests = [
+        (n, start_request(plan, p, prepared.secrets, p.node in stale)) for n, p in zip(prepared.nodes, plan.nodes)
+    ]
     replies = run_sync(call_all(cluster, requests, timeout=START_WAIT_S + 30))
     failed = [(p, r) for p, r in zip(plan.nodes, replies) if not (r.ok and r.data.get("ok"))]
     for p, r in zip(plan.nodes, replies):
@@ -393,7 +450,9 @@ def launch(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None
     return launch_ssh(job, cluster, options, **kwargs)
 
 
-def launch_ssh(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any) -> RunRecord:
+def launch_ssh(
+    job: JobConfig, cluster: ClusterConfig, options: LaunchOptions | None = None, **kwargs: Any
+) -> RunRecord:
     """Preflight, plan and start (``prepare`` then ``start``) over one agent session per node:
     each node is logged into once per launch. ``options`` (or its fields as keywords) are ``prepare``'s."""
     with kept_sessions():
@@ -448,7 +507,9 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
         return slurm.read_files(record, cluster, relpaths)
     plan = record.plan
-    wanted = {n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes}
+    wanted = {
+        n.node: {rel: os.path.join(plan.run_dir, rel.format(node=n.node)) for rel in relpaths} for n in plan.nodes
+    }
     requests = [(_node_config(cluster, n), {"op": "read", "paths": list(wanted[n.node].values())}) for n in plan.nodes]
     replies = run_sync(call_all(cluster, requests, timeout=60))
     out: dict[str, dict[str, str | None]] = {}
@@ -478,8 +539,13 @@ def _remove_containers(record: RunRecord, cluster: ClusterConfig, timeout: float
         remove_launch_containers(record, cluster, timeout)
 
 
-def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None, poll_s: float = 1.0,
-                on_poll: Callable[[JobStatus], None] | None = None) -> JobStatus:
+def wait_record(
+    record: RunRecord,
+    cluster: ClusterConfig,
+    timeout: float | None,
+    poll_s: float = 1.0,
+    on_poll: Callable[[JobStatus], None] | None = None,
+) -> JobStatus:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         st = asyncio.run(read_status(record, cluster))
@@ -488,7 +554,10 @@ def wait_record(record: RunRecord, cluster: ClusterConfig, timeout: float | None
         if st.done:
             return st
         if deadline is not None and time.monotonic() >= deadline:
-            raise RunFailed(f"job {record.name} still running after {timeout:g}s", hint=f"`corral ps` shows it; `corral stop {record.name}` ends it")
+            raise RunFailed(
+                f"job {record.name} still running after {timeout:g}s",
+                hint=f"`corral ps` shows it; `corral stop {record.name}` ends it",
+            )
         time.sleep(poll_s)
 
 
@@ -498,6 +567,22 @@ def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[Run
 
 
 __all__ = [
-    "JobStatus", "LaunchOptions", "NodeStatus", "PreflightFailed", "Prepared", "StopResult", "all_records", "call", "clean_up_record", "launch",
-    "node_status", "prepare", "read_files", "read_status", "runs_dir", "start", "stop_record", "wait_record",
-]  # fmt: skip
+    "JobStatus",
+    "LaunchOptions",
+    "NodeStatus",
+    "PreflightFailed",
+    "Prepared",
+    "StopResult",
+    "all_records",
+    "call",
+    "clean_up_record",
+    "launch",
+    "node_status",
+    "prepare",
+    "read_files",
+    "read_status",
+    "runs_dir",
+    "start",
+    "stop_record",
+    "wait_record",
+]

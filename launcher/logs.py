@@ -24,14 +24,20 @@ def pick_nodes(record: RunRecord, node: str | None) -> list[NodePlan]:
     return [record.plan.node(node)] if node else list(record.plan.nodes)
 
 
-async def tail_lines(record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int) -> list[tuple[str, list[str] | None, str | None]]:
+async def tail_lines(
+    record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int
+) -> list[tuple[str, list[str] | None, str | None]]:
     """Per node: (name, last lines or None, error)."""
     if record.slurm is not None:
         from launcher.backends import slurm
 
         return slurm.tail(record, node, lines)
     nodes = pick_nodes(record, node)
-    replies = await call_all(cluster, [(_node_config(cluster, n), {"op": "tail", "path": n.log_path, "lines": lines}) for n in nodes], timeout=30)
+    replies = await call_all(
+        cluster,
+        [(_node_config(cluster, n), {"op": "tail", "path": n.log_path, "lines": lines}) for n in nodes],
+        timeout=30,
+    )
     out = []
     for n, r in zip(nodes, replies):
         if not r.ok:
@@ -62,8 +68,16 @@ async def _pump(proc: asyncio.subprocess.Process, write: Callable[[str], None], 
             finished.set()
 
 
-async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int, *, until_done: bool,
-                 out: TextIO | None = None, poll_s: float = 2.0) -> JobStatus | None:
+async def follow(
+    record: RunRecord,
+    cluster: ClusterConfig,
+    node: str | None,
+    lines: int,
+    *,
+    until_done: bool,
+    out: TextIO | None = None,
+    poll_s: float = 2.0,
+) -> JobStatus | None:
     """Stream new log lines from the chosen nodes; with ``until_done`` return the final status
     once every node has exited (after letting the last lines arrive)."""
     if record.slurm is not None:
@@ -72,7 +86,9 @@ async def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, li
         return await asyncio.to_thread(slurm.follow, record, cluster, node, lines, until_done=until_done, out=out)
     procs = []
     for n in pick_nodes(record, node):
-        procs.append(await ssh.stream(cluster.ssh, _node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path]))
+        procs.append(
+            await ssh.stream(cluster.ssh, _node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path])
+        )
 
     def write(text: str) -> None:
         stream = out or sys.stdout  # looked up per call: the caller may have redirected stdout

@@ -218,8 +218,8 @@ def container_facts(req, root="/"):
     }
 
 
-
 # -- what a node is made of (bench node's inventory; ``root`` lets tests point at a sysfs-like tree) --
+
 
 def _read_text(path) -> str | None:
     try:
@@ -259,12 +259,14 @@ def disks(root: Path) -> list[dict[str, Any]]:
         if dev.name.startswith(("loop", "ram", "zram")):
             continue
         sectors = _int(_read_text(dev / "size"))
-        out.append({
-            "name": dev.name,
-            "size_bytes": sectors * 512 if sectors is not None else None,
-            "rotational": _read_text(dev / "queue/rotational") == "1",
-            "model": _read_text(dev / "device/model"),
-        })
+        out.append(
+            {
+                "name": dev.name,
+                "size_bytes": sectors * 512 if sectors is not None else None,
+                "rotational": _read_text(dev / "queue/rotational") == "1",
+                "model": _read_text(dev / "device/model"),
+            }
+        )
     return out
 
 
@@ -276,13 +278,15 @@ def network_interfaces(root: Path) -> list[dict[str, Any]]:
         if dev.name == "lo":
             continue
         speed = _int(_read_text(dev / "speed"))
-        out.append({
-            "name": dev.name,
-            "mtu": _int(_read_text(dev / "mtu")),
-            "state": _read_text(dev / "operstate"),
-            "speed_mbps": speed if speed is not None and speed > 0 else None,
-            "virtual": not (dev / "device").exists(),
-        })
+        out.append(
+            {
+                "name": dev.name,
+                "mtu": _int(_read_text(dev / "mtu")),
+                "state": _read_text(dev / "operstate"),
+                "speed_mbps": speed if speed is not None and speed > 0 else None,
+                "virtual": not (dev / "device").exists(),
+            }
+        )
     return out
 
 
@@ -290,19 +294,25 @@ def infiniband(root: Path) -> dict[str, Any]:
     """HCAs from /sys/class/infiniband: per port state (e.g. '4: ACTIVE'), rate ('400 Gb/sec (4X NDR)'), link layer."""
     base = root / "sys/class/infiniband"
     if not base.is_dir():
-        return {"present": False, "reason": "no /sys/class/infiniband (no InfiniBand or RoCE HCA, or its driver is not loaded)", "hcas": []}
+        return {
+            "present": False,
+            "reason": "no /sys/class/infiniband (no InfiniBand or RoCE HCA, or its driver is not loaded)",
+            "hcas": [],
+        }
     hcas = []
     for hca in sorted(base.iterdir()):
         ports = []
         for port in sorted((hca / "ports").iterdir()) if (hca / "ports").is_dir() else []:
             state = _read_text(port / "state")
-            ports.append({
-                "port": _int(port.name),
-                "state": state.split(":", 1)[-1].strip() if state else None,
-                "physical_state": (_read_text(port / "phys_state") or "").split(":", 1)[-1].strip() or None,
-                "rate": _read_text(port / "rate"),
-                "link_layer": _read_text(port / "link_layer"),
-            })
+            ports.append(
+                {
+                    "port": _int(port.name),
+                    "state": state.split(":", 1)[-1].strip() if state else None,
+                    "physical_state": (_read_text(port / "phys_state") or "").split(":", 1)[-1].strip() or None,
+                    "rate": _read_text(port / "rate"),
+                    "link_layer": _read_text(port / "link_layer"),
+                }
+            )
         hcas.append({"name": hca.name, "firmware": _read_text(hca / "fw_ver"), "ports": ports})
     return {"present": bool(hcas), "reason": None if hcas else "/sys/class/infiniband is empty", "hcas": hcas}
 
@@ -477,7 +487,9 @@ def _clean_env():
     venv = env.pop("VIRTUAL_ENV", None)
     env.pop("PYTHONHOME", None)
     if venv:
-        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin"))
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin")
+        )
     return env
 
 
@@ -617,7 +629,11 @@ def _live_pane_groups(req):
         return set()
     pid, pgid, _ = (int(x) for x in pid_file.split())
     rc, out, _ = _run(req["tmux_panes"], timeout=10)
-    panes = {int(line.split()[-1]) for line in out.splitlines() if line.split() and line.split()[-1].isdigit()} if rc == 0 else set()
+    panes = (
+        {int(line.split()[-1]) for line in out.splitlines() if line.split() and line.split()[-1].isdigit()}
+        if rc == 0
+        else set()
+    )
     return {pgid} if pid in panes and _alive(pid) else set()
 
 
@@ -703,11 +719,13 @@ def op_forget(req):
     run_dir, node = req["run_dir"], req["node"]
     if not os.path.isdir(run_dir):
         return {"ok": True, "removed": False}
-    if not (os.path.isdir(os.path.join(run_dir, "nodes", node)) or os.path.isfile(os.path.join(run_dir, "logs", f"{node}.log"))):
+    if not (
+        os.path.isdir(os.path.join(run_dir, "nodes", node))
+        or os.path.isfile(os.path.join(run_dir, "logs", f"{node}.log"))
+    ):
         return {"ok": False, "error": f"{run_dir} holds no state or log of node {node}: left alone"}
     shutil.rmtree(run_dir)
     return {"ok": True, "removed": True}
-
 
 
 def op_read(req):
@@ -727,8 +745,16 @@ def op_read(req):
     return {"ok": True, "files": files}
 
 
-OPS = {"probe": op_probe, "reach": op_reach, "start": op_start, "status": op_status, "stop": op_stop, "tail": op_tail,
-       "read": op_read, "forget": op_forget}
+OPS = {
+    "probe": op_probe,
+    "reach": op_reach,
+    "start": op_start,
+    "status": op_status,
+    "stop": op_stop,
+    "tail": op_tail,
+    "read": op_read,
+    "forget": op_forget,
+}
 
 
 def op_load(req):

@@ -201,7 +201,9 @@ def rdzv_host(node: NodeConfig) -> str:
     return node.host.rsplit("@", 1)[-1]
 
 
-def merged_env(cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_env: dict[str, str], plain: bool) -> dict[str, str]:
+def merged_env(
+    cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_env: dict[str, str], plain: bool
+) -> dict[str, str]:
     """cluster env < node env < job env (``--set env.X=...`` lands in the job); CORRAL_* always win."""
     defaults = {"PYTHONUNBUFFERED": "1"}
     if not plain:
@@ -220,16 +222,25 @@ def torchrun_argv(
 ) -> list[str]:
     argv = [
         TORCHRUN,
-        "--nnodes", nnodes,
-        "--nproc-per-node", str(nproc),
-        "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", endpoint,
-        "--rdzv-id", run_id,
-        "--rdzv-conf", f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
-        "--max-restarts", str(job.max_restarts),
-        "--tee", "3",
-        "--log-dir", log_dir,
-    ]  # fmt: skip
+        "--nnodes",
+        nnodes,
+        "--nproc-per-node",
+        str(nproc),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        endpoint,
+        "--rdzv-id",
+        run_id,
+        "--rdzv-conf",
+        f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
+        "--max-restarts",
+        str(job.max_restarts),
+        "--tee",
+        "3",
+        "--log-dir",
+        log_dir,
+    ]
     if local_addr:
         argv += ["--local-addr", local_addr]
     argv += ["-m", job.module] if job.module else [job.script or ""]
@@ -241,8 +252,17 @@ def plain_argv(job: JobConfig) -> list[str]:
     return [PLAIN_PYTHON, *entry, *job.args]
 
 
-def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: dict[str, str], workdir: str, gpus: int, mounts: list[str],
-                      **extra: Any) -> list[str]:
+def container_command(
+    job: JobConfig,
+    inner_argv: list[str],
+    *,
+    node: str,
+    env: dict[str, str],
+    workdir: str,
+    gpus: int,
+    mounts: list[str],
+    **extra: Any,
+) -> list[str]:
     """The seam for containers: the argv the wrapper runs instead of ``inner_argv``.
 
     Without ``job.container`` this is ``inner_argv``. With it, the container package's pure
@@ -254,7 +274,16 @@ def container_command(job: JobConfig, inner_argv: list[str], *, node: str, env: 
         return list(inner_argv)
     from container.launch import node_argv  # imported only for container jobs: it pulls in the container builder
 
-    return node_argv(job.container, list(inner_argv), node=node, env_names=sorted(env), workdir=workdir, gpus=gpus, mounts=mounts, **extra)
+    return node_argv(
+        job.container,
+        list(inner_argv),
+        node=node,
+        env_names=sorted(env),
+        workdir=workdir,
+        gpus=gpus,
+        mounts=mounts,
+        **extra,
+    )
 
 
 def container_section(job: JobConfig, name: str, nodes: list[NodeConfig]) -> ContainerSection | None:
@@ -263,7 +292,11 @@ def container_section(job: JobConfig, name: str, nodes: list[NodeConfig]) -> Con
     from container.builder import container_name
     from container.plan import LABEL_JOB
 
-    return ContainerSection(image=job.container.image, names={n.label: container_name(name, n.label) for n in nodes}, labels={LABEL_JOB: name})
+    return ContainerSection(
+        image=job.container.image,
+        names={n.label: container_name(name, n.label) for n in nodes},
+        labels={LABEL_JOB: name},
+    )
 
 
 def pane_command(wrapper_path: str) -> list[str]:
@@ -306,28 +339,62 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
             inner = plain_argv(job)
         else:
             inner = torchrun_argv(
-                job, nnodes=nnodes, nproc=nproc, endpoint=endpoint or "", run_id=inputs.run_id,
-                log_dir=posixpath.join(state_dir, "torchelastic"), local_addr=node.addr,
-            )  # fmt: skip
-        command = container_command(job, inner, node=node.label, env=env, workdir=workdir, gpus=gpus, mounts=[run_dir, ckpt_dir, workdir],
-                                    job_name=inputs.name, venv=venv, facts=inputs.container_facts.get(node.label))  # fmt: skip
+                job,
+                nnodes=nnodes,
+                nproc=nproc,
+                endpoint=endpoint or "",
+                run_id=inputs.run_id,
+                log_dir=posixpath.join(state_dir, "torchelastic"),
+                local_addr=node.addr,
+            )
+        command = container_command(
+            job,
+            inner,
+            node=node.label,
+            env=env,
+            workdir=workdir,
+            gpus=gpus,
+            mounts=[run_dir, ckpt_dir, workdir],
+            job_name=inputs.name,
+            venv=venv,
+            facts=inputs.container_facts.get(node.label),
+        )
         wrapper = posixpath.join(state_dir, "run.sh")
         plans.append(
             NodePlan(
-                node=node.label, host=node.host, is_local=node.is_local, rank=rank,
-                session=session_name(inputs.name), workdir=workdir, venv=venv,
-                state_dir=state_dir, log_path=posixpath.join(run_dir, "logs", f"{node.label}.log"),
-                wrapper_path=wrapper, secrets_path=posixpath.join(state_dir, "secrets.env"),
-                nproc_per_node=nproc, env=env, inner_argv=inner, command=command,
+                node=node.label,
+                host=node.host,
+                is_local=node.is_local,
+                rank=rank,
+                session=session_name(inputs.name),
+                workdir=workdir,
+                venv=venv,
+                state_dir=state_dir,
+                log_path=posixpath.join(run_dir, "logs", f"{node.label}.log"),
+                wrapper_path=wrapper,
+                secrets_path=posixpath.join(state_dir, "secrets.env"),
+                nproc_per_node=nproc,
+                env=env,
+                inner_argv=inner,
+                command=command,
                 pane_command=pane_command(wrapper),
-            )  # fmt: skip
+            )
         )
     return JobPlan(
-        name=inputs.name, run_id=inputs.run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, backend=backend,
-        plain=inputs.plain, nnodes=nnodes, rdzv_endpoint=endpoint, max_restarts=job.max_restarts,
-        secret_names=sorted(inputs.secret_names), tmux_socket=inputs.tmux_socket, nodes=plans,
+        name=inputs.name,
+        run_id=inputs.run_id,
+        run_dir=run_dir,
+        ckpt_dir=ckpt_dir,
+        backend=backend,
+        plain=inputs.plain,
+        nnodes=nnodes,
+        rdzv_endpoint=endpoint,
+        max_restarts=job.max_restarts,
+        secret_names=sorted(inputs.secret_names),
+        tmux_socket=inputs.tmux_socket,
+        nodes=plans,
         container=container_section(job, inputs.name, nodes),
-    )  # fmt: skip
+    )
 
 
 WRAPPER_TEMPLATE = """\
@@ -373,7 +440,9 @@ def omp_line(node: NodePlan) -> str:
     if "OMP_NUM_THREADS" in node.env or node.inner_argv[:1] != [TORCHRUN]:
         return ""
     n = max(1, node.nproc_per_node)
-    return f'\n  [ -n "${{OMP_NUM_THREADS:-}}" ] || export OMP_NUM_THREADS=$(( $(nproc) / {n} > 0 ? $(nproc) / {n} : 1 ))'
+    return (
+        f'\n  [ -n "${{OMP_NUM_THREADS:-}}" ] || export OMP_NUM_THREADS=$(( $(nproc) / {n} > 0 ? $(nproc) / {n} : 1 ))'
+    )
 
 
 def render_wrapper(job_name: str, node: NodePlan) -> str:
@@ -384,11 +453,20 @@ def render_wrapper(job_name: str, node: NodePlan) -> str:
         activate = posixpath.join(node.venv, "bin", "activate")
         venv_line = f'  . {q(activate)} || {{ echo "corral: cannot activate the venv" >&2; return 98; }}\n'
     exports = "\n".join(f"  export {k}={q(v)}" for k, v in node.env.items())
-    return WRAPPER_TEMPLATE.format(omp_line=omp_line(node),
-        name=job_name, node=node.node, session=node.session,
-        state_dir=q(node.state_dir), log=q(node.log_path), node_q=q(node.node), secrets=q(node.secrets_path),
-        workdir=q(node.workdir), venv_line=venv_line, exports=exports, command=shlex.join(node.command),
-    )  # fmt: skip
+    return WRAPPER_TEMPLATE.format(
+        omp_line=omp_line(node),
+        name=job_name,
+        node=node.node,
+        session=node.session,
+        state_dir=q(node.state_dir),
+        log=q(node.log_path),
+        node_q=q(node.node),
+        secrets=q(node.secrets_path),
+        workdir=q(node.workdir),
+        venv_line=venv_line,
+        exports=exports,
+        command=shlex.join(node.command),
+    )
 
 
 def render_secrets(values: dict[str, str]) -> str:
@@ -421,7 +499,11 @@ def describe(plan: JobPlan) -> str:
     """Human-readable plan for ``--dry-run``."""
     lines = [
         f"job {plan.name} (run id {plan.run_id}): {len(plan.nodes)} node(s), backend {plan.backend}"
-        + ("" if plan.plain else f", rendezvous {plan.rdzv_endpoint}, nnodes {plan.nnodes}, max restarts {plan.max_restarts}"),
+        + (
+            ""
+            if plan.plain
+            else f", rendezvous {plan.rdzv_endpoint}, nnodes {plan.nnodes}, max restarts {plan.max_restarts}"
+        ),
         f"run dir: {plan.run_dir}",
         f"checkpoints: {plan.ckpt_dir}",
     ]
@@ -433,7 +515,8 @@ def describe(plan: JobPlan) -> str:
             f"  workdir: {n.workdir}",
             f"  venv: {n.venv or '-'}",
             f"  log: {n.log_path}",
-            "  env: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items())
+            "  env: "
+            + " ".join(f"{k}={shlex.quote(v)}" for k, v in n.env.items())
             + (f" OMP_NUM_THREADS=<node CPUs / {n.nproc_per_node}>" if omp_line(n) else ""),
             f"  command: {shlex.join(n.command)}",
             f"  pane: {shlex.join(n.pane_command)}",
@@ -449,7 +532,19 @@ def default_local_venv() -> str | None:
 
 
 __all__ = [
-    "CPU_FALLBACK_NPROC", "JobPlan", "NodeFacts", "NodePlan", "PlanInputs", "build_plan", "describe",
-    "pane_command", "parse_env_file", "render_secrets", "render_wrapper", "resolve_path", "select_nodes",
-    "session_name", "default_local_venv",
-]  # fmt: skip
+    "CPU_FALLBACK_NPROC",
+    "JobPlan",
+    "NodeFacts",
+    "NodePlan",
+    "PlanInputs",
+    "build_plan",
+    "describe",
+    "pane_command",
+    "parse_env_file",
+    "render_secrets",
+    "render_wrapper",
+    "resolve_path",
+    "select_nodes",
+    "session_name",
+    "default_local_venv",
+]

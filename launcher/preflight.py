@@ -57,8 +57,18 @@ class PreflightReport:
         return "\n".join(f"{c.node}: {c.check}: {c.detail}" for c in self.failures())
 
 
-def probe_request(cluster: ClusterConfig, node: NodeConfig, job: JobConfig | None, *, first: bool, name: str | None, base_dir: str,
-                  local_venv: str | None, full_torch: bool, tmux_socket: str | None) -> dict[str, Any]:
+def probe_request(
+    cluster: ClusterConfig,
+    node: NodeConfig,
+    job: JobConfig | None,
+    *,
+    first: bool,
+    name: str | None,
+    base_dir: str,
+    local_venv: str | None,
+    full_torch: bool,
+    tmux_socket: str | None,
+) -> dict[str, Any]:
     return {
         "op": "probe",
         "workdir": resolve_path(base_dir, cluster.workdir),
@@ -71,8 +81,16 @@ def probe_request(cluster: ClusterConfig, node: NodeConfig, job: JobConfig | Non
     }
 
 
-def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *, first: bool, name: str | None,
-                   venv: str | None, plain: bool) -> list[Check]:
+def evaluate_probe(
+    node: NodeConfig,
+    reply: AgentReply,
+    job: JobConfig | None,
+    *,
+    first: bool,
+    name: str | None,
+    venv: str | None,
+    plain: bool,
+) -> list[Check]:
     """Pure: the probe's verdicts for one node."""
     n = node.label
     if not reply.ok:
@@ -83,13 +101,33 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
     if not d.get("tmux") or not d.get("bash"):
         out = [Check(n, "ssh", False, "tmux and bash are needed on the node: install them (e.g. apt-get install tmux)")]
     else:
-        out = [Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")]
+        out = [
+            Check(n, "ssh", True, "local" if node.is_local else f"ok ({d.get('hostname')}, python {d.get('python')})")
+        ]
     where = d.get("workdir") or "the working directory"
     if not d.get("workdir_ok"):
-        out.append(Check(n, "workdir", False, f"working directory {where} missing: create it or fix `workdir` in the cluster file"))
+        out.append(
+            Check(
+                n,
+                "workdir",
+                False,
+                f"working directory {where} missing: create it or fix `workdir` in the cluster file",
+            )
+        )
     elif d.get("script_ok") is False:
-        fix = "fix `script` (relative to workdir) or `workdir`" if node.is_local else "copy the code to this node or fix `script`/`workdir`"
-        out.append(Check(n, "workdir", False, f"script {job.script if job else ''} not found in {where} (the cluster's workdir, where the job runs): {fix}"))
+        fix = (
+            "fix `script` (relative to workdir) or `workdir`"
+            if node.is_local
+            else "copy the code to this node or fix `script`/`workdir`"
+        )
+        out.append(
+            Check(
+                n,
+                "workdir",
+                False,
+                f"script {job.script if job else ''} not found in {where} (the cluster's workdir, where the job runs): {fix}",
+            )
+        )
     else:
         out.append(Check(n, "workdir", True, "exists" + (", script found" if d.get("script_ok") else "")))
     if venv is None:
@@ -97,24 +135,54 @@ def evaluate_probe(node: NodeConfig, reply: AgentReply, job: JobConfig | None, *
     elif d.get("venv_ok"):
         out.append(Check(n, "venv", True, venv))
     else:
-        out.append(Check(n, "venv", False, f"{venv}/bin/activate not found: create the venv on this node or fix `venv`"))
+        out.append(
+            Check(n, "venv", False, f"{venv}/bin/activate not found: create the venv on this node or fix `venv`")
+        )
     torch = d.get("torch") or {}
     if torch.get("ok") and not torch.get("torchrun") and not plain:
-        out.append(Check(n, "torch", False, f"torch {torch.get('version')} found but no torchrun on PATH: reinstall torch in the venv"))
+        out.append(
+            Check(
+                n,
+                "torch",
+                False,
+                f"torch {torch.get('version')} found but no torchrun on PATH: reinstall torch in the venv",
+            )
+        )
     elif torch.get("ok"):
         out.append(Check(n, "torch", True, f"torch {torch.get('version')}"))
     else:
-        out.append(Check(n, "torch", False, f"import torch fails: {torch.get('error', 'unknown error')}; install torch in the venv"))
+        out.append(
+            Check(
+                n,
+                "torch",
+                False,
+                f"import torch fails: {torch.get('error', 'unknown error')}; install torch in the venv",
+            )
+        )
     out.append(_gpu_check(node, d, job))
     if first and not plain:
         port = d.get("port")
-        out.append(Check(n, "port", port is not None, f"rendezvous port {port} free" if port else "no free port near the configured rendezvous port"))
+        out.append(
+            Check(
+                n,
+                "port",
+                port is not None,
+                f"rendezvous port {port} free" if port else "no free port near the configured rendezvous port",
+            )
+        )
     else:
         out.append(Check(n, "port", None, "-"))
     out.append(Check(n, "reach", None, "pending"))
     state = d.get("session_state")
     if name and state == "running":
-        out.append(Check(n, "name", False, f"job {name!r} already running here (tmux session {session_name(name)}): `corral stop {name}` or choose --name"))
+        out.append(
+            Check(
+                n,
+                "name",
+                False,
+                f"job {name!r} already running here (tmux session {session_name(name)}): `corral stop {name}` or choose --name",
+            )
+        )
     else:
         out.append(Check(n, "name", True if name else None, "free" if name else "-"))
     return out
@@ -128,12 +196,16 @@ def _gpu_check(node: NodeConfig, d: dict[str, Any], job: JobConfig | None) -> Ch
         return Check(node.label, "gpus", True, f"{gpus} GPU(s){note}")
     nproc = job.nproc_per_node
     if job.backend == "nccl" and gpus == 0:
-        return Check(node.label, "gpus", False, "backend nccl needs GPUs but this node has none: use backend gloo or auto")
+        return Check(
+            node.label, "gpus", False, "backend nccl needs GPUs but this node has none: use backend gloo or auto"
+        )
     if nproc == "auto":
         what = f"{gpus} GPU(s) -> {gpus} processes" if gpus else f"no GPU -> {CPU_FALLBACK_NPROC} CPU processes"
         return Check(node.label, "gpus", True, what + note)
     if gpus and int(nproc) > gpus:
-        return Check(node.label, "gpus", False, f"nproc_per_node {nproc} > {gpus} GPU(s): lower nproc_per_node or use auto")
+        return Check(
+            node.label, "gpus", False, f"nproc_per_node {nproc} > {gpus} GPU(s): lower nproc_per_node or use auto"
+        )
     return Check(node.label, "gpus", True, f"{gpus} GPU(s), {nproc} processes{note}")
 
 
@@ -143,15 +215,26 @@ def evaluate_reach(node: NodeConfig, reply: AgentReply, target: str) -> Check:
     if reply.data.get("ok"):
         return Check(node.label, "reach", True, f"{target}: {reply.data.get('detail')}")
     return Check(
-        node.label, "reach", False,
+        node.label,
+        "reach",
+        False,
         f"cannot open TCP to {target} ({reply.data.get('detail')}): the machines must share a private network; "
         "set each node's `addr` to its private address",
-    )  # fmt: skip
+    )
 
 
-async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: JobConfig | None, *, name: str | None,
-                        base_dir: str, local_venv: str | None, full_torch: bool = False, plain: bool = False,
-                        tmux_socket: str | None = None) -> PreflightReport:
+async def run_preflight(
+    cluster: ClusterConfig,
+    nodes: list[NodeConfig],
+    job: JobConfig | None,
+    *,
+    name: str | None,
+    base_dir: str,
+    local_venv: str | None,
+    full_torch: bool = False,
+    plain: bool = False,
+    tmux_socket: str | None = None,
+) -> PreflightReport:
     """One parallel round of probes; the first node also finds a free rendezvous port, the others
     test TCP to the first node's rendezvous address at the configured port (a refusal counts as
     reachable: the host answered; a timeout or no route does not)."""
@@ -163,8 +246,17 @@ async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: Jo
     requests = []
     for i, n in enumerate(nodes):
         # a plain job has no rendezvous: it reserves no port (reservations last minutes, see node_agent)
-        req = probe_request(cluster, n, job, first=(i == 0 and not plain), name=name, base_dir=base_dir, local_venv=local_venv,
-                            full_torch=full_torch, tmux_socket=tmux_socket)  # fmt: skip
+        req = probe_request(
+            cluster,
+            n,
+            job,
+            first=(i == 0 and not plain),
+            name=name,
+            base_dir=base_dir,
+            local_venv=local_venv,
+            full_torch=full_torch,
+            tmux_socket=tmux_socket,
+        )
         if multi and i > 0:
             req["reach"] = {"host": target_host, "port": target_port, "timeout": REACH_TIMEOUT_S}
         requests.append((n, req))
@@ -173,18 +265,25 @@ async def run_preflight(cluster: ClusterConfig, nodes: list[NodeConfig], job: Jo
     facts: dict[str, NodeFacts] = {}
     stale = []
     for i, (node, reply) in enumerate(zip(nodes, replies)):
-        node_checks = evaluate_probe(node, reply, job, first=(i == 0), name=name, venv=requests[i][1]["venv"], plain=plain)
+        node_checks = evaluate_probe(
+            node, reply, job, first=(i == 0), name=name, venv=requests[i][1]["venv"], plain=plain
+        )
         if reply.ok:
             facts[node.label] = NodeFacts(gpus=int(reply.data.get("gpus") or 0))
             if reply.data.get("session_state") == "exited":
                 stale.append(node.label)
-            node_checks = [_reach_verdict(node, reply, c, i, multi, f"{target_host}:{target_port}") if c.check == "reach" else c for c in node_checks]
+            node_checks = [
+                _reach_verdict(node, reply, c, i, multi, f"{target_host}:{target_port}") if c.check == "reach" else c
+                for c in node_checks
+            ]
         checks += node_checks
     port = replies[0].data.get("port") if replies and replies[0].ok else None
     return PreflightReport(checks, facts, port, stale)
 
 
-def _reach_verdict(node: NodeConfig, reply: AgentReply, placeholder: Check, index: int, multi: bool, target: str) -> Check:
+def _reach_verdict(
+    node: NodeConfig, reply: AgentReply, placeholder: Check, index: int, multi: bool, target: str
+) -> Check:
     if not multi:
         return Check(node.label, "reach", None, "single node" if index == 0 else "-")
     if index == 0:

@@ -233,7 +233,9 @@ def run_sync(coro):
     return asyncio.run(coro)
 
 
-async def call(cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], *, timeout: float = 60.0) -> AgentReply:
+async def call(
+    cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], *, timeout: float = 60.0
+) -> AgentReply:
     wait = timeout + cluster.ssh.connect_timeout
     kept = _current()
     if kept is not None and asyncio.get_running_loop() is kept.loop:
@@ -246,6 +248,8 @@ async def call(cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any]
     return reply
 
 
-async def call_all(cluster: ClusterConfig, requests: list[tuple[NodeConfig, dict[str, Any]]], *, timeout: float = 60.0) -> list[AgentReply]:
+async def call_all(
+    cluster: ClusterConfig, requests: list[tuple[NodeConfig, dict[str, Any]]], *, timeout: float = 60.0
+) -> list[AgentReply]:
     """The same or different requests to several nodes at once; replies in the same order."""
     return list(await asyncio.gather(*(call(cluster, n, r, timeout=timeout) for n, r in requests)))

@@ -68,9 +68,13 @@ def load(runs_dir: str | Path, name: str) -> RunRecord:
         return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         known = ", ".join(list_names(runs_dir)) or "none"
-        raise UserError(f"no job named {name!r} in {runs_dir}", hint=f"known jobs: {known}; `corral ps` lists them") from None
+        raise UserError(
+            f"no job named {name!r} in {runs_dir}", hint=f"known jobs: {known}; `corral ps` lists them"
+        ) from None
     except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{path}: unreadable run record ({exc})", hint="remove that directory if the job is gone") from None
+        raise UserError(
+            f"{path}: unreadable run record ({exc})", hint="remove that directory if the job is gone"
+        ) from None
 
 
 def list_names(runs_dir: str | Path) -> list[str]:

@@ -36,7 +36,7 @@ from launcher.plan import (
     merged_env,
     nproc_for,
     resolve_path,
-)  # fmt: skip
+)
 
 RUNTIME = {
     "@NNODES@": '"$SLURM_NNODES"',
@@ -137,8 +137,17 @@ def sbatch_options(cluster: ClusterConfig, name: str, run_id: str, nnodes: int, 
     return opts + list(s.sbatch_args)
 
 
-def build_slurm_plan(job: JobConfig, cluster: ClusterConfig, *, name: str, run_id: str, base_dir: str, local_venv: str | None,
-                     plain: bool = False, secret_names: tuple[str, ...] = ()) -> SlurmPlan:  # fmt: skip
+def build_slurm_plan(
+    job: JobConfig,
+    cluster: ClusterConfig,
+    *,
+    name: str,
+    run_id: str,
+    base_dir: str,
+    local_venv: str | None,
+    plain: bool = False,
+    secret_names: tuple[str, ...] = (),
+) -> SlurmPlan:
     """Decide the whole submission; pure."""
     s = cluster.slurm
     if s is None:
@@ -172,24 +181,47 @@ def build_slurm_plan(job: JobConfig, cluster: ClusterConfig, *, name: str, run_i
     else:
         prefix = [
             TORCHRUN,
-            "--nnodes", "@NNODES@",
-            "--nproc-per-node", str(nproc),
-            "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", "@RDZV_ENDPOINT@",
-            "--rdzv-id", "@RDZV_ID@",
-            "--rdzv-conf", f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
-            "--max-restarts", str(job.max_restarts),
-            "--tee", "3",
-            "--log-dir", "@LOG_DIR@",
-        ]  # fmt: skip
+            "--nnodes",
+            "@NNODES@",
+            "--nproc-per-node",
+            str(nproc),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            "@RDZV_ENDPOINT@",
+            "--rdzv-id",
+            "@RDZV_ID@",
+            "--rdzv-conf",
+            f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
+            "--max-restarts",
+            str(job.max_restarts),
+            "--tee",
+            "3",
+            "--log-dir",
+            "@LOG_DIR@",
+        ]
     slurm_dir = posixpath.join(run_dir, "slurm")
     return SlurmPlan(
-        name=name, run_id=run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, workdir=workdir, venv=cluster.venv or local_venv,
-        backend=backend, plain=plain, nnodes=nnodes, nproc_per_node=nproc, partition=s.partition,
-        sbatch_options=sbatch_options(cluster, name, run_id, nnodes, run_dir), env=env, command_prefix=prefix, entry=entry,
-        script_path=posixpath.join(slurm_dir, "job.sbatch"), wrapper_path=posixpath.join(slurm_dir, "node.sh"),
-        secrets_path=posixpath.join(slurm_dir, "secrets.env"), secret_names=sorted(secret_names),
-    )  # fmt: skip
+        name=name,
+        run_id=run_id,
+        run_dir=run_dir,
+        ckpt_dir=ckpt_dir,
+        workdir=workdir,
+        venv=cluster.venv or local_venv,
+        backend=backend,
+        plain=plain,
+        nnodes=nnodes,
+        nproc_per_node=nproc,
+        partition=s.partition,
+        sbatch_options=sbatch_options(cluster, name, run_id, nnodes, run_dir),
+        env=env,
+        command_prefix=prefix,
+        entry=entry,
+        script_path=posixpath.join(slurm_dir, "job.sbatch"),
+        wrapper_path=posixpath.join(slurm_dir, "node.sh"),
+        secrets_path=posixpath.join(slurm_dir, "secrets.env"),
+        secret_names=sorted(secret_names),
+    )
 
 
 BATCH_TEMPLATE = """\
@@ -295,10 +327,14 @@ def render_batch_script(plan: SlurmPlan) -> str:
     q = shlex.quote
     python = q(posixpath.join(plan.venv, "bin", "python")) if plan.venv else "python3"
     return BATCH_TEMPLATE.format(
-        name=plan.name, run_id=plan.run_id, sbatch_lines="\n".join(f"#SBATCH {o}" for o in plan.sbatch_options),
-        wrapper=q(plan.wrapper_path), secrets=q(plan.secrets_path), python=python,
+        name=plan.name,
+        run_id=plan.run_id,
+        sbatch_lines="\n".join(f"#SBATCH {o}" for o in plan.sbatch_options),
+        wrapper=q(plan.wrapper_path),
+        secrets=q(plan.secrets_path),
+        python=python,
         requeue_mark=q(requeue_mark_path(plan)),
-    )  # fmt: skip
+    )
 
 
 def render_node_wrapper(plan: SlurmPlan) -> str:
@@ -309,9 +345,14 @@ def render_node_wrapper(plan: SlurmPlan) -> str:
         venv_line = f'. {q(activate)} || fail 98 "cannot activate the venv {plan.venv}"\n'
     exports = "\n".join(f"export {k}={q(v)}" for k, v in plan.env.items())
     return WRAPPER_TEMPLATE.format(
-        name=plan.name, run_dir=q(plan.run_dir), secrets=q(plan.secrets_path), workdir=q(plan.workdir),
-        venv_line=venv_line, exports=exports, command=render_command(plan),
-    )  # fmt: skip
+        name=plan.name,
+        run_dir=q(plan.run_dir),
+        secrets=q(plan.secrets_path),
+        workdir=q(plan.workdir),
+        venv_line=venv_line,
+        exports=exports,
+        command=render_command(plan),
+    )
 
 
 def describe_slurm(plan: SlurmPlan) -> str:
@@ -324,9 +365,23 @@ def describe_slurm(plan: SlurmPlan) -> str:
     ]
     if plan.secret_names:
         head.append(f"secrets (values not shown): {', '.join(plan.secret_names)}")
-    return "\n".join([*head, f"--- {plan.script_path}", render_batch_script(plan).rstrip("\n"),
-                      f"--- {plan.wrapper_path}", render_node_wrapper(plan).rstrip("\n")])  # fmt: skip
+    return "\n".join(
+        [
+            *head,
+            f"--- {plan.script_path}",
+            render_batch_script(plan).rstrip("\n"),
+            f"--- {plan.wrapper_path}",
+            render_node_wrapper(plan).rstrip("\n"),
+        ]
+    )
 
 
-__all__ = ["SlurmPlan", "build_slurm_plan", "describe_slurm", "render_batch_script", "render_command", "render_node_wrapper",
-           "slurm_nnodes"]  # fmt: skip
+__all__ = [
+    "SlurmPlan",
+    "build_slurm_plan",
+    "describe_slurm",
+    "render_batch_script",
+    "render_command",
+    "render_node_wrapper",
+    "slurm_nnodes",
+]

@@ -15,8 +15,21 @@ PENDING = frozenset(
     {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
 )
 RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED"})
-ENDED = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-                   "SPECIAL_EXIT", "REVOKED"})  # fmt: skip
+ENDED = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "TIMEOUT",
+        "CANCELLED",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "SPECIAL_EXIT",
+        "REVOKED",
+    }
+)
 
 _KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.]*)=")
 
@@ -59,9 +72,14 @@ def slurm_job(line: str) -> SlurmJob:
         code, sig = int(m.group(1)), int(m.group(2))
     state = f.get("JobState", "UNKNOWN").split()[0]
     return SlurmJob(
-        job_id=f.get("JobId", ""), state=state, reason=_none(f.get("Reason")), nodelist=_none(f.get("NodeList")),
-        exit_code=code, signal=sig, restarts=int(f.get("Restarts", "0") or 0),
-    )  # fmt: skip
+        job_id=f.get("JobId", ""),
+        state=state,
+        reason=_none(f.get("Reason")),
+        nodelist=_none(f.get("NodeList")),
+        exit_code=code,
+        signal=sig,
+        restarts=int(f.get("Restarts", "0") or 0),
+    )
 
 
 def corral_state(slurm_state: str) -> str:

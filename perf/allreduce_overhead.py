@@ -48,15 +48,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1M,4M,16M")
     p.add_argument("-n", "--iters", type=int, default=10, help="All-reduces per side of a block (k).")
-    p.add_argument("--blocks", default="60", help="Paired blocks per size: one number, or one per size (1000,200,100): "
-                   "small messages are noisier and cheaper, so they get more.")
+    p.add_argument(
+        "--blocks",
+        default="60",
+        help="Paired blocks per size: one number, or one per size (1000,200,100): "
+        "small messages are noisier and cheaper, so they get more.",
+    )
     p.add_argument("--warmup-blocks", type=int, default=2, help="Blocks run first and discarded.")
-    p.add_argument("--kinds", default=",".join(KINDS), help="Sides to run in each block (comparisons need both of theirs).")
+    p.add_argument(
+        "--kinds", default=",".join(KINDS), help="Sides to run in each block (comparisons need both of theirs)."
+    )
     p.add_argument("--pin", action="store_true", help="Pin each rank to one CPU (LOCAL_RANK modulo the CPUs allowed).")
     p.add_argument("--seed", type=int, default=1, help="Block order and bootstrap seed.")
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto")
-    p.add_argument("--one-rank", action="store_true", help="Allow world size 1 (one GPU): busbw is 0 there, so compare "
-                   "the times (the ratios are of summed block times anyway) and read algbw.")
+    p.add_argument(
+        "--one-rank",
+        action="store_true",
+        help="Allow world size 1 (one GPU): busbw is 0 there, so compare "
+        "the times (the ratios are of summed block times anyway) and read algbw.",
+    )
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -138,33 +148,45 @@ def summarise(samples: dict[int, dict[str, list[float]]], k: int, world: int, se
     """Per size: busbw of each side over all blocks, and the four comparisons with CIs and verdicts."""
     rows = []
     for size, by_kind in samples.items():
-        busbw = {
-            kind: cm.busbw_gbps(cm.algbw_gbps(size, sum(v) / (k * len(v))), world) for kind, v in by_kind.items()
-        }
+        busbw = {kind: cm.busbw_gbps(cm.algbw_gbps(size, sum(v) / (k * len(v))), world) for kind, v in by_kind.items()}
         comps = {
             name: ost.compare(by_kind[base], by_kind[side], seed=seed).as_dict()
             for name, side, base in COMPARISONS
             if side in by_kind and base in by_kind
         }
         algbw = {kind: cm.algbw_gbps(size, sum(v) / (k * len(v))) for kind, v in by_kind.items()}
-        rows.append({"size_bytes": size, "busbw_gbps": busbw, "algbw_gbps": algbw, "comparisons": comps, "block_seconds": by_kind})
+        rows.append(
+            {
+                "size_bytes": size,
+                "busbw_gbps": busbw,
+                "algbw_gbps": algbw,
+                "comparisons": comps,
+                "block_seconds": by_kind,
+            }
+        )
     return rows
 
 
 def print_table(result: dict) -> None:
-    print(f"# world {result['world_size']}, backend {result['backend']}, {result['iters']} all-reduces per side of "
-          f"a block, pinned: {result['pinned_cpus'] or 'no'}, {result['elapsed_s']:.0f} s")  # fmt: skip
+    print(
+        f"# world {result['world_size']}, backend {result['backend']}, {result['iters']} all-reduces per side of "
+        f"a block, pinned: {result['pinned_cpus'] or 'no'}, {result['elapsed_s']:.0f} s"
+    )
     print(f"# harness clock inside each timed interval: {result['timer_overhead_us']:.3f} us per iteration")
-    print("# ratio = busbw(first) / busbw(second), ratio of summed block times; [95% bootstrap CI]; "
-          "verdict: within 3% when the whole CI is in [0.97, 1.03]")  # fmt: skip
+    print(
+        "# ratio = busbw(first) / busbw(second), ratio of summed block times; [95% bootstrap CI]; "
+        "verdict: within 3% when the whole CI is in [0.97, 1.03]"
+    )
     for r in result["rows"]:
         n = len(next(iter(r["block_seconds"].values())))
         bw = "  ".join(f"{kind} {v:.4f}" for kind, v in r["busbw_gbps"].items())
         print(f"{format_size(r['size_bytes']):>5}  {n} blocks; busbw GB/s: {bw}")
         for name, c in r["comparisons"].items():
             lo, hi = c["ci95"]
-            print(f"       {name:<27} {c['estimate']:.4f} [{lo:.4f}, {hi:.4f}]  median block {c['median_block_ratio']:.4f}"
-                  f"  {c['verdict']}")  # fmt: skip
+            print(
+                f"       {name:<27} {c['estimate']:.4f} [{lo:.4f}, {hi:.4f}]  median block {c['median_block_ratio']:.4f}"
+                f"  {c['verdict']}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(per_size) == 1:
         per_size *= len(sizes)
     if args.iters < 1 or len(per_size) != len(sizes) or min(per_size) < 2:
-        print("allreduce_overhead: --iters must be at least 1, and --blocks one number or one per size, each "
-              "at least 2", file=sys.stderr)  # fmt: skip
+        print(
+            "allreduce_overhead: --iters must be at least 1, and --blocks one number or one per size, each at least 2",
+            file=sys.stderr,
+        )
         return 2
     n_blocks = dict(zip(sizes, per_size))
     kinds = [k for k in args.kinds.split(",") if k]
@@ -190,11 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     backend, note, device, timer, _ = init_backend(torch, dist, args.backend)
     world = dist.get_world_size()
     if world < 2 and not args.one_rank:
-        print("allreduce_overhead: needs at least 2 ranks (busbw is 0 for one; --one-rank compares times)", file=sys.stderr)
+        print(
+            "allreduce_overhead: needs at least 2 ranks (busbw is 0 for one; --one-rank compares times)",
+            file=sys.stderr,
+        )
         return 2
     pins: list = [None] * world
     dist.all_gather_object(pins, pinned)
-    bench = Bench(torch, dist, device=device, dtype=cm.DTYPES["float"], op="sum", timer=timer, iters=args.iters, warmup=2)
+    bench = Bench(
+        torch, dist, device=device, dtype=cm.DTYPES["float"], op="sum", timer=timer, iters=args.iters, warmup=2
+    )
     blocks = Blocks(torch, dist, bench, backend == "nccl")
     # What the harness puts inside each timed interval besides dist.all_reduce: its clock and a call.
     timer_overhead_s = statistics.median(timer.time(None, lambda: None, 2000))
@@ -216,14 +245,25 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "schema": "corral.bench.allreduce-overhead/2",
             "method": "paired blocks in random order; ratio of summed block times; percentile bootstrap over blocks",
-            "units": {"block_seconds": "seconds (rank-mean of the summed time of k all-reduces)",
-                      "busbw_gbps": "GB/s, GB = 1e9 bytes", "timer_overhead_us": "microseconds"},
-            "timer_overhead_us": timer_overhead_s * 1e6, "world_size": world, "backend": backend,
-            "backend_note": note, "iters": args.iters, "blocks": {format_size(s): n for s, n in n_blocks.items()}, "warmup_blocks": args.warmup_blocks,
-            "seed": args.seed, "pinned_cpus": pins if args.pin else None, "elapsed_s": elapsed,
-            "load_average_at_end": list(os.getloadavg()), "bar": ost.BAR,
+            "units": {
+                "block_seconds": "seconds (rank-mean of the summed time of k all-reduces)",
+                "busbw_gbps": "GB/s, GB = 1e9 bytes",
+                "timer_overhead_us": "microseconds",
+            },
+            "timer_overhead_us": timer_overhead_s * 1e6,
+            "world_size": world,
+            "backend": backend,
+            "backend_note": note,
+            "iters": args.iters,
+            "blocks": {format_size(s): n for s, n in n_blocks.items()},
+            "warmup_blocks": args.warmup_blocks,
+            "seed": args.seed,
+            "pinned_cpus": pins if args.pin else None,
+            "elapsed_s": elapsed,
+            "load_average_at_end": list(os.getloadavg()),
+            "bar": ost.BAR,
             "rows": summarise(samples, args.iters, world, args.seed),
-        }  # fmt: skip
+        }
         print_table(result)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

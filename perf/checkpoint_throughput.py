@@ -54,7 +54,9 @@ def make_state(nbytes: int) -> dict:
     while left > 0:
         n = min(left, 32 * MiB)
         dtype = torch.float32 if i % 2 == 0 else torch.bfloat16
-        tensors[f"layer{i}.weight"] = torch.rand(n // torch.empty((), dtype=dtype).element_size(), dtype=torch.float32).to(dtype)
+        tensors[f"layer{i}.weight"] = torch.rand(
+            n // torch.empty((), dtype=dtype).element_size(), dtype=torch.float32
+        ).to(dtype)
         left -= n
         i += 1
     return {"model": tensors, "optim": {"step": torch.tensor(1000), "lr": 3e-4}, "rng": list(range(100))}
@@ -213,7 +215,9 @@ def run(size: int, repeats: int, workdir: str, step_seconds: float = 0.5) -> dic
         "median_overlapped_blocked_ms": med("overlapped_blocked_s") * 1000,
         "median_overlapped_blocked_vs_sync": med("overlapped_vs_sync"),
         "first_async_peak_rss_growth_vs_state": mem_first / nbytes,
-        "max_later_async_peak_rss_growth_vs_state": max(row["async_rss_growth"] for row in rows[1:]) / nbytes if repeats > 1 else None,
+        "max_later_async_peak_rss_growth_vs_state": max(row["async_rss_growth"] for row in rows[1:]) / nbytes
+        if repeats > 1
+        else None,
         "rounds": rows,
     }
 
@@ -226,11 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1G", help="state size (e.g. 1G, 256M)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--dir", default=None, help="directory on the disk to measure (default /var/tmp/corral-ckbench-<id>)")
-    ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--step-seconds", type=float, default=0.5, help="simulated forward/backward for the overlapped variant")
     ap.add_argument(
-        "--cap-mibps", type=float, default=None,
+        "--dir", default=None, help="directory on the disk to measure (default /var/tmp/corral-ckbench-<id>)"
+    )
+    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument(
+        "--step-seconds", type=float, default=0.5, help="simulated forward/backward for the overlapped variant"
+    )
+    ap.add_argument(
+        "--cap-mibps",
+        type=float,
+        default=None,
         help="measure on a loop-mounted ext4 whose image lies in --dir (default /var/tmp), writes capped at this rate (cgroup v1 blkio; root)",
     )
     args = ap.parse_args(argv)
@@ -239,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cap_mibps:
         base = args.dir or "/var/tmp"
         with capped_volume(args.cap_mibps, 2 * size + (512 << 20), base) as fs:
-            print(f"capped volume: {fs.device} ({fs.majmin}) at {fs.mountpoint}, writes capped at {args.cap_mibps:g} MiB/s", flush=True)
+            print(
+                f"capped volume: {fs.device} ({fs.majmin}) at {fs.mountpoint}, writes capped at {args.cap_mibps:g} MiB/s",
+                flush=True,
+            )
             result = run(size, args.repeats, os.path.join(fs.mountpoint, "bench"), args.step_seconds)
         result["cap_mibps"] = args.cap_mibps
         result["median_raw_vs_cap"] = result["median_raw_mibps"] / args.cap_mibps

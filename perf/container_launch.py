@@ -75,8 +75,17 @@ def run_corral(sim, engines, work: Path, image: str, memlock) -> float:
     cfile = work / f"{name}-cluster.yaml"
     cfile.write_text(yaml.safe_dump(cfg))
     jfile = work / f"{name}-job.yaml"
-    jfile.write_text(yaml.safe_dump({"name": name, "script": worker(), "args": [str(out)], "nproc_per_node": NPROC,
-                                     "container": container_section(image, memlock)}))  # fmt: skip
+    jfile.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "script": worker(),
+                "args": [str(out)],
+                "nproc_per_node": NPROC,
+                "container": container_section(image, memlock),
+            }
+        )
+    )
     t0 = time.time()
     subprocess.run(
         [sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)],
@@ -103,10 +112,39 @@ def baseline_commands(sim, name: str, out: Path, image: str, port: int) -> list[
     ]
     commands = []
     for i in range(len(sim.nodes)):
-        torchrun = ["torchrun", "--nnodes", str(len(sim.nodes)), "--nproc-per-node", str(NPROC), "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", f"{sim.nodes[0].addr}:{port}", "--rdzv-id", name, worker(), str(out)]  # fmt: skip
-        docker = ["docker", "run", "--rm", "--name", f"{name}-{i}", "--network", "host", "--ipc", "host", *mounts,
-                  "--workdir", str(REPO), "--env", f"PATH={venv}/bin:/usr/bin:/bin", image, *torchrun]  # fmt: skip
+        torchrun = [
+            "torchrun",
+            "--nnodes",
+            str(len(sim.nodes)),
+            "--nproc-per-node",
+            str(NPROC),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"{sim.nodes[0].addr}:{port}",
+            "--rdzv-id",
+            name,
+            worker(),
+            str(out),
+        ]
+        docker = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            f"{name}-{i}",
+            "--network",
+            "host",
+            "--ipc",
+            "host",
+            *mounts,
+            "--workdir",
+            str(REPO),
+            "--env",
+            f"PATH={venv}/bin:/usr/bin:/bin",
+            image,
+            *torchrun,
+        ]
         commands.append(
             [
                 "tmux",
@@ -161,11 +199,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rep {rep} {way}: {t:.2f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nodes": 3, "nproc_per_node": NPROC, "reps": args.reps,
-        "command": f"python -m perf.container_launch --reps {args.reps}", "load_avg_1m": os.getloadavg()[0],
-        "median_s": med, "ratio_corral_over_baseline": med["corral"] / med["baseline"],
-        "paired_ratios": [c / b for c, b in zip(times["corral"], times["baseline"])], "times_s": times,
-    }  # fmt: skip
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nodes": 3,
+        "nproc_per_node": NPROC,
+        "reps": args.reps,
+        "command": f"python -m perf.container_launch --reps {args.reps}",
+        "load_avg_1m": os.getloadavg()[0],
+        "median_s": med,
+        "ratio_corral_over_baseline": med["corral"] / med["baseline"],
+        "paired_ratios": [c / b for c, b in zip(times["corral"], times["baseline"])],
+        "times_s": times,
+    }
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -91,9 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     with SimCluster(3) as sim, NodeEngines(sim, [TEST_IMAGE]) as engines:
         cluster = ClusterConfig.model_validate(sim.cluster_config(workdir=REPO))
         for n in sim.nodes:
-            engines.docker(n, ["run", "-d", "--name", f"corral-{job}-{n.hostname}", "--network", "host", "--label", f"corral.job={job}",
-                               "--label", f"corral.node={n.hostname}", "--mount", f"type=bind,source={py},target={py},readonly",
-                               TEST_IMAGE, f"{py}/bin/python3", "-c", "import time; time.sleep(3600)"])  # fmt: skip
+            engines.docker(
+                n,
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    f"corral-{job}-{n.hostname}",
+                    "--network",
+                    "host",
+                    "--label",
+                    f"corral.job={job}",
+                    "--label",
+                    f"corral.node={n.hostname}",
+                    "--mount",
+                    f"type=bind,source={py},target={py},readonly",
+                    TEST_IMAGE,
+                    f"{py}/bin/python3",
+                    "-c",
+                    "import time; time.sleep(3600)",
+                ],
+            )
         ssh_wrapper(sim, Path(sim.run_dir) / "sdk-ssh")
         hosts = [n.hostname for n in sim.nodes]
         ways = {"cli": lambda: cli_states(cluster, job), "sdk": lambda: sdk_states(hosts, job)}
@@ -109,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         ssh.close_masters(cluster.ssh, cluster.nodes)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nodes": 3, "reps": args.reps,
-        "command": f"python -m perf.container_queries --reps {args.reps}", "load_avg_1m": os.getloadavg()[0],
-        "median_s": med, "min_s": {k: min(v) for k, v in times.items()}, "max_s": {k: max(v) for k, v in times.items()},
-        "sdk_over_cli": med["sdk"] / med["cli"], "times_s": times,
-    }  # fmt: skip
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nodes": 3,
+        "reps": args.reps,
+        "command": f"python -m perf.container_queries --reps {args.reps}",
+        "load_avg_1m": os.getloadavg()[0],
+        "median_s": med,
+        "min_s": {k: min(v) for k, v in times.items()},
+        "max_s": {k: max(v) for k, v in times.items()},
+        "sdk_over_cli": med["sdk"] / med["cli"],
+        "times_s": times,
+    }
     print(json.dumps({k: v for k, v in out.items() if k != "times_s"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

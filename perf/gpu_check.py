@@ -68,8 +68,15 @@ def run_step_process(argv: list[str], log: Path, timeout_s: float, env: dict | N
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(argv)}\n".encode())
         f.flush()
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                                env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=max(1.0, timeout_s))
             timed_out = False
@@ -189,13 +196,17 @@ class Run:
         for name in names:
             run_step_process([self.py, "-m", "launcher.cli", "stop", name], log, 30)
 
-    def step(self, name: str, title: str, budget: float, needs_gpu: bool, body: Callable[[float], gv.StepResult]) -> None:
+    def step(
+        self, name: str, title: str, budget: float, needs_gpu: bool, body: Callable[[float], gv.StepResult]
+    ) -> None:
         if self.args.steps and name != "environment" and name not in self.args.steps:
             result = gv.skipped(name, title, f"not selected (--steps {','.join(self.args.steps)})", budget)
         elif needs_gpu and self.gpu_skip:
             result = gv.skipped(name, title, self.gpu_skip, budget)
         elif self.left() < 20:
-            result = gv.skipped(name, title, f"no time left: the run's {self.args.budget:.0f} s budget is spent", budget)
+            result = gv.skipped(
+                name, title, f"no time left: the run's {self.args.budget:.0f} s budget is spent", budget
+            )
         else:
             t0 = time.monotonic()
             try:
@@ -204,15 +215,23 @@ class Run:
                 result = gv.StepResult(name, title, gv.FAIL, reason=f"{type(exc).__name__}: {exc}"[:300])
             result.seconds = round(time.monotonic() - t0, 1)
         result.budget_s = budget
-        print(f"gpu-check: {name}: {result.status.upper()}" + (f" ({result.reason})" if result.reason else "")
-              + f" [{result.seconds:.0f} s]", flush=True)  # fmt: skip
+        print(
+            f"gpu-check: {name}: {result.status.upper()}"
+            + (f" ({result.reason})" if result.reason else "")
+            + f" [{result.seconds:.0f} s]",
+            flush=True,
+        )
         self.steps.append(result)
 
-    def finish(self, name: str, title: str, p: Proc, figures: list[gv.Figure], details: dict | None = None) -> gv.StepResult:
+    def finish(
+        self, name: str, title: str, p: Proc, figures: list[gv.Figure], details: dict | None = None
+    ) -> gv.StepResult:
         status, reason = gv.step_status(figures, p.rc, p.timed_out)
         if status == gv.FAIL and not figures:
             reason += f"; log tail: {tail(p.log, 300)!r}"
-        return gv.StepResult(name, title, status, reason, figures=figures, details={"log": str(p.log), **(details or {})})
+        return gv.StepResult(
+            name, title, status, reason, figures=figures, details={"log": str(p.log), **(details or {})}
+        )
 
     # ---- steps ----
 
@@ -221,73 +240,162 @@ class Run:
         p = self.proc("environment", [self.py, "-m", "perf.gpu_check", "--environment-json", str(out)], budget)
         self.env = json.loads(out.read_text()) if out.exists() else {"error": tail(p.log, 500)}
         figs = [
-            gv.equals("modules corral needs, missing", ", ".join(self.env.get("missing_modules", ["?"])) or "none", "none"),
+            gv.equals(
+                "modules corral needs, missing", ", ".join(self.env.get("missing_modules", ["?"])) or "none", "none"
+            ),
             gv.Figure("tmux", self.env.get("tmux"), verdict=gv.PASS if self.env.get("tmux") else gv.FAIL),
         ]
         if self.args.cpu_only:
             self.gpu_skip = "--cpu-only: GPU steps not run (the CPU path of make gpu-check)"
         elif not self.env.get("gpu_count"):
             why = self.env.get("torch_error") or f"torch.cuda.is_available() is {self.env.get('cuda_available')}"
-            self.gpu_skip = (f"no CUDA GPU: {why} (torch {self.env.get('torch', '-')}, CUDA {self.env.get('cuda') or 'none'}, "
-                             f"NVML: {self.env.get('nvml_error') or 'ok'})")  # fmt: skip
+            self.gpu_skip = (
+                f"no CUDA GPU: {why} (torch {self.env.get('torch', '-')}, CUDA {self.env.get('cuda') or 'none'}, "
+                f"NVML: {self.env.get('nvml_error') or 'ok'})"
+            )
         return self.finish("environment", "Environment", p, figs, {"environment": self.env})
 
     def s_gpu_tests(self, budget: float) -> gv.StepResult:
         xml = self.work / "gpu-tests.xml"
-        argv = [self.py, "-m", "pytest", "-m", "gpu", *GPU_TEST_FILES, "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                "-o", "junit_logging=no", "--timeout", str(int(budget - 10))]  # fmt: skip
+        argv = [
+            self.py,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            *GPU_TEST_FILES,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={xml}",
+            "-o",
+            "junit_logging=no",
+            "--timeout",
+            str(int(budget - 10)),
+        ]
         p = self.proc("gpu_tests", argv, budget, {"CORRAL_CAPTURE_DIR": str(self.work), **ALLOW_VOLATILE})
         figs = gv.judge_junit(xml.read_text()) if xml.exists() else []
         return self.finish("gpu_tests", "GPU tests (pytest -m gpu)", p, figs)
 
     def s_bench_node(self, budget: float) -> gv.StepResult:
         rec, rep = self.work / "bench-node.record.json", self.work / "bench-node.json"
-        p = self.proc("bench_node", [self.py, "-m", "launcher.cli", "bench", "node", "--record", str(rec), "--json-out", str(rep)], budget)
+        p = self.proc(
+            "bench_node",
+            [self.py, "-m", "launcher.cli", "bench", "node", "--record", str(rec), "--json-out", str(rep)],
+            budget,
+        )
         figs = gv.judge_node_report(json.loads(rep.read_text())) if rep.exists() else []
         if rec.exists():
             self.save_nvml_fixture(json.loads(rec.read_text()))
         # exit 1 is bench node's verdict "a check failed", already in the figures
-        return self.finish("bench_node", "bench node (judged against the spec table and anchors)",
-                           Proc(0 if p.rc in (0, 1) and figs else p.rc, p.seconds, p.timed_out, p.log), figs, {"record": str(rec)})
+        return self.finish(
+            "bench_node",
+            "bench node (judged against the spec table and anchors)",
+            Proc(0 if p.rc in (0, 1) and figs else p.rc, p.seconds, p.timed_out, p.log),
+            figs,
+            {"record": str(rec)},
+        )
 
     def save_nvml_fixture(self, probe: dict) -> None:
         nvml = probe.get("nvml") if isinstance(probe, dict) else None
         if not nvml:
             return
-        slug = re.sub(r"[^a-z0-9]+", "_", (self.env.get("gpu_name") or "gpu").lower().removeprefix("nvidia ")).strip("_")
+        slug = re.sub(r"[^a-z0-9]+", "_", (self.env.get("gpu_name") or "gpu").lower().removeprefix("nvidia ")).strip(
+            "_"
+        )
         target = Path(self.args.fixture_dir) / f"captured_{slug}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        about = (f"A capture: the NVML reading of `corral bench node --record` on {self.env.get('gpu_name')} "
-                 f"(driver {self.env.get('driver')}), taken by make gpu-check on {time.strftime('%Y-%m-%d', time.gmtime())}.")  # fmt: skip
+        about = (
+            f"A capture: the NVML reading of `corral bench node --record` on {self.env.get('gpu_name')} "
+            f"(driver {self.env.get('driver')}), taken by make gpu-check on {time.strftime('%Y-%m-%d', time.gmtime())}."
+        )
         target.write_text(json.dumps({"about": about, **nvml}, indent=1) + "\n")
         self.extra_files.append(target)
 
     def s_allreduce(self, budget: float) -> gv.StepResult:
         out = self.work / "allreduce.json"
-        argv = [self.py, "-m", "launcher.cli", "bench", "allreduce", "--backend", "nccl", "-b", "1M", "-e", "1G", "-f", "4",
-                "-n", "20", "-w", "5", "--json-out", str(out), "--timeout", str(int(budget - 15))]  # fmt: skip
+        argv = [
+            self.py,
+            "-m",
+            "launcher.cli",
+            "bench",
+            "allreduce",
+            "--backend",
+            "nccl",
+            "-b",
+            "1M",
+            "-e",
+            "1G",
+            "-f",
+            "4",
+            "-n",
+            "20",
+            "-w",
+            "5",
+            "--json-out",
+            str(out),
+            "--timeout",
+            str(int(budget - 15)),
+        ]
         p = self.proc("allreduce", argv, budget)
         result = json.loads(out.read_text()) if out.exists() else None
         figs = gv.judge_allreduce(result) if result else []
-        return self.finish("allreduce", "bench allreduce --backend nccl (world size 1)", p, figs,
-                           {"env": (result or {}).get("env", {}).get("nccl"), "rows": (result or {}).get("rows")})
+        return self.finish(
+            "allreduce",
+            "bench allreduce --backend nccl (world size 1)",
+            p,
+            figs,
+            {"env": (result or {}).get("env", {}).get("nccl"), "rows": (result or {}).get("rows")},
+        )
 
     def s_checkpoint(self, budget: float) -> gv.StepResult:
         out = self.work / "checkpoint.json"
-        argv = [self.py, "-m", "perf.gpu_ckpt", "--size", self.args.ckpt_size, "--root", str(self.work / "ckpt-scratch"),
-                "--out", str(out), "--rounds", "2"]  # fmt: skip
+        argv = [
+            self.py,
+            "-m",
+            "perf.gpu_ckpt",
+            "--size",
+            self.args.ckpt_size,
+            "--root",
+            str(self.work / "ckpt-scratch"),
+            "--out",
+            str(out),
+            "--rounds",
+            "2",
+        ]
         p = self.proc("checkpoint", argv, budget)
         result = json.loads(out.read_text()) if out.exists() else None
         figs = gv.judge_checkpoint(result) if result else []
         if result:
             result.pop("rounds", None)
-        return self.finish("checkpoint", f"Async checkpoint of a {self.args.ckpt_size} CUDA state during training", p, figs,
-                           {"result": result})
+        return self.finish(
+            "checkpoint",
+            f"Async checkpoint of a {self.args.ckpt_size} CUDA state during training",
+            p,
+            figs,
+            {"result": result},
+        )
 
     def s_launch(self, budget: float) -> gv.StepResult:
         name = f"gpucheck-{self.stamp}"
-        argv = [self.py, "-m", "launcher.cli", "launch", "configs/demo.yaml", "--name", name, "--set", "nproc_per_node=auto",
-                "--set", "args.1=200", "--set", "args.3=0.02", "--set", "env.CORRAL_CKPT_ALLOW_VOLATILE=1", "--follow"]  # fmt: skip
+        argv = [
+            self.py,
+            "-m",
+            "launcher.cli",
+            "launch",
+            "configs/demo.yaml",
+            "--name",
+            name,
+            "--set",
+            "nproc_per_node=auto",
+            "--set",
+            "args.1=200",
+            "--set",
+            "args.3=0.02",
+            "--set",
+            "env.CORRAL_CKPT_ALLOW_VOLATILE=1",
+            "--follow",
+        ]
         p = self.proc("launch", argv, budget)
         from launcher.checkpoint.layout import parse_step_dirname
         from launcher.runrecord import RECORD_FILE
@@ -296,7 +404,11 @@ class Run:
         record = json.loads((run_dir / RECORD_FILE).read_text()) if (run_dir / RECORD_FILE).exists() else None
         log_text = "".join(tail(Path(n["log_path"]), 20000) for n in (record or {}).get("plan", {}).get("nodes", []))
         ckpt_dir = Path((record or {}).get("plan", {}).get("ckpt_dir") or REPO / "checkpoints" / name)
-        steps = sorted(s for s in (parse_step_dirname(x.name) for x in ckpt_dir.glob("*")) if s is not None) if ckpt_dir.is_dir() else []
+        steps = (
+            sorted(s for s in (parse_step_dirname(x.name) for x in ckpt_dir.glob("*")) if s is not None)
+            if ckpt_dir.is_dir()
+            else []
+        )
         figs = gv.judge_launch(record, log_text, steps)
         return self.finish("launch", "corral launch of the demo, backend auto", p, figs, {"run_dir": str(run_dir)})
 
@@ -304,35 +416,84 @@ class Run:
         out = self.work / "overhead-node.json"
         p = self.proc("overhead_node", [self.py, "-m", "perf.gpu_overhead", "--out", str(out), "--rounds", "5"], budget)
         result = json.loads(out.read_text()) if out.exists() else None
-        return self.finish("overhead_node", "Harness overhead: bench node vs plain loops", p,
-                           gv.judge_node_overhead(result) if result else [])
+        return self.finish(
+            "overhead_node",
+            "Harness overhead: bench node vs plain loops",
+            p,
+            gv.judge_node_overhead(result) if result else [],
+        )
 
     def s_overhead_allreduce(self, budget: float) -> gv.StepResult:
         out = self.work / "overhead-allreduce.json"
-        argv = [self.py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "perf.allreduce_overhead",
-                "--backend", "nccl", "--one-rank", "--sizes", "64M,256M", "--blocks", "30", "-n", "10",
-                "--kinds", "bare,harness_inplace,harness_outofplace", "--out", str(out)]  # fmt: skip
+        argv = [
+            self.py,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "1",
+            "-m",
+            "perf.allreduce_overhead",
+            "--backend",
+            "nccl",
+            "--one-rank",
+            "--sizes",
+            "64M,256M",
+            "--blocks",
+            "30",
+            "-n",
+            "10",
+            "--kinds",
+            "bare,harness_inplace,harness_outofplace",
+            "--out",
+            str(out),
+        ]
         p = self.proc("overhead_allreduce", argv, budget)
         result = json.loads(out.read_text()) if out.exists() else None
         if result:
             for row in result.get("rows", []):
                 row.pop("block_seconds", None)
-        return self.finish("overhead_allreduce", "Harness overhead: all-reduce vs a bare dist.all_reduce loop", p,
-                           gv.judge_allreduce_overhead(result) if result else [], {"rows": (result or {}).get("rows")})
+        return self.finish(
+            "overhead_allreduce",
+            "Harness overhead: all-reduce vs a bare dist.all_reduce loop",
+            p,
+            gv.judge_allreduce_overhead(result) if result else [],
+            {"rows": (result or {}).get("rows")},
+        )
 
     # ---- outputs ----
 
     def document(self, started: str, seconds: float) -> dict:
         steps = [s.to_dict() for s in self.steps]
         return {
-            "format": gv.RESULT_FORMAT, "started": started, "seconds": round(seconds, 1), "budget_s": self.args.budget,
-            "status": gv.overall([s for s in self.steps if not s.reason.startswith("not selected")],
-                                 gpu_expected=not self.args.cpu_only), "command": self.args.command, "cpu_only": self.args.cpu_only,
+            "format": gv.RESULT_FORMAT,
+            "started": started,
+            "seconds": round(seconds, 1),
+            "budget_s": self.args.budget,
+            "status": gv.overall(
+                [s for s in self.steps if not s.reason.startswith("not selected")], gpu_expected=not self.args.cpu_only
+            ),
+            "command": self.args.command,
+            "cpu_only": self.args.cpu_only,
             "load_average_at_end": list(os.getloadavg()),
-            "environment": {k: self.env.get(k) for k in ("gpu_name", "gpu_count", "driver", "torch", "cuda", "nccl", "python",
-                                                         "hostname", "tmux", "missing_modules", "checkpoint_disk")},
+            "environment": {
+                k: self.env.get(k)
+                for k in (
+                    "gpu_name",
+                    "gpu_count",
+                    "driver",
+                    "torch",
+                    "cuda",
+                    "nccl",
+                    "python",
+                    "hostname",
+                    "tmux",
+                    "missing_modules",
+                    "checkpoint_disk",
+                )
+            },
             "steps": steps,
-        }  # fmt: skip
+        }
 
     def write(self, doc: dict) -> list[Path]:
         results = Path(self.args.results)
@@ -376,15 +537,27 @@ STEPS = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cpu-only", action="store_true", help="Run only the checks that need no GPU; report every GPU step as skipped.")
-    p.add_argument("--out", default=os.environ.get("OUT") or None, help="Also copy the results and logs here (default: $OUT).")
+    p.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="Run only the checks that need no GPU; report every GPU step as skipped.",
+    )
+    p.add_argument(
+        "--out", default=os.environ.get("OUT") or None, help="Also copy the results and logs here (default: $OUT)."
+    )
     p.add_argument("--results", default=str(REPO / "docs" / "results" / "gpu"), help="Where the JSON and markdown go.")
-    p.add_argument("--fixture-dir", default=str(REPO / "tests" / "fixtures" / "nvml"), help="Where the NVML reading goes.")
+    p.add_argument(
+        "--fixture-dir", default=str(REPO / "tests" / "fixtures" / "nvml"), help="Where the NVML reading goes."
+    )
     p.add_argument("--work", default=None, help="Logs and scratch (default runs/gpu-check-STAMP).")
     p.add_argument("--budget", type=float, default=TOTAL_BUDGET_S, help="Seconds for the whole run.")
     p.add_argument("--ckpt-size", default="2G", help="Size of the CUDA state the checkpoint step saves.")
-    p.add_argument("--steps", type=lambda v: [x for x in v.split(",") if x], default=[],
-                   help="Run only these steps (comma-separated; the environment step always runs), e.g. to rerun what failed.")
+    p.add_argument(
+        "--steps",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        help="Run only these steps (comma-separated; the environment step always runs), e.g. to rerun what failed.",
+    )
     p.add_argument("--command", default="make gpu-check", help="The command to print in the summary.")
     p.add_argument("--environment-json", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -394,8 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     unknown = set(args.steps) - {name for name, *_ in STEPS}
     if unknown:
-        print(f"gpu-check: --steps: unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, *_ in STEPS)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu-check: --steps: unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, *_ in STEPS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.environment_json:
         Path(args.environment_json).write_text(json.dumps(environment(), indent=1) + "\n")

@@ -123,7 +123,10 @@ def saving(ckpt: Checkpointer) -> bool:
 
 def async_round(ckpt: Checkpointer, loop: Loop, state: dict, step: int, mode: str, baseline_steps: int) -> dict:
     base = [loop.step()[0] for _ in range(baseline_steps)]
-    reference = {"model": {k: v.clone() for k, v in state["model"].items()}, "optim": {"step": state["optim"]["step"].clone()}}
+    reference = {
+        "model": {k: v.clone() for k, v in state["model"].items()},
+        "optim": {"step": state["optim"]["step"].clone()},
+    }
     sync(loop.device)
     t0 = time.perf_counter()
     ckpt.save(step, state, blocking=False, snapshot=mode)
@@ -139,8 +142,14 @@ def async_round(ckpt: Checkpointer, loop: Loop, state: dict, step: int, mode: st
     total = time.perf_counter() - t0
     exact = bit_exact(reference, ckpt.load(step))
     del reference
-    return {"blocked_s": blocked, "save_total_s": total, "step_without_s": statistics.fmean(base),
-            "step_during_s": statistics.fmean(during), "steps_during": len(during), "bit_exact": exact}  # fmt: skip
+    return {
+        "blocked_s": blocked,
+        "save_total_s": total,
+        "step_without_s": statistics.fmean(base),
+        "step_during_s": statistics.fmean(during),
+        "steps_during": len(during),
+        "bit_exact": exact,
+    }
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -185,7 +194,10 @@ def measure(args: argparse.Namespace) -> dict:
         "sync_s": med([r["sync_s"] for r in rounds]),
         "async": {
             mode: {
-                **{k: med([r["async"][mode][k] for r in rounds]) for k in ("blocked_s", "save_total_s", "step_without_s", "step_during_s")},
+                **{
+                    k: med([r["async"][mode][k] for r in rounds])
+                    for k in ("blocked_s", "save_total_s", "step_without_s", "step_during_s")
+                },
                 "steps_during": min(r["async"][mode]["steps_during"] for r in rounds),
                 "bit_exact": all(r["async"][mode]["bit_exact"] for r in rounds),
             }
@@ -213,9 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     a = result["async"]
-    print(f"state {result['size_bytes'] / 2**30:.2f} GiB on {result['device']}: raw {result['raw_s']:.3f} s, sync {result['sync_s']:.3f} s; "
-          + "; ".join(f"{m}: blocked {a[m]['blocked_s'] * 1e3:.1f} ms, step {a[m]['step_during_s'] * 1e3:.1f} vs "
-                      f"{a[m]['step_without_s'] * 1e3:.1f} ms, exact {a[m]['bit_exact']}" for m in MODES))  # fmt: skip
+    print(
+        f"state {result['size_bytes'] / 2**30:.2f} GiB on {result['device']}: raw {result['raw_s']:.3f} s, sync {result['sync_s']:.3f} s; "
+        + "; ".join(
+            f"{m}: blocked {a[m]['blocked_s'] * 1e3:.1f} ms, step {a[m]['step_during_s'] * 1e3:.1f} vs "
+            f"{a[m]['step_without_s'] * 1e3:.1f} ms, exact {a[m]['bit_exact']}"
+            for m in MODES
+        )
+    )
     return 0 if all(a[m]["bit_exact"] for m in MODES) else 1
 
 

@@ -57,7 +57,11 @@ def measure(rounds: int) -> dict:
     from benchmarks.node import speed
 
     sides = {
-        "gemm_bf16": (lambda: speed.gpu_gemm(torch, "bf16", sizes=(GEMM_N,))["tflops"], lambda: plain_gemm(torch), "TFLOP/s"),
+        "gemm_bf16": (
+            lambda: speed.gpu_gemm(torch, "bf16", sizes=(GEMM_N,))["tflops"],
+            lambda: plain_gemm(torch),
+            "TFLOP/s",
+        ),
         "device_copy": (lambda: speed.gpu_device_copy(torch), lambda: plain_copy(torch, speed.COPY_BYTES), "GB/s"),
     }
     samples = {m: {"harness": [], "plain": []} for m in sides}
@@ -71,10 +75,16 @@ def measure(rounds: int) -> dict:
         "schema": "corral.perf.gpu-overhead/1",
         "gpu": torch.cuda.get_device_name(0),
         "pairs": {
-            m: {"harness": statistics.median(s["harness"]), "plain": statistics.median(s["plain"]), "unit": sides[m][2],
-                "rounds": rounds, "samples": s, "plain_what": f"plain {'torch.matmul' if m.startswith('gemm') else 'copy_'} loop, CUDA events"}
+            m: {
+                "harness": statistics.median(s["harness"]),
+                "plain": statistics.median(s["plain"]),
+                "unit": sides[m][2],
+                "rounds": rounds,
+                "samples": s,
+                "plain_what": f"plain {'torch.matmul' if m.startswith('gemm') else 'copy_'} loop, CUDA events",
+            }
             for m, s in samples.items()
-        },  # fmt: skip
+        },
         "method": __doc__.split("\n\n", 2)[1],
     }
 
@@ -87,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.rounds)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for m, r in result["pairs"].items():
-        print(f"{m}: bench node {r['harness']:.1f} vs plain {r['plain']:.1f} {r['unit']} (ratio {r['harness'] / r['plain']:.4f})")
+        print(
+            f"{m}: bench node {r['harness']:.1f} vs plain {r['plain']:.1f} {r['unit']} (ratio {r['harness'] / r['plain']:.4f})"
+        )
     return 0
 
 

@@ -31,8 +31,14 @@ CKPT_STEP_BAR = 0.05
 CKPT_SYNC_VS_RAW = 0.9
 SPEC_BAR = f">= {SPEED_PASS_SHARE:g} x typical (warn below, fail below {SPEED_WARN_SHARE:g})"
 SPEED_METRICS = ("gemm_bf16", "gemm_fp16", "gemm_tf32", "device_copy", "h2d", "d2h")
-UNITS = {"gemm_bf16": "TFLOP/s", "gemm_fp16": "TFLOP/s", "gemm_tf32": "TFLOP/s",
-         "device_copy": "GB/s", "h2d": "GB/s", "d2h": "GB/s"}  # fmt: skip
+UNITS = {
+    "gemm_bf16": "TFLOP/s",
+    "gemm_fp16": "TFLOP/s",
+    "gemm_tf32": "TFLOP/s",
+    "device_copy": "GB/s",
+    "h2d": "GB/s",
+    "d2h": "GB/s",
+}
 
 
 @dataclass
@@ -68,13 +74,17 @@ def skipped(name: str, title: str, reason: str, budget_s: float = 0.0) -> StepRe
     return StepResult(name, title, SKIP, reason=reason, budget_s=budget_s)
 
 
-def at_least(name: str, value: Any, baseline: Any, ratio: float, *, unit: str = "", what: str = "", note: str = "") -> Figure:
+def at_least(
+    name: str, value: Any, baseline: Any, ratio: float, *, unit: str = "", what: str = "", note: str = ""
+) -> Figure:
     """Pass when ``value >= ratio * baseline`` (a missing or non-numeric value fails)."""
     ok = _num(value) and _num(baseline) and value >= ratio * baseline
     return Figure(name, value, unit, baseline, what, f">= {ratio:g} x baseline", PASS if ok else FAIL, note)
 
 
-def at_most(name: str, value: Any, baseline: Any, ratio: float, *, unit: str = "", what: str = "", note: str = "") -> Figure:
+def at_most(
+    name: str, value: Any, baseline: Any, ratio: float, *, unit: str = "", what: str = "", note: str = ""
+) -> Figure:
     """Pass when ``value <= ratio * baseline``."""
     ok = _num(value) and _num(baseline) and value <= ratio * baseline
     return Figure(name, value, unit, baseline, what, f"<= {ratio:g} x baseline", PASS if ok else FAIL, note)
@@ -109,8 +119,11 @@ def judge_junit(xml_text: str) -> list[Figure]:
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
-    skips = [f"{c.get('classname')}::{c.get('name')}: {s.get('message', '')}"
-             for c in root.iter("testcase") for s in c.findall("skipped")]  # fmt: skip
+    skips = [
+        f"{c.get('classname')}::{c.get('name')}: {s.get('message', '')}"
+        for c in root.iter("testcase")
+        for s in c.findall("skipped")
+    ]
     return [
         at_least("gpu tests passed", passed, 1, 1.0, what="at least one"),
         equals("gpu tests failed or errored", n["failures"] + n["errors"], 0),
@@ -133,7 +146,14 @@ def judge_node_report(report: dict[str, Any]) -> list[Figure]:
     for node in report.get("nodes", []):
         for check in node.get("checks", []):
             if check.get("status") == "fail":
-                figures.append(Figure(f"node check {check.get('name')}", check.get("value"), verdict=FAIL, note=str(check.get("reason", ""))))
+                figures.append(
+                    Figure(
+                        f"node check {check.get('name')}",
+                        check.get("value"),
+                        verdict=FAIL,
+                        note=str(check.get("reason", "")),
+                    )
+                )
         for gpu in node.get("gpus", []):
             g = f"gpu{gpu.get('index')}"
             checks = {c.get("name"): c for c in gpu.get("checks", [])}
@@ -141,18 +161,43 @@ def judge_node_report(report: dict[str, Any]) -> list[Figure]:
             for metric in SPEED_METRICS:
                 c = checks.get(metric, {})
                 verdict = {"pass": PASS, "fail": FAIL, "warn": INFO}.get(c.get("status"), INFO)
-                figures.append(Figure(f"{g} {metric}", speed.get(metric), UNITS[metric], c.get("expected"),
-                                      "typical, spec table (bench node's own check)", SPEC_BAR, verdict,
-                                      ": ".join(str(x) for x in (c.get("status", "-"), c.get("reason")) if x)))  # fmt: skip
+                figures.append(
+                    Figure(
+                        f"{g} {metric}",
+                        speed.get(metric),
+                        UNITS[metric],
+                        c.get("expected"),
+                        "typical, spec table (bench node's own check)",
+                        SPEC_BAR,
+                        verdict,
+                        ": ".join(str(x) for x in (c.get("status", "-"), c.get("reason")) if x),
+                    )
+                )
             anchor = anchor_for(gpu.get("name"))
             for metric, ref in (anchor or {}).items():
-                figures.append(at_least(f"{g} {metric} vs anchor", speed.get(metric), ref, 1 - ANCHOR_BAR, unit=UNITS[metric],
-                                        what=f"measured on {gpu.get('name')} (docs/GPU_CHECK.md)"))  # fmt: skip
+                figures.append(
+                    at_least(
+                        f"{g} {metric} vs anchor",
+                        speed.get(metric),
+                        ref,
+                        1 - ANCHOR_BAR,
+                        unit=UNITS[metric],
+                        what=f"measured on {gpu.get('name')} (docs/GPU_CHECK.md)",
+                    )
+                )
             if anchor is None:
-                figures.append(Figure(f"{g} anchor", gpu.get("name"), note="no anchor figures for this model: judged against the spec table only"))
+                figures.append(
+                    Figure(
+                        f"{g} anchor",
+                        gpu.get("name"),
+                        note="no anchor figures for this model: judged against the spec table only",
+                    )
+                )
             for name, c in checks.items():
                 if name not in SPEED_METRICS and c.get("status") == "fail":
-                    figures.append(Figure(f"{g} check {name}", c.get("value"), verdict=FAIL, note=str(c.get("reason", ""))))
+                    figures.append(
+                        Figure(f"{g} check {name}", c.get("value"), verdict=FAIL, note=str(c.get("reason", "")))
+                    )
     if not any(f.name.startswith("gpu") for f in figures):
         figures.append(Figure("gpus in report", 0, verdict=FAIL, note="bench node reported no GPU"))
     return figures
@@ -168,16 +213,28 @@ def judge_allreduce(result: dict[str, Any]) -> list[Figure]:
         equals("wrong elements (all rows)", sum(int(r.get("wrong", 0)) for r in rows), 0),
         at_least("rows", len(rows), 2, 1.0, what="at least two sizes"),
     ]
-    times_ok = all(_num(r.get("time_us")) and r["time_us"] > 0 and r.get("min_us", 0) <= r.get("p50_us", 0) <= r.get("max_us", 0)
-                   for r in rows)  # fmt: skip
-    figures.append(Figure("times positive and ordered (min <= p50 <= max)", times_ok, verdict=PASS if times_ok and rows else FAIL))
+    times_ok = all(
+        _num(r.get("time_us")) and r["time_us"] > 0 and r.get("min_us", 0) <= r.get("p50_us", 0) <= r.get("max_us", 0)
+        for r in rows
+    )
+    figures.append(
+        Figure("times positive and ordered (min <= p50 <= max)", times_ok, verdict=PASS if times_ok and rows else FAIL)
+    )
     if world == 1:
         busbw = max((r.get("busbw_gbps", 0) for r in rows), default=0)
-        figures.append(equals("busbw at world size 1", busbw, 0, note="2(n-1)/n = 0: one rank moves no data over any link"))
+        figures.append(
+            equals("busbw at world size 1", busbw, 0, note="2(n-1)/n = 0: one rank moves no data over any link")
+        )
     big = [r for r in rows if r.get("size_bytes", 0) >= 64 << 20]
     for r in big[-2:]:
-        figures.append(Figure(f"algbw {r['size_bytes'] >> 20} MiB {'in' if r.get('inplace') else 'out-of'}-place",
-                              r.get("algbw_gbps"), "GB/s", note="world size 1: NCCL's one-rank path, no network"))  # fmt: skip
+        figures.append(
+            Figure(
+                f"algbw {r['size_bytes'] >> 20} MiB {'in' if r.get('inplace') else 'out-of'}-place",
+                r.get("algbw_gbps"),
+                "GB/s",
+                note="world size 1: NCCL's one-rank path, no network",
+            )
+        )
     return figures
 
 
@@ -185,18 +242,35 @@ def judge_checkpoint(result: dict[str, Any]) -> list[Figure]:
     """Async checkpoint of a CUDA state during training against a sync save and a raw write + fsync."""
     sync_s, raw_s = result.get("sync_s"), result.get("raw_s")
     figures = [
-        at_least("sync save throughput vs raw write+fsync", _ratio(raw_s, sync_s), 1.0, CKPT_SYNC_VS_RAW,
-                 what="raw write + fsync of the same bytes (ratio raw_s / sync_s)"),
-    ]  # fmt: skip
+        at_least(
+            "sync save throughput vs raw write+fsync",
+            _ratio(raw_s, sync_s),
+            1.0,
+            CKPT_SYNC_VS_RAW,
+            what="raw write + fsync of the same bytes (ratio raw_s / sync_s)",
+        ),
+    ]
     for mode in ("background", "now"):
         m = result.get("async", {}).get(mode)
         if not m:
             continue
         strict = mode == "background"  # the CUDA path the docs recommend; "now" is recorded alongside
-        blocked = at_most(f"async[{mode}] blocked time", m.get("blocked_s"), sync_s, CKPT_BLOCKED_BAR, unit="s",
-                          what="synchronous save of the same state")  # fmt: skip
-        steps = at_most(f"async[{mode}] step time during the save", m.get("step_during_s"), m.get("step_without_s"),
-                        1 + CKPT_STEP_BAR, unit="s", what="step time without a save (same run, interleaved)")  # fmt: skip
+        blocked = at_most(
+            f"async[{mode}] blocked time",
+            m.get("blocked_s"),
+            sync_s,
+            CKPT_BLOCKED_BAR,
+            unit="s",
+            what="synchronous save of the same state",
+        )
+        steps = at_most(
+            f"async[{mode}] step time during the save",
+            m.get("step_during_s"),
+            m.get("step_without_s"),
+            1 + CKPT_STEP_BAR,
+            unit="s",
+            what="step time without a save (same run, interleaved)",
+        )
         exact = equals(f"async[{mode}] data round-trips bit-exactly", m.get("bit_exact"), True)
         for f in (blocked, steps):
             if not strict and f.verdict == FAIL:
@@ -213,21 +287,40 @@ def judge_launch(record: dict[str, Any] | None, log_text: str, checkpoint_steps:
     backend = ((record or {}).get("plan") or {}).get("backend")
     return [
         equals("backend chosen by auto", backend, "nccl"),
-        Figure("trained on the GPU (log says 'ready on cuda:')", "ready on cuda:" in log_text,
-               verdict=PASS if "ready on cuda:" in log_text else FAIL),
-        at_least("checkpoints written", len(checkpoint_steps), 1, 1.0, what="at least one", note=f"steps {checkpoint_steps}"),
-    ]  # fmt: skip
+        Figure(
+            "trained on the GPU (log says 'ready on cuda:')",
+            "ready on cuda:" in log_text,
+            verdict=PASS if "ready on cuda:" in log_text else FAIL,
+        ),
+        at_least(
+            "checkpoints written", len(checkpoint_steps), 1, 1.0, what="at least one", note=f"steps {checkpoint_steps}"
+        ),
+    ]
 
 
 def judge_node_overhead(result: dict[str, Any]) -> list[Figure]:
     """bench node's GEMM and copy against plain loops timed with CUDA events in the same run."""
     out = []
     for metric, r in result.get("pairs", {}).items():
-        out.append(at_least(f"bench node {metric} vs plain loop", r.get("harness"), r.get("plain"), 1 - NODE_OVERHEAD_BAR,
-                            unit=r.get("unit", ""), what=r.get("plain_what", "plain loop, CUDA events"),
-                            note=f"medians of {r.get('rounds')} interleaved rounds"))  # fmt: skip
-        high = at_most(f"bench node {metric} not above plain loop", r.get("harness"), r.get("plain"), 1 + NODE_OVERHEAD_BAR,
-                       unit=r.get("unit", ""), what="plain loop")  # fmt: skip
+        out.append(
+            at_least(
+                f"bench node {metric} vs plain loop",
+                r.get("harness"),
+                r.get("plain"),
+                1 - NODE_OVERHEAD_BAR,
+                unit=r.get("unit", ""),
+                what=r.get("plain_what", "plain loop, CUDA events"),
+                note=f"medians of {r.get('rounds')} interleaved rounds",
+            )
+        )
+        high = at_most(
+            f"bench node {metric} not above plain loop",
+            r.get("harness"),
+            r.get("plain"),
+            1 + NODE_OVERHEAD_BAR,
+            unit=r.get("unit", ""),
+            what="plain loop",
+        )
         out.append(high)
     return out or [Figure("pairs", 0, verdict=FAIL, note="no figures")]
 
@@ -244,9 +337,18 @@ def judge_allreduce_overhead(result: dict[str, Any]) -> list[Figure]:
                 continue
             lo, hi = c["ci95"]
             ok = c["verdict"] == ost.WITHIN
-            out.append(Figure(f"all-reduce {name} {row['size_bytes'] >> 20} MiB", round(c["estimate"], 4), "ratio", 1.0,
-                              "bare dist.all_reduce loop", f"95% CI in [{1 - ALLREDUCE_OVERHEAD_BAR:g}, {1 + ALLREDUCE_OVERHEAD_BAR:g}]",
-                              PASS if ok else FAIL, f"CI [{lo:.4f}, {hi:.4f}]: {c['verdict']}"))  # fmt: skip
+            out.append(
+                Figure(
+                    f"all-reduce {name} {row['size_bytes'] >> 20} MiB",
+                    round(c["estimate"], 4),
+                    "ratio",
+                    1.0,
+                    "bare dist.all_reduce loop",
+                    f"95% CI in [{1 - ALLREDUCE_OVERHEAD_BAR:g}, {1 + ALLREDUCE_OVERHEAD_BAR:g}]",
+                    PASS if ok else FAIL,
+                    f"CI [{lo:.4f}, {hi:.4f}]: {c['verdict']}",
+                )
+            )
     return out or [Figure("rows at >= 64 MiB", 0, verdict=FAIL, note="no comparison at >= 64 MiB")]
 
 
@@ -288,19 +390,31 @@ def render_markdown(doc: dict[str, Any]) -> str:
     ]
     steps = doc.get("steps", [])
     for s in steps:
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} ({s['budget_s']:.0f}) | {_cell(s['reason'])} |")
+        lines.append(
+            f"| {s['name']} | {s['status']} | {s['seconds']:.1f} ({s['budget_s']:.0f}) | {_cell(s['reason'])} |"
+        )
     for s in steps:
         if not s["figures"]:
             continue
-        lines += ["", f"## {s['title']}", "", "| figure | value | unit | baseline | bar | verdict | note |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {s['title']}",
+            "",
+            "| figure | value | unit | baseline | bar | verdict | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for f in s["figures"]:
             base = _cell(f["baseline"]) + (f" ({f['baseline_what']})" if f["baseline_what"] else "")
-            lines.append(f"| {_cell(f['name'])} | {_cell(f['value'])} | {_cell(f['unit'])} | {base} | {_cell(f['bar'])} | "
-                         f"{f['verdict']} | {_cell(f['note'])[:200]} |")  # fmt: skip
+            lines.append(
+                f"| {_cell(f['name'])} | {_cell(f['value'])} | {_cell(f['unit'])} | {base} | {_cell(f['bar'])} | "
+                f"{f['verdict']} | {_cell(f['note'])[:200]} |"
+            )
     lines += ["", ONE_GPU_NOTE]
     return "\n".join(lines) + "\n"
 
 
-ONE_GPU_NOTE = ("What one GPU cannot show: all-reduce bandwidth (at world size 1 NCCL moves nothing over any link and busbw is "
-                "0 by definition), NCCL's ring/tree algorithms, NVLink and the network, peer comparison between GPUs, and a "
-                "multi-node rendezvous; see docs/GPU_CHECK.md.")
+ONE_GPU_NOTE = (
+    "What one GPU cannot show: all-reduce bandwidth (at world size 1 NCCL moves nothing over any link and busbw is "
+    "0 by definition), NCCL's ring/tree algorithms, NVLink and the network, peer comparison between GPUs, and a "
+    "multi-node rendezvous; see docs/GPU_CHECK.md."
+)

@@ -209,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home")
-    parser.add_argument("--delays", type=float, nargs="+", default=[0.5, 1, 2, 3, 5], help="store: server start delays (s)")
+    parser.add_argument(
+        "--delays", type=float, nargs="+", default=[0.5, 1, 2, 3, 5], help="store: server start delays (s)"
+    )
     args = parser.parse_args(argv)
     if args.what == "store":
         for d in args.delays:
-            print(f"server up {d:g} s after the clients: last client connected {store_connect_lag(d):.2f} s later", flush=True)
+            print(
+                f"server up {d:g} s after the clients: last client connected {store_connect_lag(d):.2f} s later",
+                flush=True,
+            )
         return 0
     from tests.infra.simcluster import SimCluster
 
@@ -245,15 +250,21 @@ def main(argv: list[str] | None = None) -> int:
                 if args.what == "idle":
                     ready = t0 + wall
                     idle[kind].append((sampler.idle_core_s(t0, ready, cores), sampler.idle_core_s(t0, t0 + 2.0, cores)))
-                    line += (f"  idle {idle[kind][-1][0]:.2f} core-s (first 2 s: {idle[kind][-1][1]:.2f})"
-                             f"  busy/0.5 s {sampler.profile(t0, ready + 0.5, 0.5, cores)}")  # fmt: skip
+                    line += (
+                        f"  idle {idle[kind][-1][0]:.2f} core-s (first 2 s: {idle[kind][-1][1]:.2f})"
+                        f"  busy/0.5 s {sampler.profile(t0, ready + 0.5, 0.5, cores)}"
+                    )
                 print(line, flush=True)
     print()
     for kind in kinds:
-        print(f"{kind:8s} wall median {statistics.median(walls[kind]):.2f} s, mean {statistics.mean(walls[kind]):.2f} s")
+        print(
+            f"{kind:8s} wall median {statistics.median(walls[kind]):.2f} s, mean {statistics.mean(walls[kind]):.2f} s"
+        )
         if args.what == "idle":
-            print(f"{'':8s} idle median {statistics.median(x[0] for x in idle[kind]):.2f} core-s, "
-                  f"first 2 s {statistics.median(x[1] for x in idle[kind]):.2f} core-s")  # fmt: skip
+            print(
+                f"{'':8s} idle median {statistics.median(x[0] for x in idle[kind]):.2f} core-s, "
+                f"first 2 s {statistics.median(x[1] for x in idle[kind]):.2f} core-s"
+            )
     if args.what == "cpu":
         print("\nCPU-s per repetition, by command:")
         for kind in kinds:

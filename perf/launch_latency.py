@@ -94,8 +94,12 @@ def run_corral(sim, n: int, work: Path, venv: str) -> float:
     jfile = work / f"{name}-job.yaml"
     jfile.write_text(yaml.safe_dump({"name": name, "script": WORKER, "args": [str(out)], "nproc_per_node": 1}))
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "-q", "launch", str(jfile), "-c", str(cfile)],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     ready = wait_ready(out, n)
     wait_done(out, n)
     runs = Path(cfg["storage"]["runs"]) / name / "nodes"
@@ -106,10 +110,26 @@ def run_corral(sim, n: int, work: Path, venv: str) -> float:
 def baseline_tmux_commands(sim, n: int, name: str, out: Path, venv: str, port: int) -> list[list[str]]:
     """Per node, the baseline's ``tmux new-session``: cd, activate the venv, plain torchrun; after
     torchrun ends (not timed) an exit marker, so the next run waits for this one's teardown."""
-    torchrun = ["torchrun", "--nnodes", str(n), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"{sim.nodes[0].addr}:{port}", "--rdzv-id", name, WORKER, str(out)]  # fmt: skip
+    torchrun = [
+        "torchrun",
+        "--nnodes",
+        str(n),
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"{sim.nodes[0].addr}:{port}",
+        "--rdzv-id",
+        name,
+        WORKER,
+        str(out),
+    ]
     inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
-    return [["tmux", "new-session", "-d", "-s", name, f"{inner}; touch {shlex.quote(str(out / f'exit-{i}'))}"] for i in range(n)]
+    return [
+        ["tmux", "new-session", "-d", "-s", name, f"{inner}; touch {shlex.quote(str(out / f'exit-{i}'))}"]
+        for i in range(n)
+    ]
 
 
 def wait_baseline(out: Path, n: int) -> float:
@@ -147,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--shared-home", action="store_true", help="all simulated nodes share the host's home (one lock for every login script)")
+    parser.add_argument(
+        "--shared-home",
+        action="store_true",
+        help="all simulated nodes share the host's home (one lock for every login script)",
+    )
     args = parser.parse_args(argv)
     from tests.infra.simcluster import SimCluster
 
@@ -167,16 +191,25 @@ def main(argv: list[str] | None = None) -> int:
                         base.append(run_baseline(sim, n, work, venv, port))
                     else:
                         corral.append(run_corral(sim, n, work, venv))
-            row = {"nodes": n, "corral_s": statistics.median(corral), "baseline_s": statistics.median(base),
-                   "corral_all": corral, "baseline_all": base, "busy_fraction_before": quiet}  # fmt: skip
+            row = {
+                "nodes": n,
+                "corral_s": statistics.median(corral),
+                "baseline_s": statistics.median(base),
+                "corral_all": corral,
+                "baseline_all": base,
+                "busy_fraction_before": quiet,
+            }
             diffs = [c - b for c, b in zip(corral, base)]
             row["paired_overheads_s"] = diffs
             row["paired_overhead_median_s"] = statistics.median(diffs)
             row["ratio"] = row["corral_s"] / row["baseline_s"]
             row["overhead_s"] = row["corral_s"] - row["baseline_s"]
             rows.append(row)
-            print(f"{n} node(s): corral {row['corral_s']:.2f} s, baseline {row['baseline_s']:.2f} s, "
-                  f"ratio {row['ratio']:.2f}, overhead {row['overhead_s']:+.2f} s", flush=True)
+            print(
+                f"{n} node(s): corral {row['corral_s']:.2f} s, baseline {row['baseline_s']:.2f} s, "
+                f"ratio {row['ratio']:.2f}, overhead {row['overhead_s']:+.2f} s",
+                flush=True,
+            )
     by = {r["nodes"]: r for r in rows}
     verdict = {"max_ratio": max(r["ratio"] for r in rows)}
     if 2 in by and 8 in by:
@@ -186,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         verdict["paired_growth_2_to_8_median_s"] = statistics.median(p8) - statistics.median(p2)
         verdict["paired_growth_2_to_8_ci95_s"] = growth_ci(p2, p8)
     home = "one shared home" if args.shared_home else "a private home per node"
-    result = {"machine": f"2 cores, no GPU, simulated nodes (network namespaces, {home})", "rows": rows, "verdict": verdict}
+    result = {
+        "machine": f"2 cores, no GPU, simulated nodes (network namespaces, {home})",
+        "rows": rows,
+        "verdict": verdict,
+    }
     print(json.dumps(verdict))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,11 @@ def bootstrap_ci(
 
 
 def pooled_bootstrap_ci(
-    runs: Sequence[tuple[Sequence[float], Sequence[float]]], *, resamples: int = 4000, level: float = 0.95, seed: int = 0
+    runs: Sequence[tuple[Sequence[float], Sequence[float]]],
+    *,
+    resamples: int = 4000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Bootstrap CI of the ratio of sums over the blocks of several runs, resampling within each run.
 
@@ -179,8 +183,14 @@ def pooled(runs: Sequence[tuple[Sequence[float], Sequence[float]]], *, seed: int
     ci = pooled_bootstrap_ci(runs, seed=seed, resamples=resamples)
     bare = [x for b, _ in runs for x in b]
     harness = [x for _, h in runs for x in h]
-    return {"estimate": ratio_of_sums(bare, harness), "ci95": list(ci), "blocks": len(bare), "runs": len(runs),
-            "verdict": verdict(ci), "not_slower_than_3pct": not_slower(ci)}  # fmt: skip
+    return {
+        "estimate": ratio_of_sums(bare, harness),
+        "ci95": list(ci),
+        "blocks": len(bare),
+        "runs": len(runs),
+        "verdict": verdict(ci),
+        "not_slower_than_3pct": not_slower(ci),
+    }
 
 
 POOLED = {"inplace_vs_bare": ("harness_inplace", "bare"), "outofplace_vs_bare": ("harness_outofplace", "bare")}
@@ -211,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for name, c in row["comparisons"].items():
             lo, hi = c["ci95"]
-            print(f"{row['size_bytes']:>10}  {name:<20} {c['estimate']:.4f} [{lo:.4f}, {hi:.4f}]  "
-                  f"{c['blocks']} blocks from {c['runs']} runs  {c['verdict']}")  # fmt: skip
+            print(
+                f"{row['size_bytes']:>10}  {name:<20} {c['estimate']:.4f} [{lo:.4f}, {hi:.4f}]  "
+                f"{c['blocks']} blocks from {c['runs']} runs  {c['verdict']}"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps({"runs": args.runs, "rows": rows}, indent=2) + "\n")
     return 0

@@ -33,21 +33,25 @@ WORKER = "perf/launch_latency_worker.py"
 
 def hand_script(out_dir: Path, venv: Path, nnodes: int) -> str:
     """The baseline: what a person writes by hand to run the same torchrun on Slurm."""
-    torchrun = (f"torchrun --nnodes $SLURM_NNODES --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint $first:$port "
-                f"--rdzv-id hand-$SLURM_JOB_ID {WORKER} {shlex.quote(str(out_dir))}")  # fmt: skip
-    return "\n".join([
-        "#!/bin/bash",
-        f"#SBATCH --nodes={nnodes}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --output={out_dir}/slurm-%j.out",
-        f"cd {shlex.quote(str(REPO))}",
-        f"source {shlex.quote(str(venv / 'bin' / 'activate'))}",
-        'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        "port=$(python -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
-        "export first port",
-        f"srun bash -c {shlex.quote(torchrun)}",
-        "",
-    ])  # fmt: skip
+    torchrun = (
+        f"torchrun --nnodes $SLURM_NNODES --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint $first:$port "
+        f"--rdzv-id hand-$SLURM_JOB_ID {WORKER} {shlex.quote(str(out_dir))}"
+    )
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"#SBATCH --nodes={nnodes}",
+            "#SBATCH --ntasks-per-node=1",
+            f"#SBATCH --output={out_dir}/slurm-%j.out",
+            f"cd {shlex.quote(str(REPO))}",
+            f"source {shlex.quote(str(venv / 'bin' / 'activate'))}",
+            'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            "port=$(python -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
+            "export first port",
+            f"srun bash -c {shlex.quote(torchrun)}",
+            "",
+        ]
+    )
 
 
 def wait_ready(out_dir: Path, ranks: int, timeout: float = 300) -> float:
@@ -150,13 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m perf.slurm_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "nnodes": args.nnodes, "reps": args.reps,
-        "corral_s": corral, "hand_s": hand, "ratio_per_rep": ratios,
-        "median_corral_s": statistics.median(corral), "median_hand_s": statistics.median(hand),
+        "nnodes": args.nnodes,
+        "reps": args.reps,
+        "corral_s": corral,
+        "hand_s": hand,
+        "ratio_per_rep": ratios,
+        "median_corral_s": statistics.median(corral),
+        "median_hand_s": statistics.median(hand),
         "median_ratio": statistics.median(ratios),
-        "sweep_overhead_per_trial_s": overhead, "median_sweep_overhead_s": statistics.median(overhead),
+        "sweep_overhead_per_trial_s": overhead,
+        "median_sweep_overhead_s": statistics.median(overhead),
         "note": "2 shared cores, other developers' tests running at the same time",
-    }  # fmt: skip
+    }
     print(json.dumps({k: v for k, v in result.items() if k.startswith("median")}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -48,7 +48,11 @@ class Meter:
     """Wall time inside the controller's ask, tell and journal appends (its overhead) and inside report, and
     the fsyncs made inside the overhead (Optuna's journal file and corral's journal fsync every record)."""
 
-    OVERHEAD = (("ask", study_mod.SweepStudy, "ask"), ("tell", study_mod.SweepStudy, "tell"), ("journal", Journal, "append"))
+    OVERHEAD = (
+        ("ask", study_mod.SweepStudy, "ask"),
+        ("tell", study_mod.SweepStudy, "tell"),
+        ("journal", Journal, "append"),
+    )
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
@@ -97,11 +101,22 @@ class Meter:
         return 1000 * self.spent.get(name, 0.0) / n
 
 
-def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict | None = None, plot: Path | None = None) -> dict[str, Any]:
+def run_sweep(
+    method: str, seed: int, run_cap: int, *, steps: int, early: dict | None = None, plot: Path | None = None
+) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="corral-sweep-bench-", dir="/var/tmp"))
     try:
-        data = {"name": "bench", "job": {"script": "train.py", "nproc_per_node": 1}, "method": method, "parameters": PARAMETERS,
-                "metric": {"name": "loss"}, "run_cap": run_cap, "seed": seed, "max_concurrent": NODES, "poll_interval": 0.1}  # fmt: skip
+        data = {
+            "name": "bench",
+            "job": {"script": "train.py", "nproc_per_node": 1},
+            "method": method,
+            "parameters": PARAMETERS,
+            "metric": {"name": "loss"},
+            "run_cap": run_cap,
+            "seed": seed,
+            "max_concurrent": NODES,
+            "poll_interval": 0.1,
+        }
         if early:
             data["early_terminate"] = early
         paths = SweepPaths(root / "_sweeps" / "bench")
@@ -126,11 +141,24 @@ def run_sweep(method: str, seed: int, run_cap: int, *, steps: int, early: dict |
         done = [final_loss(t.params) for t in state.trials.values() if t.done]
         n = len(starts)
         overhead = sum(meter.ms(k, n) for k, _, _ in Meter.OVERHEAD)
-        return {"method": method, "seed": seed, "trials": n, "trials_to_5pct": to5, "best": min(done),
-                "pruned": sum(1 for t in state.trials.values() if t.pruned), "trial_steps": backend.steps_spent(), "wall_s": wall,
-                "overhead_ms_per_trial": overhead, "ask_ms": meter.ms("ask", n), "tell_ms": meter.ms("tell", n),
-                "journal_ms": meter.ms("journal", n), "report_ms": meter.ms("report", n), "fsyncs_per_trial": meter.fsyncs / n,
-                "fsync_ms_in_overhead": meter.ms("fsync", n), "overhead_ms_excl_fsync": overhead - meter.ms("fsync", n)}  # fmt: skip
+        return {
+            "method": method,
+            "seed": seed,
+            "trials": n,
+            "trials_to_5pct": to5,
+            "best": min(done),
+            "pruned": sum(1 for t in state.trials.values() if t.pruned),
+            "trial_steps": backend.steps_spent(),
+            "wall_s": wall,
+            "overhead_ms_per_trial": overhead,
+            "ask_ms": meter.ms("ask", n),
+            "tell_ms": meter.ms("tell", n),
+            "journal_ms": meter.ms("journal", n),
+            "report_ms": meter.ms("report", n),
+            "fsyncs_per_trial": meter.fsyncs / n,
+            "fsync_ms_in_overhead": meter.ms("fsync", n),
+            "overhead_ms_excl_fsync": overhead - meter.ms("fsync", n),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -149,17 +177,29 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     overhead = [r["overhead_ms_per_trial"] for r in rows]
     bayes = [r for r in search if r["method"] == "bayes"]
     return {
-        "bayes_vs_random": {"median_trials_to_5pct": {"random": rnd, "bayes": bay}, "ratio": bay / rnd,
-                            "bar": "bayes <= random / 2", "met": bay <= rnd / 2},  # fmt: skip
-        "hyperband": {"median_step_savings": statistics.median(savings), "median_best_gap": statistics.median(gaps),
-                      "worst_best_gap": max(gaps), "bar": "savings >= 40%, best within 2%",
-                      "met": statistics.median(savings) >= 0.40 and statistics.median(gaps) <= 0.02},  # fmt: skip
-        "overhead_ms_per_trial": {"median": statistics.median(overhead), "max": max(overhead), "bar": "< 50 ms",
-                                  "met": max(overhead) < 50,
-                                  "bayes_median": statistics.median(r["overhead_ms_per_trial"] for r in bayes),
-                                  "bayes_median_fsyncs_per_trial": statistics.median(r["fsyncs_per_trial"] for r in bayes),
-                                  "bayes_median_fsync_ms": statistics.median(r["fsync_ms_in_overhead"] for r in bayes),
-                                  "bayes_median_excl_fsync": statistics.median(r["overhead_ms_excl_fsync"] for r in bayes)},  # fmt: skip
+        "bayes_vs_random": {
+            "median_trials_to_5pct": {"random": rnd, "bayes": bay},
+            "ratio": bay / rnd,
+            "bar": "bayes <= random / 2",
+            "met": bay <= rnd / 2,
+        },
+        "hyperband": {
+            "median_step_savings": statistics.median(savings),
+            "median_best_gap": statistics.median(gaps),
+            "worst_best_gap": max(gaps),
+            "bar": "savings >= 40%, best within 2%",
+            "met": statistics.median(savings) >= 0.40 and statistics.median(gaps) <= 0.02,
+        },
+        "overhead_ms_per_trial": {
+            "median": statistics.median(overhead),
+            "max": max(overhead),
+            "bar": "< 50 ms",
+            "met": max(overhead) < 50,
+            "bayes_median": statistics.median(r["overhead_ms_per_trial"] for r in bayes),
+            "bayes_median_fsyncs_per_trial": statistics.median(r["fsyncs_per_trial"] for r in bayes),
+            "bayes_median_fsync_ms": statistics.median(r["fsync_ms_in_overhead"] for r in bayes),
+            "bayes_median_excl_fsync": statistics.median(r["overhead_ms_excl_fsync"] for r in bayes),
+        },
     }
 
 
@@ -169,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=100, help="run_cap of the bayes and random sweeps")
     p.add_argument("--hb-trials", type=int, default=60, help="run_cap of the sweeps with and without hyperband")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--plot", type=Path, default=None, help="PNG of `sweep status --plot` for seed 0's sweep with hyperband")
+    p.add_argument(
+        "--plot", type=Path, default=None, help="PNG of `sweep status --plot` for seed 0's sweep with hyperband"
+    )
     a = p.parse_args(argv)
     logging.disable(logging.WARNING)
     rows = []
@@ -178,13 +220,27 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_sweep(method, seed, a.budget, steps=1))
             print(json.dumps(rows[-1]), flush=True)
         for early in (False, True):
-            row = run_sweep("random", seed, a.hb_trials, steps=MAX_STEPS, early=HYPERBAND if early else None,
-                            plot=a.plot if early and seed == 0 else None)  # fmt: skip
+            row = run_sweep(
+                "random",
+                seed,
+                a.hb_trials,
+                steps=MAX_STEPS,
+                early=HYPERBAND if early else None,
+                plot=a.plot if early and seed == 0 else None,
+            )
             rows.append({**row, "hb": True, "early": early})
             print(json.dumps(rows[-1]), flush=True)
     summary = summarize(rows)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "python perf/sweep_bench.py " + " ".join(argv or sys.argv[1:]),
-           "seeds": a.seeds, "budget": a.budget, "hb_trials": a.hb_trials, "nodes": NODES, "summary": summary, "runs": rows}  # fmt: skip
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python perf/sweep_bench.py " + " ".join(argv or sys.argv[1:]),
+        "seeds": a.seeds,
+        "budget": a.budget,
+        "hb_trials": a.hb_trials,
+        "nodes": NODES,
+        "summary": summary,
+        "runs": rows,
+    }
     print(json.dumps(summary, indent=2))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,14 @@ PARAMETERS: dict[str, Any] = {
 def final_loss(p: dict[str, Any]) -> float:
     """The loss a run ends at; parameters left out take their optimal values."""
     lr, wd = math.log10(p["lr"]) + 2.5, math.log10(p.get("wd", 1e-4)) + 4
-    return (1.0 + 0.1 * lr**2 + 0.5 * (p.get("momentum", 0.8) - 0.8) ** 2 + 0.025 * wd**2
-            + 0.005 * (p.get("layers", 4) - 4) ** 2 + OPT_PENALTY[p.get("opt", "adam")])  # fmt: skip
+    return (
+        1.0
+        + 0.1 * lr**2
+        + 0.5 * (p.get("momentum", 0.8) - 0.8) ** 2
+        + 0.025 * wd**2
+        + 0.005 * (p.get("layers", 4) - 4) ** 2
+        + OPT_PENALTY[p.get("opt", "adam")]
+    )
 
 
 def loss(p: dict[str, Any], step: int, steps: int = MAX_STEPS) -> float:
@@ -85,7 +91,9 @@ class SyntheticBackend:
             return {n: NodeRun("exited", 143) for n in run.nodes}
         if run.step < self.max_steps:
             new = range(run.step + 1, min(run.step + self.steps_per_poll, self.max_steps) + 1)
-            lines = "".join(json.dumps({"step": s, self.metric: loss(run.params, s, self.max_steps)}) + "\n" for s in new)
+            lines = "".join(
+                json.dumps({"step": s, self.metric: loss(run.params, s, self.max_steps)}) + "\n" for s in new
+            )
             with open(self.run_dir(name) / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(lines)
             run.step = new[-1]

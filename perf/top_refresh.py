@@ -65,8 +65,14 @@ def read_acct(path: str) -> list[dict]:
         f = ACCT_V3.unpack_from(data, off)
         if f[1] != 3:
             raise ValueError(f"acct record version {f[1]} at byte {off}, expected 3")
-        out.append({"pid": f[6], "ppid": f[7], "cpu_s": (comp_t_value(f[10]) + comp_t_value(f[11])) / AHZ,
-                    "comm": f[18].split(b"\0")[0].decode(errors="replace")})  # fmt: skip
+        out.append(
+            {
+                "pid": f[6],
+                "ppid": f[7],
+                "cpu_s": (comp_t_value(f[10]) + comp_t_value(f[11])) / AHZ,
+                "comm": f[18].split(b"\0")[0].decode(errors="replace"),
+            }
+        )
     return out
 
 
@@ -156,8 +162,12 @@ def wall_mode(cluster: ClusterConfig, replay: Path, refreshes: int, rounds: int)
                 kept += walls
             else:
                 fresh += [asyncio.run(one_shot_refresh(cluster, replay)) for _ in range(max(1, refreshes // 10))]
-    return {"kept_s": summary(kept), "new_session_s": summary(fresh), "first_refresh_with_logins_s": summary(firsts),
-            "ratio_new_over_kept_median": statistics.median(fresh) / statistics.median(kept)}  # fmt: skip
+    return {
+        "kept_s": summary(kept),
+        "new_session_s": summary(fresh),
+        "first_refresh_with_logins_s": summary(firsts),
+        "ratio_new_over_kept_median": statistics.median(fresh) / statistics.median(kept),
+    }
 
 
 async def agent_cpu_run(cluster: ClusterConfig, replay: Path, refreshes: int) -> dict[str, float]:
@@ -253,8 +263,14 @@ def sampler_mode(r1: int, r2: int, reps: int, real: bool) -> dict:
 
 def summary(xs: list[float]) -> dict:
     xs = sorted(xs)
-    return {"n": len(xs), "median": statistics.median(xs), "mean": statistics.mean(xs), "min": xs[0], "max": xs[-1],
-            "p90": xs[min(len(xs) - 1, int(0.9 * len(xs)))]}  # fmt: skip
+    return {
+        "n": len(xs),
+        "median": statistics.median(xs),
+        "mean": statistics.mean(xs),
+        "min": xs[0],
+        "max": xs[-1],
+        "p90": xs[min(len(xs) - 1, int(0.9 * len(xs)))],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,9 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.modes == ["sampler"]:
-        out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(), "load_before": os.getloadavg(),
-               "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:]),
-               "sampler": sampler_mode(*args.cpu_refreshes, args.cpu_reps, args.real_nvml), "load_after": os.getloadavg()}  # fmt: skip
+        out = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cores": os.cpu_count(),
+            "load_before": os.getloadavg(),
+            "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:]),
+            "sampler": sampler_mode(*args.cpu_refreshes, args.cpu_reps, args.real_nvml),
+            "load_after": os.getloadavg(),
+        }
         print(json.dumps(out["sampler"]["per_sample_ms"], indent=1))
         if args.out:
             args.out.write_text(json.dumps(out, indent=1) + "\n")
@@ -279,8 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     with SimCluster(args.nodes) as sim:
         cluster = ClusterConfig.model_validate(sim.cluster_config(workdir=REPO))
         replay = replay_dir(sim)
-        out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nodes": args.nodes, "cores": os.cpu_count(),
-               "load_before": os.getloadavg(), "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:])}  # fmt: skip
+        out = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "nodes": args.nodes,
+            "cores": os.cpu_count(),
+            "load_before": os.getloadavg(),
+            "command": "python -m perf.top_refresh " + " ".join(argv or sys.argv[1:]),
+        }
         try:
             if "wall" in args.modes:
                 out["wall"] = wall_mode(cluster, replay, args.refreshes, args.rounds)

@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         del contenders["corral_aio"]
     pairs = [("corral_aio", "fio_libaio"), ("corral_threads", "fio_libaio"), ("corral_threads", "fio_psync")]
     pairs = [p for p in pairs if p[0] in contenders]
-    rows: dict[str, dict[str, list[float]]] = {m.mode: {k: [] for k in [*contenders, *(f"{a}/{b}" for a, b in pairs)]} for m in specs}
+    rows: dict[str, dict[str, list[float]]] = {
+        m.mode: {k: [] for k in [*contenders, *(f"{a}/{b}" for a, b in pairs)]} for m in specs
+    }
     t_start = time.time()
     with signals_raise(), private_workdir(a.dir) as wd:
         file = wd / "data.bin"
@@ -105,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                 for x, y in pairs:
                     if x in got and y in got:
                         rows[spec.mode][f"{x}/{y}"].append(got[x] / got[y])
-                print(f"rep {rep} {spec.mode:9s} {key:9s} " + "  ".join(f"{n} {v:9.1f}" for n, v in got.items()), file=sys.stderr, flush=True)
+                print(
+                    f"rep {rep} {spec.mode:9s} {key:9s} " + "  ".join(f"{n} {v:9.1f}" for n, v in got.items()),
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = []
     for spec in specs:
         r = rows[spec.mode]
@@ -125,14 +131,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     names = list(contenders)
     ratio_names = [f"{x}/{y}" for x, y in pairs]
-    print("| mode | metric | " + " | ".join(names) + " | " + " | ".join(n.replace("/", " ÷ ") for n in ratio_names) + " |")
+    print(
+        "| mode | metric | " + " | ".join(names) + " | " + " | ".join(n.replace("/", " ÷ ") for n in ratio_names) + " |"
+    )
     print("|---|---|" + "---:|" * (len(names) + len(ratio_names)))
     for s_ in summary:
         med = s_["median"]
         cell = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
-        print(f"| {s_['mode']} | {s_['metric']} | " + " | ".join(cell(med[n], ".0f") for n in names) + " | " + " | ".join(cell(med[n], ".2f") for n in ratio_names) + " |")
+        print(
+            f"| {s_['mode']} | {s_['metric']} | "
+            + " | ".join(cell(med[n], ".0f") for n in names)
+            + " | "
+            + " | ".join(cell(med[n], ".2f") for n in ratio_names)
+            + " |"
+        )
     if a.json:
-        policy = {os.SCHED_OTHER: "normal", os.SCHED_RR: "real-time round robin", os.SCHED_FIFO: "real-time fifo"}.get(os.sched_getscheduler(0), "other")
+        policy = {os.SCHED_OTHER: "normal", os.SCHED_RR: "real-time round robin", os.SCHED_FIFO: "real-time fifo"}.get(
+            os.sched_getscheduler(0), "other"
+        )
         meta = {
             "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
             "scheduling": policy,

@@ -68,7 +68,7 @@ def _docker_missing() -> str | None:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host.startswith("unix://"):
         return None  # a remote engine: let the test find out
-    path = host[len("unix://"):]
+    path = host[len("unix://") :]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(3)
@@ -123,8 +123,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     loud_marker = any(item.get_closest_marker(m) for m in LOUD_ON_CI)
     if reason.startswith(MISSING) or (loud_marker and not item.get_closest_marker("gpu")):
         report.outcome = "failed"
-        report.longrepr = (f"skipped on CI (CI=true), which counts as a failure for tests "
-                           f"marked {'/'.join(LOUD_ON_CI)} or missing a facility: {reason}")
+        report.longrepr = (
+            f"skipped on CI (CI=true), which counts as a failure for tests "
+            f"marked {'/'.join(LOUD_ON_CI)} or missing a facility: {reason}"
+        )
     return report
 
 
@@ -132,7 +134,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         reason = str(longrepr[2])
-        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+        return reason[len("Skipped: ") :] if reason.startswith("Skipped: ") else reason
     return str(longrepr)
 
 
@@ -194,11 +196,13 @@ def local_space(monkeypatch: pytest.MonkeyPatch):
     root = Path("/var/tmp") / f"corral-local-test-{token}"
     root.mkdir(parents=True)
     monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
-    cluster = ClusterConfig.model_validate({
-        "nodes": [{"host": "localhost", "name": "local"}],
-        "workdir": str(Path(__file__).resolve().parents[1]),
-        "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
-    })  # fmt: skip
+    cluster = ClusterConfig.model_validate(
+        {
+            "nodes": [{"host": "localhost", "name": "local"}],
+            "workdir": str(Path(__file__).resolve().parents[1]),
+            "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
+        }
+    )
     yield cluster, root, token
     subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
     Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file

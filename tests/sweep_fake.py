@@ -61,8 +61,9 @@ class FakeBackend:
         run_dir = self.run_dir(job.name)
         run_dir.mkdir(parents=True, exist_ok=True)
         if b.metric is not None:
-            (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": b.metric + 1}) + "\n"
-                                                   + json.dumps({"step": 2, "loss": b.metric}) + "\n")  # fmt: skip
+            (run_dir / "metrics.jsonl").write_text(
+                json.dumps({"step": 1, "loss": b.metric + 1}) + "\n" + json.dumps({"step": 2, "loss": b.metric}) + "\n"
+            )
 
     def poll(self, name: str) -> dict[str, NodeRun]:
         run = self.runs.get(name)

@@ -29,7 +29,9 @@ a = p.parse_args()
 trial = os.environ.get("CORRAL_TRIAL_ID", "manual")
 if a.executions:
     with open(a.executions, "a") as f:
-        f.write(json.dumps({"trial": trial, "attempt": os.environ.get("CORRAL_TRIAL_ATTEMPT"), "pid": os.getpid()}) + "\n")
+        f.write(
+            json.dumps({"trial": trial, "attempt": os.environ.get("CORRAL_TRIAL_ATTEMPT"), "pid": os.getpid()}) + "\n"
+        )
 if a.pid_dir:
     Path(a.pid_dir, trial).write_text(str(os.getpid()))
 

@@ -26,8 +26,14 @@ p.add_argument("--executions", default=None)
 a = p.parse_args()
 
 if a.executions:
-    line = json.dumps({"trial": os.environ.get("CORRAL_TRIAL_ID"), "attempt": os.environ.get("CORRAL_TRIAL_ATTEMPT"),
-                       "node": os.environ.get("CORRAL_NODE"), "params": json.loads(os.environ.get("CORRAL_TRIAL_PARAMS", "{}"))})
+    line = json.dumps(
+        {
+            "trial": os.environ.get("CORRAL_TRIAL_ID"),
+            "attempt": os.environ.get("CORRAL_TRIAL_ATTEMPT"),
+            "node": os.environ.get("CORRAL_NODE"),
+            "params": json.loads(os.environ.get("CORRAL_TRIAL_PARAMS", "{}")),
+        }
+    )
     with open(a.executions, "a") as f:
         f.write(line + "\n")
 

@@ -23,9 +23,16 @@ def free_port() -> int:
 
 def torchrun(nproc: int, args: list[str], tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     argv = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        f"--rdzv-endpoint=127.0.0.1:{free_port()}", "-m", WORKER_MODULE, *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        "-m",
+        WORKER_MODULE,
+        *args,
+    ]
     env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path), "CORRAL_NODE": "local", "PYTHONPATH": str(REPO)}
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -66,7 +73,13 @@ def test_fill_and_check_in_torch(op, dtype):
         fill(torch, b, rule, r)
         bufs.append(b)
     stack = torch.stack(bufs).to(torch.float64)
-    reduced = {"sum": stack.sum(0), "avg": stack.mean(0), "prod": stack.prod(0), "min": stack.amin(0), "max": stack.amax(0)}[op]
+    reduced = {
+        "sum": stack.sum(0),
+        "avg": stack.mean(0),
+        "prod": stack.prod(0),
+        "min": stack.amin(0),
+        "max": stack.amax(0),
+    }[op]
     out = reduced.to(getattr(torch, d.torch_name))
     expected, tol = cm.expected_values(op, d, world), cm.check_tolerance(op, d, world)
     assert count_wrong(torch, out, expected, rule.modulus, tol) == 0
@@ -92,7 +105,9 @@ def test_worker_nccl_cuda_events(tmp_path):
     import torch
 
     nproc = min(2, torch.cuda.device_count())
-    proc = torchrun(nproc, ["-b", "8", "-e", "64M", "-f", "8", "-n", "10", "-w", "2", "--backend", "nccl"], tmp_path, timeout=300)
+    proc = torchrun(
+        nproc, ["-b", "8", "-e", "64M", "-f", "8", "-n", "10", "-w", "2", "--backend", "nccl"], tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "allreduce.json").read_text())
     assert result["env"]["backend"] == "nccl" and result["env"]["timing"] == "cuda-events"

@@ -40,11 +40,16 @@ def process_starts(tree: ast.AST) -> list[tuple[int, str]]:
     hits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            hits += [(node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] in ("subprocess", "pty")]
+            hits += [
+                (node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] in ("subprocess", "pty")
+            ]
         elif isinstance(node, ast.ImportFrom) and node.module in ("subprocess", "pty", "os", "asyncio"):
             names = {a.name for a in node.names}
-            bad = names & ({"Popen", "run", "call", "check_call", "check_output", "spawn"} if node.module in ("subprocess", "pty")
-                           else OS_SPAWNERS | ASYNC_SPAWNERS | {n for n in names if n.startswith(("exec", "spawn"))})  # fmt: skip
+            bad = names & (
+                {"Popen", "run", "call", "check_call", "check_output", "spawn"}
+                if node.module in ("subprocess", "pty")
+                else OS_SPAWNERS | ASYNC_SPAWNERS | {n for n in names if n.startswith(("exec", "spawn"))}
+            )
             hits += [(node.lineno, f"from {node.module} import {n}") for n in sorted(bad)]
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             owner, name = node.value.id, node.attr
@@ -60,7 +65,13 @@ def process_starts(tree: ast.AST) -> list[tuple[int, str]]:
 def test_scanner_sees_every_way_of_starting_a_process():
     src = "import subprocess\nimport os, asyncio\nfrom subprocess import Popen\nos.execvpe('a', [], {})\nos.system('x')\nasyncio.create_subprocess_exec('a')\n"
     found = {what for _, what in process_starts(ast.parse(src))}
-    assert found == {"import subprocess", "from subprocess import Popen", "os.execvpe", "os.system", "asyncio.create_subprocess_exec"}
+    assert found == {
+        "import subprocess",
+        "from subprocess import Popen",
+        "os.execvpe",
+        "os.system",
+        "asyncio.create_subprocess_exec",
+    }
 
 
 @pytest.mark.parametrize("path", shipped_modules(), ids=lambda p: str(p.relative_to(REPO)))
@@ -77,7 +88,9 @@ def test_only_choke_points_start_processes(path):
 
 
 def test_choke_points_exist():
-    assert all((REPO / rel).is_file() for rel in CHOKE_POINTS), [rel for rel in CHOKE_POINTS if not (REPO / rel).is_file()]
+    assert all((REPO / rel).is_file() for rel in CHOKE_POINTS), [
+        rel for rel in CHOKE_POINTS if not (REPO / rel).is_file()
+    ]
 
 
 @pytest.mark.parametrize("path", shipped_modules(), ids=lambda p: str(p.relative_to(REPO)))
@@ -91,7 +104,20 @@ def test_shipped_modules_import_no_tests_or_perf_and_leave_sys_path_alone(path):
         else:
             roots = set()
         assert not roots & {"tests", "perf"}, f"{path.relative_to(REPO)}:{node.lineno} imports test or perf code"
-        if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys":
-            parent_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                            and n.func.value is node and n.func.attr in ("insert", "append")]  # fmt: skip
-            assert not parent_calls, f"{path.relative_to(REPO)}:{node.lineno} edits sys.path; start workers with python -m"
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+        ):
+            parent_calls = [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.value is node
+                and n.func.attr in ("insert", "append")
+            ]
+            assert not parent_calls, (
+                f"{path.relative_to(REPO)}:{node.lineno} edits sys.path; start workers with python -m"
+            )

@@ -43,16 +43,24 @@ def test_allreduce_bad_input_exits_2_before_launch(tmp_path, capsys, args, needl
 
 
 def test_net_bad_input_exits_2(tmp_path, capsys):
-    no_addr = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "g2", "name": "b"}])
+    no_addr = write_cluster(
+        tmp_path, [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "g2", "name": "b"}]
+    )
     assert main(["bench", "net", "-c", no_addr]) == 2
     assert "nodes.1 (b): no private address" in capsys.readouterr().err
-    ok = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "10.9.0.2", "name": "b", "addr": "10.9.0.2"}])
+    ok = write_cluster(
+        tmp_path,
+        [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "10.9.0.2", "name": "b", "addr": "10.9.0.2"}],
+    )
     assert main(["bench", "net", "-c", ok, "--pairs", "star"]) == 2
     assert main(["bench", "net", "-c", ok, "--duration", "-1"]) == 2
 
 
 def test_dry_runs_print_plans(tmp_path, capsys):
-    ok = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "10.9.0.2", "name": "b", "addr": "10.9.0.2"}])
+    ok = write_cluster(
+        tmp_path,
+        [{"host": "10.9.0.1", "name": "a", "addr": "10.9.0.1"}, {"host": "10.9.0.2", "name": "b", "addr": "10.9.0.2"}],
+    )
     assert main(["bench", "net", "-c", ok, "--pairs", "ring", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "a -> b (10.9.0.2):" in out and "b -> a (10.9.0.1):" in out and "- recv --bind 10.9.0.2 --port PORT" in out
@@ -64,11 +72,38 @@ def test_dry_runs_print_plans(tmp_path, capsys):
 
 def test_job_for_the_worker():
     cluster = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}]})
-    req = validate(cluster, min_bytes="8", max_bytes="1M", factor=4, iters=7, warmup=1, dtype="bf16", op="max",
-                   backend="auto", nproc_per_node=None)  # fmt: skip
+    req = validate(
+        cluster,
+        min_bytes="8",
+        max_bytes="1M",
+        factor=4,
+        iters=7,
+        warmup=1,
+        dtype="bf16",
+        op="max",
+        backend="auto",
+        nproc_per_node=None,
+    )
     job = build_job(req, "bench-allreduce-x")
     assert job.module == "benchmarks.allreduce.worker" and job.nproc_per_node == "auto" and job.backend == "auto"
-    assert job.args == ["-b", "8", "-e", "1048576", "-f", "4", "-n", "7", "-w", "1", "-d", "bfloat16", "-o", "max", "--backend", "auto"]
+    assert job.args == [
+        "-b",
+        "8",
+        "-e",
+        "1048576",
+        "-f",
+        "4",
+        "-n",
+        "7",
+        "-w",
+        "1",
+        "-d",
+        "bfloat16",
+        "-o",
+        "max",
+        "--backend",
+        "auto",
+    ]
     json.dumps(job.model_dump())
 
 
@@ -89,7 +124,12 @@ def test_progress_is_silent_off_a_terminal(capsys):
 
 def test_volume_dry_run_on_a_cluster_prints_the_launch_plan(tmp_path, capsys):
     ok = write_cluster(tmp_path, [{"host": "10.9.0.1", "name": "a"}, {"host": "10.9.0.2", "name": "b"}])
-    assert main(["bench", "volume", "/mnt/vol", "-c", ok, "--node", "b", "--size", "64M", "--mode", "seqread", "--dry-run"]) == 0
+    assert (
+        main(
+            ["bench", "volume", "/mnt/vol", "-c", ok, "--node", "b", "--size", "64M", "--mode", "seqread", "--dry-run"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "node b (ssh 10.9.0.2)" in out and "node a" not in out
     assert "command: python3 -m benchmarks.volume.worker --size 67108864" in out and "-- /mnt/vol" in out

@@ -26,8 +26,32 @@ def cluster_file(sim_cluster, tmp_path, monkeypatch) -> Path:
 @pytest.mark.slow
 def test_allreduce_three_nodes_two_ranks_each(cluster_file, tmp_path, capsys):
     out, png = tmp_path / "ar.json", tmp_path / "ar.png"
-    rc = main(["bench", "allreduce", "-c", str(cluster_file), "--nproc-per-node", "2", "-b", "1K", "-e", "1M", "-f", "8",
-               "-n", "3", "-w", "1", "--json-out", str(out), "--plot", str(png), "--timeout", "240"])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "allreduce",
+            "-c",
+            str(cluster_file),
+            "--nproc-per-node",
+            "2",
+            "-b",
+            "1K",
+            "-e",
+            "1M",
+            "-f",
+            "8",
+            "-n",
+            "3",
+            "-w",
+            "1",
+            "--json-out",
+            str(out),
+            "--plot",
+            str(png),
+            "--timeout",
+            "240",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     result = json.loads(out.read_text())
@@ -35,7 +59,9 @@ def test_allreduce_three_nodes_two_ranks_each(cluster_file, tmp_path, capsys):
     assert n == 6 and result["env"]["nnodes"] == 3 and result["env"]["ranks_per_node"] == 2
     sizes = [1024, 8192, 65536, 524288]
     assert sorted({r["size_bytes"] for r in result["rows"]}) == sizes
-    assert sorted((r["size_bytes"], r["inplace"]) for r in result["rows"]) == [(s, p) for s in sizes for p in (False, True)]
+    assert sorted((r["size_bytes"], r["inplace"]) for r in result["rows"]) == [
+        (s, p) for s in sizes for p in (False, True)
+    ]
     for r in result["rows"]:
         assert r["wrong"] == 0
         assert r["busbw_gbps"] == r["algbw_gbps"] * (2 * (n - 1) / n)
@@ -50,8 +76,25 @@ def test_allreduce_three_nodes_two_ranks_each(cluster_file, tmp_path, capsys):
 
 
 def _limit(sim_cluster, node, mbit: int) -> None:
-    sim_cluster.exec_in_ns(node, ["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", f"{mbit}mbit",
-                                  "burst", "64kb", "latency", "100ms"], check=True)  # fmt: skip
+    sim_cluster.exec_in_ns(
+        node,
+        [
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            f"{mbit}mbit",
+            "burst",
+            "64kb",
+            "latency",
+            "100ms",
+        ],
+        check=True,
+    )
 
 
 def _unlimit(sim_cluster, node) -> None:
@@ -64,7 +107,22 @@ def test_net_names_the_rate_limited_pair(sim_cluster, cluster_file, tmp_path, ca
     _limit(sim_cluster, slow, LIMIT_MBIT)
     try:
         out, png = tmp_path / "net.json", tmp_path / "net.png"
-        rc = main(["bench", "net", "-c", str(cluster_file), "--pairs", "ring", "--duration", "3", "--json-out", str(out), "--plot", str(png)])
+        rc = main(
+            [
+                "bench",
+                "net",
+                "-c",
+                str(cluster_file),
+                "--pairs",
+                "ring",
+                "--duration",
+                "3",
+                "--json-out",
+                str(out),
+                "--plot",
+                str(png),
+            ]
+        )
         printed = capsys.readouterr()
     finally:
         _unlimit(sim_cluster, slow)

@@ -17,8 +17,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
 
 
 def _probe_file(tmp_path: Path, fixture: str, host: str) -> Path:
-    probe = {"format": "corral-node-probe/1", "host": host, "quick": True,
-             "nvml": json.loads((FIXTURES / fixture).read_text()), "host_info": {}, "speed": {}}
+    probe = {
+        "format": "corral-node-probe/1",
+        "host": host,
+        "quick": True,
+        "nvml": json.loads((FIXTURES / fixture).read_text()),
+        "host_info": {},
+        "speed": {},
+    }
     path = tmp_path / f"{host}.json"
     path.write_text(json.dumps(probe))
     return path
@@ -60,10 +66,13 @@ def test_record_then_from_judges_the_same_probe_again(local_run, tmp_path):
 
 
 def test_failing_gpu_probe_exits_1_with_reasons_in_the_json(tmp_path, capsys):
-    probes = {"format": "corral-node-probes/1", "probes": [
-        json.loads(_probe_file(tmp_path, "h100_sxm_healthy.json", "gpu1").read_text()),
-        json.loads(_probe_file(tmp_path, "h100_sxm_failing.json", "gpu2").read_text()),
-    ]}
+    probes = {
+        "format": "corral-node-probes/1",
+        "probes": [
+            json.loads(_probe_file(tmp_path, "h100_sxm_healthy.json", "gpu1").read_text()),
+            json.loads(_probe_file(tmp_path, "h100_sxm_failing.json", "gpu2").read_text()),
+        ],
+    }
     src = tmp_path / "probes.json"
     src.write_text(json.dumps(probes))
     out = tmp_path / "report.json"
@@ -96,7 +105,9 @@ def test_bad_from_file_is_a_user_error(tmp_path, capsys):
 
 def test_dry_run_prints_each_nodes_command(tmp_path, capsys):
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text("nodes:\n  - {host: 10.0.0.1, name: n1}\n  - {host: 10.0.0.2, name: n2, gpus: 8}\nstorage: {runs: /var/tmp/runs}\n")
+    cluster.write_text(
+        "nodes:\n  - {host: 10.0.0.1, name: n1}\n  - {host: 10.0.0.2, name: n2, gpus: 8}\nstorage: {runs: /var/tmp/runs}\n"
+    )
     assert main(["bench", "node", "-c", str(cluster), "--dry-run", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "node n1 (ssh 10.0.0.1)" in out and "command: python3 -m benchmarks.node.probe --quick" in out
@@ -105,14 +116,26 @@ def test_dry_run_prints_each_nodes_command(tmp_path, capsys):
 
 def test_probe_runs_by_module_as_the_launch_path_runs_it(tmp_path):
     env = {**os.environ, "CORRAL_RUN_DIR": str(tmp_path / "run"), "CORRAL_NODE": "n1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.node.probe", "--quick"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.node.probe", "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     probe = json.loads((tmp_path / "run" / "node" / "n1.json").read_text())
     assert probe["host"] == "n1" and probe["quick"] is True and probe["speed"] is None
     env.pop("CORRAL_RUN_DIR")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.node.probe"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.node.probe"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "give --out FILE" in proc.stderr and "Traceback" not in proc.stderr
 
 

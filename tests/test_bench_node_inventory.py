@@ -48,14 +48,21 @@ def test_sysfs_tree_with_infiniband_numa_nccl_and_nics(tmp_path):
 
     assert inventory.cpu_info(root)["model"] == "AMD EPYC 9654 96-Core Processor"
     assert inventory.memory_bytes(root) == 2113378304 * 1024
-    assert inventory.disks(root) == [{"name": "nvme0n1", "size_bytes": 7501476528 * 512, "rotational": False, "model": None}]
+    assert inventory.disks(root) == [
+        {"name": "nvme0n1", "size_bytes": 7501476528 * 512, "rotational": False, "model": None}
+    ]
     nics = {n["name"]: n for n in inventory.network_interfaces(root)}
     assert nics["ens7"] == {"name": "ens7", "mtu": 9000, "state": "up", "speed_mbps": 100000, "virtual": False}
     assert nics["veth0"]["speed_mbps"] is None and nics["veth0"]["virtual"] is True
     ib = inventory.infiniband(root)
     assert ib["present"] and ib["hcas"][0]["firmware"] == "28.39.1002"
-    assert ib["hcas"][0]["ports"][0] == {"port": 1, "state": "ACTIVE", "physical_state": "LinkUp",
-                                         "rate": "400 Gb/sec (4X NDR)", "link_layer": "InfiniBand"}
+    assert ib["hcas"][0]["ports"][0] == {
+        "port": 1,
+        "state": "ACTIVE",
+        "physical_state": "LinkUp",
+        "rate": "400 Gb/sec (4X NDR)",
+        "link_layer": "InfiniBand",
+    }
     check = _check_infiniband(ib)
     assert check.status == WARN and check.reason == "not active: mlx5_0 port 2 DOWN"
     nccl = inventory.nccl_config(root)

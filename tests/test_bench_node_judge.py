@@ -15,23 +15,26 @@ from benchmarks.node.specs import SPECS, find_spec
 FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
 
 
-@pytest.mark.parametrize("name, key", [
-    ("NVIDIA H100 80GB HBM3", "h100-sxm"),
-    ("NVIDIA H100 PCIe", "h100-pcie"),
-    ("NVIDIA H100 NVL", "h100-nvl"),
-    ("NVIDIA H200", "h200-sxm"),
-    ("NVIDIA A100-SXM4-40GB", "a100-sxm-40"),
-    ("NVIDIA A100-SXM4-80GB", "a100-sxm-80"),
-    ("NVIDIA A100-PCIE-40GB", "a100-pcie-40"),
-    ("NVIDIA A100 80GB PCIe", "a100-pcie-80"),
-    ("NVIDIA L40S", "l40s"),
-    ("NVIDIA L4", "l4"),
-    ("NVIDIA A10", "a10"),
-    ("NVIDIA A10G", None),
-    ("NVIDIA L40", None),
-    ("Tesla V100-SXM2-16GB", None),
-    (nr.NA, None),
-])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA H200", "h200-sxm"),
+        ("NVIDIA A100-SXM4-40GB", "a100-sxm-40"),
+        ("NVIDIA A100-SXM4-80GB", "a100-sxm-80"),
+        ("NVIDIA A100-PCIE-40GB", "a100-pcie-40"),
+        ("NVIDIA A100 80GB PCIe", "a100-pcie-80"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA L4", "l4"),
+        ("NVIDIA A10", "a10"),
+        ("NVIDIA A10G", None),
+        ("NVIDIA L40", None),
+        ("Tesla V100-SXM2-16GB", None),
+        (nr.NA, None),
+    ],
+)
 def test_nvml_names_find_their_spec(name, key):
     spec = find_spec(name)
     assert (spec.key if spec else None) == key
@@ -66,14 +69,25 @@ def test_speed_is_judged_as_a_share_of_typical():
 
 
 def _speed(bf16: float) -> dict:
-    return {"gemm_tflops": {"bf16": {"tflops": bf16, "n": 8192}, "fp16": {"tflops": 785.0, "n": 8192}, "tf32": {"tflops": 400.0, "n": 8192}},
-            "device_copy_gbps": 2950.0, "h2d_gbps": 54.0, "d2h_gbps": 53.0}
+    return {
+        "gemm_tflops": {
+            "bf16": {"tflops": bf16, "n": 8192},
+            "fp16": {"tflops": 785.0, "n": 8192},
+            "tf32": {"tflops": 400.0, "n": 8192},
+        },
+        "device_copy_gbps": 2950.0,
+        "h2d_gbps": 54.0,
+        "d2h_gbps": 53.0,
+    }
 
 
 def _node(host: str, bf16: list[float]) -> dict:
     rec = json.loads((FIXTURES / "h100_sxm_healthy.json").read_text())
-    speed = {"gpus": [{"index": i, **_speed(v)} for i, v in enumerate(bf16)], "cuda": True,
-             "cpu": {"gemm_fp32_gflops": 900.0, "memcopy_gbps": 20.0, "threads": 32, "gemm_n": 1024}}
+    speed = {
+        "gpus": [{"index": i, **_speed(v)} for i, v in enumerate(bf16)],
+        "cuda": True,
+        "cpu": {"gemm_fp32_gflops": 900.0, "memcopy_gbps": 20.0, "threads": 32, "gemm_n": 1024},
+    }
     return judge_node({"host": host, "quick": False, "nvml": nr.parse_recording(rec), "host_info": {}, "speed": speed})
 
 
@@ -83,15 +97,24 @@ def test_a_gpu_more_than_ten_percent_below_its_peers_is_flagged():
     slow = {c["name"]: c for c in nodes[1]["gpus"][1]["checks"]}
     assert slow["peer_gemm_bf16"]["status"] == FAIL
     assert "below its peers' median" in slow["peer_gemm_bf16"]["reason"]
-    assert slow["gemm_bf16"]["status"] == WARN  # 680 is 86% of typical: a warning on its own, a failure next to its peers
+    assert (
+        slow["gemm_bf16"]["status"] == WARN
+    )  # 680 is 86% of typical: a warning on its own, a failure next to its peers
     assert nodes[1]["status"] == FAIL and nodes[0]["status"] == PASS
     fine = {c["name"]: c for c in nodes[0]["gpus"][0]["checks"]}
     assert fine["peer_gemm_bf16"]["status"] == PASS
 
 
 def test_cpu_figures_below_peers_only_warn():
-    nodes = [{"host": h, "gpus": [], "checks": [{"name": "cpu_gemm", "status": PASS, "value": v, "expected": None, "reason": ""}],
-              "status": PASS} for h, v in (("a", 100.0), ("b", 100.0), ("c", 50.0))]
+    nodes = [
+        {
+            "host": h,
+            "gpus": [],
+            "checks": [{"name": "cpu_gemm", "status": PASS, "value": v, "expected": None, "reason": ""}],
+            "status": PASS,
+        }
+        for h, v in (("a", 100.0), ("b", 100.0), ("c", 50.0))
+    ]
     judge_peers(nodes)
     assert [n["status"] for n in nodes] == [PASS, PASS, WARN]
 
@@ -125,13 +148,25 @@ def test_reason_lines_put_failures_first_and_say_shared_skips_once():
     from benchmarks.node.report import reason_lines
 
     def node(host, checks):
-        return {"host": host, "gpus": [], "status": PASS, "checks": [
-            {"name": n, "status": s, "value": None, "expected": None, "reason": r} for n, s, r in checks]}
+        return {
+            "host": host,
+            "gpus": [],
+            "status": PASS,
+            "checks": [{"name": n, "status": s, "value": None, "expected": None, "reason": r} for n, s, r in checks],
+        }
 
     skip = ("numa", SKIP, "NUMA topology is not exposed")
-    report = {"nodes": [node("a", [skip, ("cpu_memcopy", WARN, "slow copy")]), node("b", [skip, ("probe", FAIL, "no result")])]}
-    assert reason_lines(report) == [("b: fail: no result", FAIL), ("a: warn: slow copy", WARN),
-                                    ("every node: skip: NUMA topology is not exposed", SKIP)]
+    report = {
+        "nodes": [
+            node("a", [skip, ("cpu_memcopy", WARN, "slow copy")]),
+            node("b", [skip, ("probe", FAIL, "no result")]),
+        ]
+    }
+    assert reason_lines(report) == [
+        ("b: fail: no result", FAIL),
+        ("a: warn: slow copy", WARN),
+        ("every node: skip: NUMA topology is not exposed", SKIP),
+    ]
 
 
 def test_a_node_without_a_result_fails_with_its_reason_and_others_are_still_judged():
@@ -139,8 +174,14 @@ def test_a_node_without_a_result_fails_with_its_reason_and_others_are_still_judg
 
     rec = json.loads((FIXTURES / "h100_sxm_healthy.json").read_text())
     good = {"format": "corral-node-probe/1", "host": "a", "quick": True, "nvml": rec, "host_info": {}, "speed": {}}
-    nodes = judge_probes([good, missing_probe("b", "no probe result at /runs/x/node/b.json (state exited, exit code 1)"),
-                          {"format": "corral-node-probe/1", "host": "c"}], {"a": 2, "b": 2, "c": 8})
+    nodes = judge_probes(
+        [
+            good,
+            missing_probe("b", "no probe result at /runs/x/node/b.json (state exited, exit code 1)"),
+            {"format": "corral-node-probe/1", "host": "c"},
+        ],
+        {"a": 2, "b": 2, "c": 8},
+    )
     assert [n["status"] for n in nodes] == [PASS, FAIL, FAIL]
     assert nodes[1]["checks"][0]["name"] == "probe" and "exit code 1" in nodes[1]["checks"][0]["reason"]
     assert nodes[2]["checks"][0]["reason"].startswith("unreadable probe")
@@ -151,8 +192,27 @@ def test_check_names_are_frozen():
     """The check names are part of the JSON surface that people grep and alert on: change them deliberately."""
     node = _node("a", [790.0])
     assert [c["name"] for c in node["gpus"][0]["checks"]] == [
-        "model", "nvml_errors", "memory_size", "ecc_mode", "ecc_uncorrected", "ecc_corrected", "remapped_rows",
-        "retired_pages", "pcie_width", "pcie_generation", "nvlink_state", "nvlink_errors", "clock_events", "temperature",
-        "power_limit", "xid_events", "gemm_bf16", "gemm_fp16", "gemm_tf32", "device_copy", "h2d", "d2h",
+        "model",
+        "nvml_errors",
+        "memory_size",
+        "ecc_mode",
+        "ecc_uncorrected",
+        "ecc_corrected",
+        "remapped_rows",
+        "retired_pages",
+        "pcie_width",
+        "pcie_generation",
+        "nvlink_state",
+        "nvlink_errors",
+        "clock_events",
+        "temperature",
+        "power_limit",
+        "xid_events",
+        "gemm_bf16",
+        "gemm_fp16",
+        "gemm_tf32",
+        "device_copy",
+        "h2d",
+        "d2h",
     ]
     assert [c["name"] for c in node["checks"]] == ["nvidia_driver", "cpu_gemm", "cpu_memcopy"]

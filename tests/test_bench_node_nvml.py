@@ -24,7 +24,13 @@ def fixture(name: str) -> dict:
 
 
 def judged(name: str, *, quick: bool = True, speed: dict | None = None) -> dict:
-    probe = {"host": "n1", "quick": quick, "nvml": nr.parse_recording(fixture(name)), "host_info": {}, "speed": speed or {}}
+    probe = {
+        "host": "n1",
+        "quick": quick,
+        "nvml": nr.parse_recording(fixture(name)),
+        "host_info": {},
+        "speed": speed or {},
+    }
     return judge_node(probe)
 
 
@@ -38,22 +44,41 @@ def test_fixtures_say_they_are_built_from_documented_values_and_are_current():
     for name, data in build().items():
         on_disk = fixture(name)
         assert "not a capture" in on_disk["about"], name
-        assert on_disk == json.loads(json.dumps(data)), f"{name} is stale: run python tests/fixtures/nvml/make_fixtures.py"
+        assert on_disk == json.loads(json.dumps(data)), (
+            f"{name} is stale: run python tests/fixtures/nvml/make_fixtures.py"
+        )
 
 
 def test_our_nvml_constants_match_pynvml():
     for code, name in nr.ERROR_NAMES.items():
         assert getattr(pynvml, name) == code
-    assert (nr.NVML_CLOCK_SM, nr.NVML_CLOCK_MEM, nr.NVML_TEMPERATURE_GPU) == (pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM, pynvml.NVML_TEMPERATURE_GPU)
+    assert (nr.NVML_CLOCK_SM, nr.NVML_CLOCK_MEM, nr.NVML_TEMPERATURE_GPU) == (
+        pynvml.NVML_CLOCK_SM,
+        pynvml.NVML_CLOCK_MEM,
+        pynvml.NVML_TEMPERATURE_GPU,
+    )
     assert (nr.NVML_VOLATILE_ECC, nr.NVML_AGGREGATE_ECC) == (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC)
     assert nr.NVML_MEMORY_ERROR_TYPE_UNCORRECTED == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     assert nr.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR == pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
-    assert nr.NVLINK_ERROR_COUNTERS == {"replay": pynvml.NVML_NVLINK_ERROR_DL_REPLAY, "recovery": pynvml.NVML_NVLINK_ERROR_DL_RECOVERY,
-                                        "crc_flit": pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT, "crc_data": pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA}
+    assert nr.NVLINK_ERROR_COUNTERS == {
+        "replay": pynvml.NVML_NVLINK_ERROR_DL_REPLAY,
+        "recovery": pynvml.NVML_NVLINK_ERROR_DL_RECOVERY,
+        "crc_flit": pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT,
+        "crc_data": pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
+    }
     assert nr.NVML_EVENT_TYPE_XID_CRITICAL_ERROR == pynvml.nvmlEventTypeXidCriticalError
     assert nr.NVML_EVENT_TYPE_DOUBLE_BIT_ECC_ERROR == pynvml.nvmlEventTypeDoubleBitEccError
-    names = {"GpuIdle", "ApplicationsClocksSetting", "SwPowerCap", "HwSlowdown", "SyncBoost", "SwThermalSlowdown",
-             "HwThermalSlowdown", "HwPowerBrakeSlowdown", "DisplayClockSetting"}
+    names = {
+        "GpuIdle",
+        "ApplicationsClocksSetting",
+        "SwPowerCap",
+        "HwSlowdown",
+        "SyncBoost",
+        "SwThermalSlowdown",
+        "HwThermalSlowdown",
+        "HwPowerBrakeSlowdown",
+        "DisplayClockSetting",
+    }
     for bit, (name, _) in CLOCK_EVENT_REASONS.items():
         assert name in names and getattr(pynvml, f"nvmlClocksEventReason{name}") == bit
         assert getattr(pynvml, f"nvmlClocksThrottleReason{name}") == bit
@@ -70,8 +95,21 @@ def test_healthy_h100_sxm_passes_every_health_check():
     assert gpu["power_limit_w"] == 700.0 and gpu["clocks_mhz"]["max_sm"] == 1980
     assert len(gpu["nvlinks"]) == 18 and all(ln["active"] for ln in gpu["nvlinks"])
     c = checks(gpu)
-    for name in ("model", "ecc_mode", "ecc_uncorrected", "remapped_rows", "pcie_width", "pcie_generation", "nvlink_state",
-                 "nvlink_errors", "clock_events", "temperature", "power_limit", "xid_events", "memory_size"):
+    for name in (
+        "model",
+        "ecc_mode",
+        "ecc_uncorrected",
+        "remapped_rows",
+        "pcie_width",
+        "pcie_generation",
+        "nvlink_state",
+        "nvlink_errors",
+        "clock_events",
+        "temperature",
+        "power_limit",
+        "xid_events",
+        "memory_size",
+    ):
         assert c[name]["status"] == PASS, (name, c[name])
     assert c["retired_pages"]["status"] == SKIP  # Ampere and later: NOT_SUPPORTED, read as n/a
     assert gpu["retired_pages"]["double_bit"] == nr.NA
@@ -86,18 +124,32 @@ def test_failing_gpu_is_judged_fail_with_the_right_reasons():
     assert bad["status"] == FAIL
     c = checks(bad)
     assert c["pcie_width"]["status"] == FAIL and c["pcie_width"]["reason"] == "PCIe link x8, expected x16"
-    assert c["ecc_uncorrected"]["status"] == FAIL and c["ecc_uncorrected"]["reason"].startswith("uncorrected ECC errors: 2")
+    assert c["ecc_uncorrected"]["status"] == FAIL and c["ecc_uncorrected"]["reason"].startswith(
+        "uncorrected ECC errors: 2"
+    )
     assert "+2 during the test" in c["ecc_uncorrected"]["reason"]
-    assert c["clock_events"]["status"] == FAIL and "HwSlowdown" in c["clock_events"]["reason"] and c["clock_events"]["value"] == "0x9"
+    assert (
+        c["clock_events"]["status"] == FAIL
+        and "HwSlowdown" in c["clock_events"]["reason"]
+        and c["clock_events"]["value"] == "0x9"
+    )
     assert c["remapped_rows"]["status"] == FAIL and "+2" in c["remapped_rows"]["reason"]
-    assert c["nvlink_state"]["status"] == FAIL and c["nvlink_state"]["reason"] == "NVLink: 17 of 18 links active (inactive: 3)"
+    assert (
+        c["nvlink_state"]["status"] == FAIL
+        and c["nvlink_state"]["reason"] == "NVLink: 17 of 18 links active (inactive: 3)"
+    )
     assert c["xid_events"]["status"] == FAIL and "XID 48" in c["xid_events"]["reason"]
     assert bad["pcie_under_load"]["current_generation"] == 4
-    assert c["pcie_generation"]["status"] == FAIL and c["pcie_generation"]["reason"] == "PCIe link at Gen4 under load, capable of Gen5"
+    assert (
+        c["pcie_generation"]["status"] == FAIL
+        and c["pcie_generation"]["reason"] == "PCIe link at Gen4 under load, capable of Gen5"
+    )
     assert c["ecc_corrected"]["status"] == WARN and "+5" in c["ecc_corrected"]["reason"]
     assert c["temperature"]["status"] == WARN
     # The before/after split is kept: counters judged on their deltas, both readings in the report.
-    assert bad["ecc_errors"]["volatile"]["uncorrected"] == 0 and bad["after"]["ecc_errors"]["volatile"]["uncorrected"] == 2
+    assert (
+        bad["ecc_errors"]["volatile"]["uncorrected"] == 0 and bad["after"]["ecc_errors"]["volatile"]["uncorrected"] == 2
+    )
 
 
 def test_not_supported_reads_as_na_and_never_crashes():
@@ -123,7 +175,13 @@ def test_no_driver_is_a_sentence_and_not_a_failure():
     assert drv["status"] == SKIP and drv["reason"].startswith("no NVIDIA driver")
     assert node["status"] == SKIP
     # ...unless the cluster file promised GPUs on that node.
-    probe = {"host": "n1", "quick": True, "nvml": nr.parse_recording(fixture("no_driver.json")), "host_info": {}, "speed": {}}
+    probe = {
+        "host": "n1",
+        "quick": True,
+        "nvml": nr.parse_recording(fixture("no_driver.json")),
+        "host_info": {},
+        "speed": {},
+    }
     node = judge_node(probe, expected_gpus=8)
     by = {c["name"]: c for c in node["checks"]}
     assert by["nvidia_driver"]["status"] == FAIL and by["gpu_count"]["reason"] == "0 GPUs, the cluster file says 8"
@@ -146,7 +204,9 @@ def test_live_nvml_without_a_driver_raises_a_sentence_and_record_around_still_ru
 
 
 def test_replay_reports_unrecorded_calls_and_recorded_errors():
-    src = nr.ReplayNvml({"nvmlDeviceGetName(0)": "NVIDIA A10", "nvmlDeviceGetSerial(0)": {"error": "NVML_ERROR_GPU_IS_LOST"}})
+    src = nr.ReplayNvml(
+        {"nvmlDeviceGetName(0)": "NVIDIA A10", "nvmlDeviceGetSerial(0)": {"error": "NVML_ERROR_GPU_IS_LOST"}}
+    )
     assert src.call("nvmlDeviceGetName", 0) == "NVIDIA A10"
     with pytest.raises(nr.NvmlCallError) as e:
         src.call("nvmlDeviceGetSerial", 0)

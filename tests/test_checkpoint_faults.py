@@ -33,8 +33,12 @@ def test_sigkilled_writer_always_leaves_a_loadable_untorn_checkpoint(root):
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     zygote = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "tests", "ckpt_kill_writer.py"), root],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     try:
         next_step, last_step, kills_mid_save, saves = 0, -1, 0, 0
         for kill in range(60):
@@ -103,6 +107,7 @@ def test_damaged_checkpoint_is_named_by_verify_and_skipped_by_load(root, damage,
 
 
 # ---- a full filesystem: a small loop-mounted ext4 ------------------------------------------
+
 
 @pytest.fixture
 def small_fs():

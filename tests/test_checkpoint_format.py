@@ -25,16 +25,30 @@ def root():
 
 
 ALL_DTYPES = [
-    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int16,
-    torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128, torch.float8_e4m3fn, torch.uint16,
-]  # fmt: skip
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+    torch.float8_e4m3fn,
+    torch.uint16,
+]
 
 
 def _tensor(dtype: torch.dtype, shape) -> torch.Tensor:
     """Random bit patterns (NaNs and all) of each dtype; bools only 0/1, their only valid bytes."""
     if dtype == torch.bool:
         return torch.randint(0, 2, shape, dtype=torch.bool)
-    raw = torch.randint(0, 255, (int(torch.tensor(shape).prod()) * torch.empty((), dtype=dtype).element_size(),), dtype=torch.uint8)
+    raw = torch.randint(
+        0, 255, (int(torch.tensor(shape).prod()) * torch.empty((), dtype=dtype).element_size(),), dtype=torch.uint8
+    )
     return raw.view(dtype).reshape(shape) if shape else raw.view(dtype).reshape(())
 
 
@@ -48,7 +62,15 @@ def test_round_trip_every_dtype_shape_and_python_value(root):
     state["conj"] = torch.randn(4, dtype=torch.complex64).conj()
     state["big"] = torch.randn(3 << 18)  # 3 MiB: written straight from the tensor's memory
     state["nested"] = {"a": [shared, (shared, {"deep": torch.ones(2, dtype=torch.int16)})], "again": shared}
-    state["python"] = {"int": 2**70, "float": 0.1, "str": "é\n'\"", "bytes": b"\x00\xff", "none": None, "set": {1, 2}, "t": (1,)}
+    state["python"] = {
+        "int": 2**70,
+        "float": 0.1,
+        "str": "é\n'\"",
+        "bytes": b"\x00\xff",
+        "none": None,
+        "set": {1, 2},
+        "t": (1,),
+    }
     ckpt = Checkpointer(root)
     for blocking in (True, False):
         step = 1 if blocking else 2
@@ -286,4 +308,6 @@ def test_host_sources_hand_out_cpu_tensors_in_plan_order_without_copies():
     a, b = torch.arange(10), torch.ones(3, 4)
     plan = plan_shard({"a": a, "empty": torch.empty(0), "b": b, "n": 5})
     got = list(host_sources(plan))
-    assert [t.data_ptr() for t in got] == [a.data_ptr(), b.data_ptr()], "zero-byte tensors skipped, CPU tensors not copied"
+    assert [t.data_ptr() for t in got] == [a.data_ptr(), b.data_ptr()], (
+        "zero-byte tensors skipped, CPU tensors not copied"
+    )

@@ -23,11 +23,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None,
 
 
 def _job(name: str, steps: int, restarts: int) -> JobConfig:
-    return JobConfig.model_validate({
-        "name": name, "script": "tests/workers/ckpt_train.py", "args": ["--steps", str(steps), "--every", "10"],
-        "nproc_per_node": 2, "backend": "gloo", "max_restarts": restarts,
-        "env": {"PYTHONPATH": str(REPO), "CORRAL_CKPT_POLICY": json.dumps({"keep_last": 3})},
-    })  # fmt: skip
+    return JobConfig.model_validate(
+        {
+            "name": name,
+            "script": "tests/workers/ckpt_train.py",
+            "args": ["--steps", str(steps), "--every", "10"],
+            "nproc_per_node": 2,
+            "backend": "gloo",
+            "max_restarts": restarts,
+            "env": {"PYTHONPATH": str(REPO), "CORRAL_CKPT_POLICY": json.dumps({"keep_last": 3})},
+        }
+    )
 
 
 def _acks(out: Path) -> list[int]:

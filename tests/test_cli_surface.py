@@ -9,19 +9,44 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.config.job import ContainerConfig
 
 EXPECTED_COMMANDS = {
-    "launch", "ps", "logs", "attach", "stop", "rm", "preflight", "demo", "top",
-    "bench allreduce", "bench net", "bench volume", "bench node",
+    "launch",
+    "ps",
+    "logs",
+    "attach",
+    "stop",
+    "rm",
+    "preflight",
+    "demo",
+    "top",
+    "bench allreduce",
+    "bench net",
+    "bench volume",
+    "bench node",
     "container config",
-    "ckpt ls", "ckpt verify", "ckpt prune",
-    "sweep run", "sweep status", "sweep stop",
-    "config check", "config schema",
-}  # fmt: skip
+    "ckpt ls",
+    "ckpt verify",
+    "ckpt prune",
+    "sweep run",
+    "sweep status",
+    "sweep stop",
+    "config check",
+    "config schema",
+}
 
 
 TABLE_COMMANDS = {
-    "ps", "preflight", "top", "bench allreduce", "bench net", "bench volume", "bench node", "ckpt ls", "ckpt verify",
-    "sweep run", "sweep status",
-}  # fmt: skip
+    "ps",
+    "preflight",
+    "top",
+    "bench allreduce",
+    "bench net",
+    "bench volume",
+    "bench node",
+    "ckpt ls",
+    "ckpt verify",
+    "sweep run",
+    "sweep status",
+}
 """Commands that print a table: each takes ``--json`` (JSON on stdout) and ``--json-out PATH``."""
 
 
@@ -67,19 +92,63 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_config_fields_are_frozen():
-    assert list(ClusterConfig.model_fields) == ["nodes", "slurm", "ssh", "workdir", "venv", "rendezvous", "storage", "env"]
+    assert list(ClusterConfig.model_fields) == [
+        "nodes",
+        "slurm",
+        "ssh",
+        "workdir",
+        "venv",
+        "rendezvous",
+        "storage",
+        "env",
+    ]
     from launcher.config import SlurmConfig
 
     assert list(SlurmConfig.model_fields) == [
-        "partition", "account", "qos", "time", "constraint", "gpus_per_node", "exclusive", "signal_before_s", "requeue", "sbatch_args", "login",
-    ]  # fmt: skip
+        "partition",
+        "account",
+        "qos",
+        "time",
+        "constraint",
+        "gpus_per_node",
+        "exclusive",
+        "signal_before_s",
+        "requeue",
+        "sbatch_args",
+        "login",
+    ]
     assert list(JobConfig.model_fields) == [
-        "name", "script", "module", "args", "nproc_per_node", "nnodes", "backend", "max_restarts", "env", "env_file", "container", "checkpoint",
-    ]  # fmt: skip
+        "name",
+        "script",
+        "module",
+        "args",
+        "nproc_per_node",
+        "nnodes",
+        "backend",
+        "max_restarts",
+        "env",
+        "env_file",
+        "container",
+        "checkpoint",
+    ]
     assert list(ContainerConfig.model_fields) == [
-        "image", "pull", "mounts", "devices", "env", "gpus", "infiniband", "network", "ipc", "shm_size", "ulimits", "cap_add",
-        "privileged", "user", "labels", "extra_args",
-    ]  # fmt: skip
+        "image",
+        "pull",
+        "mounts",
+        "devices",
+        "env",
+        "gpus",
+        "infiniband",
+        "network",
+        "ipc",
+        "shm_size",
+        "ulimits",
+        "cap_add",
+        "privileged",
+        "user",
+        "labels",
+        "extra_args",
+    ]
 
 
 def test_every_config_field_has_a_description():

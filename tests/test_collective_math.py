@@ -89,7 +89,9 @@ def test_fill_rule_reduces_to_the_expected_period(op, world):
     period = cm.expected_period(op, world)
     for i in range(3 * rule.modulus + 1):
         vals = [Fraction(rule.value(r, i)) for r in range(world)]
-        got = {"sum": sum(vals), "avg": sum(vals) / world, "prod": math.prod(vals), "min": min(vals), "max": max(vals)}[op]
+        got = {"sum": sum(vals), "avg": sum(vals) / world, "prod": math.prod(vals), "min": min(vals), "max": max(vals)}[
+            op
+        ]
         assert got == period[i % rule.modulus]
     if op == "prod":
         assert set(period) == {2}  # one rank holds the 2: exact in every type
@@ -126,22 +128,50 @@ def sample_result() -> dict:
             per_rank = [[t * (1 + 0.01 * r)] * 4 for r in range(6)]
             per_rank[4][3] = t * 1.5
             s = cm.summarize_times(per_rank)
-            rows.append(cm.make_row(size_bytes=size, dtype=f, op="sum", inplace=inplace, world_size=6, timing=s,
-                                    wrong=0, slowest_node=ranks[s.slowest_rank]["node"]))  # fmt: skip
+            rows.append(
+                cm.make_row(
+                    size_bytes=size,
+                    dtype=f,
+                    op="sum",
+                    inplace=inplace,
+                    world_size=6,
+                    timing=s,
+                    wrong=0,
+                    slowest_node=ranks[s.slowest_rank]["node"],
+                )
+            )
     peak = cm.peak_row(rows)
     return {
         "world_size": 6,
-        "params": {"min_bytes": 8, "max_bytes": 64 << 20, "factor": 2, "iters": 4, "warmup": 1, "dtype": "float", "op": "sum"},
-        "env": {"torch": "2.13.0+cpu", "nccl": None, "cuda": None, "backend": "gloo", "timing": "wall-clock",
-                "backend_note": "falling back to gloo on CPU: no CUDA GPU is visible",
-                "interface": "eth0", "interface_source": "GLOO_SOCKET_IFNAME", "nccl_env": {"NCCL_DEBUG": "WARN"},
-                "nnodes": 3, "ranks_per_node": 2, "ranks": ranks},
+        "params": {
+            "min_bytes": 8,
+            "max_bytes": 64 << 20,
+            "factor": 2,
+            "iters": 4,
+            "warmup": 1,
+            "dtype": "float",
+            "op": "sum",
+        },
+        "env": {
+            "torch": "2.13.0+cpu",
+            "nccl": None,
+            "cuda": None,
+            "backend": "gloo",
+            "timing": "wall-clock",
+            "backend_note": "falling back to gloo on CPU: no CUDA GPU is visible",
+            "interface": "eth0",
+            "interface_source": "GLOO_SOCKET_IFNAME",
+            "nccl_env": {"NCCL_DEBUG": "WARN"},
+            "nnodes": 3,
+            "ranks_per_node": 2,
+            "ranks": ranks,
+        },
         "rows": rows,
         "avg_busbw_gbps": cm.average_busbw(rows),
         "peak_busbw_gbps": peak["busbw_gbps"],
         "peak_size_bytes": peak["size_bytes"],
         "peak_inplace": peak["inplace"],
-    }  # fmt: skip
+    }
 
 
 def test_average_and_peak_follow_nccl_tests():
@@ -179,11 +209,37 @@ def test_json_schema_is_frozen():
 
     r = sample_result()
     assert list(r["rows"][0]) == [
-        "size_bytes", "count", "dtype", "op", "root", "inplace", "time_us", "algbw_gbps", "busbw_gbps", "wrong",
-        "p50_us", "p99_us", "min_us", "max_us", "cv", "slowest_rank", "slowest_node", "slowest_rank_time_us",
-    ]  # fmt: skip
+        "size_bytes",
+        "count",
+        "dtype",
+        "op",
+        "root",
+        "inplace",
+        "time_us",
+        "algbw_gbps",
+        "busbw_gbps",
+        "wrong",
+        "p50_us",
+        "p99_us",
+        "min_us",
+        "max_us",
+        "cv",
+        "slowest_rank",
+        "slowest_node",
+        "slowest_rank_time_us",
+    ]
     full = build_result(r["rows"], {**r["env"], "world_size": 6}, r["params"])
     assert SCHEMA == "corral.bench.allreduce/1"
-    assert list(full) == ["schema", "units", "env", "world_size", "params", "rows", "avg_busbw_gbps", "peak_busbw_gbps",
-                          "peak_size_bytes", "peak_inplace"]  # fmt: skip
+    assert list(full) == [
+        "schema",
+        "units",
+        "env",
+        "world_size",
+        "params",
+        "rows",
+        "avg_busbw_gbps",
+        "peak_busbw_gbps",
+        "peak_size_bytes",
+        "peak_inplace",
+    ]
     assert all(k in UNITS for k in r["rows"][0] if k.endswith(("_us", "_gbps")) or k in ("cv", "wrong", "count"))

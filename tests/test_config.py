@@ -20,7 +20,13 @@ GOOD_CLUSTER = {
         {"host": "gpu1", "name": "g1", "gpus": 8, "addr": "10.0.0.1", "env": {"NCCL_DEBUG": "INFO"}},
         {"host": "ubuntu@gpu2", "gpus": 8, "addr": "10.0.0.2"},
     ],
-    "ssh": {"user": "paperspace", "port": 2222, "identity_file": "~/.ssh/id_ed25519", "options": {"ServerAliveInterval": 15}, "connect_timeout": 5},
+    "ssh": {
+        "user": "paperspace",
+        "port": 2222,
+        "identity_file": "~/.ssh/id_ed25519",
+        "options": {"ServerAliveInterval": 15},
+        "connect_timeout": 5,
+    },
     "workdir": "/home/paperspace/code",
     "venv": "/home/paperspace/venv",
     "rendezvous": {"port": 29500},
@@ -28,7 +34,15 @@ GOOD_CLUSTER = {
     "env": {"OMP_NUM_THREADS": 4, "DEBUG": True},
 }
 
-GOOD_JOB = {"name": "train-1", "script": "train.py", "args": ["--lr", 0.1], "nproc_per_node": "auto", "nnodes": "1:2", "backend": "nccl", "max_restarts": 2}
+GOOD_JOB = {
+    "name": "train-1",
+    "script": "train.py",
+    "args": ["--lr", 0.1],
+    "nproc_per_node": "auto",
+    "nnodes": "1:2",
+    "backend": "nccl",
+    "max_restarts": 2,
+}
 
 
 def problems(model, data) -> list[str]:
@@ -55,14 +69,23 @@ def test_good_job_loads_and_computes_node_bounds():
 @pytest.mark.parametrize(
     "patch, expected",
     [
-        ({"nodes": [{"host": "a", "gpus": "eight"}]}, "nodes.0.gpus: Input should be a valid integer, unable to parse string as an integer (got 'eight')"),
+        (
+            {"nodes": [{"host": "a", "gpus": "eight"}]},
+            "nodes.0.gpus: Input should be a valid integer, unable to parse string as an integer (got 'eight')",
+        ),
         ({"nodes": []}, "nodes: List should have at least 1 item"),
         ({"nodes": [{"host": "a", "gpus": -1}]}, "nodes.0.gpus: Input should be greater than or equal to 0 (got -1)"),
         ({"nodes": [{"host": "a"}, {"host": "a"}]}, "duplicate host 'a'"),
         ({"nodes": [{"host": "a", "name": "x"}, {"host": "b", "name": "x"}]}, "duplicate name 'x'"),
         ({"nodes": [{"host": "a", "gpu": 1}]}, "nodes.0.gpu: unknown key"),
-        ({"nodes": [{"host": "a"}], "rendezvous": {"port": 70000}}, "rendezvous.port: Input should be less than or equal to 65535 (got 70000)"),
-        ({"nodes": [{"host": "a"}], "ssh": {"port": 0}}, "ssh.port: Input should be greater than or equal to 1 (got 0)"),
+        (
+            {"nodes": [{"host": "a"}], "rendezvous": {"port": 70000}},
+            "rendezvous.port: Input should be less than or equal to 65535 (got 70000)",
+        ),
+        (
+            {"nodes": [{"host": "a"}], "ssh": {"port": 0}},
+            "ssh.port: Input should be greater than or equal to 1 (got 0)",
+        ),
         ({"nodes": [{"host": "a", "addr": "fe80::1"}]}, "nodes.0.addr: addr must be an IPv4 address"),
         ({"nodes": [{"host": "a b"}]}, "nodes.0.host: host must be one word"),
         ({"nodes": [{"host": "a"}], "env": {"1BAD": "x"}}, "env: invalid environment variable name"),
@@ -84,10 +107,19 @@ def test_every_problem_is_reported_not_just_the_first():
         ({"name": "j"}, "give exactly one of 'script' or 'module'"),
         ({"name": "j", "script": "a.py", "module": "b"}, "give exactly one of 'script' or 'module'"),
         ({"name": "a.b", "script": "t.py"}, "name: job name must be"),
-        ({"name": "j", "script": "t.py", "nproc_per_node": "many"}, "nproc_per_node: Input should be a valid integer, unable to parse string as an integer or Input should be 'auto' (got 'many')"),
+        (
+            {"name": "j", "script": "t.py", "nproc_per_node": "many"},
+            "nproc_per_node: Input should be a valid integer, unable to parse string as an integer or Input should be 'auto' (got 'many')",
+        ),
         ({"name": "j", "script": "t.py", "nnodes": "3:1"}, "nnodes: nnodes range must be MIN:MAX"),
-        ({"name": "j", "script": "t.py", "backend": "mpi"}, "backend: Input should be 'auto', 'nccl' or 'gloo' (got 'mpi')"),
-        ({"name": "j", "script": "t.py", "max_restarts": -1}, "max_restarts: Input should be greater than or equal to 0"),
+        (
+            {"name": "j", "script": "t.py", "backend": "mpi"},
+            "backend: Input should be 'auto', 'nccl' or 'gloo' (got 'mpi')",
+        ),
+        (
+            {"name": "j", "script": "t.py", "max_restarts": -1},
+            "max_restarts: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_job_names_the_field(data, expected):
@@ -160,17 +192,50 @@ def test_schema_prints_json_for_both_kinds(capsys):
         assert schema["additionalProperties"] is False
 
 
-yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=12))
-yaml_values = st.recursive(yaml_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(string.ascii_letters + "_", max_size=10), inner, max_size=4), max_leaves=12)
-cluster_keys = st.sampled_from(["nodes", "ssh", "workdir", "venv", "rendezvous", "storage", "env", "extra", "gpus", "port"])
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=12)
+)
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(string.ascii_letters + "_", max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+cluster_keys = st.sampled_from(
+    ["nodes", "ssh", "workdir", "venv", "rendezvous", "storage", "env", "extra", "gpus", "port"]
+)
 node_dicts = st.dictionaries(st.sampled_from(["host", "name", "gpus", "env", "addr", "bogus"]), yaml_values, max_size=5)
 cluster_docs = st.one_of(
     st.dictionaries(cluster_keys, yaml_values, max_size=6),
-    st.fixed_dictionaries({"nodes": st.lists(node_dicts, max_size=4)}, optional={"rendezvous": st.fixed_dictionaries({"port": st.integers(-5, 70000)}), "ssh": st.dictionaries(st.sampled_from(["user", "port", "options", "connect_timeout"]), yaml_values)}),
+    st.fixed_dictionaries(
+        {"nodes": st.lists(node_dicts, max_size=4)},
+        optional={
+            "rendezvous": st.fixed_dictionaries({"port": st.integers(-5, 70000)}),
+            "ssh": st.dictionaries(st.sampled_from(["user", "port", "options", "connect_timeout"]), yaml_values),
+        },
+    ),
     yaml_values,
 )
 job_docs = st.dictionaries(
-    st.sampled_from(["name", "script", "module", "args", "nproc_per_node", "nnodes", "backend", "max_restarts", "env", "env_file", "container", "checkpoint", "oops"]),
+    st.sampled_from(
+        [
+            "name",
+            "script",
+            "module",
+            "args",
+            "nproc_per_node",
+            "nnodes",
+            "backend",
+            "max_restarts",
+            "env",
+            "env_file",
+            "container",
+            "checkpoint",
+            "oops",
+        ]
+    ),
     yaml_values,
     max_size=8,
 )

@@ -31,24 +31,37 @@ IB_DEVICES = {f"/dev/infiniband/uverbs{i}": "char" for i in range(2)} | {"/dev/i
 ALL_IB_PATHS = {"/dev/infiniband": "dir", "/sys/class/infiniband": "dir", "/etc/nccl": "dir", "/etc/nccl.conf": "file"}
 NO_IB_PATHS = {p: "missing" for p in ALL_IB_PATHS}
 RUN_PATHS = {"/home/u/code": "dir", "/home/u/venv": "dir", "/mnt/runs/train-1": "dir", "/mnt/ckpt/train-1": "dir"}
-DOCKER_NVIDIA = DockerFacts(server_version="24.0.7", runtimes=("nvidia", "runc"), images={"nvcr.io/nvidia/pytorch:24.05-py3": True})
+DOCKER_NVIDIA = DockerFacts(
+    server_version="24.0.7", runtimes=("nvidia", "runc"), images={"nvcr.io/nvidia/pytorch:24.05-py3": True}
+)
 GOOD_LIMITS = Rlimits(memlock_hard=-1, stack_hard=-1, can_raise=True, source="dockerd (pid 1)")
 
 
 def ctx(**kw) -> RunContext:
     base = dict(
-        job="train-1", node="gpu1", command=("torchrun", "--nnodes", "2", "train.py", "--lr", "0.1"), workdir="/home/u/code",
-        venv="/home/u/venv", run_dir="/mnt/runs/train-1", ckpt_dir="/mnt/ckpt/train-1", env={"NCCL_DEBUG": "INFO"},
-    )  # fmt: skip
+        job="train-1",
+        node="gpu1",
+        command=("torchrun", "--nnodes", "2", "train.py", "--lr", "0.1"),
+        workdir="/home/u/code",
+        venv="/home/u/venv",
+        run_dir="/mnt/runs/train-1",
+        ckpt_dir="/mnt/ckpt/train-1",
+        env={"NCCL_DEBUG": "INFO"},
+    )
     return RunContext(**(base | kw))
 
 
 def facts(node="gpu1", gpus=8, ib=True, paths=None, **kw) -> NodeFacts:
     base = dict(
-        node=node, gpu_count=gpus, ib=IB, paths={**(ALL_IB_PATHS if ib else NO_IB_PATHS), **RUN_PATHS, **(paths or {})},
-        devices={"/dev/infiniband": IB_DEVICES if ib else {}}, rlimits=GOOD_LIMITS, docker=DOCKER_NVIDIA,
+        node=node,
+        gpu_count=gpus,
+        ib=IB,
+        paths={**(ALL_IB_PATHS if ib else NO_IB_PATHS), **RUN_PATHS, **(paths or {})},
+        devices={"/dev/infiniband": IB_DEVICES if ib else {}},
+        rlimits=GOOD_LIMITS,
+        docker=DOCKER_NVIDIA,
         tools={"nvidia-container-runtime-hook": "/usr/bin/nvidia-container-runtime-hook"},
-    )  # fmt: skip
+    )
     return NodeFacts(**(base | kw))
 
 
@@ -58,10 +71,13 @@ def cfg(**kw) -> ContainerConfig:
 
 def golden_text(plan) -> str:
     sections = [
-        "# docker run (shell)", render_shell(plan, multiline=True),
-        "# docker SDK containers.run kwargs", json.dumps(render_sdk_kwargs(plan), indent=2),
-        "# notes", *(list(plan.notes) + [f"sdk: {g}" for g in sdk_gaps(plan)] or ["(none)"]),
-    ]  # fmt: skip
+        "# docker run (shell)",
+        render_shell(plan, multiline=True),
+        "# docker SDK containers.run kwargs",
+        json.dumps(render_sdk_kwargs(plan), indent=2),
+        "# notes",
+        *(list(plan.notes) + [f"sdk: {g}" for g in sdk_gaps(plan)] or ["(none)"]),
+    ]
     return "\n".join(sections) + "\n"
 
 
@@ -73,14 +89,23 @@ HOSTILE = HOSTILE_PATH
 CASES = {
     "gpu_node_with_ib": lambda: build_plan(cfg(), ctx(), facts()),
     "node_without_ib": lambda: build_plan(cfg(), ctx(), facts(ib=False)),
-    "cpu_only_node": lambda: build_plan(cfg(gpus="all", ulimits={"memlock": "8M"}), ctx(node="cpu1", venv=None), facts(node="cpu1", gpus=0, ib=False)),
+    "cpu_only_node": lambda: build_plan(
+        cfg(gpus="all", ulimits={"memlock": "8M"}), ctx(node="cpu1", venv=None), facts(node="cpu1", gpus=0, ib=False)
+    ),
     "extra_mounts_hostile_values": lambda: build_plan(
         cfg(
-            gpus=[0, 3], user="1000:1000", network="train-net", ipc="private", shm_size="16G", cap_add=["SYS_PTRACE"],
+            gpus=[0, 3],
+            user="1000:1000",
+            network="train-net",
+            ipc="private",
+            shm_size="16G",
+            cap_add=["SYS_PTRACE"],
             mounts=[{"source": HOSTILE, "target": "/data", "read_only": True}, {"source": "/scratch/a,b=c"}],
-            devices=["/dev/fuse"], env={"WANDB_NOTES": "it's \"quoted\"; $(echo no)\nsecond line"},
-            labels={"team": "vision & speech"}, extra_args=["--security-opt", "seccomp=unconfined"],
-        ),  # fmt: skip
+            devices=["/dev/fuse"],
+            env={"WANDB_NOTES": 'it\'s "quoted"; $(echo no)\nsecond line'},
+            labels={"team": "vision & speech"},
+            extra_args=["--security-opt", "seccomp=unconfined"],
+        ),
         ctx(env={"GREETING": "a b  c"}, aliases=("10.0.0.1",)),
         facts(paths={HOSTILE: "dir", "/scratch/a,b=c": "dir", "/dev/fuse": "char"}),
     ),
@@ -172,8 +197,9 @@ def test_mount_argument_is_csv_docker_can_read():
 def test_any_value_survives_shell_quoting(value):
     plan = build_plan(
         cfg(env={"X": value}, labels={"v": value}, mounts=[{"source": "/" + value, "target": "/t"}]),
-        ctx(command=("python", value)), facts(paths={"/" + value: "dir"}),
-    )  # fmt: skip
+        ctx(command=("python", value)),
+        facts(paths={"/" + value: "dir"}),
+    )
     assert shlex.split(render_shell(plan)) == render_docker_argv(plan)
 
 
@@ -182,7 +208,10 @@ def test_sdk_kwargs_carry_the_same_plan():
     kw = render_sdk_kwargs(plan)
     assert kw["network_mode"] == "host" and kw["ipc_mode"] == "host" and kw["privileged"] is False
     assert kw["device_requests"] == [{"Driver": "", "Capabilities": [["gpu"]], "DeviceIDs": ["0", "1"]}]
-    assert kw["ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}, {"Name": "stack", "Soft": 64 * MIB, "Hard": 64 * MIB}]
+    assert kw["ulimits"] == [
+        {"Name": "memlock", "Soft": -1, "Hard": -1},
+        {"Name": "stack", "Soft": 64 * MIB, "Hard": 64 * MIB},
+    ]
     assert [m["Target"] for m in kw["mounts"]] == [m.target for m in plan.mounts]
     assert kw["devices"] == [f"{p}:{p}:rwm" for p in sorted(IB_DEVICES)]
     assert kw["command"] == list(plan.command) and kw["labels"] == plan.labels
@@ -236,7 +265,7 @@ RECORDED_STDERR = {  # docker 20.10 on the development machine (see docs/CONTAIN
     "error setting rlimit type 8: operation not permitted: unknown",
     "device": 'docker: Error response from daemon: error gathering device information while adding custom device "/etc/hostname": not a device node',
     "image": "Unable to find image 'nonexist-img:3' locally\ndocker: Error response from daemon: Get \"https://example.invalid/v2/\": dial tcp: no such host",
-    "mount": "docker: Error response from daemon: invalid mount config for type \"bind\": bind source path does not exist: /nonexist/path.",
+    "mount": 'docker: Error response from daemon: invalid mount config for type "bind": bind source path does not exist: /nonexist/path.',
 }
 
 
@@ -259,24 +288,51 @@ def test_docker_errors_become_sentences(key, words):
 
 
 def test_container_config_validation():
-    bad = {"name": "j", "script": "t.py", "container": {"image": "x", "shm_size": "1G", "gpus": "some", "infiniband": "yes", "ulimits": {"memlock": "lots"}}}
+    bad = {
+        "name": "j",
+        "script": "t.py",
+        "container": {
+            "image": "x",
+            "shm_size": "1G",
+            "gpus": "some",
+            "infiniband": "yes",
+            "ulimits": {"memlock": "lots"},
+        },
+    }
     with pytest.raises(ConfigError) as info:
         validate(JobConfig, bad, "job.yaml")
     text = "\n".join(info.value.problems)
     for field in ("container.gpus", "container.infiniband", "container.ulimits.memlock"):
         assert field in text, text
-    ok = validate(JobConfig, {"name": "j", "script": "t.py", "container": {"image": "x", "ipc": "private", "shm_size": "1G"}}, "job.yaml")
+    ok = validate(
+        JobConfig,
+        {"name": "j", "script": "t.py", "container": {"image": "x", "ipc": "private", "shm_size": "1G"}},
+        "job.yaml",
+    )
     assert ok.container.ulimits.stack == 64 * MIB
     with pytest.raises(ConfigError, match="shm_size has no effect with ipc: host"):
         validate(JobConfig, {"name": "j", "script": "t.py", "container": {"image": "x", "shm_size": "1G"}}, "job.yaml")
 
 
 def test_launch_seam_passes_env_by_name_only():
-    argv = node_argv(cfg(), ["torchrun", "t.py"], node="n1", env_names=["HF_TOKEN", "CORRAL_RUN_DIR"], workdir="/w", gpus=0,
-                     mounts=["/r/j", "/c/j"], job_name="j", venv="/v")  # fmt: skip
+    argv = node_argv(
+        cfg(),
+        ["torchrun", "t.py"],
+        node="n1",
+        env_names=["HF_TOKEN", "CORRAL_RUN_DIR"],
+        workdir="/w",
+        gpus=0,
+        mounts=["/r/j", "/c/j"],
+        job_name="j",
+        venv="/v",
+    )
     assert argv[-3:] == ["nvcr.io/nvidia/pytorch:24.05-py3", "torchrun", "t.py"]
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    assert "HF_TOKEN" in envs and "CORRAL_RUN_DIR" in envs and "PATH=/v/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in envs
+    assert (
+        "HF_TOKEN" in envs
+        and "CORRAL_RUN_DIR" in envs
+        and "PATH=/v/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in envs
+    )
     assert "--gpus" not in argv and "--device" not in argv  # no facts gathered: no IB, CPU node
 
 

@@ -95,11 +95,17 @@ def container_section(image: str, **extra) -> dict:
 def ctr_job(
     name: str, image: str, steps: int = 100, step_time: float = 0.0, container: dict | None = None, **extra
 ) -> JobConfig:
-    return JobConfig.model_validate({
-        "name": name, "script": "examples/train_demo.py", "nproc_per_node": 2,
-        "args": ["--steps", str(steps), "--step-time", str(step_time)], "env": {"PYTHONPATH": str(REPO)},
-        "container": container or container_section(image), **extra,
-    })  # fmt: skip
+    return JobConfig.model_validate(
+        {
+            "name": name,
+            "script": "examples/train_demo.py",
+            "nproc_per_node": 2,
+            "args": ["--steps", str(steps), "--step-time", str(step_time)],
+            "env": {"PYTHONPATH": str(REPO)},
+            "container": container or container_section(image),
+            **extra,
+        }
+    )
 
 
 def results(handle) -> list[dict]:
@@ -173,8 +179,13 @@ def test_container_job_survives_killed_launcher_and_cut_ssh(cl, cfile, engines, 
     name = names("ctrcut")
     jfile = Path(sim_cluster.run_dir) / f"{name}.json"
     jfile.write_text(ctr_job(name, test_image, steps=150, step_time=0.03).model_dump_json(exclude_defaults=True))
-    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "launch", str(jfile), "-c", str(cfile), "--follow"],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "launch", str(jfile), "-c", str(cfile), "--follow"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: b"launched" in launcher.stdout.readline(), 180, "the launch to complete")
     finally:
@@ -243,8 +254,18 @@ def test_bench_allreduce_in_containers_across_nodes(cl, engines, test_image):
     from benchmarks.allreduce import run as ar
     from launcher.config.job import ContainerConfig
 
-    req = ar.validate(cl, min_bytes="1K", max_bytes="64K", factor=8, iters=5, warmup=1, dtype="float32", op="sum",
-                      backend="gloo", nproc_per_node=2)  # fmt: skip
+    req = ar.validate(
+        cl,
+        min_bytes="1K",
+        max_bytes="64K",
+        factor=8,
+        iters=5,
+        warmup=1,
+        dtype="float32",
+        op="sum",
+        backend="gloo",
+        nproc_per_node=2,
+    )
     name = f"ctrbench-{uuid.uuid4().hex[:6]}"
     try:
         result = ar.run(
@@ -335,8 +356,12 @@ def test_infiniband_standins_on_one_node_are_detected_per_node(cl, engines, test
     assert "type=bind,source=/etc/nccl.conf,target=/etc/nccl.conf,readonly" in argv[n1]
     assert all("/dev/infiniband" not in " ".join(argv[n]) and "nccl" not in " ".join(argv[n]) for n in others), argv
     with engines.ib_standins(n1, sysfs=True):
-        msg = _expect_refusal(cl, ctr_job(names("ctribreq"), test_image, container=container_section(test_image, infiniband="required")),
-                              engines, sim_cluster)  # fmt: skip
+        msg = _expect_refusal(
+            cl,
+            ctr_job(names("ctribreq"), test_image, container=container_section(test_image, infiniband="required")),
+            engines,
+            sim_cluster,
+        )
     assert (
         all(f"node {n}: container.infiniband is 'required' but the node lacks" in msg for n in others) and n1 not in msg
     ), msg

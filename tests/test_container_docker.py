@@ -82,10 +82,17 @@ def run_context(host_dir: Path, run_id: str, node: str, command: tuple[str, ...]
     job = f"dk-{run_id}"
     ckpt = host_dir / "ckpt" / job
     return RunContext(
-        job=job, node=node, command=command, workdir=str(work), venv=sys.prefix,
-        run_dir=str(host_dir / "runs" / job), ckpt_dir=str(ckpt),
-        env={"CORRAL_CKPT_DIR": str(ckpt), "PYTHONUNBUFFERED": "1"}, labels={TEST_LABEL: run_id}, **kw,
-    )  # fmt: skip
+        job=job,
+        node=node,
+        command=command,
+        workdir=str(work),
+        venv=sys.prefix,
+        run_dir=str(host_dir / "runs" / job),
+        ckpt_dir=str(ckpt),
+        env={"CORRAL_CKPT_DIR": str(ckpt), "PYTHONUNBUFFERED": "1"},
+        labels={TEST_LABEL: run_id},
+        **kw,
+    )
 
 
 def container_cfg(image: str, facts=None, **kw) -> ContainerConfig:
@@ -102,7 +109,9 @@ def prepared(cfg_kw: dict, ctx: RunContext, docker, image: str, ib: IbPaths = Ib
     return prepare(container_cfg(image, facts, **cfg_kw), ctx, docker, facts)
 
 
-def test_generated_config_runs_with_ib_devices_nccl_mounts_and_host_checkpoints(docker_cli, test_image, docker_run_id, host_dir):
+def test_generated_config_runs_with_ib_devices_nccl_mounts_and_host_checkpoints(
+    docker_cli, test_image, docker_run_id, host_dir
+):
     run_id, _ = docker_run_id
     ib = make_ib_standins(host_dir)
     ctx = run_context(host_dir, run_id, "n0", ("python", "-c", INSPECT))
@@ -126,7 +135,12 @@ def test_sdk_kwargs_run_the_same_plan(docker_cli, test_image, docker_run_id, hos
     import docker as docker_sdk
 
     run_id, _ = docker_run_id
-    ctx = run_context(host_dir, run_id, "n0", ("python", "-c", "import os; open(os.environ['CORRAL_CKPT_DIR'] + '/sdk.txt', 'w').write('sdk')"))
+    ctx = run_context(
+        host_dir,
+        run_id,
+        "n0",
+        ("python", "-c", "import os; open(os.environ['CORRAL_CKPT_DIR'] + '/sdk.txt', 'w').write('sdk')"),
+    )
     p = prepared({}, ctx, docker_cli, test_image)
     client = docker_sdk.from_env()
     try:
@@ -140,16 +154,32 @@ def test_sdk_kwargs_run_the_same_plan(docker_cli, test_image, docker_run_id, hos
         client.close()
 
 
-def test_two_containers_run_a_gloo_allreduce_with_torchrun(docker_cli, test_image, docker_run_id, docker_network, host_dir):
+def test_two_containers_run_a_gloo_allreduce_with_torchrun(
+    docker_cli, test_image, docker_run_id, docker_network, host_dir
+):
     run_id, _ = docker_run_id
     (host_dir / "work").mkdir()
     (host_dir / "work" / "worker.py").write_text(WORKER)
     plans = []
     for rank, node in enumerate(("n0", "n1")):
         torchrun = (
-            "torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", "n0:29400", "--rdzv-id", run_id, "--rdzv-conf", "join_timeout=90", "worker.py",
-        )  # fmt: skip
+            "torchrun",
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            "--node-rank",
+            str(rank),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            "n0:29400",
+            "--rdzv-id",
+            run_id,
+            "--rdzv-conf",
+            "join_timeout=90",
+            "worker.py",
+        )
         ctx = run_context(host_dir, run_id, node, torchrun)
         plans.append(prepared({"network": docker_network}, ctx, docker_cli, test_image).plan)
     for plan in plans:
@@ -162,7 +192,9 @@ def test_two_containers_run_a_gloo_allreduce_with_torchrun(docker_cli, test_imag
         time.sleep(1)
     logs = {p.node: docker_cli.run(["logs", p.name]).stdout + docker_cli.run(["logs", p.name]).stderr for p in plans}
     assert [(s["node"], s["exit_code"]) for s in states] == [("n0", 0), ("n1", 0)], logs
-    assert "ALLREDUCE 0 2 [3.0, 3.0, 3.0, 3.0]" in logs["n0"] and "ALLREDUCE 1 2 [3.0, 3.0, 3.0, 3.0]" in logs["n1"], logs
+    assert "ALLREDUCE 0 2 [3.0, 3.0, 3.0, 3.0]" in logs["n0"] and "ALLREDUCE 1 2 [3.0, 3.0, 3.0, 3.0]" in logs["n1"], (
+        logs
+    )
     import torch
 
     saved = torch.load(Path(host_dir, "ckpt", plans[0].labels["corral.job"], "step_1.pt"))
@@ -186,9 +218,13 @@ def test_every_problem_is_reported_before_anything_starts(docker_cli, test_image
     not_a_device.write_text("")
     ctx = run_context(host_dir, run_id, "n0", ("python", "-c", "print(1)"))
     bad = ContainerConfig(
-        image=f"corral-test-absent-{run_id}:1", pull="missing", mounts=[{"source": str(host_dir / "no-such-dir")}],
-        devices=[str(not_a_device)], ulimits={"memlock": "unlimited"}, gpus="all",
-    )  # fmt: skip
+        image=f"corral-test-absent-{run_id}:1",
+        pull="missing",
+        mounts=[{"source": str(host_dir / "no-such-dir")}],
+        devices=[str(not_a_device)],
+        ulimits={"memlock": "unlimited"},
+        gpus="all",
+    )
     facts = gather_facts(bad, ctx, docker_cli).with_gpus(1)  # the node claims a GPU: Docker must be able to give it
     with pytest.raises(UserError) as info:
         prepare(bad, ctx, docker_cli, facts)

@@ -34,15 +34,26 @@ def test_launch_runs_torchrun_inside_the_container_and_stop_removes_it(test_imag
     monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
     name = f"ctr-{token}"
     docker = Docker(node="test")
-    cluster = ClusterConfig.model_validate({
-        "nodes": [{"host": "localhost", "name": "local"}], "workdir": str(REPO),
-        "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
-    })  # fmt: skip
-    job = JobConfig.model_validate({
-        "name": name, "script": "examples/train_demo.py", "args": ["--steps", "20", "--step-time", "0"],
-        "container": {"image": test_image, "mounts": python_mounts(), "ulimits": {"memlock": granted_memlock()},
-                      "labels": {TEST_LABEL: token}},
-    })  # fmt: skip
+    cluster = ClusterConfig.model_validate(
+        {
+            "nodes": [{"host": "localhost", "name": "local"}],
+            "workdir": str(REPO),
+            "storage": {"runs": str(root / "runs"), "checkpoints": str(root / "ckpt")},
+        }
+    )
+    job = JobConfig.model_validate(
+        {
+            "name": name,
+            "script": "examples/train_demo.py",
+            "args": ["--steps", "20", "--step-time", "0"],
+            "container": {
+                "image": test_image,
+                "mounts": python_mounts(),
+                "ulimits": {"memlock": granted_memlock()},
+                "labels": {TEST_LABEL: token},
+            },
+        }
+    )
     try:
         handle = api.launch(job, cluster)
         assert handle.plan.nodes[0].command[:2] == ["docker", "run"]
@@ -51,7 +62,9 @@ def test_launch_runs_torchrun_inside_the_container_and_stop_removes_it(test_imag
         assert status.ok, log[-3000:]
         assert "container exited 0" in (status.nodes[0].detail or ""), status.to_json()
         results = sorted((handle.run_dir / "results").glob("rank*.json"))
-        assert [json.loads(p.read_text())["world_size"] for p in results] == [2, 2], "results written inside land on the host"
+        assert [json.loads(p.read_text())["world_size"] for p in results] == [2, 2], (
+            "results written inside land on the host"
+        )
         assert "[local] [rank1]: rank 1/2 ready" in log
         assert docker.containers({"corral.job": name}), "the exited container stays until stop (ps shows its exit code)"
         api.stop(name, cluster, timeout=2)

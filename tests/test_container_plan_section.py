@@ -12,8 +12,12 @@ from tests.test_plan import cluster, inputs, job
 
 def test_a_job_with_a_container_section_has_a_typed_container_section_that_round_trips():
     cl = cluster()
-    plan = build_plan(job(container={"image": "img:1", "gpus": "none"}), cl, cl.nodes, inputs(container_facts={
-        n.label: NodeFacts(node=n.label, gpu_count=0) for n in cl.nodes}))  # fmt: skip
+    plan = build_plan(
+        job(container={"image": "img:1", "gpus": "none"}),
+        cl,
+        cl.nodes,
+        inputs(container_facts={n.label: NodeFacts(node=n.label, gpu_count=0) for n in cl.nodes}),
+    )
     assert plan.container == ContainerSection(
         image="img:1",
         names={n.label: f"corral-{plan.name}-{n.label}" for n in cl.nodes},

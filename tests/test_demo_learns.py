@@ -19,11 +19,36 @@ def _free_port() -> int:
 
 
 def test_demo_loss_falls_over_the_whole_run(tmp_path):
-    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port()), "CORRAL_CKPT_DIR": str(tmp_path / "ckpt"), "CORRAL_RUN_DIR": str(tmp_path),
-           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CORRAL_CKPT_ALLOW_VOLATILE": "1"}  # fmt: skip
-    out = subprocess.run([sys.executable, str(REPO / "examples" / "train_demo.py"), "--steps", "600", "--step-time", "0",
-                          "--ckpt-every", "1000"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "CORRAL_CKPT_DIR": str(tmp_path / "ckpt"),
+        "CORRAL_RUN_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "CORRAL_CKPT_ALLOW_VOLATILE": "1",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "train_demo.py"),
+            "--steps",
+            "600",
+            "--step-time",
+            "0",
+            "--ckpt-every",
+            "1000",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     losses = [float(v) for v in re.findall(r"step \d+ loss (\d+\.\d+)", out.stdout)]
     assert len(losses) == 13, out.stdout

@@ -101,8 +101,16 @@ def test_logs_follow_returns_with_the_job_status(local_space, capsys):
 def test_logs_follow_keeps_following_through_a_torchrun_restart(local_space, capsys):
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
-    job = JobConfig.model_validate({"name": "again", "script": "tests/workers/fail_once.py", "nproc_per_node": 1, "max_restarts": 1,
-                                    "backend": "gloo", "env": {"FAIL_ONCE_SLEEP": "1"}})  # fmt: skip
+    job = JobConfig.model_validate(
+        {
+            "name": "again",
+            "script": "tests/workers/fail_once.py",
+            "nproc_per_node": 1,
+            "max_restarts": 1,
+            "backend": "gloo",
+            "env": {"FAIL_ONCE_SLEEP": "1"},
+        }
+    )
     api.launch(job, cluster)
     assert main(["logs", "again", "-c", str(cfile), "-f"]) == 0
     out = capsys.readouterr().out
@@ -202,8 +210,15 @@ def test_runs_are_found_from_any_directory(local_space, tmp_path, monkeypatch, c
     proj = root / "proj"
     (proj / "sub" / "deeper").mkdir(parents=True)
     (proj / "train.py").write_text("print('trained', flush=True)\n")
-    (proj / "cluster.yaml").write_text(yaml.safe_dump({"nodes": [{"host": "localhost", "name": "local"}], "workdir": ".",
-                                                       "storage": {"runs": "./runs", "checkpoints": "./ckpt"}}))  # fmt: skip
+    (proj / "cluster.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [{"host": "localhost", "name": "local"}],
+                "workdir": ".",
+                "storage": {"runs": "./runs", "checkpoints": "./ckpt"},
+            }
+        )
+    )
     (proj / "sub" / "job.yaml").write_text(yaml.safe_dump({"name": "rel", "script": "train.py"}))
     monkeypatch.chdir(proj / "sub")
     assert main(["launch", "job.yaml", "-c", "../cluster.yaml", "--follow"]) == 0
@@ -260,11 +275,19 @@ def test_finished_sweep_leaves_no_sessions_and_says_it_is_finished(local_space, 
     cluster, root, token = local_space
     cfile = write_files(cluster, root)
     sweep = root / "lr.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "lr", "job": {"script": "tests/sweep_trial.py", "args": ["--sleep", "0.2"], "nproc_per_node": 1},
-        "method": "grid", "parameters": {"lr": {"values": [0.01, 0.1]}}, "metric": {"name": "loss", "goal": "minimize"},
-        "plain": True, "poll_interval": 0.3,
-    }))  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "lr",
+                "job": {"script": "tests/sweep_trial.py", "args": ["--sleep", "0.2"], "nproc_per_node": 1},
+                "method": "grid",
+                "parameters": {"lr": {"values": [0.01, 0.1]}},
+                "metric": {"name": "loss", "goal": "minimize"},
+                "plain": True,
+                "poll_interval": 0.3,
+            }
+        )
+    )
     assert main(["sweep", "run", str(sweep), "-c", str(cfile), "--foreground"]) == 0
     wait_for(
         lambda: not [s for s in sessions(token) if s.startswith("corral-")], 10, "every trial's session to be removed"

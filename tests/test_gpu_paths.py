@@ -67,10 +67,35 @@ def test_cuda_event_timer_agrees_with_the_host_clock_and_leaves_out_the_prepare_
 def test_nccl_allreduce_on_one_gpu_checks_its_data_and_times_with_cuda_events(tmp_path):
     out = tmp_path / "ar.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "benchmarks.allreduce.worker",
-         "--backend", "nccl", "-b", "1M", "-e", "256M", "-f", "16", "-n", "10", "-w", "3", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "1",
+            "-m",
+            "benchmarks.allreduce.worker",
+            "--backend",
+            "nccl",
+            "-b",
+            "1M",
+            "-e",
+            "256M",
+            "-f",
+            "16",
+            "-n",
+            "10",
+            "-w",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     env = result["env"]
@@ -99,8 +124,13 @@ def test_bench_node_gemm_and_copies_are_plausible_shares_of_the_spec(torch):
     spec = find_spec(name)
     if spec is None:
         pytest.skip(f"{name} is not in the spec table (benchmarks/node/specs.py): no share to check")
-    for metric, value in (("gemm_bf16", bf16["tflops"]), ("gemm_tf32", tf32["tflops"]), ("device_copy", copy),
-                          ("h2d", h2d), ("d2h", d2h)):  # fmt: skip
+    for metric, value in (
+        ("gemm_bf16", bf16["tflops"]),
+        ("gemm_tf32", tf32["tflops"]),
+        ("device_copy", copy),
+        ("h2d", h2d),
+        ("d2h", d2h),
+    ):
         share = value / spec.spec(metric)
         assert 0.3 < share <= 1.0, f"{metric} {value} is {share:.0%} of the {spec.spec(metric)} spec of {spec.label}"
     assert bf16["tflops"] > 1.5 * tf32["tflops"], "bf16 tensor cores run about twice tf32"
@@ -124,8 +154,10 @@ def _cuda_state(torch) -> dict:
 
 
 def _snapshot(torch, state: dict) -> dict:
-    return {"model": {k: v.detach().cpu().clone() for k, v in state["model"].items()},
-            "cpu": {"step": state["cpu"]["step"].clone(), "lr": state["cpu"]["lr"]}}  # fmt: skip
+    return {
+        "model": {k: v.detach().cpu().clone() for k, v in state["model"].items()},
+        "cpu": {"step": state["cpu"]["step"].clone(), "lr": state["cpu"]["lr"]},
+    }
 
 
 @pytest.mark.parametrize("mode", ["now", "background"])
@@ -175,10 +207,30 @@ def test_synchronous_save_of_a_cuda_state_round_trips_bit_exactly(torch):
 def test_nccl_launch_of_the_demo_picks_nccl_trains_on_the_gpu_and_checkpoints(torch):
     name = f"gputest-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher.cli", "launch", "configs/demo.yaml", "--name", name, "--set", "nproc_per_node=auto",
-         "--set", "args.1=120", "--set", "args.3=0.01", "--set", "env.CORRAL_CKPT_ALLOW_VOLATILE=1", "--follow"],
-        cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "launcher.cli",
+            "launch",
+            "configs/demo.yaml",
+            "--name",
+            name,
+            "--set",
+            "nproc_per_node=auto",
+            "--set",
+            "args.1=120",
+            "--set",
+            "args.3=0.01",
+            "--set",
+            "env.CORRAL_CKPT_ALLOW_VOLATILE=1",
+            "--follow",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         from launcher.checkpoint.layout import parse_step_dirname

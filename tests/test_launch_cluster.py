@@ -56,10 +56,15 @@ def names(cl):
 
 
 def train_job(name: str, steps: int = 200, step_time: float = 0.0, **extra) -> JobConfig:
-    return JobConfig.model_validate({
-        "name": name, "script": "examples/train_demo.py",
-        "args": ["--steps", str(steps), "--step-time", str(step_time)], "env": {"PYTHONPATH": str(REPO)}, **extra,
-    })  # fmt: skip
+    return JobConfig.model_validate(
+        {
+            "name": name,
+            "script": "examples/train_demo.py",
+            "args": ["--steps", str(steps), "--step-time", str(step_time)],
+            "env": {"PYTHONPATH": str(REPO)},
+            **extra,
+        }
+    )
 
 
 def results(handle) -> list[dict]:
@@ -99,8 +104,9 @@ def test_tiny_training_finishes_on_every_rank(cl, names):
 
 def test_literal_args_and_env_over_ssh(cl, names):
     name = names("inject")
-    job = JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py", "args": HOSTILE,
-                                    "env": {"HOSTILE": "\n".join(HOSTILE)}})  # fmt: skip
+    job = JobConfig.model_validate(
+        {"name": name, "script": "tests/workers/echo_env.py", "args": HOSTILE, "env": {"HOSTILE": "\n".join(HOSTILE)}}
+    )
     handle = api.launch(job, cl, plain=True)
     assert handle.wait(timeout=60).ok
     for rank, node in enumerate(handle.plan.nodes):
@@ -118,10 +124,24 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     work.mkdir()
     cfile = sim_cluster.write_cluster_config(work / "cluster.yaml", workdir=REPO)
     jfile = work / "job.yaml"
-    jfile.write_text(json.dumps({"name": a, "script": "examples/train_demo.py", "nproc_per_node": 1, "env": {"PYTHONPATH": str(REPO)},
-                                 "args": ["--steps", "150", "--step-time", "0.03"]}))  # fmt: skip
-    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "launch", str(jfile), "-c", str(cfile), "--follow"],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    jfile.write_text(
+        json.dumps(
+            {
+                "name": a,
+                "script": "examples/train_demo.py",
+                "nproc_per_node": 1,
+                "env": {"PYTHONPATH": str(REPO)},
+                "args": ["--steps", "150", "--step-time", "0.03"],
+            }
+        )
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "launch", str(jfile), "-c", str(cfile), "--follow"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: b"launched" in launcher.stdout.readline(), 120, "the launch to complete")
     finally:
@@ -130,7 +150,9 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     hb = api.launch(train_job(b, steps=150, step_time=0.03, nproc_per_node=1), cl)
     # cut every connection: SIGKILL each ssh ControlMaster (the TCP connection drops under sshd)
     for node in cl.nodes:
-        check = subprocess.run(["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True)
+        check = subprocess.run(
+            ["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
+        )
         if "pid=" in check.stderr:
             os.kill(int(check.stderr.split("pid=")[1].split(")")[0]), signal.SIGKILL)
     sa = api.wait(a, cl, timeout=240)
@@ -150,7 +172,9 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
     name = names("restart")
     handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1, nproc_per_node=2), cl)
     logs = [Path(n.log_path) for n in handle.plan.nodes]
-    wait_for(lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 240, "training to pass step 100")
+    wait_for(
+        lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 240, "training to pass step 100"
+    )
     victims = job_pids(handle.plan.run_id, b"RANK=3")
     assert len(victims) == 1, victims
     os.kill(victims[0], signal.SIGKILL)
@@ -175,8 +199,14 @@ def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
     a, b = names("victim"), names("neighbour")
     ha = api.launch(train_job(a, steps=100000, step_time=0.1, nproc_per_node=1), cl)
     hb = api.launch(train_job(b, steps=100000, step_time=0.1, nproc_per_node=1), cl)
-    wait_for(lambda: all("step 0 loss" in Path(n.log_path).read_text() for n in ha.plan.nodes if Path(n.log_path).exists())
-             and all(Path(n.log_path).exists() for n in ha.plan.nodes), 180, "job A to train")  # fmt: skip
+    wait_for(
+        lambda: (
+            all("step 0 loss" in Path(n.log_path).read_text() for n in ha.plan.nodes if Path(n.log_path).exists())
+            and all(Path(n.log_path).exists() for n in ha.plan.nodes)
+        ),
+        180,
+        "job A to train",
+    )
     cfile = Path(ha.run_dir).parent / f"{a}-cluster.json"
     cfile.write_text(json.dumps(cl.model_dump(mode="json")))
     os.chdir(REPO)
@@ -196,7 +226,10 @@ def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
     assert [(n.state, n.exit_code) for n in st.nodes] == [("exited", 143)] * 3
     # a node whose tmux session vanished reads "missing"
     node3 = hb.plan.nodes[2]
-    subprocess.run(["ssh", *ssh.ssh_options(cl.ssh, node3.host), node3.host, "tmux", "kill-session", "-t", f"={node3.session}"], check=True)
+    subprocess.run(
+        ["ssh", *ssh.ssh_options(cl.ssh, node3.host), node3.host, "tmux", "kill-session", "-t", f"={node3.session}"],
+        check=True,
+    )
     wait_for(lambda: api.status(b, cl).nodes[2].state == "missing", 20, "node 3 to read missing")
     results_b = api.stop(b, cl, timeout=3)
     assert all(r.remaining == [] for r in results_b) and job_pids(hb.plan.run_id) == []
@@ -204,7 +237,13 @@ def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
 
 def test_preflight_catches_broken_nodes(cl, names, sim_cluster):
     n1, n2, n3 = sim_cluster.nodes
-    quick = cl.model_copy(update={"ssh": cl.ssh.model_copy(update={"connect_timeout": 3, "options": {**cl.ssh.options, "ConnectTimeout": "3"}})})
+    quick = cl.model_copy(
+        update={
+            "ssh": cl.ssh.model_copy(
+                update={"connect_timeout": 3, "options": {**cl.ssh.options, "ConnectTimeout": "3"}}
+            )
+        }
+    )
     name = names("pre")
     job = train_job(name)
 

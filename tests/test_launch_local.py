@@ -56,6 +56,7 @@ def test_plain_job_runs_in_tmux_with_literal_args_and_no_leaked_venv(local_space
     assert not list(REPO.glob("PWNED")) and not list(root.rglob("PWNED"))
     log = handle.log_path("local").read_text()
     assert "[local] echo worker done" in log and "corral: exited with status 0" in log
+
     # the exit status is recorded and the log kept, so the finished session is gone (nothing piles up)
     def gone() -> bool:
         argv = ["tmux", "-L", f"corral-test-{token}", "list-panes", "-t", "=corral-echo"]
@@ -115,8 +116,15 @@ def _has_env(proc: Path, marker: bytes) -> bool:
 
 def test_torchrun_job_on_localhost(local_space):
     cluster, root, token = local_space
-    job = JobConfig.model_validate({"name": "tiny", "script": "examples/train_demo.py", "args": ["--steps", "30", "--step-time", "0"],
-                                    "env": {"PYTHONPATH": str(REPO)}, "checkpoint": {"keep_last": 2}})  # fmt: skip
+    job = JobConfig.model_validate(
+        {
+            "name": "tiny",
+            "script": "examples/train_demo.py",
+            "args": ["--steps", "30", "--step-time", "0"],
+            "env": {"PYTHONPATH": str(REPO)},
+            "checkpoint": {"keep_last": 2},
+        }
+    )
     handle = api.launch(job, cluster)
     status = handle.wait(timeout=120)
     assert status.ok, handle.log_path("local").read_text()[-2000:]
@@ -175,11 +183,17 @@ def test_a_node_failing_to_start_rolls_back_the_others(local_space):
     from launcher.errors import RunFailed
 
     cluster, root, token = local_space
-    two = cluster.model_copy(update={"nodes": [cluster.nodes[0], cluster.nodes[0].model_copy(update={"host": "127.0.0.1", "name": "again"})]})
+    two = cluster.model_copy(
+        update={"nodes": [cluster.nodes[0], cluster.nodes[0].model_copy(update={"host": "127.0.0.1", "name": "again"})]}
+    )
     with pytest.raises(RunFailed, match=r"\((local|again): duplicate session"):
         api.launch(echo_job("half", env={"ECHO_SLEEP": "60"}), two, plain=True)
     ls = subprocess.run(["tmux", "-L", f"corral-test-{token}", "ls"], capture_output=True, text=True)
     assert "corral-half" not in ls.stdout
     record = json.loads((root / "runs" / "half" / "run.json").read_text())
     assert record["state"] == "failed"
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_env(p, f"CORRAL_RUN_ID={record['run_id']}".encode())]
+    assert not [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _has_env(p, f"CORRAL_RUN_ID={record['run_id']}".encode())
+    ]

@@ -10,7 +10,9 @@ from launcher.jobs import LaunchOptions, prepare
 
 
 def cluster() -> ClusterConfig:
-    return ClusterConfig.model_validate({"nodes": [{"host": "10.0.0.1", "name": "a", "gpus": 2}, {"host": "10.0.0.2", "name": "b"}]})
+    return ClusterConfig.model_validate(
+        {"nodes": [{"host": "10.0.0.1", "name": "a", "gpus": 2}, {"host": "10.0.0.2", "name": "b"}]}
+    )
 
 
 def job() -> JobConfig:

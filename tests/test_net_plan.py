@@ -24,7 +24,14 @@ def cluster(*nodes: dict) -> ClusterConfig:
 
 
 def test_pairs_all_and_ring():
-    assert net.plan_pairs(["a", "b", "c"], "all") == [("a", "b"), ("a", "c"), ("b", "a"), ("b", "c"), ("c", "a"), ("c", "b")]
+    assert net.plan_pairs(["a", "b", "c"], "all") == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "a"),
+        ("b", "c"),
+        ("c", "a"),
+        ("c", "b"),
+    ]
     assert net.plan_pairs(["a", "b", "c"], "ring") == [("a", "b"), ("b", "c"), ("c", "a")]
     assert net.plan_pairs(["a", "b"], "ring") == [("a", "b"), ("b", "a")]
     with pytest.raises(UserError, match="all' or 'ring"):
@@ -46,7 +53,10 @@ def test_plan_argv_and_dry_run_text():
     eps = [net.Endpoint("a", "10.0.0.1"), net.Endpoint("b", "10.0.0.2")]
     plans = net.build_plan(eps, "ring", python={"a": "/v a/bin/python", "b": "python3"}, duration=3)
     assert plans[0].recv_argv[:6] == ["python3", "-", "recv", "--bind", "10.0.0.2", "--port"]
-    assert plans[0].send_argv[:5] == ["/v a/bin/python", "-", "send", "--to", "10.0.0.2"] and "--duration" in plans[0].send_argv
+    assert (
+        plans[0].send_argv[:5] == ["/v a/bin/python", "-", "send", "--to", "10.0.0.2"]
+        and "--duration" in plans[0].send_argv
+    )
     text = net.describe_plan(plans)
     assert "'/v a/bin/python' - send" in text and "--port PORT" in text and "net/peer.py on stdin" in text
     with pytest.raises(UserError, match="--duration"):
@@ -54,8 +64,13 @@ def test_plan_argv_and_dry_run_text():
 
 
 def recv_report(series_bytes, interval=1.0, last=1.0) -> dict:
-    return {"bytes": sum(series_bytes), "seconds": interval * (len(series_bytes) - 1) + last, "interval_s": interval,
-            "series_bytes": series_bytes, "last_interval_s": last}  # fmt: skip
+    return {
+        "bytes": sum(series_bytes),
+        "seconds": interval * (len(series_bytes) - 1) + last,
+        "interval_s": interval,
+        "series_bytes": series_bytes,
+        "last_interval_s": last,
+    }
 
 
 def test_pair_result_units_and_throttle():
@@ -69,7 +84,9 @@ def test_pair_result_units_and_throttle():
     assert t["rate_before"] == pytest.approx(10.0) and t["rate_after"] == pytest.approx(0.2)
     straddle = [10 * mb] * 4 + [5 * mb] + [mb // 5] * 5 + [mb // 10]
     t = net.pair_result("a", "b", recv_report(straddle, last=0.5), duration=11)["throttle"]
-    assert t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2  # the median ignores the straddling second
+    assert (
+        t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2
+    )  # the median ignores the straddling second
 
 
 def test_a_sliver_at_the_end_is_folded_into_the_last_interval():
@@ -103,11 +120,18 @@ def test_peer_over_loopback():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = str(REPO / "benchmarks" / "net" / "peer.py")
-    recv = subprocess.Popen([sys.executable, script, "recv", "--bind", "127.0.0.1", "--port", str(port), "--interval", "0.25"],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    recv = subprocess.Popen(
+        [sys.executable, script, "recv", "--bind", "127.0.0.1", "--port", str(port), "--interval", "0.25"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        send = subprocess.run([sys.executable, script, "send", "--to", "127.0.0.1", "--port", str(port), "--duration", "1"],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        send = subprocess.run(
+            [sys.executable, script, "send", "--to", "127.0.0.1", "--port", str(port), "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         out, _ = recv.communicate(timeout=60)
     finally:
         if recv.poll() is None:
@@ -152,7 +176,30 @@ def test_json_schema_is_frozen():
     eps = [net.Endpoint("a", "10.0.0.1"), net.Endpoint("b", "10.0.0.2")]
     r = net.build_result(eps, "ring", 3, [net.pair_result("a", "b", recv_report([10, 10, 10]), 3)])
     assert net.SCHEMA == "corral.bench.net/1"
-    assert list(r) == ["schema", "units", "nodes", "pairs_mode", "duration_s", "pairs", "matrix_gbps", "matrix_mibps",
-                       "slowest", "throttled", "failed"]  # fmt: skip
-    assert list(r["pairs"][0]) == ["src", "dst", "bytes", "seconds", "duration_s", "gbps", "mibps", "interval_s",
-                                   "series_gbps", "series_mibps", "throttle", "error"]  # fmt: skip
+    assert list(r) == [
+        "schema",
+        "units",
+        "nodes",
+        "pairs_mode",
+        "duration_s",
+        "pairs",
+        "matrix_gbps",
+        "matrix_mibps",
+        "slowest",
+        "throttled",
+        "failed",
+    ]
+    assert list(r["pairs"][0]) == [
+        "src",
+        "dst",
+        "bytes",
+        "seconds",
+        "duration_s",
+        "gbps",
+        "mibps",
+        "interval_s",
+        "series_gbps",
+        "series_mibps",
+        "throttle",
+        "error",
+    ]

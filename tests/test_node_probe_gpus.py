@@ -41,8 +41,11 @@ def _every_caller(root: Path) -> dict[str, int]:
     data = node_agent.op_probe({"op": "probe", "want": ["container", "inventory"], "root": str(root)})
     reply = AgentReply("gpu1", data)
     job = JobConfig.model_validate({"name": "j", "script": "train.py"})
-    check = next(c for c in evaluate_probe(NodeConfig(host="gpu1"), reply, job, first=True, name="j", venv=None,
-                                           plain=False) if c.check == "gpus")  # fmt: skip
+    check = next(
+        c
+        for c in evaluate_probe(NodeConfig(host="gpu1"), reply, job, first=True, name="j", venv=None, plain=False)
+        if c.check == "gpus"
+    )
     return {
         "preflight": 0 if check.detail.startswith("no GPU") else int(check.detail.split()[0]),
         "container": NodeFacts.from_probe("gpu1", data["container"], IbPaths()).gpu_count,

@@ -134,9 +134,19 @@ def test_pooled_rejects_unpaired_runs():
 
 def test_pool_results_reads_the_workers_layout():
     def result(sizes, scale):
-        return {"rows": [{"size_bytes": s, "block_seconds": {
-            "bare": [1.0 * scale, 2.0 * scale, 1.5 * scale], "harness_inplace": [1.0 * scale, 2.0 * scale, 1.5 * scale],
-            "harness_outofplace": [1.1 * scale, 2.2 * scale, 1.65 * scale]}} for s in sizes]}  # fmt: skip
+        return {
+            "rows": [
+                {
+                    "size_bytes": s,
+                    "block_seconds": {
+                        "bare": [1.0 * scale, 2.0 * scale, 1.5 * scale],
+                        "harness_inplace": [1.0 * scale, 2.0 * scale, 1.5 * scale],
+                        "harness_outofplace": [1.1 * scale, 2.2 * scale, 1.65 * scale],
+                    },
+                }
+                for s in sizes
+            ]
+        }
 
     rows = ost.pool_results([result([1, 2], 1.0), result([2], 2.0)], seed=0)
     assert [r["size_bytes"] for r in rows] == [1, 2]  # each size pooled over the runs that measured it

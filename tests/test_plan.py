@@ -23,7 +23,7 @@ from launcher.plan import (
     render_secrets,
     render_wrapper,
     select_nodes,
-)  # fmt: skip
+)
 from launcher.tools import tmux
 from tests.infra.golden import check_golden
 from tests.infra.hostile import HOSTILE
@@ -52,8 +52,13 @@ def job(**extra) -> JobConfig:
 
 
 def inputs(**extra) -> PlanInputs:
-    base = dict(name="train", run_id="train-0123abcd", base_dir="/home/me/proj", rdzv_port=29411,
-                facts={"gpu1": NodeFacts(gpus=8), "gpu3": NodeFacts(gpus=0)})  # fmt: skip
+    base = dict(
+        name="train",
+        run_id="train-0123abcd",
+        base_dir="/home/me/proj",
+        rdzv_port=29411,
+        facts={"gpu1": NodeFacts(gpus=8), "gpu3": NodeFacts(gpus=0)},
+    )
     base.update(extra)
     return PlanInputs(**base)
 
@@ -120,7 +125,9 @@ def test_env_precedence_and_corral_vars():
     assert n1.env["CORRAL_RUN_DIR"] == "/home/me/proj/runs/train"
     assert n1.env["CORRAL_CKPT_DIR"] == "/ckpt/train"
     assert [n.env["CORRAL_NODE_RANK"] for n in plan.nodes] == ["0", "1", "2"]
-    c2 = ClusterConfig.model_validate({"nodes": [{"host": "a", "env": {"SHARED": "node"}}], "env": {"SHARED": "cluster"}})
+    c2 = ClusterConfig.model_validate(
+        {"nodes": [{"host": "a", "env": {"SHARED": "node"}}], "env": {"SHARED": "cluster"}}
+    )
     assert build_plan(job(env={}), c2, c2.nodes, inputs()).nodes[0].env["SHARED"] == "node"
 
 
@@ -155,7 +162,9 @@ def test_node_selection_and_nnodes():
 
 
 def test_relative_paths_resolve_against_base_dir():
-    c = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}], "workdir": ".", "storage": {"runs": "./r", "checkpoints": "../ck"}})
+    c = ClusterConfig.model_validate(
+        {"nodes": [{"host": "localhost"}], "workdir": ".", "storage": {"runs": "./r", "checkpoints": "../ck"}}
+    )
     plan = build_plan(job(), c, c.nodes, inputs(base_dir="/w/proj", local_venv="/w/venv"))
     n = plan.nodes[0]
     assert (n.workdir, plan.run_dir, plan.ckpt_dir) == ("/w/proj", "/w/proj/r/train", "/w/ck/train")
@@ -180,7 +189,7 @@ def test_hostile_values_reach_the_command_literally(tmp_path):
     probe = ["python3", "-c", "import json,os,sys; print(json.dumps([sys.argv[1:], os.environ['HOSTILE']]))"]
     node = type(node)(**{**node.__dict__, "command": probe + list(j.args)})
     script = render_wrapper(plan.name, node)
-    body = script[script.index("job() {"): script.index("\n}\n") + 3]
+    body = script[script.index("job() {") : script.index("\n}\n") + 3]
     out = subprocess.run(["bash", "-c", body + "\njob"], cwd=tmp_path, capture_output=True, text=True, check=True)
     args, env = json.loads(out.stdout)
     assert args == HOSTILE and env == "\n".join(HOSTILE)
@@ -191,7 +200,12 @@ def test_secrets_file_round_trip(tmp_path):
     values = {"TOKEN": "s3cr$t 'q' `x` $(y)", "PLAIN": "abc"}
     f = tmp_path / "s.env"
     f.write_text(render_secrets(values))
-    out = subprocess.run(["bash", "-c", f'set -a; . {shlex.quote(str(f))}; set +a; printf "%s|%s" "$TOKEN" "$PLAIN"'], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["bash", "-c", f'set -a; . {shlex.quote(str(f))}; set +a; printf "%s|%s" "$TOKEN" "$PLAIN"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout == "s3cr$t 'q' `x` $(y)|abc"
     assert parse_env_file("# c\nexport A=1\nB='two words'\n\nC=\"x\"\n", "f") == {"A": "1", "B": "two words", "C": "x"}
     with pytest.raises(UserError, match="f:1: expected KEY=VALUE"):

@@ -9,9 +9,18 @@ from launcher.preflight import evaluate_probe, evaluate_reach
 from launcher.remote import AgentReply
 
 NODE = NodeConfig(host="10.0.0.2", name="gpu2")
-GOOD = {"hostname": "gpu2", "python": "3.11.2", "workdir_ok": True, "script_ok": True, "venv_ok": True, "gpus": 8,
-        "tmux": "/usr/bin/tmux", "bash": True, "session_state": "none",
-        "torch": {"ok": True, "version": "2.13.0", "torchrun": "/v/bin/torchrun"}}  # fmt: skip
+GOOD = {
+    "hostname": "gpu2",
+    "python": "3.11.2",
+    "workdir_ok": True,
+    "script_ok": True,
+    "venv_ok": True,
+    "gpus": 8,
+    "tmux": "/usr/bin/tmux",
+    "bash": True,
+    "session_state": "none",
+    "torch": {"ok": True, "version": "2.13.0", "torchrun": "/v/bin/torchrun"},
+}
 
 
 def job(**kw) -> JobConfig:
@@ -20,7 +29,9 @@ def job(**kw) -> JobConfig:
 
 def verdicts(data, error=None, **kw):
     reply = AgentReply("gpu2", data, error)
-    checks = evaluate_probe(NODE, reply, kw.pop("job", job()), first=kw.pop("first", False), name="j", venv="/v", plain=False)
+    checks = evaluate_probe(
+        NODE, reply, kw.pop("job", job()), first=kw.pop("first", False), name="j", venv="/v", plain=False
+    )
     return {c.check: c for c in checks}
 
 
@@ -39,7 +50,10 @@ def test_ssh_failure_marks_the_rest_not_checked():
 def test_each_failure_names_the_fix():
     assert "create the venv" in verdicts({**GOOD, "venv_ok": False})["venv"].detail
     assert "working directory /w missing" in verdicts({**GOOD, "workdir": "/w", "workdir_ok": False})["workdir"].detail
-    assert "script train.py not found in /w (the cluster's workdir" in verdicts({**GOOD, "workdir": "/w", "script_ok": False})["workdir"].detail
+    assert (
+        "script train.py not found in /w (the cluster's workdir"
+        in verdicts({**GOOD, "workdir": "/w", "script_ok": False})["workdir"].detail
+    )
     assert "no torchrun" in verdicts({**GOOD, "torch": {"ok": True, "version": "2", "torchrun": None}})["torch"].detail
     assert verdicts({**GOOD, "torch": {"ok": False, "error": "No module named 'torch'"}})["torch"].ok is False
     assert "nproc_per_node 9 > 8" in verdicts(GOOD, job=job(nproc_per_node=9))["gpus"].detail
@@ -57,11 +71,29 @@ def test_reach_failure_says_private_network():
 
 
 def test_node_states_from_status_replies():
-    plan = NodePlan(node="gpu2", host="h", is_local=False, rank=0, session="corral-j", workdir="/w", venv=None, state_dir="/s",
-                    log_path="/l", wrapper_path="/r", secrets_path="/x", nproc_per_node=1, env={}, inner_argv=[], command=[],
-                    pane_command=[])  # fmt: skip
+    plan = NodePlan(
+        node="gpu2",
+        host="h",
+        is_local=False,
+        rank=0,
+        session="corral-j",
+        workdir="/w",
+        venv=None,
+        state_dir="/s",
+        log_path="/l",
+        wrapper_path="/r",
+        secrets_path="/x",
+        nproc_per_node=1,
+        env={},
+        inner_argv=[],
+        command=[],
+        pane_command=[],
+    )
     st = lambda d, err=None: node_status(plan, AgentReply("gpu2", d, err), 100.0, 160.0)  # noqa: E731
-    assert (st({"exit_code": 0, "exit_mtime": 130.0}).state, st({"exit_code": 0, "exit_mtime": 130.0}).elapsed_s) == ("exited", 30.0)
+    assert (st({"exit_code": 0, "exit_mtime": 130.0}).state, st({"exit_code": 0, "exit_mtime": 130.0}).elapsed_s) == (
+        "exited",
+        30.0,
+    )
     assert st({"session": True, "pane_dead": False}).state == "running"
     assert st({"session": True, "pane_dead": True, "pane_status": 1}).exit_code == 1
     assert st({"session": False}).state == "missing"

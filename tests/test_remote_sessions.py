@@ -93,7 +93,14 @@ def test_tmux_chain_and_trailing_semicolons():
     argv = tmux.chain(tmux.new_session(None, "corral-x", "/w"), tmux.set_remain_on_exit(None, "corral-x"))
     assert argv.count("tmux") == 1 and argv[argv.index(";") + 1] == "set-option"
     sock = tmux.chain(tmux.new_session("s", "corral-x", "/w"), tmux.respawn("s", "corral-x", ["bash", "/r.sh"]))
-    assert sock[:3] == ["tmux", "-L", "s"] and sock[sock.index(";") + 1 :] == ["respawn-pane", "-k", "-t", "=corral-x:", "bash", "/r.sh"]
+    assert sock[:3] == ["tmux", "-L", "s"] and sock[sock.index(";") + 1 :] == [
+        "respawn-pane",
+        "-k",
+        "-t",
+        "=corral-x:",
+        "bash",
+        "/r.sh",
+    ]
 
 
 def test_kept_sessions_are_per_thread(tmp_path):

@@ -9,9 +9,14 @@ import pytest
 from launcher.report import report
 
 
-@pytest.mark.parametrize(("rank", "local_rank", "run_file", "node_file"), [
-    ("0", "0", True, True), ("2", "0", False, True), ("3", "1", False, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("rank", "local_rank", "run_file", "node_file"),
+    [
+        ("0", "0", True, True),
+        ("2", "0", False, True),
+        ("3", "1", False, False),
+    ],
+)
 def test_who_writes_which_file(tmp_path, monkeypatch, rank, local_rank, run_file, node_file):
     monkeypatch.setenv("CORRAL_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("CORRAL_NODE", "gpu-2")

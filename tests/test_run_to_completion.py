@@ -32,10 +32,13 @@ def private_runs_cluster(sim_cluster):
 def test_results_come_back_through_the_agents_and_sessions_are_removed(private_runs_cluster, sim_cluster):
     cluster = private_runs_cluster
     name = f"rtc-{secrets.token_hex(3)}"
-    job = JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py", "args": ["x"], "nproc_per_node": 1})
+    job = JobConfig.model_validate(
+        {"name": name, "script": "tests/workers/echo_env.py", "args": ["x"], "nproc_per_node": 1}
+    )
     polls = []
-    done = api.run_to_completion(job, cluster, plain=True, timeout=180, collect=["echo-{node}.json", "absent.json"],
-                                 on_poll=polls.append)  # fmt: skip
+    done = api.run_to_completion(
+        job, cluster, plain=True, timeout=180, collect=["echo-{node}.json", "absent.json"], on_poll=polls.append
+    )
     labels = [n.label for n in cluster.nodes]
     assert done.status.ok and not done.timed_out and polls
     assert sorted(done.files) == sorted(labels)
@@ -53,8 +56,9 @@ def test_results_come_back_through_the_agents_and_sessions_are_removed(private_r
 def test_timeout_stops_the_job_and_still_collects(private_runs_cluster):
     cluster = private_runs_cluster
     name = f"rtc-{secrets.token_hex(3)}"
-    job = JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py", "nproc_per_node": 1,
-                                    "env": {"ECHO_SLEEP": "120"}})  # fmt: skip
+    job = JobConfig.model_validate(
+        {"name": name, "script": "tests/workers/echo_env.py", "nproc_per_node": 1, "env": {"ECHO_SLEEP": "120"}}
+    )
     done = api.run_to_completion(job, cluster, plain=True, timeout=15, collect=["echo-{node}.json"])
     assert done.timed_out and not done.status.running
     assert all(json.loads(got["echo-{node}.json"])["env"]["CORRAL_NODE"] == label for label, got in done.files.items())

@@ -213,8 +213,7 @@ def test_node_traffic_survives_a_dockerd_style_forward_drop(sim_cluster: SimClus
         pytest.skip("br_netfilter not active: bridged traffic bypasses iptables here")
     a, b = sim_cluster.nodes[:2]
     layout = sim_cluster.layout
-    drop = ["FORWARD", "-i", layout.bridge, "-o", layout.bridge,
-            "-m", "comment", "--comment", layout.tag, "-j", "DROP"]
+    drop = ["FORWARD", "-i", layout.bridge, "-o", layout.bridge, "-m", "comment", "--comment", layout.tag, "-j", "DROP"]
     _iptables("-A", *drop)
     try:
         assert _connect_from(sim_cluster, a, b.addr, 22).startswith("reply")
@@ -238,9 +237,18 @@ def test_cluster_config_works_with_a_plain_ssh_command_line(sim_cluster: SimClus
     for node in config["nodes"]:
         # How the launcher calls ssh: -o options, -i, -p, -l, the node's host.
         options = {**ssh["options"], "ConnectTimeout": ssh["connect_timeout"]}
-        argv = ["ssh", *(a for k, v in options.items() for a in ("-o", f"{k}={v}")),
-                "-i", ssh["identity_file"], "-p", str(ssh["port"]), "-l", ssh["user"],
-                node["host"], "hostname"]
+        argv = [
+            "ssh",
+            *(a for k, v in options.items() for a in ("-o", f"{k}={v}")),
+            "-i",
+            ssh["identity_file"],
+            "-p",
+            str(ssh["port"]),
+            "-l",
+            ssh["user"],
+            node["host"],
+            "hostname",
+        ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert (result.returncode, result.stdout.strip()) == (0, node["name"]), result.stderr
     for path in config["storage"].values():
@@ -286,10 +294,12 @@ def test_kill_node_processes_is_a_crash_and_start_sshd_a_reboot(make_sim_cluster
 def test_teardown_leaves_nothing(make_sim_cluster) -> None:
     cluster = make_sim_cluster(2)
     layout = cluster.layout
-    pids = [_tmux_server_pid(cluster, 1),
-            cluster.popen_in_ns(0, ["sleep", "1000"]).pid,
-            *(p.pid for p in cluster._anchors.values()),
-            *(p.pid for p in cluster._sshds.values())]
+    pids = [
+        _tmux_server_pid(cluster, 1),
+        cluster.popen_in_ns(0, ["sleep", "1000"]).pid,
+        *(p.pid for p in cluster._anchors.values()),
+        *(p.pid for p in cluster._sshds.values()),
+    ]
     assert all(_alive(p) for p in pids)
     if subprocess.run(["which", "iptables"], capture_output=True).returncode == 0:
         assert any(x.startswith("iptables rule") for x in find_leftovers(layout))
@@ -306,9 +316,26 @@ def _run_inner_pytest(tmp_path: Path, body: str, env: dict[str, str] | None = No
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(body))
     junit = tmp_path / "junit.xml"
     subprocess.run(
-        [PY, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
-         f"--junitxml={junit}", "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            PY,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO), "CI": "", **(env or {})},
     )
     import xml.etree.ElementTree as ET
@@ -323,7 +350,9 @@ def _run_inner_pytest(tmp_path: Path, body: str, env: dict[str, str] | None = No
 @pytest.mark.cluster
 def test_teardown_runs_when_a_test_fails_midway(tmp_path: Path) -> None:
     record = tmp_path / "record.json"
-    outcomes = _run_inner_pytest(tmp_path, f"""
+    outcomes = _run_inner_pytest(
+        tmp_path,
+        f"""
         import json, subprocess
         def test_fails(make_sim_cluster):
             cluster = make_sim_cluster(2)
@@ -332,7 +361,8 @@ def test_teardown_runs_when_a_test_fails_midway(tmp_path: Path) -> None:
             with open({str(record)!r}, "w") as f:
                 f.write(json.dumps({{"layout": cluster.layout.to_json(), "pid": pid}}))
             assert False, "boom"
-    """)
+    """,
+    )
     assert outcomes == {"test_fails": "failure"}
     data = json.loads(record.read_text())
     assert find_leftovers(SimLayout.from_json(data["layout"])) == []
@@ -409,20 +439,44 @@ def test_torchrun_c10d_rendezvous_across_nodes(make_sim_cluster) -> None:
     script = cluster.shared_dir / "all_reduce.py"
     script.write_text(ALL_REDUCE)
     first = cluster.nodes[0]
-    torchrun = [PY, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{first.hostname}:29400",
-                "--rdzv-id", cluster.prefix, "--rdzv-conf", "join_timeout=60", str(script)]
-    procs = [subprocess.Popen(cluster.ssh_argv(n, torchrun), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in cluster.nodes]
+    torchrun = [
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"{first.hostname}:29400",
+        "--rdzv-id",
+        cluster.prefix,
+        "--rdzv-conf",
+        "join_timeout=60",
+        str(script),
+    ]
+    procs = [
+        subprocess.Popen(
+            cluster.ssh_argv(n, torchrun),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in cluster.nodes
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     lines = sorted(line for out, _ in outputs for line in out.splitlines() if line.startswith("rank"))
-    assert lines == [f"rank 0/2 on {cluster.nodes[0].hostname}: 3.0",
-                     f"rank 1/2 on {cluster.nodes[1].hostname}: 3.0"] or \
-        lines == [f"rank 0/2 on {cluster.nodes[1].hostname}: 3.0",
-                  f"rank 1/2 on {cluster.nodes[0].hostname}: 3.0"], lines
+    assert lines == [
+        f"rank 0/2 on {cluster.nodes[0].hostname}: 3.0",
+        f"rank 1/2 on {cluster.nodes[1].hostname}: 3.0",
+    ] or lines == [f"rank 0/2 on {cluster.nodes[1].hostname}: 3.0", f"rank 1/2 on {cluster.nodes[0].hostname}: 3.0"], (
+        lines
+    )
 
 
 def test_missing_facility_names_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,11 +65,17 @@ def names(cl):
 def train_job(
     name: str, *, nnodes: int = 2, steps: int = 60, step_time: float = 0.0, nproc: int = 2, **extra
 ) -> JobConfig:
-    return JobConfig.model_validate({
-        "name": name, "script": "examples/train_demo.py", "nnodes": nnodes, "nproc_per_node": nproc,
-        "args": ["--steps", str(steps), "--step-time", str(step_time), *extra.pop("more_args", [])],
-        "env": {"PYTHONPATH": str(REPO)}, **extra,
-    })  # fmt: skip
+    return JobConfig.model_validate(
+        {
+            "name": name,
+            "script": "examples/train_demo.py",
+            "nnodes": nnodes,
+            "nproc_per_node": nproc,
+            "args": ["--steps", str(steps), "--step-time", str(step_time), *extra.pop("more_args", [])],
+            "env": {"PYTHONPATH": str(REPO)},
+            **extra,
+        }
+    )
 
 
 def write_job(work: Path, job: JobConfig) -> Path:
@@ -252,7 +258,9 @@ def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster,
         240,
         "training to start",
     )
-    time.sleep(1.5)  # a dozen steps past step 0 (0.1 s each): the save on SIGUSR1 is then not the periodic one at step 0
+    time.sleep(
+        1.5
+    )  # a dozen steps past step 0 (0.1 s each): the save on SIGUSR1 is then not the periodic one at step 0
     job_id = handle.record.slurm["job_id"]
     slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
     status = handle.wait(timeout=400)
@@ -270,8 +278,28 @@ def test_bench_allreduce_on_a_two_node_allocation(slurm_cluster, cfile, work, ca
     """The benchmark's job asks for every node of the partition (nnodes: all -> 2) and passes its data checks."""
     out = work / "allreduce.json"
     capsys.readouterr()
-    rc = cli_main(["bench", "allreduce", "-c", str(cfile), "--nproc-per-node", "2", "-b", "1K", "-e", "16K", "-f", "4", "-n", "3", "-w", "1",
-                   "--json-out", str(out)])  # fmt: skip
+    rc = cli_main(
+        [
+            "bench",
+            "allreduce",
+            "-c",
+            str(cfile),
+            "--nproc-per-node",
+            "2",
+            "-b",
+            "1K",
+            "-e",
+            "16K",
+            "-f",
+            "4",
+            "-n",
+            "3",
+            "-w",
+            "1",
+            "--json-out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     result = json.loads(out.read_text())
@@ -376,8 +404,13 @@ def test_job_outlives_its_killed_launcher(cfile, work, names, cl):
 
     name = names("orphan")
     job = write_job(work, train_job(name, steps=40, step_time=0.05, nproc=1))
-    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "launch", str(job), "-c", str(cfile), "--follow"], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "launch", str(job), "-c", str(cfile), "--follow"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: b"submitted" in launcher.stdout.readline(), 120, "the submission")
     finally:

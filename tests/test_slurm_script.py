@@ -36,10 +36,15 @@ def check_golden(name: str, text: str) -> None:
 
 
 def cluster(**slurm) -> ClusterConfig:
-    return ClusterConfig.model_validate({
-        "slurm": {"partition": "gpu", **slurm}, "workdir": "/shared/code", "venv": "/shared/venv",
-        "storage": {"runs": "/shared/runs", "checkpoints": "/shared/ckpt"}, "env": {"NCCL_DEBUG": "WARN"},
-    })  # fmt: skip
+    return ClusterConfig.model_validate(
+        {
+            "slurm": {"partition": "gpu", **slurm},
+            "workdir": "/shared/code",
+            "venv": "/shared/venv",
+            "storage": {"runs": "/shared/runs", "checkpoints": "/shared/ckpt"},
+            "env": {"NCCL_DEBUG": "WARN"},
+        }
+    )
 
 
 def job(**kw) -> JobConfig:
@@ -53,8 +58,15 @@ def plan_of(j: JobConfig, c: ClusterConfig, secrets: tuple[str, ...] = ()):
 
 
 def test_gpu_job_golden():
-    c = cluster(account="proj", qos="high", time="1-00:00:00", gpus_per_node=8, exclusive=True, signal_before_s=300,
-                sbatch_args=["--mem=0", "--comment=corral"])  # fmt: skip
+    c = cluster(
+        account="proj",
+        qos="high",
+        time="1-00:00:00",
+        gpus_per_node=8,
+        exclusive=True,
+        signal_before_s=300,
+        sbatch_args=["--mem=0", "--comment=corral"],
+    )
     p = plan_of(job(args=["--lr", "0.1"], checkpoint={"keep_last": 3}), c, ("HF_TOKEN",))
     assert p.backend == "nccl" and p.nproc_per_node == 8
     check_golden("gpu_job.sbatch", render_batch_script(p))
@@ -117,8 +129,14 @@ def test_node_wrapper_passes_hostile_arguments_literally(tmp_path: Path):
     c = ClusterConfig.model_validate(
         {"slurm": {"partition": "p"}, "workdir": str(tmp_path), "storage": {"runs": str(tmp_path / "runs")}}
     )
-    p = build_slurm_plan(job(args=HOSTILE, env={"WEIRD": "x'; $(id)"}), c, name="train", run_id="r1", base_dir=str(tmp_path),
-                         local_venv=None)  # fmt: skip
+    p = build_slurm_plan(
+        job(args=HOSTILE, env={"WEIRD": "x'; $(id)"}),
+        c,
+        name="train",
+        run_id="r1",
+        base_dir=str(tmp_path),
+        local_venv=None,
+    )
     p = dataclasses.replace(p, command_prefix=["bash", "-c", 'printf "<%s>\\n" "$WEIRD" "$@"', "argv0"], entry=HOSTILE)
     wrapper = tmp_path / "node.sh"
     wrapper.write_text(render_node_wrapper(p))

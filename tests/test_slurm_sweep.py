@@ -21,8 +21,8 @@ from launcher.config import load_cluster
 from launcher.sweep.journal import replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
-from tests.test_sweep_cluster import executions, journal_of, status_of, wait_finished, write_sweep
 from tests.infra.waiting import wait_for
+from tests.test_sweep_cluster import executions, journal_of, status_of, wait_finished, write_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -40,8 +40,14 @@ EVERY_FORM = {
 
 
 def sweep(**over):
-    data = {"name": "b", "job": {"script": "train.py", "nproc_per_node": 1}, "method": "bayes", "parameters": EVERY_FORM,
-            "metric": {"name": "loss"}, "run_cap": 10}  # fmt: skip
+    data = {
+        "name": "b",
+        "job": {"script": "train.py", "nproc_per_node": 1},
+        "method": "bayes",
+        "parameters": EVERY_FORM,
+        "metric": {"name": "loss"},
+        "run_cap": 10,
+    }
     data.update(over)
     return sweep_from_mapping(data, "sweep.yaml")
 
@@ -70,15 +76,36 @@ def test_bayes_accepts_every_mappable_form_and_maps_each_onto_its_optuna_distrib
 @pytest.mark.parametrize(
     "param, expected",
     [
-        ({"distribution": "q_log_uniform_values", "min": 1e-4, "max": 1.0, "q": 1e-4}, "parameters.p: method bayes cannot map distribution q_log_uniform_values"),
-        ({"distribution": "normal", "mu": 0, "sigma": 1}, "parameters.p: method bayes cannot map distribution normal onto Optuna: Optuna has no unbounded"),
-        ({"distribution": "q_normal", "mu": 0, "sigma": 1, "q": 2}, "parameters.p: method bayes cannot map distribution q_normal"),
-        ({"distribution": "log_normal", "mu": 0, "sigma": 1}, "parameters.p: method bayes cannot map distribution log_normal"),
-        ({"distribution": "q_log_normal", "mu": 0, "sigma": 1}, "parameters.p: method bayes cannot map distribution q_log_normal"),
-        ({"distribution": "q_uniform", "min": 1, "max": 10, "q": 4}, "parameters.p: method bayes needs q_uniform's min and max to be multiples of q"),
+        (
+            {"distribution": "q_log_uniform_values", "min": 1e-4, "max": 1.0, "q": 1e-4},
+            "parameters.p: method bayes cannot map distribution q_log_uniform_values",
+        ),
+        (
+            {"distribution": "normal", "mu": 0, "sigma": 1},
+            "parameters.p: method bayes cannot map distribution normal onto Optuna: Optuna has no unbounded",
+        ),
+        (
+            {"distribution": "q_normal", "mu": 0, "sigma": 1, "q": 2},
+            "parameters.p: method bayes cannot map distribution q_normal",
+        ),
+        (
+            {"distribution": "log_normal", "mu": 0, "sigma": 1},
+            "parameters.p: method bayes cannot map distribution log_normal",
+        ),
+        (
+            {"distribution": "q_log_normal", "mu": 0, "sigma": 1},
+            "parameters.p: method bayes cannot map distribution q_log_normal",
+        ),
+        (
+            {"distribution": "q_uniform", "min": 1, "max": 10, "q": 4},
+            "parameters.p: method bayes needs q_uniform's min and max to be multiples of q",
+        ),
         ({"values": [1, 2, 1]}, "parameters.p.values: method bayes needs distinct values"),
         ({"distribution": "beta", "min": 0, "max": 1}, "parameters.p.distribution: Input should be"),
-        ({"distribution": "normal", "min": 0, "max": 1}, "parameters.p: distribution normal takes mu and sigma, not min, max"),
+        (
+            {"distribution": "normal", "min": 0, "max": 1},
+            "parameters.p: distribution normal takes mu and sigma, not min, max",
+        ),
         ({"distribution": "uniform", "min": 0, "max": 1, "q": 0.1}, "parameters.p: q goes with a q_ distribution"),
     ],
 )
@@ -89,7 +116,10 @@ def test_unmappable_forms_are_field_path_errors(param, expected):
 
 def test_bayes_needs_run_cap_and_something_to_search():
     assert any(x.startswith("run_cap: method bayes needs run_cap") for x in problems(run_cap=None))
-    assert any(x.startswith("parameters: method bayes needs at least one parameter") for x in problems(parameters={"e": {"value": 1}}))
+    assert any(
+        x.startswith("parameters: method bayes needs at least one parameter")
+        for x in problems(parameters={"e": {"value": 1}})
+    )
 
 
 @pytest.mark.parametrize(
@@ -98,7 +128,10 @@ def test_bayes_needs_run_cap_and_something_to_search():
         ({"type": "hyperband"}, "early_terminate: give min_iter"),
         ({"type": "asha", "min_iter": 3}, "early_terminate.type: Input should be 'hyperband'"),
         ({"type": "hyperband", "min_iter": 0}, "early_terminate.min_iter: Input should be greater than or equal to 1"),
-        ({"type": "hyperband", "min_iter": 3, "eta": 1}, "early_terminate.eta: Input should be greater than or equal to 2"),
+        (
+            {"type": "hyperband", "min_iter": 3, "eta": 1},
+            "early_terminate.eta: Input should be greater than or equal to 2",
+        ),
         ({"type": "hyperband", "max_iter": 27}, "early_terminate: max_iter needs s"),
         ({"type": "hyperband", "min_iter": 3, "s": 2}, "early_terminate: s needs max_iter"),
         ({"type": "hyperband", "max_iter": 8, "s": 2, "eta": 3}, "early_terminate: max_iter / eta**s must be >= 1"),
@@ -120,9 +153,12 @@ def test_early_terminate_milestones_follow_wandb():
 
 
 def test_random_draws_the_new_forms_in_range_and_quantised():
-    params = {**EVERY_FORM, "n": {"distribution": "normal", "mu": 5, "sigma": 0.1},
-              "qn": {"distribution": "q_normal", "mu": 10, "sigma": 3, "q": 2},
-              "qlu": {"distribution": "q_log_uniform_values", "min": 1, "max": 1000, "q": 10}}  # fmt: skip
+    params = {
+        **EVERY_FORM,
+        "n": {"distribution": "normal", "mu": 5, "sigma": 0.1},
+        "qn": {"distribution": "q_normal", "mu": 10, "sigma": 3, "q": 2},
+        "qlu": {"distribution": "q_log_uniform_values", "min": 1, "max": 1000, "q": 10},
+    }
     s = sweep(method="random", parameters=params, run_cap=30)
     trials = generate_trials(s.config)
     assert len(trials) == 30
@@ -142,15 +178,20 @@ def _events(*evs):
 
 
 def test_settlements_tell_only_final_results_of_running_study_trials():
-    st = _events(("start", dict(trial="a", attempt=1, run="s-a", nodes=["n1"], params={}, optuna=0)),
-                 ("end", dict(trial="a", attempt=1, run="s-a", result="done", metric=1.5)),
-                 ("start", dict(trial="b", attempt=1, run="s-b", nodes=["n1"], params={}, optuna=1)),
-                 ("end", dict(trial="b", attempt=1, run="s-b", result="pruned", metric=3.0)),
-                 ("start", dict(trial="c", attempt=1, run="s-c", nodes=["n1"], params={}, optuna=2)),
-                 ("end", dict(trial="c", attempt=1, run="s-c", result="failed")),
-                 ("start", dict(trial="d", attempt=1, run="s-d", nodes=["n1"], params={}, optuna=3)))  # fmt: skip
+    st = _events(
+        ("start", dict(trial="a", attempt=1, run="s-a", nodes=["n1"], params={}, optuna=0)),
+        ("end", dict(trial="a", attempt=1, run="s-a", result="done", metric=1.5)),
+        ("start", dict(trial="b", attempt=1, run="s-b", nodes=["n1"], params={}, optuna=1)),
+        ("end", dict(trial="b", attempt=1, run="s-b", result="pruned", metric=3.0)),
+        ("start", dict(trial="c", attempt=1, run="s-c", nodes=["n1"], params={}, optuna=2)),
+        ("end", dict(trial="c", attempt=1, run="s-c", result="failed")),
+        ("start", dict(trial="d", attempt=1, run="s-d", nodes=["n1"], params={}, optuna=3)),
+    )
     running = {0: "RUNNING", 1: "RUNNING", 2: "RUNNING", 3: "RUNNING", 4: "RUNNING"}
-    assert settlements(st, running, retries=1) == [Settle("a", 0, "complete", 1.5), Settle("b", 1, "pruned", 3.0, "s-b")]
+    assert settlements(st, running, retries=1) == [
+        Settle("a", 0, "complete", 1.5),
+        Settle("b", 1, "pruned", 3.0, "s-b"),
+    ]
     assert settlements(st, running, retries=0)[-1] == Settle("c", 2, "fail")  # no retry left: final
     assert settlements(st, {**running, 0: "COMPLETE", 1: "PRUNED"}, retries=1) == []  # told already: never twice
     assert orphans(st, running) == [4]
@@ -164,8 +205,16 @@ def cluster(n=3):
 
 
 def synthetic_sweep(**over):
-    data = {"name": "syn", "job": {"script": "train.py", "nproc_per_node": 1}, "method": "bayes", "parameters": PARAMETERS,
-            "metric": {"name": "loss"}, "run_cap": 12, "poll_interval": 0.1, "retries": 1}  # fmt: skip
+    data = {
+        "name": "syn",
+        "job": {"script": "train.py", "nproc_per_node": 1},
+        "method": "bayes",
+        "parameters": PARAMETERS,
+        "metric": {"name": "loss"},
+        "run_cap": 12,
+        "poll_interval": 0.1,
+        "retries": 1,
+    }
     data.update(over)
     return sweep_from_mapping(data, "sweep.yaml")
 
@@ -175,7 +224,9 @@ def make(tmp_path, sweep_, storage, backend=None, n_nodes=3):
     save_spec(paths, sweep_)
     backend = backend or SyntheticBackend(tmp_path / "runs", max_steps=3, steps_per_poll=3)
     spec = load_spec(paths)
-    return Controller(spec, cluster(n_nodes), backend, paths, sleep=lambda s: None, study=SweepStudy(spec.config, storage)), backend
+    return Controller(
+        spec, cluster(n_nodes), backend, paths, sleep=lambda s: None, study=SweepStudy(spec.config, storage)
+    ), backend
 
 
 def agree(c: Controller) -> list[str]:
@@ -214,8 +265,12 @@ def test_bayes_with_concurrency_uses_the_constant_liar_and_never_repeats_a_runni
 
 
 def test_hyperband_prunes_losers_stops_their_runs_and_never_retries_them(tmp_path):
-    s = synthetic_sweep(method="random", run_cap=12, max_concurrent=3,
-                        early_terminate={"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3})  # fmt: skip
+    s = synthetic_sweep(
+        method="random",
+        run_cap=12,
+        max_concurrent=3,
+        early_terminate={"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3},
+    )
     backend = SyntheticBackend(tmp_path / "runs", max_steps=27, steps_per_poll=1)
     c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), backend)
     assert c.run() == 0
@@ -253,14 +308,18 @@ def test_crash_between_an_end_and_its_tell_then_resume_tells_once(tmp_path):
     c.study.tell = tell_then_die
     with pytest.raises(Crash):
         c.run()
-    c.lock.path.unlink(missing_ok=True)  # released by run()'s finally here; a real kill leaves it (tested on the cluster)
+    c.lock.path.unlink(
+        missing_ok=True
+    )  # released by run()'s finally here; a real kill leaves it (tested on the cluster)
     ended = [r for r in Journal(c.paths.journal).read() if r["ev"] == "end"]
     assert len(ended) == 1 and c.study.states()[0] == "RUNNING"
     spec = load_spec(c.paths)
     c2 = Controller(spec, cluster(), backend, c.paths, sleep=lambda x: None, study=SweepStudy(spec.config, storage))
     assert c2.run() == 0 and agree(c2) == []
     assert Counter(t.state.name for t in c2.study.trials()) == {"COMPLETE": 6}
-    assert Counter(r["trial"] for r in Journal(c.paths.journal).read() if r["ev"] == "start") == {t: 1 for t in c2.state.trials}
+    assert Counter(r["trial"] for r in Journal(c.paths.journal).read() if r["ev"] == "start") == {
+        t: 1 for t in c2.state.trials
+    }
     assert real_tell  # the first controller's study object was never used again
 
 
@@ -310,31 +369,45 @@ def test_study_file_beside_the_journal_never_uses_a_symlink(tmp_path, monkeypatc
     assert c.run() == 0
     assert (paths.root / "optuna.journal").stat().st_size > 0 and not (paths.root / "optuna.journal.lock").exists()
     assert agree(c) == []
-    assert {t.number: t.params for t in c.study.trials()} == {r.optuna: {k: r.params[k] for k in ("lr", "momentum", "wd", "layers", "opt")}
-                                                               for r in c.state.trials.values()}  # fmt: skip
+    assert {t.number: t.params for t in c.study.trials()} == {
+        r.optuna: {k: r.params[k] for k in ("lr", "momentum", "wd", "layers", "opt")} for r in c.state.trials.values()
+    }
 
 
 def test_grid_without_early_terminate_keeps_no_study(tmp_path):
     s = synthetic_sweep(method="grid", run_cap=None, parameters={"lr": {"values": [0.01, 0.001]}})
     paths = SweepPaths(tmp_path / "_sweeps" / s.name)
     save_spec(paths, s)
-    c = Controller(load_spec(paths), cluster(), SyntheticBackend(tmp_path / "runs", max_steps=1), paths, sleep=lambda x: None)
+    c = Controller(
+        load_spec(paths), cluster(), SyntheticBackend(tmp_path / "runs", max_steps=1), paths, sleep=lambda x: None
+    )
     assert c.run() == 0 and c.study is None and not (paths.root / "optuna.journal").exists()
 
 
 def test_grid_with_early_terminate_labels_its_study_trials_with_corral_ids(tmp_path):
-    s = synthetic_sweep(method="grid", run_cap=None, parameters={"lr": {"values": [0.003, 0.5, 0.9]}},
-                        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})  # fmt: skip
-    c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), SyntheticBackend(tmp_path / "runs", max_steps=8), n_nodes=1)
+    s = synthetic_sweep(
+        method="grid",
+        run_cap=None,
+        parameters={"lr": {"values": [0.003, 0.5, 0.9]}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+    )
+    c, _ = make(
+        tmp_path, s, optuna.storages.InMemoryStorage(), SyntheticBackend(tmp_path / "runs", max_steps=8), n_nodes=1
+    )
     assert c.run() == 0 and agree(c) == []
-    assert {t.user_attrs["corral_trial"]: t.number for t in c.study.trials()} == {r.id: r.optuna for r in c.state.trials.values()}
+    assert {t.user_attrs["corral_trial"]: t.number for t in c.study.trials()} == {
+        r.id: r.optuna for r in c.state.trials.values()
+    }
     assert c.counts()["pruned"] == 2  # one node, best first: the others lose at step 2
 
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
 def test_bayes_with_early_terminate_prunes_and_agrees(tmp_path, pruner):
-    s = synthetic_sweep(run_cap=15, max_concurrent=3,
-                        early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 27, "eta": 3, "pruner": pruner})  # fmt: skip
+    s = synthetic_sweep(
+        run_cap=15,
+        max_concurrent=3,
+        early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 27, "eta": 3, "pruner": pruner},
+    )
     backend = SyntheticBackend(tmp_path / "runs", max_steps=27, steps_per_poll=1)
     c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), backend)
     kind = type(c.study.study.pruner).__name__
@@ -358,7 +431,9 @@ def test_benchmark_script_runs_both_arms_and_reports_its_bars(tmp_path):
 
 
 def test_a_finished_trial_reports_its_whole_curve_to_the_study(tmp_path):
-    s = synthetic_sweep(method="random", run_cap=4, max_concurrent=1, early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})
+    s = synthetic_sweep(
+        method="random", run_cap=4, max_concurrent=1, early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2}
+    )
     backend = SyntheticBackend(tmp_path / "runs", max_steps=9, steps_per_poll=9)  # each trial ends within one poll
     c, _ = make(tmp_path, s, optuna.storages.InMemoryStorage(), backend, n_nodes=1)
     assert c.run() == 0 and agree(c) == []
@@ -372,20 +447,38 @@ def test_dry_run_of_a_bayes_sweep_shows_the_search_space(tmp_path, capsys):
     from launcher.cli import main
 
     f = tmp_path / "b.yaml"
-    f.write_text(yaml.safe_dump({"name": "b", "job": {"script": "train.py", "nproc_per_node": 1}, "method": "bayes",
-                                 "parameters": EVERY_FORM, "metric": {"name": "loss"}, "run_cap": 10}))  # fmt: skip
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "name": "b",
+                "job": {"script": "train.py", "nproc_per_node": 1},
+                "method": "bayes",
+                "parameters": EVERY_FORM,
+                "metric": {"name": "loss"},
+                "run_cap": 10,
+            }
+        )
+    )
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump({"nodes": [{"host": "h1", "name": "n1"}], "storage": {"runs": str(tmp_path / "runs")}}))
+    cluster.write_text(
+        yaml.safe_dump({"nodes": [{"host": "h1", "name": "n1"}], "storage": {"runs": str(tmp_path / "runs")}})
+    )
     assert main(["sweep", str(f), "-c", str(cluster), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "bayes: 10 trial(s)" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
-    assert "bs: FloatDistribution(16, 128, step=16)" in out and "epochs: constant 3" in out and "layers: IntDistribution(2, 8)" in out
+    assert (
+        "bs: FloatDistribution(16, 128, step=16)" in out
+        and "epochs: constant 3" in out
+        and "layers: IntDistribution(2, 8)" in out
+    )
 
 
 def test_replay_keeps_a_trials_optuna_number_across_attempts_and_flags_a_change():
-    st = _events(("start", dict(trial="a", attempt=1, run="s-a", nodes=["n1"], params={}, optuna=4)),
-                 ("end", dict(trial="a", attempt=1, run="s-a", result="lost")),
-                 ("start", dict(trial="a", attempt=2, run="s-a-2", nodes=["n1"], params={}, optuna=4)))  # fmt: skip
+    st = _events(
+        ("start", dict(trial="a", attempt=1, run="s-a", nodes=["n1"], params={}, optuna=4)),
+        ("end", dict(trial="a", attempt=1, run="s-a", result="lost")),
+        ("start", dict(trial="a", attempt=2, run="s-a-2", nodes=["n1"], params={}, optuna=4)),
+    )
     assert st.trials["a"].optuna == 4 and st.problems == []
     st.apply({"ev": "end", "trial": "a", "attempt": 2, "run": "s-a-2", "result": "failed"})
     st.apply({"ev": "start", "trial": "a", "attempt": 3, "run": "s-a-3", "nodes": ["n2"], "params": {}, "optuna": 5})

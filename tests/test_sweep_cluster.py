@@ -55,7 +55,11 @@ def write_sweep(dir_: Path, cluster_file: Path, name: str, *, lrs, wds=(0.0,), e
     runs = Path(load_cluster(cluster_file).storage.runs)
     data = {
         "name": name,
-        "job": {"script": TRIAL, "args": ["--executions", str(runs / f"{name}.executions"), *extra_args], "nproc_per_node": 1},
+        "job": {
+            "script": TRIAL,
+            "args": ["--executions", str(runs / f"{name}.executions"), *extra_args],
+            "nproc_per_node": 1,
+        },
         "method": "grid",
         "parameters": {"lr": {"values": list(lrs)}, "wd": {"values": list(wds)}},
         "metric": {"name": "loss", "goal": "minimize"},
@@ -88,7 +92,9 @@ def wait_finished(cluster_file: Path, name: str, timeout: float = 150) -> dict:
         return wait_for(over, timeout, f"sweep {name} to finish")
     except AssertionError:
         log = sweep_paths(load_cluster(cluster_file), name).log
-        raise AssertionError(f"sweep {name} did not finish; controller log:\n{log.read_text() if log.exists() else '(none)'}") from None
+        raise AssertionError(
+            f"sweep {name} did not finish; controller log:\n{log.read_text() if log.exists() else '(none)'}"
+        ) from None
 
 
 def journal_of(cluster_file: Path, name: str):
@@ -106,7 +112,10 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
     assert len({t["node"] for t in st["trials"]}) == 3, [t["node"] for t in st["trials"]]
     losses = [t["metric"] for t in st["trials"]]
     assert losses == sorted(losses)
-    expected = {(t["params"]["lr"], t["params"]["wd"]): ((t["params"]["lr"] - 0.01) ** 2 + t["params"]["wd"]) * 4 / 3 for t in st["trials"]}
+    expected = {
+        (t["params"]["lr"], t["params"]["wd"]): ((t["params"]["lr"] - 0.01) ** 2 + t["params"]["wd"]) * 4 / 3
+        for t in st["trials"]
+    }
     assert all(abs(t["metric"] - expected[(t["params"]["lr"], t["params"]["wd"])]) < 1e-9 for t in st["trials"])
     assert st["best"]["params"] == {"lr": 0.01, "wd": 0.0}
     assert Counter(e["trial"] for e in executions(cluster_file, name)) == {t["id"]: 1 for t in st["trials"]}
@@ -120,7 +129,9 @@ def test_grid_of_six_spreads_over_nodes_and_status_names_the_best(cluster_file, 
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["sweep", "status", name, "-c", str(cluster_file), "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
-    assert {"name", "trials", "best"} <= set(js) and {"id", "params", "state", "attempts", "node", "metric"} <= set(js["trials"][0])
+    assert {"name", "trials", "best"} <= set(js) and {"id", "params", "state", "attempts", "node", "metric"} <= set(
+        js["trials"][0]
+    )
 
     # running a finished sweep again says so: nothing is left to run, so no controller starts and nothing runs twice
     before = journal_of(cluster_file, name)
@@ -175,7 +186,9 @@ def test_two_controllers_at_once_one_refuses_and_stop_ends_the_sweep(cluster_fil
     sweep_env.append(name)
     f = write_sweep(tmp_path, cluster_file, name, lrs=[0.1, 0.2, 0.3], extra_args=["--sleep", "30"])
     argv = [sys.executable, "-m", "launcher.cli", "sweep", str(f), "-c", str(cluster_file)]
-    procs = [subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [(p.wait(timeout=90), *p.communicate()) for p in procs]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], results

@@ -56,8 +56,17 @@ def test_replay_flags_inconsistencies():
 
 def test_failure_streak_counts_different_trials_and_resets_on_success():
     def att(trial, n, result, node="n1"):
-        return [{"ev": "start", "trial": trial, "attempt": n, "run": f"{trial}{n}", "nodes": [node], "params": {}},
-                {"ev": "end", "trial": trial, "attempt": n, "run": f"{trial}{n}", "result": result, "exit_codes": {node: 0 if result == "done" else 1}}]  # fmt: skip
+        return [
+            {"ev": "start", "trial": trial, "attempt": n, "run": f"{trial}{n}", "nodes": [node], "params": {}},
+            {
+                "ev": "end",
+                "trial": trial,
+                "attempt": n,
+                "run": f"{trial}{n}",
+                "result": result,
+                "exit_codes": {node: 0 if result == "done" else 1},
+            },
+        ]
 
     assert replay(att("a", 1, "failed") + att("a", 2, "failed")).streaks["n1"] == ["a"]
     assert replay(att("a", 1, "failed") + att("b", 1, "failed")).streaks["n1"] == ["a", "b"]
@@ -88,7 +97,9 @@ def _dead_pid() -> int:
 
 def test_stale_lock_of_a_dead_process_on_this_host_is_broken(tmp_path):
     path = tmp_path / "lock"
-    path.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "token": "old", "heartbeat": time.time()}))
+    path.write_text(
+        json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "token": "old", "heartbeat": time.time()})
+    )
     lock = SweepLock(path, "s1")
     lock.acquire()
     assert read_lock(path).token == lock.info.token
@@ -131,7 +142,9 @@ def test_racing_breakers_of_one_stale_lock_leave_exactly_one_holder(tmp_path):
         "try:\n    l.acquire(); print('WON', flush=True); time.sleep(1.5)\n"
         "except LockHeld:\n    print('REFUSED', flush=True)\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True) for _ in range(8)
+    ]
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert outs.count("WON") == 1, outs
     assert not list(tmp_path.glob("lock.break"))

@@ -63,9 +63,20 @@ def write_sweep(dir_: Path, cluster_file: Path, name: str, *, steps=3, step_slee
     (runs / f"{name}.pids").mkdir(parents=True, exist_ok=True)
     data = {
         "name": name,
-        "job": {"script": TRIAL, "nproc_per_node": 1,
-                "args": ["--executions", str(runs / f"{name}.executions"), "--pid-dir", str(runs / f"{name}.pids"),
-                         "--steps", str(steps), "--step-sleep", str(step_sleep)]},  # fmt: skip
+        "job": {
+            "script": TRIAL,
+            "nproc_per_node": 1,
+            "args": [
+                "--executions",
+                str(runs / f"{name}.executions"),
+                "--pid-dir",
+                str(runs / f"{name}.pids"),
+                "--steps",
+                str(steps),
+                "--step-sleep",
+                str(step_sleep),
+            ],
+        },
         "method": "bayes",
         "parameters": {"lr": LR, "momentum": {"value": 0.8}, "opt": {"value": "adam"}},
         "metric": {"name": "loss", "goal": "minimize"},
@@ -98,7 +109,9 @@ def wait_finished(cluster_file: Path, name: str, timeout: float = 300) -> dict:
         return wait_for(over, timeout, f"sweep {name} to finish", interval=1.0)
     except AssertionError:
         log = sweep_paths(load_cluster(cluster_file), name).log
-        raise AssertionError(f"sweep {name} did not finish; controller log:\n{log.read_text() if log.exists() else '(none)'}") from None
+        raise AssertionError(
+            f"sweep {name} did not finish; controller log:\n{log.read_text() if log.exists() else '(none)'}"
+        ) from None
 
 
 def run_until_killed(cluster_file: Path, sweep_file: Path, at: str) -> None:
@@ -106,8 +119,17 @@ def run_until_killed(cluster_file: Path, sweep_file: Path, at: str) -> None:
     spec = load_sweep(sweep_file)
     paths = sweep_paths(load_cluster(cluster_file), spec.name)
     save_spec(paths, spec)
-    argv = [sys.executable, "tests/sweep_kill_controller.py", "--at", at, "--", "--sweep-dir", str(paths.root),
-            "--cluster", str(cluster_file)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "tests/sweep_kill_controller.py",
+        "--at",
+        at,
+        "--",
+        "--sweep-dir",
+        str(paths.root),
+        "--cluster",
+        str(cluster_file),
+    ]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == -9, (proc.returncode, proc.stderr[-3000:])
     holder = read_lock(paths.lock)
@@ -128,7 +150,9 @@ def assert_exactly_once_and_agreeing(cluster_file: Path, name: str, run_cap: int
     return status_of(cluster_file, name), recs
 
 
-def test_bayes_killed_between_an_end_and_its_tell_resumes_exactly_once_and_finds_the_optimum(cluster_file, sweep_env, tmp_path):
+def test_bayes_killed_between_an_end_and_its_tell_resumes_exactly_once_and_finds_the_optimum(
+    cluster_file, sweep_env, tmp_path
+):
     name = f"bayes-{uuid.uuid4().hex[:6]}"
     sweep_env.append(name)
     f = write_sweep(tmp_path, cluster_file, name, run_cap=15, max_concurrent=3, seed=1)
@@ -142,7 +166,9 @@ def test_bayes_killed_between_an_end_and_its_tell_resumes_exactly_once_and_finds
     wait_finished(cluster_file, name)
     st, _ = assert_exactly_once_and_agreeing(cluster_file, name, 15)
     assert st["best"]["metric"] <= OPTIMUM * 1.05, st["best"]
-    assert st["best"]["metric"] == pytest.approx(final_loss(st["best"]["params"]))  # a trial's last report is its final loss
+    assert st["best"]["metric"] == pytest.approx(
+        final_loss(st["best"]["params"])
+    )  # a trial's last report is its final loss
 
 
 def test_bayes_killed_between_a_start_and_its_end_resumes_exactly_once(cluster_file, sweep_env, tmp_path):
@@ -159,13 +185,23 @@ def test_bayes_killed_between_a_start_and_its_end_resumes_exactly_once(cluster_f
     assert sum(r["ev"] == "controller" and r["action"] == "start" for r in recs) == 2
 
 
-def test_pruned_trial_is_stopped_on_its_node_leaves_no_process_and_shows_in_status(cluster_file, sweep_env, tmp_path, capsys):
+def test_pruned_trial_is_stopped_on_its_node_leaves_no_process_and_shows_in_status(
+    cluster_file, sweep_env, tmp_path, capsys
+):
     name = f"prune-{uuid.uuid4().hex[:6]}"
     sweep_env.append(name)
     # One at a time, the best first: the second is judged at step 2 against the first and is clearly worse.
-    f = write_sweep(tmp_path, cluster_file, name, method="grid", steps=16, step_sleep=0.5, max_concurrent=1,
-                    parameters={"lr": {"values": [0.003, 0.9]}, "momentum": {"value": 0.8}, "opt": {"value": "adam"}},
-                    early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})  # fmt: skip
+    f = write_sweep(
+        tmp_path,
+        cluster_file,
+        name,
+        method="grid",
+        steps=16,
+        step_sleep=0.5,
+        max_concurrent=1,
+        parameters={"lr": {"values": [0.003, 0.9]}, "momentum": {"value": 0.8}, "opt": {"value": "adam"}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+    )
     assert main(["sweep", str(f), "-c", str(cluster_file)]) == 0
     st = wait_finished(cluster_file, name)
     assert st["counts"] == {"pending": 0, "running": 0, "done": 1, "pruned": 1, "failed": 0}
@@ -178,7 +214,10 @@ def test_pruned_trial_is_stopped_on_its_node_leaves_no_process_and_shows_in_stat
     paths = sweep_paths(load_cluster(cluster_file), name)
     state = replay(Journal(paths.journal).read())
     study = SweepStudy(load_spec(paths).config, file_storage(study_path(paths.root)))
-    assert disagreements(state, study.trials(), 1) == [] and sorted(t.state.name for t in study.trials()) == ["COMPLETE", "PRUNED"]
+    assert disagreements(state, study.trials(), 1) == [] and sorted(t.state.name for t in study.trials()) == [
+        "COMPLETE",
+        "PRUNED",
+    ]
 
     capsys.readouterr()
     png = tmp_path / "curves.png"

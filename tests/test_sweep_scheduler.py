@@ -18,9 +18,15 @@ NODES = ["n1", "n2", "n3"]
 
 
 def make_sweep(n_values=6, **over):
-    data = {"name": "s", "job": {"script": "train.py", "nproc_per_node": 1}, "method": "grid",
-            "parameters": {"lr": {"values": [round(0.1 * (i + 1), 1) for i in range(n_values)]}},
-            "metric": {"name": "loss"}, "poll_interval": 0.1, "retries": 1}  # fmt: skip
+    data = {
+        "name": "s",
+        "job": {"script": "train.py", "nproc_per_node": 1},
+        "method": "grid",
+        "parameters": {"lr": {"values": [round(0.1 * (i + 1), 1) for i in range(n_values)]}},
+        "metric": {"name": "loss"},
+        "poll_interval": 0.1,
+        "retries": 1,
+    }
     data.update(over)
     return sweep_from_mapping(data, "sweep.yaml")
 
@@ -34,12 +40,26 @@ def journal_state(events):
 
 
 def start(trial, attempt, nodes):
-    return {"ev": "start", "trial": trial, "attempt": attempt, "run": f"s-{trial}-{attempt}", "nodes": nodes, "params": {}}
+    return {
+        "ev": "start",
+        "trial": trial,
+        "attempt": attempt,
+        "run": f"s-{trial}-{attempt}",
+        "nodes": nodes,
+        "params": {},
+    }
 
 
 def end(trial, attempt, result, nodes, code=None):
     codes = {n: (0 if result == "done" else 1) if code is None else code for n in nodes}
-    return {"ev": "end", "trial": trial, "attempt": attempt, "run": f"s-{trial}-{attempt}", "result": result, "exit_codes": codes}
+    return {
+        "ev": "end",
+        "trial": trial,
+        "attempt": attempt,
+        "run": f"s-{trial}-{attempt}",
+        "result": result,
+        "exit_codes": codes,
+    }
 
 
 # ---- pure decisions ------------------------------------------------------------
@@ -69,7 +89,9 @@ def test_run_cap_and_max_concurrent_are_never_exceeded():
     trials = generate_trials(s.config)
     assert len(plan_starts(trials, journal_state([]), NODES, s.config)) == 2
     # 4 distinct trials already started (1 running): no new trial may start even with free nodes
-    ev = [start(trials[0].id, 1, ["n1"])] + sum(([start(t.id, 1, ["n2"]), end(t.id, 1, "done", ["n2"])] for t in trials[1:4]), [])
+    ev = [start(trials[0].id, 1, ["n1"])] + sum(
+        ([start(t.id, 1, ["n2"]), end(t.id, 1, "done", ["n2"])] for t in trials[1:4]), []
+    )
     assert plan_starts(trials + generate_trials(make_sweep().config), journal_state(ev), NODES, s.config) == []
 
 
@@ -79,8 +101,12 @@ def test_retry_goes_first_and_avoids_the_node_it_failed_on():
     ev = [start(trials[0].id, 1, ["n1"]), end(trials[0].id, 1, "failed", ["n1"])]
     d = plan_starts(trials, journal_state(ev), NODES, s.config)
     assert d[0].trial.id == trials[0].id and d[0].attempt == 2 and d[0].nodes == ("n2",)
-    ev += [start(trials[0].id, 2, ["n2"]), end(trials[0].id, 2, "failed", ["n2"]),
-           start(trials[0].id, 3, ["n3"]), end(trials[0].id, 3, "failed", ["n3"])]  # fmt: skip
+    ev += [
+        start(trials[0].id, 2, ["n2"]),
+        end(trials[0].id, 2, "failed", ["n2"]),
+        start(trials[0].id, 3, ["n3"]),
+        end(trials[0].id, 3, "failed", ["n3"]),
+    ]
     st = journal_state(ev)
     assert st.trials[trials[0].id].state(2) == "failed"
     assert trials[0].id not in [x.trial.id for x in plan_starts(trials, st, NODES, s.config)]
@@ -129,7 +155,9 @@ def done_counts(paths):
 
 
 def test_grid_runs_to_completion_over_all_nodes(tmp_path):
-    c, backend = make_controller(tmp_path, make_sweep(), behave=lambda job, nodes: Behaviour(metric=float(job.args[-1].split("=")[1])))
+    c, backend = make_controller(
+        tmp_path, make_sweep(), behave=lambda job, nodes: Behaviour(metric=float(job.args[-1].split("=")[1]))
+    )
     assert c.run() == 0
     assert c.counts() == {"pending": 0, "running": 0, "done": 6, "pruned": 0, "failed": 0}
     assert {n for _, nodes in backend.launches for n in nodes} == set(NODES)
@@ -151,7 +179,9 @@ def test_always_failing_trial_is_retried_then_failed_and_nodes_are_not_blamed(tm
 
 
 def test_a_node_failing_two_different_trials_is_set_aside(tmp_path):
-    c, backend = make_controller(tmp_path, make_sweep(), behave=lambda job, nodes: Behaviour(exit_code=1 if nodes == ["n2"] else 0))
+    c, backend = make_controller(
+        tmp_path, make_sweep(), behave=lambda job, nodes: Behaviour(exit_code=1 if nodes == ["n2"] else 0)
+    )
     assert c.run() == 0
     assert list(c.state.nodes_aside) == ["n2"]
     assert c.counts()["done"] == 6
@@ -193,7 +223,9 @@ def test_lost_run_is_requeued_under_a_new_run_name(tmp_path):
     sweep = make_sweep(1)
     c, backend = make_controller(tmp_path, sweep)
     t = generate_trials(sweep.config)[0]
-    c.journal.append("start", trial=t.id, attempt=1, run=f"s-{t.id}", nodes=["n1"], params=t.params)  # launch never happened
+    c.journal.append(
+        "start", trial=t.id, attempt=1, run=f"s-{t.id}", nodes=["n1"], params=t.params
+    )  # launch never happened
     assert c.run() == 0
     results = [(r["attempt"], r["result"]) for r in Journal(c.paths.journal).read() if r["ev"] == "end"]
     assert results == [(1, "lost"), (2, "done")]

@@ -62,9 +62,35 @@ def test_replayed_nvml_on_three_nodes_every_field_and_words(setup, sim_cluster, 
     text = capsys.readouterr().out
     n1, n2, n3 = (n.hostname for n in sim_cluster.nodes)
     assert "3/3 nodes up" in text and "4 GPUs" in text, text
-    for word in ("cpu", "load", "memory", "free runs/ckpt", "net rx/tx", "util", "power", "temp", "sm", "throttle", "events",
-                 n1, n2, n3, "NVIDIA H100 80GB HBM3", "96%", "41%", "57.0/80G", "690/700W", "88C", "1755", "1410", "B/s",
-                 "hardware slowdown", "XID 48: double-bit ECC error", "ECC +2 uncorrected", "no NVIDIA driver"):  # fmt: skip
+    for word in (
+        "cpu",
+        "load",
+        "memory",
+        "free runs/ckpt",
+        "net rx/tx",
+        "util",
+        "power",
+        "temp",
+        "sm",
+        "throttle",
+        "events",
+        n1,
+        n2,
+        n3,
+        "NVIDIA H100 80GB HBM3",
+        "96%",
+        "41%",
+        "57.0/80G",
+        "690/700W",
+        "88C",
+        "1755",
+        "1410",
+        "B/s",
+        "hardware slowdown",
+        "XID 48: double-bit ECC error",
+        "ECC +2 uncorrected",
+        "no NVIDIA driver",
+    ):
         assert word in text, (word, text)
 
     assert cli_main(["top", "-c", str(cfg), "--json"]) == 0

@@ -283,8 +283,23 @@ def test_frame_layout_fits_the_width(tmp_path, width):
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= width
     text = "\n".join(lines)
-    for word in ("node-one", "node-two", "node-three", "unreachable", "96%", "57.0/80G", "690/700W", "88C", "1410", "XID 48",
-                 "◀ straggler", "5.00", "2.00", "loss=0.3123", "straggler: train-demo on node-two"):  # fmt: skip
+    for word in (
+        "node-one",
+        "node-two",
+        "node-three",
+        "unreachable",
+        "96%",
+        "57.0/80G",
+        "690/700W",
+        "88C",
+        "1410",
+        "XID 48",
+        "◀ straggler",
+        "5.00",
+        "2.00",
+        "loss=0.3123",
+        "straggler: train-demo on node-two",
+    ):
         assert word in text, (word, text)
     gpu_lines = [ln for ln in lines if "690/700W" in ln]
     assert len(gpu_lines) == 2  # one line per GPU
@@ -356,13 +371,18 @@ def test_sample_request_and_targets(tmp_path):
     from launcher.top.collect import sample_request
     from launcher.top.targets import pick_records, targets
 
-    cluster = ClusterConfig.model_validate({
-        "nodes": [{"host": "10.0.0.1", "name": "a"}, {"host": "10.0.0.2", "name": "b"}],
-        "venv": "/opt/venv", "storage": {"runs": "/data/runs", "checkpoints": "/data/ckpt"},
-    })  # fmt: skip
+    cluster = ClusterConfig.model_validate(
+        {
+            "nodes": [{"host": "10.0.0.1", "name": "a"}, {"host": "10.0.0.2", "name": "b"}],
+            "venv": "/opt/venv",
+            "storage": {"runs": "/data/runs", "checkpoints": "/data/ckpt"},
+        }
+    )
     (tmp_path / "a.json").write_text("{}")
-    jobs = [JobSpec("j", "a", "/data/runs/j/nodes/a", "/data/runs/j/logs/a.log", "/data/runs/j/nodes/a/metrics.jsonl"),
-            JobSpec("j", "z", "/data/runs/j/nodes/z", "/data/runs/j/logs/z.log", "/data/runs/j/nodes/z/metrics.jsonl")]  # fmt: skip
+    jobs = [
+        JobSpec("j", "a", "/data/runs/j/nodes/a", "/data/runs/j/logs/a.log", "/data/runs/j/nodes/a/metrics.jsonl"),
+        JobSpec("j", "z", "/data/runs/j/nodes/z", "/data/runs/j/logs/z.log", "/data/runs/j/nodes/z/metrics.jsonl"),
+    ]
     a = sample_request(cluster, cluster.nodes[0], jobs, str(tmp_path))
     b = sample_request(cluster, cluster.nodes[1], jobs, str(tmp_path))
     assert a["op"] == "top" and a["python"] == "/opt/venv/bin/python3" and a["nvml_replay"] == str(tmp_path / "a.json")

@@ -7,7 +7,19 @@ from launcher.errors import UserError
 from launcher.units import format_size, parse_size
 
 
-@pytest.mark.parametrize("text, n", [("8", 8), ("64K", 65536), ("1M", 1 << 20), ("8G", 8 << 30), ("1m", 1 << 20), ("2MiB", 2 << 20), (4096, 4096), ("0.5K", 512)])
+@pytest.mark.parametrize(
+    "text, n",
+    [
+        ("8", 8),
+        ("64K", 65536),
+        ("1M", 1 << 20),
+        ("8G", 8 << 30),
+        ("1m", 1 << 20),
+        ("2MiB", 2 << 20),
+        (4096, 4096),
+        ("0.5K", 512),
+    ],
+)
 def test_parse_size(text, n):
     assert parse_size(text) == n
 

@@ -31,7 +31,9 @@ def test_every_node_at_once_gives_per_node_and_aggregate_figures(sim_cluster):
     assert {(r["node"], r["mode"]) for r in doc["results"]} == {(n, m) for n in names for m in ("seqwrite", "randread")}
     by_mode = {a["mode"]: a for a in doc["aggregate"]}
     assert by_mode["seqwrite"]["nodes"] == 3
-    assert by_mode["seqwrite"]["mib_per_s"] == pytest.approx(sum(r["mib_per_s"] for r in doc["results"] if r["mode"] == "seqwrite"))
+    assert by_mode["seqwrite"]["mib_per_s"] == pytest.approx(
+        sum(r["mib_per_s"] for r in doc["results"] if r["mode"] == "seqwrite")
+    )
     assert os.listdir(shared) == []
 
 
@@ -41,7 +43,23 @@ def test_cli_runs_on_the_named_node_only(sim_cluster, tmp_path, capsys):
     shared.mkdir(parents=True, exist_ok=True)
     node = sim_cluster.nodes[1].hostname
     out = tmp_path / "v.json"
-    rc = main(["bench", "volume", str(shared), "-c", str(cfg), "--node", node, "--size", "8M", "--mode", "seqwrite", "--json-out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "volume",
+            str(shared),
+            "-c",
+            str(cfg),
+            "--node",
+            node,
+            "--size",
+            "8M",
+            "--mode",
+            "seqwrite",
+            "--json-out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert [r["node"] for r in doc["results"]] == [node]

@@ -49,7 +49,25 @@ def test_local_run_measures_every_mode_and_leaves_nothing(voldir, engine, monkey
 
 def test_cli_writes_json_and_plot(voldir, tmp_path, capsys):
     out, png = tmp_path / "v.json", tmp_path / "v.png"
-    rc = main(["bench", "volume", str(voldir), "--size", "8M", "--mode", "seqwrite,randread", "--duration", "1", "--limit-mibps", "128", "--json-out", str(out), "--plot", str(png)])
+    rc = main(
+        [
+            "bench",
+            "volume",
+            str(voldir),
+            "--size",
+            "8M",
+            "--mode",
+            "seqwrite,randread",
+            "--duration",
+            "1",
+            "--limit-mibps",
+            "128",
+            "--json-out",
+            str(out),
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert doc["path"] == str(voldir) and doc["units"]["mib_per_s"].startswith("MiB/s")
@@ -66,7 +84,10 @@ def test_compare_fio_says_so_when_fio_is_missing(voldir, monkeypatch):
     assert doc["fio"] == [] and "fio is not installed" in doc["fio_status"]
 
 
-@pytest.mark.parametrize("bad, words", [("/dev/null", "raw device"), ("/nonexistent/dir", "no such directory"), (__file__, "not a directory")])
+@pytest.mark.parametrize(
+    "bad, words",
+    [("/dev/null", "raw device"), ("/nonexistent/dir", "no such directory"), (__file__, "not a directory")],
+)
 def test_refuses_devices_files_and_missing_paths(bad, words, capsys):
     assert main(["bench", "volume", bad, "--size", "8M"]) == 2
     assert words in capsys.readouterr().err
@@ -91,7 +112,10 @@ def memfs(request, voldir):
     if not is_root:
         pytest.skip("mounting needs root")
     fstype = request.param
-    subprocess.run(["mount", "-t", fstype, "-o", "size=128m" if fstype == "tmpfs" else "mode=0755", fstype, str(voldir)], check=True)
+    subprocess.run(
+        ["mount", "-t", fstype, "-o", "size=128m" if fstype == "tmpfs" else "mode=0755", fstype, str(voldir)],
+        check=True,
+    )
     yield fstype, voldir
     subprocess.run(["umount", str(voldir)], check=True)
 
@@ -117,7 +141,9 @@ def test_filesystem_without_direct_io_falls_back_to_buffered_with_a_notice(memfs
     assert os.listdir(d) == []
 
 
-@pytest.mark.parametrize("sig, module_cli", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)])
+@pytest.mark.parametrize(
+    "sig, module_cli", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)]
+)
 def test_interrupted_run_leaves_no_files(voldir, sig, module_cli):
     w = Worker([str(voldir), "--size", "64M", "--mode", "seqwrite", "--duration", "60"], module_cli=module_cli)
     try:

@@ -97,7 +97,10 @@ def test_parse_recorded_fio_output(name, mode, mib, iops, p50):
 
 
 def test_parse_fio_skips_warnings_and_reads_the_right_direction():
-    text = "fio: this platform does not support process shared mutexes, forcing use of threads\n" + (DATA / "read.json").read_text()
+    text = (
+        "fio: this platform does not support process shared mutexes, forcing use of threads\n"
+        + (DATA / "read.json").read_text()
+    )
     r = parse_fio_json(text, "seqread")
     assert r.mib_per_s > 0 and r.bytes == 32 << 20
     rw = parse_fio_json((DATA / "randwrite.json").read_text(), "randwrite")
@@ -116,12 +119,34 @@ def _run(mode="seqwrite", series=(100.0,) * 5, mib=100.0):
     spec = next(m for m in build_plan("/x", size="64M", modes=mode).modes)
     elapsed = 5.0
     nbytes = int(mib * 2**20 * elapsed)
-    return ModeRun(spec=spec, bytes=nbytes, ops=nbytes // spec.bs, elapsed_s=elapsed, series_mib_per_s=list(series), lat_p50_us=10.0, lat_p99_us=20.0)
+    return ModeRun(
+        spec=spec,
+        bytes=nbytes,
+        ops=nbytes // spec.bs,
+        elapsed_s=elapsed,
+        series_mib_per_s=list(series),
+        lat_p50_us=10.0,
+        lat_p99_us=20.0,
+    )
 
 
 def test_record_has_the_issue_schema_and_explicit_units():
     rec = report.mode_record(_run(), node="n1", limit_mibps=100)
-    for key in ("node", "mode", "bs_bytes", "jobs", "direct", "mib_per_s", "mb_per_s", "iops", "lat_p50_us", "lat_p99_us", "series_mib_per_s", "throttle", "verdict"):
+    for key in (
+        "node",
+        "mode",
+        "bs_bytes",
+        "jobs",
+        "direct",
+        "mib_per_s",
+        "mb_per_s",
+        "iops",
+        "lat_p50_us",
+        "lat_p99_us",
+        "series_mib_per_s",
+        "throttle",
+        "verdict",
+    ):
         assert key in rec
     assert rec["mb_per_s"] == pytest.approx(100 * 2**20 / 1e6)
     assert rec["verdict"] == "at limit" and rec["throttle"] is None
@@ -139,7 +164,9 @@ def test_record_judges_the_sustained_rate_after_a_burst():
 def test_aggregate_sums_nodes_per_mode():
     rs = [report.mode_record(_run(mib=m), node=n, limit_mibps=128) for n, m in (("a", 60.0), ("b", 70.0))]
     (agg,) = report.aggregate(rs, 128)
-    assert agg["nodes"] == 2 and agg["mib_per_s"] == pytest.approx(130) and agg["min_node_mib_per_s"] == pytest.approx(60)
+    assert (
+        agg["nodes"] == 2 and agg["mib_per_s"] == pytest.approx(130) and agg["min_node_mib_per_s"] == pytest.approx(60)
+    )
     assert agg["verdict"] == "at limit"
 
 
@@ -147,7 +174,11 @@ def test_table_renders_with_fio_ratios():
     from rich.console import Console
 
     rec = report.mode_record(_run(), node="n1", limit_mibps=None)
-    doc = {"path": "/x", "results": [rec], "fio": [{"node": "n1", "mode": "seqwrite", "mib_per_s": 50.0, "iops": 50.0, "corral_over_fio": 2.0}]}
+    doc = {
+        "path": "/x",
+        "results": [rec],
+        "fio": [{"node": "n1", "mode": "seqwrite", "mib_per_s": 50.0, "iops": 50.0, "corral_over_fio": 2.0}],
+    }
     con = Console(width=200, record=True)
     con.print(report.render_table(doc))
     text = con.export_text()
@@ -158,7 +189,18 @@ HOSTILE = "-" + HOSTILE_PATH + "\nz:1"  # a leading '-' (an option to a careless
 
 
 def test_worker_args_round_trip_through_the_worker_parser():
-    plan = build_plan(HOSTILE, size="64M", bs="256K", jobs=3, iodepth=2, modes="randwrite,seqread", duration_s=2.5, direct=False, limit_mibps=128, compare_fio=True)
+    plan = build_plan(
+        HOSTILE,
+        size="64M",
+        bs="256K",
+        jobs=3,
+        iodepth=2,
+        modes="randwrite,seqread",
+        duration_s=2.5,
+        direct=False,
+        limit_mibps=128,
+        compare_fio=True,
+    )
     args = worker_args(plan)
     again = plan_from_args(worker_parser().parse_args(args))
     assert again == plan
@@ -191,7 +233,13 @@ def test_cli_help_stays_light():
     import sys
 
     code = "import sys; from launcher.cli import main; main(['bench', 'volume', '--help']); print([m for m in ('matplotlib', 'numpy', 'benchmarks.volume.engine') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert out.stdout.strip().endswith("[]"), out.stdout[-300:]
 
 
@@ -200,9 +248,13 @@ def test_dry_run_prints_the_plan_and_fio_lines_without_touching_the_disk(tmp_pat
 
     target = tmp_path / "vol"
     target.mkdir()
-    rc = main(["bench", "volume", str(target), "--size", "64M", "--mode", "seqread,randwrite", "--compare-fio", "--dry-run"])
+    rc = main(
+        ["bench", "volume", str(target), "--size", "64M", "--mode", "seqread,randwrite", "--compare-fio", "--dry-run"]
+    )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "seqread: bs 1M, 1 job(s) x iodepth 8" in out and "randwrite: bs 4K, 4 job(s) x iodepth 8 = 32 threads" in out
+    assert (
+        "seqread: bs 1M, 1 job(s) x iodepth 8" in out and "randwrite: bs 4K, 4 job(s) x iodepth 8 = 32 threads" in out
+    )
     assert "fio: fio --name=corral-seqread" in out and "--rw=randwrite" in out
     assert os.listdir(target) == []

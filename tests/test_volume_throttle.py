@@ -61,7 +61,17 @@ def stalled(series: list[float], cap_at) -> bool:
     return any(cap_at(i) is not None and x < 0.75 * cap_at(i) for i, x in enumerate(series[:-1]))
 
 
-def run_capped(group: Path, majmin: str, d: Path, out: Path, args: list[str], workers: list, *, first_cap: float, then_cap: float | None = None) -> dict:
+def run_capped(
+    group: Path,
+    majmin: str,
+    d: Path,
+    out: Path,
+    args: list[str],
+    workers: list,
+    *,
+    first_cap: float,
+    then_cap: float | None = None,
+) -> dict:
     """Run the worker in the capped group (the cap lowered after the 2 s tick when ``then_cap``)."""
     set_write_cap(group, majmin, first_cap)
     w = start_in(group, [str(d), *args, "--out", str(out)])
@@ -79,7 +89,20 @@ def run_capped(group: Path, majmin: str, d: Path, out: Path, args: list[str], wo
 def test_write_cap_is_measured_and_judged_at_limit(capped, tmp_path):
     """A 24 MiB/s cap, far below the disk's speed; 32 x 256K in flight so a slow shared disk is not the limit."""
     d, group, majmin, workers = capped
-    args = ["--size", "32M", "--bs", "256K", "--iodepth", "32", "--mode", "seqwrite", "--duration", "4", "--limit-mibps", "24"]
+    args = [
+        "--size",
+        "32M",
+        "--bs",
+        "256K",
+        "--iodepth",
+        "32",
+        "--mode",
+        "seqwrite",
+        "--duration",
+        "4",
+        "--limit-mibps",
+        "24",
+    ]
     for attempt in range(STALL_RETRIES):
         r = run_capped(group, majmin, d, tmp_path / f"r{attempt}.json", args, workers, first_cap=24)
         if not stalled(r["series_mib_per_s"], lambda i: 24):
@@ -98,7 +121,20 @@ def test_cap_applied_mid_run_is_found_as_burst_then_cap(capped, tmp_path):
     flight (so that a slow shared disk, not the cap, cannot be what limits the rate).
     """
     d, group, majmin, workers = capped
-    args = ["--size", "32M", "--bs", "128K", "--iodepth", "32", "--mode", "seqwrite", "--duration", "6", "--limit-mibps", "8"]
+    args = [
+        "--size",
+        "32M",
+        "--bs",
+        "128K",
+        "--iodepth",
+        "32",
+        "--mode",
+        "seqwrite",
+        "--duration",
+        "6",
+        "--limit-mibps",
+        "8",
+    ]
     for attempt in range(STALL_RETRIES):
         r = run_capped(group, majmin, d, tmp_path / f"r{attempt}.json", args, workers, first_cap=32, then_cap=8)
         if not stalled(r["series_mib_per_s"], lambda i: 32 if i < 2 else None if i == 2 else 8):

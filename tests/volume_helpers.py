@@ -30,8 +30,14 @@ class Worker:
     """``python -m benchmarks.volume.worker`` as a child process whose stderr can be awaited line by line."""
 
     def __init__(self, args: list[str], *, preexec_fn=None, module_cli: bool = False) -> None:
-        argv = [sys.executable, "-m", "launcher.cli", "bench", "volume", *args] if module_cli else [sys.executable, "-m", WORKER_MODULE, *args]
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
+        argv = (
+            [sys.executable, "-m", "launcher.cli", "bench", "volume", *args]
+            if module_cli
+            else [sys.executable, "-m", WORKER_MODULE, *args]
+        )
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn
+        )
         self.lines: list[str] = []
         self._buf = b""
 
@@ -56,7 +62,11 @@ class Worker:
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out.decode(), "\n".join(self.lines) + "\n" + (self._buf + err).decode(errors="replace")
+        return (
+            self.proc.returncode,
+            out.decode(),
+            "\n".join(self.lines) + "\n" + (self._buf + err).decode(errors="replace"),
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:

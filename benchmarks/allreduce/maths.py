@@ -49,10 +49,17 @@ DTYPES: dict[str, DType] = {
     )
 }
 DTYPE_ALIASES = {
-    "char": "int8", "int": "int32", "long": "int64",
-    "fp16": "half", "float16": "half", "bf16": "bfloat16",
-    "fp32": "float", "float32": "float", "fp64": "double", "float64": "double",
-}  # fmt: skip
+    "char": "int8",
+    "int": "int32",
+    "long": "int64",
+    "fp16": "half",
+    "float16": "half",
+    "bf16": "bfloat16",
+    "fp32": "float",
+    "float32": "float",
+    "fp64": "double",
+    "float64": "double",
+}
 
 OPS: dict[str, str] = {"sum": "SUM", "prod": "PRODUCT", "min": "MIN", "max": "MAX", "avg": "AVG"}
 """nccl-tests' operation names -> torch.distributed.ReduceOp attribute names."""
@@ -76,7 +83,9 @@ def resolve_op(text: str, backend: str = "auto") -> str:
     if key not in OPS:
         raise UserError(f"--op: unknown reduction {text!r}; choose one of {', '.join(OPS)}")
     if key in NCCL_ONLY_OPS and backend == "gloo":
-        raise UserError(f"--op {key}: the gloo backend has no '{key}' reduction; use --backend nccl on GPUs or --op sum")
+        raise UserError(
+            f"--op {key}: the gloo backend has no '{key}' reduction; use --backend nccl on GPUs or --op sum"
+        )
     return key
 
 
@@ -222,7 +231,14 @@ def summarize_times(per_rank: list[list[float]]) -> TimingSummary:
 
 
 def make_row(
-    *, size_bytes: int, dtype: DType, op: str, inplace: bool, world_size: int, timing: TimingSummary, wrong: int,
+    *,
+    size_bytes: int,
+    dtype: DType,
+    op: str,
+    inplace: bool,
+    world_size: int,
+    timing: TimingSummary,
+    wrong: int,
     slowest_node: str | None = None,
 ) -> dict:
     """One result row, with units in the key names (µs, GB/s) as the JSON schema promises."""

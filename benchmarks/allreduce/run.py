@@ -39,13 +39,36 @@ class AllreduceRequest:
 
     def worker_args(self) -> list[str]:
         return [
-            "-b", str(self.sweep.min_bytes), "-e", str(self.sweep.max_bytes), "-f", str(self.sweep.factor),
-            "-n", str(self.iters), "-w", str(self.warmup), "-d", self.dtype.name, "-o", self.op, "--backend", self.backend,
-        ]  # fmt: skip
+            "-b",
+            str(self.sweep.min_bytes),
+            "-e",
+            str(self.sweep.max_bytes),
+            "-f",
+            str(self.sweep.factor),
+            "-n",
+            str(self.iters),
+            "-w",
+            str(self.warmup),
+            "-d",
+            self.dtype.name,
+            "-o",
+            self.op,
+            "--backend",
+            self.backend,
+        ]
 
 
 def validate(
-    cluster, *, min_bytes: str, max_bytes: str, factor: int, iters: int, warmup: int, dtype: str, op: str, backend: str,
+    cluster,
+    *,
+    min_bytes: str,
+    max_bytes: str,
+    factor: int,
+    iters: int,
+    warmup: int,
+    dtype: str,
+    op: str,
+    backend: str,
     nproc_per_node: int | None,
 ) -> AllreduceRequest:
     """Every argument checked against the others and the cluster file; UserError (exit 2) on the first problem."""
@@ -65,7 +88,9 @@ def validate(
     if backend == "nccl":
         for i, node in enumerate(cluster.nodes):
             if node.gpus == 0:
-                raise UserError(f"--backend nccl: nodes.{i} ({node.label}) has no GPUs (gpus: 0); use --backend gloo or auto")
+                raise UserError(
+                    f"--backend nccl: nodes.{i} ({node.label}) has no GPUs (gpus: 0); use --backend gloo or auto"
+                )
             if node.gpus is not None and nproc_per_node is not None and nproc_per_node > node.gpus:
                 raise UserError(
                     f"--nproc-per-node {nproc_per_node} is more than the {node.gpus} GPU(s) of nodes.{i} ({node.label}) "
@@ -95,17 +120,35 @@ def build_job(req: AllreduceRequest, name: str, container=None):
     )
 
 
-def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = None, on_start=None, on_poll=None, container=None) -> dict:
+def run(
+    req: AllreduceRequest,
+    cluster,
+    *,
+    timeout: float,
+    name: str | None = None,
+    on_start=None,
+    on_poll=None,
+    container=None,
+) -> dict:
     """Launch, wait for every node, and return rank 0's result dict; RunFailed names the failing node."""
     from benchmarks.allreduce.worker import RESULT_FILE
     from launcher import api
 
     name = name or job_name()
-    done = api.run_to_completion(build_job(req, name, container), cluster, name=name, timeout=timeout, collect=[RESULT_FILE],
-                                 on_start=on_start, on_poll=on_poll)
+    done = api.run_to_completion(
+        build_job(req, name, container),
+        cluster,
+        name=name,
+        timeout=timeout,
+        collect=[RESULT_FILE],
+        on_start=on_start,
+        on_poll=on_poll,
+    )
     if done.timed_out:
-        raise RunFailed(f"bench allreduce still running after {timeout:g}s; it was stopped on every node",
-                        hint=f"raise --timeout, or look at the logs: corral logs {name}")
+        raise RunFailed(
+            f"bench allreduce still running after {timeout:g}s; it was stopped on every node",
+            hint=f"raise --timeout, or look at the logs: corral logs {name}",
+        )
     status = done.status
     if not status.ok:
         bad = [n for n in status.nodes if not (n.state == "exited" and n.exit_code == 0)]
@@ -115,14 +158,18 @@ def run(req: AllreduceRequest, cluster, *, timeout: float, name: str | None = No
         raise RunFailed(f"bench allreduce failed on {detail}\n{tail}", hint=f"full logs: corral logs {name}")
     text = done.first(RESULT_FILE)
     if text is None:
-        raise RunFailed(f"the benchmark finished but no node has {done.handle.run_dir / RESULT_FILE}",
-                        hint=f"look at the logs: corral logs {name}")
+        raise RunFailed(
+            f"the benchmark finished but no node has {done.handle.run_dir / RESULT_FILE}",
+            hint=f"look at the logs: corral logs {name}",
+        )
     return json.loads(text)
 
 
 def sizes_done(handle) -> int:
     """Sizes finished so far: rank 0 (on the first node) logs ``# done SIZE B`` after each."""
-    first = handle.plan.nodes[0].node if handle.plan.nodes else None  # a Slurm run has no node plans: every log, rank 0's among them
+    first = (
+        handle.plan.nodes[0].node if handle.plan.nodes else None
+    )  # a Slurm run has no node plans: every log, rank 0's among them
     return sum("# done " in line for lines in handle.log_tails(400, node=first).values() for line in lines)
 
 
@@ -134,5 +181,7 @@ def min_busbw_failure(result: dict, min_busbw: float | None) -> str | None:
     if peak >= min_busbw:
         return None
     short = min_busbw - peak
-    return (f"peak busbw {peak:.3f} GB/s is below --min-busbw {min_busbw:g} GB/s "
-            f"by {short:.3f} GB/s ({100 * short / min_busbw:.1f}%)")  # fmt: skip
+    return (
+        f"peak busbw {peak:.3f} GB/s is below --min-busbw {min_busbw:g} GB/s "
+        f"by {short:.3f} GB/s ({100 * short / min_busbw:.1f}%)"
+    )

@@ -47,7 +47,9 @@ def header_lines() -> list[str]:
 
 
 def _row_half(row: dict) -> str:
-    return _half((fit(row["time_us"], 7), fit(row["algbw_gbps"], 6), fit(row["busbw_gbps"], 6), f"{float(row['wrong']):g}"))
+    return _half(
+        (fit(row["time_us"], 7), fit(row["algbw_gbps"], 6), fit(row["busbw_gbps"], 6), f"{float(row['wrong']):g}")
+    )
 
 
 def paired_rows(rows: list[dict]) -> list[tuple[dict, dict | None]]:
@@ -67,7 +69,9 @@ def table_lines(rows: list[dict]) -> list[str]:
     """nccl-tests' table: one line per size, out-of-place then in-place."""
     lines = header_lines()
     for oop, ip in paired_rows(rows):
-        lead = f"{oop['size_bytes']:12d}  {oop['count']:12d}  {oop['dtype']:>8}  {oop['op']:>6}  {oop.get('root', -1):6d}"
+        lead = (
+            f"{oop['size_bytes']:12d}  {oop['count']:12d}  {oop['dtype']:>8}  {oop['op']:>6}  {oop.get('root', -1):6d}"
+        )
         lines.append(lead + _row_half(oop) + (_row_half(ip) if ip else ""))
     return lines
 
@@ -79,6 +83,7 @@ def _slowest(row: dict) -> str:
 
 def per_iteration_lines(rows: list[dict]) -> list[str]:
     """p50/p99/CV of per-iteration times (max over ranks per iteration) and the slowest rank, per size."""
+
     def half(r: dict) -> str:
         return f"  {fit(r['p50_us'], 9)}  {fit(r['p99_us'], 9)}  {fit(100 * r['cv'], 6)}  {_slowest(r):>14}"
 
@@ -130,7 +135,9 @@ def env_lines(result: dict) -> list[str]:
         lines.append("# " + " ".join(f"{k}={v}" for k, v in sorted(nccl_vars.items())))
     lines.append("# Using devices")
     for d in env.get("ranks", []):
-        lines.append(f"#  Rank {d['rank']:2d} Pid {d.get('pid', 0):6d} on {d.get('node', '?'):>10} device {d.get('device', '?')}")
+        lines.append(
+            f"#  Rank {d['rank']:2d} Pid {d.get('pid', 0):6d} on {d.get('node', '?'):>10} device {d.get('device', '?')}"
+        )
     lines.append("#")
     return lines
 

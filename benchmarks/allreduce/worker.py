@@ -44,14 +44,18 @@ UNITS = {
     "size_bytes": "bytes",
     "count": "elements",
     "time_us": "microseconds (mean over ranks of the mean iteration time)",
-    "p50_us": "microseconds", "p99_us": "microseconds", "min_us": "microseconds", "max_us": "microseconds",
+    "p50_us": "microseconds",
+    "p99_us": "microseconds",
+    "min_us": "microseconds",
+    "max_us": "microseconds",
     "slowest_rank_time_us": "microseconds",
     "algbw_gbps": "GB/s, GB = 1e9 bytes (size_bytes / time)",
     "busbw_gbps": "GB/s, GB = 1e9 bytes (algbw * 2(n-1)/n)",
-    "avg_busbw_gbps": "GB/s, GB = 1e9 bytes", "peak_busbw_gbps": "GB/s, GB = 1e9 bytes",
+    "avg_busbw_gbps": "GB/s, GB = 1e9 bytes",
+    "peak_busbw_gbps": "GB/s, GB = 1e9 bytes",
     "cv": "ratio (population stdev / mean of per-iteration times)",
     "wrong": "elements that differ from the exact expected result, summed over ranks",
-}  # fmt: skip
+}
 EXIT_BAD_INPUT = 2
 
 
@@ -88,7 +92,9 @@ def choose_backend(
         if not cuda_available:
             raise UserError("--backend nccl: no CUDA GPU is visible on this node; use --backend gloo or auto")
         if local_world > gpus:
-            raise UserError(f"--backend nccl: {local_world} processes on this node but only {gpus} GPU(s); lower --nproc-per-node")
+            raise UserError(
+                f"--backend nccl: {local_world} processes on this node but only {gpus} GPU(s); lower --nproc-per-node"
+            )
         return "nccl", None
     if requested == "gloo":
         return "gloo", None
@@ -343,13 +349,20 @@ def init_backend(torch, dist, requested: str):
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
-    backend, note = choose_backend(requested, cuda, local_world, torch.cuda.device_count() if cuda else 0,
-                                   os.environ.get("CORRAL_BACKEND"))  # fmt: skip
+    backend, note = choose_backend(
+        requested, cuda, local_world, torch.cuda.device_count() if cuda else 0, os.environ.get("CORRAL_BACKEND")
+    )
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
         dist.init_process_group("nccl", device_id=device)
-        return backend, note, device, CudaEventTimer(dist, torch), f"cuda:{local_rank} {torch.cuda.get_device_name(local_rank)}"
+        return (
+            backend,
+            note,
+            device,
+            CudaEventTimer(dist, torch),
+            f"cuda:{local_rank} {torch.cuda.get_device_name(local_rank)}",
+        )
     dist.init_process_group("gloo")
     return backend, note, torch.device("cpu"), WallClockTimer(dist), "cpu"
 
@@ -363,13 +376,25 @@ def sweep_rows(bench: Bench, sizes: list[int], ranks: list[dict]) -> list[dict]:
         for inplace in (False, True):
             times, wrong = bench.run_one(size, inplace)
             summary = cm.summarize_times(bench.gather_times(times))
-            rows.append(cm.make_row(
-                size_bytes=size, dtype=bench.dtype, op=bench.op, inplace=inplace, world_size=bench.world, timing=summary,
-                wrong=bench.total_wrong(wrong), slowest_node=ranks[summary.slowest_rank]["node"],
-            ))  # fmt: skip
+            rows.append(
+                cm.make_row(
+                    size_bytes=size,
+                    dtype=bench.dtype,
+                    op=bench.op,
+                    inplace=inplace,
+                    world_size=bench.world,
+                    timing=summary,
+                    wrong=bench.total_wrong(wrong),
+                    slowest_node=ranks[summary.slowest_rank]["node"],
+                )
+            )
         if bench.rank == 0:  # progress for `corral logs -f` on long sweeps
-            print(f"# done {size} B: busbw {rows[-2]['busbw_gbps']:.3f} / {rows[-1]['busbw_gbps']:.3f} GB/s "
-                  "(out-of-place / in-place)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"# done {size} B: busbw {rows[-2]['busbw_gbps']:.3f} / {rows[-1]['busbw_gbps']:.3f} GB/s "
+                "(out-of-place / in-place)",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
@@ -400,12 +425,19 @@ def run(args: argparse.Namespace) -> int:
         ranks: list = [None] * world
         dist.all_gather_object(ranks, rank_record(rank, int(os.environ.get("LOCAL_RANK", "0")), device_name))
         env = environment(torch, backend, note, ranks, timer.name)
-        bench = Bench(torch, dist, device=device, dtype=dtype, op=op, timer=timer, iters=args.iters, warmup=args.warmup_iters)
+        bench = Bench(
+            torch, dist, device=device, dtype=dtype, op=op, timer=timer, iters=args.iters, warmup=args.warmup_iters
+        )
         rows = sweep_rows(bench, sweep.sizes, ranks)
         params = {
-            "min_bytes": sweep.min_bytes, "max_bytes": sweep.max_bytes, "factor": sweep.factor,
-            "iters": args.iters, "warmup": args.warmup_iters, "dtype": dtype.name, "op": op,
-        }  # fmt: skip
+            "min_bytes": sweep.min_bytes,
+            "max_bytes": sweep.max_bytes,
+            "factor": sweep.factor,
+            "iters": args.iters,
+            "warmup": args.warmup_iters,
+            "dtype": dtype.name,
+            "op": op,
+        }
         if rank == 0:
             result = build_result(rows, env, params)
             write_result(result, out_path)

@@ -138,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.role == "recv":
-            out = receive(args.bind, args.port, interval=args.interval, accept_timeout=args.accept_timeout, max_seconds=args.max_seconds)
+            out = receive(
+                args.bind,
+                args.port,
+                interval=args.interval,
+                accept_timeout=args.accept_timeout,
+                max_seconds=args.max_seconds,
+            )
         else:
             out = send(args.to, args.port, duration=args.duration, connect_timeout=args.connect_timeout)
     except PortInUse as exc:

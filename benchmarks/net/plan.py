@@ -25,9 +25,11 @@ UNITS = {
     "series_gbps": "Gbit/s per interval of interval_s seconds, counted at the receiver",
     "series_mibps": "MiB/s per interval",
     "duration_s": "seconds the sender sends",
-    "throttle.rate_before": "Gbit/s (mean before the change)", "throttle.rate_after": "Gbit/s (mean after the change)",
-    "throttle.cap_gbps": "Gbit/s (median of the intervals after the change)", "throttle.change_at_s": "seconds from the first byte",
-}  # fmt: skip
+    "throttle.rate_before": "Gbit/s (mean before the change)",
+    "throttle.rate_after": "Gbit/s (mean after the change)",
+    "throttle.cap_gbps": "Gbit/s (median of the intervals after the change)",
+    "throttle.change_at_s": "seconds from the first byte",
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class PairPlan:
 def endpoints(cluster) -> list[Endpoint]:
     """Every node with its private address; a node without one (or with a public one) is bad input."""
     if len(cluster.nodes) < 2:
-        raise UserError("bench net measures between nodes: the cluster has only one node; add nodes (with addr) to the cluster file")
+        raise UserError(
+            "bench net measures between nodes: the cluster has only one node; add nodes (with addr) to the cluster file"
+        )
     out = []
     for i, node in enumerate(cluster.nodes):
         if not node.addr:
@@ -61,7 +65,9 @@ def endpoints(cluster) -> list[Endpoint]:
                 hint="bench net measures the private network between nodes, never public addresses",
             )
         if not ipaddress.IPv4Address(node.addr).is_private:
-            raise UserError(f"nodes.{i} ({node.label}): addr {node.addr} is not a private address; give the node's private-network IPv4")
+            raise UserError(
+                f"nodes.{i} ({node.label}): addr {node.addr} is not a private address; give the node's private-network IPv4"
+            )
         out.append(Endpoint(node.label, node.addr))
     return out
 
@@ -81,12 +87,37 @@ PEER_SOURCE = "benchmarks/net/peer.py"
 
 
 def recv_argv(python: str, addr: str, port: int, *, duration: float, interval: float) -> list[str]:
-    return [python, "-", "recv", "--bind", addr, "--port", str(port), "--interval", f"{interval:g}",
-            "--accept-timeout", "30", "--max-seconds", f"{duration + 60:g}"]  # fmt: skip
+    return [
+        python,
+        "-",
+        "recv",
+        "--bind",
+        addr,
+        "--port",
+        str(port),
+        "--interval",
+        f"{interval:g}",
+        "--accept-timeout",
+        "30",
+        "--max-seconds",
+        f"{duration + 60:g}",
+    ]
 
 
 def send_argv(python: str, addr: str, port: int, *, duration: float) -> list[str]:
-    return [python, "-", "send", "--to", addr, "--port", str(port), "--duration", f"{duration:g}", "--connect-timeout", "30"]
+    return [
+        python,
+        "-",
+        "send",
+        "--to",
+        addr,
+        "--port",
+        str(port),
+        "--duration",
+        f"{duration:g}",
+        "--connect-timeout",
+        "30",
+    ]
 
 
 def build_plan(
@@ -104,11 +135,15 @@ def build_plan(
     plans = []
     for src, dst in plan_pairs([e.name for e in eps], mode):
         addr = by_name[dst].addr
-        plans.append(PairPlan(
-            src, dst, addr,
-            recv_argv(py[dst], addr, 0, duration=duration, interval=interval),
-            send_argv(py[src], addr, 0, duration=duration),
-        ))  # fmt: skip
+        plans.append(
+            PairPlan(
+                src,
+                dst,
+                addr,
+                recv_argv(py[dst], addr, 0, duration=duration, interval=interval),
+                send_argv(py[src], addr, 0, duration=duration),
+            )
+        )
     return plans
 
 
@@ -117,7 +152,11 @@ def describe_plan(plans: list[PairPlan]) -> str:
 
     lines = [f"each end runs its node's python with {PEER_SOURCE} on stdin:"]
     for p in plans:
-        lines += [f"{p.src} -> {p.dst} ({p.dst_addr}):", f"  on {p.dst}: {shlex.join(p.recv_argv)}", f"  on {p.src}: {shlex.join(p.send_argv)}"]
+        lines += [
+            f"{p.src} -> {p.dst} ({p.dst_addr}):",
+            f"  on {p.dst}: {shlex.join(p.recv_argv)}",
+            f"  on {p.src}: {shlex.join(p.send_argv)}",
+        ]
     return "\n".join(lines).replace("--port 0", "--port PORT")
 
 
@@ -150,7 +189,7 @@ def pair_result(src: str, dst: str, recv: dict, duration: float) -> dict:
     if throttle:
         # The detector's rate_after is a mean, and the interval in which the cap set in is
         # half burst, half cap: the median of the later intervals is the cap people look for.
-        after = series[round(throttle.change_at_s / interval):]
+        after = series[round(throttle.change_at_s / interval) :]
         if len(after) > 2:
             after = after[:-1]  # the last interval is partial
         throttle_info = {**throttle.to_dict(), "cap_gbps": statistics.median(after)}
@@ -171,7 +210,16 @@ def pair_result(src: str, dst: str, recv: dict, duration: float) -> dict:
 
 
 def failed_pair(src: str, dst: str, error: str) -> dict:
-    return {"src": src, "dst": dst, "gbps": None, "mibps": None, "series_gbps": [], "series_mibps": [], "throttle": None, "error": error}
+    return {
+        "src": src,
+        "dst": dst,
+        "gbps": None,
+        "mibps": None,
+        "series_gbps": [],
+        "series_mibps": [],
+        "throttle": None,
+        "error": error,
+    }
 
 
 def build_result(eps: list[Endpoint], mode: str, duration: float, pairs: list[dict]) -> dict:
@@ -192,7 +240,9 @@ def build_result(eps: list[Endpoint], mode: str, duration: float, pairs: list[di
         "pairs": pairs,
         "matrix_gbps": matrix_g,
         "matrix_mibps": matrix_m,
-        "slowest": {"src": slowest["src"], "dst": slowest["dst"], "gbps": slowest["gbps"], "mibps": slowest["mibps"]} if slowest else None,
+        "slowest": {"src": slowest["src"], "dst": slowest["dst"], "gbps": slowest["gbps"], "mibps": slowest["mibps"]}
+        if slowest
+        else None,
         "throttled": [{"src": p["src"], "dst": p["dst"], **p["throttle"]} for p in pairs if p.get("throttle")],
         "failed": [{"src": p["src"], "dst": p["dst"], "error": p["error"]} for p in pairs if p.get("error")],
     }
@@ -213,7 +263,11 @@ def _matrix_lines(result: dict, key: str, title: str, fmt: str) -> list[str]:
 
 def render(result: dict) -> str:
     """Matrices in Gbit/s and MiB/s, each pair's per-second series, throttles, the slowest pair."""
-    lines = _matrix_lines(result, "matrix_gbps", "Gbit/s", ".3f") + [""] + _matrix_lines(result, "matrix_mibps", "MiB/s", ".1f")
+    lines = (
+        _matrix_lines(result, "matrix_gbps", "Gbit/s", ".3f")
+        + [""]
+        + _matrix_lines(result, "matrix_mibps", "MiB/s", ".1f")
+    )
     lines += ["", f"per-{result['pairs'][0].get('interval_s', 1):g}s series (Gbit/s):" if result["pairs"] else ""]
     for p in result["pairs"]:
         head = f"  {p['src']} -> {p['dst']}: "

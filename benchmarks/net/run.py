@@ -64,8 +64,12 @@ async def _pair_once(cluster, plan: net.PairPlan, port: int, duration: float) ->
     src, dst = cluster.node(plan.src), cluster.node(plan.dst)
     timeout = duration + 90
     code = peer_source()
-    recv_task = asyncio.create_task(api.run_on_node(cluster, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout))
-    send_task = asyncio.create_task(api.run_on_node(cluster, src, _with_port(plan.send_argv, port), input=code, timeout=timeout))
+    recv_task = asyncio.create_task(
+        api.run_on_node(cluster, dst, _with_port(plan.recv_argv, port), input=code, timeout=timeout)
+    )
+    send_task = asyncio.create_task(
+        api.run_on_node(cluster, src, _with_port(plan.send_argv, port), input=code, timeout=timeout)
+    )
     done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
     if recv_task in done and not recv_task.result().ok:
         await _cancel(send_task)  # nobody will accept: do not wait for the sender's connect timeout
@@ -100,7 +104,11 @@ async def measure_pair(cluster, plan: net.PairPlan, duration: float, rng: random
 
 
 def run_plan(
-    cluster, plans: list[net.PairPlan], duration: float, *, on_pair: Callable[[net.PairPlan, dict], None] | None = None,
+    cluster,
+    plans: list[net.PairPlan],
+    duration: float,
+    *,
+    on_pair: Callable[[net.PairPlan, dict], None] | None = None,
     seed: int | None = None,
 ) -> list[dict]:
     """Measure the pairs one after another (concurrent pairs would share links and CPUs)."""

@@ -15,8 +15,17 @@ from typing import Any
 from launcher import node_agent
 from launcher.node_agent import cpu_info, disks, infiniband, memory_bytes, nccl_config, network_interfaces, numa
 
-__all__ = ["cpu_info", "disks", "host_inventory", "infiniband", "memory_bytes", "nccl_config", "network_interfaces",
-           "numa", "versions"]
+__all__ = [
+    "cpu_info",
+    "disks",
+    "host_inventory",
+    "infiniband",
+    "memory_bytes",
+    "nccl_config",
+    "network_interfaces",
+    "numa",
+    "versions",
+]
 
 
 def versions() -> dict[str, Any]:

@@ -45,16 +45,31 @@ CLOCK_EVENT_REASONS: dict[int, tuple[str, str]] = {
 }
 
 XID_MEANINGS = {
-    13: "graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing", 45: "preemptive cleanup",
-    48: "double-bit ECC error", 61: "internal micro-controller breakpoint", 62: "internal micro-controller halt",
-    63: "ECC page retirement or row remapping recorded", 64: "ECC page retirement or row remapping failure",
-    74: "NVLink error", 79: "GPU has fallen off the bus", 92: "high single-bit ECC error rate", 94: "contained ECC error",
-    95: "uncontained ECC error", 119: "GSP RPC timeout", 120: "GSP error",
+    13: "graphics engine exception",
+    31: "GPU memory page fault",
+    43: "GPU stopped processing",
+    45: "preemptive cleanup",
+    48: "double-bit ECC error",
+    61: "internal micro-controller breakpoint",
+    62: "internal micro-controller halt",
+    63: "ECC page retirement or row remapping recorded",
+    64: "ECC page retirement or row remapping failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    92: "high single-bit ECC error rate",
+    94: "contained ECC error",
+    95: "uncontained ECC error",
+    119: "GSP RPC timeout",
+    120: "GSP error",
 }
 
 SPEED_METRICS: dict[str, str] = {
-    "gemm_bf16": "bf16 GEMM", "gemm_fp16": "fp16 GEMM", "gemm_tf32": "tf32 GEMM",
-    "device_copy": "device memory copy", "h2d": "host->device copy", "d2h": "device->host copy",
+    "gemm_bf16": "bf16 GEMM",
+    "gemm_fp16": "fp16 GEMM",
+    "gemm_tf32": "tf32 GEMM",
+    "device_copy": "device memory copy",
+    "h2d": "host->device copy",
+    "d2h": "device->host copy",
 }
 UNITS = {"gemm_bf16": "TFLOP/s", "gemm_fp16": "TFLOP/s", "gemm_tf32": "TFLOP/s"}
 
@@ -108,7 +123,9 @@ def check_nvml_errors(gpu, spec):
 
 def check_model(gpu, spec):
     if spec is None:
-        return Check("model", SKIP, gpu.get("name"), None, f"no spec for {gpu.get('name')!r}: judged against its peers only")
+        return Check(
+            "model", SKIP, gpu.get("name"), None, f"no spec for {gpu.get('name')!r}: judged against its peers only"
+        )
     return Check("model", PASS, gpu.get("name"), spec.label, f"judged as {spec.label} ({spec.source})")
 
 
@@ -119,7 +136,13 @@ def check_memory_size(gpu, spec):
     gib = total / 2**30
     # NVML reports usable memory (e.g. 79.6 GiB on an "80 GB" H100): allow 5% below the marketing size in GB.
     if total < spec.memory_gb * 1e9 * 0.95:
-        return Check("memory_size", FAIL, round(gib, 1), spec.memory_gb, f"memory {gib:.1f} GiB, expected {spec.memory_gb:g} GB for {spec.label}")
+        return Check(
+            "memory_size",
+            FAIL,
+            round(gib, 1),
+            spec.memory_gb,
+            f"memory {gib:.1f} GiB, expected {spec.memory_gb:g} GB for {spec.label}",
+        )
     return Check("memory_size", PASS, round(gib, 1), spec.memory_gb, f"memory {gib:.1f} GiB")
 
 
@@ -128,9 +151,17 @@ def check_ecc_mode(gpu, spec):
     if not isinstance(mode, dict):
         return Check("ecc_mode", SKIP, NA, "enabled", "ECC mode not reported by NVML")
     if mode["current"] != mode["pending"]:
-        return Check("ecc_mode", WARN, mode, "enabled", f"ECC is {mode['current']} with a change to {mode['pending']} pending a reboot")
+        return Check(
+            "ecc_mode",
+            WARN,
+            mode,
+            "enabled",
+            f"ECC is {mode['current']} with a change to {mode['pending']} pending a reboot",
+        )
     if mode["current"] != "enabled" and (spec is None or spec.ecc_expected):
-        return Check("ecc_mode", WARN, mode["current"], "enabled", "ECC is disabled: enable it (nvidia-smi -e 1) and reboot")
+        return Check(
+            "ecc_mode", WARN, mode["current"], "enabled", "ECC is disabled: enable it (nvidia-smi -e 1) and reboot"
+        )
     return Check("ecc_mode", PASS, mode["current"], "enabled", f"ECC {mode['current']}")
 
 
@@ -144,7 +175,13 @@ def check_ecc_uncorrected(gpu, spec):
     if _num(vol) and vol > 0:
         return Check("ecc_uncorrected", FAIL, vol, 0, f"uncorrected ECC errors: {vol} (since the driver loaded)")
     if _num(agg) and agg > 0:
-        return Check("ecc_uncorrected", WARN, agg, 0, f"uncorrected ECC errors in the GPU's lifetime: {agg} (none since the driver loaded)")
+        return Check(
+            "ecc_uncorrected",
+            WARN,
+            agg,
+            0,
+            f"uncorrected ECC errors in the GPU's lifetime: {agg} (none since the driver loaded)",
+        )
     if vol == NA and agg == NA:
         return Check("ecc_uncorrected", SKIP, NA, 0, "ECC counters not reported (ECC off or not supported)")
     return Check("ecc_uncorrected", PASS, vol, 0, "no uncorrected ECC errors")
@@ -155,10 +192,22 @@ def check_ecc_corrected(gpu, spec):
     after = ((_after(gpu, "ecc_errors") or {}).get("volatile") or {}).get("corrected", NA)
     delta = _delta(before, after)
     if delta:
-        return Check("ecc_corrected", WARN, after, 0, f"corrected ECC errors during the test: +{delta} (memory is degrading if this keeps growing)")
+        return Check(
+            "ecc_corrected",
+            WARN,
+            after,
+            0,
+            f"corrected ECC errors during the test: +{delta} (memory is degrading if this keeps growing)",
+        )
     if not _num(after):
         return Check("ecc_corrected", SKIP, NA, 0, "ECC counters not reported")
-    return Check("ecc_corrected", PASS, after, None, f"corrected ECC errors since the driver loaded: {after}, none during the test")
+    return Check(
+        "ecc_corrected",
+        PASS,
+        after,
+        None,
+        f"corrected ECC errors since the driver loaded: {after}, none during the test",
+    )
 
 
 def check_remapped_rows(gpu, spec):
@@ -167,26 +216,59 @@ def check_remapped_rows(gpu, spec):
         return Check("remapped_rows", SKIP, NA, None, "row remapping not reported (pre-Ampere GPU or not supported)")
     value = rows_after
     if rows_after.get("failure"):
-        return Check("remapped_rows", FAIL, value, None, "row remapping failed: the GPU has run out of spare rows and needs replacing")
+        return Check(
+            "remapped_rows",
+            FAIL,
+            value,
+            None,
+            "row remapping failed: the GPU has run out of spare rows and needs replacing",
+        )
     delta = _delta((rows or {}).get("uncorrectable"), rows_after.get("uncorrectable"))
     if delta:
-        return Check("remapped_rows", FAIL, value, None, f"rows remapped after uncorrectable errors during the test: +{delta}")
+        return Check(
+            "remapped_rows", FAIL, value, None, f"rows remapped after uncorrectable errors during the test: +{delta}"
+        )
     if rows_after.get("pending"):
-        return Check("remapped_rows", WARN, value, None, "row remapping pending: reset the GPU (nvidia-smi -r) or reboot before use")
+        return Check(
+            "remapped_rows",
+            WARN,
+            value,
+            None,
+            "row remapping pending: reset the GPU (nvidia-smi -r) or reboot before use",
+        )
     if rows_after.get("uncorrectable", 0) > 0:
-        return Check("remapped_rows", WARN, value, None,
-                     f"{rows_after['uncorrectable']} rows remapped after uncorrectable errors (fine while remapping works; watch for growth)")
-    return Check("remapped_rows", PASS, value, None, f"remapped rows: {rows_after.get('correctable', 0)} correctable, 0 uncorrectable")
+        return Check(
+            "remapped_rows",
+            WARN,
+            value,
+            None,
+            f"{rows_after['uncorrectable']} rows remapped after uncorrectable errors (fine while remapping works; watch for growth)",
+        )
+    return Check(
+        "remapped_rows",
+        PASS,
+        value,
+        None,
+        f"remapped rows: {rows_after.get('correctable', 0)} correctable, 0 uncorrectable",
+    )
 
 
 def check_retired_pages(gpu, spec):
     pages = _after(gpu, "retired_pages") or {}
     sbe, dbe, pending = pages.get("single_bit_multiple", NA), pages.get("double_bit", NA), pages.get("pending", NA)
     if sbe == NA and dbe == NA:
-        return Check("retired_pages", SKIP, NA, None, "page retirement not reported (GPUs since Ampere remap rows instead)")
+        return Check(
+            "retired_pages", SKIP, NA, None, "page retirement not reported (GPUs since Ampere remap rows instead)"
+        )
     total = (sbe if _num(sbe) else 0) + (dbe if _num(dbe) else 0)
     if total >= RETIRED_PAGES_FAIL:
-        return Check("retired_pages", FAIL, total, f"< {RETIRED_PAGES_FAIL}", f"{total} retired pages: at NVIDIA's replacement threshold")
+        return Check(
+            "retired_pages",
+            FAIL,
+            total,
+            f"< {RETIRED_PAGES_FAIL}",
+            f"{total} retired pages: at NVIDIA's replacement threshold",
+        )
     if pending is True:
         return Check("retired_pages", WARN, total, None, "page retirement pending: reboot to retire them")
     if _num(dbe) and dbe > 0:
@@ -206,7 +288,13 @@ def check_pcie_width(gpu, spec):
     if _num(mx) and cur < mx:
         return Check("pcie_width", FAIL, f"x{cur}", f"x{mx}", f"PCIe link x{cur}, expected x{mx}")
     if _num(want) and cur < want:
-        return Check("pcie_width", FAIL, f"x{cur}", f"x{want}", f"PCIe link x{cur}, expected x{want} for {spec.label} (slot or riser limits it)")
+        return Check(
+            "pcie_width",
+            FAIL,
+            f"x{cur}",
+            f"x{want}",
+            f"PCIe link x{cur}, expected x{want} for {spec.label} (slot or riser limits it)",
+        )
     return Check("pcie_width", PASS, f"x{cur}", f"x{want}" if _num(want) else None, f"PCIe link x{cur}")
 
 
@@ -215,7 +303,13 @@ def check_pcie_generation(gpu, spec):
     if _num(loaded.get("current_generation")):
         cur, mx = loaded["current_generation"], loaded.get("max_generation")
         if _num(mx) and cur < mx:
-            return Check("pcie_generation", FAIL, f"Gen{cur}", f"Gen{mx}", f"PCIe link at Gen{cur} under load, capable of Gen{mx}")
+            return Check(
+                "pcie_generation",
+                FAIL,
+                f"Gen{cur}",
+                f"Gen{mx}",
+                f"PCIe link at Gen{cur} under load, capable of Gen{mx}",
+            )
     pcie = _after(gpu, "pcie") or {}
     cur, mx = pcie.get("current_generation"), pcie.get("max_generation")
     if _num(loaded.get("current_generation")):
@@ -224,10 +318,21 @@ def check_pcie_generation(gpu, spec):
         return Check("pcie_generation", SKIP, NA, None, "PCIe link generation not reported")
     if _num(mx) and cur < mx:
         # Links train down to Gen1 when idle to save power, so a low reading alone is not a fault.
-        return Check("pcie_generation", WARN, f"Gen{cur}", f"Gen{mx}",
-                     f"PCIe link at Gen{cur}, capable of Gen{mx} (idle links drop their generation; check the host->device figure)")
+        return Check(
+            "pcie_generation",
+            WARN,
+            f"Gen{cur}",
+            f"Gen{mx}",
+            f"PCIe link at Gen{cur}, capable of Gen{mx} (idle links drop their generation; check the host->device figure)",
+        )
     if spec and _num(mx) and mx < spec.pcie_gen:
-        return Check("pcie_generation", WARN, f"Gen{cur}", f"Gen{spec.pcie_gen}", f"PCIe link at most Gen{mx}: the slot or platform is older than the GPU (Gen{spec.pcie_gen})")
+        return Check(
+            "pcie_generation",
+            WARN,
+            f"Gen{cur}",
+            f"Gen{spec.pcie_gen}",
+            f"PCIe link at most Gen{mx}: the slot or platform is older than the GPU (Gen{spec.pcie_gen})",
+        )
     return Check("pcie_generation", PASS, f"Gen{cur}", f"Gen{mx}" if _num(mx) else None, f"PCIe Gen{cur}")
 
 
@@ -245,7 +350,13 @@ def check_nvlink_state(gpu, spec):
         detail = f" (inactive: {', '.join(map(str, inactive))})" if inactive else ""
         return Check("nvlink_state", FAIL, len(active), want, f"NVLink: {len(active)} of {want} links active{detail}")
     versions = sorted({ln["version"] for ln in links if ln["active"] and _num(ln["version"])})
-    return Check("nvlink_state", PASS, len(active), want, f"NVLink: {len(active)} of {want} links active" + (f", version code {versions}" if versions else ""))
+    return Check(
+        "nvlink_state",
+        PASS,
+        len(active),
+        want,
+        f"NVLink: {len(active)} of {want} links active" + (f", version code {versions}" if versions else ""),
+    )
 
 
 def check_nvlink_errors(gpu, spec):
@@ -268,7 +379,9 @@ def check_nvlink_errors(gpu, spec):
     if grew:
         reason = "NVLink errors during the test: " + ", ".join(f"link {ln} {n} +{d}" for ln, n, d in grew)
     else:
-        reason = "no NVLink errors during the test" + (f" (totals since reset: {totals})" if any(totals.values()) else "")
+        reason = "no NVLink errors during the test" + (
+            f" (totals since reset: {totals})" if any(totals.values()) else ""
+        )
     return Check("nvlink_errors", status, totals, 0, reason)
 
 
@@ -305,14 +418,22 @@ def check_power_limit(gpu, spec):
     if spec is None or not _num(limit):
         return Check("power_limit", SKIP, limit, None, "no spec or no power limit reading")
     if limit < spec.power_w * POWER_LIMIT_SHARE:
-        return Check("power_limit", WARN, limit, spec.power_w, f"power limit {limit:g} W, {spec.label} is rated {spec.power_w} W (raise it with nvidia-smi -pl)")
+        return Check(
+            "power_limit",
+            WARN,
+            limit,
+            spec.power_w,
+            f"power limit {limit:g} W, {spec.label} is rated {spec.power_w} W (raise it with nvidia-smi -pl)",
+        )
     return Check("power_limit", PASS, limit, spec.power_w, f"power limit {limit:g} W")
 
 
 def check_xid_events(gpu, spec):
     events = gpu.get("events")
     if events is None:
-        return Check("xid_events", SKIP, NA, 0, "XID events not watched (NVML could not register them, or no second reading)")
+        return Check(
+            "xid_events", SKIP, NA, 0, "XID events not watched (NVML could not register them, or no second reading)"
+        )
     if not events:
         return Check("xid_events", PASS, 0, 0, "no XID or double-bit ECC events during the test")
     parts = []
@@ -325,9 +446,22 @@ def check_xid_events(gpu, spec):
 
 
 HEALTH_CHECKS: tuple[Callable[[dict, GpuSpec | None], Check], ...] = (
-    check_model, check_nvml_errors, check_memory_size, check_ecc_mode, check_ecc_uncorrected, check_ecc_corrected,
-    check_remapped_rows, check_retired_pages, check_pcie_width, check_pcie_generation, check_nvlink_state,
-    check_nvlink_errors, check_clock_events, check_temperature, check_power_limit, check_xid_events,
+    check_model,
+    check_nvml_errors,
+    check_memory_size,
+    check_ecc_mode,
+    check_ecc_uncorrected,
+    check_ecc_corrected,
+    check_remapped_rows,
+    check_retired_pages,
+    check_pcie_width,
+    check_pcie_generation,
+    check_nvlink_state,
+    check_nvlink_errors,
+    check_clock_events,
+    check_temperature,
+    check_power_limit,
+    check_xid_events,
 )
 
 
@@ -357,11 +491,15 @@ def check_speed(metric: str, value: Any, spec: GpuSpec | None, skipped: str | No
     if not _num(value):
         return Check(metric, SKIP, None, None, f"{label} not measured")
     if spec is None:
-        return Check(metric, SKIP, value, None, f"{label} {value:g} {unit}; no spec for this model (see the peer check)")
+        return Check(
+            metric, SKIP, value, None, f"{label} {value:g} {unit}; no spec for this model (see the peer check)"
+        )
     typical, basis = spec.expected(metric)
     share = value / typical
     status = PASS if share >= SPEED_PASS_SHARE else WARN if share >= SPEED_WARN_SHARE else FAIL
-    return Check(metric, status, value, typical, f"{label} {value:g} {unit}, {share:.0%} of typical {typical:g} ({basis})")
+    return Check(
+        metric, status, value, typical, f"{label} {value:g} {unit}, {share:.0%} of typical {typical:g} ({basis})"
+    )
 
 
 # ----------------------------------------------------------------------------- node and cluster
@@ -386,26 +524,56 @@ def judge_host(node: dict[str, Any], expected_gpus: int | None) -> list[Check]:
         checks.append(Check("nvidia_driver", status, None, "loaded" if expected_gpus else None, nvml["error"]))
     else:
         sysinfo = nvml["system"] or {}
-        checks.append(Check("nvidia_driver", PASS, sysinfo.get("driver_version"), None,
-                            f"driver {sysinfo.get('driver_version')}, CUDA {sysinfo.get('cuda_driver_version')}"))
+        checks.append(
+            Check(
+                "nvidia_driver",
+                PASS,
+                sysinfo.get("driver_version"),
+                None,
+                f"driver {sysinfo.get('driver_version')}, CUDA {sysinfo.get('cuda_driver_version')}",
+            )
+        )
     if expected_gpus is not None:
         ok = count == expected_gpus
-        checks.append(Check("gpu_count", PASS if ok else FAIL, count, expected_gpus,
-                            f"{count} GPUs" + ("" if ok else f", the cluster file says {expected_gpus}")))
+        checks.append(
+            Check(
+                "gpu_count",
+                PASS if ok else FAIL,
+                count,
+                expected_gpus,
+                f"{count} GPUs" + ("" if ok else f", the cluster file says {expected_gpus}"),
+            )
+        )
     if count and speed.get("error"):
         checks.append(Check("torch_cuda", FAIL, False, True, speed["error"]))
     numa = host.get("numa") or {}
     if numa:
-        checks.append(Check("numa", PASS if numa.get("exposed") else SKIP, numa.get("nodes"), None,
-                            numa.get("reason") or f"{numa.get('nodes')} NUMA nodes exposed"))
+        checks.append(
+            Check(
+                "numa",
+                PASS if numa.get("exposed") else SKIP,
+                numa.get("nodes"),
+                None,
+                numa.get("reason") or f"{numa.get('nodes')} NUMA nodes exposed",
+            )
+        )
     ib = host.get("infiniband") or {}
     if ib:
         checks.append(_check_infiniband(ib))
     cpu = speed.get("cpu")
     if isinstance(cpu, dict) and "gemm_fp32_gflops" in cpu:
-        checks.append(Check("cpu_gemm", PASS, cpu["gemm_fp32_gflops"], None,
-                            f"CPU fp32 GEMM {cpu['gemm_fp32_gflops']:g} GFLOP/s on {cpu['threads']} threads"))
-        checks.append(Check("cpu_memcopy", PASS, cpu["memcopy_gbps"], None, f"CPU memory copy {cpu['memcopy_gbps']:g} GB/s"))
+        checks.append(
+            Check(
+                "cpu_gemm",
+                PASS,
+                cpu["gemm_fp32_gflops"],
+                None,
+                f"CPU fp32 GEMM {cpu['gemm_fp32_gflops']:g} GFLOP/s on {cpu['threads']} threads",
+            )
+        )
+        checks.append(
+            Check("cpu_memcopy", PASS, cpu["memcopy_gbps"], None, f"CPU memory copy {cpu['memcopy_gbps']:g} GB/s")
+        )
     elif isinstance(cpu, dict) and "error" in cpu:
         checks.append(Check("cpu_gemm", FAIL, None, None, f"CPU speed test failed: {cpu['error']}"))
     return checks
@@ -419,7 +587,13 @@ def _check_infiniband(ib: dict[str, Any]) -> Check:
     rates = sorted({p.get("rate") for _, p in ports if p.get("rate")})
     if down:
         return Check("infiniband", WARN, len(ports) - len(down), len(ports), "not active: " + ", ".join(down))
-    return Check("infiniband", PASS, len(ports), len(ports), f"{len(ports)} ports ACTIVE" + (f" at {', '.join(rates)}" if rates else ""))
+    return Check(
+        "infiniband",
+        PASS,
+        len(ports),
+        len(ports),
+        f"{len(ports)} ports ACTIVE" + (f" at {', '.join(rates)}" if rates else ""),
+    )
 
 
 def judge_node(node: dict[str, Any], *, expected_gpus: int | None = None) -> dict[str, Any]:
@@ -433,7 +607,14 @@ def judge_node(node: dict[str, Any], *, expected_gpus: int | None = None) -> dic
     for gpu in node["nvml"]["gpus"]:
         s = by_index.get(gpu["index"])
         checks = judge_gpu(gpu, s, skipped=skipped)
-        gpus.append({**gpu, "speed": speed_values(s), "checks": [c.to_dict() for c in checks], "status": worst([c.status for c in checks])})
+        gpus.append(
+            {
+                **gpu,
+                "speed": speed_values(s),
+                "checks": [c.to_dict() for c in checks],
+                "status": worst([c.status for c in checks]),
+            }
+        )
     checks = [c.to_dict() for c in judge_host(node, expected_gpus)]
     return {
         "host": node["host"],
@@ -480,13 +661,31 @@ def _peer_checks(metric: str, members: list[tuple[dict, float]], low_status: str
     for owner, value in members:
         share = value / median if median else 1.0
         if share < PEER_SHARE:
-            yield owner, Check(f"peer_{metric}", low_status, value, median,
-                               f"{label} {value:g} {unit} is {1 - share:.0%} below its peers' median {median:g}").to_dict()
+            yield (
+                owner,
+                Check(
+                    f"peer_{metric}",
+                    low_status,
+                    value,
+                    median,
+                    f"{label} {value:g} {unit} is {1 - share:.0%} below its peers' median {median:g}",
+                ).to_dict(),
+            )
         else:
-            yield owner, Check(f"peer_{metric}", PASS, value, median, f"{label} within 10% of its peers' median {median:g} {unit}").to_dict()
+            yield (
+                owner,
+                Check(
+                    f"peer_{metric}", PASS, value, median, f"{label} within 10% of its peers' median {median:g} {unit}"
+                ).to_dict(),
+            )
 
 
 def summarize(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     statuses = [n["status"] for n in nodes]
     failed = [f"{n['host']}" for n in nodes if n["status"] == FAIL]
-    return {"status": worst(statuses), "nodes": len(nodes), "gpus": sum(len(n["gpus"]) for n in nodes), "failed_nodes": failed}
+    return {
+        "status": worst(statuses),
+        "nodes": len(nodes),
+        "gpus": sum(len(n["gpus"]) for n in nodes),
+        "failed_nodes": failed,
+    }

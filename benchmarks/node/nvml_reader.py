@@ -190,7 +190,12 @@ class ReplayNvml:
 class _Reader:
     """Wraps a source: a failed call gives ``n/a`` and, unless merely unsupported, a sentence in ``errors``."""
 
-    QUIET = {"NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_NOT_RECORDED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_INVALID_ARGUMENT"}
+    QUIET = {
+        "NVML_ERROR_NOT_SUPPORTED",
+        "NVML_ERROR_NOT_RECORDED",
+        "NVML_ERROR_FUNCTION_NOT_FOUND",
+        "NVML_ERROR_INVALID_ARGUMENT",
+    }
 
     def __init__(self, source: NvmlSource) -> None:
         self.source = source
@@ -241,7 +246,9 @@ def read_gpu(source: NvmlSource, index: int) -> dict[str, Any]:
         "vbios": r.get("nvmlDeviceGetVbiosVersion", index),
         "memory_total_bytes": mem["total"] if isinstance(mem, dict) else NA,
         "memory_used_bytes": mem["used"] if isinstance(mem, dict) else NA,
-        "ecc_mode": {"current": _enabled(ecc_mode[0]), "pending": _enabled(ecc_mode[1])} if isinstance(ecc_mode, list) else NA,
+        "ecc_mode": {"current": _enabled(ecc_mode[0]), "pending": _enabled(ecc_mode[1])}
+        if isinstance(ecc_mode, list)
+        else NA,
         "clocks_mhz": {
             "sm": r.get("nvmlDeviceGetClockInfo", index, NVML_CLOCK_SM),
             "memory": r.get("nvmlDeviceGetClockInfo", index, NVML_CLOCK_MEM),
@@ -264,18 +271,32 @@ def read_counters(source: NvmlSource, index: int) -> dict[str, Any]:
     ecc = {
         scope: {
             kind: r.get("nvmlDeviceGetTotalEccErrors", index, kind_code, scope_code)
-            for kind, kind_code in (("corrected", NVML_MEMORY_ERROR_TYPE_CORRECTED), ("uncorrected", NVML_MEMORY_ERROR_TYPE_UNCORRECTED))
+            for kind, kind_code in (
+                ("corrected", NVML_MEMORY_ERROR_TYPE_CORRECTED),
+                ("uncorrected", NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+            )
         }
         for scope, scope_code in (("volatile", NVML_VOLATILE_ECC), ("aggregate", NVML_AGGREGATE_ECC))
     }
     rows = r.get("nvmlDeviceGetRemappedRows", index)
-    reasons = r.first([("nvmlDeviceGetCurrentClocksEventReasons", (index,)), ("nvmlDeviceGetCurrentClocksThrottleReasons", (index,))])
+    reasons = r.first(
+        [("nvmlDeviceGetCurrentClocksEventReasons", (index,)), ("nvmlDeviceGetCurrentClocksThrottleReasons", (index,))]
+    )
     return {
         "ecc_errors": ecc,
-        "remapped_rows": dict(zip(("correctable", "uncorrectable", "pending", "failure"), rows)) if isinstance(rows, list) else NA,
+        "remapped_rows": dict(zip(("correctable", "uncorrectable", "pending", "failure"), rows))
+        if isinstance(rows, list)
+        else NA,
         "retired_pages": {
-            "single_bit_multiple": r.get("nvmlDeviceGetRetiredPages", index, NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, convert=len),
-            "double_bit": r.get("nvmlDeviceGetRetiredPages", index, NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, convert=len),
+            "single_bit_multiple": r.get(
+                "nvmlDeviceGetRetiredPages",
+                index,
+                NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+                convert=len,
+            ),
+            "double_bit": r.get(
+                "nvmlDeviceGetRetiredPages", index, NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, convert=len
+            ),
             "pending": r.get("nvmlDeviceGetRetiredPagesPendingStatus", index, convert=bool),
         },
         "nvlinks": read_nvlinks(r, index),
@@ -309,12 +330,17 @@ def read_nvlinks(r: _Reader, index: int) -> list[dict[str, Any]]:
         state = r.get("nvmlDeviceGetNvLinkState", index, link)
         if state == NA:
             continue
-        links.append({
-            "link": link,
-            "active": bool(state),
-            "version": r.get("nvmlDeviceGetNvLinkVersion", index, link),
-            "errors": {name: r.get("nvmlDeviceGetNvLinkErrorCounter", index, link, code) for name, code in NVLINK_ERROR_COUNTERS.items()},
-        })
+        links.append(
+            {
+                "link": link,
+                "active": bool(state),
+                "version": r.get("nvmlDeviceGetNvLinkVersion", index, link),
+                "errors": {
+                    name: r.get("nvmlDeviceGetNvLinkErrorCounter", index, link, code)
+                    for name, code in NVLINK_ERROR_COUNTERS.items()
+                },
+            }
+        )
     return links
 
 
@@ -376,7 +402,12 @@ class XidWatcher:
             return
         for i in range(count):
             try:
-                live.raw("nvmlDeviceRegisterEvents", i, NVML_EVENT_TYPE_XID_CRITICAL_ERROR | NVML_EVENT_TYPE_DOUBLE_BIT_ECC_ERROR, self._set)
+                live.raw(
+                    "nvmlDeviceRegisterEvents",
+                    i,
+                    NVML_EVENT_TYPE_XID_CRITICAL_ERROR | NVML_EVENT_TYPE_DOUBLE_BIT_ECC_ERROR,
+                    self._set,
+                )
             except pynvml.NVMLError as exc:
                 log.debug("nvmlDeviceRegisterEvents(%d): %s", i, exc)
                 self.unsupported.append(i)
@@ -426,15 +457,26 @@ def record_around(load: Load | None) -> tuple[dict[str, Any], Any]:
         before, live.calls = live.calls, {}
         watcher = XidWatcher(live, len(reading["gpus"]))
         try:
-            result = load([g["index"] for g in reading["gpus"]], lambda index: read_pcie_under_load(live, index)) if load else None
+            result = (
+                load([g["index"] for g in reading["gpus"]], lambda index: read_pcie_under_load(live, index))
+                if load
+                else None
+            )
             events = watcher.drain()
         finally:
             watcher.close()
         during, live.calls = live.calls, {}
         for gpu in reading["gpus"]:
             read_counters(live, gpu["index"])
-        recording = {"format": FORMAT, "init_error": None, "before": before, "during": during, "after": live.calls,
-                     "events": events, "events_unsupported": watcher.unsupported}
+        recording = {
+            "format": FORMAT,
+            "init_error": None,
+            "before": before,
+            "during": during,
+            "after": live.calls,
+            "events": events,
+            "events_unsupported": watcher.unsupported,
+        }
         return recording, result
     finally:
         live.shutdown()

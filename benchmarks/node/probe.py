@@ -57,14 +57,19 @@ def load_probe(raw: dict[str, Any]) -> dict[str, Any]:
 def default_out() -> Path:
     run_dir, node = os.environ.get("CORRAL_RUN_DIR"), os.environ.get("CORRAL_NODE")
     if not run_dir or not node:
-        raise SystemExit("probe: give --out FILE, or run it through the launch path (CORRAL_RUN_DIR and CORRAL_NODE unset)")
+        raise SystemExit(
+            "probe: give --out FILE, or run it through the launch path (CORRAL_RUN_DIR and CORRAL_NODE unset)"
+        )
     return Path(run_dir) / PROBE_DIR / f"{node}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="File to write the probe JSON to (default: $CORRAL_RUN_DIR/node/$CORRAL_NODE.json, "
-                        "as set by the launch path).")
+    parser.add_argument(
+        "--out",
+        help="File to write the probe JSON to (default: $CORRAL_RUN_DIR/node/$CORRAL_NODE.json, "
+        "as set by the launch path).",
+    )
     parser.add_argument("--quick", action="store_true", help="Inventory and health only, no speed tests.")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else default_out()

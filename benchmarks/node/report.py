@@ -34,9 +34,16 @@ def _counts(checks: list[dict[str, Any]]) -> str:
 
 COLUMNS = {
     # key: (header, justify); GPU columns show when any node has GPUs, CPU columns when any node has none.
-    "node": ("node", "left"), "gpu": ("gpu", "right"), "model": ("model", "left"), "status": ("status", "left"),
-    "bf16": ("bf16 TFLOP/s", "right"), "copy": ("copy GB/s", "right"), "h2d": ("H2D GB/s", "right"),
-    "cpu_gemm": ("CPU GEMM GFLOP/s", "right"), "cpu_copy": ("CPU copy GB/s", "right"), "counts": ("checks", "left"),
+    "node": ("node", "left"),
+    "gpu": ("gpu", "right"),
+    "model": ("model", "left"),
+    "status": ("status", "left"),
+    "bf16": ("bf16 TFLOP/s", "right"),
+    "copy": ("copy GB/s", "right"),
+    "h2d": ("H2D GB/s", "right"),
+    "cpu_gemm": ("CPU GEMM GFLOP/s", "right"),
+    "cpu_copy": ("CPU copy GB/s", "right"),
+    "counts": ("checks", "left"),
 }
 GPU_COLUMNS = ("gpu", "model", "bf16", "copy", "h2d")
 CPU_COLUMNS = ("cpu_gemm", "cpu_copy")
@@ -48,18 +55,40 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     for node in report["nodes"]:
         cpu = (node.get("speed") or {}).get("cpu") or {}
         node_problems = _problems(node["checks"])
-        base = {"node": node["host"], "cpu_gemm": _fmt(cpu.get("gemm_fp32_gflops"), 1), "cpu_copy": _fmt(cpu.get("memcopy_gbps"), 1)}
+        base = {
+            "node": node["host"],
+            "cpu_gemm": _fmt(cpu.get("gemm_fp32_gflops"), 1),
+            "cpu_copy": _fmt(cpu.get("memcopy_gbps"), 1),
+        }
         if not node["gpus"]:
-            rows.append({**base, "gpu": "-", "model": "no GPU", "status": node["status"], "bf16": "-", "copy": "-", "h2d": "-",
-                         "counts": _counts(node["checks"]), "problems": node_problems})
+            rows.append(
+                {
+                    **base,
+                    "gpu": "-",
+                    "model": "no GPU",
+                    "status": node["status"],
+                    "bf16": "-",
+                    "copy": "-",
+                    "h2d": "-",
+                    "counts": _counts(node["checks"]),
+                    "problems": node_problems,
+                }
+            )
         for i, gpu in enumerate(node["gpus"]):
             sp = gpu.get("speed") or {}
-            rows.append({
-                **base, "gpu": str(gpu["index"]), "model": str(gpu.get("name")).removeprefix("NVIDIA "), "status": gpu["status"],
-                "bf16": _fmt(sp.get("gemm_bf16")), "copy": _fmt(sp.get("device_copy")), "h2d": _fmt(sp.get("h2d"), 1),
-                "counts": _counts(gpu["checks"] + (node["checks"] if i == 0 else [])),
-                "problems": "\n".join(p for p in (_problems(gpu["checks"]), node_problems if i == 0 else "") if p),
-            })
+            rows.append(
+                {
+                    **base,
+                    "gpu": str(gpu["index"]),
+                    "model": str(gpu.get("name")).removeprefix("NVIDIA "),
+                    "status": gpu["status"],
+                    "bf16": _fmt(sp.get("gemm_bf16")),
+                    "copy": _fmt(sp.get("device_copy")),
+                    "h2d": _fmt(sp.get("h2d"), 1),
+                    "counts": _counts(gpu["checks"] + (node["checks"] if i == 0 else [])),
+                    "problems": "\n".join(p for p in (_problems(gpu["checks"]), node_problems if i == 0 else "") if p),
+                }
+            )
     return rows
 
 
@@ -82,7 +111,13 @@ def reason_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
         for gpu in node["gpus"]:
             for c in gpu["checks"]:
                 if c["status"] in (FAIL, WARN):
-                    lines.append((-SEVERITY[c["status"]], f"{node['host']} GPU {gpu['index']}: {c['status']}: {c['reason']}", c["status"]))
+                    lines.append(
+                        (
+                            -SEVERITY[c["status"]],
+                            f"{node['host']} GPU {gpu['index']}: {c['status']}: {c['reason']}",
+                            c["status"],
+                        )
+                    )
     lines.sort(key=lambda x: x[0])  # stable: node order kept within a severity
     out = [(text, status) for _, text, status in lines]
     n = len(report["nodes"])
@@ -97,7 +132,9 @@ def render_table(report: dict[str, Any], console) -> None:
 
     if not console.is_terminal:
         console.width = max(console.width, 132)  # files and pipes: do not fold the table to 80 columns
-    table = Table(title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=False)
+    table = Table(
+        title="corral bench node" + (" (--quick: no speed tests)" if report["quick"] else ""), show_lines=False
+    )
     cols = visible_columns(report)
     for key in cols:
         header, justify = COLUMNS[key]
@@ -110,5 +147,7 @@ def render_table(report: dict[str, Any], console) -> None:
     for line, status in reason_lines(report):
         console.print(f"[{STYLE[status]}]{line}[/]")
     s = report["summary"]
-    console.print(f"{s['nodes']} node(s), {s['gpus']} GPU(s): [{STYLE[s['status']]}]{s['status']}[/]"
-                  + (f" (failed: {', '.join(s['failed_nodes'])})" if s["failed_nodes"] else ""))
+    console.print(
+        f"{s['nodes']} node(s), {s['gpus']} GPU(s): [{STYLE[s['status']]}]{s['status']}[/]"
+        + (f" (failed: {', '.join(s['failed_nodes'])})" if s["failed_nodes"] else "")
+    )

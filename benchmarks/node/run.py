@@ -29,7 +29,10 @@ def is_local_only(cluster) -> bool:
 
 
 def job_name(now: float | None = None) -> str:
-    return time.strftime("bench-node-%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int((now or time.time()) * 1000) % 1000:03d}"
+    return (
+        time.strftime("bench-node-%Y%m%d-%H%M%S", time.localtime(now))
+        + f"-{int((now or time.time()) * 1000) % 1000:03d}"
+    )
 
 
 def probe_args(quick: bool) -> list[str]:
@@ -54,8 +57,16 @@ def probe_cluster(cluster, *, name: str, quick: bool, timeout: float, on_poll=No
     from launcher import api
 
     # preflight=False: a node with the wrong GPU count is what this benchmark reports, not a reason to refuse.
-    done = api.run_to_completion(build_job(name, quick), cluster, name=name, plain=True, preflight=False,
-                                 timeout=timeout, collect=[PROBE_FILE], on_poll=on_poll)  # fmt: skip
+    done = api.run_to_completion(
+        build_job(name, quick),
+        cluster,
+        name=name,
+        plain=True,
+        preflight=False,
+        timeout=timeout,
+        collect=[PROBE_FILE],
+        on_poll=on_poll,
+    )
     states = {n.node: n for n in done.status.nodes}
     probes = []
     # on Slurm the cluster file names no nodes: the allocation's nodes are those the run reports
@@ -99,8 +110,10 @@ def read_probes(path: Path) -> list[dict[str, Any]]:
         return data["probes"]
     if isinstance(data, dict) and data.get("format") == "corral-node-probe/1":
         return [data]
-    raise UserError(f"--from {path}: not a recorded node probe (expected format corral-node-probe/1 or {PROBES_FORMAT})",
-                    hint="record one with `corral bench node --record FILE`")
+    raise UserError(
+        f"--from {path}: not a recorded node probe (expected format corral-node-probe/1 or {PROBES_FORMAT})",
+        hint="record one with `corral bench node --record FILE`",
+    )
 
 
 def record_probes(probes: list[dict[str, Any]], path: Path) -> None:
@@ -108,7 +121,9 @@ def record_probes(probes: list[dict[str, Any]], path: Path) -> None:
     Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
-def judge_probes(probes: list[dict[str, Any]], expected_gpus: dict[str, int | None] | None = None) -> list[dict[str, Any]]:
+def judge_probes(
+    probes: list[dict[str, Any]], expected_gpus: dict[str, int | None] | None = None
+) -> list[dict[str, Any]]:
     """Parse and judge every probe, then compare peers."""
     from benchmarks.node.judge import FAIL, Check, judge_node, judge_peers
     from benchmarks.node.probe import load_probe
@@ -117,14 +132,32 @@ def judge_probes(probes: list[dict[str, Any]], expected_gpus: dict[str, int | No
     nodes = []
     for raw in probes:
         if raw.get("format") == "missing":
-            nodes.append({"host": raw["host"], "gpus": [], "speed": {}, "system": None, "host_info": None, "status": FAIL,
-                          "checks": [Check("probe", FAIL, None, None, raw["reason"]).to_dict()]})
+            nodes.append(
+                {
+                    "host": raw["host"],
+                    "gpus": [],
+                    "speed": {},
+                    "system": None,
+                    "host_info": None,
+                    "status": FAIL,
+                    "checks": [Check("probe", FAIL, None, None, raw["reason"]).to_dict()],
+                }
+            )
             continue
         try:
             node = load_probe(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            nodes.append({"host": raw.get("host", "?"), "gpus": [], "speed": {}, "system": None, "host_info": None, "status": FAIL,
-                          "checks": [Check("probe", FAIL, None, None, f"unreadable probe: {exc}").to_dict()]})
+            nodes.append(
+                {
+                    "host": raw.get("host", "?"),
+                    "gpus": [],
+                    "speed": {},
+                    "system": None,
+                    "host_info": None,
+                    "status": FAIL,
+                    "checks": [Check("probe", FAIL, None, None, f"unreadable probe: {exc}").to_dict()],
+                }
+            )
             continue
         nodes.append(judge_node(node, expected_gpus=expected_gpus.get(raw["host"])))
     judge_peers(nodes)

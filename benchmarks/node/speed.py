@@ -34,7 +34,9 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}".strip()[:300]}
 
 
-def _cuda_time(torch, fn: Callable[[], Any], iters: int, warmup: int = 2, while_running: Callable[[], Any] | None = None) -> float:
+def _cuda_time(
+    torch, fn: Callable[[], Any], iters: int, warmup: int = 2, while_running: Callable[[], Any] | None = None
+) -> float:
     """Seconds per call, measured with CUDA events after ``warmup`` untimed calls.
 
     ``while_running`` is called once the timed calls are queued, i.e. while the GPU executes them.
@@ -83,8 +85,13 @@ def gpu_device_copy(torch, nbytes: int = COPY_BYTES, iters: int = 20) -> float:
     return round(2 * nbytes / seconds / 1e9, 1)
 
 
-def gpu_host_copy(torch, direction: str, nbytes: int = HOST_COPY_BYTES, iters: int = 10,
-                  while_running: Callable[[], Any] | None = None) -> float:
+def gpu_host_copy(
+    torch,
+    direction: str,
+    nbytes: int = HOST_COPY_BYTES,
+    iters: int = 10,
+    while_running: Callable[[], Any] | None = None,
+) -> float:
     host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
     dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     if direction == "h2d":
@@ -105,7 +112,9 @@ def gpu_speed(torch, index: int, during: Callable[[int], Any] | None = None) -> 
             "uuid": str(getattr(props, "uuid", "")) or None,
             "gemm_tflops": {d: _guard(lambda d=d: gpu_gemm(torch, d)) for d in GEMM_DTYPES},
             "device_copy_gbps": _guard(lambda: gpu_device_copy(torch)),
-            "h2d_gbps": _guard(lambda: gpu_host_copy(torch, "h2d", while_running=(lambda: during(index)) if during else None)),
+            "h2d_gbps": _guard(
+                lambda: gpu_host_copy(torch, "h2d", while_running=(lambda: during(index)) if during else None)
+            ),
             "d2h_gbps": _guard(lambda: gpu_host_copy(torch, "d2h")),
         }
 
@@ -133,7 +142,12 @@ def cpu_speed(torch, seconds: float = CPU_SECONDS) -> dict[str, Any]:
     src.fill_(1)
     dst = torch.empty_like(src)
     copy = _timed_rate(lambda: dst.copy_(src), 2 * CPU_COPY_BYTES / 1e9, seconds)
-    return {"gemm_fp32_gflops": round(gemm, 1), "memcopy_gbps": round(copy, 2), "threads": torch.get_num_threads(), "gemm_n": n}
+    return {
+        "gemm_fp32_gflops": round(gemm, 1),
+        "memcopy_gbps": round(copy, 2),
+        "threads": torch.get_num_threads(),
+        "gemm_n": n,
+    }
 
 
 def measure(gpu_indices: list[int], during: Callable[[int], Any] | None = None) -> dict[str, Any]:
@@ -148,7 +162,9 @@ def measure(gpu_indices: list[int], during: Callable[[int], Any] | None = None) 
         return {"error": "torch is not installed: no speed figures", "gpus": [], "cpu": None}
     out: dict[str, Any] = {"gpus": [], "cuda": torch.cuda.is_available(), "cpu": _guard(lambda: cpu_speed(torch))}
     if gpu_indices and not torch.cuda.is_available():
-        out["error"] = "NVML sees GPUs but torch cannot use CUDA (torch.cuda.is_available() is False): no GPU speed figures"
+        out["error"] = (
+            "NVML sees GPUs but torch cannot use CUDA (torch.cuda.is_available() is False): no GPU speed figures"
+        )
     elif torch.cuda.is_available():
         for i in gpu_indices:
             out["gpus"].append(_guard(lambda i=i: gpu_speed(torch, i, during)) | {"index": i})

@@ -92,7 +92,13 @@ class Context:
     def submit(self, n: int, ptrs, done: int = 0) -> None:
         """Queue requests ``done..n-1`` of the array of iocb pointers; all of them, retrying on EAGAIN/EINTR."""
         while done < n:
-            arr = ptrs if done == 0 else ctypes.cast(ctypes.byref(ptrs, done * ctypes.sizeof(ctypes.c_void_p)), ctypes.POINTER(ctypes.c_void_p))
+            arr = (
+                ptrs
+                if done == 0
+                else ctypes.cast(
+                    ctypes.byref(ptrs, done * ctypes.sizeof(ctypes.c_void_p)), ctypes.POINTER(ctypes.c_void_p)
+                )
+            )
             r = self._sys(self._submit, self.ctx, n - done, arr)
             if r < 0:
                 e = ctypes.get_errno()
@@ -103,7 +109,9 @@ class Context:
 
     def getevents(self, min_nr: int, nr: int, events, timeout: Timespec | None) -> int:
         """Reap between ``min_nr`` and ``nr`` completions (fewer when ``timeout`` passes or a signal arrives)."""
-        r = self._sys(self._getevents, self.ctx, min_nr, nr, events, ctypes.byref(timeout) if timeout is not None else None)
+        r = self._sys(
+            self._getevents, self.ctx, min_nr, nr, events, ctypes.byref(timeout) if timeout is not None else None
+        )
         if r < 0:
             e = ctypes.get_errno()
             if e == errno.EINTR:

@@ -31,13 +31,18 @@ def worker_args(plan: VolumePlan) -> list[str]:
     seq = next((m for m in plan.modes if not m.is_random), None)
     rnd = next((m for m in plan.modes if m.is_random), None)
     args = [
-        "--size", str(plan.size),
-        "--bs", str(seq.bs if seq else 1 << 20),
-        "--jobs", str(rnd.jobs if rnd else 4),
-        "--iodepth", str(first.iodepth),
-        "--mode", ",".join(m.mode for m in plan.modes),
+        "--size",
+        str(plan.size),
+        "--bs",
+        str(seq.bs if seq else 1 << 20),
+        "--jobs",
+        str(rnd.jobs if rnd else 4),
+        "--iodepth",
+        str(first.iodepth),
+        "--mode",
+        ",".join(m.mode for m in plan.modes),
         "--direct" if first.direct else "--buffered",
-    ]  # fmt: skip
+    ]
     if first.duration_s:
         args += ["--duration", f"{first.duration_s:g}"]
     if plan.limit_mibps:
@@ -89,16 +94,24 @@ def run_on_cluster(
 
     with signals_raise():
         done = api.run_to_completion(
-            build_job(plan, name), cluster, name=name, nodes=nodes, plain=True, timeout=timeout_s, collect=[RESULT_FILE],
-            on_start=on_start, on_poll=poll,
-        )  # fmt: skip
+            build_job(plan, name),
+            cluster,
+            name=name,
+            nodes=nodes,
+            plain=True,
+            timeout=timeout_s,
+            collect=[RESULT_FILE],
+            on_start=on_start,
+            on_poll=poll,
+        )
     codes = {n.node: n.exit_code for n in done.status.nodes}
     docs = {label: got.get(RESULT_FILE) for label, got in done.files.items()}
     return merge_node_results(str(done.handle.run_dir), list(codes), plan, codes, docs)
 
 
-def merge_node_results(run_dir: str, labels: list[str], plan: VolumePlan, exit_codes: dict[str, int | None],
-                       docs: dict[str, str | None]) -> dict:
+def merge_node_results(
+    run_dir: str, labels: list[str], plan: VolumePlan, exit_codes: dict[str, int | None], docs: dict[str, str | None]
+) -> dict:
     """Merge each node's ``volume/<node>.json`` (as collected from it); a node without a result is a failed run."""
     results, fio_rows, notices, failed = [], [], [], []
     for label in labels:

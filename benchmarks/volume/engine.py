@@ -143,7 +143,6 @@ class _Worker:
             view.release()
             buf.close()
 
-
     def _loop_aio(self, k: int) -> None:
         """All ``jobs x iodepth`` requests on one kernel AIO context, each refilled as soon as it completes.
 

@@ -81,7 +81,9 @@ class VolumePlan:
 
     def with_buffered(self, notice: str) -> VolumePlan:
         """The same plan with O_DIRECT turned off (a filesystem without O_DIRECT, such as tmpfs)."""
-        return replace(self, modes=tuple(replace(m, direct=False) for m in self.modes), notices=self.notices + (notice,))
+        return replace(
+            self, modes=tuple(replace(m, direct=False) for m in self.modes), notices=self.notices + (notice,)
+        )
 
     def read_method(self) -> str:
         if self.direct:

@@ -101,7 +101,19 @@ def render_table(doc: dict):
     show_fio = bool(fio_by)
     multi = len({r["node"] for r in doc["results"]}) > 1
     t = Table(title=f"corral bench volume {doc['path']}")
-    cols = (["node"] if multi else []) + ["mode", "bs", "jobs x depth", "I/O", "MiB/s", "MB/s", "IOPS", "p50 µs", "p99 µs", "throttle", "verdict"]
+    cols = (["node"] if multi else []) + [
+        "mode",
+        "bs",
+        "jobs x depth",
+        "I/O",
+        "MiB/s",
+        "MB/s",
+        "IOPS",
+        "p50 µs",
+        "p99 µs",
+        "throttle",
+        "verdict",
+    ]
     if show_fio:
         cols += ["fio MiB/s", "fio IOPS", "corral ÷ fio"]
     for c in cols:
@@ -125,7 +137,11 @@ def render_table(doc: dict):
         if show_fio:
             f = fio_by.get((r["node"], r["mode"]))
             ratio = f and f.get("corral_over_fio")
-            row += [f"{f['mib_per_s']:.1f}" if f else "-", f"{f['iops']:.0f}" if f else "-", f"{ratio:.2f}" if ratio else "-"]
+            row += [
+                f"{f['mib_per_s']:.1f}" if f else "-",
+                f"{f['iops']:.0f}" if f else "-",
+                f"{ratio:.2f}" if ratio else "-",
+            ]
         t.add_row(*row)
     return t
 
@@ -137,7 +153,15 @@ def render_aggregate(doc: dict):
     for c in ("mode", "nodes", "total MiB/s", "total MB/s", "total IOPS", "slowest node MiB/s", "verdict"):
         t.add_column(c, justify="left" if c in ("mode", "verdict") else "right")
     for a in doc.get("aggregate") or []:
-        t.add_row(a["mode"], str(a["nodes"]), f"{a['mib_per_s']:.1f}", f"{a['mb_per_s']:.1f}", f"{a['iops']:.0f}", f"{a['min_node_mib_per_s']:.1f}", a["verdict"] or "-")
+        t.add_row(
+            a["mode"],
+            str(a["nodes"]),
+            f"{a['mib_per_s']:.1f}",
+            f"{a['mb_per_s']:.1f}",
+            f"{a['iops']:.0f}",
+            f"{a['min_node_mib_per_s']:.1f}",
+            a["verdict"] or "-",
+        )
     return t
 
 

@@ -15,7 +15,9 @@ from benchmarks.volume.plan import DATA_FILE, ModeSpec, VolumePlan, fio_argv
 
 log = logging.getLogger(__name__)
 
-NO_DIRECT_NOTICE = "{path}: the filesystem does not support O_DIRECT (ramfs, or tmpfs before Linux 6.6); running buffered instead"
+NO_DIRECT_NOTICE = (
+    "{path}: the filesystem does not support O_DIRECT (ramfs, or tmpfs before Linux 6.6); running buffered instead"
+)
 NO_FIO_NOTICE = "fio is not installed: --compare-fio skipped (install fio to compare)"
 
 Say = Callable[[str], None]
@@ -59,7 +61,9 @@ def run_plan(plan: VolumePlan, *, node: str | None = None, say: Say = lambda s: 
                 engine.run_mode(_prepare_spec(plan, spec), file, tick_s=3600)
                 filled = True
             say(f"{spec.mode}: start")
-            run = engine.run_mode(spec, file, tick_s=tick_s, on_tick=lambda t, r, m=spec.mode: say(f"{m}: {t:5.1f}s {r:9.1f} MiB/s"))
+            run = engine.run_mode(
+                spec, file, tick_s=tick_s, on_tick=lambda t, r, m=spec.mode: say(f"{m}: {t:5.1f}s {r:9.1f} MiB/s")
+            )
             if spec.mode == "seqwrite" and run.bytes >= spec.size:
                 filled = True
             rec = report.mode_record(run, node=node, limit_mibps=plan.limit_mibps, tick_s=tick_s)

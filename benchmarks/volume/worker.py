@@ -20,7 +20,11 @@ RESULT_SUBDIR = "volume"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.volume.worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.volume.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path")
     p.add_argument("--size", default="1G")
     p.add_argument("--bs", default="1M")
@@ -33,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-mibps", type=float, default=None)
     p.add_argument("--compare-fio", action="store_true")
     p.add_argument("--node", default=None, help="Name in the results (default: $CORRAL_NODE or the host name).")
-    p.add_argument("--out", default=None, help="Result JSON file (default: $CORRAL_RUN_DIR/volume/<node>.json, else stdout).")
+    p.add_argument(
+        "--out", default=None, help="Result JSON file (default: $CORRAL_RUN_DIR/volume/<node>.json, else stdout)."
+    )
     p.add_argument("--tick", type=float, default=1.0, help=argparse.SUPPRESS)
     return p
 
@@ -42,9 +48,17 @@ def plan_from_args(a: argparse.Namespace):
     from benchmarks.volume.plan import build_plan
 
     return build_plan(
-        a.path, size=a.size, bs=a.bs, jobs=a.jobs, iodepth=a.iodepth, modes=a.mode, duration_s=a.duration,
-        direct=a.direct, limit_mibps=a.limit_mibps, compare_fio=a.compare_fio,
-    )  # fmt: skip
+        a.path,
+        size=a.size,
+        bs=a.bs,
+        jobs=a.jobs,
+        iodepth=a.iodepth,
+        modes=a.mode,
+        duration_s=a.duration,
+        direct=a.direct,
+        limit_mibps=a.limit_mibps,
+        compare_fio=a.compare_fio,
+    )
 
 
 def default_out(node: str) -> Path | None:

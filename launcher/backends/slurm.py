@@ -57,8 +57,10 @@ def _first_line(exc: ToolError) -> str:
 
 
 def clients_missing(missing: list[str]) -> str:
-    return (f"the Slurm client(s) {', '.join(missing)} are not installed on this machine (not on PATH): "
-            "install slurm-client, or set slurm.login to a host that has them")  # fmt: skip
+    return (
+        f"the Slurm client(s) {', '.join(missing)} are not installed on this machine (not on PATH): "
+        "install slurm-client, or set slurm.login to a host that has them"
+    )
 
 
 def preflight_checks(
@@ -74,12 +76,26 @@ def preflight_checks(
     try:
         info = parse_partition(tool.partition_info(cluster, s.partition), s.partition)
     except ToolError as exc:
-        return [*checks, Check("controller", False, f"the Slurm controller did not answer ({_first_line(exc)}): check that slurmctld runs "
-                                                    "and that SLURM_CONF names its slurm.conf")]  # fmt: skip
+        return [
+            *checks,
+            Check(
+                "controller",
+                False,
+                f"the Slurm controller did not answer ({_first_line(exc)}): check that slurmctld runs "
+                "and that SLURM_CONF names its slurm.conf",
+            ),
+        ]
     if info is None:
         known = ", ".join(sorted(set(tool.run(cluster, ["sinfo", "-h", "-o", "%R"]).stdout.split()))) or "none"
-        return [*checks, Check("partition", False, f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster "
-                                                   f"(its partitions: {known}); fix slurm.partition in the cluster file")]  # fmt: skip
+        return [
+            *checks,
+            Check(
+                "partition",
+                False,
+                f"slurm.partition: partition {s.partition!r} does not exist on this Slurm cluster "
+                f"(its partitions: {known}); fix slurm.partition in the cluster file",
+            ),
+        ]
     if not info.up:
         return [
             *checks,
@@ -93,16 +109,25 @@ def preflight_checks(
     if job is not None:
         n = slurm_nnodes(job)
         if n > info.nodes:
-            return [*checks, Check("nodes", False, f"nnodes: the job asks for {n} nodes but partition {s.partition!r} has {info.nodes}; "
-                                                   f"lower nnodes (--set nnodes={info.nodes}) or choose a bigger partition")]  # fmt: skip
+            return [
+                *checks,
+                Check(
+                    "nodes",
+                    False,
+                    f"nnodes: the job asks for {n} nodes but partition {s.partition!r} has {info.nodes}; "
+                    f"lower nnodes (--set nnodes={info.nodes}) or choose a bigger partition",
+                ),
+            ]
         checks.append(Check("nodes", True, f"{n} of {info.nodes} node(s)"))
     if srun_check:
         checks.append(_paths_check(cluster, base_dir))
     return checks
 
 
-PATHS_SCRIPT = ('test -d "$1" || { echo "the working directory $1 does not exist on $(hostname)"; exit 3; }; '
-                '[ -z "$2" ] || test -x "$2/bin/python" || { echo "the venv $2 (no $2/bin/python) does not exist on $(hostname)"; exit 4; }')  # fmt: skip
+PATHS_SCRIPT = (
+    'test -d "$1" || { echo "the working directory $1 does not exist on $(hostname)"; exit 3; }; '
+    '[ -z "$2" ] || test -x "$2/bin/python" || { echo "the venv $2 (no $2/bin/python) does not exist on $(hostname)"; exit 4; }'
+)
 
 
 def _paths_check(cluster: ClusterConfig, base_dir: str) -> Check:
@@ -161,13 +186,26 @@ class SlurmPrepared:
     secrets: dict[str, str]
 
 
-def prepare_slurm(job: JobConfig, cluster: ClusterConfig, *, name: str | None = None, nodes: list[str] | None = None,
-                  set_: list[str] | tuple[str, ...] = (), preflight: bool = True, plain: bool = False, dry_run: bool = False,
-                  base_dir: str | None = None, run_id: str | None = None, **_ignored: Any) -> SlurmPrepared:  # fmt: skip
+def prepare_slurm(
+    job: JobConfig,
+    cluster: ClusterConfig,
+    *,
+    name: str | None = None,
+    nodes: list[str] | None = None,
+    set_: list[str] | tuple[str, ...] = (),
+    preflight: bool = True,
+    plain: bool = False,
+    dry_run: bool = False,
+    base_dir: str | None = None,
+    run_id: str | None = None,
+    **_ignored: Any,
+) -> SlurmPrepared:
     """Overrides, secrets, the Slurm checks (unless dry run) and the plan."""
     if nodes:
-        raise UserError("--node/nodes: on a Slurm cluster Slurm places the job; corral keeps no node list",
-                        hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement")  # fmt: skip
+        raise UserError(
+            "--node/nodes: on a Slurm cluster Slurm places the job; corral keeps no node list",
+            hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement",
+        )
     from launcher.jobs import cluster_base
 
     base = cluster_base(cluster, base_dir)  # the cluster file's directory, as over ssh
@@ -179,8 +217,16 @@ def prepare_slurm(job: JobConfig, cluster: ClusterConfig, *, name: str | None = 
     name = check_name(name or job.name)
     secrets = read_secrets(job, base)
     run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
-    plan = build_slurm_plan(job, cluster, name=name, run_id=run_id, base_dir=base, local_venv=default_local_venv(), plain=plain,
-                            secret_names=tuple(secrets))  # fmt: skip
+    plan = build_slurm_plan(
+        job,
+        cluster,
+        name=name,
+        run_id=run_id,
+        base_dir=base,
+        local_venv=default_local_venv(),
+        plain=plain,
+        secret_names=tuple(secrets),
+    )
     if not dry_run and preflight:
         require_preflight(cluster, job, base)
     return SlurmPrepared(plan, secrets)
@@ -197,9 +243,20 @@ def stub_plan(plan: SlurmPlan) -> Any:
     """The run record's JobPlan: what both backends share (no per-node plans: Slurm places the job)."""
     from launcher.plan import JobPlan
 
-    return JobPlan(name=plan.name, run_id=plan.run_id, run_dir=plan.run_dir, ckpt_dir=plan.ckpt_dir, backend=plan.backend,
-                   plain=plan.plain, nnodes=str(plan.nnodes), rdzv_endpoint=None, max_restarts=0, secret_names=plan.secret_names,
-                   tmux_socket=None, nodes=[])  # fmt: skip
+    return JobPlan(
+        name=plan.name,
+        run_id=plan.run_id,
+        run_dir=plan.run_dir,
+        ckpt_dir=plan.ckpt_dir,
+        backend=plan.backend,
+        plain=plan.plain,
+        nnodes=str(plan.nnodes),
+        rdzv_endpoint=None,
+        max_restarts=0,
+        secret_names=plan.secret_names,
+        tmux_socket=None,
+        nodes=[],
+    )
 
 
 def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
@@ -259,8 +316,15 @@ def read_requeue_mark(record: RunRecord) -> int | None:
         return None
 
 
-def node_statuses(job: SlurmJob | None, job_id: str, allocation: list[str], exits: dict[str, tuple[int, int, float]],
-                  started_at: float, now: float, requeue_mark: int | None = None) -> list[NodeStatus]:  # fmt: skip
+def node_statuses(
+    job: SlurmJob | None,
+    job_id: str,
+    allocation: list[str],
+    exits: dict[str, tuple[int, int, float]],
+    started_at: float,
+    now: float,
+    requeue_mark: int | None = None,
+) -> list[NodeStatus]:
     """Pure: the per-node view of a Slurm job (see ``launcher.slurm_state``)."""
 
     def exited(node: str) -> NodeStatus:
@@ -341,8 +405,15 @@ def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         )
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist) if job and job.nodelist else []
-    nodes = node_statuses(job, job_id, allocation, read_exit_codes(record.plan.run_dir), record.started_at, time.time(),
-                          read_requeue_mark(record))  # fmt: skip
+    nodes = node_statuses(
+        job,
+        job_id,
+        allocation,
+        read_exit_codes(record.plan.run_dir),
+        record.started_at,
+        time.time(),
+        read_requeue_mark(record),
+    )
     return JobStatus(record.name, record.state, nodes)
 
 
@@ -395,8 +466,16 @@ def tail(record: RunRecord, node: str | None, lines: int) -> list[tuple[str, lis
     return out
 
 
-def follow(record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int, *, until_done: bool, out: TextIO | None = None,
-           poll_s: float = 1.0) -> JobStatus | None:  # fmt: skip
+def follow(
+    record: RunRecord,
+    cluster: ClusterConfig,
+    node: str | None,
+    lines: int,
+    *,
+    until_done: bool,
+    out: TextIO | None = None,
+    poll_s: float = 1.0,
+) -> JobStatus | None:
     """Print the last lines of every node's log, then new lines as they come; with ``until_done``
     return the final status once the job has ended (the run dir is shared: plain file reads)."""
     import sys
@@ -490,8 +569,10 @@ def attach_argv(record: RunRecord, cluster: ClusterConfig, node: str | None) -> 
     job_id, job = current_job(record, cluster)
     if job is None or corral_state(job.state) != "running":
         state = job.state if job else "gone from Slurm"
-        raise UserError(f"job {record.name} (Slurm job {job_id}) is {state}: there is no running allocation to open a shell in",
-                        hint=f"`corral logs {record.name}` shows its output")  # fmt: skip
+        raise UserError(
+            f"job {record.name} (Slurm job {job_id}) is {state}: there is no running allocation to open a shell in",
+            hint=f"`corral logs {record.name}` shows its output",
+        )
     allocation = tool.hostnames(cluster, job.nodelist or "")
     if node and node not in allocation:
         raise UserError(f"--node {node}: job {record.name} runs on {', '.join(allocation)}")
@@ -508,8 +589,11 @@ class SlurmBackend:
     def describe(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> tuple[str, dict[str, Any]]:
         plan = prepare_slurm(job, cluster, dry_run=True, **options).plan
         return describe_slurm(plan) + "\n(dry run: nothing was submitted)", {
-            "backend": "slurm", "plan": plan.to_dict(), "batch_script": render_batch_script(plan), "node_wrapper": render_node_wrapper(plan),
-        }  # fmt: skip
+            "backend": "slurm",
+            "plan": plan.to_dict(),
+            "batch_script": render_batch_script(plan),
+            "node_wrapper": render_node_wrapper(plan),
+        }
 
     def launch(self, job: JobConfig, cluster: ClusterConfig, options: Any = None, **kwargs: Any) -> RunRecord:
         """``options``: a ``jobs.LaunchOptions`` (or its fields as keywords)."""
@@ -532,5 +616,17 @@ class SlurmBackend:
         return attach_argv(record, cluster, node)
 
 
-__all__ = ["Check", "SlurmBackend", "SlurmPreflightFailed", "attach_argv", "follow", "node_statuses", "prepare_slurm", "preflight_checks",
-           "read_status", "stop", "submit", "tail"]  # fmt: skip
+__all__ = [
+    "Check",
+    "SlurmBackend",
+    "SlurmPreflightFailed",
+    "attach_argv",
+    "follow",
+    "node_statuses",
+    "prepare_slurm",
+    "preflight_checks",
+    "read_status",
+    "stop",
+    "submit",
+    "tail",
+]

@@ -107,7 +107,9 @@ class Checkpointer:
         """The checkpointer of a job started by ``corral launch``: root and policy from the environment."""
         root = os.environ.get(ENV_DIR)
         if not root:
-            raise CheckpointPathError(f"{ENV_DIR} is not set", hint="run under `corral launch`, or pass the root to Checkpointer(root)")
+            raise CheckpointPathError(
+                f"{ENV_DIR} is not set", hint="run under `corral launch`, or pass the root to Checkpointer(root)"
+            )
         policy = json.loads(os.environ.get(ENV_POLICY) or "{}")
         return cls(root, **{**{k: v for k, v in policy.items() if v is not None}, **overrides})
 
@@ -121,7 +123,9 @@ class Checkpointer:
 
     # ---- saving ---------------------------------------------------------------------------
 
-    def save(self, step: int, state: Any, *, blocking: bool = True, metadata: dict | None = None, snapshot: str = "now") -> None:
+    def save(
+        self, step: int, state: Any, *, blocking: bool = True, metadata: dict | None = None, snapshot: str = "now"
+    ) -> None:
         """Save ``state`` (nested dicts/lists of tensors and Python values) as checkpoint ``step``.
 
         Blocking: returns once the checkpoint is durable and published. Non-blocking: returns
@@ -161,7 +165,9 @@ class Checkpointer:
             self._device_fence = None
             fence = copy_to_buffer(plan, buffer)  # taken now, in stream order for CUDA tensors
         self._thread = threading.Thread(
-            target=self._save_in_background, args=(step, plan, buffer, metadata, fence, background), name=f"ckpt-save-{step}"
+            target=self._save_in_background,
+            args=(step, plan, buffer, metadata, fence, background),
+            name=f"ckpt-save-{step}",
         )
         self._thread.start()
 
@@ -222,8 +228,9 @@ class Checkpointer:
             self._buffer = allocate_buffer(nbytes)
         return self._buffer
 
-    def _save_in_background(self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, fence: CopyFence,
-                            background: bool) -> None:
+    def _save_in_background(
+        self, step: int, plan: ShardPlan, buffer: torch.Tensor, metadata: dict, fence: CopyFence, background: bool
+    ) -> None:
         """``background``: copy the CPU tensors here first; then wait for the device copies in flight."""
         try:
             if background:
@@ -290,10 +297,17 @@ class Checkpointer:
         name = layout.step_dirname(step)
         if os.path.lexists(os.path.join(self.root, name)):
             aside = f"{name}.invalid-{int(time.time())}"
-            log.warning("%s is not a valid checkpoint; renaming it to %s and saving step %d anew", os.path.join(self.root, name), aside, step)
+            log.warning(
+                "%s is not a valid checkpoint; renaming it to %s and saving step %d anew",
+                os.path.join(self.root, name),
+                aside,
+                step,
+            )
             os.rename(os.path.join(self.root, name), os.path.join(self.root, aside))
 
-    def _write_own_file(self, staging: str, plan: ShardPlan, buffer: torch.Tensor | None) -> tuple[FileRecord | None, str | None]:
+    def _write_own_file(
+        self, staging: str, plan: ShardPlan, buffer: torch.Tensor | None
+    ) -> tuple[FileRecord | None, str | None]:
         g = self._group
         name = layout.rank_filename(g.rank, g.world_size)
         path = os.path.join(staging, name)
@@ -335,14 +349,18 @@ class Checkpointer:
         """LATEST and retention: the new checkpoint is durable, so failures here are only warnings."""
         try:
             if self.write_latest:
-                atomic_write_bytes(self.root, layout.LATEST, layout.LATEST_TMP, f"{layout.step_dirname(step)}\n".encode())
+                atomic_write_bytes(
+                    self.root, layout.LATEST, layout.LATEST_TMP, f"{layout.step_dirname(step)}\n".encode()
+                )
             if self.keep_last or self.keep_every:
                 found = scan(self.root, full=False)
                 for old in steps_to_remove(found.valid_steps, self.keep_last, self.keep_every):
                     if old != step:
                         remove_checkpoint(self.root, old)
         except OSError as exc:
-            log.warning("checkpoint step %d is saved, but updating LATEST/retention failed: %s", step, describe_os_error(exc))
+            log.warning(
+                "checkpoint step %d is saved, but updating LATEST/retention failed: %s", step, describe_os_error(exc)
+            )
 
     def _check_path(self, allow: bool) -> None:
         reasons = check_root(self.root)
@@ -353,7 +371,8 @@ class Checkpointer:
             log.warning("%s (allowed)", msg)
             return
         raise CheckpointPathError(
-            msg, hint=f"use a persistent disk (storage.checkpoints), or pass allow_volatile=True / set {ENV_ALLOW_VOLATILE}=1"
+            msg,
+            hint=f"use a persistent disk (storage.checkpoints), or pass allow_volatile=True / set {ENV_ALLOW_VOLATILE}=1",
         )
 
     # ---- loading --------------------------------------------------------------------------
@@ -414,7 +433,9 @@ class Checkpointer:
         except (OSError, ValueError) as exc:
             raise CorruptCheckpoint(fpath, str(exc)) from None
         if crc != rec.crc32:
-            raise CorruptCheckpoint(fpath, f"checksum mismatch (crc32 {crc:08x}, manifest says {rec.crc32:08x}): corrupted")
+            raise CorruptCheckpoint(
+                fpath, f"checksum mismatch (crc32 {crc:08x}, manifest says {rec.crc32:08x}): corrupted"
+            )
         try:
             return parse_shard(whole, map_location)
         except (ValueError, KeyError) as exc:

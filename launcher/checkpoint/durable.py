@@ -214,5 +214,3 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.EROFS:
         return "read-only file system"
     return exc.strerror or str(exc)
-
-

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-VOLATILE_FS = {"tmpfs": "tmpfs (memory: lost on reboot, absent from disk snapshots)",
-               "ramfs": "ramfs (memory: lost on reboot, absent from disk snapshots)",
-               "overlay": "an overlay filesystem (a container's layer: lost with the container, absent from host snapshots)",
-               "aufs": "an aufs filesystem (a container's layer: lost with the container, absent from host snapshots)"}  # fmt: skip
+VOLATILE_FS = {
+    "tmpfs": "tmpfs (memory: lost on reboot, absent from disk snapshots)",
+    "ramfs": "ramfs (memory: lost on reboot, absent from disk snapshots)",
+    "overlay": "an overlay filesystem (a container's layer: lost with the container, absent from host snapshots)",
+    "aufs": "an aufs filesystem (a container's layer: lost with the container, absent from host snapshots)",
+}
 VOLATILE_DIRS = ("/tmp", "/dev/shm")
 
 

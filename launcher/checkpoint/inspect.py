@@ -36,11 +36,16 @@ class CheckpointInfo:
     def to_json(self) -> dict:
         m = self.manifest
         return {
-            "step": self.step, "path": self.path, "valid": self.valid,
-            "created_unix": m.created_unix if m else None, "size": self.size,
-            "world_size": m.world_size if m else None, "metadata": m.metadata if m else None,
-            "problems": self.problems, "notes": self.notes,
-        }  # fmt: skip
+            "step": self.step,
+            "path": self.path,
+            "valid": self.valid,
+            "created_unix": m.created_unix if m else None,
+            "size": self.size,
+            "world_size": m.world_size if m else None,
+            "metadata": m.metadata if m else None,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -78,7 +83,9 @@ def check_checkpoint(root: str, name: str, *, full: bool, ranks: list[int] | Non
     info = CheckpointInfo(layout.parse_step_dirname(name) or 0, path)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        kind = "a symlink (not allowed: shared drives do not keep them)" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        kind = (
+            "a symlink (not allowed: shared drives do not keep them)" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        )
         info.problems.append(f"{path}: is {kind}")
         return info
     mpath = os.path.join(path, layout.MANIFEST)

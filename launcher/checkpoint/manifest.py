@@ -73,7 +73,9 @@ class Manifest:
         if claimed != _crc_of(body):
             raise ValueError("manifest checksum mismatch (torn or corrupted)")
         if body.get("version", 0) > VERSION:
-            raise ValueError(f"manifest version {body['version']} is newer than this corral ({VERSION}); upgrade corral")
+            raise ValueError(
+                f"manifest version {body['version']} is newer than this corral ({VERSION}); upgrade corral"
+            )
         files = [FileRecord(**f) for f in body.pop("files")]
         return cls(files=files, **body)
 

@@ -109,7 +109,9 @@ def plan_shard(state: Any) -> ShardPlan:
     pickler = _Pickler(buf, table)
     pickler.dump(state)
     pickled = buf.getvalue()
-    header = json.dumps({"byteorder": sys.byteorder, "tensors": [t.to_json() for t in table]}, separators=(",", ":")).encode()
+    header = json.dumps(
+        {"byteorder": sys.byteorder, "tensors": [t.to_json() for t in table]}, separators=(",", ":")
+    ).encode()
     data_offset = _align(PREFIX.size + len(header) + len(pickled), DATA_ALIGN)
     prefix = PREFIX.pack(MAGIC, VERSION, 0, len(header), len(pickled), data_offset) + header + pickled
     prefix += b"\0" * (data_offset - len(prefix))

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for people
         if state.debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n  rerun with --debug for a traceback, and please report it", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n  rerun with --debug for a traceback, and please report it",
+            file=sys.stderr,
+        )
         return 1
     return result if isinstance(result, int) else 0
 

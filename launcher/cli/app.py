@@ -43,7 +43,9 @@ def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what corral does (each ssh/tmux/docker command)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     state.verbose, state.quiet, state.debug = verbose, quiet, debug
     level = logging.DEBUG if (verbose or debug) else logging.WARNING if quiet else logging.INFO

@@ -15,24 +15,43 @@ app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage 
 @app.command("allreduce")
 def allreduce(
     cluster: Optional[Path] = ClusterOpt,
-    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Processes per node (default: GPUs, or 2 on CPU)."),
+    nproc_per_node: Optional[int] = typer.Option(
+        None, "--nproc-per-node", help="Processes per node (default: GPUs, or 2 on CPU)."
+    ),
     min_bytes: str = typer.Option("8", "-b", "--minbytes", help="Smallest message size (K/M/G binary suffixes)."),
     max_bytes: str = typer.Option("64M", "-e", "--maxbytes", help="Largest message size."),
     factor: int = typer.Option(2, "-f", "--stepfactor", help="Multiply the size by this between rows."),
     iters: int = typer.Option(20, "-n", "--iters", help="Timed iterations per size."),
     warmup: int = typer.Option(5, "-w", "--warmup-iters", help="Untimed iterations per size."),
-    dtype: str = typer.Option("float", "-d", "--datatype", help="float, half, bfloat16, double, int8, uint8, int32, int64 (or fp16, fp32, bf16...)."),
-    op: Literal["sum", "prod", "min", "max", "avg"] = typer.Option("sum", "-o", "--op", help="Reduction (avg needs NCCL)."),
-    backend: Literal["auto", "nccl", "gloo"] = typer.Option("auto", "--backend", help="auto: NCCL when every node has GPUs, else gloo."),
-    per_iteration: bool = typer.Option(False, "--per-iteration", help="Also print p50/p99/CV per size and the slowest rank (on stderr, so stdout stays nccl-tests output)."),
+    dtype: str = typer.Option(
+        "float",
+        "-d",
+        "--datatype",
+        help="float, half, bfloat16, double, int8, uint8, int32, int64 (or fp16, fp32, bf16...).",
+    ),
+    op: Literal["sum", "prod", "min", "max", "avg"] = typer.Option(
+        "sum", "-o", "--op", help="Reduction (avg needs NCCL)."
+    ),
+    backend: Literal["auto", "nccl", "gloo"] = typer.Option(
+        "auto", "--backend", help="auto: NCCL when every node has GPUs, else gloo."
+    ),
+    per_iteration: bool = typer.Option(
+        False,
+        "--per-iteration",
+        help="Also print p50/p99/CV per size and the slowest rank (on stderr, so stdout stays nccl-tests output).",
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write busbw/algbw vs size as a PNG."),
-    min_busbw: Optional[float] = typer.Option(None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."),
+    min_busbw: Optional[float] = typer.Option(
+        None, "--min-busbw", help="Exit 1 when the peak busbw (GB/s) is below this."
+    ),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the benchmark before giving up."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the job that would be launched."),
     container_file: Optional[Path] = typer.Option(
-        None, "--container", help="Run inside the container of this job file's `container` section (same image, mounts, devices)."
+        None,
+        "--container",
+        help="Run inside the container of this job file's `container` section (same image, mounts, devices).",
     ),
 ) -> None:
     """All-reduce bandwidth across the cluster, in nccl-tests' table format.
@@ -51,8 +70,18 @@ def allreduce(
     from launcher.errors import RunFailed
 
     cfg = load_cluster(cluster)
-    req = ar.validate(cfg, min_bytes=min_bytes, max_bytes=max_bytes, factor=factor, iters=iters, warmup=warmup,
-                      dtype=dtype, op=op, backend=backend, nproc_per_node=nproc_per_node)  # fmt: skip
+    req = ar.validate(
+        cfg,
+        min_bytes=min_bytes,
+        max_bytes=max_bytes,
+        factor=factor,
+        iters=iters,
+        warmup=warmup,
+        dtype=dtype,
+        op=op,
+        backend=backend,
+        nproc_per_node=nproc_per_node,
+    )
     name = ar.job_name()
     container = None
     if container_file is not None:
@@ -79,7 +108,9 @@ def allreduce(
             done = ar.sizes_done(started[0]) if started else 0
             update(completed=done, note=node_states(status))
 
-        result = ar.run(req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll, container=container)
+        result = ar.run(
+            req, cfg, timeout=timeout, name=name, on_start=started.append, on_poll=on_poll, container=container
+        )
     if result["env"].get("backend_note"):
         err.print(f"[yellow]note:[/yellow] {result['env']['backend_note']}")
     if as_json:
@@ -98,14 +129,18 @@ def allreduce(
         raise RunFailed(failure)
     wrong = sum(int(r["wrong"]) for r in result["rows"])
     if wrong:
-        raise RunFailed(f"{wrong} reduced value(s) were wrong: the all-reduce corrupted data", hint="see #wrong per size above")
+        raise RunFailed(
+            f"{wrong} reduced value(s) were wrong: the all-reduce corrupted data", hint="see #wrong per size above"
+        )
 
 
 @app.command("net")
 def net(
     cluster: Optional[Path] = ClusterOpt,
     duration: float = typer.Option(10.0, "--duration", help="Seconds per pair."),
-    pairs: Literal["all", "ring"] = typer.Option("all", "--pairs", help="all: every ordered pair; ring: each node to the next."),
+    pairs: Literal["all", "ring"] = typer.Option(
+        "all", "--pairs", help="all: every ordered pair; ring: each node to the next."
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-pair time series as a PNG."),
@@ -152,20 +187,32 @@ def net(
 def volume(
     path: Path = typer.Argument(..., help="Directory on the volume to test (files are created and removed there)."),
     cluster: Optional[Path] = ClusterOpt,
-    node: Optional[list[str]] = typer.Option(None, "--node", help="Run on this node only (repeatable; default: every node of -c)."),
+    node: Optional[list[str]] = typer.Option(
+        None, "--node", help="Run on this node only (repeatable; default: every node of -c)."
+    ),
     size: str = typer.Option("1G", "--size", help="Test file size (one file, shared by the modes)."),
     bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes (random modes use 4K)."),
     jobs: int = typer.Option(4, "--jobs", help="Parallel jobs for random modes (sequential modes run one job)."),
     iodepth: int = typer.Option(8, "--iodepth", help="Requests in flight per job."),
     mode: str = typer.Option("seqwrite,seqread,randread,randwrite", "--mode", help="Comma-separated modes."),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per mode (default: one pass over the file)."),
-    direct: bool = typer.Option(True, "--direct/--buffered", help="O_DIRECT (default) or buffered I/O (reads after dropping the file's cached pages)."),
+    duration: Optional[float] = typer.Option(
+        None, "--duration", help="Seconds per mode (default: one pass over the file)."
+    ),
+    direct: bool = typer.Option(
+        True,
+        "--direct/--buffered",
+        help="O_DIRECT (default) or buffered I/O (reads after dropping the file's cached pages).",
+    ),
     limit_mibps: Optional[float] = typer.Option(None, "--limit-mibps", help="Judge against this cap (e.g. 128)."),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the time series as a PNG."),
-    compare_fio: bool = typer.Option(False, "--compare-fio", help="Also run fio with the same parameters and print corral ÷ fio."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (modes, threads, fio command lines) and exit."),
+    compare_fio: bool = typer.Option(
+        False, "--compare-fio", help="Also run fio with the same parameters and print corral ÷ fio."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan (modes, threads, fio command lines) and exit."
+    ),
 ) -> None:
     """Volume throughput: sequential and random I/O, throttle detection, fio comparison.
 
@@ -178,10 +225,22 @@ def volume(
     from launcher.cli.bench_volume import run_command
 
     code = run_command(
-        path=path, cluster_file=cluster, nodes=node, size=size, bs=bs, jobs=jobs, iodepth=iodepth, mode=mode,
-        duration=duration, direct=direct, limit_mibps=limit_mibps, json_out=json_target(as_json, json_out), plot=plot,
-        compare_fio=compare_fio, dry_run=dry_run,
-    )  # fmt: skip
+        path=path,
+        cluster_file=cluster,
+        nodes=node,
+        size=size,
+        bs=bs,
+        jobs=jobs,
+        iodepth=iodepth,
+        mode=mode,
+        duration=duration,
+        direct=direct,
+        limit_mibps=limit_mibps,
+        json_out=json_target(as_json, json_out),
+        plot=plot,
+        compare_fio=compare_fio,
+        dry_run=dry_run,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -192,8 +251,12 @@ def node(
     quick: bool = typer.Option(False, "--quick", help="Inventory and health only, no speed tests."),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
-    record: Optional[Path] = typer.Option(None, "--record", help="Also save the raw probes (every NVML call's answer) to this file."),
-    from_file: Optional[Path] = typer.Option(None, "--from", help="Judge probes saved with --record instead of probing."),
+    record: Optional[Path] = typer.Option(
+        None, "--record", help="Also save the raw probes (every NVML call's answer) to this file."
+    ),
+    from_file: Optional[Path] = typer.Option(
+        None, "--from", help="Judge probes saved with --record instead of probing."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each node would run, and exit."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds to wait for every node's probe (cluster only)."),
 ) -> None:
@@ -215,12 +278,16 @@ def node(
         name = run.job_name()
         out = console()
         if run.is_local_only(cfg):
-            out.print(f"{cfg.nodes[0].label}: probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched")
+            out.print(
+                f"{cfg.nodes[0].label}: probe in this process ({'no speed tests' if quick else 'with speed tests'}); nothing is launched"
+            )
             return
         plan = run.dry_run_plan(cfg, name=name, quick=quick)
         out.print(describe(plan), markup=False, highlight=False)
         for n in plan.nodes:
-            out.print(f"{n.node}: probe -> {plan.run_dir}/{run.PROBE_FILE.format(node=n.node)}", markup=False, highlight=False)
+            out.print(
+                f"{n.node}: probe -> {plan.run_dir}/{run.PROBE_FILE.format(node=n.node)}", markup=False, highlight=False
+            )
         return
     if from_file is not None:
         probes = run.read_probes(from_file)
@@ -230,7 +297,9 @@ def node(
     else:
         from launcher.cli.progress import node_states, progress
 
-        with progress(f"probing {len(cfg.nodes)} nodes through the launch path: nodes done", total=len(cfg.nodes)) as update:
+        with progress(
+            f"probing {len(cfg.nodes)} nodes through the launch path: nodes done", total=len(cfg.nodes)
+        ) as update:
 
             def on_poll(status) -> None:
                 update(completed=sum(n.state != "running" for n in status.nodes), note=node_states(status))
@@ -239,8 +308,9 @@ def node(
     if record is not None:
         run.record_probes(probes, record)
     nodes = run.judge_probes(probes, expected)
-    report = build_report(nodes, quick=quick or all(p.get("quick") for p in probes),
-                          cluster=str(cluster) if cluster else None)
+    report = build_report(
+        nodes, quick=quick or all(p.get("quick") for p in probes), cluster=str(cluster) if cluster else None
+    )
     render_table(report, console(stderr=as_json))
     emit_json(report, as_json, json_out)
     if report["summary"]["status"] == "fail":

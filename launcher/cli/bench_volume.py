@@ -37,9 +37,17 @@ def run_command(
     from launcher.cli.common import console, write_json
 
     plan = planmod.build_plan(
-        str(path), size=size, bs=bs, jobs=jobs, iodepth=iodepth, modes=mode, duration_s=duration,
-        direct=direct, limit_mibps=limit_mibps, compare_fio=compare_fio,
-    )  # fmt: skip
+        str(path),
+        size=size,
+        bs=bs,
+        jobs=jobs,
+        iodepth=iodepth,
+        modes=mode,
+        duration_s=duration,
+        direct=direct,
+        limit_mibps=limit_mibps,
+        compare_fio=compare_fio,
+    )
     out = console()
     if not out.is_terminal:
         out.width = 200  # a file or pipe gets whole rows, not a table squeezed into 80 columns

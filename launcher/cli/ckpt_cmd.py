@@ -16,7 +16,10 @@ def _existing_root(root: Path) -> str:
     from launcher.errors import UserError
 
     if not root.is_dir():
-        raise UserError(f"{root.absolute()}: no such checkpoint directory", hint="pass the job's checkpoint root, e.g. checkpoints/<job>")
+        raise UserError(
+            f"{root.absolute()}: no such checkpoint directory",
+            hint="pass the job's checkpoint root, e.g. checkpoints/<job>",
+        )
     return str(root)
 
 
@@ -51,13 +54,23 @@ def ls(
     from launcher.checkpoint.inspect import scan
 
     found = scan(_existing_root(root), full=full)
-    if emit_json({"root": found.root, "checkpoints": [c.to_json() for c in found.checkpoints], "leftovers": found.leftovers}, as_json, json_out):
+    if emit_json(
+        {"root": found.root, "checkpoints": [c.to_json() for c in found.checkpoints], "leftovers": found.leftovers},
+        as_json,
+        json_out,
+    ):
         return
     table = Table("step", "time", "size", "ranks", "valid", "problem")
     for c in found.checkpoints:
         m = c.manifest
-        table.add_row(str(c.step), _when(m.created_unix if m else None), _size(c.size), str(m.world_size) if m else "-",
-                      "yes" if c.valid else "NO", c.problems[0] if c.problems else "")  # fmt: skip
+        table.add_row(
+            str(c.step),
+            _when(m.created_unix if m else None),
+            _size(c.size),
+            str(m.world_size) if m else "-",
+            "yes" if c.valid else "NO",
+            c.problems[0] if c.problems else "",
+        )
     out = console()
     out.print(table if found.checkpoints else f"no checkpoints in {found.root}")
     for left in found.leftovers:
@@ -65,7 +78,11 @@ def ls(
 
 
 @app.command("verify")
-def verify(root: Path = typer.Argument(..., help="Checkpoint root."), as_json: bool = JsonOpt, json_out: Optional[Path] = JsonOutOpt) -> None:
+def verify(
+    root: Path = typer.Argument(..., help="Checkpoint root."),
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
+) -> None:
     """Verify every checkpoint against its manifest; exit 1 naming each torn or corrupt file.
 
     Example: corral ckpt verify checkpoints/demo
@@ -74,7 +91,11 @@ def verify(root: Path = typer.Argument(..., help="Checkpoint root."), as_json: b
     from launcher.errors import RunFailed
 
     found = scan(_existing_root(root), full=True)
-    emit_json({"root": found.root, "ok": not found.problems, "checkpoints": [c.to_json() for c in found.checkpoints]}, as_json, json_out)
+    emit_json(
+        {"root": found.root, "ok": not found.problems, "checkpoints": [c.to_json() for c in found.checkpoints]},
+        as_json,
+        json_out,
+    )
     err = console(stderr=True)
     for c in found.checkpoints:
         for note in c.notes:
@@ -82,7 +103,9 @@ def verify(root: Path = typer.Argument(..., help="Checkpoint root."), as_json: b
     if found.problems:
         for p in found.problems:
             err.print(f"BAD {p}")
-        raise RunFailed(f"{len(found.problems)} problem(s) in {len(found.checkpoints) - len(found.valid_steps)} of {len(found.checkpoints)} checkpoint(s) under {found.root}")
+        raise RunFailed(
+            f"{len(found.problems)} problem(s) in {len(found.checkpoints) - len(found.valid_steps)} of {len(found.checkpoints)} checkpoint(s) under {found.root}"
+        )
     if not as_json:
         console().print(f"ok: {len(found.checkpoints)} checkpoint(s) verified under {found.root}")
 
@@ -91,7 +114,9 @@ def verify(root: Path = typer.Argument(..., help="Checkpoint root."), as_json: b
 def prune(
     root: Path = typer.Argument(..., help="Checkpoint root."),
     keep_last: int = typer.Option(..., "--keep-last", min=1, help="Keep this many most recent valid checkpoints."),
-    keep_every: Optional[int] = typer.Option(None, "--keep-every", min=1, help="Also keep every step that is a multiple of this."),
+    keep_every: Optional[int] = typer.Option(
+        None, "--keep-every", min=1, help="Also keep every step that is a multiple of this."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed, remove nothing."),
 ) -> None:
     """Remove old checkpoints, always keeping the newest valid ones (corrupt ones are left for you to inspect).

@@ -9,7 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-ClusterOpt = typer.Option(None, "--cluster", "-c", help="Cluster file (default: the embedded localhost cluster, configs/local.yaml).")
+ClusterOpt = typer.Option(
+    None, "--cluster", "-c", help="Cluster file (default: the embedded localhost cluster, configs/local.yaml)."
+)
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of the table.")
 JsonOutOpt = typer.Option(None, "--json-out", metavar="PATH", help="Also write the result as JSON to this file.")
 

@@ -20,7 +20,9 @@ def _guess_kind(data: dict) -> str:
 @app.command("check")
 def check(
     files: list[Path] = typer.Argument(..., help="Cluster or job YAML files."),
-    kind: Literal["auto", "cluster", "job"] = typer.Option("auto", "--kind", "-k", help="auto: a file with 'nodes' is a cluster, any other a job."),
+    kind: Literal["auto", "cluster", "job"] = typer.Option(
+        "auto", "--kind", "-k", help="auto: a file with 'nodes' is a cluster, any other a job."
+    ),
 ) -> None:
     """Validate config files: 'ok' and a summary, or every problem with its field path (exit 2).
 
@@ -49,7 +51,10 @@ def check(
             out.print(f"  {line}")
     _warn_missing_scripts(checked, out)
     if failed:
-        raise ConfigError(", ".join(e.source for e in failed), [p if len(failed) == 1 else f"{e.source}: {p}" for e in failed for p in e.problems])
+        raise ConfigError(
+            ", ".join(e.source for e in failed),
+            [p if len(failed) == 1 else f"{e.source}: {p}" for e in failed for p in e.problems],
+        )
 
 
 def _warn_missing_scripts(checked: list, out) -> None:

@@ -19,7 +19,9 @@ def config(
     job: Path = typer.Argument(..., help="Job YAML file with a container section."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[str] = typer.Option(None, "--node", help="Node whose facts to use (default: the first)."),
-    fmt: Literal["cli", "json"] = typer.Option("cli", "--format", help="cli: the docker run argv; json: the docker SDK's containers.run kwargs."),
+    fmt: Literal["cli", "json"] = typer.Option(
+        "cli", "--format", help="cli: the docker run argv; json: the docker SDK's containers.run kwargs."
+    ),
 ) -> None:
     """Print the container run configuration for a node.
 

@@ -25,8 +25,12 @@ def launch(
     cluster: Optional[Path] = ClusterOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the job's name)."),
     set_: list[str] = typer.Option([], "--set", help="Override a job field: --set max_restarts=2 (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (per node: tmux session, env, torchrun argv) and touch nothing."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the logs until the job ends (Ctrl-C stops following, not the job)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan (per node: tmux session, env, torchrun argv) and touch nothing."
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Stream the logs until the job ends (Ctrl-C stops following, not the job)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the run record as JSON."),
 ) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
@@ -46,7 +50,16 @@ def launch(
     if clustercfg.slurm is not None:
         from launcher.cli.slurm_cmd import launch_on_slurm
 
-        return launch_on_slurm(jobcfg, clustercfg, name=name, set_=set_, dry_run=dry_run, follow=follow, as_json=as_json, hint_c=_hint_c(cluster))
+        return launch_on_slurm(
+            jobcfg,
+            clustercfg,
+            name=name,
+            set_=set_,
+            dry_run=dry_run,
+            follow=follow,
+            as_json=as_json,
+            hint_c=_hint_c(cluster),
+        )
     if dry_run:
         from launcher.jobs import local_script_warnings
 
@@ -57,7 +70,9 @@ def launch(
             write_json(prepared.plan.to_dict(), "-")
         else:
             typer.echo(describe(prepared.plan))
-            typer.echo("(dry run: nothing was touched; GPU counts come from the cluster file, the rendezvous port is probed at launch)")
+            typer.echo(
+                "(dry run: nothing was touched; GPU counts come from the cluster file, the rendezvous port is probed at launch)"
+            )
         return 0
     out = console(stderr=as_json)
     if follow and not as_json:
@@ -69,7 +84,9 @@ def launch(
         write_json(record.to_dict(), "-")
     c = _hint_c(cluster)
     n = record.name
-    out.print(f"launched {n} on {', '.join(p.node for p in record.plan.nodes)} (tmux session corral-{n}); logs in {record.plan.run_dir}/logs")
+    out.print(
+        f"launched {n} on {', '.join(p.node for p in record.plan.nodes)} (tmux session corral-{n}); logs in {record.plan.run_dir}/logs"
+    )
     out.print(f"  corral ps{c}\n  corral logs {n}{c} -f\n  corral attach {n}{c}\n  corral stop {n}{c}")
     if follow:
         return _follow_to_end(record, clustercfg)
@@ -95,7 +112,11 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
         deadline = time.monotonic() + 60  # a node still not running by then is the logs' story to tell
         while time.monotonic() < deadline:
             status = asyncio.run(read_status(record, clustercfg))
-            update(completed=sum(n.state == "running" for n in status.nodes), total=len(status.nodes), note=node_states(status))
+            update(
+                completed=sum(n.state == "running" for n in status.nodes),
+                total=len(status.nodes),
+                note=node_states(status),
+            )
             if status.done or all(n.state == "running" for n in status.nodes):
                 break
             time.sleep(1.0)
@@ -110,7 +131,9 @@ def _follow_to_end(record, clustercfg) -> int:
     try:
         final = asyncio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
     except KeyboardInterrupt:
-        console(stderr=True).print(f"stopped following; {record.name} keeps running (corral stop {record.name} ends it)")
+        console(stderr=True).print(
+            f"stopped following; {record.name} keeps running (corral stop {record.name} ends it)"
+        )
         return 0
     return _report_final(final)
 
@@ -126,7 +149,11 @@ def job_exit_code(final) -> int:
 
 def _report_final(final) -> int:
     out = console(stderr=True)
-    bad = [f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip() for n in final.nodes if not (n.state == "exited" and n.exit_code == 0)]
+    bad = [
+        f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip()
+        for n in final.nodes
+        if not (n.state == "exited" and n.exit_code == 0)
+    ]
     if final.state == "stopped":
         out.print(f"job {final.name} was stopped by corral stop: " + "; ".join(bad))
     elif bad:
@@ -160,8 +187,24 @@ def ps(
         return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
 
     statuses = asyncio.run(gather()) if records else []
-    rows = [{"name": s.name, "state": s.state, "nodes": [{"host": n.host, "node": n.node, "state": n.state, "exit_code": n.exit_code,
-             "elapsed_s": n.elapsed_s, "detail": n.detail} for n in s.nodes]} for s in statuses]  # fmt: skip
+    rows = [
+        {
+            "name": s.name,
+            "state": s.state,
+            "nodes": [
+                {
+                    "host": n.host,
+                    "node": n.node,
+                    "state": n.state,
+                    "exit_code": n.exit_code,
+                    "elapsed_s": n.elapsed_s,
+                    "detail": n.detail,
+                }
+                for n in s.nodes
+            ],
+        }
+        for s in statuses
+    ]
     if emit_json(rows, as_json, json_out):
         return
     from rich.table import Table
@@ -172,7 +215,14 @@ def ps(
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
             first = i == 0
-            table.add_row(row["name"] if first else "", row["state"] if first else "", n["node"], state, elapsed, n.get("detail") or "")
+            table.add_row(
+                row["name"] if first else "",
+                row["state"] if first else "",
+                n["node"],
+                state,
+                elapsed,
+                n.get("detail") or "",
+            )
     if rows:
         console().print(table)
     else:
@@ -185,7 +235,12 @@ def logs(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[str] = typer.Option(None, "--node", help="Only this node."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until every node of the job has ended; exit with the job's status."),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing new lines until every node of the job has ended; exit with the job's status.",
+    ),
     lines: int = typer.Option(50, "--lines", "-n", help="Lines from the end of each log."),
 ) -> int:
     """Print a job's logs, every line prefixed with node and rank.
@@ -268,19 +323,33 @@ def _check_attachable(record, clustercfg, node: str) -> None:
     if ns.state != "running":
         if ns.state == "exited":
             when = time.strftime("%H:%M", time.localtime(record.started_at + (ns.elapsed_s or 0)))
-            how = f"stopped by corral stop ({ns.exit_code})" if st.state == "stopped" else f"exited {ns.exit_code} at {when}"
+            how = (
+                f"stopped by corral stop ({ns.exit_code})"
+                if st.state == "stopped"
+                else f"exited {ns.exit_code} at {when}"
+            )
         else:
             how = f"{ns.state}{': ' + ns.detail if ns.detail else ''}"
-        raise UserError(f"job {record.name} is not running on {node} ({how}): its output is in its log", hint=f"`corral logs {record.name}`")
+        raise UserError(
+            f"job {record.name} is not running on {node} ({how}): its output is in its log",
+            hint=f"`corral logs {record.name}`",
+        )
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UserError(f"attach needs a terminal (stdin and stdout are not one here) to show job {record.name}'s tmux session",
-                        hint=f"run it from a terminal, or read the output with `corral logs {record.name} -f`")
+        raise UserError(
+            f"attach needs a terminal (stdin and stdout are not one here) to show job {record.name}'s tmux session",
+            hint=f"run it from a terminal, or read the output with `corral logs {record.name} -f`",
+        )
 
 
 def rm(
     names: Optional[list[str]] = typer.Argument(None, help="Jobs to forget."),
     cluster: Optional[Path] = ClusterOpt,
-    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Forget every finished run started longer ago than AGE (30m, 12h, 7d)."),
+    older_than: Optional[str] = typer.Option(
+        None,
+        "--older-than",
+        metavar="AGE",
+        help="Forget every finished run started longer ago than AGE (30m, 12h, 7d).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed, remove nothing."),
 ) -> int:
     """Forget finished runs: remove their run directories (record, logs) on every node.
@@ -293,7 +362,10 @@ def rm(
     from launcher.forget import forget_runs, parse_age, select_runs
 
     if not names and older_than is None:
-        raise UserError("corral rm: name the jobs to forget, or give --older-than AGE", hint="e.g. corral rm demo, or corral rm --older-than 7d")
+        raise UserError(
+            "corral rm: name the jobs to forget, or give --older-than AGE",
+            hint="e.g. corral rm demo, or corral rm --older-than 7d",
+        )
     clustercfg = _cluster(cluster)
     age = parse_age(older_than) if older_than is not None else None
     chosen, skipped = select_runs(clustercfg, names or [], age)
@@ -369,10 +441,18 @@ def preflight(
         return preflight_on_slurm(jobcfg, clustercfg, as_json, json_out)
     out = console(stderr=as_json)
     with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
-        report = asyncio.run(run_preflight(
-            clustercfg, list(clustercfg.nodes), jobcfg, name=jobcfg.name if jobcfg else None, base_dir=cluster_base(clustercfg),
-            local_venv=default_local_venv(), full_torch=True, tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
-        ))  # fmt: skip
+        report = asyncio.run(
+            run_preflight(
+                clustercfg,
+                list(clustercfg.nodes),
+                jobcfg,
+                name=jobcfg.name if jobcfg else None,
+                base_dir=cluster_base(clustercfg),
+                local_venv=default_local_venv(),
+                full_torch=True,
+                tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
+            )
+        )
     emit_json(report.to_json(), as_json, json_out)
     from rich.table import Table
 
@@ -396,5 +476,3 @@ def preflight(
 def register(app: typer.Typer) -> None:
     for fn in (launch, ps, logs, attach, stop, rm, preflight):
         app.command(fn.__name__)(fn)
-
-

@@ -20,10 +20,18 @@ app = typer.Typer(
 def run(
     sweep: Path = typer.Argument(..., help="Sweep YAML file."),
     cluster: Optional[Path] = ClusterOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials (id, run name, params, args) and start nothing."),
-    foreground: bool = typer.Option(False, "--foreground", help="Run the controller in this terminal instead of detached in tmux."),
-    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the trials as JSON on stdout instead of the table."),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the trials (id, run name, params, args) and start nothing."
+    ),
+    foreground: bool = typer.Option(
+        False, "--foreground", help="Run the controller in this terminal instead of detached in tmux."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="With --dry-run: print the trials as JSON on stdout instead of the table."
+    ),
+    json_out: Optional[Path] = typer.Option(
+        None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."
+    ),
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
@@ -43,16 +51,20 @@ def run(
     spec = load_sweep(sweep)
     cl = load_cluster(cluster)
     if cl.slurm is None and spec.config.nodes > len(cl.nodes):  # on Slurm, preflight checks the partition's size
-        raise UserError(f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
-                        hint="lower nodes in the sweep file or add nodes to the cluster file")  # fmt: skip
+        raise UserError(
+            f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
+            hint="lower nodes in the sweep file or add nodes to the cluster file",
+        )
     trials = generate_trials(spec.config)
     if dry_run:
         _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
         if spec.config.method == "bayes" and not as_json:
             from launcher.sweep.space import describe_space
 
-            console().print(f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
-                            + "\n  ".join(describe_space(spec.config.parameters)))  # fmt: skip
+            console().print(
+                f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
+                + "\n  ".join(describe_space(spec.config.parameters))
+            )
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)
@@ -74,8 +86,10 @@ def run(
     token = uuid.uuid4().hex
     launch = plan_controller(paths, cluster, token, spec.name)
     start_detached(launch, paths, token)
-    console().print(f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "
-                    f"{launch.session}\n  watch: corral sweep status {spec.name}    stop: corral sweep stop {spec.name}")  # fmt: skip
+    console().print(
+        f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "
+        f"{launch.session}\n  watch: corral sweep status {spec.name}    stop: corral sweep stop {spec.name}"
+    )
 
 
 def _run_foreground(spec, cl, paths) -> int:
@@ -93,8 +107,11 @@ def _run_foreground(spec, cl, paths) -> int:
                 time.sleep(seconds)
                 return
             counts = build_status(spec, paths)["counts"]
-            update(completed=counts["done"] + counts["failed"], total=sum(counts.values()),
-                   note=f"{counts['running']} running, {counts['failed']} failed")  # fmt: skip
+            update(
+                completed=counts["done"] + counts["failed"],
+                total=sum(counts.values()),
+                note=f"{counts['running']} running, {counts['failed']} failed",
+            )
             time.sleep(seconds)
 
         return Controller(spec, cl, LaunchBackend(cl), paths, sleep=sleep).run()
@@ -150,21 +167,36 @@ def _print_status(st: dict) -> None:
     out = console()
     metric = st["metric"]
     ctl = st["controller"]
-    alive = f"controller pid {ctl['pid']} on {ctl['host']}" if ctl.get("alive") else ctl.get("note", "no controller running")
+    alive = (
+        f"controller pid {ctl['pid']} on {ctl['host']}"
+        if ctl.get("alive")
+        else ctl.get("note", "no controller running")
+    )
     c = st["counts"]
-    table = Table(title=f"sweep {st['name']} ({st['method']}, {metric['goal']} {metric['name']}): "
-                        f"{c['done']} done, {c.get('pruned', 0)} pruned, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}")  # fmt: skip
+    table = Table(
+        title=f"sweep {st['name']} ({st['method']}, {metric['goal']} {metric['name']}): "
+        f"{c['done']} done, {c.get('pruned', 0)} pruned, {c['running']} running, {c['pending']} pending, {c['failed']} failed; {alive}"
+    )
     for col in ("trial", "state", "params", "node", "attempts", metric["name"], "note"):
         table.add_column(col, justify="right" if col in ("attempts", metric["name"]) else "left")
     best = st["best"]["id"] if st["best"] else None
     for r in st["trials"]:
         trial = f"[bold green]{r['id']} *[/]" if r["id"] == best else r["id"]
-        table.add_row(trial, r["state"], format_params(r["params"]), r["node"] or "-", str(r["attempts"]),
-                      format_metric(r["metric"]), r["error"] or "")  # fmt: skip
+        table.add_row(
+            trial,
+            r["state"],
+            format_params(r["params"]),
+            r["node"] or "-",
+            str(r["attempts"]),
+            format_metric(r["metric"]),
+            r["error"] or "",
+        )
     out.print(table)
     if st["best"]:
         b = st["best"]
-        out.print(f"best: trial {b['id']} {metric['name']}={format_metric(b['metric'])} ({format_params(b['params'])}) run {b['run']}")
+        out.print(
+            f"best: trial {b['id']} {metric['name']}={format_metric(b['metric'])} ({format_params(b['params'])}) run {b['run']}"
+        )
     for node, why in st["nodes_aside"].items():
         out.print(f"[yellow]node {node} set aside:[/] {why}")
     for w in st["warnings"]:

@@ -49,5 +49,7 @@ def check_env_names(env: dict[str, str]) -> dict[str, str]:
     """Reject names a shell could not export (they would be silently dropped or break quoting)."""
     bad = [k for k in env if not ENV_NAME.match(k)]
     if bad:
-        raise ValueError(f"invalid environment variable name(s) {bad}: use letters, digits and '_', not starting with a digit")
+        raise ValueError(
+            f"invalid environment variable name(s) {bad}: use letters, digits and '_', not starting with a digit"
+        )
     return env

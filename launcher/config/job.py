@@ -34,7 +34,9 @@ def _size_or_unlimited(value: Any) -> Any:
         raise ValueError("expected a size such as 64M, 8MiB, a number of bytes, or 'unlimited'") from None
 
 
-SizeOrUnlimited = Annotated[Union[Annotated[int, Field(ge=0)], Literal["unlimited"]], BeforeValidator(_size_or_unlimited)]
+SizeOrUnlimited = Annotated[
+    Union[Annotated[int, Field(ge=0)], Literal["unlimited"]], BeforeValidator(_size_or_unlimited)
+]
 """A ulimit value in bytes, written as a size (``64M``) or ``unlimited``."""
 
 CONTAINER_PATH = r"^/"
@@ -43,9 +45,16 @@ CONTAINER_PATH = r"^/"
 class ContainerMount(StrictModel):
     """An extra bind mount from the node into the container."""
 
-    source: str = Field(min_length=1, pattern=CONTAINER_PATH, description="Absolute path on the node; must exist (checked before anything starts).")
+    source: str = Field(
+        min_length=1,
+        pattern=CONTAINER_PATH,
+        description="Absolute path on the node; must exist (checked before anything starts).",
+    )
     target: str | None = Field(
-        default=None, min_length=1, pattern=CONTAINER_PATH, description="Absolute path inside the container; default: the same path as on the node."
+        default=None,
+        min_length=1,
+        pattern=CONTAINER_PATH,
+        description="Absolute path inside the container; default: the same path as on the node.",
     )
     read_only: bool = Field(default=False, description="Mount read-only (e.g. datasets, configuration).")
 
@@ -58,24 +67,32 @@ class ContainerUlimits(StrictModel):
         description="Locked-memory limit: RDMA (NCCL over InfiniBand) registers memory and needs 'unlimited'; "
         "a host whose hard limit is lower refuses it (checked before start).",
     )
-    stack: SizeOrUnlimited = Field(default=64 * 1024 * 1024, description="Stack size limit (NVIDIA recommends 64M for NCCL/PyTorch).")
+    stack: SizeOrUnlimited = Field(
+        default=64 * 1024 * 1024, description="Stack size limit (NVIDIA recommends 64M for NCCL/PyTorch)."
+    )
 
 
 class ContainerConfig(StrictModel):
     """Run each node's torchrun inside a container, with the node's InfiniBand devices and NCCL configuration."""
 
-    image: str = Field(min_length=1, description="Image to run, present on every node (built locally or pulled beforehand).")
+    image: str = Field(
+        min_length=1, description="Image to run, present on every node (built locally or pulled beforehand)."
+    )
     pull: Literal["missing", "never"] = Field(
-        default="missing", description="'missing': try `docker pull` when the image is not on the node; 'never': fail instead."
+        default="missing",
+        description="'missing': try `docker pull` when the image is not on the node; 'never': fail instead.",
     )
     mounts: list[ContainerMount] = Field(
         default_factory=list,
         description="Extra bind mounts. The workdir, the venv, the runs and checkpoint directories are always mounted at the same paths.",
     )
     devices: list[Annotated[str, Field(pattern=CONTAINER_PATH)]] = Field(
-        default_factory=list, description="Extra device nodes to pass through (e.g. /dev/fuse); each must be a device on the node."
+        default_factory=list,
+        description="Extra device nodes to pass through (e.g. /dev/fuse); each must be a device on the node.",
     )
-    env: Env = Field(default_factory=dict, description="Environment variables set inside the container (override the job's env).")
+    env: Env = Field(
+        default_factory=dict, description="Environment variables set inside the container (override the job's env)."
+    )
     gpus: Union[Literal["all", "none"], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = Field(
         default="all",
         description="GPUs given to the container: 'all' (none on a CPU-only node), 'none', or a list of GPU indices. "
@@ -93,17 +110,26 @@ class ContainerConfig(StrictModel):
         description="Docker network: 'host' (default: NCCL sees the node's interfaces) or the name of an existing network.",
     )
     ipc: Literal["host", "private", "shareable"] = Field(
-        default="host", description="IPC namespace: 'host' shares the node's /dev/shm (what NCCL and DataLoader workers need)."
+        default="host",
+        description="IPC namespace: 'host' shares the node's /dev/shm (what NCCL and DataLoader workers need).",
     )
     shm_size: str | None = Field(
-        default=None, min_length=1, description="Size of /dev/shm (e.g. 16G); only meaningful with ipc other than 'host'."
+        default=None,
+        min_length=1,
+        description="Size of /dev/shm (e.g. 16G); only meaningful with ipc other than 'host'.",
     )
     ulimits: ContainerUlimits = Field(default_factory=ContainerUlimits, description="memlock and stack limits.")
     cap_add: list[Annotated[str, Field(pattern=r"^[A-Z_]+$")]] = Field(
         default_factory=list, description="Extra Linux capabilities (IPC_LOCK is always added)."
     )
-    privileged: bool = Field(default=False, description="Run privileged (all devices, all capabilities); off unless you need it.")
-    user: str | None = Field(default=None, min_length=1, description="User inside the container (NAME, UID or UID:GID); default: the image's.")
+    privileged: bool = Field(
+        default=False, description="Run privileged (all devices, all capabilities); off unless you need it."
+    )
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="User inside the container (NAME, UID or UID:GID); default: the image's.",
+    )
     labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")], EnvValue] = Field(
         default_factory=dict, description="Extra container labels (corral.job and corral.node are always set)."
     )
@@ -122,7 +148,9 @@ class ContainerConfig(StrictModel):
     @model_validator(mode="after")
     def _shm_needs_private_ipc(self) -> ContainerConfig:
         if self.shm_size is not None and self.ipc == "host":
-            raise ValueError("shm_size has no effect with ipc: host (the container uses the node's /dev/shm); drop shm_size or set ipc: private")
+            raise ValueError(
+                "shm_size has no effect with ipc: host (the container uses the node's /dev/shm); drop shm_size or set ipc: private"
+            )
         return self
 
 
@@ -130,30 +158,48 @@ class CheckpointPolicy(StrictModel):
     """Checkpoint retention and pacing, passed to the training script's Checkpointer."""
 
     keep_last: int | None = Field(default=None, ge=1, description="Keep this many most recent checkpoints.")
-    keep_every: int | None = Field(default=None, ge=1, description="Also keep every checkpoint whose step is a multiple of this.")
-    max_write_mibps: float | None = Field(default=None, gt=0, description="Cap checkpoint write throughput (MiB/s) to spare a capped volume.")
+    keep_every: int | None = Field(
+        default=None, ge=1, description="Also keep every checkpoint whose step is a multiple of this."
+    )
+    max_write_mibps: float | None = Field(
+        default=None, gt=0, description="Cap checkpoint write throughput (MiB/s) to spare a capped volume."
+    )
 
 
 class JobConfig(FileModel):
     """A distributed training job started with torchrun on each node."""
 
     name: str = Field(description="Job name: letters, digits, '-' and '_' (the tmux session is corral-<name>).")
-    script: str | None = Field(default=None, min_length=1, description="Python script to run (relative to the cluster workdir).")
-    module: str | None = Field(default=None, min_length=1, description="Python module to run with -m, instead of a script.")
+    script: str | None = Field(
+        default=None, min_length=1, description="Python script to run (relative to the cluster workdir)."
+    )
+    module: str | None = Field(
+        default=None, min_length=1, description="Python module to run with -m, instead of a script."
+    )
     args: list[EnvValue] = Field(default_factory=list, description="Arguments passed to the script, literally.")
     nproc_per_node: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = Field(
-        default="auto", description="Processes per node, or 'auto': the node's GPU count (a CPU fallback count without GPUs)."
+        default="auto",
+        description="Processes per node, or 'auto': the node's GPU count (a CPU fallback count without GPUs).",
     )
-    nnodes: Union[Annotated[int, Field(ge=1)], Literal["all"], Annotated[str, Field(pattern=NNODES_RANGE.pattern)]] = Field(
-        default="all", description="How many nodes: 'all', a number, or 'MIN:MAX' for an elastic job."
+    nnodes: Union[Annotated[int, Field(ge=1)], Literal["all"], Annotated[str, Field(pattern=NNODES_RANGE.pattern)]] = (
+        Field(default="all", description="How many nodes: 'all', a number, or 'MIN:MAX' for an elastic job.")
     )
     backend: Literal["auto", "nccl", "gloo"] = Field(
         default="auto", description="torch.distributed backend; 'auto' = nccl with GPUs, gloo otherwise."
     )
-    max_restarts: int = Field(default=0, ge=0, le=100, description="torchrun --max-restarts: restarts of the whole worker group after a failure.")
-    env: Env = Field(default_factory=dict, description="Environment variables for the job (override cluster and node env).")
+    max_restarts: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts: restarts of the whole worker group after a failure.",
+    )
+    env: Env = Field(
+        default_factory=dict, description="Environment variables for the job (override cluster and node env)."
+    )
     env_file: str | None = Field(
-        default=None, min_length=1, description="File of KEY=VALUE secrets (relative: to the job file), delivered to the nodes in a 0600 file, never on a command line."
+        default=None,
+        min_length=1,
+        description="File of KEY=VALUE secrets (relative: to the job file), delivered to the nodes in a 0600 file, never on a command line.",
     )
     container: ContainerConfig | None = Field(default=None, description="Run inside a container on each node.")
     checkpoint: CheckpointPolicy | None = Field(default=None, description="Checkpoint policy for the training script.")

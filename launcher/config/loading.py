@@ -81,7 +81,15 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[list[str], Any, bool]:
 
 
 def _looks_like_tag(part: str) -> bool:
-    return "[" in part or part in {"int", "str", "float", "bool", "function-after", "function-before", "constrained-str"}
+    return "[" in part or part in {
+        "int",
+        "str",
+        "float",
+        "bool",
+        "function-after",
+        "function-before",
+        "constrained-str",
+    }
 
 
 def format_validation_error(err: ValidationError, data: Any) -> list[str]:

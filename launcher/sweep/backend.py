@@ -42,7 +42,13 @@ class LaunchBackend:
         from launcher import api
 
         if self.cluster.slurm is not None:  # one Slurm job of len(nodes) nodes; Slurm places it
-            api.launch(job.model_copy(update={"nnodes": len(nodes)}), self.cluster, name=job.name, preflight=preflight, plain=plain)
+            api.launch(
+                job.model_copy(update={"nnodes": len(nodes)}),
+                self.cluster,
+                name=job.name,
+                preflight=preflight,
+                plain=plain,
+            )
             return
         api.launch(job, self.cluster, name=job.name, nodes=nodes, preflight=preflight, plain=plain)
 

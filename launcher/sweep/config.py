@@ -30,11 +30,23 @@ PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 """Parameter names become ``--<name>=<value>``: no spaces, '=' or leading '-'."""
 
 Distribution = Literal[
-    "constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values",
-    "q_log_uniform_values", "normal", "q_normal", "log_normal", "q_log_normal",
-]  # fmt: skip
+    "constant",
+    "categorical",
+    "int_uniform",
+    "uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform_values",
+    "normal",
+    "q_normal",
+    "log_normal",
+    "q_log_normal",
+]
 """W&B's names. log_uniform takes min/max as exponents of e; the normal family takes mu/sigma, not bounds."""
-BOUNDED = frozenset({"uniform", "q_uniform", "log_uniform", "log_uniform_values", "q_log_uniform_values", "int_uniform"})
+BOUNDED = frozenset(
+    {"uniform", "q_uniform", "log_uniform", "log_uniform_values", "q_log_uniform_values", "int_uniform"}
+)
 NORMALS = frozenset({"normal", "q_normal", "log_normal", "q_log_normal"})
 QUANTIZED = frozenset({"q_uniform", "q_log_uniform_values", "q_normal", "q_log_normal"})
 CONTINUOUS = BOUNDED | NORMALS
@@ -57,9 +69,15 @@ class ParameterSpec(StrictModel):
     )
     min: Optional[float] = Field(default=None, description="Lower bound (inclusive) of a distribution.")
     max: Optional[float] = Field(default=None, description="Upper bound (inclusive) of a distribution.")
-    q: Optional[float] = Field(default=None, gt=0, description="Quantum of a q_ distribution: values are round(x / q) * q (default 1).")
-    mu: Optional[float] = Field(default=None, description="Mean of a normal distribution (of the logarithm for log_normal; default 0).")
-    sigma: Optional[float] = Field(default=None, gt=0, description="Standard deviation of a normal distribution (default 1).")
+    q: Optional[float] = Field(
+        default=None, gt=0, description="Quantum of a q_ distribution: values are round(x / q) * q (default 1)."
+    )
+    mu: Optional[float] = Field(
+        default=None, description="Mean of a normal distribution (of the logarithm for log_normal; default 0)."
+    )
+    sigma: Optional[float] = Field(
+        default=None, gt=0, description="Standard deviation of a normal distribution (default 1)."
+    )
 
     @field_validator("values")
     @classmethod
@@ -83,12 +101,17 @@ class ParameterSpec(StrictModel):
     def _one_kind(self) -> ParameterSpec:
         if self.distribution in NORMALS:
             return self._check_normal()
-        kinds = [k for k, present in (("value", self.value is not None), ("values", self.values is not None),
-                                      ("min/max", self.min is not None or self.max is not None)) if present]  # fmt: skip
-        if len(kinds) != 1:
-            raise ValueError(
-                f"give exactly one of value, values, or min and max (got {', '.join(kinds) or 'none'})"
+        kinds = [
+            k
+            for k, present in (
+                ("value", self.value is not None),
+                ("values", self.values is not None),
+                ("min/max", self.min is not None or self.max is not None),
             )
+            if present
+        ]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of value, values, or min and max (got {', '.join(kinds) or 'none'})")
         if self.distribution == "categorical" and self.values is None:
             raise ValueError("distribution categorical needs values: [...]")
         if self.distribution == "constant" and self.value is None:
@@ -120,7 +143,9 @@ class ParameterSpec(StrictModel):
         if self.q is not None and self.distribution not in QUANTIZED:
             raise ValueError(f"q goes with a q_ distribution ({', '.join(sorted(QUANTIZED))}), not {self.distribution}")
         if (self.mu is not None or self.sigma is not None) and self.distribution not in NORMALS:
-            raise ValueError(f"mu and sigma go with a normal distribution ({', '.join(sorted(NORMALS))}), not {self.distribution}")
+            raise ValueError(
+                f"mu and sigma go with a normal distribution ({', '.join(sorted(NORMALS))}), not {self.distribution}"
+            )
 
     @property
     def is_range(self) -> bool:
@@ -136,8 +161,12 @@ class ParameterSpec(StrictModel):
 class MetricSpec(StrictModel):
     """The number a trial reports with ``report(<name>=...)`` and which way is better."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description="Key passed to report(), e.g. loss.")
-    goal: Literal["minimize", "maximize"] = Field(default="minimize", description="Whether a lower or a higher value is better.")
+    name: str = Field(
+        min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description="Key passed to report(), e.g. loss."
+    )
+    goal: Literal["minimize", "maximize"] = Field(
+        default="minimize", description="Whether a lower or a higher value is better."
+    )
 
 
 class EarlyTerminate(StrictModel):
@@ -149,9 +178,15 @@ class EarlyTerminate(StrictModel):
     trials that reached it (successive halving: Optuna's SuccessiveHalvingPruner).
     """
 
-    type: Literal["hyperband"] = Field(description="The early-termination algorithm; W&B's hyperband is the one there is.")
-    min_iter: Optional[int] = Field(default=None, ge=1, description="Step of the first milestone (give this, or max_iter and s).")
-    max_iter: Optional[int] = Field(default=None, ge=1, description="Most steps a trial runs; milestones are max_iter/eta**s ... max_iter/eta.")
+    type: Literal["hyperband"] = Field(
+        description="The early-termination algorithm; W&B's hyperband is the one there is."
+    )
+    min_iter: Optional[int] = Field(
+        default=None, ge=1, description="Step of the first milestone (give this, or max_iter and s)."
+    )
+    max_iter: Optional[int] = Field(
+        default=None, ge=1, description="Most steps a trial runs; milestones are max_iter/eta**s ... max_iter/eta."
+    )
     s: Optional[int] = Field(default=None, ge=1, description="Number of milestones below max_iter (needs max_iter).")
     eta: int = Field(default=3, ge=2, description="Keep the best 1/eta of the trials at each milestone.")
     pruner: Literal["successive_halving", "hyperband"] = Field(
@@ -170,7 +205,9 @@ class EarlyTerminate(StrictModel):
             if self.s is None:
                 raise ValueError("max_iter needs s, the number of milestones, or give min_iter instead")
             if self.max_iter < self.eta**self.s:
-                raise ValueError(f"max_iter / eta**s must be >= 1 (got {self.max_iter} / {self.eta}**{self.s}): lower s or eta, or raise max_iter")
+                raise ValueError(
+                    f"max_iter / eta**s must be >= 1 (got {self.max_iter} / {self.eta}**{self.s}): lower s or eta, or raise max_iter"
+                )
         if self.min_iter is not None and self.max_iter is not None and self.min_iter >= self.max_iter:
             raise ValueError(f"min_iter must be < max_iter (got {self.min_iter} >= {self.max_iter})")
         return self
@@ -194,7 +231,10 @@ class EarlyTerminate(StrictModel):
 class SweepConfig(StrictModel):
     """A hyperparameter sweep: trials of one job with different parameters, spread over the cluster's nodes."""
 
-    name: str = Field(pattern=SWEEP_NAME, description="Sweep name: 1-48 letters, digits, '-' or '_'; trials are runs named <name>-<trial id>.")
+    name: str = Field(
+        pattern=SWEEP_NAME,
+        description="Sweep name: 1-48 letters, digits, '-' or '_'; trials are runs named <name>-<trial id>.",
+    )
     job: Union[str, dict[str, Any]] = Field(
         description="The base job: a job mapping as in a job file (its name may be left out), or the path of a job file "
         "relative to the sweep file."
@@ -203,33 +243,50 @@ class SweepConfig(StrictModel):
         description="grid: every combination of values; random: run_cap draws from a seed; bayes: Optuna's TPE picks each "
         "trial from the results so far (run_cap trials)."
     )
-    parameters: dict[str, ParameterSpec] = Field(min_length=1, description="Parameter name -> how its values are chosen.")
+    parameters: dict[str, ParameterSpec] = Field(
+        min_length=1, description="Parameter name -> how its values are chosen."
+    )
     metric: MetricSpec = Field(description="The reported metric trials are ranked by.")
     run_cap: Optional[int] = Field(
-        default=None, ge=1, description="Most trials ever started (retries of a trial do not count). Required for random; "
-        "default for grid: the grid's size."
+        default=None,
+        ge=1,
+        description="Most trials ever started (retries of a trial do not count). Required for random; "
+        "default for grid: the grid's size.",
     )
     allow_partial_grid: bool = Field(
         default=False, description="Allow a grid larger than run_cap: only its first run_cap combinations run."
     )
-    seed: int = Field(default=0, description="Seed of random and bayes: the same seed draws the same trials (random: so a re-run resumes them).")
-    nodes: int = Field(default=1, ge=1, description="Nodes per trial; more than 1 gang-schedules a multi-node torchrun trial.")
+    seed: int = Field(
+        default=0,
+        description="Seed of random and bayes: the same seed draws the same trials (random: so a re-run resumes them).",
+    )
+    nodes: int = Field(
+        default=1, ge=1, description="Nodes per trial; more than 1 gang-schedules a multi-node torchrun trial."
+    )
     nproc_per_node: Union[int, Literal["auto"], None] = Field(
         default=None, description="Processes per node of each trial (default: the job's nproc_per_node)."
     )
-    max_concurrent: Optional[int] = Field(default=None, ge=1, description="Most trials running at once (default: as many as free nodes allow).")
-    retries: int = Field(default=1, ge=0, le=100, description="Extra attempts for a trial that fails before it is marked failed.")
+    max_concurrent: Optional[int] = Field(
+        default=None, ge=1, description="Most trials running at once (default: as many as free nodes allow)."
+    )
+    retries: int = Field(
+        default=1, ge=0, le=100, description="Extra attempts for a trial that fails before it is marked failed."
+    )
     args_template: Optional[list[str]] = Field(
         default=None,
         description="Arguments appended to the job's args instead of --<name>=<value> for each parameter; "
         "'{name}' is replaced by the parameter's value, e.g. ['--lr', '{lr}'].",
     )
     plain: bool = Field(
-        default=False, description="Run each trial as plain `python SCRIPT ARGS` on its node instead of torchrun (single-process trials)."
+        default=False,
+        description="Run each trial as plain `python SCRIPT ARGS` on its node instead of torchrun (single-process trials).",
     )
-    poll_interval: float = Field(default=2.0, ge=0.1, le=600, description="Seconds between the controller's checks on running trials.")
+    poll_interval: float = Field(
+        default=2.0, ge=0.1, le=600, description="Seconds between the controller's checks on running trials."
+    )
     early_terminate: Optional[EarlyTerminate] = Field(
-        default=None, description="Stop losing trials early from the metric they report per step, e.g. {type: hyperband, min_iter: 3}."
+        default=None,
+        description="Stop losing trials early from the metric they report per step, e.g. {type: hyperband, min_iter: 3}.",
     )
 
     @property
@@ -244,7 +301,9 @@ class SweepConfig(StrictModel):
 
         bad = [k for k in v if not re.match(PARAM_NAME, k)]
         if bad:
-            raise ValueError(f"parameter names become --NAME=VALUE: use letters, digits, '_', '.', '-', not starting with '-' (got {bad})")
+            raise ValueError(
+                f"parameter names become --NAME=VALUE: use letters, digits, '_', '.', '-', not starting with '-' (got {bad})"
+            )
         return v
 
     @field_validator("nproc_per_node")
@@ -260,13 +319,17 @@ class SweepConfig(StrictModel):
         if self.method == "grid":
             ranges = [k for k, p in self.parameters.items() if p.is_range]
             for k in ranges:
-                problems.append(f"parameters.{k}: grid cannot enumerate a {self.parameters[k].distribution} range; "
-                                "give values: [...] or use method: random")  # fmt: skip
+                problems.append(
+                    f"parameters.{k}: grid cannot enumerate a {self.parameters[k].distribution} range; "
+                    "give values: [...] or use method: random"
+                )
             if not ranges:
                 size = grid_size(self.parameters)
                 if self.run_cap is not None and size > self.run_cap and not self.allow_partial_grid:
-                    problems.append(f"run_cap: the grid has {size} combinations but run_cap is {self.run_cap}; raise run_cap, "
-                                    "or set allow_partial_grid: true to run only the first run_cap")  # fmt: skip
+                    problems.append(
+                        f"run_cap: the grid has {size} combinations but run_cap is {self.run_cap}; raise run_cap, "
+                        "or set allow_partial_grid: true to run only the first run_cap"
+                    )
         if self.method in ("random", "bayes") and self.run_cap is None:
             problems.append(f"run_cap: method {self.method} needs run_cap (how many trials to draw)")
         if self.method == "bayes":
@@ -282,7 +345,9 @@ class SweepConfig(StrictModel):
                     continue
                 for f in fields:
                     if f not in self.parameters:
-                        problems.append(f"args_template.{i}: '{{{f}}}' is not a parameter (known: {', '.join(self.parameters)})")
+                        problems.append(
+                            f"args_template.{i}: '{{{f}}}' is not a parameter (known: {', '.join(self.parameters)})"
+                        )
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -60,16 +60,28 @@ def load_spec(paths: SweepPaths) -> Sweep:
     except FileNotFoundError:
         from launcher.errors import UserError
 
-        raise UserError(f"no sweep at {paths.root}", hint="check the name and the cluster's storage.runs (-c CLUSTER)") from None
+        raise UserError(
+            f"no sweep at {paths.root}", hint="check the name and the cluster's storage.runs (-c CLUSTER)"
+        ) from None
     return sweep_from_mapping(data["sweep"], data.get("source", str(paths.spec)))
 
 
 class Controller:
     """One controller's life: acquire, reconcile, loop (poll, record, start), release."""
 
-    def __init__(self, sweep: Sweep, cluster: ClusterConfig, backend: TrialBackend, paths: SweepPaths, *,
-                 session: Optional[str] = None, token: Optional[str] = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, study: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sweep: Sweep,
+        cluster: ClusterConfig,
+        backend: TrialBackend,
+        paths: SweepPaths,
+        *,
+        session: Optional[str] = None,
+        token: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        study: Any = None,
+    ) -> None:
         self.sweep, self.cluster, self.backend, self.paths = sweep, cluster, backend, paths
         self.cfg = sweep.config
         self.planned: list[Trial] = generate_trials(self.cfg)
@@ -95,7 +107,9 @@ class Controller:
         """Run the sweep to its end; returns the process exit code. Raises LockHeld if another controller runs it."""
         self.lock.acquire()
         try:
-            self._record("controller", action="start", pid=os.getpid(), host=self.lock.info.host, token=self.lock.info.token)
+            self._record(
+                "controller", action="start", pid=os.getpid(), host=self.lock.info.host, token=self.lock.info.token
+            )
             self.reconcile()
             while True:
                 if self.paths.stop_request.exists():
@@ -147,7 +161,12 @@ class Controller:
         if self.cfg.uses_study:
             self.reconcile_study()
         for trial, att in self.state.running():
-            log.info("trial %s attempt %d (%s) was running when the last controller ended; checking it", trial.id, att.number, att.run)
+            log.info(
+                "trial %s attempt %d (%s) was running when the last controller ended; checking it",
+                trial.id,
+                att.number,
+                att.run,
+            )
         self.poll_running()
 
     def reconcile_study(self) -> None:
@@ -185,7 +204,9 @@ class Controller:
         """One round: record ended trials, set bad nodes aside, start what fits. Returns why the sweep is over, or None."""
         self._beat()
         self.poll_running()
-        for node in [] if self.cluster.slurm is not None else nodes_to_set_aside(self.state):  # Slurm slots are not machines
+        for node in (
+            [] if self.cluster.slurm is not None else nodes_to_set_aside(self.state)
+        ):  # Slurm slots are not machines
             streak = ", ".join(self.state.streaks[node])
             log.warning("node %s failed different trials in a row (%s): setting it aside", node, streak)
             self._record("node_aside", node=node, reason=f"failed trials {streak} in a row")
@@ -200,8 +221,15 @@ class Controller:
         for d in decisions:
             d, number = self._study_trial(d)
             job = build_trial_job(self.sweep, d.trial, d.attempt)
-            self._record("start", trial=d.trial.id, attempt=d.attempt, run=job.name, nodes=list(d.nodes), params=d.trial.params,
-                         **({"optuna": number} if number is not None else {}))  # fmt: skip
+            self._record(
+                "start",
+                trial=d.trial.id,
+                attempt=d.attempt,
+                run=job.name,
+                nodes=list(d.nodes),
+                params=d.trial.params,
+                **({"optuna": number} if number is not None else {}),
+            )
             if number is not None and d.attempt == 1 and self.cfg.method != "bayes":
                 # grid/random study trials have no parameters: the label is what links them to corral's trials in
                 # optuna-dashboard (a bayes trial is known by its parameters, and its Optuna number is in the journal)
@@ -263,7 +291,15 @@ class Controller:
         # Journal first, then stop, then tell: a controller killed in between finds `pruned` in the journal and
         # the study trial RUNNING, and stops (idempotent) and tells it; the trial is never judged twice.
         metric = best_value(records, self.cfg.metric.name, self.cfg.metric.goal)
-        self._end(trial.id, att.number, att.run, "pruned", {}, metric=metric, error=f"pruned at step {step} by early_terminate")
+        self._end(
+            trial.id,
+            att.number,
+            att.run,
+            "pruned",
+            {},
+            metric=metric,
+            error=f"pruned at step {step} by early_terminate",
+        )
         self._stop_quietly(att.run)
         self._settle(trial.id)
 
@@ -295,10 +331,21 @@ class Controller:
         self._end(trial.id, att.number, att.run, result, codes, metric=metric, error=error)
         self._settle(trial.id)
 
-    def _end(self, trial_id: str, attempt: int, run: str, result: str, codes: dict[str, Optional[int]], *,
-             metric: Optional[float] = None, error: Optional[str] = None) -> None:  # fmt: skip
+    def _end(
+        self,
+        trial_id: str,
+        attempt: int,
+        run: str,
+        result: str,
+        codes: dict[str, Optional[int]],
+        *,
+        metric: Optional[float] = None,
+        error: Optional[str] = None,
+    ) -> None:
         log.info("trial %s attempt %d: %s%s", trial_id, attempt, result, f" ({error})" if error else "")
-        self._record("end", trial=trial_id, attempt=attempt, run=run, result=result, exit_codes=codes, metric=metric, error=error)
+        self._record(
+            "end", trial=trial_id, attempt=attempt, run=run, result=result, exit_codes=codes, metric=metric, error=error
+        )
 
     def _stop_quietly(self, run: str) -> None:
         try:
@@ -353,8 +400,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.token = args.token or uuid.uuid4().hex
     paths = SweepPaths(args.sweep_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(paths.log)], force=True)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(paths.log)],
+        force=True,
+    )
     try:
         sweep = load_spec(paths)
         cluster = load_cluster(args.cluster)

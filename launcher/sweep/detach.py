@@ -42,13 +42,26 @@ class ControllerLaunch:
 
     def pane_command(self) -> str:
         """The shell line tmux runs: the only place the controller's argv is quoted."""
-        env = ["env", f"PYTHONPATH={PACKAGE_ROOT}" + (f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else "")]
+        env = [
+            "env",
+            f"PYTHONPATH={PACKAGE_ROOT}" + (f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else ""),
+        ]
         return f"cd {shlex.quote(self.workdir)} && exec {shlex.join(env + self.argv)}"
 
 
 def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str, sweep: str) -> ControllerLaunch:
     session = session_name(sweep, token)
-    argv = [sys.executable, "-m", "launcher.sweep.controller", "--sweep-dir", str(paths.root), "--token", token, "--session", session]
+    argv = [
+        sys.executable,
+        "-m",
+        "launcher.sweep.controller",
+        "--sweep-dir",
+        str(paths.root),
+        "--token",
+        token,
+        "--session",
+        session,
+    ]
     if cluster_file is not None:
         argv += ["--cluster", str(Path(cluster_file).absolute())]
     return ControllerLaunch(session, os.environ.get(TMUX_SOCKET_ENV) or None, os.getcwd(), argv)
@@ -66,8 +79,12 @@ def start_session(launch: ControllerLaunch) -> None:
     log.debug("tmux new-session -s %s: %s", launch.session, launch.pane_command())
     try:
         tmux.local_server(launch.socket).new_session(
-            session_name=launch.session, window_command=launch.pane_command(), x=tmux.WIDTH, y=tmux.HEIGHT, attach=False,
-        )  # fmt: skip
+            session_name=launch.session,
+            window_command=launch.pane_command(),
+            x=tmux.WIDTH,
+            y=tmux.HEIGHT,
+            attach=False,
+        )
     except exc.TmuxCommandNotFound:
         raise ToolNotFound("tmux") from None
     except exc.LibTmuxException as err:

@@ -180,11 +180,15 @@ def _on_start(st: SweepState, rec: dict[str, Any]) -> None:
     trial = st.trials.setdefault(rec["trial"], TrialRecord(rec["trial"], rec.get("params", {})))
     if rec.get("optuna") is not None:
         if trial.optuna is not None and trial.optuna != rec["optuna"]:
-            st.problems.append(f"trial {trial.id}: attempt {rec['attempt']} names Optuna trial {rec['optuna']}, "
-                               f"an earlier attempt {trial.optuna}")  # fmt: skip
+            st.problems.append(
+                f"trial {trial.id}: attempt {rec['attempt']} names Optuna trial {rec['optuna']}, "
+                f"an earlier attempt {trial.optuna}"
+            )
         trial.optuna = rec["optuna"]
     if trial.running:
-        st.problems.append(f"trial {trial.id}: attempt {rec['attempt']} started while attempt {trial.running.number} was running")
+        st.problems.append(
+            f"trial {trial.id}: attempt {rec['attempt']} started while attempt {trial.running.number} was running"
+        )
     trial.attempts.append(Attempt(rec["attempt"], rec["run"], list(rec.get("nodes", [])), rec.get("t", 0.0)))
     st.finished = False
 

@@ -92,7 +92,9 @@ def read_lock(path: Path) -> Optional[LockInfo]:
         return LockInfo(pid=-1, host="?", token="?", heartbeat=mtime)
 
 
-def is_stale(info: LockInfo, *, now: Optional[float] = None, stale_after: float = STALE_AFTER, host: Optional[str] = None) -> bool:
+def is_stale(
+    info: LockInfo, *, now: Optional[float] = None, stale_after: float = STALE_AFTER, host: Optional[str] = None
+) -> bool:
     """Pure: is this holder gone? Same host: its pid is dead. Other host: its heartbeat is too old."""
     here = host if host is not None else socket.gethostname()
     if info.host == here and info.pid > 0:
@@ -103,13 +105,26 @@ def is_stale(info: LockInfo, *, now: Optional[float] = None, stale_after: float 
 class SweepLock:
     """Acquire/heartbeat/release the lock file of one sweep."""
 
-    def __init__(self, path: str | Path, sweep: str, *, stale_after: float = STALE_AFTER, session: Optional[str] = None,
-                 token: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        sweep: str,
+        *,
+        stale_after: float = STALE_AFTER,
+        session: Optional[str] = None,
+        token: Optional[str] = None,
+    ) -> None:
         self.path = Path(path)
         self.sweep = sweep
         self.stale_after = stale_after
-        self.info = LockInfo(pid=os.getpid(), host=socket.gethostname(), token=token or uuid.uuid4().hex,
-                             heartbeat=time.time(), pgid=os.getpgrp(), session=session)  # fmt: skip
+        self.info = LockInfo(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            token=token or uuid.uuid4().hex,
+            heartbeat=time.time(),
+            pgid=os.getpgrp(),
+            session=session,
+        )
         self.held = False
 
     def acquire(self) -> None:

@@ -29,16 +29,21 @@ def read_reports(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def best_value(records: list[dict[str, Any]], name: str, goal: str) -> Optional[float]:
     """The best reported value of ``name`` (lowest for minimize), or None if it was never reported as a number."""
-    values = [float(r[name]) for r in records
-              if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool) and math.isfinite(r[name])]  # fmt: skip
+    values = [
+        float(r[name])
+        for r in records
+        if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool) and math.isfinite(r[name])
+    ]
     if not values:
         return None
     return min(values) if goal == "minimize" else max(values)
 
 
 def never_reported(name: str) -> str:
-    return (f"metric {name!r} was never reported: the script must call "
-            f"`from launcher.report import report; report({name}=...)`")  # fmt: skip
+    return (
+        f"metric {name!r} was never reported: the script must call "
+        f"`from launcher.report import report; report({name}=...)`"
+    )
 
 
 def metric_series(records: list[dict[str, Any]], name: str) -> list[tuple[int, float]]:

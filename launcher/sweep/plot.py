@@ -31,8 +31,11 @@ def plot_curves(status: dict[str, Any], path: str) -> None:
             continue
         steps, values = zip(*points)
         pruned = row["state"] == "pruned"
-        style = {"color": "tab:green", "linewidth": 2.5, "zorder": 3} if row["id"] == best else \
-            {"color": "tab:red" if pruned else "tab:blue", "linewidth": 1, "alpha": 0.7}  # fmt: skip
+        style = (
+            {"color": "tab:green", "linewidth": 2.5, "zorder": 3}
+            if row["id"] == best
+            else {"color": "tab:red" if pruned else "tab:blue", "linewidth": 1, "alpha": 0.7}
+        )
         ax.plot(steps, values, linestyle="--" if pruned else "-", label=None, **style)
         if pruned:
             ax.plot(steps[-1], values[-1], marker="x", color="tab:red", markersize=7)

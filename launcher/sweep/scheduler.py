@@ -111,7 +111,9 @@ def judge_run(nodes: list[str], seen: dict[str, NodeRun]) -> Outcome:
 
 def nodes_to_set_aside(state: SweepState) -> list[str]:
     """Nodes whose streak of different failed trials reached the limit and are not yet aside."""
-    return [n for n, streak in state.streaks.items() if len(streak) >= NODE_FAILURE_STREAK and n not in state.nodes_aside]
+    return [
+        n for n, streak in state.streaks.items() if len(streak) >= NODE_FAILURE_STREAK and n not in state.nodes_aside
+    ]
 
 
 def counts(trials: list[Trial], state: SweepState, retries: int) -> dict[str, int]:

@@ -40,12 +40,16 @@ def bayes_problems(parameters: dict[str, ParameterSpec]) -> list[str]:
     for name, spec in parameters.items():
         why = UNMAPPABLE.get(spec.distribution or "")
         if why:
-            problems.append(f"parameters.{name}: method bayes cannot map distribution {spec.distribution} onto Optuna: {why}")
+            problems.append(
+                f"parameters.{name}: method bayes cannot map distribution {spec.distribution} onto Optuna: {why}"
+            )
         elif spec.distribution == "q_uniform":
             q = spec.q or 1.0
             if not (_multiple(spec.min, q) and _multiple(spec.max, q)):  # type: ignore[arg-type]
-                problems.append(f"parameters.{name}: method bayes needs q_uniform's min and max to be multiples of q "
-                                f"(got min {spec.min:g}, max {spec.max:g}, q {q:g}): Optuna steps from min")  # fmt: skip
+                problems.append(
+                    f"parameters.{name}: method bayes needs q_uniform's min and max to be multiples of q "
+                    f"(got min {spec.min:g}, max {spec.max:g}, q {q:g}): Optuna steps from min"
+                )
         elif spec.values is not None and len({repr(v) for v in spec.values}) != len(spec.values):
             problems.append(f"parameters.{name}.values: method bayes needs distinct values (got {spec.values})")
     if parameters and all(fixed(s) for s in parameters.values()):

@@ -42,12 +42,26 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
     params = {t.id: t.params for t in planned}
     for tid in ids:
         rec = state.trials.get(tid)
-        row: dict[str, Any] = {"id": tid, "params": rec.params if rec else params[tid], "state": "pending",
-                               "attempts": 0, "node": None, "metric": None, "run": None, "error": None}  # fmt: skip
+        row: dict[str, Any] = {
+            "id": tid,
+            "params": rec.params if rec else params[tid],
+            "state": "pending",
+            "attempts": 0,
+            "node": None,
+            "metric": None,
+            "run": None,
+            "error": None,
+        }
         if rec and rec.attempts:
             last = rec.done or rec.attempts[-1]
-            row.update(state=rec.state(cfg.retries), attempts=len(rec.attempts), node=",".join(last.nodes), run=last.run,
-                       metric=last.metric, error=last.error)  # fmt: skip
+            row.update(
+                state=rec.state(cfg.retries),
+                attempts=len(rec.attempts),
+                node=",".join(last.nodes),
+                run=last.run,
+                metric=last.metric,
+                error=last.error,
+            )
             if rec.running:
                 row["metric"] = best_value(read_reports(runs_root / last.run), cfg.metric.name, cfg.metric.goal)
             if tid not in params:
@@ -70,8 +84,14 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
         "nodes_aside": state.nodes_aside,
         "finished": state.finished,
         "runs": str(runs_root),
-        "warnings": ([f"{len(missing_metric)} finished trial(s) never reported {cfg.metric.name!r}: {never_reported(cfg.metric.name)}"]
-                     if missing_metric else []) + state.problems,  # fmt: skip
+        "warnings": (
+            [
+                f"{len(missing_metric)} finished trial(s) never reported {cfg.metric.name!r}: {never_reported(cfg.metric.name)}"
+            ]
+            if missing_metric
+            else []
+        )
+        + state.problems,
     }
 
 
@@ -88,8 +108,14 @@ def controller_info(paths: SweepPaths) -> dict[str, Any]:
     if holder is None:
         return {"alive": False}
     alive = not is_stale(holder)
-    return {"alive": alive, "pid": holder.pid, "host": holder.host, "heartbeat_age_s": round(time.time() - holder.heartbeat, 1),
-            "session": holder.session, **({} if alive else {"note": "its lock is stale: the controller died; re-run the sweep to resume"})}  # fmt: skip
+    return {
+        "alive": alive,
+        "pid": holder.pid,
+        "host": holder.host,
+        "heartbeat_age_s": round(time.time() - holder.heartbeat, 1),
+        "session": holder.session,
+        **({} if alive else {"note": "its lock is stale: the controller died; re-run the sweep to resume"}),
+    }
 
 
 def format_params(params: dict[str, Any]) -> str:

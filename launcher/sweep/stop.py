@@ -31,7 +31,9 @@ def stop_sweep(cluster: ClusterConfig, name: str, *, timeout: float = 60.0) -> i
             time.sleep(0.3)
         if read_lock(paths.lock) is None:
             return before
-        log.warning("the controller did not stop within %.0f s: ending its tmux session and stopping its trials here", timeout)
+        log.warning(
+            "the controller did not stop within %.0f s: ending its tmux session and stopping its trials here", timeout
+        )
     holder = read_lock(paths.lock)
     if holder is not None and holder.session:
         kill_session(os.environ.get(TMUX_SOCKET_ENV) or None, holder.session)

@@ -115,7 +115,9 @@ def disagreements(state: SweepState, trials: list[Any], retries: int) -> list[st
         elif expected == "COMPLETE" and not math.isclose(t.value, rec.done.metric, rel_tol=1e-12):  # type: ignore[union-attr]
             problems.append(f"trial {rec.id}: journal metric {rec.done.metric}, Optuna value {t.value}")  # type: ignore[union-attr]
     for n, t in by_number.items():
-        if n not in named and not (t.state.name in ("FAIL", "RUNNING") and (t.system_attrs.get(UNSTARTED) or t.state.name == "RUNNING")):
+        if n not in named and not (
+            t.state.name in ("FAIL", "RUNNING") and (t.system_attrs.get(UNSTARTED) or t.state.name == "RUNNING")
+        ):
             problems.append(f"Optuna trial {n} ({t.state.name}) belongs to no trial of the journal")
     return problems
 
@@ -204,15 +206,25 @@ class SweepStudy:
         self.distributions = to_distributions(cfg.parameters) if cfg.method == "bayes" else {}
         self.fixed = fixed_params(cfg.parameters)
         direction = "minimize" if cfg.metric.goal == "minimize" else "maximize"
-        self.study = optuna.create_study(study_name=cfg.name, storage=storage, direction=direction, load_if_exists=True,
-                                         sampler=optuna.samplers.RandomSampler(seed=cfg.seed), pruner=self._pruner())  # fmt: skip
+        self.study = optuna.create_study(
+            study_name=cfg.name,
+            storage=storage,
+            direction=direction,
+            load_if_exists=True,
+            sampler=optuna.samplers.RandomSampler(seed=cfg.seed),
+            pruner=self._pruner(),
+        )
         if cfg.method == "bayes":
             seed = _resume_seed(cfg.seed, len(self.study.get_trials(deepcopy=False)))
             # constant_liar: running trials count as bad guesses, so parallel asks spread out (Optuna's advice).
             # Independent TPE (Optuna's default before 5.0): on perf/sweep_bench.py's objective the multivariate one
             # stayed on a wrong categorical value for the whole budget in 2 seeds of 5, the independent one in none.
-            self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=(cfg.max_concurrent or 2) > 1, multivariate=False,
-                                                            n_startup_trials=startup_trials(cfg.run_cap or 0))  # fmt: skip
+            self.study.sampler = optuna.samplers.TPESampler(
+                seed=seed,
+                constant_liar=(cfg.max_concurrent or 2) > 1,
+                multivariate=False,
+                n_startup_trials=startup_trials(cfg.run_cap or 0),
+            )
         self.study_id = self.study._study_id  # Trial(study, id) needs the storage's id, which only this exposes
 
     def _pruner(self) -> optuna.pruners.BasePruner:
@@ -222,8 +234,9 @@ class SweepStudy:
         if et is None:
             return optuna.pruners.NopPruner()
         if et.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=et.first_milestone, max_resource=et.max_iter or "auto",
-                                                  reduction_factor=et.eta)  # fmt: skip
+            return optuna.pruners.HyperbandPruner(
+                min_resource=et.first_milestone, max_resource=et.max_iter or "auto", reduction_factor=et.eta
+            )
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=et.first_milestone, reduction_factor=et.eta)
 
     # ---- what the study holds ----

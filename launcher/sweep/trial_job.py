@@ -52,6 +52,13 @@ def build_trial_job(sweep: Sweep, trial: Trial, attempt: int) -> JobConfig:
 
 def describe_plan(sweep: Sweep, trials: list[Trial]) -> list[dict[str, Any]]:
     """What `corral sweep FILE --dry-run` prints: per trial its id, run name, params and the args it gets."""
-    return [{"id": t.id, "run": run_name(sweep.name, t.id, 1), "params": t.params,
-             "args": build_trial_job(sweep, t, 1).args, "env": {"CORRAL_TRIAL_PARAMS": canonical_params(t.params)}}
-            for t in trials]  # fmt: skip
+    return [
+        {
+            "id": t.id,
+            "run": run_name(sweep.name, t.id, 1),
+            "params": t.params,
+            "args": build_trial_job(sweep, t, 1).args,
+            "env": {"CORRAL_TRIAL_PARAMS": canonical_params(t.params)},
+        }
+        for t in trials
+    ]

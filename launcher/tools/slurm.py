@@ -166,5 +166,19 @@ def srun_argv(
     return [*argv, *command]
 
 
-__all__ = ["CLIENTS", "SlurmResult", "exec_interactive", "find_job", "full_argv", "hostnames", "missing_clients", "partition_info", "requeue", "run", "sbatch",
-           "scancel", "show_job", "srun_argv"]  # fmt: skip
+__all__ = [
+    "CLIENTS",
+    "SlurmResult",
+    "exec_interactive",
+    "find_job",
+    "full_argv",
+    "hostnames",
+    "missing_clients",
+    "partition_info",
+    "requeue",
+    "run",
+    "sbatch",
+    "scancel",
+    "show_job",
+    "srun_argv",
+]

@@ -56,7 +56,9 @@ def clean_env() -> dict[str, str]:
     env.pop("PYTHONHOME", None)
     env.pop("VIRTUAL_ENV_PROMPT", None)
     if venv:
-        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin"))
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if p != os.path.join(venv, "bin")
+        )
     env.pop("TMUX", None)  # corral may run inside tmux; its commands target servers explicitly
     return env
 
@@ -97,7 +99,14 @@ def control_path(cfg: SSHConfig, host: str) -> str:
 def ssh_options(cfg: SSHConfig, host: str, *, multiplex: bool = True) -> list[str]:
     argv = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=15"]
     if multiplex:
-        argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path(cfg, host)}", "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
+        argv += [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={control_path(cfg, host)}",
+            "-o",
+            f"ControlPersist={CONTROL_PERSIST_S}",
+        ]
     if cfg.port != 22:
         argv += ["-p", str(cfg.port)]
     if cfg.user:
@@ -109,9 +118,17 @@ def ssh_options(cfg: SSHConfig, host: str, *, multiplex: bool = True) -> list[st
     return argv
 
 
-def ssh_argv(cfg: SSHConfig, host: str, remote_argv: list[str], *, tty: bool = False, multiplex: bool = True) -> list[str]:
+def ssh_argv(
+    cfg: SSHConfig, host: str, remote_argv: list[str], *, tty: bool = False, multiplex: bool = True
+) -> list[str]:
     """``ssh [options] HOST 'quoted remote argv'``: the remote shell sees exactly ``remote_argv``."""
-    return ["ssh", *(["-t"] if tty else []), *ssh_options(cfg, host, multiplex=multiplex), host, shlex.join(remote_argv)]
+    return [
+        "ssh",
+        *(["-t"] if tty else []),
+        *ssh_options(cfg, host, multiplex=multiplex),
+        host,
+        shlex.join(remote_argv),
+    ]
 
 
 def node_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, tty: bool = False) -> list[str]:
@@ -119,8 +136,9 @@ def node_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, tty: bool = 
     return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=tty)
 
 
-async def _exec(node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1 << 16,
-                stderr: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+async def _exec(
+    node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1 << 16, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
     log.debug("[%s] %s", node.label, shlex.join(full))
     try:
         return await asyncio.create_subprocess_exec(
@@ -136,7 +154,9 @@ async def _exec(node: NodeConfig, full: list[str], *, stdin: int, limit: int = 1
         raise ToolNotFound(full[0]) from None
 
 
-async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int = 1 << 24) -> asyncio.subprocess.Process:
+async def spawn(
+    cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int = 1 << 24
+) -> asyncio.subprocess.Process:
     """Start ``argv`` on the node with stdin, stdout and stderr as pipes (a long-lived session:
     the caller talks to it and must wait for it). ``limit``: the longest line it may read."""
     return await _exec(node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.PIPE, limit=limit)
@@ -144,7 +164,9 @@ async def spawn(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, limit: int
 
 async def stream(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> asyncio.subprocess.Process:
     """Start ``argv`` on the node for its stdout only (``tail -F``): the caller reads, then kills it."""
-    return await _exec(node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await _exec(
+        node, node_argv(cfg, node, argv), stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
 
 
 def exec_interactive(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> NoReturn:
@@ -163,7 +185,9 @@ def interactive_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> list[
     return list(argv) if node.is_local else ssh_argv(cfg, node.host, argv, tty=True, multiplex=False)
 
 
-async def run(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0) -> Completed:
+async def run(
+    cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0
+) -> Completed:
     """Run ``argv`` on the node and collect its output; a timeout reads as exit status 124."""
     full = node_argv(cfg, node, argv)
     proc = await _exec(node, full, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL)
@@ -176,7 +200,13 @@ async def run(cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes
     except asyncio.CancelledError:
         proc.kill()
         raise
-    return Completed(node.label, full, proc.returncode if proc.returncode is not None else -1, out.decode(errors="replace"), err.decode(errors="replace"))
+    return Completed(
+        node.label,
+        full,
+        proc.returncode if proc.returncode is not None else -1,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+    )
 
 
 def close_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
@@ -187,4 +217,11 @@ def close_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
         if node.is_local:
             continue
         argv = ["ssh", *ssh_options(cfg, node.host), "-O", "exit", node.host]
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
+        subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )

@@ -41,7 +41,20 @@ def literal(arg: str) -> str:
 
 
 def new_session(socket: str | None, session: str, workdir: str) -> list[str]:
-    return [*base(socket), "new-session", "-d", "-s", session, "-x", str(WIDTH), "-y", str(HEIGHT), "-c", literal(workdir), *IDLE_COMMAND]
+    return [
+        *base(socket),
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        str(WIDTH),
+        "-y",
+        str(HEIGHT),
+        "-c",
+        literal(workdir),
+        *IDLE_COMMAND,
+    ]
 
 
 def set_remain_on_exit(socket: str | None, session: str) -> list[str]:
@@ -84,7 +97,7 @@ def chain(*commands: list[str]) -> list[str]:
     server runs them back to back, and a node pays for one client process instead of several."""
     out = list(commands[0])
     for argv in commands[1:]:
-        out += [";", *argv[len(_base_prefix(argv)):]]
+        out += [";", *argv[len(_base_prefix(argv)) :]]
     return out
 
 
@@ -97,7 +110,13 @@ def start_steps(socket: str | None, session: str, workdir: str, pane_command: li
     """The robust start: an idle process first, then remain-on-exit, then the real command
     (starting the command directly would race remain-on-exit and lose a fast exit); the three
     commands go to the server in one invocation."""
-    steps = [chain(new_session(socket, session, workdir), set_remain_on_exit(socket, session), respawn(socket, session, pane_command))]
+    steps = [
+        chain(
+            new_session(socket, session, workdir),
+            set_remain_on_exit(socket, session),
+            respawn(socket, session, pane_command),
+        )
+    ]
     for argv in steps:
         log.debug("tmux step: %s", shlex.join(argv))
     return steps

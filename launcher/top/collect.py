@@ -60,7 +60,7 @@ def sample_request(
         "disks": [
             {"label": "runs", "path": resolve_path(base, cluster.storage.runs)},
             {"label": "ckpt", "path": resolve_path(base, cluster.storage.checkpoints)},
-        ],  # fmt: skip
+        ],
         "jobs": [j.request() for j in jobs if j.node == node.label],
     }
     if replay_dir:

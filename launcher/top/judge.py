@@ -25,10 +25,14 @@ CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
 )
 
 SHORT_WORDS = {
-    "application clocks setting": "app clocks", "software power cap": "sw power cap", "hardware slowdown": "hw slowdown",
-    "software thermal slowdown": "sw thermal", "hardware thermal slowdown": "hw thermal", "hardware power brake": "hw power brake",
+    "application clocks setting": "app clocks",
+    "software power cap": "sw power cap",
+    "hardware slowdown": "hw slowdown",
+    "software thermal slowdown": "sw thermal",
+    "hardware thermal slowdown": "hw thermal",
+    "hardware power brake": "hw power brake",
     "display clock setting": "display clock",
-}  # fmt: skip
+}
 """Clock-event reasons for narrow screens."""
 
 # The XIDs people meet in training, in the words of NVIDIA's XID catalogue.

@@ -107,18 +107,20 @@ def gpus_from_nvml(calls: dict[str, Any]) -> list[GpuRow]:
         reasons = _call(src, "nvmlDeviceGetCurrentClocksEventReasons", i)
         if reasons is None:
             reasons = _call(src, "nvmlDeviceGetCurrentClocksThrottleReasons", i)
-        rows.append(GpuRow(
-            index=i,
-            name=_call(src, "nvmlDeviceGetName", i),
-            util_pct=util.get("gpu") if isinstance(util, dict) else None,
-            mem_used=mem.get("used") if isinstance(mem, dict) else None,
-            mem_total=mem.get("total") if isinstance(mem, dict) else None,
-            power_w=power / 1000 if isinstance(power, (int, float)) else None,
-            power_limit_w=limit / 1000 if isinstance(limit, (int, float)) else None,
-            temp_c=_call(src, "nvmlDeviceGetTemperature", i, 0),
-            sm_mhz=_call(src, "nvmlDeviceGetClockInfo", i, 1),
-            throttle=judge.clock_reasons_words(reasons),
-        ))  # fmt: skip
+        rows.append(
+            GpuRow(
+                index=i,
+                name=_call(src, "nvmlDeviceGetName", i),
+                util_pct=util.get("gpu") if isinstance(util, dict) else None,
+                mem_used=mem.get("used") if isinstance(mem, dict) else None,
+                mem_total=mem.get("total") if isinstance(mem, dict) else None,
+                power_w=power / 1000 if isinstance(power, (int, float)) else None,
+                power_limit_w=limit / 1000 if isinstance(limit, (int, float)) else None,
+                temp_c=_call(src, "nvmlDeviceGetTemperature", i, 0),
+                sm_mhz=_call(src, "nvmlDeviceGetClockInfo", i, 1),
+                throttle=judge.clock_reasons_words(reasons),
+            )
+        )
     return rows
 
 
@@ -153,11 +155,20 @@ def parse_smi(csv_text: str) -> tuple[list[GpuRow], dict[int, dict[str, int | No
         n = [_smi_number(c) for c in cols]
         reasons = int(cols[9], 16) if cols[9].lower().startswith("0x") else None
         index = int(cols[0])
-        rows.append(GpuRow(
-            index=index, name=cols[1], util_pct=n[2],
-            mem_used=int(n[3] * mib) if n[3] is not None else None, mem_total=int(n[4] * mib) if n[4] is not None else None,
-            power_w=n[5], power_limit_w=n[6], temp_c=n[7], sm_mhz=n[8], throttle=judge.clock_reasons_words(reasons),
-        ))  # fmt: skip
+        rows.append(
+            GpuRow(
+                index=index,
+                name=cols[1],
+                util_pct=n[2],
+                mem_used=int(n[3] * mib) if n[3] is not None else None,
+                mem_total=int(n[4] * mib) if n[4] is not None else None,
+                power_w=n[5],
+                power_limit_w=n[6],
+                temp_c=n[7],
+                sm_mhz=n[8],
+                throttle=judge.clock_reasons_words(reasons),
+            )
+        )
         ecc[index] = {
             "corrected": None if n[10] is None else int(n[10]),
             "uncorrected": None if n[11] is None else int(n[11]),
@@ -242,13 +253,19 @@ class TopState:
         memory = s.get("memory") or {}
         total, avail = memory.get("total"), memory.get("available")
         row = NodeRow(
-            node, host, reachable=True, sampled_at=s.get("t"), load1=s.get("load1"), ncpu=s.get("ncpu"),
+            node,
+            host,
+            reachable=True,
+            sampled_at=s.get("t"),
+            load1=s.get("load1"),
+            ncpu=s.get("ncpu"),
             cpu_pct=judge.cpu_busy_percent(prev.get("cpu") if prev else None, s.get("cpu")),
-            mem_total=total, mem_used=(total - avail) if total is not None and avail is not None else None,
+            mem_total=total,
+            mem_used=(total - avail) if total is not None and avail is not None else None,
             disks=[{k: d.get(k) for k in ("label", "path", "free", "total", "error")} for d in s.get("disks", [])],
             rx_bps=judge.counter_rate(prev["net"]["rx"], s["net"]["rx"], dt) if prev else None,
             tx_bps=judge.counter_rate(prev["net"]["tx"], s["net"]["tx"], dt) if prev else None,
-        )  # fmt: skip
+        )
         gpu = s.get("gpu") or {}
         rows, ecc, events, note = gpus_from_sample(gpu)
         row.gpu_source, row.gpu_note = gpu.get("source"), note
@@ -257,20 +274,29 @@ class TopState:
         for g in rows:
             base = mem.ecc_baseline.setdefault(g.index, ecc.get(g.index, {}))
             now = ecc.get(g.index, {})
-            g.ecc_new = {k: now[k] - base[k] for k in ("corrected", "uncorrected")
-                         if isinstance(now.get(k), int) and isinstance(base.get(k), int) and now[k] > base[k]}  # fmt: skip
+            g.ecc_new = {
+                k: now[k] - base[k]
+                for k in ("corrected", "uncorrected")
+                if isinstance(now.get(k), int) and isinstance(base.get(k), int) and now[k] > base[k]
+            }
             g.events = list(mem.events.get(g.index, []))
         row.gpus = rows
         for j in s.get("jobs", []):
             records = j.get("metrics") or []
             log_mtime = j.get("log_mtime")
             steps = judge.step_points(records)
-            row.jobs.append(JobOnNode(
-                job=j["name"], node=node, state=j.get("state", "missing"), exit_code=j.get("exit_code"),
-                steps_per_s=judge.step_rate(records) if j.get("state") == "running" else None,
-                step=steps[-1][1] if steps else None, last_metric=judge.last_metric(records),
-                since_log_s=max(0.0, s["t"] - log_mtime) if isinstance(log_mtime, (int, float)) else None,
-            ))  # fmt: skip
+            row.jobs.append(
+                JobOnNode(
+                    job=j["name"],
+                    node=node,
+                    state=j.get("state", "missing"),
+                    exit_code=j.get("exit_code"),
+                    steps_per_s=judge.step_rate(records) if j.get("state") == "running" else None,
+                    step=steps[-1][1] if steps else None,
+                    last_metric=judge.last_metric(records),
+                    since_log_s=max(0.0, s["t"] - log_mtime) if isinstance(log_mtime, (int, float)) else None,
+                )
+            )
         return row
 
 
@@ -291,8 +317,14 @@ def mark_stragglers(nodes: list[NodeRow]) -> dict[str, str]:
     for job, pairs in by_job.items():
         running = [(n, j) for n, j in pairs if j.state == "running"]
         rates = {n.node: j.steps_per_s for n, j in running}
-        utils = {n.node: (statistics.fmean(g.util_pct for g in n.gpus if g.util_pct is not None)
-                          if any(g.util_pct is not None for g in n.gpus) else None) for n, _ in running}  # fmt: skip
+        utils = {
+            n.node: (
+                statistics.fmean(g.util_pct for g in n.gpus if g.util_pct is not None)
+                if any(g.util_pct is not None for g in n.gpus)
+                else None
+            )
+            for n, _ in running
+        }
         verdict = judge.straggler(rates, utils)
         if verdict:
             node, why = verdict

@@ -148,8 +148,15 @@ def gpus_table(frame: Frame, width: int) -> Table | None:
         cells = [n.node if n.node != last else "", str(g.index)]
         if wide:
             cells.append(g.name or "-")
-        cells += [_num(g.util_pct, suffix="%"), _gib(g.mem_used, g.mem_total), power, _num(g.temp_c, suffix="C"),
-                  _num(g.sm_mhz), throttle, _events(g, not wide)]  # fmt: skip
+        cells += [
+            _num(g.util_pct, suffix="%"),
+            _gib(g.mem_used, g.mem_total),
+            power,
+            _num(g.temp_c, suffix="C"),
+            _num(g.sm_mhz),
+            throttle,
+            _events(g, not wide),
+        ]
         t.add_row(*cells)
         last = n.node
     return t
@@ -177,8 +184,16 @@ def jobs_table(frame: Frame, width: int) -> Table | None:
     t.add_column("", no_wrap=True)
     for j in sorted(rows, key=lambda j: (j.job, j.node)):
         mark = Text(STRAGGLER, style="bold magenta") if j.straggler else Text("")
-        t.add_row(j.job, j.node, _job_state(j), _num(j.steps_per_s, "{:.2f}"), _num(j.step), _ago(j.since_log_s),
-                  j.last_metric or "-", mark)  # fmt: skip
+        t.add_row(
+            j.job,
+            j.node,
+            _job_state(j),
+            _num(j.steps_per_s, "{:.2f}"),
+            _num(j.step),
+            _ago(j.since_log_s),
+            j.last_metric or "-",
+            mark,
+        )
     return t
 
 

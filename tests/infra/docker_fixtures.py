@@ -66,7 +66,9 @@ def start_dockerd() -> subprocess.Popen | None:
         return None
     logf = open(f"/var/tmp/corral-test-dockerd-{os.getpid()}.log", "ab")
     policy = _forward_policy()
-    proc = subprocess.Popen(["dockerd"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dockerd"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
         if engine_answers():
@@ -135,6 +137,7 @@ def _rootfs_tar() -> bytes:
     buf = io.BytesIO()
     added: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+
         def add_dir(name: str, mode: int = 0o755) -> None:
             if name in added:
                 return
@@ -151,7 +154,20 @@ def _rootfs_tar() -> bytes:
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
 
-        for d in ("usr", "usr/bin", "usr/lib", "usr/lib64", "usr/sbin", "etc", "root", "proc", "sys", "dev", "var", "run"):
+        for d in (
+            "usr",
+            "usr/bin",
+            "usr/lib",
+            "usr/lib64",
+            "usr/sbin",
+            "etc",
+            "root",
+            "proc",
+            "sys",
+            "dev",
+            "var",
+            "run",
+        ):
             add_dir(d)
         add_dir("tmp", 0o1777)
         for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
@@ -166,7 +182,9 @@ def _rootfs_tar() -> bytes:
                     add_dir(str(parent))
             add_file(where, Path(lib).read_bytes())
         add_file("usr/bin/sh", Path(os.path.realpath("/bin/sh")).read_bytes())
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n", 0o644)
+        add_file(
+            "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n", 0o644
+        )
         add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
     return buf.getvalue()
 
@@ -237,4 +255,3 @@ def host_dir():
     d.mkdir(parents=True)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-

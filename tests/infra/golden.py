@@ -22,4 +22,6 @@ def check_golden(relpath: str, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"missing golden file {path}; create it with {how}"
-    assert text == path.read_text(encoding="utf-8"), f"{path} differs from what the code generates; if intended, regenerate with {how} and review the diff"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"{path} differs from what the code generates; if intended, regenerate with {how} and review the diff"
+    )

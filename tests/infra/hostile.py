@@ -4,7 +4,17 @@ Every quoting edge (the wrapper, the tmux pane command, ssh's remote command, do
 argvs) is tested with these, so a new edge is tested with the same set.
 """
 
-HOSTILE = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED`", "x; touch PWNED", "line1\nline2", "$HOME", "\\n"]
+HOSTILE = [
+    "a b",
+    "it's",
+    'say "hi"',
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "x; touch PWNED",
+    "line1\nline2",
+    "$HOME",
+    "\\n",
+]
 """Arguments and environment values: spaces, quotes, command substitution, backticks, ``;``, newlines, ``$VAR``."""
 
 HOSTILE_PATH = "/data/my \"set\" 'v2', $(rm -rf ~); `id`"

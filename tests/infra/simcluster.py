@@ -69,9 +69,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence, Union
+from typing import IO, Any, Union
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,7 @@ class SimLayout:
         Why: a running dockerd sets the FORWARD policy to DROP and loads
         br_netfilter, which silently drops node-to-node traffic on the bridge.
         """
-        return ["FORWARD", "-i", self.bridge, "-o", self.bridge,
-                "-m", "comment", "--comment", self.tag, "-j", "ACCEPT"]
+        return ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-m", "comment", "--comment", self.tag, "-j", "ACCEPT"]
 
     def hosts_file_text(self) -> str:
         lines = [f"# {self.tag}", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -190,9 +190,11 @@ class SimLayout:
             blocks.append(f"Host {n.hostname}\n    HostName {n.addr}")
         patterns = " ".join([n.hostname for n in self.nodes] + [n.addr for n in self.nodes])
         options = "\n".join(f"    {k} {v}" for k, v in self.ssh_options().items())
-        blocks.append(f"Host {patterns}\n    User root\n    Port {SSH_PORT}\n"
-                      f"    IdentityFile {self.path('id_ed25519')}\n"
-                      f"    ConnectTimeout {CONNECT_TIMEOUT_S}\n{options}")
+        blocks.append(
+            f"Host {patterns}\n    User root\n    Port {SSH_PORT}\n"
+            f"    IdentityFile {self.path('id_ed25519')}\n"
+            f"    ConnectTimeout {CONNECT_TIMEOUT_S}\n{options}"
+        )
         return "\n\n".join(blocks) + "\n"
 
     def ssh_options(self) -> dict[str, str]:
@@ -215,30 +217,34 @@ class SimLayout:
         curve25519 key exchange: the post-quantum default (sntrup761) costs
         ~80 ms of CPU per connection on 2 cores, and tests open hundreds.
         """
-        return "\n".join([
-            f"# {self.tag}",
-            f"Port {SSH_PORT}",
-            f"HostKey {self.path('ssh_host_ed25519_key')}",
-            f"AuthorizedKeysFile {self.path('authorized_keys')}",
-            "PidFile none",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "StrictModes no",
-            "UsePAM no",
-            "UseDNS no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "X11Forwarding no",
-            "MaxStartups 100:30:200",
-            "MaxSessions 100",
-            "Subsystem sftp internal-sftp",
-            "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"# {self.tag}",
+                    f"Port {SSH_PORT}",
+                    f"HostKey {self.path('ssh_host_ed25519_key')}",
+                    f"AuthorizedKeysFile {self.path('authorized_keys')}",
+                    "PidFile none",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "X11Forwarding no",
+                    "MaxStartups 100:30:200",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+                ]
+            )
+            + "\n"
+        )
 
-    def cluster_config(self, *, workdir: str | Path | None = None,
-                       venv: str | Path | None = None) -> dict[str, Any]:
+    def cluster_config(self, *, workdir: str | Path | None = None, venv: str | Path | None = None) -> dict[str, Any]:
         """A corral cluster config (plain dict, launcher.config.ClusterConfig shape).
 
         ``host`` is the IP address, because the launcher's ssh runs on the host
@@ -251,8 +257,7 @@ class SimLayout:
         if venv is None and sys.prefix != sys.base_prefix:
             venv = sys.prefix
         return {
-            "nodes": [{"host": n.addr, "name": n.hostname, "addr": n.addr, "gpus": 0}
-                      for n in self.nodes],
+            "nodes": [{"host": n.addr, "name": n.hostname, "addr": n.addr, "gpus": 0} for n in self.nodes],
             "ssh": {
                 "user": "root",
                 "identity_file": str(self.path("id_ed25519")),
@@ -288,12 +293,12 @@ def new_prefix() -> str:
 # --------------------------------------------------------------------------
 
 
-def _cmd(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-         input: str | None = None) -> subprocess.CompletedProcess[str]:
+def _cmd(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 30.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     log.debug("simcluster: %s", shlex.join(argv))
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input)
     except FileNotFoundError as exc:
         raise SimClusterError(f"{argv[0]} not found: install it ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
@@ -301,7 +306,8 @@ def _cmd(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
     if check and proc.returncode != 0:
         raise SimClusterError(
             f"{shlex.join(argv)} failed with exit status {proc.returncode}: "
-            f"{proc.stderr.strip() or proc.stdout.strip()}")
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -407,8 +413,7 @@ def find_leftovers(layout: SimLayout) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-def _kill_netns_processes(netns: str, grace_s: float = 2.0,
-                          reap: Iterable[subprocess.Popen[Any]] = ()) -> None:
+def _kill_netns_processes(netns: str, grace_s: float = 2.0, reap: Iterable[subprocess.Popen[Any]] = ()) -> None:
     """SIGTERM, then SIGKILL, every process in *our* namespace until none is left."""
     reap = list(reap)
     signalled: set[int] = set()
@@ -497,8 +502,7 @@ def _destroy(layout: SimLayout, procs: Iterable[subprocess.Popen[Any]] = ()) -> 
     for rule in _tagged_forward_rules(layout):  # ours, and any a test added with our tag
         attempt("delete iptables rule", _cmd, ["iptables", "-w", "-D", *rule[1:]])
     for node in layout.nodes:
-        attempt(f"remove {layout.etc_netns_dir(node)}", shutil.rmtree,
-                layout.etc_netns_dir(node), True)
+        attempt(f"remove {layout.etc_netns_dir(node)}", shutil.rmtree, layout.etc_netns_dir(node), True)
     attempt(f"remove {layout.run_dir}", shutil.rmtree, layout.run_dir, True)
     errors += [f"left over: {x}" for x in find_leftovers(layout)]
     return errors
@@ -565,8 +569,9 @@ class SimCluster:
             cluster.run(0, ["hostname"]).stdout
     """
 
-    def __init__(self, n_nodes: int = 3, *, run_root: Path = RUN_ROOT,
-                 sshd_timeout_s: float = 10.0, private_home: bool = False) -> None:
+    def __init__(
+        self, n_nodes: int = 3, *, run_root: Path = RUN_ROOT, sshd_timeout_s: float = 10.0, private_home: bool = False
+    ) -> None:
         if not 1 <= n_nodes <= MAX_NODES:
             raise ValueError(f"n_nodes must be between 1 and {MAX_NODES}, got {n_nodes}")
         self.n_nodes = n_nodes
@@ -654,8 +659,7 @@ class SimCluster:
         except BaseException:
             self.close(raise_on_error=False)
             raise
-        log.info("simcluster %s up: %s", self.prefix,
-                 ", ".join(f"{n.hostname}={n.addr}" for n in self.nodes))
+        log.info("simcluster %s up: %s", self.prefix, ", ".join(f"{n.hostname}={n.addr}" for n in self.nodes))
         return self
 
     def close(self, *, raise_on_error: bool = True) -> None:
@@ -718,8 +722,7 @@ class SimCluster:
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "hosts").write_text(layout.hosts_file_text())
             _cmd(["ip", "netns", "add", node.netns])
-            _cmd(["ip", "link", "add", node.host_veth, "type", "veth",
-                  "peer", "name", "eth0", "netns", node.netns])
+            _cmd(["ip", "link", "add", node.host_veth, "type", "veth", "peer", "name", "eth0", "netns", node.netns])
             _cmd(["ip", "link", "set", node.host_veth, "master", layout.bridge])
             _cmd(["ip", "link", "set", node.host_veth, "up"])
             _cmd(["ip", "-n", node.netns, "link", "set", "lo", "up"])
@@ -729,11 +732,24 @@ class SimCluster:
     def _write_ssh_files(self) -> None:
         layout = self.layout
         for key in ("ssh_host_ed25519_key", "id_ed25519"):
-            _cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{layout.tag}-{key}",
-                  "-f", str(layout.path(key))])
+            _cmd(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"{layout.tag}-{key}",
+                    "-f",
+                    str(layout.path(key)),
+                ]
+            )
         host_pub = layout.path("ssh_host_ed25519_key.pub").read_text().split()[:2]
-        layout.path("known_hosts").write_text("".join(
-            f"{n.hostname},{n.addr} {' '.join(host_pub)}\n" for n in self.nodes))
+        layout.path("known_hosts").write_text(
+            "".join(f"{n.hostname},{n.addr} {' '.join(host_pub)}\n" for n in self.nodes)
+        )
         shutil.copyfile(layout.path("id_ed25519.pub"), layout.path("authorized_keys"))
         layout.path("sshd_config").write_text(layout.sshd_config_text())
         layout.path("ssh_config").write_text(layout.ssh_config_text())
@@ -748,30 +764,46 @@ class SimCluster:
 
     def _start_anchor(self, node: SimNode) -> None:
         """A process that holds the node's hostname and private /tmp (and home, if asked)."""
-        script = ('hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
-                  '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
-                  '&& echo ready && exec sleep infinity')
+        script = (
+            'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
+            '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
+            "&& echo ready && exec sleep infinity"
+        )
         home_layer = ""
         if self.private_home:
             layer = self.layout.path(f"home/{node.hostname}")
             for sub in ("upper", "work"):
                 (layer / sub).mkdir(parents=True, exist_ok=True)
             home_layer = str(layer)
-        argv = ["ip", "netns", "exec", node.netns, "unshare", "--mount", "--uts",
-                "--propagation", "private", "sh", "-c", script, "sh", node.hostname,
-                home_layer, os.path.expanduser("~")]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            node.netns,
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            node.hostname,
+            home_layer,
+            os.path.expanduser("~"),
+        ]
         log.debug("simcluster: %s", shlex.join(argv))
         with self._log_file(node, "anchor") as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=err, text=True, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+            )
         self._anchors[node.index] = proc
         assert proc.stdout is not None
         line = proc.stdout.readline()  # returns "" if the shell failed and exited
         proc.stdout.close()
         if line.strip() != "ready":
-            raise SimClusterError(
-                f"{node.hostname}: could not set up hostname and /tmp: "
-                f"{self._tail(node, 'anchor')}")
+            raise SimClusterError(f"{node.hostname}: could not set up hostname and /tmp: {self._tail(node, 'anchor')}")
 
     def _anchor_alive(self, node: SimNode) -> bool:
         proc = self._anchors.get(node.index)
@@ -792,8 +824,7 @@ class SimCluster:
         n = self.node(node)
         if not self._anchor_alive(n):
             raise SimClusterError(f"{n.hostname} is down (its processes were killed); start_sshd() boots it")
-        return ["nsenter", "-t", str(self._anchors[n.index].pid), "-m", "-u", "-n",
-                f"--wd={cwd or '/'}", "--", *argv]
+        return ["nsenter", "-t", str(self._anchors[n.index].pid), "-m", "-u", "-n", f"--wd={cwd or '/'}", "--", *argv]
 
     def sshd_running(self, node: NodeRef) -> bool:
         proc = self._sshds.get(self.node(node).index)
@@ -806,12 +837,16 @@ class SimCluster:
             return
         if not self._anchor_alive(n):
             self._start_anchor(n)  # a "reboot": fresh /tmp
-        argv = self.enter_argv(n, [SSHD, "-D", "-e", "-f", str(self.layout.path("sshd_config")),
-                                   "-o", f"ListenAddress={n.addr}:{SSH_PORT}"], cwd="/")
+        argv = self.enter_argv(
+            n,
+            [SSHD, "-D", "-e", "-f", str(self.layout.path("sshd_config")), "-o", f"ListenAddress={n.addr}:{SSH_PORT}"],
+            cwd="/",
+        )
         log.debug("simcluster: %s", shlex.join(argv))
         with self._log_file(n, "sshd") as err:
             self._sshds[n.index] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+            )
         if wait:
             self.wait_for_sshd(n)
 
@@ -875,9 +910,16 @@ class SimCluster:
         self._spawned.append(proc)
         return proc
 
-    def exec_in_ns(self, node: NodeRef, argv: Sequence[str], *, timeout: float = 30.0,
-                   check: bool = False, input: str | None = None,
-                   cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    def exec_in_ns(
+        self,
+        node: NodeRef,
+        argv: Sequence[str],
+        *,
+        timeout: float = 30.0,
+        check: bool = False,
+        input: str | None = None,
+        cwd: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run *argv* inside the node without ssh (its network, hostname, /tmp)."""
         return _cmd(self.enter_argv(node, argv, cwd=cwd), check=check, timeout=timeout, input=input)
 
@@ -892,8 +934,9 @@ class SimCluster:
 
     # ---- ssh ------------------------------------------------------------------
 
-    def ssh_argv(self, node: NodeRef, command: Sequence[str] | str, *,
-                 options: dict[str, str] | None = None) -> list[str]:
+    def ssh_argv(
+        self, node: NodeRef, command: Sequence[str] | str, *, options: dict[str, str] | None = None
+    ) -> list[str]:
         """argv for the system ssh client running *command* on the node.
 
         A sequence is quoted with shlex.join (the remote shell sees exactly
@@ -904,26 +947,34 @@ class SimCluster:
         extra = [a for k, v in (options or {}).items() for a in ("-o", f"{k}={v}")]
         return ["ssh", "-F", str(self.ssh_config_path), *extra, n.hostname, remote]
 
-    def run(self, node: NodeRef, command: Sequence[str] | str, *, timeout: float = 30.0,
-            check: bool = False, input: str | None = None,
-            options: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        node: NodeRef,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 30.0,
+        check: bool = False,
+        input: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run *command* on the node over ssh; returns the CompletedProcess (text)."""
         argv = self.ssh_argv(node, command, options=options)
         log.debug("simcluster: %s", shlex.join(argv))
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  input=input if input is not None else "")
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, input=input if input is not None else ""
+            )
         except subprocess.TimeoutExpired as exc:
             raise SimClusterError(f"timed out after {timeout:g}s: {shlex.join(argv)}") from exc
         if check and proc.returncode != 0:
-            raise SimClusterError(f"on {self.node(node).hostname}: {shlex.join(argv)} exited "
-                                  f"{proc.returncode}: {proc.stderr.strip()}")
+            raise SimClusterError(
+                f"on {self.node(node).hostname}: {shlex.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}"
+            )
         return proc
 
     # ---- corral configuration ---------------------------------------------------
 
-    def cluster_config(self, *, workdir: str | Path | None = None,
-                       venv: str | Path | None = None) -> dict[str, Any]:
+    def cluster_config(self, *, workdir: str | Path | None = None, venv: str | Path | None = None) -> dict[str, Any]:
         """A corral cluster config for these nodes; see :meth:`SimLayout.cluster_config`."""
         return self.layout.cluster_config(workdir=workdir, venv=venv)
 
@@ -933,6 +984,7 @@ class SimCluster:
         config = self.cluster_config(**kwargs)
         try:
             import yaml
+
             text = yaml.safe_dump(config, sort_keys=False)
         except ImportError:  # JSON is valid YAML
             text = json.dumps(config, indent=2) + "\n"

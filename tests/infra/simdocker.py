@@ -105,9 +105,20 @@ class NodeEngine:
 
     def dockerd_argv(self) -> list[str]:
         r = self.root
-        return ["dockerd", "--data-root", str(r / "data"), "--exec-root", str(self.exec_root),
-                "--pidfile", str(r / "dockerd.pid"), "--host", self.host, "--config-file", str(r / "daemon.json"),
-                *DOCKERD_FLAGS]  # fmt: skip
+        return [
+            "dockerd",
+            "--data-root",
+            str(r / "data"),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(r / "dockerd.pid"),
+            "--host",
+            self.host,
+            "--config-file",
+            str(r / "daemon.json"),
+            *DOCKERD_FLAGS,
+        ]
 
 
 def _run(
@@ -166,8 +177,23 @@ class NodeEngines:
     def _start_engine(self, eng: NodeEngine) -> None:
         anchor = self.cluster.anchor_pid(eng.node)
         hosts = self.cluster.layout.etc_netns_dir(eng.node) / "hosts"
-        argv = ["nsenter", "-t", str(anchor), "-n", "-u", "--", "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", _ENGINE_SHELL, str(hosts), *eng.dockerd_argv()]  # fmt: skip
+        argv = [
+            "nsenter",
+            "-t",
+            str(anchor),
+            "-n",
+            "-u",
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _ENGINE_SHELL,
+            str(hosts),
+            *eng.dockerd_argv(),
+        ]
         log.debug("simdocker: %s", shlex.join(argv))
         with open(eng.root / "dockerd.log", "ab") as out:
             eng.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)

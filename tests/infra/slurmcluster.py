@@ -50,8 +50,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def slurm_conf_text(*, cluster_name: str, ctld_host: str, ctld_addr: str, ctld_port: int, slurmd_port: int, state: Path,
-                    munge_socket: Path, nodes: list[tuple[str, str]], cpus: int) -> str:  # fmt: skip
+def slurm_conf_text(
+    *,
+    cluster_name: str,
+    ctld_host: str,
+    ctld_addr: str,
+    ctld_port: int,
+    slurmd_port: int,
+    state: Path,
+    munge_socket: Path,
+    nodes: list[tuple[str, str]],
+    cpus: int,
+) -> str:
     """Pure: a minimal slurm.conf (no accounting, no cgroups) for ``nodes`` [(name, address)]."""
     lines = [
         f"ClusterName={cluster_name}",
@@ -165,8 +175,15 @@ class SlurmCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[Any]:
         with self._log(name) as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env(), start_new_session=True,
-                                    preexec_fn=_die_with_parent)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=self.env(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self._procs[name] = proc
         return proc
 
@@ -177,8 +194,19 @@ class SlurmCluster:
         key.chmod(0o600)
         mdir.chmod(0o700)
         # --force: munged refuses to run as root otherwise; this munged serves only this cluster.
-        self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={self.munge_socket}", f"--key-file={key}",
-                               f"--pid-file={mdir / 'munged.pid'}", f"--log-file={mdir / 'munged.log'}", f"--seed-file={mdir / 'seed'}"])  # fmt: skip
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={mdir / 'munged.pid'}",
+                f"--log-file={mdir / 'munged.log'}",
+                f"--seed-file={mdir / 'seed'}",
+            ],
+        )
         _wait(
             lambda: self.munge_socket.exists(),
             20,
@@ -188,17 +216,40 @@ class SlurmCluster:
     def _write_conf(self) -> None:
         layout = self.sim.layout
         nodes = [(n.hostname, n.addr) for n in self.sim.nodes]
-        self.conf_path.write_text(slurm_conf_text(
-            cluster_name=f"c{layout.prefix}", ctld_host=socket.gethostname(), ctld_addr=layout.bridge_addr, ctld_port=free_port(),
-            slurmd_port=free_port(), state=self.state_dir, munge_socket=self.munge_socket, nodes=nodes, cpus=self.cpus,
-        ))  # fmt: skip
+        self.conf_path.write_text(
+            slurm_conf_text(
+                cluster_name=f"c{layout.prefix}",
+                ctld_host=socket.gethostname(),
+                ctld_addr=layout.bridge_addr,
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
+                state=self.state_dir,
+                munge_socket=self.munge_socket,
+                nodes=nodes,
+                cpus=self.cpus,
+            )
+        )
         hosts = layout.hosts_file_text() + f"{layout.bridge_addr}\t{socket.gethostname()}\n"
         (self.state_dir / "hosts").write_text(hosts)
 
     def _start_slurmd(self, node: Any) -> None:
         script = 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -D -N "$1" -f "$3"'
-        argv = ["nsenter", f"--net=/run/netns/{node.netns}", "unshare", "--uts", "--mount", "--propagation", "private",
-                "sh", "-c", script, "sh", node.hostname, str(self.state_dir / "hosts"), str(self.conf_path)]  # fmt: skip
+        argv = [
+            "nsenter",
+            f"--net=/run/netns/{node.netns}",
+            "unshare",
+            "--uts",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            node.hostname,
+            str(self.state_dir / "hosts"),
+            str(self.conf_path),
+        ]
         self._spawn(f"slurmd-{node.hostname}", argv)
 
     def tail(self, name: str, n: int = 1500) -> str:

@@ -45,7 +45,9 @@ def main() -> None:
         model.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         start = step + 1
-    (out / f"start-rank{rank}-restart{restart}").write_text(json.dumps({"resumed_from": found[0] if found else None, "visible": visible}))
+    (out / f"start-rank{rank}-restart{restart}").write_text(
+        json.dumps({"resumed_from": found[0] if found else None, "visible": visible})
+    )
 
     for step in range(start, args.steps):
         g = torch.Generator().manual_seed(step)  # the data of a step depends only on the step
