@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_ratio": statistics.median(ratios),
         "sweep_overhead_per_trial_s": overhead,
         "median_sweep_overhead_s": statistics.median(overhead),
-        "note": "2 shared cores, other developers' tests running at the same time",
+        "note": "2 shared cores, other test suites running at the same time",
     }
     print(json.dumps({k: v for k, v in result.items() if k.startswith("median")}, indent=2))
     if args.out:
