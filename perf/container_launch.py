@@ -34,11 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 NPROC = 2
 
 
-def worker() -> str:
-    for rel in ("perf/launch_latency_worker.py", "benchmarks/launch_latency_worker.py"):
-        if (REPO / rel).exists():
-            return rel
-    raise SystemExit("launch_latency_worker.py not found")
+WORKER = "perf/launch_latency_worker.py"
+"""The launch-latency benchmark's worker (writes its ready time), relative to the repository."""
 
 
 def wait_files(out: Path, prefix: str, count: int, timeout: float = 300) -> list[Path]:
@@ -79,7 +76,7 @@ def run_corral(sim, engines, work: Path, image: str, memlock) -> float:
         yaml.safe_dump(
             {
                 "name": name,
-                "script": worker(),
+                "script": WORKER,
                 "args": [str(out)],
                 "nproc_per_node": NPROC,
                 "container": container_section(image, memlock),
@@ -124,7 +121,7 @@ def baseline_commands(sim, name: str, out: Path, image: str, port: int) -> list[
             f"{sim.nodes[0].addr}:{port}",
             "--rdzv-id",
             name,
-            worker(),
+            WORKER,
             str(out),
         ]
         docker = [
