@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from benchmarks.node.judge import XID_MEANINGS
+
 # nvmlClocksEventReasons* bits (nvml.h); the names NVML gives them, said for people.
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
     (0x1, "idle"),
@@ -35,25 +37,6 @@ SHORT_WORDS = {
 }
 """Clock-event reasons for narrow screens."""
 
-# The XIDs people meet in training, in the words of NVIDIA's XID catalogue.
-XID_WORDS = {
-    13: "graphics engine exception",
-    31: "GPU memory page fault",
-    43: "GPU stopped processing",
-    45: "preemptive cleanup",
-    48: "double-bit ECC error",
-    61: "internal micro-controller breakpoint",
-    62: "internal micro-controller halt",
-    63: "ECC page retirement or row remapping recorded",
-    64: "ECC page retirement or row remapping failure",
-    74: "NVLink error",
-    79: "GPU has fallen off the bus",
-    92: "high single-bit ECC error rate",
-    94: "contained ECC error",
-    95: "uncontained ECC error",
-    119: "GSP RPC timeout",
-    120: "GSP error",
-}
 NVML_EVENT_XID = 0x8
 NVML_EVENT_DOUBLE_BIT_ECC = 0x2
 
@@ -82,7 +65,7 @@ def event_words(event: dict[str, Any]) -> str:
     if kind == NVML_EVENT_DOUBLE_BIT_ECC:
         return "double-bit ECC error"
     if kind == NVML_EVENT_XID:
-        words = XID_WORDS.get(data)
+        words = XID_MEANINGS.get(data)
         return f"XID {data}: {words}" if words else f"XID {data}"
     return f"NVML event 0x{kind:x}" if isinstance(kind, int) else "NVML event"
 
