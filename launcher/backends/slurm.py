@@ -11,13 +11,22 @@ import os
 import posixpath
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import RunFailed, ToolError, UserError
-from launcher.jobs import JobStatus, NodeStatus, StopResult, apply_job_overrides, check_name, read_secrets
+from launcher.jobs import (
+    JobStatus,
+    LaunchOptions,
+    NodeStatus,
+    StopResult,
+    apply_job_overrides,
+    check_name,
+    cluster_base,
+    read_secrets,
+)
 from launcher.plan import default_local_venv, render_secrets
 from launcher.runrecord import RunRecord, archive_previous
 from launcher.slurm_script import (
@@ -186,37 +195,23 @@ class SlurmPrepared:
     secrets: dict[str, str]
 
 
-def prepare_slurm(
-    job: JobConfig,
-    cluster: ClusterConfig,
-    *,
-    name: str | None = None,
-    nodes: list[str] | None = None,
-    set_: list[str] | tuple[str, ...] = (),
-    preflight: bool = True,
-    plain: bool = False,
-    dry_run: bool = False,
-    base_dir: str | None = None,
-    run_id: str | None = None,
-    **_ignored: Any,
-) -> SlurmPrepared:
-    """Overrides, secrets, the Slurm checks (unless dry run) and the plan."""
-    if nodes:
+def prepare_slurm(job: JobConfig, cluster: ClusterConfig, options: LaunchOptions) -> SlurmPrepared:
+    """Overrides, secrets, the Slurm checks (unless dry run) and the plan (``options.tmux_socket`` has no
+    meaning on Slurm)."""
+    if options.nodes:
         raise UserError(
             "--node/nodes: on a Slurm cluster Slurm places the job; corral keeps no node list",
             hint="use slurm.sbatch_args (e.g. --nodelist=...) in the cluster file to constrain placement",
         )
-    from launcher.jobs import cluster_base
-
-    base = cluster_base(cluster, base_dir)  # the cluster file's directory, as over ssh
-    job = apply_job_overrides(job, set_)
+    base = cluster_base(cluster, options.base_dir)  # the cluster file's directory, as over ssh
+    job = apply_job_overrides(job, options.set_)
     if job.nnodes == "all":  # asks sinfo, a dry run too: the script shows the real allocation size
         if missing := tool.missing_clients(cluster):
             raise SlurmPreflightFailed(clients_missing(missing) + "; nothing was submitted")
         job = job.model_copy(update={"nnodes": partition_size(cluster)})
-    name = check_name(name or job.name)
+    name = check_name(options.name or job.name)
     secrets = read_secrets(job, base)
-    run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
+    run_id = options.run_id or f"{name}-{uuid.uuid4().hex[:8]}"
     plan = build_slurm_plan(
         job,
         cluster,
@@ -224,10 +219,10 @@ def prepare_slurm(
         run_id=run_id,
         base_dir=base,
         local_venv=default_local_venv(),
-        plain=plain,
+        plain=options.plain,
         secret_names=tuple(secrets),
     )
-    if not dry_run and preflight:
+    if not options.dry_run and options.preflight:
         require_preflight(cluster, job, base)
     return SlurmPrepared(plan, secrets)
 
@@ -587,7 +582,7 @@ class SlurmBackend:
     name = "slurm"
 
     def describe(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> tuple[str, dict[str, Any]]:
-        plan = prepare_slurm(job, cluster, dry_run=True, **options).plan
+        plan = prepare_slurm(job, cluster, replace(LaunchOptions.of(**options), dry_run=True)).plan
         return describe_slurm(plan) + "\n(dry run: nothing was submitted)", {
             "backend": "slurm",
             "plan": plan.to_dict(),
@@ -597,11 +592,7 @@ class SlurmBackend:
 
     def launch(self, job: JobConfig, cluster: ClusterConfig, options: Any = None, **kwargs: Any) -> RunRecord:
         """``options``: a ``jobs.LaunchOptions`` (or its fields as keywords)."""
-        from dataclasses import asdict
-
-        from launcher.jobs import LaunchOptions
-
-        return submit(prepare_slurm(job, cluster, **asdict(LaunchOptions.of(options, **kwargs))), cluster)
+        return submit(prepare_slurm(job, cluster, LaunchOptions.of(options, **kwargs)), cluster)
 
     def status(self, record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         return read_status(record, cluster)
