@@ -87,3 +87,79 @@ def test_type_errors_read_as_one_plain_sentence(tmp_path, capsys, text, expected
     assert rc == 2
     assert expected in out
     assert "Input should" not in out and "unable to parse" not in out
+
+
+# ----------------------------------------------------------------------------- an unreachable node, said once and whole
+
+
+@pytest.fixture
+def unreachable_cluster(tmp_path):
+    """A cluster file whose one node refuses ssh: a loopback port that was free a moment ago (nothing listens)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    f = tmp_path / "cluster.yaml"
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [{"host": "127.0.0.2", "name": "far"}],  # loopback, but not a localhost name: reached over ssh
+                "ssh": {"port": port, "connect_timeout": 2, "options": {"StrictHostKeyChecking": "no"}},
+                "workdir": str(tmp_path),
+                "storage": {"runs": str(tmp_path / "runs"), "checkpoints": str(tmp_path / "ckpt")},
+            }
+        )
+    )
+    return f, port
+
+
+def test_top_off_a_terminal_prints_whole_reasons(unreachable_cluster, capsys):
+    cfile, port = unreachable_cluster
+    assert main(["top", "-c", str(cfile), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "unreachable" in out
+    reason = f"far: unreachable: ssh: connect to host 127.0.0.2 port {port}: Connection refused"
+    assert reason in " ".join(out.split()), out  # whole, though the table's cell is cut to its width
+
+
+def test_an_ssh_failure_says_ssh_once(unreachable_cluster, capsys):
+    cfile, port = unreachable_cluster
+    assert main(["preflight", "-c", str(cfile)]) != 0
+    out = capsys.readouterr()
+    line = next(ln for ln in (out.out + out.err).splitlines() if "Connection refused" in ln)
+    assert line.count("ssh:") == 1 and line.startswith("far: ssh: cannot reach 127.0.0.2:"), line
+
+
+# ----------------------------------------------------------------------------- help text
+
+
+@pytest.mark.parametrize(
+    "argv, usage, absent",
+    [
+        (["config", "check"], "Usage: corral config check [OPTIONS] FILE...", "{files}"),
+        (["rm"], "Usage: corral rm [OPTIONS] [NAME]...", "[names]"),
+        (["launch"], "Usage: corral launch [OPTIONS] JOB", "{job}"),
+        (["preflight"], "Usage: corral preflight [OPTIONS] [JOB]", "[job]"),
+        (["sweep", "status"], "Usage: corral sweep status [OPTIONS] NAME", "{name}"),
+    ],
+)
+def test_usage_lines_name_arguments_as_people_write_them(capsys, argv, usage, absent):
+    main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert usage in out and absent not in out
+    assert "<list[" not in out
+
+
+def test_list_options_show_what_one_value_is(capsys):
+    main(["launch", "--help"])
+    assert "--set              KEY=VALUE" in capsys.readouterr().out
+    main(["bench", "volume", "--help"])
+    out = capsys.readouterr().out
+    assert "NODE" in out and "<list[str]>" not in out
+
+
+def test_sweep_status_plot_help_says_metric_against_step(capsys):
+    main(["sweep", "status", "--help"])
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "metric against step" in out and "the metric per trial" not in out

@@ -24,7 +24,9 @@ def launch(
     job: Path = typer.Argument(..., help="Job YAML file."),
     cluster: Optional[Path] = ClusterOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the job's name)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a job field: --set max_restarts=2 (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Override a job field: --set max_restarts=2 (repeatable)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan (per node: tmux session, env, torchrun argv) and touch nothing."
     ),

@@ -139,7 +139,11 @@ def status(
     cluster: Optional[Path] = ClusterOpt,
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metric per trial as a PNG."),
+    plot: Optional[Path] = typer.Option(
+        None,
+        "--plot",
+        help="Write a PNG of the metric against step, one curve per trial (pruned ones dashed, the best one highlighted).",
+    ),
 ) -> None:
     """Trials sorted by the metric, the best one, and counts.
 
