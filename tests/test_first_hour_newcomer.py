@@ -163,3 +163,81 @@ def test_sweep_status_plot_help_says_metric_against_step(capsys):
     main(["sweep", "status", "--help"])
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "metric against step" in out and "the metric per trial" not in out
+
+
+# ----------------------------------------------------------------------------- a run in the user's own repository
+
+
+@pytest.fixture
+def own_project(monkeypatch):
+    """The user's own git repository with a training script, as the working directory; a private tmux server."""
+    import os
+    import shutil
+    import subprocess
+    import uuid
+
+    token = uuid.uuid4().hex[:8]
+    root = Path("/var/tmp") / f"corral-own-project-{token}"
+    (root / "src").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    shutil.copy(REPO / "examples" / "train_demo.py", root / "src" / "train.py")
+    (root / "job.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "mine",
+                "script": "src/train.py",
+                "args": ["--steps", "3", "--step-time", "0"],
+                "nproc_per_node": 1,
+            }
+        )
+    )
+    sock = f"corral-test-{token}"
+    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
+    monkeypatch.chdir(root)
+    yield root
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def untracked(root: Path) -> set[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    return {line[3:] for line in out.stdout.splitlines()}
+
+
+def test_a_run_in_the_users_repository_writes_only_runs_and_checkpoints(own_project, capsys):
+    assert main(["launch", "job.yaml", "--follow"]) == 0
+    # what the user wrote, and the two directories the docs name (README, "Using it"); nothing else
+    assert untracked(own_project) == {"job.yaml", "src/", "runs/", "checkpoints/"}
+    # the docs' suggestion works: ignored, they leave `git status` to the user's own files
+    readme = (REPO / "README.md").read_text()
+    assert "runs/\ncheckpoints/" in readme and ".gitignore" in readme
+    (own_project / ".gitignore").write_text("runs/\ncheckpoints/\n")
+    assert untracked(own_project) == {"job.yaml", "src/", ".gitignore"}
+    # stopping it now says it had ended, not "stopped (0 process(es))"
+    capsys.readouterr()
+    assert main(["stop", "mine"]) == 0
+    out = capsys.readouterr().out
+    assert "mine had already ended (exited: local exited 0); nothing to stop" in out
+    assert "stopped (0 process(es)" not in out and "tmux session corral-mine removed" not in out
+
+
+# ----------------------------------------------------------------------------- corral on the PATH
+
+
+def test_printed_commands_say_how_to_reach_corral_when_it_is_not_on_the_path(monkeypatch):
+    import sys
+
+    from launcher.cli.common import corral_invocation
+
+    venv_bin = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell after `make demo`: no venv on the PATH
+    shown, note = corral_invocation(REPO)
+    assert shown == str((venv_bin / "corral").relative_to(REPO))  # .venv/bin/corral, after `cd REPO`
+    assert note is not None and f"source {venv_bin.relative_to(REPO)}/activate" in note and shown in note
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # activated
+    assert corral_invocation(REPO) == ("corral", None)
+    readme = (REPO / "README.md").read_text()
+    assert "source .venv/bin/activate" in readme and "`.venv/bin/corral`" in readme

@@ -396,10 +396,20 @@ def stop(
     """
     from launcher import api
 
+    from launcher.jobstate import ACTIVE
+
     clustercfg = _cluster(cluster)
     out = console()
+    before = api.status(name, clustercfg)
     with out.status(f"stopping {name} (SIGTERM, SIGKILL after {timeout:g}s)..."):
-        results = api.stop(name, clustercfg, timeout=timeout)
+        results = api.stop(name, clustercfg, timeout=timeout)  # also when it ended: stopping is idempotent
+    if before.state not in ACTIVE and not any(r.error or r.found or r.remaining for r in results):
+        # nothing was running: a "stopped (0 process(es))" would read as if this command ended it
+        how = "; ".join(
+            f"{n.node} {n.state}" + ("" if n.exit_code is None else f" {n.exit_code}") for n in before.nodes
+        )
+        out.print(f"{name} had already ended ({before.state}: {how}); nothing to stop")
+        return 0
     bad = 0
     for r in results:
         if r.error:
