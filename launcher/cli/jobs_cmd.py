@@ -395,7 +395,6 @@ def stop(
     Example: corral stop demo --timeout 30
     """
     from launcher import api
-
     from launcher.jobstate import ACTIVE
 
     clustercfg = _cluster(cluster)
