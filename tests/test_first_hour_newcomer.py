@@ -241,3 +241,57 @@ def test_printed_commands_say_how_to_reach_corral_when_it_is_not_on_the_path(mon
     assert corral_invocation(REPO) == ("corral", None)
     readme = (REPO / "README.md").read_text()
     assert "source .venv/bin/activate" in readme and "`.venv/bin/corral`" in readme
+
+
+# ----------------------------------------------------------------------------- ps groups sweep trials
+
+
+def write_cluster(cluster, root: Path) -> Path:
+    cfile = root / "cluster.yaml"
+    cfile.write_text(yaml.safe_dump(cluster.model_dump(mode="json")))
+    return cfile
+
+
+def test_ps_shows_a_sweep_as_one_line_and_its_trials_with_all(local_space, capsys):
+    import json
+
+    from launcher import api
+    from launcher.config import JobConfig
+
+    cluster, root, token = local_space
+    cfile = write_cluster(cluster, root)
+    sweep = root / "lr.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "lr",
+                "job": {"script": "tests/sweep_trial.py", "args": ["--sleep", "0.1"], "nproc_per_node": 1},
+                "method": "grid",
+                "parameters": {"lr": {"values": [0.01, 0.02, 0.05]}},
+                "metric": {"name": "loss", "goal": "minimize"},
+                "plain": True,
+                "poll_interval": 0.2,
+            }
+        )
+    )
+    assert main(["sweep", str(sweep), "-c", str(cfile), "--foreground"]) == 0
+    api.launch(
+        JobConfig.model_validate({"name": "solo", "script": "tests/workers/echo_env.py"}), cluster, plain=True
+    ).wait(timeout=60)
+    capsys.readouterr()
+    assert main(["ps", "-c", str(cfile)]) == 0
+    table = capsys.readouterr().out
+    assert "solo" in table and "lr (sweep)" in table and "3 trial(s): 3 exited" in table
+    assert "lr-" not in table  # no trial's own line
+    assert "corral sweep status lr lists them" in " ".join(table.split())
+    assert main(["ps", "-c", str(cfile), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["kind"], r["state"]) for r in rows] == [("solo", "job", "exited"), ("lr", "sweep", "ended")]
+    assert rows[1]["trials"] == {"exited": 3}
+    assert main(["ps", "-c", str(cfile), "--all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    trials = [r for r in rows if r["kind"] == "trial"]
+    assert (
+        len(trials) == 3 and {r["sweep"] for r in trials} == {"lr"} and all(r["name"].startswith("lr-") for r in trials)
+    )
+    assert not [r for r in rows if r["kind"] == "sweep"]

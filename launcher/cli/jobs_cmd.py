@@ -167,14 +167,17 @@ def _report_final(final) -> int:
 
 def ps(
     cluster: Optional[Path] = ClusterOpt,
-    all_: bool = typer.Option(False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...)."),
+    all_: bool = typer.Option(
+        False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...) and every sweep trial."
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
     """List jobs, each job's state and its state on every node (running / exited N / missing).
 
     The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
-    benchmarks start (named bench-...) are listed with --all only.
+    benchmarks start (named bench-...) are listed with --all only. A sweep's trials are one line
+    per sweep (its trials counted by state); --all or `corral sweep status NAME` lists them.
 
     Example: corral ps --json
     """
@@ -189,9 +192,14 @@ def ps(
         return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
 
     statuses = asyncio.run(gather()) if records else []
+    sweeps = {s.name: sweep_of(r) for r, s in zip(records, statuses)}
+    grouped = [] if all_ else sweep_rows(statuses, sweeps)
+    statuses = [s for s in statuses if all_ or sweeps[s.name] is None]
     rows = [
         {
             "name": s.name,
+            "kind": "job" if sweeps[s.name] is None else "trial",
+            "sweep": sweeps[s.name],
             "state": s.state,
             "nodes": [
                 {
@@ -206,13 +214,18 @@ def ps(
             ],
         }
         for s in statuses
-    ]
+    ] + grouped
     if emit_json(rows, as_json, json_out):
         return
     from rich.table import Table
 
     table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
     for row in rows:
+        if row["kind"] == "sweep":
+            table.add_row(
+                f"{row['name']} (sweep)", row["state"], "", "", "", f"{describe_counts(row['trials'])}; {row['detail']}"
+            )
+            continue
         for i, n in enumerate(row["nodes"]):
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
@@ -231,6 +244,44 @@ def ps(
         from launcher.jobs import runs_dir
 
         console().print(f"no jobs in {runs_dir(clustercfg)}")
+
+
+def sweep_of(record) -> Optional[str]:
+    """The sweep a run is a trial of (``CORRAL_SWEEP`` in its environment, ``launcher.sweep.trial_job``), or None."""
+    envs = [n.env for n in record.plan.nodes]
+    slurm = getattr(record, "slurm", None)
+    if isinstance(slurm, dict) and isinstance(slurm.get("plan"), dict):
+        envs.append(slurm["plan"].get("env") or {})
+    return next((env["CORRAL_SWEEP"] for env in envs if env.get("CORRAL_SWEEP")), None)
+
+
+def sweep_rows(statuses, sweeps: dict[str, Optional[str]]) -> list[dict]:
+    """One row per sweep: its trials counted by job state; running while any trial may still run."""
+    from collections import Counter
+
+    from launcher.jobstate import ACTIVE
+
+    by_sweep: dict[str, Counter] = {}
+    for s in statuses:
+        if sweeps[s.name] is not None:
+            by_sweep.setdefault(sweeps[s.name], Counter())[s.state] += 1
+    return [
+        {
+            "name": name,
+            "kind": "sweep",
+            "sweep": name,
+            "state": "running" if any(state in ACTIVE for state in counts) else "ended",
+            "trials": dict(sorted(counts.items())),
+            "nodes": [],
+            "detail": f"corral sweep status {name} lists them",
+        }
+        for name, counts in sorted(by_sweep.items())
+    ]
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return f"{total} trial(s): " + ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
 def logs(
