@@ -295,3 +295,104 @@ def test_ps_shows_a_sweep_as_one_line_and_its_trials_with_all(local_space, capsy
         len(trials) == 3 and {r["sweep"] for r in trials} == {"lr"} and all(r["name"].startswith("lr-") for r in trials)
     )
     assert not [r for r in rows if r["kind"] == "sweep"]
+
+
+# ----------------------------------------------------------------------------- bayes sweeps: dry run and status
+
+BAYES = {
+    "name": "tpe",
+    "job": {"script": "train.py", "nproc_per_node": 1},
+    "method": "bayes",
+    "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1}},
+    "metric": {"name": "loss"},
+    "run_cap": 6,
+    "max_concurrent": 2,
+}
+
+
+def test_bayes_dry_run_is_one_consistent_statement(tmp_path, capsys):
+    import json
+
+    f = tmp_path / "tpe.yaml"
+    f.write_text(yaml.safe_dump(BAYES))
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"nodes": [{"host": "h1", "name": "n1"}], "storage": {"runs": str(tmp_path)}}))
+    assert main(["sweep", str(f), "-c", str(cluster), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 trial(s)" not in out and out.count("trial(s)") == 1
+    assert "sweep tpe (dry run): bayes, 6 trial(s) of 1 node(s) each, at most 2 at once" in out
+    assert "lr: FloatDistribution(0.0001, 0.1, log=True)" in out
+    assert main(["sweep", str(f), "-c", str(cluster), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (
+        plan["run_cap"] == 6
+        and plan["trials"] == []
+        and plan["space"] == ["lr: FloatDistribution(0.0001, 0.1, log=True)"]
+    )
+
+
+def test_status_of_a_bayes_sweep_calls_no_trial_stale(tmp_path, capsys):
+    import optuna
+
+    from launcher.config import ClusterConfig
+    from launcher.sweep.config import sweep_from_mapping
+    from launcher.sweep.controller import Controller, load_spec, save_spec
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.study import SweepStudy
+    from perf.sweep_objective import PARAMETERS, SyntheticBackend
+
+    cluster = ClusterConfig.model_validate({"nodes": [{"host": "h1"}], "storage": {"runs": str(tmp_path / "runs")}})
+    paths = sweep_paths(cluster, "tpe")
+    save_spec(paths, sweep_from_mapping({**BAYES, "parameters": PARAMETERS, "poll_interval": 0.1}, "tpe.yaml"))
+    spec = load_spec(paths)
+    backend = SyntheticBackend(tmp_path / "runs", max_steps=3, steps_per_poll=3)
+    study = SweepStudy(spec.config, optuna.storages.InMemoryStorage())
+    assert Controller(spec, cluster, backend, paths, sleep=lambda s: None, study=study).run() == 0
+    cfile = tmp_path / "cluster.yaml"
+    cfile.write_text(yaml.safe_dump(cluster.model_dump(mode="json")))
+    assert main(["sweep", "status", "tpe", "-c", str(cfile), "--json"]) == 0
+    import json
+
+    st = json.loads(capsys.readouterr().out)
+    assert st["counts"]["done"] == 6 and [r["error"] for r in st["trials"]] == [None] * 6
+    assert main(["sweep", "status", "tpe", "-c", str(cfile)]) == 0
+    assert "earlier version" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- a library's logging stays quiet
+
+
+def test_a_detached_sweep_prints_no_library_log_lines(local_space, capsys):
+    from launcher.config import load_cluster
+    from launcher.sweep.controller import load_spec
+    from launcher.sweep.paths import sweep_paths
+    from launcher.sweep.status import build_status
+    from tests.infra.waiting import wait_for
+
+    cluster, root, token = local_space
+    cfile = write_cluster(cluster, root)
+    sweep = root / "quiet.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "quiet",
+                "job": {"script": "tests/sweep_trial.py", "args": ["--sleep", "0.1"], "nproc_per_node": 1},
+                "method": "grid",
+                "parameters": {"lr": {"values": [0.01]}},
+                "metric": {"name": "loss", "goal": "minimize"},
+                "plain": True,
+                "poll_interval": 0.2,
+            }
+        )
+    )
+    assert main(["sweep", str(sweep), "-c", str(cfile)]) == 0
+    out = capsys.readouterr()
+    assert "controller running detached in tmux session" in out.out
+    assert "libtmux" not in out.out + out.err and "INFO" not in out.err
+    paths = sweep_paths(load_cluster(cfile), "quiet")
+
+    def finished():
+        st = build_status(load_spec(paths), paths)
+        return st["finished"] and not st["controller"]["alive"]
+
+    wait_for(finished, 60, "the sweep to finish")  # its tmux server goes with local_space

@@ -465,7 +465,7 @@ def test_dry_run_of_a_bayes_sweep_shows_the_search_space(tmp_path, capsys):
     )
     assert main(["sweep", str(f), "-c", str(cluster), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "bayes: 10 trial(s)" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
+    assert "bayes, 10 trial(s) of 1 node(s) each" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
     assert (
         "bs: FloatDistribution(16, 128, step=16)" in out
         and "epochs: constant 3" in out

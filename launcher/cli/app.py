@@ -21,6 +21,9 @@ class CliState:
 
 state = CliState()
 
+OWN_PACKAGES = ("launcher", "benchmarks", "container", "perf")
+"""Loggers at the level -v/-q choose; every other (libraries) at WARNING unless -v."""
+
 app = typer.Typer(
     name="corral",
     help="corral: launch distributed training on GPU nodes inside tmux, and benchmark the nodes.\n\n"
@@ -49,7 +52,15 @@ def root(
 ) -> None:
     state.verbose, state.quiet, state.debug = verbose, quiet, debug
     level = logging.DEBUG if (verbose or debug) else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # corral's own packages log at `level`; a library's INFO (libtmux's "session created") is not the user's
+    # business: libraries say only warnings unless --verbose
+    logging.basicConfig(
+        level=logging.DEBUG if (verbose or debug) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for package in OWN_PACKAGES:
+        logging.getLogger(package).setLevel(level)
 
 
 def _register() -> None:

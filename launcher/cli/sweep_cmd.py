@@ -57,14 +57,10 @@ def run(
         )
     trials = generate_trials(spec.config)
     if dry_run:
-        _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
-        if spec.config.method == "bayes" and not as_json:
-            from launcher.sweep.space import describe_space
-
-            console().print(
-                f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
-                + "\n  ".join(describe_space(spec.config.parameters))
-            )
+        if spec.config.method == "bayes":  # no trial exists before results arrive: say what will run, once
+            _print_bayes_plan(spec, as_json, json_out)
+        else:
+            _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)
@@ -131,6 +127,33 @@ def _print_plan(spec, plan, as_json, json_out) -> None:
     for t in plan:
         table.add_row(t["id"], t["run"], format_params(t["params"]), " ".join(t["args"][n_base:]))
     console().print(table)
+
+
+def _print_bayes_plan(spec, as_json, json_out) -> None:
+    """A bayes sweep's dry run: how many trials, how they are chosen, over which space; the trials come later."""
+    from launcher.sweep.space import describe_space
+
+    cfg = spec.config
+    space = describe_space(cfg.parameters)
+    at_once = f", at most {cfg.max_concurrent} at once" if cfg.max_concurrent else ""
+    if emit_json(
+        {
+            "name": spec.name,
+            "method": "bayes",
+            "run_cap": cfg.run_cap,
+            "nodes": cfg.nodes,
+            "trials": [],
+            "space": space,
+        },
+        as_json,
+        json_out,
+    ):
+        return
+    console().print(
+        f"sweep {spec.name} (dry run): bayes, {cfg.run_cap} trial(s) of {cfg.nodes} node(s) each{at_once}; "
+        "each trial's parameters are picked by Optuna's TPE from the results so far, so none is known before "
+        "the sweep runs. Search space:\n  " + "\n  ".join(space)
+    )
 
 
 @app.command("status")

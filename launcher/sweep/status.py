@@ -64,7 +64,7 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
             )
             if rec.running:
                 row["metric"] = best_value(read_reports(runs_root / last.run), cfg.metric.name, cfg.metric.goal)
-            if tid not in params:
+            if tid not in params and cfg.method != "bayes":  # bayes trials are asked of the study, never planned
                 row["error"] = "not in the current sweep file (kept from an earlier version)"
         rows.append(row)
     rows.sort(key=lambda r: _sort_key(r, cfg.metric.goal))
