@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from launcher.config import ClusterConfig, JobConfig
-    from launcher.jobs import JobStatus, LaunchOptions, StopResult
+    from launcher.jobstate import JobStatus, StopResult
+    from launcher.launch_options import LaunchOptions
     from launcher.runrecord import RunRecord
 
 
