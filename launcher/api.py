@@ -38,7 +38,7 @@ from launcher.jobs import (
 )
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
-from launcher.runrecord import RunRecord, load
+from launcher.runs.record import RunRecord, load
 from launcher.tools import ssh
 from launcher.tools.ssh import Completed
 

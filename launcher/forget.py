@@ -1,7 +1,7 @@
 """``corral rm``: forget finished runs (their run directories: record, logs, node state).
 
 A run that may still be doing work (job state pending, running, partial or unknown, see
-``launcher.jobstate``) is never touched. Checkpoints stay: they are what the job produced.
+``launcher.runs.state``) is never touched. Checkpoints stay: they are what the job produced.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from launcher.backends.ssh.execute import node_config
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
 from launcher.jobs import read_status, runs_dir
-from launcher.jobstate import ACTIVE, JobStatus
-from launcher.runrecord import RECORD_FILE, RunRecord, list_names, load
+from launcher.runs.record import RECORD_FILE, RunRecord, list_names, load
+from launcher.runs.state import ACTIVE, JobStatus
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

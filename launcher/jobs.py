@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import RunFailed
-from launcher.jobstate import JobStatus, NodeStatus, StopResult
-from launcher.launch_options import (
+from launcher.plan import resolve_path
+from launcher.runs.options import (
     TMUX_SOCKET_ENV,
     LaunchOptions,
     apply_job_overrides,
@@ -24,8 +24,8 @@ from launcher.launch_options import (
     read_secrets,
     runs_dir,
 )
-from launcher.plan import resolve_path
-from launcher.runrecord import RunRecord, list_names, load
+from launcher.runs.record import RunRecord, list_names, load
+from launcher.runs.state import JobStatus, NodeStatus, StopResult
 
 # ---------------------------------------------------------------------------- state
 

@@ -14,7 +14,7 @@ import yaml
 from launcher import api
 from launcher.cli import main
 from launcher.config import JobConfig
-from launcher.jobstate import job_state
+from launcher.runs.state import job_state
 from tests.infra.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 from launcher.backends.ssh.execute import prepare
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
-from launcher.launch_options import LaunchOptions
+from launcher.runs.options import LaunchOptions
 
 
 def cluster() -> ClusterConfig:

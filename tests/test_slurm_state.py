@@ -7,7 +7,7 @@ from pathlib import Path
 
 from launcher.backends.slurm.backend import node_statuses
 from launcher.backends.slurm.state import parse_partition, slurm_job
-from launcher.jobstate import JobStatus, NodeStatus
+from launcher.runs.state import JobStatus, NodeStatus
 from launcher.sweep.scheduler import NodeRun, judge_run
 from launcher.sweep.slots import job_wide_run
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from launcher.config import ClusterConfig, JobConfig
-    from launcher.jobstate import JobStatus, StopResult
-    from launcher.launch_options import LaunchOptions
-    from launcher.runrecord import RunRecord
+    from launcher.runs.options import LaunchOptions
+    from launcher.runs.record import RunRecord
+    from launcher.runs.state import JobStatus, StopResult
 
 
 class Backend(Protocol):

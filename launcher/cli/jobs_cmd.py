@@ -254,7 +254,7 @@ def logs(
 
     from launcher.jobs import follow as follow_logs
     from launcher.jobs import runs_dir, tail_lines
-    from launcher.runrecord import load
+    from launcher.runs.record import load
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
@@ -288,7 +288,7 @@ def attach(
 
     from launcher.backends.ssh.execute import node_config
     from launcher.jobs import runs_dir
-    from launcher.runrecord import load
+    from launcher.runs.record import load
     from launcher.tools import ssh, tmux
 
     clustercfg = _cluster(cluster)

@@ -54,7 +54,7 @@ class LaunchBackend:
 
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
-        from launcher.runrecord import record_path
+        from launcher.runs.record import record_path
 
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing

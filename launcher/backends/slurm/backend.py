@@ -26,10 +26,10 @@ from launcher.backends.slurm.script import (
 from launcher.backends.slurm.state import SlurmJob, corral_state, job_detail, parse_partition, slurm_job
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import PreflightFailed, RunFailed, ToolError, UserError
-from launcher.jobstate import JobStatus, NodeStatus, StopResult
-from launcher.launch_options import LaunchOptions, apply_job_overrides, check_name, cluster_base, read_secrets
 from launcher.plan import default_local_venv, render_secrets
-from launcher.runrecord import RunRecord, archive_previous
+from launcher.runs.options import LaunchOptions, apply_job_overrides, check_name, cluster_base, read_secrets
+from launcher.runs.record import RunRecord, archive_previous
+from launcher.runs.state import JobStatus, NodeStatus, StopResult
 from launcher.tools import slurm as tool
 
 SRUN_CHECK_IMMEDIATE_S = 30

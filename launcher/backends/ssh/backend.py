@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from launcher.config import ClusterConfig, JobConfig
-from launcher.runrecord import RunRecord
+from launcher.runs.record import RunRecord
 
 
 class SshTmuxBackend:

@@ -20,8 +20,6 @@ from launcher.agent.remote import AgentReply, call_all, kept_sessions, run_sync
 from launcher.backends.ssh.preflight import PreflightReport, run_preflight
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import PreflightFailed, RunFailed
-from launcher.jobstate import JobStatus, NodeStatus, StopResult
-from launcher.launch_options import LaunchOptions, apply_job_overrides, read_secrets
 from launcher.plan import (
     JobPlan,
     NodeFacts,
@@ -33,7 +31,9 @@ from launcher.plan import (
     render_wrapper,
     select_nodes,
 )
-from launcher.runrecord import RunRecord, archive_previous
+from launcher.runs.options import LaunchOptions, apply_job_overrides, read_secrets
+from launcher.runs.record import RunRecord, archive_previous
+from launcher.runs.state import JobStatus, NodeStatus, StopResult
 from launcher.tools import tmux
 
 log = logging.getLogger(__name__)

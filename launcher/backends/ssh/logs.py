@@ -15,9 +15,9 @@ from typing import TextIO
 from launcher.agent.remote import call_all
 from launcher.backends.ssh.execute import node_config, read_status
 from launcher.config import ClusterConfig
-from launcher.jobstate import JobStatus
 from launcher.plan import NodePlan
-from launcher.runrecord import RunRecord
+from launcher.runs.record import RunRecord
+from launcher.runs.state import JobStatus
 from launcher.tools import ssh
 
 
