@@ -259,7 +259,7 @@ def sweep_rows(statuses, sweeps: dict[str, Optional[str]]) -> list[dict]:
     """One row per sweep: its trials counted by job state; running while any trial may still run."""
     from collections import Counter
 
-    from launcher.jobstate import ACTIVE
+    from launcher.runs.state import ACTIVE
 
     by_sweep: dict[str, Counter] = {}
     for s in statuses:
@@ -446,7 +446,7 @@ def stop(
     Example: corral stop demo --timeout 30
     """
     from launcher import api
-    from launcher.jobstate import ACTIVE
+    from launcher.runs.state import ACTIVE
 
     clustercfg = _cluster(cluster)
     out = console()
