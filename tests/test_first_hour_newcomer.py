@@ -396,3 +396,49 @@ def test_a_detached_sweep_prints_no_library_log_lines(local_space, capsys):
         return st["finished"] and not st["controller"]["alive"]
 
     wait_for(finished, 60, "the sweep to finish")  # its tmux server goes with local_space
+
+
+# ----------------------------------------------------------------------------- early termination acts as reports arrive
+
+
+def test_a_prune_reaches_a_fast_trial_before_its_end_and_status_says_why(local_space, capsys):
+    """Two trials one after the other, reporting a step every 0.1 s for 40 steps; the second is worse at the
+    first milestone (step 3). The controller's round is 5 s, longer than a whole trial: pruning only at its
+    rounds, the second would finish all 40 steps first."""
+    import json
+
+    cluster, root, token = local_space
+    cfile = write_cluster(cluster, root)
+    sweep = root / "fast.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "fast",
+                "job": {
+                    "script": "tests/sweep_objective_trial.py",
+                    "args": ["--steps", "40", "--step-sleep", "0.1"],
+                    "nproc_per_node": 1,
+                },
+                "method": "grid",
+                "parameters": {"lr": {"values": [0.001, 1e-9]}},  # the second learns nothing: worse at step 3
+                "metric": {"name": "loss", "goal": "minimize"},
+                "early_terminate": {"type": "hyperband", "min_iter": 3, "eta": 3},
+                "max_concurrent": 1,
+                "plain": True,
+                "poll_interval": 5.0,
+            }
+        )
+    )
+    assert main(["sweep", str(sweep), "-c", str(cfile), "--foreground"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "status", "fast", "-c", str(cfile), "--json"]) == 0
+    rows = {r["params"]["lr"]: r for r in json.loads(capsys.readouterr().out)["trials"]}
+    good, bad = rows[0.001], rows[1e-9]
+    assert good["state"] == "done" and bad["state"] == "pruned", bad
+    assert bad["pruned_at_step"] == 3
+    assert 3 <= bad["stopped_at_step"] < 40  # stopped on its way, and the step it got to is recorded
+    assert f"its run stopped at step {bad['stopped_at_step']}" in bad["error"]
+    assert "pruned at step 3 by early_terminate (successive_halving): loss=" in bad["error"]
+    assert main(["sweep", "status", "fast", "-c", str(cfile)]) == 0
+    table = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "pruned at step 3 by early_terminate" in table

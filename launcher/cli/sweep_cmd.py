@@ -96,12 +96,15 @@ def _run_foreground(spec, cl, paths) -> int:
     from launcher.sweep.controller import Controller
     from launcher.sweep.status import build_status
 
+    shown = [0.0]
+
     with progress(f"sweep {spec.name}: trials done") as update:
 
         def sleep(seconds: float) -> None:  # the controller's pause between rounds: time to show where it stands
-            if not update.active:
+            if not update.active or time.monotonic() - shown[0] < 1.0:  # early_terminate pauses in short slices
                 time.sleep(seconds)
                 return
+            shown[0] = time.monotonic()
             counts = build_status(spec, paths)["counts"]
             update(
                 completed=counts["done"] + counts["failed"],
@@ -216,9 +219,12 @@ def _print_status(st: dict) -> None:
             r["node"] or "-",
             str(r["attempts"]),
             format_metric(r["metric"]),
-            r["error"] or "",
+            short_note(r),
         )
     out.print(table)
+    for r in st["trials"]:  # a table cell squeezes a sentence into a column: the whole of each below
+        if r["error"] and short_note(r) != r["error"]:
+            out.print(f"{r['id']}: {r['error']}")
     if st["best"]:
         b = st["best"]
         out.print(
@@ -228,6 +234,18 @@ def _print_status(st: dict) -> None:
         out.print(f"[yellow]node {node} set aside:[/] {why}")
     for w in st["warnings"]:
         out.print(f"[yellow]warning:[/] {w}")
+
+
+NOTE_WIDTH = 40
+
+
+def short_note(row: dict) -> str:
+    """A trial's note as its table cell shows it: the decisive part, the whole sentence printed below the table."""
+    if row["state"] == "pruned" and row.get("pruned_at_step") is not None:
+        stopped = row.get("stopped_at_step")
+        return f"pruned at step {row['pruned_at_step']}" + (f", stopped at {stopped}" if stopped is not None else "")
+    note = row["error"] or ""
+    return note if len(note) <= NOTE_WIDTH else note[: NOTE_WIDTH - 1] + "…"
 
 
 @app.command("stop")
