@@ -216,12 +216,27 @@ def test_a_run_in_the_users_repository_writes_only_runs_and_checkpoints(own_proj
     assert "runs/\ncheckpoints/" in readme and ".gitignore" in readme
     (own_project / ".gitignore").write_text("runs/\ncheckpoints/\n")
     assert untracked(own_project) == {"job.yaml", "src/", ".gitignore"}
-    # stopping it now says it had ended, not "stopped (0 process(es))"
+
+
+def test_stopping_a_job_that_already_ended_says_so(local_space, capsys):
+    from launcher import api
+    from launcher.config import JobConfig
+
+    cluster, root, token = local_space
+    cfile = write_cluster(cluster, root)
+    api.launch(JobConfig.model_validate({"name": "over", "script": "tests/workers/echo_env.py"}), cluster).wait(60)
     capsys.readouterr()
-    assert main(["stop", "mine"]) == 0
+    assert main(["stop", "over", "-c", str(cfile)]) == 0
     out = capsys.readouterr().out
-    assert "mine had already ended (exited: local exited 0); nothing to stop" in out
-    assert "stopped (0 process(es)" not in out and "tmux session corral-mine removed" not in out
+    assert "over had already ended (exited: local exited 0); nothing to stop" in out
+    assert "stopped (0 process(es)" not in out and "tmux session corral-over removed" not in out
+    api.launch(
+        JobConfig.model_validate({"name": "busy", "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "60"}}),
+        cluster,
+    )
+    assert main(["stop", "busy", "-c", str(cfile), "--timeout", "5"]) == 0  # a running one is still stopped
+    out = capsys.readouterr().out
+    assert "local: stopped (" in out and "no process of busy remains on any node" in out
 
 
 # ----------------------------------------------------------------------------- corral on the PATH
