@@ -36,6 +36,9 @@ from launcher.sweep.journal import Journal  # noqa: E402
 from launcher.sweep.paths import sweep_paths  # noqa: E402
 
 ARMS = ("watch", "rounds")
+WHAT = (
+    "steps a pruned sweep trial runs past the report that decided it: the controller's report watch vs its rounds only"
+)
 
 
 def one_sweep(arm: str, root: Path, steps: int, step_sleep: float, poll: float) -> dict:
@@ -124,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "overshoot_steps_max": max(over) if over else None,
             "overshoot_s_median": round(statistics.median(over) * a.step_sleep, 3) if over else None,
         }
-    result = {
-        "what": "steps a pruned trial runs past the report that decided it: report watch vs rounds only",
+    entry = {
+        "date": time.strftime("%Y-%m-%d"),
         "command": "python -m perf.prune_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
         "conditions": {
             "steps": a.steps,
@@ -138,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     print(json.dumps(summary, indent=2))
-    if a.out:
-        a.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if a.out:  # one file per measurement: each run of it a dated entry, newest first
+        log = json.loads(a.out.read_text()) if a.out.exists() else {"what": WHAT, "entries": []}
+        log["entries"].insert(0, entry)
+        a.out.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
