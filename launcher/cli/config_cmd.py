@@ -29,7 +29,7 @@ def check(
     """
     from launcher.cli.common import console
     from launcher.config import ClusterConfig, JobConfig, read_yaml, validate
-    from launcher.config.loading import guess_kind
+    from launcher.config.loading import guess_kind, wrong_kind_note
     from launcher.errors import ConfigError, UserError
 
     if kind not in ("auto", *KINDS):
@@ -47,9 +47,8 @@ def check(
         try:
             model = validate(ClusterConfig if k == "cluster" else JobConfig, data, str(path))
         except ConfigError as err:
-            # which kind the file was read as decides every line below: say it, and how to choose the other
-            from launcher.config.loading import wrong_kind_note
-
+            # which kind the file was read as decides every line below: say it (and, with --kind, if it looks
+            # like the other kind)
             note = wrong_kind_note(data, k) if kind != "auto" else None
             failed.append(
                 ConfigError(f"{path} (read as a {k} file: {why})", [*([note] if note else []), *err.problems])
