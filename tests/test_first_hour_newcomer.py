@@ -67,6 +67,16 @@ def test_a_job_file_given_as_the_cluster_says_so(tmp_path, capsys):
     assert rc == 2 and "(read as a cluster file: --kind cluster)" in out and "this looks like a job file" in out
 
 
+def test_the_help_example_checks_clean(monkeypatch, capsys):
+    """`corral config check configs/local.yaml configs/demo.yaml` (its --help example): the embedded cluster named
+    is the embedded cluster, its workdir the project, where the demo's script is; no warning."""
+    monkeypatch.chdir(REPO)
+    assert main(["config", "check", "configs/local.yaml", "configs/demo.yaml"]) == 0
+    out = capsys.readouterr()
+    assert "ok (cluster)" in out.out and "ok (job)" in out.out
+    assert "not found" not in out.out + out.err
+
+
 # ----------------------------------------------------------------------------- type errors in plain words
 
 

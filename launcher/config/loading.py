@@ -319,11 +319,12 @@ def load_cluster(path: str | Path | None = None):
     """The cluster file given with -c, or the embedded one-node localhost default.
 
     Relative paths in a cluster file are relative to that file's directory; those of the
-    embedded default to the project directory (``project_dir``).
+    embedded default to the project directory (``project_dir``), also when it is named
+    (``configs/local.yaml``, as help examples do): naming it is the same as leaving -c out.
     """
     from launcher.config.cluster import ClusterConfig, NodeConfig
 
-    if path is not None:
+    if path is not None and Path(path).resolve() != DEFAULT_CLUSTER_FILE.resolve():
         cfg = load_model(ClusterConfig, path)
         cfg.set_base_dir(str(Path(path).absolute().parent))
         return cfg
