@@ -221,9 +221,11 @@ def ps(
 
     table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
     for row in rows:
-        if row["kind"] == "sweep":
+        if row["kind"] == "sweep":  # in the node columns: how many trials, and their states
+            trials = row["trials"]
+            states = ", ".join(f"{n} {state}" for state, n in trials.items())
             table.add_row(
-                f"{row['name']} (sweep)", row["state"], "", "", "", f"{describe_counts(row['trials'])}; {row['detail']}"
+                f"{row['name']} (sweep)", row["state"], f"{sum(trials.values())} trials", states, "", row["detail"]
             )
             continue
         for i, n in enumerate(row["nodes"]):
@@ -273,15 +275,10 @@ def sweep_rows(statuses, sweeps: dict[str, Optional[str]]) -> list[dict]:
             "state": "running" if any(state in ACTIVE for state in counts) else "ended",
             "trials": dict(sorted(counts.items())),
             "nodes": [],
-            "detail": f"corral sweep status {name} lists them",
+            "detail": f"corral sweep status {name}",
         }
         for name, counts in sorted(by_sweep.items())
     ]
-
-
-def describe_counts(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    return f"{total} trial(s): " + ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
 def logs(
