@@ -95,9 +95,9 @@ def evaluate_probe(
     n = node.label
     if not reply.ok:
         # the check is named "ssh" already: the reason follows without ssh's own "ssh: " prefix
-        how = "cannot run locally" if node.is_local else f"cannot reach {node.host}"
+        how = "cannot run locally" if node.is_local else f"cannot reach {node.host} over ssh"
         rest = [Check(n, c, None, "not checked: node unreachable") for c in CHECKS[1:]]
-        return [Check(n, "ssh", False, f"{how}: {str(reply.error).removeprefix('ssh: ')}")] + rest
+        return [Check(n, "ssh", False, f"{how} ({str(reply.error).removeprefix('ssh: ')})")] + rest
     d = reply.data
     if not d.get("tmux") or not d.get("bash"):
         out = [Check(n, "ssh", False, "tmux and bash are needed on the node: install them (e.g. apt-get install tmux)")]
