@@ -138,7 +138,9 @@ def test_an_ssh_failure_says_ssh_once(unreachable_cluster, capsys):
     assert main(["preflight", "-c", str(cfile)]) != 0
     out = capsys.readouterr()
     line = next(ln for ln in (out.out + out.err).splitlines() if "Connection refused" in ln)
-    assert line.count("ssh:") == 1 and line.startswith("far: ssh: cannot reach 127.0.0.2 over ssh (connect to host"), line
+    assert line.count("ssh:") == 1 and line.startswith("far: ssh: cannot reach 127.0.0.2 over ssh (connect to host"), (
+        line
+    )
 
 
 # ----------------------------------------------------------------------------- help text
