@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.backends import Capabilities, Description, backend_for
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import PreflightFailed, RunFailed
 from launcher.jobs import (
@@ -29,7 +30,7 @@ from launcher.jobs import (
     NodeStatus,
     StopResult,
     clean_up_record,
-    prepare,
+    describe,
     read_files,
     read_status,
     runs_dir,
@@ -167,6 +168,11 @@ async def run_on_node(
     return await ssh.run(cluster.ssh, target, argv, input=input, timeout=timeout)
 
 
+def capabilities(cluster: ClusterConfig) -> Capabilities:
+    """What the cluster's backend does that callers must know (e.g. ``places_nodes``: the scheduler picks the nodes)."""
+    return backend_for(cluster).capabilities
+
+
 def dry_run(
     job: JobConfig,
     cluster: ClusterConfig,
@@ -175,11 +181,12 @@ def dry_run(
     nodes: list[str] | None = None,
     plain: bool = False,
     base_dir: str | None = None,
-) -> JobPlan:
-    """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
-    return prepare(
+) -> Description:
+    """What ``launch`` would do, from the same preparation, asking no node (``--dry-run``): its ``text``
+    (the plan as people read it), ``data`` (as JSON), ``run_dir`` and ``nodes``."""
+    return describe(
         job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)
-    ).plan
+    )
 
 
 def launch(
@@ -233,7 +240,9 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
+    "Capabilities",
     "Completed",
+    "Description",
     "JobStatus",
     "LaunchOptions",
     "NodeStatus",
@@ -241,6 +250,7 @@ __all__ = [
     "PreflightFailed",
     "RunHandle",
     "StopResult",
+    "capabilities",
     "clean_up",
     "dry_run",
     "handle",
