@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
+from launcher.config.paths import resolve_path
 from launcher.errors import UserError
 
 if TYPE_CHECKING:
@@ -136,11 +137,6 @@ class JobPlan:
 
 def session_name(name: str) -> str:
     return SESSION_PREFIX + name
-
-
-def resolve_path(base_dir: str, path: str) -> str:
-    """Absolute, normalised path; relative ones are taken from ``base_dir`` (same on every node)."""
-    return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base_dir, path))
 
 
 def select_nodes(cluster: ClusterConfig, job: JobConfig, keys: list[str] | None = None) -> list[NodeConfig]:
