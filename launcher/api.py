@@ -1,9 +1,10 @@
 """corral's public Python API: run anything "through the same launch path as training".
 
-Benchmarks, sweeps and tests call these instead of the CLI. Every job runs in a tmux session
-``corral-<name>`` on each node, started over ssh (or locally for ``localhost``), so it
-survives the caller's death and dropped connections; its record lives in
-``<storage.runs>/<name>/`` (``run.json``, ``logs/<node>.log``, ``nodes/<node>/``).
+Benchmarks, sweeps and tests call these instead of the CLI. The cluster file's backend runs
+the job (``launcher.backends``): over ssh, a tmux session ``corral-<name>`` on each node (locally
+for ``localhost``); on Slurm, one batch job. Either way it survives the caller's death and
+dropped connections; its record lives in ``<storage.runs>/<name>/`` (``run.json``, naming the
+backend that answers for it, ``logs/<node>.log``, ``nodes/<node>/``).
 
 The script gets, besides torchrun's RANK/LOCAL_RANK/WORLD_SIZE/...: CORRAL_RUN_DIR,
 CORRAL_CKPT_DIR (``<storage.checkpoints>/<name>``), CORRAL_BACKEND, CORRAL_JOB_NAME,
@@ -229,7 +230,7 @@ def status(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) ->
 
 
 def clean_up(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> None:
-    """Remove a finished job's tmux sessions on every node (what ``run_to_completion`` does at the end)."""
+    """Remove what is left of a finished job on its nodes, e.g. its tmux sessions (what ``run_to_completion`` does at the end)."""
     clean_up_record(handle(name, cluster, base_dir=base_dir).record, cluster)
 
 
