@@ -11,6 +11,8 @@ leaving no process, refuse to attach to an ended one with a sentence, and pass i
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import shutil
 import uuid
@@ -23,7 +25,7 @@ from launcher import api, backends
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
-from launcher.jobs import read_files
+from launcher.jobs import follow, read_files
 from launcher.runs.record import load
 from tests.infra.procs_backend import REGISTRATION
 from tests.infra.waiting import wait_for
@@ -132,6 +134,13 @@ def test_a_job_runs_to_its_exit_code_and_the_record_routes_to_its_backend(where,
     assert any("contract job on" in line for lines in tails.values() for line in lines), tails
     with pytest.raises(UserError, match=name):
         backends.backend_of(record).attach(record, cluster, None)
+    # following an ended job prints its log and returns its final status, as `corral logs -f` does
+    out = io.StringIO()
+    final = asyncio.run(follow(record, cluster, None, 50, until_done=True, out=out))
+    assert final is not None and final.state == "failed"
+    assert "contract job on" in out.getvalue()
+    api.clean_up(name, cluster)  # what run_to_completion does at the end: nothing of the job is left
+    assert api.status(name, cluster).state == "failed"
 
 
 def test_stop_ends_a_running_job_and_leaves_no_process(where, names, capsys):
