@@ -213,10 +213,6 @@ class ClusterConfig(FileModel):
             )
         return self
 
-    @property
-    def is_slurm(self) -> bool:
-        return self.slurm is not None
-
     @model_validator(mode="after")
     def _unique_nodes(self) -> ClusterConfig:
         for attr, what in (("host", "host"), ("label", "name")):
