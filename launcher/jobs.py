@@ -63,6 +63,11 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     return await backend_of(record).status(record, cluster)
 
 
+def job_env(record: RunRecord) -> dict[str, str]:
+    """The environment the run's ranks got, as its backend recorded it (e.g. ``CORRAL_SWEEP`` of a sweep's trial)."""
+    return backend_of(record).job_env(record)
+
+
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
     return backend_of(record).stop(record, cluster, timeout)
 
@@ -139,6 +144,7 @@ __all__ = [
     "cluster_base",
     "describe",
     "follow",
+    "job_env",
     "launch",
     "local_script_warnings",
     "read_files",

@@ -25,7 +25,7 @@ from launcher import api, backends
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
-from launcher.jobs import follow, read_files
+from launcher.jobs import follow, job_env, read_files
 from launcher.runs.record import load
 from tests.infra.procs_backend import REGISTRATION
 from tests.infra.waiting import wait_for
@@ -122,6 +122,8 @@ def test_a_job_runs_to_its_exit_code_and_the_record_routes_to_its_backend(where,
     assert raw["backend"] == name_of and "slurm" not in raw
     record = load(api.runs_dir(cluster), name)
     assert backends.backend_of(record).name == name_of
+    env = job_env(record)
+    assert env["CORRAL_RUN_ID"] == record.run_id and env["CORRAL_JOB_NAME"] == name
     status = handle.wait(timeout=120)
     assert status.nodes and all(n.state == "exited" and n.exit_code == 3 for n in status.nodes), status.to_json()
     assert status.state == "failed"

@@ -114,6 +114,10 @@ class Backend(Protocol):
     ) -> JobStatus | None:
         """Print the last lines, then new ones; with ``until_done`` return the final status once the job ended."""
 
+    def job_env(self, record: RunRecord) -> dict[str, str]:
+        """The environment every rank of the run got, as recorded (per-node values only where the
+        launcher decided them): what a caller reads to learn e.g. which sweep a run belongs to."""
+
     def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         """SIGTERM, SIGKILL after ``timeout``; verified: no process of the job left."""
 

@@ -629,6 +629,9 @@ class SlurmBackend:
     ) -> JobStatus | None:
         return await asyncio.to_thread(follow, record, cluster, node, lines, until_done=until_done, out=out)
 
+    def job_env(self, record: RunRecord) -> dict[str, str]:
+        return dict((record.backend_state.get("plan") or {}).get("env") or {})
+
     def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         return stop(record, cluster, timeout)
 

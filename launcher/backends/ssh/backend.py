@@ -124,6 +124,9 @@ class SshBackend:
     ) -> JobStatus | None:
         return await logs.follow(record, cluster, node, lines, until_done=until_done, out=out, poll_s=poll_s)
 
+    def job_env(self, record: RunRecord) -> dict[str, str]:
+        return dict(record.plan.nodes[0].env) if record.plan.nodes else {}
+
     def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         return execute.stop_record(record, cluster, timeout)
 

@@ -229,6 +229,9 @@ class ProcsBackend:
                     return st
             await asyncio.sleep(poll_s)
 
+    def job_env(self, record: RunRecord) -> dict[str, str]:
+        return dict(record.plan.nodes[0].env) if record.plan.nodes else {}
+
     def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         results = []
         for n in record.plan.nodes:
