@@ -180,7 +180,7 @@ def test_requeue_resumes_from_the_latest_checkpoint(slurm_cluster, cl, names):
     handle = api.launch(train_job(name, steps=120, step_time=0.1, more_args=["--ckpt-every", str(every)]), cl)
     wait_for(lambda: any(s >= 2 * every for s in checkpoint_steps(handle.ckpt_dir)), 240, "a checkpoint at step 20")
     before = max(checkpoint_steps(handle.ckpt_dir))
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     slurm_cluster.client(["scontrol", "requeue", job_id])
     status = handle.wait(timeout=400)
     assert status.ok, status.to_json()
@@ -261,7 +261,7 @@ def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster,
     time.sleep(
         1.5
     )  # a dozen steps past step 0 (0.1 s each): the save on SIGUSR1 is then not the periodic one at step 0
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
     status = handle.wait(timeout=400)
     assert status.ok, status.to_json()
@@ -329,14 +329,14 @@ def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended
 
 
 def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, names):
-    from launcher.backends.slurm import attach_argv
+    from launcher.backends.slurm.backend import attach_argv
 
     name = names("attach")
     handle = api.launch(train_job(name, nnodes=2, steps=100000, step_time=0.05, nproc=1), cl)
     wait_for(lambda: all(n.state == "running" for n in handle.status().nodes), 120, "the job to run")
     second = slurm_cluster.node_names[1]
     argv = attach_argv(handle.record, cl, second)
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     assert argv == [
         "srun",
         f"--jobid={job_id}",
