@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import gpu_verdicts as gv
+from perf import results_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -449,7 +450,7 @@ class Run:
             str(out),
         ]
         p = self.proc("overhead_allreduce", argv, budget)
-        result = json.loads(out.read_text()) if out.exists() else None
+        result = results_log.latest_result(out) if out.exists() else None  # a measurement file (perf/results_log.py)
         if result:
             for row in result.get("rows", []):
                 row.pop("block_seconds", None)
