@@ -46,8 +46,10 @@ class SuperBenchReading:
 
 
 def superbench_nccl_bw(raw_output: str, in_place: bool = False) -> SuperBenchReading | None:
-    """SuperBench's ``_process_raw_result`` (microsoft/superbenchmark, see module docstring); None where it
-    logs 'The result format is invalid' and returns False.
+    """SuperBench's ``CudaNcclBwBenchmark._process_raw_result``, followed line for line: repository
+    microsoft/superbenchmark, ``superbench/benchmarks/micro_benchmarks/cuda_nccl_bw_performance.py``
+    (commit 700d6501f110), checked against that code run on the same inputs (consumer_reference.json).
+    None where it logs 'The result format is invalid' and returns False.
 
     Its rules: the rows lie between the LAST line holding ``out-of-place`` and the LAST line holding
     ``Out of bounds values``; the columns are found by name in the first header line there holding
@@ -104,7 +106,9 @@ class NhcReading:
 
 
 def azure_nhc_allreduce(output: str) -> NhcReading:
-    """Azure NHC's ``check_nccl_allreduce`` (Azure/azurehpc-health-checks, see module docstring).
+    """Azure NHC's ``check_nccl_allreduce``, followed line for line: repository Azure/azurehpc-health-checks,
+    ``customTests/azure_nccl_allreduce.nhc`` (commit 0e0a1ac26a64), checked against that script run in
+    bash on the same inputs (consumer_reference.json).
 
     Its rules: the output split into non-empty lines; going from the top, a line holding ``FAILED`` fails
     the check ('Out of bounds values failed'); the FIRST line holding ``bandwidth`` is split on blanks
@@ -122,7 +126,8 @@ def azure_nhc_allreduce(output: str) -> NhcReading:
 
 
 def flagperf_avg_busbw(log_text: str) -> list[str]:
-    """FlagPerf's ``grep "# Avg bus bandwidth" | awk '{print $NF}'``: the last field of each matching line."""
+    """FlagPerf's ``grep "# Avg bus bandwidth" LOG | awk '{print $NF}'`` (repository FlagOpen/FlagPerf,
+    ``base/toolkits/interconnect-MPI_intraserver/dcu/BW/main.sh``): the last field of each matching line."""
     return [line.split()[-1] for line in log_text.splitlines() if "# Avg bus bandwidth" in line and line.split()]
 
 
