@@ -28,8 +28,13 @@ SCHEMA = "corral-results/1"
 
 
 def current_command(module: str, argv: list[str] | None = None) -> str:
-    """The command line that reproduces this run: ``python -m perf.NAME`` and the arguments given."""
+    """The command line that reproduces this run: ``python -m perf.NAME`` and the arguments given, or, for a
+    torchrun worker, ``torchrun ... -m perf.NAME`` with its processes per node and node count."""
     args = sys.argv[1:] if argv is None else argv
+    if "LOCAL_WORLD_SIZE" in os.environ and "WORLD_SIZE" in os.environ:
+        local, world = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ["WORLD_SIZE"])
+        nodes = ["--standalone"] if world == local else ["--nnodes", str(world // max(local, 1))]
+        return shlex.join(["torchrun", *nodes, "--nproc-per-node", str(local), "-m", module, *args])
     return shlex.join(["python", "-m", module, *args])
 
 

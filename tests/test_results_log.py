@@ -132,3 +132,16 @@ def test_a_product_commands_json_is_appended_as_a_run(tmp_path):
     assert [r["conditions"] for r in data["runs"]] == ["quiet", ""]
     with pytest.raises(SystemExit):
         results_log.main([str(tmp_path / "new.json"), str(written), "--command", cmd])
+
+
+def test_the_recorded_command_is_the_one_that_reproduces_the_run(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert results_log.current_command("perf.x", ["--note", "a b"]) == "python -m perf.x --note 'a b'"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert results_log.current_command("perf.x", ["--blocks", "8"]) == (
+        "torchrun --standalone --nproc-per-node 2 -m perf.x --blocks 8"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "6")
+    assert results_log.current_command("perf.x", []).startswith("torchrun --nnodes 3 --nproc-per-node 2 -m perf.x")
