@@ -418,3 +418,14 @@ def test_job_outlives_its_killed_launcher(cfile, work, names, cl):
         launcher.wait()
     status = api.wait(name, cl, timeout=300)
     assert status.ok and len(status.nodes) == 2, status.to_json()
+
+
+def test_a_batch_job_without_output_writes_into_the_cluster_dir_not_the_checkout(slurm_cluster):
+    """sbatch's default is slurm-<id>.out in the submitter's directory: the test clients submit from the
+    cluster's state directory, so a job recorded by hand (as tests/fixtures/slurm/ was) leaves the checkout clean."""
+    job_id = slurm_cluster.client(["sbatch", "--parsable", "--wrap", "echo recorded"]).stdout.strip().split(";")[0]
+    wait_for(lambda: job_id not in slurm_cluster.client(["squeue", "-h", "-o", "%i"]).stdout.split(), 60, "the job")
+    out = slurm_cluster.state_dir / f"slurm-{job_id}.out"
+    wait_for(out.exists, 10, f"{out}")
+    assert out.read_text().strip() == "recorded"
+    assert not (REPO / f"slurm-{job_id}.out").exists()
