@@ -8,7 +8,7 @@ pruned at the first milestone (step 3). Each trial reports a step every --step-s
 --steps steps. Per arm and repetition: the step that decided (journal ``end.step``), the step the run
 had reported when its stop took effect (journal ``stopped_at``) and their difference, the overshoot.
 
-    python -m perf.prune_latency --reps 5 --out docs/results/prune-latency.json
+    python -m perf.prune_latency --reps 4 --out docs/results/prune-latency.json --conditions 'shared, loaded'
 """
 
 from __future__ import annotations
@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--step-sleep", type=float, default=0.05)
     p.add_argument("--poll", type=float, default=2.0, help="poll_interval of the sweep (the default is 2.0)")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="the measurement file a run is appended to")
+    from perf import results_log
+
+    results_log.add_conditions_argument(p)
     a = p.parse_args(argv)
     token = uuid.uuid4().hex[:8]
     sock = f"corral-prune-latency-{token}"
@@ -127,24 +130,23 @@ def main(argv: list[str] | None = None) -> int:
             "overshoot_steps_max": max(over) if over else None,
             "overshoot_s_median": round(statistics.median(over) * a.step_sleep, 3) if over else None,
         }
-    entry = {
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python -m perf.prune_latency " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "conditions": {
-            "steps": a.steps,
-            "step_sleep_s": a.step_sleep,
-            "poll_interval_s": a.poll,
-            "loadavg": os.getloadavg(),
-            "machine": "2-core shared development machine, no GPU",
-        },
+    result = {
+        "settings": {"steps": a.steps, "step_sleep_s": a.step_sleep, "poll_interval_s": a.poll},
         "summary": summary,
         "runs": runs,
     }
     print(json.dumps(summary, indent=2))
-    if a.out:  # one file per measurement: each run of it a dated entry, newest first
-        log = json.loads(a.out.read_text()) if a.out.exists() else {"what": WHAT, "entries": []}
-        log["entries"].insert(0, entry)
-        a.out.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+    if a.out:  # one file per measurement: this run a dated entry in it
+        from perf import results_log
+
+        results_log.append_run(
+            a.out,
+            result,
+            measurement=WHAT,
+            script="perf/prune_latency.py",
+            command=results_log.current_command("perf.prune_latency", argv),
+            conditions=a.conditions,
+        )
     return 0
 
 
