@@ -187,7 +187,7 @@ def volume(
     path: Path = typer.Argument(..., help="Directory on the volume to test (files are created and removed there)."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[list[str]] = typer.Option(
-        None, "--node", help="Run on this node only (repeatable; default: every node of -c)."
+        None, "--node", metavar="NODE", help="Run on this node only (repeatable; default: every node of -c)."
     ),
     size: str = typer.Option("1G", "--size", help="Test file size (one file, shared by the modes)."),
     bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes (random modes use 4K)."),

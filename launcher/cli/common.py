@@ -49,6 +49,33 @@ def write_json(obj: Any, target: Optional[Path | str]) -> None:
         Path(target).write_text(text, encoding="utf-8")
 
 
+def corral_invocation(cwd: Path) -> tuple[str, Optional[str]]:
+    """How a person types corral in a fresh shell, and a note when a bare ``corral`` would not be found.
+
+    ``make demo`` runs ``.venv/bin/corral`` without activating the venv, so the shell that ran it
+    knows no ``corral``: the commands we print must say ``.venv/bin/corral`` (relative to ``cwd``,
+    where they tell the user to ``cd``), and how to put it on the PATH.
+    """
+    import os
+    import shutil
+
+    script = Path(sys.executable).parent / "corral"
+    found = shutil.which("corral")
+    if not script.exists() or (found is not None and Path(found).resolve() == script.resolve()):
+        return "corral", None
+    try:
+        shown = str(script.relative_to(cwd))
+    except ValueError:
+        shown = str(script)
+    activate = Path(shown).parent / "activate"
+    note = (
+        f"corral is not on this shell's PATH: `source {activate}` puts it there (in {cwd}), or call it as {shown}"
+        if os.sep in shown
+        else None
+    )
+    return shown, note
+
+
 class DefaultCommandGroup:
     """Mixin factory: a group whose first argument, when it is not a subcommand, goes to ``default``.
 
