@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from launcher.agent.remote import kept_sessions, run_sync
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import RunFailed
 from launcher.plan import resolve_path
