@@ -234,3 +234,24 @@ def test_exclude_on_slurm_goes_to_sbatch():
     cfg = ClusterConfig.model_validate({"slurm": {"partition": "debug"}})
     out = exclude_nodes(cfg, exclusions(["sn2", "sn3"]))
     assert out.slurm.sbatch_args[-1] == "--exclude=sn2,sn3"
+
+
+def test_gpu_nodes_are_held_to_the_providers_failure_lines():
+    from benchmarks.cluster import run as runner
+
+    def h100_node(host, h2d):
+        gpus = [{"index": i, "name": "NVIDIA H100 80GB HBM3", "speed": {"h2d": h2d}, "checks": []} for i in range(8)]
+        return {"host": host, "gpus": gpus, "checks": [], "speed": {}}
+
+    rec = runner.Recorded(node_reports=[h100_node("g1", 54.0), h100_node("g2", 31.0)])
+    rec.node_allreduce = {"g1": {"peak_busbw_gbps": 470.0}, "g2": {"peak_busbw_gbps": 300.0}}
+    figs = runner.figures_of(rec)
+    out = runner._expectation_findings(rec, figs)
+    sev = {(n, f.check): f.severity for n, fs in out.items() for f in fs}
+    assert sev == {
+        ("g1", "spec.gpu_h2d_gbps"): "pass",
+        ("g1", "spec.node_allreduce_busbw_gbps"): "pass",
+        ("g2", "spec.gpu_h2d_gbps"): "fail",
+        ("g2", "spec.node_allreduce_busbw_gbps"): "fail",
+    }
+    assert "Azure HPC node health checks" in out["g2"][1].message and "460" in out["g2"][1].message

@@ -31,8 +31,7 @@ AZHPC = (
 
 EXPECTATIONS: tuple[NodeExpectation, ...] = (
     NodeExpectation("h100-sxm", 8, 460.0, 52.0, 375.0, AZHPC),
-    NodeExpectation("a100-sxm-80", 8, 228.0, 24.0, 180.0, AZHPC),
-    NodeExpectation("a100-sxm-40", 8, 228.0, 24.0, 180.0, AZHPC),
+    NodeExpectation("a100-sxm-80", 8, 228.0, 24.0, 185.0, AZHPC),
 )
 
 

@@ -170,14 +170,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             ]
     ar = r["measurements"].get("allreduce") or {}
     if ar.get("rows"):
-        lines += [
-            "",
-            f"## All-reduce across all nodes ({ar.get('backend', '?')}, {ar.get('world_size', '?')} ranks)",
-            "",
-        ]
-        lines += ["| size (B) | busbw (GB/s) |", "|---|---|"]
+        backend = (ar.get("env") or {}).get("backend", "?")
+        lines += ["", f"## All-reduce across all nodes ({backend}, {ar.get('world_size', '?')} ranks)", ""]
+        lines += ["| size (B) | busbw out-of-place (GB/s) | busbw in-place (GB/s) |", "|---|---|---|"]
+        by_size: dict[int, dict[bool, float]] = {}
         for row in ar["rows"]:
-            lines.append(f"| {row['size_bytes']} | {_cell(row['busbw_gbps'])} |")
+            by_size.setdefault(row["size_bytes"], {})[bool(row.get("inplace"))] = row["busbw_gbps"]
+        for size, got in sorted(by_size.items()):
+            lines.append(f"| {size} | {_cell(got.get(False))} | {_cell(got.get(True))} |")
         if ar.get("bisection"):
             b = ar["bisection"]
             lines.append("")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -374,35 +373,40 @@ def _burn_findings(rec: Recorded, th: J.Thresholds) -> dict[str, list[J.Finding]
     return out
 
 
-def _node_allreduce_findings(cluster, rec: Recorded) -> dict[str, list[J.Finding]]:
+def _expectation_findings(rec: Recorded, figs: dict[str, dict[str, float]]) -> dict[str, list[J.Finding]]:
+    """The per-node-type failure lines of ``expect.py`` (single-node all-reduce, host-to-GPU copy) for nodes whose
+    GPU model and count have a row there."""
     from benchmarks.cluster.expect import expectation_for
     from benchmarks.node.specs import find_spec
 
     out: dict[str, list[J.Finding]] = {}
-    models = {}
     for node in rec.node_reports:
         names = [g.get("name") for g in node.get("gpus") or []]
         spec = find_spec(names[0]) if names else None
-        models[node["host"]] = (spec.key if spec else None, len(names))
-    for n, got in rec.node_allreduce.items():
-        exp = expectation_for(*models.get(n, (None, 0)))
-        peak = got.get("peak_busbw_gbps")
+        exp = expectation_for(spec.key if spec else None, len(names))
         if exp is None:
             continue
-        low = peak is None or peak < exp.node_allreduce_busbw_gbps
-        out[n] = [
-            J.Finding(
-                "spec.node_allreduce_busbw",
-                J.FAIL if low else J.PASS,
-                f"all-reduce inside the node {J.fmt(peak) if peak is not None else 'failed'} GB/s bus bandwidth; "
-                f"{exp.source} fail a node below {J.fmt(exp.node_allreduce_busbw_gbps)}",
-                peak,
-                exp.node_allreduce_busbw_gbps,
-                "spec",
-                J.REMEDIES["allreduce"] if low else "",
-                "GB/s",
+        host, mine = node["host"], figs.get(node["host"], {})
+        lines = [("gpu_h2d_gbps", exp.h2d_gbps, "pcie")]
+        if host in rec.node_allreduce:
+            lines.append(("node_allreduce_busbw_gbps", exp.node_allreduce_busbw_gbps, "allreduce"))
+        for key, line, remedy in lines:
+            value = mine.get(key)
+            low = value is None or value < line
+            label, unit = J.FIGURES[key]
+            out.setdefault(host, []).append(
+                J.Finding(
+                    f"spec.{key}",
+                    J.FAIL if low else J.PASS,
+                    f"{label} {J.fmt(value) if value is not None else 'not measured'} {unit}; "
+                    f"{exp.source} fail a node below {J.fmt(line)}",
+                    value,
+                    line,
+                    "spec",
+                    J.REMEDIES[remedy] if low else "",
+                    unit,
+                )
             )
-        ]
     return out
 
 
@@ -419,7 +423,7 @@ def assess(
         J.judge_peers(figs, th),
         J.judge_cloud(figs, th, {n.label: n.addr for n in cluster.nodes}),
         J.missing_findings("volume", rec.missing.get("volume", {})),
-        _node_allreduce_findings(cluster, rec),
+        _expectation_findings(rec, figs),
         _burn_findings(rec, th),
     ]
     net = rec.net or {}
@@ -443,7 +447,3 @@ def assess(
     if baseline:
         parts.append(J.judge_baseline(figs, baseline, th))
     return J.verdicts(names, J.merge(*parts)), figs
-
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
