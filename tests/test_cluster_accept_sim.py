@@ -81,7 +81,7 @@ def test_faults_fail_exactly_those_nodes_with_findings_of_their_kind(five, cfg, 
     for node in report["nodes"]:
         for f in node["findings"]:
             assert f["reference"] in ("spec", "cloud", "peers", "baseline", "run") and f["remediation"]
-            assert f["value"] is not None  # never blame a node without the numbers that show it
+            assert f["value"] is not None or f["reference"] == "run"  # the numbers that show it, or the missing result
     last = out.err.strip().splitlines()[-1]
     assert last.startswith(f"failed: {n[1]}, {n[2]}, {n[3]}") and "--exclude-from" in last
     for name in ("report.md", "report.html", "junit.xml"):
@@ -133,3 +133,79 @@ def test_dry_run_and_errors(five, cfg, tmp_path, capsys):
     assert main(["bench", "net", "-c", str(cfg), "--dry-run", "--exclude", n[0]]) == 0
     printed = capsys.readouterr().out
     assert f"left out: {n[0]}" in printed and f"{n[0]} ->" not in printed
+
+
+def test_exclude_from_is_honoured_by_a_detached_sweep(five, cfg, tmp_path, capsys):
+    import os
+    import subprocess
+
+    from tests.test_sweep_cluster import wait_finished, write_sweep
+
+    n = [x.hostname for x in five.nodes]
+    report = tmp_path / "report.json"
+    report.write_text(
+        json.dumps({"schema": "corral.bench.cluster/1", "verdict": "fail", "exclude": n[1:4], "nodes": []})
+    )
+    name = f"acc-{secrets.token_hex(3)}"
+    sweep = write_sweep(tmp_path, cfg, name, lrs=[0.1, 0.01, 0.05, 0.2])
+    try:
+        assert main(["sweep", str(sweep), "-c", str(cfg), "--exclude-from", str(report)]) == 0
+        assert f"left out: {n[1]} ({report}: failed)" in capsys.readouterr().err
+        st = wait_finished(cfg, name)
+        assert st["counts"]["done"] == 4
+        assert {t["node"] for t in st["trials"]} <= {n[0], n[4]}, [t["node"] for t in st["trials"]]
+    finally:
+        main(["sweep", "stop", name, "-c", str(cfg), "--timeout", "20"])
+        subprocess.run(["tmux", "-L", os.environ["CORRAL_TMUX_SOCKET"], "kill-server"], capture_output=True)
+
+
+def _bench_cluster_pids() -> list[int]:
+    """Processes of any bench-cluster job (the simulated nodes share this PID namespace)."""
+    from pathlib import Path as P
+
+    found = []
+    for p in P("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                env = (p / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"CORRAL_JOB_NAME=bench-cluster-" in env:
+                found.append(int(p.name))
+    return found
+
+
+def test_ctrl_c_stops_the_current_step_everywhere_and_still_writes_the_report(five, cfg, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "bench", "cluster", "-c", str(cfg), "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _bench_cluster_pids():
+            time.sleep(0.5)  # the node step's job is running on the nodes
+        assert _bench_cluster_pids(), "the node step never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert report["steps"][0]["note"].startswith("interrupted") and not report["steps"][0]["complete"]
+    assert all(s["note"] == "not run (interrupted)" for s in report["steps"][1:])
+    deadline = time.monotonic() + 30
+    while _bench_cluster_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _bench_cluster_pids() == []

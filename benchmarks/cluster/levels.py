@@ -117,7 +117,7 @@ def build_plan(
         StepPlan(
             "node",
             "inventory, health counters, compute and memory speed on every node at once (bench node)",
-            STEP_SLACK_S + (240.0 if gpus else 30.0),
+            STEP_SLACK_S + (240.0 if gpus else 60.0),
             {"quick": False},
         )
     ]

@@ -385,10 +385,7 @@ def cluster_cmd(
 ) -> None:
     """Accept a whole cluster: node, network, all-reduce and volume benchmarks, judged and localized.
 
-    Each node is judged against the GPU's spec, the provider's documented limits and its peers
-    (median and MAD); a slow pair is re-tested with a node that passed, a slow all-reduce is
-    bisected. Writes report.json (its `exclude` list feeds --exclude-from), report.md, report.html
-    and junit.xml. Exit 0 all pass, 1 a node failed, 2 it could not run.
+    Each node is judged against the GPU's spec, the provider's documented limits and its peers (median and MAD); a slow pair is re-tested with a node that passed, a slow all-reduce is bisected. Writes report.json (its exclude list feeds --exclude-from), report.md, report.html and junit.xml. Exit 0 all pass, 1 a node failed, 2 it could not run.
 
     Example: corral bench cluster -c cluster.yaml --level quick --volume-cap-mibps 128 --out acceptance/
     """

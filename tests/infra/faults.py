@@ -6,8 +6,9 @@ Each is a context manager that undoes exactly what it did, on any exit:
 - ``write_cap``: a cgroup v1 ``blkio`` group capping writes to one block device, the same way;
 - ``link_cap``: a ``tbf`` qdisc on the node's ``eth0`` (what it sends) and on its host-side veth (what it
   receives);
-- ``pair_cap``: the link between two nodes only: a ``prio`` qdisc on each end's ``eth0`` whose third band is a
-  ``tbf``, and a ``u32`` filter sending the traffic to the other end's address into it.
+- ``pair_cap``: the link between two nodes only: an ``htb`` qdisc on each end's ``eth0`` with an unlimited default
+  class and a capped one, and a ``u32`` filter sending the traffic to the other end's address into the capped
+  class (``prio`` is not in this machine's kernel).
 
 On exit the processes in a group (the sshd and whatever it started meanwhile) go back to the root group
 before the group is removed; qdiscs are deleted.
@@ -107,16 +108,20 @@ def link_cap(sim, node, mbit: int) -> Iterator[None]:
 def pair_cap(sim, a, b, mbit: int) -> Iterator[None]:
     """Only traffic between ``a`` and ``b`` is capped (each end's sends to the other)."""
     ends = [(sim.node(a), sim.node(b)), (sim.node(b), sim.node(a))]
+    steps = [
+        ["qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb", "default", "10"],
+        ["class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", "100gbit", "quantum", "60000"],
+        ["class", "add", "dev", "eth0", "parent", "1:", "classid", "1:30", "htb", "rate", f"{mbit}mbit", "ceil",
+         f"{mbit}mbit", "quantum", "1514"],
+    ]  # fmt: skip
     try:
         for me, other in ends:
-            sim.exec_in_ns(me, ["tc", "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "prio"], check=True)
-            sim.exec_in_ns(
-                me, ["tc", "qdisc", "add", "dev", "eth0", "parent", "1:3", "handle", "30:", *_tbf(mbit)], check=True
-            )
+            for step in steps:
+                sim.exec_in_ns(me, ["tc", *step], check=True)
             sim.exec_in_ns(
                 me,
-                ["tc", "filter", "add", "dev", "eth0", "parent", "1:0", "protocol", "ip", "prio", "1", "u32",
-                 "match", "ip", "dst", f"{other.addr}/32", "flowid", "1:3"],
+                ["tc", "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+                 "match", "ip", "dst", f"{other.addr}/32", "flowid", "1:30"],
                 check=True,
             )  # fmt: skip
         yield
