@@ -9,7 +9,7 @@ Three references, and every finding names the one it used:
   the healthy nodes are the best reference there is, and it is the one that works without a GPU;
 - ``baseline``: an earlier report's figure for the same node (or the earlier median when the node is new).
 
-Modelled on ``launcher/preflight.py`` and ``benchmarks/node/judge.py``: nothing here measures, reads a
+Modelled on ``launcher/backends/ssh/preflight.py`` and ``benchmarks/node/judge.py``: nothing here measures, reads a
 file or asks a node, so recorded measurements are judged exactly as live ones.
 """
 
