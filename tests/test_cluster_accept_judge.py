@@ -255,3 +255,31 @@ def test_gpu_nodes_are_held_to_the_providers_failure_lines():
         ("g2", "spec.node_allreduce_busbw_gbps"): "fail",
     }
     assert "Azure HPC node health checks" in out["g2"][1].message and "460" in out["g2"][1].message
+
+
+def test_assess_with_a_baseline_fails_the_regressed_node_only(tmp_path):
+    from benchmarks.cluster import run as runner
+    from benchmarks.cluster.report import BASELINE_SCHEMA
+    from launcher.cli.bench_cluster import _read_baseline
+
+    def cpu_node(host, gemm):
+        return {
+            "host": host,
+            "gpus": [],
+            "checks": [],
+            "speed": {"cpu": {"gemm_fp32_gflops": gemm, "memcopy_gbps": 5.0}},
+        }
+
+    cl = ClusterConfig.model_validate({"nodes": [{"host": h, "addr": f"10.0.0.{i}"} for i, h in enumerate("abc", 1)]})
+    rec = runner.Recorded(node_reports=[cpu_node("a", 100.0), cpu_node("b", 70.0), cpu_node("c", 101.0)])
+    saved = tmp_path / "base.json"
+    saved.write_text(json.dumps({"schema": BASELINE_SCHEMA, "figures": {n: {"cpu_gemm_gflops": 100.0} for n in "abc"}}))
+    verdicts, figs = runner.assess(cl, rec, J.Thresholds(peer=0.5), J.baseline_figures(_read_baseline(saved)))
+    by = {v.name: v for v in verdicts}
+    assert [f.check for f in by["b"].findings] == ["baseline.cpu_gemm_gflops"] and by["b"].verdict == "fail"
+    assert by["a"].verdict == by["c"].verdict == "pass"
+    assert figs["b"] == {"cpu_gemm_gflops": 70.0, "cpu_memcopy_gbps": 5.0}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "other"}')
+    with pytest.raises(UserError, match="not a `corral bench cluster` report or baseline"):
+        _read_baseline(bad)
