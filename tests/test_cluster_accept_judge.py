@@ -283,3 +283,25 @@ def test_assess_with_a_baseline_fails_the_regressed_node_only(tmp_path):
     bad.write_text('{"schema": "other"}')
     with pytest.raises(UserError, match="not a `corral bench cluster` report or baseline"):
         _read_baseline(bad)
+
+
+def test_burn_in_warns_when_a_node_slows_under_sustained_load_and_keeps_health_failures():
+    from benchmarks.cluster import run as runner
+
+    def rnd(gemm_b, xid=False):
+        nodes = []
+        for host, gemm in (("a", 100.0), ("b", gemm_b)):
+            checks = [{"name": "xid_events", "status": "fail", "value": [79], "expected": [], "reason": "XID 79"}]
+            gpus = [{"index": 0, "checks": checks if (xid and host == "b") else [], "speed": {}}]
+            nodes.append({"host": host, "gpus": gpus, "checks": [], "speed": {"cpu": {"gemm_fp32_gflops": gemm}}})
+        return nodes
+
+    rec = runner.Recorded(burn=[rnd(100.0), rnd(95.0), rnd(60.0, xid=True)])
+    out = runner._burn_findings(rec, J.Thresholds())
+    sev = {f.check: f.severity for f in out["b"]}
+    assert sev["burn.node.gpu0.xid_events"] == "fail" and sev["burn.cpu_gemm_gflops"] == "warn"
+    assert {f.check: f.severity for f in out["a"]} == {"burn.cpu_gemm_gflops": "pass"}
+    assert (
+        "100 -> 60 GFLOP/s from the first to the last of 3 rounds"
+        in [f for f in out["b"] if f.check == "burn.cpu_gemm_gflops"][0].message
+    )

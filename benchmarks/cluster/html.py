@@ -27,10 +27,11 @@ def _bars(key: str, values: dict[str, float], verdicts: dict[str, str], threshol
     width, row, left = 420, 18, 110
     height = row * len(values) + 40
     top = max(values.values()) or 1.0
-    stats = peer_stats(list(values.values()), threshold, z)
+    # network figures are judged per pair (localize.py), not against a per-node floor: draw none for them
+    stats = None if key.startswith("net_") else peer_stats(list(values.values()), threshold, z)
 
     def x(v: float) -> float:
-        return left + (width - left - 20) * v / top
+        return left + (width - left - 50) * v / top  # room for the value printed after the longest bar
 
     out = [f'<svg class="chart" width="{width}" height="{height}" role="img" aria-label="{escape(label)}">']
     out.append(f'<text x="0" y="12" font-weight="bold">{escape(label)} ({escape(unit)})</text>')
