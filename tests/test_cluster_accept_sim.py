@@ -209,3 +209,19 @@ def test_ctrl_c_stops_the_current_step_everywhere_and_still_writes_the_report(fi
     while _bench_cluster_pids() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _bench_cluster_pids() == []
+
+
+def test_slow_all_reduce_is_bisected_to_the_node_on_a_capped_link(five, cfg, tmp_path, capsys):
+    """Only the all-reduce step, with a floor (--min-busbw) between what 2-4 healthy simulated nodes reach with gloo
+    (~0.1-0.2 GB/s on this machine) and what a 40 Mbit/s link allows (~0.005 GB/s)."""
+    n = [x.hostname for x in five.nodes]
+    skip = ["--skip", "node", "--skip", "net", "--skip", "volume"]
+    with faults.link_cap(five, 2, 40):
+        rc, report = bench(cfg, tmp_path / "out", "--exclude", n[4], "--min-busbw", "0.02", *skip)
+    capsys.readouterr()
+    ar = report["measurements"]["allreduce"]
+    assert rc == 1 and report["exclude"] == [n[2]], (ar.get("bisection"), [x["findings"] for x in report["nodes"]])
+    runs = [r["nodes"] for r in ar["bisection"]["runs"]]
+    assert runs[:2] == [[n[0], n[1]], [n[2], n[3]]] and [n[2], n[0]] in runs
+    (finding,) = [f for x in report["nodes"] if x["name"] == n[2] for f in x["findings"]]
+    assert finding["check"] == "allreduce.bisect" and finding["reference"] == "spec" and "GB/s" in finding["message"]
