@@ -305,3 +305,21 @@ def test_burn_in_warns_when_a_node_slows_under_sustained_load_and_keeps_health_f
         "100 -> 60 GFLOP/s from the first to the last of 3 rounds"
         in [f for f in out["b"] if f.check == "burn.cpu_gemm_gflops"][0].message
     )
+
+
+def test_a_bisection_out_of_time_blames_only_what_it_measured():
+    def measure(group):
+        if len(group) == 2 and "n4" in group and "n1" in group:
+            raise localize.OutOfTime()
+        return 0.01 if "n3" in group else 1.0
+
+    b = localize.bisect(["n1", "n2", "n3", "n4"], measure, lambda x: x is None or x < 0.5)
+    assert b.culprits == ["n3"] and "not measured (budget spent): n4" in b.note
+
+    def broke(group):
+        raise localize.OutOfTime()
+
+    b = localize.bisect(["n1", "n2", "n3", "n4"], broke, lambda x: True)
+    assert b.culprits == [] and "budget spent" in b.note
+    found = localize.bisection_findings(b, 0.004, 0.02, "spec", ["n1", "n2"])
+    assert {n: [f.severity for f in fs] for n, fs in found.items()} == {"n1": ["warn"], "n2": ["warn"]}

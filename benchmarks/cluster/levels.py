@@ -8,6 +8,7 @@ longer runs, ``burn-in`` sustained load for ``--duration`` with the health count
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,11 +137,13 @@ def build_plan(
             )
         )
         ar_max = spec.ar_max_bytes_gpu if gpus else spec.ar_max_bytes_cpu
+        # the all-node run, then (only when it is slow) a bisection: two runs per halving and one per suspect
+        runs = 1 + 2 * math.ceil(math.log2(max(n, 2))) + 1
         steps.append(
             StepPlan(
                 "allreduce",
                 f"all-reduce across all nodes, 1K..{ar_max} (bench allreduce); bisected when slow",
-                STEP_SLACK_S * 4 + (120.0 if gpus else 60.0),
+                runs * (2 * STEP_SLACK_S + (60.0 if gpus else 0.0)),
                 {"min_bytes": "1K", "max_bytes": ar_max, "factor": 4, "iters": spec.ar_iters, "warmup": 2},
             )
         )

@@ -212,11 +212,16 @@ class Bisection:
         }
 
 
+class OutOfTime(Exception):
+    """Raised by a bisection's ``measure`` when the step's budget cannot hold another run."""
+
+
 def bisect(
     nodes: list[str], measure: Callable[[list[str]], float | None], is_slow: Callable[[float | None], bool]
 ) -> Bisection:
     """Find the node(s) that make an all-node all-reduce slow. ``measure(group)`` runs the all-reduce on
-    ``group`` and returns its bus bandwidth; ``is_slow`` judges one figure. Pure given those two."""
+    ``group`` and returns its bus bandwidth (None: the run failed) or raises ``OutOfTime``; ``is_slow`` judges one
+    figure. Pure given those two. Running out of time never blames a node: only groups measured slow are named."""
     out = Bisection()
 
     def run(group: list[str]) -> bool:
@@ -225,26 +230,39 @@ def bisect(
         return is_slow(busbw)
 
     group, good = list(nodes), []
-    while len(group) > 3:
-        half = len(group) // 2
-        a, b = group[:half], group[half:]
-        slow_a, slow_b = run(a), run(b)
-        if slow_a and slow_b:
-            out.culprits, out.note = group, "both halves are slow: more than one node is at fault"
-            return out
-        if not slow_a and not slow_b:
-            out.culprits = group
-            out.note = "both halves are fast alone: the slowness is between them (the links joining the halves)"
-            return out
-        group, good = (a, good + b) if slow_a else (b, good + a)
+    try:
+        while len(group) > 3:
+            half = len(group) // 2
+            a, b = group[:half], group[half:]
+            slow_a, slow_b = run(a), run(b)
+            if slow_a and slow_b:
+                out.culprits, out.note = group, "both halves are slow: more than one node is at fault"
+                return out
+            if not slow_a and not slow_b:
+                out.culprits = group
+                out.note = "both halves are fast alone: the slowness is between them (the links joining the halves)"
+                return out
+            group, good = (a, good + b) if slow_a else (b, good + a)
+    except OutOfTime:
+        out.culprits, out.note = [], f"budget spent while narrowing; the slow group included {', '.join(group)}"
+        return out
     if not good:
         out.culprits, out.note = group, "no node passed to pair the suspects with"
         return out
     partner = good[0]
-    slow = [n for n in group if run([n, partner])]
+    slow, unmeasured = [], []
+    for n in group:
+        try:
+            if run([n, partner]):
+                slow.append(n)
+        except OutOfTime:
+            unmeasured.append(n)
+    left = f"; not measured (budget spent): {', '.join(unmeasured)}" if unmeasured else ""
     if slow:
         out.culprits = slow
-        out.note = f"slow when paired with {partner}, a node of a fast half"
+        out.note = f"slow when paired with {partner}, a node of a fast half{left}"
+    elif unmeasured:
+        out.culprits, out.note = [], f"narrowed to {', '.join(group)}{left}"
     else:
         out.culprits = group
         out.note = f"each is fast paired with {partner}: the slowness is among {', '.join(group)}"
@@ -252,17 +270,35 @@ def bisect(
 
 
 def bisection_findings(
-    b: Bisection, full_busbw: float | None, expected: float, reference: str
+    b: Bisection, full_busbw: float | None, expected: float, reference: str, nodes: list[str] | None = None
 ) -> dict[str, list[Finding]]:
+    """Fail the culprits with every run's figure; when the bisection named nobody (its budget ran out), every node
+    gets a warning with the all-node figure, since the cluster's all-reduce is slow all the same."""
     runs = "; ".join(f"[{', '.join(g)}] {fmt(x) if x is not None else 'failed'} GB/s" for g, x in b.runs)
     shown = fmt(full_busbw) if full_busbw is not None else "failed"
+    head = f"the all-node all-reduce reached {shown} GB/s bus bandwidth (expected at least {fmt(expected)})"
+    if not b.culprits:
+        return {
+            n: [
+                Finding(
+                    "allreduce.unlocalized",
+                    WARN,
+                    f"{head}; the bisection named no node: {b.note}; runs: {runs or 'none'}",
+                    full_busbw,
+                    expected,
+                    reference,
+                    REMEDIES["allreduce"],
+                    "GB/s",
+                )
+            ]
+            for n in nodes or []
+        }
     return {
         n: [
             Finding(
                 "allreduce.bisect",
                 FAIL,
-                f"the all-node all-reduce reached {shown} GB/s bus bandwidth (expected at least {fmt(expected)}); "
-                f"bisection names this node: {b.note}; runs: {runs}",
+                f"{head}; bisection names this node: {b.note}; runs: {runs}",
                 full_busbw,
                 expected,
                 reference,

@@ -217,9 +217,9 @@ def step_allreduce(
 
     def measure(group: list[str]) -> float | None:
         left = clock.left()
-        if left < 30:
-            return None
-        got, _, why = _ar_peak(_subcluster(cluster, group), req, min(left, step.budget_s / 4))
+        if left < 60:
+            raise localize.OutOfTime()
+        got, _, why = _ar_peak(_subcluster(cluster, group), req, left)
         say(f"allreduce: bisect [{', '.join(group)}]: " + (f"{got:.3g} GB/s" if got is not None else why))
         return got
 
@@ -442,6 +442,7 @@ def assess(
                 ar.get("peak_busbw_gbps"),
                 ar.get("floor_gbps") or 0.0,
                 ar.get("floor_reference", "run"),
+                names,
             )
         )
     if baseline:
