@@ -213,7 +213,8 @@ class Bisection:
 
 
 class OutOfTime(Exception):
-    """Raised by a bisection's ``measure`` when the step's budget cannot hold another run."""
+    """Raised by a bisection's ``measure`` when a run could not be made: the step's budget cannot hold another, or
+    the launch was refused before anything ran (a preflight check); such a group is not measured, never blamed."""
 
 
 def bisect(
