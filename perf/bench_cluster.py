@@ -14,7 +14,7 @@ with a CPU quota of each of ``--cpu-quotas`` percent on one node, and its networ
 ``--link-caps`` Mbit/s on one node's link, ``--sens-reps`` times each, and records how often the faulty node
 was failed (and whether any other node was). Run as root from the repository root:
 
-    python -m perf.bench_cluster --reps 3 --sensitivity --json docs/results/bench-cluster-quick-4nodes.json
+    python -m perf.bench_cluster --reps 3 --sensitivity --json docs/results/bench-cluster-quick.json
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from launcher.cli import main as corral
+from perf import results_log
 from tests.infra import faults
 from tests.infra.simcluster import SimCluster
 
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-quotas", type=int, nargs="+", default=[50, 25, 10, 5])
     p.add_argument("--link-caps", type=int, nargs="+", default=[1000, 400, 100, 40])
     p.add_argument("--sens-reps", type=int, default=2)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=Path, help="the measurement file to append this run to (perf/results_log.py)")
+    results_log.add_conditions_argument(p)
     args = p.parse_args(argv)
     result: dict = {"date": time.strftime("%Y-%m-%d"), "nodes": args.nodes, "cpus": os.cpu_count()}
     with SimCluster(args.nodes) as sim:
@@ -139,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             result["sensitivity"] = sensitivity(sim, cfg, work, args.cpu_quotas, args.link_caps, args.sens_reps)
         result["load_end"] = load_average()
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        results_log.append_run(
+            args.json,
+            result,
+            measurement="corral bench cluster --level quick against the four benchmarks by hand, and its detection sensitivity",
+            script="perf/bench_cluster.py",
+            command=results_log.current_command("perf.bench_cluster", argv),
+            conditions=args.conditions,
+        )
     print(json.dumps({k: v for k, v in result.items() if k != "sensitivity"}, indent=1)[:3000])
     return 0
 

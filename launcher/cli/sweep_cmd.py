@@ -52,6 +52,7 @@ def run(
     """
     import uuid
 
+    from launcher import api
     from launcher.errors import UserError
     from launcher.sweep.config import load_sweep
     from launcher.sweep.controller import save_spec
@@ -63,7 +64,8 @@ def run(
     spec = load_sweep(sweep)
     cl, left_out = cluster_excluding(cluster, exclude, exclude_from)
     say_left_out(left_out, stdout=dry_run and not as_json)
-    if cl.slurm is None and spec.config.nodes > len(cl.nodes):  # on Slurm, preflight checks the partition's size
+    places_nodes = api.capabilities(cl).places_nodes  # then the launch's preflight checks the partition's size
+    if not places_nodes and spec.config.nodes > len(cl.nodes):
         raise UserError(
             f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
             hint="lower nodes in the sweep file or add nodes to the cluster file",
