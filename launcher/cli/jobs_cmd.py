@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json, write_json
+from launcher.cli.common import (
+    ClusterOpt,
+    ExcludeFromOpt,
+    ExcludeOpt,
+    JsonOpt,
+    JsonOutOpt,
+    cluster_excluding,
+    console,
+    emit_json,
+    say_left_out,
+    write_json,
+)
 
 
 def _cluster(path: Optional[Path]):
@@ -34,6 +45,8 @@ def launch(
         False, "--follow", "-f", help="Stream the logs until the job ends (Ctrl-C stops following, not the job)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the run record as JSON."),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
 
@@ -41,14 +54,16 @@ def launch(
     other relative paths in a file are relative to that file; without -c, the embedded cluster's
     workdir and runs/ are in the project directory (the nearest one upward holding runs/ or .git).
 
-    Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
+    Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1 --exclude-from acceptance/report.json
     """
     from launcher.backends import backend_for
     from launcher.config import load_job
     from launcher.jobs import describe as describe_job
     from launcher.jobs import launch as launch_job
 
-    jobcfg, clustercfg = load_job(job), _cluster(cluster)
+    jobcfg = load_job(job)
+    clustercfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run and not as_json)
     backend = backend_for(clustercfg)
     if dry_run:
         description = describe_job(jobcfg, clustercfg, name=name, set_=set_)

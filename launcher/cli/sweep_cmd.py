@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, DefaultCommandGroup, JsonOpt, JsonOutOpt, console, emit_json
+from launcher.cli.common import (
+    ClusterOpt,
+    DefaultCommandGroup,
+    ExcludeFromOpt,
+    ExcludeOpt,
+    JsonOpt,
+    JsonOutOpt,
+    cluster_excluding,
+    console,
+    emit_json,
+    say_left_out,
+)
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),
@@ -32,6 +43,8 @@ def run(
     json_out: Optional[Path] = typer.Option(
         None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."
     ),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
@@ -40,7 +53,6 @@ def run(
     import uuid
 
     from launcher import api
-    from launcher.config import load_cluster
     from launcher.errors import UserError
     from launcher.sweep.config import load_sweep
     from launcher.sweep.controller import save_spec
@@ -50,7 +62,8 @@ def run(
     from launcher.sweep.trial_job import describe_plan
 
     spec = load_sweep(sweep)
-    cl = load_cluster(cluster)
+    cl, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run and not as_json)
     places_nodes = api.capabilities(cl).places_nodes  # then the launch's preflight checks the partition's size
     if not places_nodes and spec.config.nodes > len(cl.nodes):
         raise UserError(
@@ -82,7 +95,7 @@ def run(
     from launcher.sweep.detach import plan_controller, start_detached
 
     token = uuid.uuid4().hex
-    launch = plan_controller(paths, cluster, token, spec.name)
+    launch = plan_controller(paths, cluster, token, spec.name, exclude=[item.node for item in left_out])
     start_detached(launch, paths, token)
     console().print(
         f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "

@@ -430,12 +430,14 @@ def _side_by_side(calls: list[Callable[[], Any]], want_results: bool = False) ->
 
 def main(argv: Optional[list[str]] = None) -> int:
     from launcher.config import load_cluster
+    from launcher.config.exclude import exclude_nodes, exclusions
     from launcher.sweep.backend import LaunchBackend
     from launcher.sweep.lock import LockHeld
 
     p = argparse.ArgumentParser(prog="python -m launcher.sweep.controller", description=__doc__.splitlines()[0])
     p.add_argument("--sweep-dir", required=True, type=Path)
     p.add_argument("--cluster", type=Path, default=None)
+    p.add_argument("--exclude", action="append", default=[], help="A node of the cluster file to leave out.")
     p.add_argument("--token", default=None, help="Names the file a refusal is written to, for the CLI that started us.")
     p.add_argument("--session", default=None, help="The tmux session this controller runs in.")
     args = p.parse_args(argv)
@@ -450,7 +452,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     try:
         sweep = load_spec(paths)
-        cluster = load_cluster(args.cluster)
+        cluster = exclude_nodes(load_cluster(args.cluster), exclusions(args.exclude))
         controller = Controller(sweep, cluster, LaunchBackend(cluster), paths, session=args.session, token=args.token)
         return controller.run()
     except LockHeld as exc:
