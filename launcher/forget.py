@@ -15,7 +15,7 @@ from pathlib import Path
 
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
-from launcher.jobs import JobStatus, _node_config, read_status, runs_dir
+from launcher.jobs import JobStatus, _node_config, read_statuses, runs_dir
 from launcher.jobstate import ACTIVE
 from launcher.remote import call_all
 from launcher.runrecord import RECORD_FILE, RunRecord, list_names, load
@@ -32,10 +32,7 @@ def parse_age(text: str) -> float:
 
 
 def _statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
-    async def gather():
-        return await asyncio.gather(*(read_status(r, cluster) for r in records))
-
-    return asyncio.run(gather()) if records else []
+    return read_statuses(records, cluster)
 
 
 def select_runs(

@@ -141,10 +141,8 @@ def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
 
 def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
     """The node as the cluster file now describes it (ssh settings), else as recorded."""
-    for n in cluster.nodes:
-        if n.label == node.node or n.host == node.host:
-            return n
-    return NodeConfig(host=node.host, name=node.node)
+    found = cluster.node_index().get(node.node) or cluster.node_index().get(node.host)
+    return found if found is not None else NodeConfig(host=node.host, name=node.node)
 
 
 async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
@@ -166,6 +164,19 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
             code = f" {c['exit_code']}" if c.get("exit_code") is not None else ""
             ns.detail = "; ".join(x for x in (ns.detail, f"container {c.get('state', 'missing')}{code}") if x)
     return JobStatus(record.name, record.state, nodes)
+
+
+def read_statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
+    """Every record's status at once, over one agent session per node: ``ps`` of R jobs on N
+    nodes is N logins (R requests each, one after the other), not R x N at the same moment."""
+    if not records:
+        return []
+
+    async def gather() -> list[JobStatus]:
+        return list(await asyncio.gather(*(read_status(r, cluster) for r in records)))
+
+    with kept_sessions():
+        return run_sync(gather())
 
 
 # ---------------------------------------------------------------------------- launch
@@ -547,18 +558,19 @@ def wait_record(
     on_poll: Callable[[JobStatus], None] | None = None,
 ) -> JobStatus:
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        st = asyncio.run(read_status(record, cluster))
-        if on_poll:
-            on_poll(st)
-        if st.done:
-            return st
-        if deadline is not None and time.monotonic() >= deadline:
-            raise RunFailed(
-                f"job {record.name} still running after {timeout:g}s",
-                hint=f"`corral ps` shows it; `corral stop {record.name}` ends it",
-            )
-        time.sleep(poll_s)
+    with kept_sessions():  # one login per node for the whole wait, not one per node per poll
+        while True:
+            st = run_sync(read_status(record, cluster))
+            if on_poll:
+                on_poll(st)
+            if st.done:
+                return st
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunFailed(
+                    f"job {record.name} still running after {timeout:g}s",
+                    hint=f"`corral ps` shows it; `corral stop {record.name}` ends it",
+                )
+            time.sleep(poll_s)
 
 
 def all_records(cluster: ClusterConfig, base_dir: str | None = None) -> list[RunRecord]:
@@ -581,6 +593,7 @@ __all__ = [
     "prepare",
     "read_files",
     "read_status",
+    "read_statuses",
     "runs_dir",
     "start",
     "stop_record",

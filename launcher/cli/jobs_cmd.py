@@ -96,12 +96,12 @@ def launch(
 def _launch_with_progress(jobcfg, clustercfg, **kwargs):
     """``launch --follow``: a bar on a terminal's stderr (nothing elsewhere) from preflight until every node
     runs, per node; the logs follow once it is gone."""
-    import asyncio
     import time
 
     from launcher.cli.progress import node_states, progress
     from launcher.jobs import launch as launch_job
     from launcher.jobs import read_status
+    from launcher.remote import kept_sessions, run_sync
 
     nodes = len(clustercfg.nodes)
     with progress(f"launching {kwargs.get('name') or jobcfg.name}: nodes running", total=nodes) as update:
@@ -110,16 +110,17 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
         if not update.active:
             return record
         deadline = time.monotonic() + 60  # a node still not running by then is the logs' story to tell
-        while time.monotonic() < deadline:
-            status = asyncio.run(read_status(record, clustercfg))
-            update(
-                completed=sum(n.state == "running" for n in status.nodes),
-                total=len(status.nodes),
-                note=node_states(status),
-            )
-            if status.done or all(n.state == "running" for n in status.nodes):
-                break
-            time.sleep(1.0)
+        with kept_sessions():  # one login per node for every poll of the bar
+            while time.monotonic() < deadline:
+                status = run_sync(read_status(record, clustercfg))
+                update(
+                    completed=sum(n.state == "running" for n in status.nodes),
+                    total=len(status.nodes),
+                    note=node_states(status),
+                )
+                if status.done or all(n.state == "running" for n in status.nodes):
+                    break
+                time.sleep(1.0)
     return record
 
 
@@ -176,17 +177,11 @@ def ps(
 
     Example: corral ps --json
     """
-    import asyncio
-
-    from launcher.jobs import all_records, is_benchmark_run, read_status
+    from launcher.jobs import all_records, is_benchmark_run, read_statuses
 
     clustercfg = _cluster(cluster)
     records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
-
-    async def gather():
-        return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
-
-    statuses = asyncio.run(gather()) if records else []
+    statuses = read_statuses(records, clustercfg)
     rows = [
         {
             "name": s.name,
