@@ -167,15 +167,19 @@ def _report_final(final) -> int:
 def ps(
     cluster: Optional[Path] = ClusterOpt,
     all_: bool = typer.Option(False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...)."),
+    nodes: bool = typer.Option(
+        False, "--nodes", help="One row per node instead of one line per job (--json always has every node)."
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
-    """List jobs, each job's state and its state on every node (running / exited N / missing).
+    """List jobs: each job's state and its nodes' states folded into one line ("31 running, 1 unknown: n17").
 
-    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
-    benchmarks start (named bench-...) are listed with --all only.
+    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). A node that could
+    not be asked is named with the reason. Runs that the benchmarks start (named bench-...) are
+    listed with --all only.
 
-    Example: corral ps --json
+    Example: corral ps --nodes
     """
     from launcher.jobs import all_records, is_benchmark_run, read_statuses
 
@@ -202,6 +206,50 @@ def ps(
     ]
     if emit_json(rows, as_json, json_out):
         return
+    if not rows:
+        from launcher.jobs import runs_dir
+
+        console().print(f"no jobs in {runs_dir(clustercfg)}")
+        return
+    if nodes:
+        _print_node_rows(rows)
+    else:
+        _print_job_lines(rows)
+
+
+UNREACHABLE_SHOWN = 4
+"""Unreachable nodes whose reason ``ps`` prints under the job line (all with --nodes)."""
+
+
+def _print_job_lines(rows: list[dict]) -> None:
+    """One line per job: its state, node count, the nodes' states folded, the longest elapsed."""
+    from rich.table import Table
+
+    from launcher.runs.summary import fold, node_state_label
+
+    table = Table("job", "job state", "nodes", "elapsed", "node states", box=None)
+    notes = []
+    for row in rows:
+        ns = row["nodes"]
+        elapsed = [n["elapsed_s"] for n in ns if n["elapsed_s"] is not None]
+        table.add_row(
+            row["name"],
+            row["state"],
+            str(len(ns)),
+            f"{max(elapsed):.0f}s" if elapsed else "",
+            fold((n["node"], node_state_label(n["state"], n["exit_code"])) for n in ns),
+        )
+        bad = [n for n in ns if n["state"] == "unknown"]
+        notes += [f"{row['name']} on {n['node']}: {n['detail']}" for n in bad[:UNREACHABLE_SHOWN]]
+        if len(bad) > UNREACHABLE_SHOWN:
+            notes.append(f"{row['name']}: {len(bad) - UNREACHABLE_SHOWN} more unreachable node(s) (corral ps --nodes)")
+    out = console()
+    out.print(table)
+    for note in notes:
+        out.print(note, highlight=False)
+
+
+def _print_node_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
@@ -218,12 +266,7 @@ def ps(
                 elapsed,
                 n.get("detail") or "",
             )
-    if rows:
-        console().print(table)
-    else:
-        from launcher.jobs import runs_dir
-
-        console().print(f"no jobs in {runs_dir(clustercfg)}")
+    console().print(table)
 
 
 def logs(
@@ -382,12 +425,17 @@ def stop(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds between SIGTERM and SIGKILL."),
+    nodes: bool = typer.Option(False, "--nodes", help="Say what was done on every node, not only where it went wrong."),
 ) -> int:
     """Stop a job on every node: SIGTERM, then SIGKILL, to its process groups only.
+
+    Prints one line per node only where something went wrong (a node not reached, processes
+    left), then one line for the job.
 
     Example: corral stop demo --timeout 30
     """
     from launcher import api
+    from launcher.runs.summary import name_list
 
     clustercfg = _cluster(cluster)
     out = console()
@@ -396,29 +444,40 @@ def stop(
     bad = 0
     for r in results:
         if r.error:
-            out.print(f"{r.node}: could not stop: {r.error}")
+            out.print(f"{r.node}: could not stop: {r.error}", highlight=False)
             bad += 1
         elif r.remaining:
-            out.print(f"{r.node}: {len(r.remaining)} process(es) of {name} still alive: {r.remaining}")
+            out.print(f"{r.node}: {len(r.remaining)} process(es) of {name} still alive: {r.remaining}", highlight=False)
             bad += 1
-        else:
-            out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
+        elif nodes:
+            out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)", highlight=False)
     if bad:
+        out.print(f"{name}: {bad} of {len(results)} node(s) not cleanly stopped (above)", highlight=False)
         return 1
     where = f"Slurm job of {name} ended" if clustercfg.slurm is not None else f"tmux session corral-{name} removed"
-    out.print(f"no process of {name} remains on any node; {where}")
+    found, killed = sum(r.found for r in results), [r.node for r in results if r.killed]
+    sigkill = f", SIGKILL needed on {len(killed)} node(s): {name_list(killed)}" if killed else ""
+    out.print(
+        f"stopped {name} on {len(results)} node(s): {found} process(es) ended{sigkill}; "
+        f"no process of {name} remains on any node; {where}",
+        highlight=False,
+    )
     return 0
 
 
 def preflight(
     job: Optional[Path] = typer.Argument(None, help="Job YAML file (optional: adds job-specific checks)."),
     cluster: Optional[Path] = ClusterOpt,
+    nodes: bool = typer.Option(False, "--nodes", help="One row per node instead of one per distinct result."),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> int:
     """Check every node before a launch: ssh, workdir, venv, torch, GPUs, rendezvous reachability.
 
-    Example: corral preflight configs/demo.yaml -c cluster.yaml
+    Nodes with the same results share one row ("31 nodes: n1, n2, ..."), so the odd node stands
+    out; every failed check is then named with its node and the fix.
+
+    Example: corral preflight configs/demo.yaml -c cluster.yaml --nodes
     """
     import asyncio
     import os
@@ -451,11 +510,25 @@ def preflight(
     emit_json(report.to_json(), as_json, json_out)
     from rich.table import Table
 
-    table = Table("node", *CHECKS, box=None)
+    from launcher.runs.summary import name_list
+
     marks = {True: "ok", False: "FAIL", None: "-"}
+    by_node: dict[str, dict] = {}
+    for c in report.checks:
+        by_node.setdefault(c.node, {})[c.check] = c
+    rows: dict[tuple[str, ...], list[str]] = {}
     for n in clustercfg.nodes:
-        row = {c.check: c for c in report.checks if c.node == n.label}
-        table.add_row(n.label, *(marks[row[c].ok] if c in row else "" for c in CHECKS))
+        row = by_node.get(n.label, {})
+        rows.setdefault(tuple(marks[row[c].ok] if c in row else "" for c in CHECKS), []).append(n.label)
+    table = Table("node" if nodes else "nodes", *CHECKS, box=None)
+    if nodes:
+        for n in clustercfg.nodes:
+            row = by_node.get(n.label, {})
+            table.add_row(n.label, *(marks[row[c].ok] if c in row else "" for c in CHECKS))
+    else:
+        for cells, labels in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+            who = labels[0] if len(labels) == 1 else f"{len(labels)} nodes: {name_list(labels)}"
+            table.add_row(who, *cells)
     out.print(table)
     for c in report.checks:
         if c.ok is False:
