@@ -17,7 +17,9 @@ from launcher.tools import ssh
 
 # Recorded from OpenSSH 9.2 clients (stderr, exit status 255).
 KEX_RESET = "kex_exchange_identification: read: Connection reset by peer\r\nConnection reset by 10.213.7.12 port 22\r\n"
-KEX_CLOSED = "kex_exchange_identification: Connection closed by remote host\r\nConnection closed by 10.213.7.12 port 22\r\n"
+KEX_CLOSED = (
+    "kex_exchange_identification: Connection closed by remote host\r\nConnection closed by 10.213.7.12 port 22\r\n"
+)
 BANNER = "Connection timed out during banner exchange\r\nConnection to 10.213.7.12 port 22 timed out\r\n"
 REFUSED = "ssh: connect to host 10.213.7.12 port 22: Connection refused\r\n"
 TIMED_OUT = "ssh: connect to host 10.213.7.99 port 22: Connection timed out\r\n"
