@@ -1,6 +1,7 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
-#   make test  - install the Debian packages and the venv the tests need, then run pytest
+#   make test  - install the Debian packages and the venv the tests need, then run pytest (all but `scale` tests)
+#   make test-scale - the 32-node tests (marker `scale`, ~13 GiB, minutes); .ci/run runs them after make test
 #   make lint  - ruff (lint and format check), the import contracts (lint-imports), the architecture test
 # GPU acceptance (docs/GPU_CHECK.md):
 #   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
@@ -11,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned: an unpinned install would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge
+DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge pdsh
 PYTEST_ARGS ?=
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
@@ -19,7 +20,7 @@ GPU_PYTHON ?= python3
 GPU_CHECK_ARGS ?=
 OUT ?=
 
-.PHONY: demo test lint venv debs clean-venv gpu-bundle gpu-check
+.PHONY: demo test test-scale lint venv debs clean-venv gpu-bundle gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,7 +38,10 @@ demo: venv
 	$(VENV)/bin/corral demo
 
 test: debs venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not scale" $(PYTEST_ARGS)
+
+test-scale: debs venv
+	$(PY) -m pytest -m scale $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

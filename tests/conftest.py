@@ -32,7 +32,7 @@ pytest_plugins = ("tests.infra.docker_fixtures",)
 
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
-LOUD_ON_CI = ("cluster", "docker", "slurm")
+LOUD_ON_CI = ("cluster", "docker", "slurm", "scale")
 
 MARKERS = {
     "cluster": "needs the simulated multi-node cluster (root, ip netns, sshd); see docs/SIMCLUSTER.md",
@@ -40,6 +40,7 @@ MARKERS = {
     "slurm": "needs a real Slurm cluster on this machine (slurmctld, slurmd, munge and the simulated cluster's namespaces); see docs/SLURM.md",
     "gpu": "needs a CUDA GPU (skips cleanly where there is none, CI included)",
     "slow": "takes more than a few seconds",
+    "scale": "32 simulated nodes (~13 GiB, minutes): not in `make test`, run by `make test-scale` (a step of .ci/run)",
 }
 
 

@@ -124,3 +124,14 @@ def test_node_lookup_by_name_or_host_follows_the_node_list():
     cfg.nodes = cfg.nodes[:2]
     with pytest.raises(KeyError):
         cfg.node("n300")  # the index is rebuilt for a new node list
+
+
+def test_top_names_the_nodes_that_are_not_up_in_its_header():
+    from launcher.top.model import Frame, NodeRow
+    from launcher.top.render import header
+
+    nodes = [NodeRow(f"bn{i}", f"10.0.0.{i}", True) for i in range(1, 33)]
+    assert "32/32 nodes up" in header(Frame(t=0.0, nodes=nodes, stragglers={}), None).plain
+    nodes[16] = NodeRow("bn17", "10.0.0.17", False, error="ssh: connect to host: Connection refused")
+    text = header(Frame(t=0.0, nodes=nodes, stragglers={}), None).plain
+    assert "31/32 nodes up" in text and "31 up, 1 unreachable: bn17" in text
