@@ -9,9 +9,10 @@ size (sizes shuffled, the order of the two tools alternating), on the same nodes
   tmux new-session -d -s NAME 'cd REPO && . VENV/bin/activate && torchrun ...'``, the same line
   perf/launch_latency.py's baseline runs;
 * ps: ``corral ps --json`` vs ``pdsh -f 32 -w NODES tmux has-session -t NAME`` (the bare probe);
-* stop: ``corral stop`` (SIGTERM to the job's process groups, waits until they are gone) vs
-  ``pdsh -f 32 -w NODES tmux kill-session -t NAME`` (returns once tmux has been told);
-  after either, the next step waits (untimed) until no process of the run is left.
+* stop: ``corral stop`` (SIGTERM to the job's process groups, SIGKILL after 10 s, returns once
+  they are gone) vs ``pdsh -f 32 -w NODES tmux kill-session -t NAME`` (returns once tmux has been
+  told; the pane's processes get SIGHUP); ``gone_s``: from the stop command's start until no
+  process of the run is left on any node (the same end state for both).
 
 The launcher's own cost of ``ps`` is sampled from /proc every 20 ms: peak RSS of the corral
 process, its open file descriptors, and its child processes (ssh clients). Results: paired ratios
@@ -146,13 +147,16 @@ class Bench:
             raise RuntimeError("corral launch failed")
         launch = ready_time(out, n) - t0
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
+        t0 = time.perf_counter()
         stop, _, stop_cost = timed([*self.cli, "stop", name, "-c", str(cfile)], sample=True)
-        (out / "release").write_text("")
         wait_gone(name.encode())
+        gone = time.perf_counter() - t0
+        (out / "release").write_text("")
         return {
             "launch_s": launch,
             "ps_s": ps,
             "stop_s": stop,
+            "gone_s": gone,
             "launch_cost": launch_cost,
             "ps_cost": ps_cost,
             "stop_cost": stop_cost,
@@ -189,10 +193,12 @@ class Bench:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
+        t0 = time.perf_counter()
         stop, _, _ = timed([*pdsh, "tmux", "kill-session", "-t", name], env=env)
-        (out / "release").write_text("")
         wait_gone(name.encode())
-        return {"launch_s": launch, "ps_s": ps, "stop_s": stop, "ps_cost": ps_cost}
+        gone = time.perf_counter() - t0
+        (out / "release").write_text("")
+        return {"launch_s": launch, "ps_s": ps, "stop_s": stop, "gone_s": gone, "ps_cost": ps_cost}
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -221,7 +227,7 @@ def summarize(rows: list[dict]) -> dict:
     for n in sorted({r["nodes"] for r in rows}):
         mine = [r for r in rows if r["nodes"] == n]
         entry = {}
-        for key in ("launch_s", "ps_s", "stop_s"):
+        for key in ("launch_s", "ps_s", "stop_s", "gone_s"):
             ratios = [r["corral"][key] / r["pdsh"][key] for r in mine]
             entry[key] = {
                 "corral_median": statistics.median(r["corral"][key] for r in mine),
@@ -233,7 +239,7 @@ def summarize(rows: list[dict]) -> dict:
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
         out["sizes"][n] = entry
     if len(out["sizes"]) > 1:
-        out["growth"] = {key: growth(rows, key) for key in ("launch_s", "ps_s", "stop_s")}
+        out["growth"] = {key: growth(rows, key) for key in ("launch_s", "ps_s", "stop_s", "gone_s")}
     return out
 
 
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 c, p = row["corral"], row["pdsh"]
                 print(
                     f"rep {rep} {n:2d} nodes: launch {c['launch_s']:.1f}/{p['launch_s']:.1f} s, "
-                    f"ps {c['ps_s']:.1f}/{p['ps_s']:.1f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s "
+                    f"ps {c['ps_s']:.1f}/{p['ps_s']:.1f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
+                    f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
                     f"(corral/pdsh), ps cost {c['ps_cost']}",
                     flush=True,
                 )
