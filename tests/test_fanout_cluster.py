@@ -169,3 +169,30 @@ def test_a_node_without_sshd_is_named_after_one_attempt(six, caplog):
         assert "transient ssh failure" not in caplog.text
     finally:
         six.start_sshd(down)
+
+
+def test_logs_follow_on_more_nodes_than_the_window(six, capsys):
+    """``logs -f`` opens its six streams two at a time and still follows every node to the end."""
+    import yaml
+
+    from launcher import api
+    from launcher.cli import main as cli_main
+    from launcher.config import JobConfig
+
+    data = six.cluster_config(workdir=REPO)
+    data["ssh"]["fanout"] = 2
+    cfile = six.layout.path(f"fanout-{uuid.uuid4().hex[:6]}.yaml")
+    cfile.write_text(yaml.safe_dump(data))
+    cfg = ClusterConfig.model_validate(data)
+    name = f"fan-{uuid.uuid4().hex[:6]}"
+    job = JobConfig.model_validate({"name": name, "script": "tests/workers/echo_env.py", "env": {"ECHO_SLEEP": "3"}})
+    try:
+        api.launch(job, cfg, plain=True)
+        assert cli_main(["logs", name, "-c", str(cfile), "-f"]) == 0
+        out = capsys.readouterr().out
+        for n in cfg.nodes:
+            assert f"[{n.label}] echo worker wrote" in out and f"[{n.label}] corral: exited with status 0" in out
+        assert "corral: log stream open" not in out
+    finally:
+        api.stop(name, cfg, timeout=2)
+        ssh.close_masters(cfg.ssh, cfg.nodes)

@@ -30,7 +30,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -186,8 +186,8 @@ class AgentSession:
 class _Kept:
     """The sessions of one :func:`kept_sessions` block and the event loop they live on."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self.sessions: dict[tuple[str, str], AgentSession] = {}
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -242,6 +242,27 @@ def kept_sessions() -> Iterator[None]:
         finally:
             kept.loop.close()
             _local.kept = None
+
+
+@contextlib.asynccontextmanager
+async def kept_sessions_here() -> AsyncIterator[None]:
+    """:func:`kept_sessions` for code already running on an event loop (``logs -f``'s status
+    polls): the sessions live on that loop and are closed when the block ends, cancelled or not."""
+    if _current() is not None:
+        yield
+        return
+    kept = _local.kept = _Kept(asyncio.get_running_loop())
+    try:
+        yield
+    finally:
+        _local.kept = None
+        try:
+            await kept.close_all()
+        except BaseException:  # interrupted again while closing: end them without waiting
+            for session in kept.sessions.values():
+                with contextlib.suppress(ProcessLookupError):
+                    session.proc.kill()
+            raise
 
 
 def run_sync(coro):

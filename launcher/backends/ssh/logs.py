@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from launcher.agent.remote import call_all
+from launcher.agent.remote import call_all, kept_sessions_here
 from launcher.backends.ssh.execute import node_config, read_status
 from launcher.config import ClusterConfig
 from launcher.plan import NodePlan
@@ -123,12 +123,13 @@ async def follow(
     final = None
     try:
         if until_done:
-            while True:
-                st = await read_status(record, cluster)
-                if st.done:
-                    final = st
-                    break
-                await asyncio.sleep(poll_s)
+            async with kept_sessions_here():  # one login per node for every poll, not one per poll
+                while True:
+                    st = await read_status(record, cluster)
+                    if st.done:
+                        final = st
+                        break
+                    await asyncio.sleep(poll_s)
             # tail -F polls about once a second: wait for every node's final line to arrive
             waits = [asyncio.ensure_future(f.wait()) for f in finished]
             await asyncio.wait(waits, timeout=DRAIN_TIMEOUT_S)
