@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="the measurement file to append this run to")
+    from perf.results_log import add_conditions_argument
+
+    add_conditions_argument(parser)
     args = parser.parse_args(argv)
     from tests.infra.simcluster import SimCluster
 
@@ -285,24 +288,34 @@ def main(argv: list[str] | None = None) -> int:
                     f"(corral/pdsh), ps cost {c['ps_cost']}",
                     flush=True,
                 )
-                if args.json:  # keep what was measured so far
-                    write(args.json, rows, failures)
-    write(args.json, rows, failures) if args.json else print(json.dumps(summarize(rows), indent=2))
+    if args.json:
+        write(args.json, rows, failures, args.conditions)
+    else:
+        print(json.dumps(summarize(rows), indent=2))
     return 0
 
 
-def write(path: Path, rows: list[dict], failures: list[dict]) -> None:
+def write(path: Path, rows: list[dict], failures: list[dict], conditions: str = "") -> None:
+    """One more dated run in the measurement file (perf/results_log.py)."""
+    from perf.results_log import append_run, current_command
+
     result = {
         "failures": failures,
-        "machine": "2 cores, 24 GiB, no GPU, shared with other work (load shown per row); simulated nodes "
-        "(network namespaces, one sshd each, the host's home shared)",
+        "machine": "2 cores, 24 GiB, no GPU; simulated nodes (network namespaces, one sshd each, the host's home shared)",
         "fanout": FANOUT,
         "connect_timeout_s": CONNECT_TIMEOUT_S,
         "rows": rows,
         "summary": summarize(rows),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    append_run(
+        path,
+        result,
+        measurement="corral launch / ps / stop against pdsh -f 32 over ssh doing the same work, 4-32 simulated "
+        "nodes, paired; the launcher's memory, fds and ssh clients",
+        script="perf/scale_bench.py",
+        command=current_command("perf.scale_bench"),
+        conditions=conditions,
+    )
 
 
 if __name__ == "__main__":

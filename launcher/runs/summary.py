@@ -43,3 +43,16 @@ def name_list(nodes: list[str], *, names_shown: int = NAMES_SHOWN) -> str:
 def node_state_label(state: str, exit_code: int | None) -> str:
     """How ``ps`` names one node's state: ``running``, ``exited 0``, ``unknown``."""
     return state if exit_code is None else f"{state} {exit_code}"
+
+
+def fold_rows(rows: list[list[str]] | list[tuple[str, ...]]) -> list[list[str]]:
+    """Pure: table rows whose first cell is a node and whose other cells are equal become one row
+    ("31 nodes: n1, n2, n3, n4 +27 more"), largest group first (``preflight`` without --nodes)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[1:]), []).append(row[0])
+    out = []
+    for cells, labels in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        who = labels[0] if len(labels) == 1 else f"{len(labels)} nodes: {name_list(labels)}"
+        out.append([who, *cells])
+    return out
