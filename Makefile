@@ -12,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned: an unpinned install would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium
+DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv

@@ -6,7 +6,6 @@ A run that may still be doing work (job state pending, running, partial or unkno
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 from launcher.backends import backend_of
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
-from launcher.jobs import read_status, runs_dir
+from launcher.jobs import read_statuses, runs_dir
 from launcher.runs.record import RECORD_FILE, RunRecord, list_names, load
 from launcher.runs.state import ACTIVE, JobStatus
 
@@ -32,10 +31,7 @@ def parse_age(text: str) -> float:
 
 
 def _statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
-    async def gather():
-        return await asyncio.gather(*(read_status(r, cluster) for r in records))
-
-    return asyncio.run(gather()) if records else []
+    return read_statuses(records, cluster)
 
 
 def select_runs(

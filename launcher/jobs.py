@@ -63,6 +63,20 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     return await backend_of(record).status(record, cluster)
 
 
+def read_statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
+    """Every record's status at once, inside one kept-session block: over ssh, one node agent
+    session per node, so ``ps`` of R jobs on N nodes is N logins with R requests each, one after
+    the other, not R x N logins at the same moment (a backend that keeps no sessions is unaffected)."""
+    if not records:
+        return []
+
+    async def gather() -> list[JobStatus]:
+        return list(await asyncio.gather(*(read_status(r, cluster) for r in records)))
+
+    with kept_sessions():
+        return run_sync(gather())
+
+
 def job_env(record: RunRecord) -> dict[str, str]:
     """The environment the run's ranks got, as its backend recorded it (e.g. ``CORRAL_SWEEP`` of a sweep's trial)."""
     return backend_of(record).job_env(record)
@@ -111,6 +125,8 @@ def wait_record(
     poll_s: float = 1.0,
     on_poll: Callable[[JobStatus], None] | None = None,
 ) -> JobStatus:
+    from launcher.agent.remote import kept_sessions, run_sync
+
     deadline = None if timeout is None else time.monotonic() + timeout
     # One node agent per node for the whole wait: a fresh agent per poll (ssh, the login shell,
     # a Python start) cost ~0.7 CPU-seconds per poll of 3 nodes on 2 cores, against ~0.01 s
@@ -155,6 +171,7 @@ __all__ = [
     "read_files",
     "read_secrets",
     "read_status",
+    "read_statuses",
     "runs_dir",
     "stop_record",
     "tail_lines",

@@ -203,3 +203,23 @@ def test_json_schema_is_frozen():
         "throttle",
         "error",
     ]
+
+
+def test_auto_pairs_are_all_pairs_on_small_clusters_and_a_ring_beyond():
+    small = [f"n{i}" for i in range(net.AUTO_ALL_MAX_NODES)]
+    assert net.plan_pairs(small, "auto") == net.plan_pairs(small, "all")
+    large = [f"n{i}" for i in range(32)]
+    assert net.plan_pairs(large, "auto") == net.plan_pairs(large, "ring") and len(net.plan_pairs(large, "auto")) == 32
+    with pytest.raises(UserError, match="--pairs"):
+        net.resolve_mode("every", 3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 9, 32, 33, 512])
+def test_a_ring_takes_a_fixed_number_of_rounds_of_disjoint_pairs(n):
+    pairs = net.plan_pairs([f"n{i}" for i in range(n)], "ring")
+    rounds = net.pair_rounds(pairs)
+    assert sorted(p for r in rounds for p in r) == sorted(pairs)
+    for r in rounds:
+        ends = [x for pair in r for x in pair]
+        assert len(ends) == len(set(ends))  # no node twice in a round
+    assert len(rounds) == (2 if n % 2 == 0 else 3)

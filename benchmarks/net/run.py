@@ -110,16 +110,34 @@ def run_plan(
     *,
     on_pair: Callable[[net.PairPlan, dict], None] | None = None,
     seed: int | None = None,
+    in_rounds: bool = False,
 ) -> list[dict]:
-    """Measure the pairs one after another (concurrent pairs would share links and CPUs)."""
+    """Measure the pairs one after another (concurrent pairs would share links and CPUs), or with
+    ``in_rounds`` (a large cluster's ring) every round of disjoint pairs at once: no node sends or
+    receives twice at a time, and a round's pairs start together in batches of ``ssh.fanout // 2``
+    (two ssh connections per pair), so both ends of a pair always hold a window slot."""
     rng = random.Random(seed)
-    results = []
-    for plan in plans:
-        result = asyncio.run(measure_pair(cluster, plan, duration, rng))
-        results.append(result)
-        if on_pair is not None:
-            on_pair(plan, result)
-    return results
+    by_pair = {(p.src, p.dst): p for p in plans}
+    if in_rounds:
+        batch = max(1, cluster.ssh.fanout // 2)
+        groups = [
+            [by_pair[pair] for pair in members[i : i + batch]]
+            for members in net.pair_rounds(list(by_pair))
+            for i in range(0, len(members), batch)
+        ]
+    else:
+        groups = [[p] for p in plans]
+    results: dict[tuple[str, str], dict] = {}
+
+    async def measure_group(group: list[net.PairPlan]) -> list[dict]:
+        return list(await asyncio.gather(*(measure_pair(cluster, p, duration, rng) for p in group)))
+
+    for group in groups:
+        for plan, result in zip(group, asyncio.run(measure_group(group))):
+            results[(plan.src, plan.dst)] = result
+            if on_pair is not None:
+                on_pair(plan, result)
+    return [results[(p.src, p.dst)] for p in plans]
 
 
 def python_for(cluster, node) -> str:
@@ -137,8 +155,11 @@ def prepare(cluster, *, duration: float, pairs: str) -> tuple[list[net.Endpoint]
 
 
 def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> dict:
-    results = run_plan(cluster, plans, duration, on_pair=progress)
-    return net.build_result(eps, pairs, duration, results)
+    """``auto`` on a large cluster measures its ring in rounds of disjoint pairs (bounded time)."""
+    mode = net.resolve_mode(pairs, len(eps))
+    in_rounds = pairs == "auto" and mode == "ring"
+    results = run_plan(cluster, plans, duration, on_pair=progress, in_rounds=in_rounds)
+    return net.build_result(eps, mode, duration, results)
 
 
 __all__ = ["measure_pair", "prepare", "run", "run_plan"]

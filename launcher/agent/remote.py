@@ -5,10 +5,17 @@ each with one JSON line. The command line is a fixed bootstrap, so nothing from 
 (paths, env values, secrets) is visible in ``ps`` on either side. Localhost runs the same agent
 with this interpreter, without ssh.
 
-An agent process answers any number of requests. Inside :func:`kept_sessions` (a launch), each
-node's agent stays open between calls, so preflight and start share one ssh session and one
-interpreter per node: what a launch costs a node is one login, not two. Outside it, every call
-starts an agent for one request.
+An agent process answers any number of requests. Inside :func:`kept_sessions` (a launch, ``ps``
+of several jobs, a wait that polls), each node's agent stays open between calls, so every
+request of the block to one node shares one ssh session and one interpreter: what a launch costs
+a node is one login, not two, and ``ps`` of ten jobs on 32 nodes is 32 logins, not 320. Outside
+it, every call starts an agent for one request.
+
+Every call holds one slot of the ssh fan-out window (``tools.ssh.slot``, ``ssh.fanout`` in the
+cluster file) while its session is opened and its request is answered; an idle kept session
+holds none. A session that ssh could not even set up (``kex_exchange_identification: read:
+Connection reset by peer`` under load: the agent never started) is retried with backoff within
+the call's deadline.
 
 On a node the agent runs with the cluster's venv interpreter when there is one (a real binary;
 ``python3`` on PATH may be a version manager's shim that costs more than the agent's work), else
@@ -23,7 +30,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +64,8 @@ class AgentReply:
     node: str
     data: dict[str, Any]
     error: str | None = None
+    transient: bool = False
+    """ssh failed before the agent started, for a reason a new attempt may not meet (safe to retry)."""
 
     @property
     def ok(self) -> bool:
@@ -85,6 +94,9 @@ class AgentSession:
     proc: asyncio.subprocess.Process
     stderr: bytearray = field(default_factory=bytearray)
     broken: str | None = None
+    broken_transient: bool = False
+    answered: int = 0
+    """Replies read so far: a session that never answered never ran a request."""
     _drain: asyncio.Task | None = None
 
     @classmethod
@@ -110,7 +122,7 @@ class AgentSession:
     async def request(self, request: dict[str, Any], timeout: float) -> AgentReply:
         label = self.node.label
         if self.broken:
-            return AgentReply(label, {}, self.broken)
+            return AgentReply(label, {}, self.broken, self.broken_transient)
         self._send(_line(request))
         try:
             line = await asyncio.wait_for(self._reply_line(), timeout)
@@ -120,7 +132,11 @@ class AgentSession:
             return AgentReply(label, {}, self.broken)
         if line is None:
             self.broken = await self._exit_reason()
-            return AgentReply(label, {}, self.broken)
+            self.broken_transient = not self.answered and ssh.transient(
+                self.proc.returncode, self.stderr.decode(errors="replace")
+            )
+            return AgentReply(label, {}, self.broken, self.broken_transient)
+        self.answered += 1
         data = json.loads(line)
         if "agent_error" in data:
             return AgentReply(label, data, f"node agent: {data['agent_error']}")
@@ -171,22 +187,25 @@ class AgentSession:
 class _Kept:
     """The sessions of one :func:`kept_sessions` block and the event loop they live on."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self.sessions: dict[tuple[str, str], AgentSession] = {}
-        self.opening: dict[tuple[str, str], asyncio.Task] = {}
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, node: NodeConfig) -> asyncio.Lock:
+        """The node's turn: its calls in this block go one at a time over its one session."""
+        return self.locks.setdefault((node.label, node.host), asyncio.Lock())
 
     async def session(self, cluster: ClusterConfig, node: NodeConfig) -> AgentSession:
+        """The node's open session, or a new one (the caller holds the node's lock and a window slot)."""
         key = (node.label, node.host)
         s = self.sessions.get(key)
         if s is not None and not s.broken and s.proc.returncode is None:
             return s
-        if key not in self.opening:
-            self.opening[key] = asyncio.ensure_future(AgentSession.open(cluster, node))
-        try:
-            s = self.sessions[key] = await self.opening[key]
-        finally:
-            self.opening.pop(key, None)
+        if s is not None:
+            await s.kill()
+        ssh.raise_fd_limit(cluster.ssh.fanout, kept=len(self.sessions) + 1)
+        s = self.sessions[key] = await AgentSession.open(cluster, node)
         return s
 
     async def close_all(self) -> None:
@@ -226,6 +245,27 @@ def kept_sessions() -> Iterator[None]:
             _local.kept = None
 
 
+@contextlib.asynccontextmanager
+async def kept_sessions_here() -> AsyncIterator[None]:
+    """:func:`kept_sessions` for code already running on an event loop (``logs -f``'s status
+    polls): the sessions live on that loop and are closed when the block ends, cancelled or not."""
+    if _current() is not None:
+        yield
+        return
+    kept = _local.kept = _Kept(asyncio.get_running_loop())
+    try:
+        yield
+    finally:
+        _local.kept = None
+        try:
+            await kept.close_all()
+        except BaseException:  # interrupted again while closing: end them without waiting
+            for session in kept.sessions.values():
+                with contextlib.suppress(ProcessLookupError):
+                    session.proc.kill()
+            raise
+
+
 def run_sync(coro):
     """Run a coroutine from synchronous code (the API and the CLI are synchronous)."""
     kept = _current()
@@ -234,13 +274,51 @@ def run_sync(coro):
     return asyncio.run(coro)
 
 
+RETRY_FLOOR_S = 1.0
+"""A retry is worth starting only with this much of the deadline left."""
+
+
 async def call(
     cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], *, timeout: float = 60.0
 ) -> AgentReply:
+    """One request to the node's agent, within the fan-out window; ``timeout`` counts from the
+    moment the node's turn comes (a node queued behind the window is not late). A session that
+    failed before its agent started is retried with backoff while ``timeout`` allows."""
     wait = timeout + cluster.ssh.connect_timeout
+    loop = asyncio.get_running_loop()
     kept = _current()
-    if kept is not None and asyncio.get_running_loop() is kept.loop:
-        return await (await kept.session(cluster, node)).request(request, wait)
+    if kept is not None and loop is kept.loop:
+        async with kept.lock(node):
+            return await _with_retries(cluster, node, wait, lambda left: _kept_call(kept, cluster, node, request, left))
+    return await _with_retries(cluster, node, wait, lambda left: _one_call(cluster, node, request, left))
+
+
+async def _with_retries(cluster: ClusterConfig, node: NodeConfig, wait: float, attempt_fn) -> AgentReply:
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    attempt = 0
+    while True:
+        async with ssh.slot(cluster.ssh):
+            if deadline is None:  # the clock starts with the node's first turn in the window
+                deadline = loop.time() + wait
+            reply = await attempt_fn(max(RETRY_FLOOR_S, deadline - loop.time()))
+        if not reply.transient or attempt + 1 >= ssh.RETRY_ATTEMPTS:
+            return reply
+        pause = ssh.backoff_s(attempt)
+        if loop.time() + pause + RETRY_FLOOR_S >= deadline:
+            return reply
+        log.debug("[%s] %s; retry %d in %.2fs", node.label, reply.error, attempt + 1, pause)
+        await asyncio.sleep(pause)
+        attempt += 1
+
+
+async def _kept_call(
+    kept: _Kept, cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], wait: float
+) -> AgentReply:
+    return await (await kept.session(cluster, node)).request(request, wait)
+
+
+async def _one_call(cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], wait: float) -> AgentReply:
     session = await AgentSession.open(cluster, node)
     try:
         reply = await session.request(request, wait)

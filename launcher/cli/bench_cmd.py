@@ -148,8 +148,11 @@ def allreduce(
 def net(
     cluster: Optional[Path] = ClusterOpt,
     duration: float = typer.Option(10.0, "--duration", help="Seconds per pair."),
-    pairs: Literal["all", "ring"] = typer.Option(
-        "all", "--pairs", help="all: every ordered pair; ring: each node to the next."
+    pairs: Literal["auto", "all", "ring"] = typer.Option(
+        "auto",
+        "--pairs",
+        help="all: every ordered pair, one at a time; ring: each node to the next, one at a time; "
+        "auto: all up to 8 nodes, beyond that the ring in rounds of disjoint pairs at once (bounded time).",
     ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,

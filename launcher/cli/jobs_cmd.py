@@ -96,9 +96,9 @@ def launch(
 def _launch_with_progress(jobcfg, clustercfg, **kwargs):
     """``launch --follow``: a bar on a terminal's stderr (nothing elsewhere) from preflight until every node
     runs, per node; the logs follow once it is gone."""
-    import asyncio
     import time
 
+    from launcher.agent.remote import kept_sessions, run_sync
     from launcher.cli.progress import node_states, progress
     from launcher.jobs import launch as launch_job
     from launcher.jobs import read_status
@@ -110,16 +110,17 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
         if not update.active:
             return record
         deadline = time.monotonic() + 60  # a node still not running by then is the logs' story to tell
-        while time.monotonic() < deadline:
-            status = asyncio.run(read_status(record, clustercfg))
-            update(
-                completed=sum(n.state == "running" for n in status.nodes),
-                total=len(status.nodes),
-                note=node_states(status),
-            )
-            if status.done or all(n.state == "running" for n in status.nodes):
-                break
-            time.sleep(1.0)
+        with kept_sessions():  # one login per node for every poll of the bar
+            while time.monotonic() < deadline:
+                status = run_sync(read_status(record, clustercfg))
+                update(
+                    completed=sum(n.state == "running" for n in status.nodes),
+                    total=len(status.nodes),
+                    note=node_states(status),
+                )
+                if status.done or all(n.state == "running" for n in status.nodes):
+                    break
+                time.sleep(1.0)
     return record
 
 
@@ -168,28 +169,26 @@ def ps(
     all_: bool = typer.Option(
         False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...) and every sweep trial."
     ),
+    nodes: bool = typer.Option(
+        False, "--nodes", help="One row per node instead of one line per job (--json always has every node)."
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
-    """List jobs, each job's state and its state on every node (running / exited N / missing).
+    """List jobs: each job's state and its nodes' states folded into one line ("31 running, 1 unknown: n17").
 
-    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
-    benchmarks start (named bench-...) are listed with --all only. A sweep's trials are one line
-    per sweep (its trials counted by state); --all or `corral sweep status NAME` lists them.
+    The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). A node that could
+    not be asked is named with the reason. Runs that the benchmarks start (named bench-...) are
+    listed with --all only. A sweep's trials are one line per sweep (its trials counted by state);
+    --all or `corral sweep status NAME` lists them.
 
-    Example: corral ps --json
+    Example: corral ps --nodes
     """
-    import asyncio
-
-    from launcher.jobs import all_records, is_benchmark_run, read_status
+    from launcher.jobs import all_records, is_benchmark_run, read_statuses
 
     clustercfg = _cluster(cluster)
     records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
-
-    async def gather():
-        return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
-
-    statuses = asyncio.run(gather()) if records else []
+    statuses = read_statuses(records, clustercfg)
     sweeps = {s.name: sweep_of(r) for r, s in zip(records, statuses)}
     grouped = [] if all_ else sweep_rows(statuses, sweeps)
     statuses = [s for s in statuses if all_ or sweeps[s.name] is None]
@@ -215,6 +214,56 @@ def ps(
     ] + grouped
     if emit_json(rows, as_json, json_out):
         return
+    if not rows:
+        from launcher.jobs import runs_dir
+
+        console().print(f"no jobs in {runs_dir(clustercfg)}")
+        return
+    if nodes:
+        _print_node_rows(rows)
+    else:
+        _print_job_lines(rows)
+
+
+UNREACHABLE_SHOWN = 4
+"""Unreachable nodes whose reason ``ps`` prints under the job line (all with --nodes)."""
+
+
+def _print_job_lines(rows: list[dict]) -> None:
+    """One line per job: its state, node count, the nodes' states folded, the longest elapsed."""
+    from rich.table import Table
+
+    from launcher.runs.summary import fold, node_state_label
+
+    table = Table("job", "job state", "nodes", "elapsed", "node states", box=None)
+    notes = []
+    for row in rows:
+        if row["kind"] == "sweep":
+            trials = row["trials"]
+            states = ", ".join(f"{n} {state}" for state, n in trials.items())
+            table.add_row(f"{row['name']} (sweep)", row["state"], f"{sum(trials.values())} trials", "", states)
+            notes.append(f"{row['name']}: {row['detail']} lists its trials")
+            continue
+        ns = row["nodes"]
+        elapsed = [n["elapsed_s"] for n in ns if n["elapsed_s"] is not None]
+        table.add_row(
+            row["name"],
+            row["state"],
+            str(len(ns)),
+            f"{max(elapsed):.0f}s" if elapsed else "",
+            fold((n["node"], node_state_label(n["state"], n["exit_code"])) for n in ns),
+        )
+        bad = [n for n in ns if n["state"] == "unknown"]
+        notes += [f"{row['name']} on {n['node']}: {n['detail']}" for n in bad[:UNREACHABLE_SHOWN]]
+        if len(bad) > UNREACHABLE_SHOWN:
+            notes.append(f"{row['name']}: {len(bad) - UNREACHABLE_SHOWN} more unreachable node(s) (corral ps --nodes)")
+    out = console()
+    out.print(table)
+    for note in notes:
+        out.print(note, highlight=False)
+
+
+def _print_node_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
@@ -238,12 +287,7 @@ def ps(
                 elapsed,
                 n.get("detail") or "",
             )
-    if rows:
-        console().print(table)
-    else:
-        from launcher.jobs import runs_dir
-
-        console().print(f"no jobs in {runs_dir(clustercfg)}")
+    console().print(table)
 
 
 def sweep_of(record) -> Optional[str]:
@@ -389,14 +433,19 @@ def stop(
     name: str = typer.Argument(..., help="Job name."),
     cluster: Optional[Path] = ClusterOpt,
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds between SIGTERM and SIGKILL."),
+    nodes: bool = typer.Option(False, "--nodes", help="Say what was done on every node, not only where it went wrong."),
 ) -> int:
     """Stop a job on every node: SIGTERM, then SIGKILL, to its process groups only.
+
+    Prints one line per node only where something went wrong (a node not reached, processes
+    left), then one line for the job.
 
     Example: corral stop demo --timeout 30
     """
     from launcher import api
     from launcher.backends import backend_of
     from launcher.runs.state import ACTIVE
+    from launcher.runs.summary import name_list
 
     clustercfg = _cluster(cluster)
     backend = backend_of(api.handle(name, clustercfg).record)
@@ -414,28 +463,39 @@ def stop(
     bad = 0
     for r in results:
         if r.error:
-            out.print(f"{r.node}: could not stop: {r.error}")
+            out.print(f"{r.node}: could not stop: {r.error}", highlight=False)
             bad += 1
         elif r.remaining:
-            out.print(f"{r.node}: {len(r.remaining)} process(es) of {name} still alive: {r.remaining}")
+            out.print(f"{r.node}: {len(r.remaining)} process(es) of {name} still alive: {r.remaining}", highlight=False)
             bad += 1
-        else:
-            out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
+        elif nodes:
+            out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)", highlight=False)
     if bad:
+        out.print(f"{name}: {bad} of {len(results)} node(s) not cleanly stopped (above)", highlight=False)
         return 1
-    out.print(f"no process of {name} remains on any node; {backend.stopped_text(name)}")
+    found, killed = sum(r.found for r in results), [r.node for r in results if r.killed]
+    sigkill = f", SIGKILL needed on {len(killed)} node(s): {name_list(killed)}" if killed else ""
+    out.print(
+        f"stopped {name} on {len(results)} node(s): {found} process(es) ended{sigkill}; "
+        f"no process of {name} remains on any node; {backend.stopped_text(name)}",
+        highlight=False,
+    )
     return 0
 
 
 def preflight(
     job: Optional[Path] = typer.Argument(None, help="Job YAML file (optional: adds job-specific checks)."),
     cluster: Optional[Path] = ClusterOpt,
+    nodes: bool = typer.Option(False, "--nodes", help="One row per node instead of one per distinct result."),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> int:
     """Check every node before a launch: ssh, workdir, venv, torch, GPUs, rendezvous reachability.
 
-    Example: corral preflight configs/demo.yaml -c cluster.yaml
+    Nodes with the same results share one row ("31 nodes: n1, n2, ..."), so the odd node stands
+    out; every failed check is then named with its node and the fix.
+
+    Example: corral preflight configs/demo.yaml -c cluster.yaml --nodes
     """
     from launcher.backends import backend_for
     from launcher.config import load_job
@@ -451,8 +511,12 @@ def preflight(
     if view.header is not None:
         from rich.table import Table
 
-        table = Table(*view.header, box=None)
-        for row in view.rows:
+        from launcher.runs.summary import fold_rows
+
+        per_node = list(view.header[:1]) == ["node"]
+        folded = per_node and not nodes
+        table = Table(*(("nodes", *view.header[1:]) if folded else view.header), box=None)
+        for row in fold_rows(view.rows) if folded else view.rows:
             table.add_row(*row)
         out.print(table)
     for line in view.lines:

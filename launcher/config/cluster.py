@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 
 from launcher.config.base import EnvValue, FileModel, StrictModel, check_env_names
 
@@ -82,6 +82,15 @@ class SSHConfig(StrictModel):
     )
     connect_timeout: int = Field(
         default=10, ge=1, le=600, description="Seconds before an unreachable node is reported."
+    )
+    fanout: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description=(
+            "Most ssh connections in flight at once (like pdsh -f); nodes beyond it wait for a free slot. "
+            "Keep it at or below the first MaxStartups number (10 by default) of a jump host every connection passes."
+        ),
     )
 
     @field_validator("options")
@@ -174,6 +183,8 @@ class SlurmConfig(StrictModel):
 class ClusterConfig(FileModel):
     """Where jobs run: a set of machines reached over ssh (``nodes:``), or a Slurm cluster (``slurm:``)."""
 
+    _index: dict[str, NodeConfig] = PrivateAttr(default_factory=dict)
+    _index_of: list[NodeConfig] | None = PrivateAttr(default=None)
     nodes: list[NodeConfig] = Field(
         default_factory=list,
         min_length=1,
@@ -226,9 +237,18 @@ class ClusterConfig(FileModel):
                 seen[key] = i
         return self
 
+    def node_index(self) -> dict[str, NodeConfig]:
+        """Every node by name and by host (names first), built once per node list: looking nodes
+        up one by one must not cost a scan each (a 512-node job would pay 512 x 512)."""
+        if self._index_of is not self.nodes or len(self._index) < len(self.nodes):
+            index = {n.host: n for n in self.nodes}
+            index.update({n.label: n for n in self.nodes})
+            self._index, self._index_of = index, self.nodes
+        return self._index
+
     def node(self, key: str) -> NodeConfig:
         """Find a node by name or host; raises KeyError listing the known ones."""
-        for node in self.nodes:
-            if key in (node.label, node.host):
-                return node
-        raise KeyError(key)
+        found = self.node_index().get(key)
+        if found is None:
+            raise KeyError(key)
+        return found

@@ -3,17 +3,30 @@ process for ``localhost``.
 
 Why the system client: it honours ``~/.ssh/config``, agents, jump hosts and known_hosts the
 way users already set them up. Every call is an argv list; the remote command is quoted once,
-here, with ``shlex.join``. Calls are asyncio subprocesses so a fan-out to 16 nodes costs one
-round trip, and ControlMaster multiplexing makes the second and later calls to a node cheap.
+here, with ``shlex.join``. Calls are asyncio subprocesses so a fan-out to many nodes costs one
+round trip per window, and ControlMaster multiplexing makes the second and later calls to a node
+cheap.
+
+Fan-out window: like ``pdsh -f``, at most ``ssh.fanout`` connections are in flight at once per
+event loop (:func:`slot`); nodes beyond it wait for a free slot. Transient failures of the
+connection itself (sshd resetting a key exchange under load) are retried with backoff within
+the caller's deadline (:func:`transient`, :func:`backoff_s`); a refused or timed-out connection
+is not, so a dead node is still named after one connect timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import random
+import re
+import resource
 import shlex
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -46,6 +59,107 @@ class Completed:
         """The last line of stderr, or the exit status: what people need to see."""
         lines = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
         return lines[-1] if lines else f"exit status {self.returncode}"
+
+
+# ---------------------------------------------------------------------------- fan-out window
+
+
+class Window:
+    """A bounded window of ssh connections in flight on one event loop (``pdsh -f``).
+
+    ``in_flight`` and ``peak`` are kept so tests and measurements can see the window respected."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+        self.in_flight = 0
+        self.peak = 0
+        self.waited = 0
+        """How many acquisitions found the window full (nodes queued behind it)."""
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._sem.locked():
+            self.waited += 1
+        async with self._sem:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+
+_windows: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Window]] = weakref.WeakKeyDictionary()
+"""One window per (event loop, size): an asyncio semaphore belongs to one loop, and the sweep
+controller runs a loop per thread."""
+
+
+def window(cfg: SSHConfig) -> Window:
+    """This event loop's window for ``cfg.fanout`` (created on first use)."""
+    per_loop = _windows.setdefault(asyncio.get_running_loop(), {})
+    if cfg.fanout not in per_loop:
+        per_loop[cfg.fanout] = Window(cfg.fanout)
+        raise_fd_limit(cfg.fanout)
+    return per_loop[cfg.fanout]
+
+
+def slot(cfg: SSHConfig) -> contextlib.AbstractAsyncContextManager[None]:
+    """Hold one of the window's slots while a connection is opened or a request is in flight."""
+    return window(cfg).slot()
+
+
+FDS_PER_CONNECTION = 6
+"""Pipes the launcher holds per ssh client (stdin, stdout, stderr: both ends while starting)."""
+FD_RESERVE = 256
+
+
+def raise_fd_limit(fanout: int, kept: int = 0) -> int:
+    """Raise the soft open-files limit towards the hard one when the window (plus ``kept`` idle
+    sessions) could need more than it allows; returns the soft limit in force. A 1024 default
+    soft limit is what many distributions ship, and 512 kept agent sessions need more."""
+    need = (fanout + kept) * FDS_PER_CONNECTION + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            log.debug("could not raise the open-files limit from %s to %s", soft, target)
+    return soft
+
+
+# ---------------------------------------------------------------------------- transient failures
+
+TRANSIENT_PATTERNS = re.compile(
+    r"kex_exchange_identification|ssh_exchange_identification|banner exchange|mux_client_request_session"
+)
+"""What ssh says when sshd (or a ControlMaster being replaced) drops a connection before the
+remote command started, one it could have taken a moment later: ``MaxStartups`` dropping an
+unauthenticated connection, a reset during key exchange under load
+(``kex_exchange_identification: read: Connection reset by peer``). Only failures before the
+command ran are here, so a retry never runs a command twice. A refused connection, a connect
+timeout, no route, a host key or an authentication failure are not: retrying them only delays
+naming the node."""
+RETRY_BASE_S = 0.25
+RETRY_MAX_S = 4.0
+RETRY_ATTEMPTS = 5
+
+
+def transient(returncode: int | None, stderr: str) -> bool:
+    """Pure: did this ssh attempt fail before the remote command could start, for a reason that
+    a new attempt may not meet? (ssh exits 255 for its own failures.)"""
+    return returncode == 255 and bool(TRANSIENT_PATTERNS.search(stderr))
+
+
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter (attempt 0, 1, ...): many clients reset by one sshd
+    must not come back in step."""
+    cap = min(RETRY_MAX_S, RETRY_BASE_S * (2**attempt))
+    return (rng or random).uniform(cap / 2, cap)
 
 
 def clean_env() -> dict[str, str]:
@@ -188,7 +302,30 @@ def interactive_argv(cfg: SSHConfig, node: NodeConfig, argv: list[str]) -> list[
 async def run(
     cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0
 ) -> Completed:
-    """Run ``argv`` on the node and collect its output; a timeout reads as exit status 124."""
+    """Run ``argv`` on the node and collect its output, within the fan-out window; a timeout
+    (for every attempt together) reads as exit status 124. A transient ssh failure is retried
+    with backoff while the deadline allows."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    attempt = 0
+    while True:
+        async with slot(cfg):
+            done = await _run_once(cfg, node, argv, input=input, timeout=max(0.1, deadline - loop.time()))
+        pause = backoff_s(attempt)
+        if node.is_local or done.stdout or not transient(done.returncode, done.stderr) or attempt + 1 >= RETRY_ATTEMPTS:
+            return done
+        if loop.time() + pause >= deadline:
+            return done
+        log.debug(
+            "[%s] transient ssh failure (%s); retry %d in %.2fs", node.label, done.error_line(), attempt + 1, pause
+        )
+        await asyncio.sleep(pause)
+        attempt += 1
+
+
+async def _run_once(
+    cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None, timeout: float
+) -> Completed:
     full = node_argv(cfg, node, argv)
     proc = await _exec(node, full, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL)
     try:

@@ -25,6 +25,7 @@ from typing import Any
 from launcher.agent.remote import AgentSession
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.plan import resolve_path
+from launcher.tools import ssh
 from launcher.top.model import Frame, JobSpec, NodeRow, TopState, drop_finished, mark_stragglers
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ class NodePoller:
             transport.close()  # our ends of its pipes; nothing is left waiting on the node's side
 
     async def sample(self) -> tuple[dict[str, Any] | None, str | None]:
+        """One sample, within the ssh fan-out window (a login or a request holds a slot)."""
+        async with ssh.slot(self.cluster.ssh):
+            return await self._sample()
+
+    async def _sample(self) -> tuple[dict[str, Any] | None, str | None]:
         s = self.session
         if s is None or s.broken or s.proc.returncode is not None:
             if s is not None:

@@ -84,7 +84,8 @@ SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
 SSH_PORT = 22
 CONNECT_TIMEOUT_S = 5
 """ssh ConnectTimeout: the nodes are local, so anything slower is a dead node."""
-MAX_NODES = 16
+MAX_NODES = 64
+"""Node names and veth names stay within 15 characters up to 99 nodes; the /24 holds 243."""
 SSHD = "/usr/sbin/sshd"
 # Facilities the cluster needs; missing_facility() names the first one absent.
 _REQUIRED_TOOLS = ("ip", "ssh", "ssh-keygen", "unshare", "nsenter", "sleep")

@@ -88,10 +88,8 @@ def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
 
 def node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
     """The node as the cluster file now describes it (ssh settings), else as recorded."""
-    for n in cluster.nodes:
-        if n.label == node.node or n.host == node.host:
-            return n
-    return NodeConfig(host=node.host, name=node.node)
+    found = cluster.node_index().get(node.node) or cluster.node_index().get(node.host)
+    return found if found is not None else NodeConfig(host=node.host, name=node.node)
 
 
 async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:

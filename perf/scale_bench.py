@@ -1,0 +1,322 @@
+"""corral launch / ps / stop against ``pdsh -f 32`` doing the same work, at 4, 8, 16 and 32 nodes.
+
+One simulated cluster of the largest size (network namespaces, one sshd per node, the host's
+home shared as on the test machines); node subsets for the smaller sizes. For each repetition and
+size (sizes shuffled, the order of the two tools alternating), on the same nodes:
+
+* launch: command start -> every rank past ``init_process_group`` (``tests/workers/scale_rank.py``,
+  1 rank per node). corral: ``corral launch`` (preflight, plan, start). pdsh: ``pdsh -f 32 -w NODES
+  tmux new-session -d -s NAME 'cd REPO && . VENV/bin/activate && torchrun ...'``, the same line
+  perf/launch_latency.py's baseline runs;
+* ps: ``corral ps --json`` vs ``pdsh -f 32 -w NODES tmux has-session -t NAME`` (the bare probe);
+* stop: ``corral stop`` (SIGTERM to the job's process groups, SIGKILL after 10 s, returns once
+  they are gone) vs ``pdsh -f 32 -w NODES tmux kill-session -t NAME`` (returns once tmux has been
+  told; the pane's processes get SIGHUP); ``gone_s``: from the stop command's start until no
+  process of the run is left on any node (the same end state for both).
+
+The launcher's own cost of ``ps`` is sampled from /proc every 20 ms: peak RSS of the corral
+process, its open file descriptors, and its child processes (ssh clients). Results: paired ratios
+per size, and the growth per added node of (corral - pdsh) as an OLS slope over sizes with a 95%
+bootstrap interval over repetitions. Run as root from the repository root:
+
+    python -m perf.scale_bench --sizes 4 8 16 32 --reps 2 --json docs/results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RANK = "tests/workers/scale_rank.py"
+FANOUT = 32
+CONNECT_TIMEOUT_S = 20
+
+
+def ready_time(out: Path, world: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(out.glob("ready-*"))
+        if len(files) == world:
+            return max(float(p.read_text()) for p in files)
+        time.sleep(0.05)
+    raise RuntimeError(f"only {len(list(out.glob('ready-*')))} of {world} ranks ready within {timeout}s in {out}")
+
+
+def processes_with(needle: bytes) -> list[int]:
+    """PIDs whose environment or command line holds ``needle`` (the nodes share one PID namespace)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        for what in ("environ", "cmdline"):
+            try:
+                if needle in Path(f"/proc/{entry}/{what}").read_bytes():
+                    found.append(int(entry))
+                    break
+            except OSError:
+                break
+    return found
+
+
+def wait_gone(needle: bytes, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while processes_with(needle) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+class Sampler(threading.Thread):
+    """Peak RSS, fds and child processes of one process, sampled from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.rss_kib, self.fds, self.children = pid, 0, 0, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.rss_kib = max(self.rss_kib, int(line.split()[1]))
+                self.fds = max(self.fds, len(os.listdir(f"/proc/{self.pid}/fd")))
+                kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+                self.children = max(self.children, len(kids))
+            except OSError:
+                return
+            time.sleep(0.02)
+
+
+def timed(argv: list[str], env: dict | None = None, sample: bool = False) -> tuple[float, int, dict]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = Sampler(proc.pid) if sample else None
+    if sampler:
+        sampler.start()
+    _, err = proc.communicate()
+    took = time.perf_counter() - t0
+    cost = {}
+    if sampler:
+        sampler.stop.set()
+        sampler.join()
+        cost = {"peak_rss_mib": sampler.rss_kib / 1024, "max_fds": sampler.fds, "max_children": sampler.children}
+    if proc.returncode != 0:
+        print(f"  {shlex.join(argv[:6])}... exited {proc.returncode}: {err.decode()[-400:]}", flush=True)
+    return took, proc.returncode, cost
+
+
+class Bench:
+    def __init__(self, sim, work: Path, venv: str) -> None:
+        self.sim, self.work, self.venv = sim, work, venv
+        self.port = 29700
+        self.cli = [sys.executable, "-m", "launcher.cli", "-q"]
+
+    def cluster_file(self, n: int, tag: str) -> Path:
+        import yaml
+
+        cfg = self.sim.cluster_config(workdir=REPO, venv=self.venv)
+        cfg["nodes"] = cfg["nodes"][:n]
+        cfg["ssh"]["fanout"] = FANOUT
+        # the shared 2-core machine at load 40 left TCP connects unanswered for 5 s (the test
+        # clusters' timeout): not what is measured here, so give them longer
+        cfg["ssh"]["connect_timeout"] = CONNECT_TIMEOUT_S
+        cfg["storage"]["runs"] = str(self.work / f"runs-{tag}")  # one record per ps: ps reads every record
+        path = self.work / f"{tag}-cluster.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def corral(self, n: int) -> dict:
+        import yaml
+
+        name = f"c{n}-{uuid.uuid4().hex[:6]}"
+        out = self.work / name
+        out.mkdir()
+        cfile = self.cluster_file(n, name)
+        jfile = self.work / f"{name}-job.yaml"
+        jfile.write_text(yaml.safe_dump({"name": name, "script": RANK, "args": [str(out), "900"], "nproc_per_node": 1}))
+        t0 = time.time()
+        took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
+        if code != 0:
+            raise RuntimeError(f"corral launch failed on {n} nodes")
+        launch = ready_time(out, n) - t0
+        ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
+        t0 = time.perf_counter()
+        stop, _, stop_cost = timed([*self.cli, "stop", name, "-c", str(cfile)], sample=True)
+        wait_gone(name.encode())
+        gone = time.perf_counter() - t0
+        (out / "release").write_text("")
+        return {
+            "launch_s": launch,
+            "ps_s": ps,
+            "stop_s": stop,
+            "gone_s": gone,
+            "launch_cost": launch_cost,
+            "ps_cost": ps_cost,
+            "stop_cost": stop_cost,
+        }
+
+    def pdsh(self, n: int) -> dict:
+        name = f"p{n}-{uuid.uuid4().hex[:6]}"
+        out = self.work / name
+        out.mkdir()
+        self.port += 1
+        hosts = ",".join(node.hostname for node in self.sim.nodes[:n])
+        env = dict(os.environ, PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=f"-F {self.sim.ssh_config_path}")
+        torchrun = [
+            "torchrun",
+            "--nnodes",
+            str(n),
+            "--nproc-per-node",
+            "1",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"{self.sim.nodes[0].addr}:{self.port}",
+            "--rdzv-id",
+            name,
+            RANK,
+            str(out),
+            "900",
+        ]
+        inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(self.venv)}/bin/activate && {shlex.join(torchrun)}"
+        pdsh = ["pdsh", "-f", str(FANOUT), "-w", hosts]
+        t0 = time.time()
+        _, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
+        if code != 0:
+            raise RuntimeError("pdsh launch failed")
+        launch = ready_time(out, n) - t0
+        ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
+        t0 = time.perf_counter()
+        stop, _, _ = timed([*pdsh, "tmux", "kill-session", "-t", name], env=env)
+        wait_gone(name.encode())
+        gone = time.perf_counter() - t0
+        (out / "release").write_text("")
+        return {"launch_s": launch, "ps_s": ps, "stop_s": stop, "gone_s": gone, "ps_cost": ps_cost}
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def growth(rows: list[dict], key: str, *, resamples: int = 4000, seed: int = 0) -> dict:
+    """OLS slope of the paired difference (corral - pdsh) against node count, with a 95% bootstrap
+    interval (repetitions resampled within each size)."""
+    by_size: dict[int, list[float]] = {}
+    for r in rows:
+        by_size.setdefault(r["nodes"], []).append(r["corral"][key] - r["pdsh"][key])
+    sizes = sorted(by_size)
+    point = slope(sizes, [statistics.median(by_size[s]) for s in sizes])
+    rng = random.Random(seed)
+    boots = sorted(
+        slope(sizes, [statistics.median(rng.choices(by_size[s], k=len(by_size[s]))) for s in sizes])
+        for _ in range(resamples)
+    )
+    return {"per_node_s": point, "ci95_s": [boots[int(0.025 * resamples)], boots[int(0.975 * resamples) - 1]]}
+
+
+def summarize(rows: list[dict]) -> dict:
+    out: dict = {"sizes": {}}
+    for n in sorted({r["nodes"] for r in rows}):
+        mine = [r for r in rows if r["nodes"] == n]
+        entry = {}
+        for key in ("launch_s", "ps_s", "stop_s", "gone_s"):
+            ratios = [r["corral"][key] / r["pdsh"][key] for r in mine]
+            entry[key] = {
+                "corral_median": statistics.median(r["corral"][key] for r in mine),
+                "pdsh_median": statistics.median(r["pdsh"][key] for r in mine),
+                "paired_ratio_median": statistics.median(ratios),
+                "paired_ratios": ratios,
+            }
+        entry["corral_ps_cost"] = [r["corral"]["ps_cost"] for r in mine]
+        entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
+        out["sizes"][n] = entry
+    if len(out["sizes"]) > 1:
+        out["growth"] = {key: growth(rows, key) for key in ("launch_s", "ps_s", "stop_s", "gone_s")}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="the measurement file to append this run to")
+    from perf.results_log import add_conditions_argument
+
+    add_conditions_argument(parser)
+    args = parser.parse_args(argv)
+    from tests.infra.simcluster import SimCluster
+
+    rng = random.Random(args.seed)
+    rows: list[dict] = []
+    failures: list[dict] = []
+    with SimCluster(max(args.sizes)) as sim:
+        work = Path(sim.run_dir) / "scale"
+        work.mkdir()
+        bench = Bench(sim, work, sys.prefix)
+        for rep in range(args.reps):
+            sizes = list(args.sizes)
+            rng.shuffle(sizes)
+            for i, n in enumerate(sizes):
+                row = {"rep": rep, "nodes": n, "load1_before": os.getloadavg()[0]}
+                order = ("corral", "pdsh") if (rep + i) % 2 == 0 else ("pdsh", "corral")
+                try:
+                    for kind in order:
+                        row[kind] = bench.corral(n) if kind == "corral" else bench.pdsh(n)
+                except RuntimeError as exc:  # one failed pair is reported, the run goes on
+                    print(f"rep {rep} {n} nodes: {exc}", flush=True)
+                    failures.append({"rep": rep, "nodes": n, "error": str(exc)})
+                    continue
+                rows.append(row)
+                c, p = row["corral"], row["pdsh"]
+                print(
+                    f"rep {rep} {n:2d} nodes: launch {c['launch_s']:.1f}/{p['launch_s']:.1f} s, "
+                    f"ps {c['ps_s']:.1f}/{p['ps_s']:.1f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
+                    f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
+                    f"(corral/pdsh), ps cost {c['ps_cost']}",
+                    flush=True,
+                )
+    if args.json:
+        write(args.json, rows, failures, args.conditions)
+    else:
+        print(json.dumps(summarize(rows), indent=2))
+    return 0
+
+
+def write(path: Path, rows: list[dict], failures: list[dict], conditions: str = "") -> None:
+    """One more dated run in the measurement file (perf/results_log.py)."""
+    from perf.results_log import append_run, current_command
+
+    result = {
+        "failures": failures,
+        "machine": "2 cores, 24 GiB, no GPU; simulated nodes (network namespaces, one sshd each, the host's home shared)",
+        "fanout": FANOUT,
+        "connect_timeout_s": CONNECT_TIMEOUT_S,
+        "rows": rows,
+        "summary": summarize(rows),
+    }
+    append_run(
+        path,
+        result,
+        measurement="corral launch / ps / stop against pdsh -f 32 over ssh doing the same work, 4-32 simulated "
+        "nodes, paired; the launcher's memory, fds and ssh clients",
+        script="perf/scale_bench.py",
+        command=current_command("perf.scale_bench"),
+        conditions=conditions,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
