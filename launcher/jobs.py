@@ -7,6 +7,7 @@ launches a job (``backend_for``), the run record names the one that answers for 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
