@@ -39,6 +39,9 @@ from launcher.preflight import PreflightReport, run_preflight
 from launcher.remote import AgentReply, call, call_all, kept_sessions, run_sync
 from launcher.runrecord import RunRecord, archive_previous, list_names, load
 from launcher.tools import tmux
+from launcher.watchdog.events import WatchdogView, watchdog_paths
+from launcher.watchdog.events import parse as parse_watchdog
+from launcher.watchdog.ship import watchdog_files
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +80,21 @@ class JobStatus:
     record_state: str
     """The launcher's record: starting | running | stopped | failed."""
     nodes: list[NodeStatus] = field(default_factory=list)
+    watchdog: WatchdogView = field(default_factory=WatchdogView)
+    """The hang watchdog's state and events, from the job's first node (docs/WATCHDOG.md)."""
 
     @property
     def state(self) -> str:
         """The job's state, derived from the nodes' (``launcher.jobstate``, one table for every view)."""
-        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes])
+        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes], self.watchdog.hung)
 
     @property
     def running(self) -> bool:
         return any(n.state == "running" for n in self.nodes)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.watchdog.events
 
     @property
     def done(self) -> bool:
@@ -101,6 +110,8 @@ class JobStatus:
             "state": self.state,
             "record_state": self.record_state,
             "nodes": [asdict(n) for n in self.nodes],
+            "suspect": self.watchdog.suspect_line(),
+            "events": self.events,
         }
 
 
@@ -136,7 +147,19 @@ def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float
 
 
 def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
-    return {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
+    req = {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
+    if node.watchdog and node.watchdog.get("node_rank") == 0:  # the leader keeps the watchdog's record
+        req["read"] = watchdog_paths(plan.run_dir)
+    return req
+
+
+def watchdog_view(replies: list[AgentReply]) -> WatchdogView:
+    """The watchdog's state and events from whichever status reply carries them."""
+    for r in replies:
+        files = r.data.get("files") if r.ok else None
+        if files and (files.get("watchdog_state") or files.get("watchdog_events")):
+            return parse_watchdog(files.get("watchdog_state"), files.get("watchdog_events"))
+    return WatchdogView()
 
 
 def _node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
@@ -157,6 +180,7 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
+    view = watchdog_view(replies)
     if plan.container is not None:
         from container.runtime import launch_container_states
 
@@ -165,7 +189,7 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
             c = states.get(ns.node, {})
             code = f" {c['exit_code']}" if c.get("exit_code") is not None else ""
             ns.detail = "; ".join(x for x in (ns.detail, f"container {c.get('state', 'missing')}{code}") if x)
-    return JobStatus(record.name, record.state, nodes)
+    return JobStatus(record.name, record.state, nodes, view)
 
 
 # ---------------------------------------------------------------------------- launch
@@ -384,13 +408,18 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     files = [{"path": node.wrapper_path, "content": render_wrapper(plan.name, node), "mode": 0o700}]
     if secrets:
         files.append({"path": node.secrets_path, "content": render_secrets(secrets), "mode": 0o600})
+    dirs = [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else [])
+    if node.watchdog:
+        files += watchdog_files(node.state_dir, node.watchdog)
+    if "TORCH_FR_DUMP_TEMP_FILE" in node.env:  # the Flight Recorder writes there, it does not create it
+        dirs.append(os.path.dirname(node.env["TORCH_FR_DUMP_TEMP_FILE"]))
     steps = [tmux.kill_session(plan.tmux_socket, node.session)] if stale else []
     steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
     return {
         "op": "start",
         "state_dir": node.state_dir,
         "log": node.log_path,
-        "dirs": [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else []),
+        "dirs": dirs,
         "files": files,
         "steps": steps,
         "wait_s": START_WAIT_S,

@@ -16,6 +16,7 @@ Rules, first match wins:
 | # | record / nodes                                        | job state  |
 |---|-------------------------------------------------------|------------|
 | 1 | record ``failed`` (the start was rolled back)         | failed     |
+| 1b| the hang watchdog found the job hung (``dump``/``stop``) and not every node exited 0 | hung |
 | 2 | no nodes yet, or record ``starting`` and none started | pending    |
 | 3 | every node pending                                    | pending    |
 | 4 | every node running (or pending)                       | running    |
@@ -31,17 +32,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed"]
+JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed", "hung"]
 ACTIVE: frozenset[str] = frozenset({"pending", "running", "partial", "unknown"})
 """Job states in which some node may still be doing work (``corral rm`` refuses these)."""
 
 
-def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]]) -> JobState:
-    """The job's state from the record's state and each node's (state, exit code); see the table above."""
+def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]], hung: bool = False) -> JobState:
+    """The job's state from the record's state and each node's (state, exit code); see the table above.
+    ``hung``: the hang watchdog's verdict (docs/WATCHDOG.md)."""
     nodes = list(nodes)
     states = [s for s, _ in nodes]
     if record_state == "failed":
         return "failed"
+    if hung and not (nodes and all(s == "exited" and code == 0 for s, code in nodes)):
+        return "hung"
     if not nodes or (record_state == "starting" and all(s in ("missing", "pending") for s in states)):
         return "pending"
     if all(s == "pending" for s in states):

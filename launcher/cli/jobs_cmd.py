@@ -202,6 +202,8 @@ def ps(
                 }
                 for n in s.nodes
             ],
+            "suspect": s.watchdog.suspect_line(),
+            "events": s.events,
         }
         for s in statuses
     ]
@@ -223,6 +225,8 @@ def ps(
                 elapsed,
                 n.get("detail") or "",
             )
+        if row["suspect"]:
+            table.add_row("", "", "", "", "", row["suspect"])
     if rows:
         console().print(table)
     else:

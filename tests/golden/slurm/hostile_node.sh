@@ -26,6 +26,11 @@ cd -- /shared/code || fail 97 "cannot enter the working directory"
 . /shared/venv/bin/activate || fail 98 "cannot activate the venv /shared/venv"
 export PYTHONUNBUFFERED=1
 export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
+export TORCH_FR_BUFFER_SIZE=2000
+export TORCH_NCCL_TRACE_BUFFER_SIZE=2000
+export TORCH_NCCL_DUMP_ON_TIMEOUT=1
+export TORCH_FR_DUMP_TEMP_FILE=/shared/runs/train/nccl_trace/rank_
+export TORCH_NCCL_DEBUG_INFO_TEMP_FILE=/shared/runs/train/nccl_trace/rank_
 export NCCL_DEBUG=WARN
 export WEIRD='x'"'"'; rm -rf / #
 $(id)'
