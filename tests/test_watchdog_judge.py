@@ -212,8 +212,10 @@ def test_the_shipped_watchdog_imports_only_the_standard_library_and_its_shipped_
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
                 if name.startswith("launcher"):
-                    assert name in shipped or name in ("launcher", "launcher.watchdog") or any(
-                        name.startswith(s + ".") or name == s for s in shipped
+                    assert (
+                        name in shipped
+                        or name in ("launcher", "launcher.watchdog")
+                        or any(name.startswith(s + ".") or name == s for s in shipped)
                     ), f"{rel} imports {name}, which is not shipped to the nodes"
                 else:
                     top = name.split(".")[0]
