@@ -3,7 +3,7 @@
 Facts are plain data, so the builder and the preflight checks stay pure and tests can hand them
 stand-in paths (a mknod'ed ``uverbs0`` under a temp dir) instead of the real ``/dev/infiniband``.
 They are gathered by ``container.runtime.gather_facts``: the node agent's one probe (its
-``container`` section, through ``launcher.remote``) plus docker queries through ``container.docker``.
+``container`` section, through ``launcher.agent.remote``) plus docker queries through ``container.docker``.
 """
 
 from __future__ import annotations

@@ -57,9 +57,9 @@ def gather_facts(
 
 
 def probe_node(docker: Docker, request: dict) -> dict:
-    """The ``container`` section of the node agent's probe on ``docker``'s node (``launcher.remote``: one
+    """The ``container`` section of the node agent's probe on ``docker``'s node (``launcher.agent.remote``: one
     agent, the same GPU count and checks as preflight's)."""
-    from launcher import remote
+    from launcher.agent import remote
 
     cluster = ClusterConfig(nodes=[docker.target], ssh=docker.ssh_cfg)
     reply = asyncio.run(

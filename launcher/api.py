@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
-from launcher.errors import RunFailed
+from launcher.errors import PreflightFailed, RunFailed
 from launcher.jobs import (
     JobStatus,
     LaunchOptions,
     NodeStatus,
-    PreflightFailed,
     StopResult,
     clean_up_record,
     prepare,
@@ -39,7 +38,7 @@ from launcher.jobs import (
 )
 from launcher.jobs import launch as launch_job
 from launcher.plan import JobPlan
-from launcher.runrecord import RunRecord, load
+from launcher.runs.record import RunRecord, load
 from launcher.tools import ssh
 from launcher.tools.ssh import Completed
 
@@ -87,7 +86,7 @@ class RunHandle:
         """Per node (or only ``node``), the last ``lines`` lines of its log, read on that node."""
         import asyncio
 
-        from launcher.logs import tail_lines
+        from launcher.jobs import tail_lines
 
         return {n: got or [] for n, got, _ in asyncio.run(tail_lines(self.record, self.cluster, node, lines))}
 

@@ -27,6 +27,12 @@ class UserError(CorralError):
     exit_code = 2
 
 
+class PreflightFailed(UserError):
+    """A check before the launch failed (a node's, or the scheduler's): nothing was launched. Exit 2.
+
+    Every backend raises a subclass of it, so callers catch one type whatever runs the job."""
+
+
 class ConfigError(UserError):
     """A config file that cannot be read or does not validate; carries one line per problem."""
 

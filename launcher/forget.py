@@ -1,7 +1,7 @@
 """``corral rm``: forget finished runs (their run directories: record, logs, node state).
 
 A run that may still be doing work (job state pending, running, partial or unknown, see
-``launcher.jobstate``) is never touched. Checkpoints stay: they are what the job produced.
+``launcher.runs.state``) is never touched. Checkpoints stay: they are what the job produced.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import shutil
 import time
 from pathlib import Path
 
+from launcher.agent.remote import call_all
+from launcher.backends.ssh.execute import node_config
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
-from launcher.jobs import JobStatus, _node_config, read_status, runs_dir
-from launcher.jobstate import ACTIVE
-from launcher.remote import call_all
-from launcher.runrecord import RECORD_FILE, RunRecord, list_names, load
+from launcher.jobs import read_status, runs_dir
+from launcher.runs.record import RECORD_FILE, RunRecord, list_names, load
+from launcher.runs.state import ACTIVE, JobStatus
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -67,7 +68,7 @@ def _forget_on_nodes(cluster: ClusterConfig, record: RunRecord) -> list[str]:
     if not nodes:
         return []
     requests = [
-        (_node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
+        (node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
     ]
     replies = asyncio.run(call_all(cluster, requests, timeout=60))
     problems = []

@@ -36,7 +36,7 @@ TORCHRUN = "torchrun"
 
 @dataclass(frozen=True)
 class NodeFacts:
-    """What the launcher learned from a node before planning (see ``launcher.preflight``)."""
+    """What the launcher learned from a node before planning (see ``launcher.backends.ssh.preflight``)."""
 
     gpus: int = 0
 

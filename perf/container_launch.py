@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from launcher.node_agent import rlimits
+    from launcher.agent.node_agent import rlimits
     from tests.infra.docker_fixtures import TEST_IMAGE, build_test_image
     from tests.infra.simcluster import SimCluster
     from tests.infra.simdocker import NodeEngines

@@ -398,7 +398,7 @@ class Run:
         ]
         p = self.proc("launch", argv, budget)
         from launcher.checkpoint.layout import parse_step_dirname
-        from launcher.runrecord import RECORD_FILE
+        from launcher.runs.record import RECORD_FILE
 
         run_dir = REPO / "runs" / name
         record = json.loads((run_dir / RECORD_FILE).read_text()) if (run_dir / RECORD_FILE).exists() else None

@@ -133,7 +133,7 @@ async def one_shot_refresh(cluster: ClusterConfig, replay: Path) -> float:
     t0 = time.perf_counter()
 
     async def one(node):
-        from launcher.remote import AgentSession
+        from launcher.agent.remote import AgentSession
 
         s = await AgentSession.open(cluster, node)
         try:

@@ -21,7 +21,7 @@ SHIPPED = ("launcher", "benchmarks", "container")
 
 CHOKE_POINTS = {
     "launcher/tools/ssh.py": "commands on nodes: ssh, or directly for localhost (quoting, clean environment, timeouts)",
-    "launcher/node_agent.py": "the node side of the agent: runs on the node, standard library only",
+    "launcher/agent/node_agent.py": "the node side of the agent: runs on the node, standard library only",
     "container/docker.py": "the docker CLI",
     "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
     "launcher/top/node_sampler.py": "corral top's node side, shipped to the agent: nvidia-smi and the NVML sampler process, standard library only",

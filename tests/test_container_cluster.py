@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from launcher import api
+from launcher.agent.node_agent import rlimits
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
-from launcher.node_agent import rlimits
 from launcher.tools import ssh
 from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 from tests.infra.simdocker import NodeEngines

@@ -13,8 +13,8 @@ import pytest
 
 from container.docker import Docker
 from launcher import api
+from launcher.agent.node_agent import rlimits
 from launcher.config import ClusterConfig, JobConfig
-from launcher.node_agent import rlimits
 from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import yaml
 from launcher import api
 from launcher.cli import main
 from launcher.config import JobConfig
-from launcher.jobstate import job_state
+from launcher.runs.state import job_state
 from tests.infra.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,7 +342,7 @@ def test_plain_job_reserves_no_rendezvous_port(local_space, tmp_path, monkeypatc
 
 
 def test_agent_forget_removes_only_a_run_directory_of_that_node(tmp_path):
-    from launcher.node_agent import op_forget
+    from launcher.agent.node_agent import op_forget
 
     run = tmp_path / "runs" / "job"
     (run / "nodes" / "gpu2").mkdir(parents=True)

@@ -234,7 +234,7 @@ def test_nccl_launch_of_the_demo_picks_nccl_trains_on_the_gpu_and_checkpoints(to
     try:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         from launcher.checkpoint.layout import parse_step_dirname
-        from launcher.runrecord import RECORD_FILE
+        from launcher.runs.record import RECORD_FILE
 
         record = json.loads((REPO / "runs" / name / RECORD_FILE).read_text())
         assert record["plan"]["backend"] == "nccl"

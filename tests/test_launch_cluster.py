@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from launcher import api
+from launcher.backends.ssh.preflight import run_preflight_sync
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
-from launcher.jobs import PreflightFailed
-from launcher.preflight import run_preflight_sync
+from launcher.errors import PreflightFailed
 from launcher.tools import ssh
 from tests.infra.hostile import HOSTILE
 from tests.infra.waiting import wait_for

@@ -18,8 +18,7 @@ import pytest
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
-from launcher.errors import UserError
-from launcher.jobs import PreflightFailed
+from launcher.errors import PreflightFailed, UserError
 from tests.infra.hostile import HOSTILE
 from tests.infra.waiting import wait_for
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from launcher.backends.ssh.execute import prepare
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
-from launcher.jobs import LaunchOptions, prepare
+from launcher.runs.options import LaunchOptions
 
 
 def cluster() -> ClusterConfig:

@@ -9,10 +9,10 @@ import pytest
 
 from benchmarks.node import inventory
 from container.facts import IbPaths, NodeFacts
-from launcher import node_agent
+from launcher.agent import node_agent
+from launcher.agent.remote import AgentReply
+from launcher.backends.ssh.preflight import evaluate_probe
 from launcher.config import JobConfig, NodeConfig
-from launcher.preflight import evaluate_probe
-from launcher.remote import AgentReply
 
 SMI_8 = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i:08d})\n" for i in range(8))
 """A recorded ``nvidia-smi -L`` of an 8-GPU node."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from launcher.agent.remote import AgentReply
+from launcher.backends.ssh.execute import node_status
+from launcher.backends.ssh.preflight import evaluate_probe, evaluate_reach
 from launcher.config import JobConfig, NodeConfig
-from launcher.jobs import node_status
 from launcher.plan import NodePlan
-from launcher.preflight import evaluate_probe, evaluate_reach
-from launcher.remote import AgentReply
 
 NODE = NodeConfig(host="10.0.0.2", name="gpu2")
 GOOD = {

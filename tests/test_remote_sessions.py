@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from launcher import remote
+from launcher.agent import remote
 from launcher.config import ClusterConfig
 from launcher.tools import tmux
 

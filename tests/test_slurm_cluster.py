@@ -329,7 +329,7 @@ def test_launch_follow_streams_every_node_then_attach_explains_the_job_has_ended
 
 
 def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, names):
-    from launcher.backends.slurm import attach_argv
+    from launcher.backends.slurm.backend import attach_argv
 
     name = names("attach")
     handle = api.launch(train_job(name, nnodes=2, steps=100000, step_time=0.05, nproc=1), cl)

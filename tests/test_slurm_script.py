@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from launcher.config import ClusterConfig, JobConfig, validate
-from launcher.errors import ConfigError, UserError
-from launcher.slurm_script import (
+from launcher.backends.slurm.script import (
     build_slurm_plan,
     describe_slurm,
     render_batch_script,
     render_command,
     render_node_wrapper,
 )
+from launcher.config import ClusterConfig, JobConfig, validate
+from launcher.errors import ConfigError, UserError
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 REGEN = os.environ.get("CORRAL_REGEN_GOLDEN") == "1"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher.backends.slurm import node_statuses
-from launcher.jobs import JobStatus, NodeStatus
-from launcher.slurm_state import parse_partition, slurm_job
+from launcher.backends.slurm.backend import node_statuses
+from launcher.backends.slurm.state import parse_partition, slurm_job
+from launcher.runs.state import JobStatus, NodeStatus
 from launcher.sweep.scheduler import NodeRun, judge_run
-from launcher.sweep.slurm_slots import job_wide_run
+from launcher.sweep.slots import job_wide_run
 
 FIX = Path(__file__).parent / "fixtures" / "slurm"
 

@@ -11,7 +11,7 @@ import pytest
 from launcher.config import JobConfig, validate
 from launcher.config.loading import apply_overrides
 from launcher.errors import UserError
-from launcher.jobstate import job_state
+from launcher.runs.state import job_state
 from launcher.units import format_duration, parse_duration
 from launcher.watchdog import events, judge
 from launcher.watchdog.judge import NodeSample, Policy, RankSample

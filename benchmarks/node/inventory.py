@@ -1,6 +1,6 @@
 """What a node is made of, besides its GPUs: CPU, memory, disks, network, InfiniBand, NCCL config, NUMA, versions.
 
-The standard-library facts come from the node agent's one probe (``launcher.node_agent``: the same
+The standard-library facts come from the node agent's one probe (``launcher.agent.node_agent``: the same
 readers and the same GPU count that preflight and the container facts use); only the torch/CUDA/NCCL
 versions are read here, in the worker that has torch. Every reader takes ``root`` (default ``/``) so
 tests can point it at a small tree laid out like sysfs; nothing raises for a missing file.
@@ -12,8 +12,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from launcher import node_agent
-from launcher.node_agent import cpu_info, disks, infiniband, memory_bytes, nccl_config, network_interfaces, numa
+from launcher.agent import node_agent
+from launcher.agent.node_agent import cpu_info, disks, infiniband, memory_bytes, nccl_config, network_interfaces, numa
 
 __all__ = [
     "cpu_info",

@@ -11,10 +11,10 @@ from launcher.config import ClusterConfig
 
 def backend_for(cluster: ClusterConfig) -> Backend:
     if cluster.slurm is not None:
-        from launcher.backends.slurm import SlurmBackend
+        from launcher.backends.slurm.backend import SlurmBackend
 
         return SlurmBackend()
-    from launcher.backends.ssh_tmux import SshTmuxBackend
+    from launcher.backends.ssh.backend import SshTmuxBackend
 
     return SshTmuxBackend()
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from launcher.config import ClusterConfig, JobConfig
-    from launcher.jobs import JobStatus, LaunchOptions, StopResult
-    from launcher.runrecord import RunRecord
+    from launcher.runs.options import LaunchOptions
+    from launcher.runs.record import RunRecord
+    from launcher.runs.state import JobStatus, StopResult
 
 
 class Backend(Protocol):

@@ -18,8 +18,7 @@ def demo(
     from launcher.cli.common import console
     from launcher.config import load_cluster, load_job
     from launcher.config.loading import REPO_ROOT
-    from launcher.jobs import launch
-    from launcher.logs import follow
+    from launcher.jobs import follow, launch
 
     out = console()
     cluster = load_cluster(None)

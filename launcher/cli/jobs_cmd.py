@@ -126,7 +126,7 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
 def _follow_to_end(record, clustercfg) -> int:
     import asyncio
 
-    from launcher.logs import follow as follow_logs
+    from launcher.jobs import follow as follow_logs
 
     try:
         final = asyncio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
@@ -256,10 +256,9 @@ def logs(
     """
     import asyncio
 
-    from launcher.jobs import runs_dir
-    from launcher.logs import follow as follow_logs
-    from launcher.logs import tail_lines
-    from launcher.runrecord import load
+    from launcher.jobs import follow as follow_logs
+    from launcher.jobs import runs_dir, tail_lines
+    from launcher.runs.record import load
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
@@ -291,14 +290,15 @@ def attach(
     """
     import shlex
 
-    from launcher.jobs import _node_config, runs_dir
-    from launcher.runrecord import load
+    from launcher.backends.ssh.execute import node_config
+    from launcher.jobs import runs_dir
+    from launcher.runs.record import load
     from launcher.tools import ssh, tmux
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
     if record.slurm is not None:
-        from launcher.backends.slurm import attach_argv
+        from launcher.backends.slurm.backend import attach_argv
         from launcher.tools.slurm import exec_interactive
 
         argv = attach_argv(record, clustercfg, node)
@@ -307,7 +307,7 @@ def attach(
     target = record.plan.node(node) if node else record.plan.nodes[0]
     _check_attachable(record, clustercfg, target.node)
     inner = tmux.attach(record.plan.tmux_socket, target.session)
-    node_cfg = _node_config(clustercfg, target)
+    node_cfg = node_config(clustercfg, target)
     argv = ssh.interactive_argv(clustercfg.ssh, node_cfg, inner)
     console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
     ssh.exec_interactive(clustercfg.ssh, node_cfg, inner)
@@ -432,10 +432,10 @@ def preflight(
     import asyncio
     import os
 
+    from launcher.backends.ssh.preflight import CHECKS, run_preflight
     from launcher.config import load_job
     from launcher.jobs import TMUX_SOCKET_ENV, cluster_base
     from launcher.plan import default_local_venv
-    from launcher.preflight import CHECKS, run_preflight
 
     clustercfg = _cluster(cluster)
     jobcfg = load_job(job) if job else None

@@ -11,7 +11,7 @@ from launcher.cli.common import console, emit_json, write_json
 
 
 def launch_on_slurm(jobcfg, clustercfg, *, name, set_, dry_run: bool, follow: bool, as_json: bool, hint_c: str) -> int:
-    from launcher.backends.slurm import SlurmBackend
+    from launcher.backends.slurm.backend import SlurmBackend
 
     backend = SlurmBackend()
     if dry_run:
@@ -41,7 +41,7 @@ def launch_on_slurm(jobcfg, clustercfg, *, name, set_, dry_run: bool, follow: bo
 
 
 def preflight_on_slurm(jobcfg, clustercfg, as_json: bool, json_out: Optional[Path]) -> int:
-    from launcher.backends.slurm import preflight_checks
+    from launcher.backends.slurm.backend import preflight_checks
     from launcher.errors import UserError
     from launcher.jobs import cluster_base
 

@@ -40,7 +40,7 @@ def top(
     from launcher.config import load_cluster
     from launcher.errors import UserError
     from launcher.jobs import all_records, runs_dir
-    from launcher.runrecord import load
+    from launcher.runs.record import load
     from launcher.top.collect import REPLAY_ENV, Collector
     from launcher.top.render import render
     from launcher.top.screen import live, snapshot

@@ -54,13 +54,13 @@ class LaunchBackend:
 
     def poll(self, name: str) -> dict[str, NodeRun]:
         from launcher import api
-        from launcher.runrecord import record_path
+        from launcher.runs.record import record_path
 
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
         status = api.status(name, self.cluster)
         if self.cluster.slurm is not None:  # Slurm cleans up after its jobs; one state for the trial's slots
-            from launcher.sweep.slurm_slots import job_wide_run
+            from launcher.sweep.slots import job_wide_run
 
             return job_wide_run(status)
         if status.nodes and all(n.state == "exited" for n in status.nodes):

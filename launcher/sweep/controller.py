@@ -91,7 +91,7 @@ class Controller:
         self.adopted: dict[str, tuple[int, dict[str, Any]]] = {}
         """bayes: trials asked of the study whose start the last controller never journalled -> (Optuna number, params)."""
         self.by_id = {t.id: t for t in self.trials}
-        from launcher.sweep.slurm_slots import trial_slots
+        from launcher.sweep.slots import trial_slots
 
         self.nodes = trial_slots(cluster, self.cfg, len(self.trials))
         self.journal = Journal(paths.journal)

@@ -1,7 +1,7 @@
 """The one choke point for tmux: argv builders for every tmux command corral sends to a node.
 
 Why builders and not libtmux: the same commands run on remote nodes where corral is not
-installed; they are executed there by the node agent (``launcher/node_agent.py``, which gets
+installed; they are executed there by the node agent (``launcher/agent/node_agent.py``, which gets
 them in its requests and builds none itself) over ssh, and locally by the same agent, so one
 tested code path serves both. The tmux server on the machine corral runs on (the detached
 sweep controller) is driven with libtmux instead: ``local_server``. Targets use tmux's

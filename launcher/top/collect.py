@@ -1,6 +1,6 @@
 """Sampling the nodes for ``corral top``: one kept agent session per node, all in parallel.
 
-Each node has a :class:`NodePoller` holding one node agent session (``launcher.remote``'s
+Each node has a :class:`NodePoller` holding one node agent session (``launcher.agent.remote``'s
 ``AgentSession``: one ssh login for as long as the screen is open). On its first request the
 session is given ``launcher/top/node_sampler.py`` through the agent's ``load`` op; every refresh
 is then one JSON line each way. A request that gets no answer within the timeout ends that
@@ -22,9 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from launcher.agent.remote import AgentSession
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.plan import resolve_path
-from launcher.remote import AgentSession
 from launcher.top.model import Frame, JobSpec, NodeRow, TopState, drop_finished, mark_stragglers
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import posixpath
 
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.report import METRICS_FILE
-from launcher.runrecord import RunRecord
+from launcher.runs.record import RunRecord
 from launcher.top.collect import Target
 from launcher.top.model import JobSpec
 

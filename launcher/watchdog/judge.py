@@ -1,6 +1,6 @@
 """The watchdog's verdicts, as pure functions of the samples its nodes recorded.
 
-Like ``launcher/preflight.py``: the node side gathers facts (each rank's last step and its age,
+Like ``launcher/backends/ssh/preflight.py``: the node side gathers facts (each rank's last step and its age,
 its process state, the log's silence, its stack), and everything decided from them is here, in
 functions of plain data that the tests feed recorded samples to, without a process.
 

@@ -12,11 +12,12 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from launcher.agent.remote import call_all
+from launcher.backends.ssh.execute import node_config, read_status
 from launcher.config import ClusterConfig
-from launcher.jobs import JobStatus, _node_config, read_status
 from launcher.plan import NodePlan
-from launcher.remote import call_all
-from launcher.runrecord import RunRecord
+from launcher.runs.record import RunRecord
+from launcher.runs.state import JobStatus
 from launcher.tools import ssh
 
 
@@ -28,14 +29,10 @@ async def tail_lines(
     record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int
 ) -> list[tuple[str, list[str] | None, str | None]]:
     """Per node: (name, last lines or None, error)."""
-    if record.slurm is not None:
-        from launcher.backends import slurm
-
-        return slurm.tail(record, node, lines)
     nodes = pick_nodes(record, node)
     replies = await call_all(
         cluster,
-        [(_node_config(cluster, n), {"op": "tail", "path": n.log_path, "lines": lines}) for n in nodes],
+        [(node_config(cluster, n), {"op": "tail", "path": n.log_path, "lines": lines}) for n in nodes],
         timeout=30,
     )
     out = []
@@ -80,14 +77,10 @@ async def follow(
 ) -> JobStatus | None:
     """Stream new log lines from the chosen nodes; with ``until_done`` return the final status
     once every node has exited (after letting the last lines arrive)."""
-    if record.slurm is not None:
-        from launcher.backends import slurm
-
-        return await asyncio.to_thread(slurm.follow, record, cluster, node, lines, until_done=until_done, out=out)
     procs = []
     for n in pick_nodes(record, node):
         procs.append(
-            await ssh.stream(cluster.ssh, _node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path])
+            await ssh.stream(cluster.ssh, node_config(cluster, n), ["tail", "-n", str(lines), "-F", n.log_path])
         )
 
     def write(text: str) -> None:

@@ -4,7 +4,7 @@ Why it exists: nodes need not have corral installed, and the things the launcher
 there (probe facts, write the wrapper and the 0600 secrets file, run the tmux argvs it is sent
 (built by ``launcher.tools.tmux``), read a job's state, stop exactly its processes) are awkward and fragile as quoted
 shell. So the launcher sends this file's source, then JSON requests, on the ssh session's
-stdin to the node's Python (see ``launcher.remote``) and reads one JSON line back for each.
+stdin to the node's Python (see ``launcher.agent.remote``) and reads one JSON line back for each.
 Nothing secret ever appears on a command line: secrets travel inside the request.
 
 Standard library only, Python 3.8+, no imports from corral. Every function takes and

@@ -1,4 +1,4 @@
-"""Run the node agent (``launcher/node_agent.py``) on nodes, in parallel, through ``tools.ssh``.
+"""Run the node agent (``launcher/agent/node_agent.py``) on nodes, in parallel, through ``tools.ssh``.
 
 The agent's source and then each request travel on the agent's stdin as JSON lines; it answers
 each with one JSON line. The command line is a fixed bootstrap, so nothing from a request

@@ -16,9 +16,9 @@ import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from launcher.agent.remote import AgentReply, call_all
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.plan import CPU_FALLBACK_NPROC, NodeFacts, rdzv_host, resolve_path, session_name
-from launcher.remote import AgentReply, call_all
 from launcher.tools import tmux
 
 CHECKS = ("ssh", "workdir", "venv", "torch", "gpus", "port", "reach", "name")

@@ -30,7 +30,10 @@ Rules, first match wins:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from launcher.watchdog.events import WatchdogView
 
 JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed", "hung"]
 ACTIVE: frozenset[str] = frozenset({"pending", "running", "partial", "unknown"})
@@ -63,4 +66,67 @@ def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]], hung: 
     return "failed"
 
 
-__all__ = ["ACTIVE", "JobState", "job_state"]
+@dataclass
+class NodeStatus:
+    node: str
+    host: str
+    state: str
+    """pending | running | exited | missing | unknown (node unreachable)."""
+    exit_code: int | None = None
+    elapsed_s: float | None = None
+    detail: str | None = None
+
+
+@dataclass
+class JobStatus:
+    name: str
+    record_state: str
+    """The launcher's record: starting | running | stopped | failed."""
+    nodes: list[NodeStatus] = field(default_factory=list)
+    watchdog: WatchdogView = field(default_factory=WatchdogView)
+    """The hang watchdog's state and events, from the job's first node (docs/WATCHDOG.md)."""
+
+    @property
+    def state(self) -> str:
+        """The job's state, derived from the nodes' (``job_state``, one table for every view)."""
+        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes], self.watchdog.hung)
+
+    @property
+    def running(self) -> bool:
+        return any(n.state == "running" for n in self.nodes)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.watchdog.events
+
+    @property
+    def done(self) -> bool:
+        return not any(n.state in ("running", "unknown", "pending") for n in self.nodes)
+
+    @property
+    def ok(self) -> bool:
+        return all(n.state == "exited" and n.exit_code == 0 for n in self.nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "record_state": self.record_state,
+            "nodes": [asdict(n) for n in self.nodes],
+            "suspect": self.watchdog.suspect_line(),
+            "events": self.events,
+        }
+
+
+@dataclass
+class StopResult:
+    """One node's answer to ``corral stop``: processes found, killed, and any left."""
+
+    node: str
+    found: int = 0
+    killed: int = 0
+    remaining: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+__all__ = ["ACTIVE", "JobState", "JobStatus", "NodeStatus", "StopResult", "job_state"]

@@ -15,21 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from launcher.config import ClusterConfig, JobConfig
-from launcher.errors import RunFailed, ToolError, UserError
-from launcher.jobs import (
-    JobStatus,
-    LaunchOptions,
-    NodeStatus,
-    StopResult,
-    apply_job_overrides,
-    check_name,
-    cluster_base,
-    read_secrets,
-)
-from launcher.plan import default_local_venv, render_secrets
-from launcher.runrecord import RunRecord, archive_previous
-from launcher.slurm_script import (
+from launcher.backends.slurm.script import (
     SlurmPlan,
     build_slurm_plan,
     describe_slurm,
@@ -37,7 +23,13 @@ from launcher.slurm_script import (
     render_node_wrapper,
     slurm_nnodes,
 )
-from launcher.slurm_state import SlurmJob, corral_state, job_detail, parse_partition, slurm_job
+from launcher.backends.slurm.state import SlurmJob, corral_state, job_detail, parse_partition, slurm_job
+from launcher.config import ClusterConfig, JobConfig
+from launcher.errors import PreflightFailed, RunFailed, ToolError, UserError
+from launcher.plan import default_local_venv, render_secrets
+from launcher.runs.options import LaunchOptions, apply_job_overrides, check_name, cluster_base, read_secrets
+from launcher.runs.record import RunRecord, archive_previous
+from launcher.runs.state import JobStatus, NodeStatus, StopResult
 from launcher.tools import slurm as tool
 
 SRUN_CHECK_IMMEDIATE_S = 30
@@ -46,7 +38,7 @@ STOP_SETTLE_S = 60.0
 """After SIGKILL, how long Slurm may take to report every process gone (COMPLETING -> CANCELLED)."""
 
 
-class SlurmPreflightFailed(UserError):
+class SlurmPreflightFailed(PreflightFailed):
     """A Slurm check failed: nothing was submitted (exit 2)."""
 
 
@@ -303,7 +295,7 @@ def read_exit_codes(run_dir: str) -> dict[str, tuple[int, int, float]]:
 
 
 def read_requeue_mark(record: RunRecord) -> int | None:
-    from launcher.slurm_script import requeue_mark_path
+    from launcher.backends.slurm.script import requeue_mark_path
 
     try:
         return int(Path(requeue_mark_path(SlurmPlan.from_dict(record.slurm["plan"]))).read_text().split()[0])
@@ -320,7 +312,7 @@ def node_statuses(
     now: float,
     requeue_mark: int | None = None,
 ) -> list[NodeStatus]:
-    """Pure: the per-node view of a Slurm job (see ``launcher.slurm_state``)."""
+    """Pure: the per-node view of a Slurm job (see ``launcher.backends.slurm.state``)."""
 
     def exited(node: str) -> NodeStatus:
         code, _, mtime = exits[node]
@@ -371,7 +363,7 @@ def recorded_job_id(record: RunRecord, cluster: ClusterConfig) -> str | None:
     job_id = (record.slurm or {}).get("job_id")
     if job_id or record.state == "failed":
         return job_id
-    from launcher.slurm_script import job_comment
+    from launcher.backends.slurm.script import job_comment
 
     job_id = tool.find_job(cluster, f"corral-{record.name}", job_comment(record.run_id))
     if job_id:
