@@ -26,7 +26,7 @@ from tests.infra.waiting import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-HANG_AFTER = 6
+HANG_AFTER = 8
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,9 @@ def names(cl):
             pass
 
 
-def hang_job(name: str, *, watchdog: dict, args: list[str], restarts: int = 0, checkpoint: bool = False) -> JobConfig:
+def hang_job(
+    name: str, *, watchdog: dict, args: list[str], restarts: int = 0, checkpoint: dict | None = None
+) -> JobConfig:
     return JobConfig.model_validate(
         {
             "name": name,
@@ -70,7 +72,7 @@ def hang_job(name: str, *, watchdog: dict, args: list[str], restarts: int = 0, c
             "max_restarts": restarts,
             "env": {"PYTHONPATH": str(REPO)},
             "watchdog": {"first_step_grace": "60s", **watchdog},
-            **({"checkpoint": {"keep_last": 2}} if checkpoint else {}),
+            **({"checkpoint": checkpoint} if checkpoint is not None else {}),
         }
     )
 
@@ -95,6 +97,16 @@ def events(handle) -> list[dict]:
 
 def hang_events(handle) -> list[dict]:
     return [e for e in events(handle) if e["kind"] == "hang"]
+
+
+def watchdog_logs(handle) -> dict[str, str]:
+    """Each node's watchdog log and events, for a failure's message."""
+    out = {}
+    for n in handle.plan.nodes:
+        path = Path(n.state_dir) / "watchdog" / "watchdog.log"
+        out[n.node] = path.read_text()[-2500:] if path.exists() else "(no watchdog log)"
+    out["events"] = json.dumps(events(handle), indent=1)[-3000:]
+    return out
 
 
 def node_of_rank(handle, rank: int) -> str:
@@ -132,3 +144,145 @@ def test_sigstopped_rank_is_named_with_stacks_and_the_job_shows_hung(cl, names):
     assert "corral watchdog: hang" in Path(first.log_path).read_text()
     # dump only: nothing was killed
     assert os.path.exists(f"/proc/{victim}")
+
+
+def expected_acc(steps: int, world: int = 3) -> float:
+    """The worker's exact sum: every step all-reduces rank + step + 1 over the ranks."""
+    return float(sum(world * (world + 1) / 2 + world * step for step in range(steps)))
+
+
+def test_restart_ends_the_frozen_group_and_the_job_resumes_from_its_checkpoint(cl, names):
+    name = names("wd-restart")
+    steps = 240
+    job = hang_job(
+        name,
+        watchdog={"hang_after": f"{HANG_AFTER}s", "on_hang": "restart"},
+        args=["--steps", str(steps), "--step-time", "0.05", "--every", "10"],
+        restarts=1,
+        checkpoint={"keep_last": 2},
+    )
+    handle = api.launch(job, cl)
+    victim = rank_pid(handle, 1)
+    wait_for(lambda: rank_step(handle, 1) >= 45, 180, "45 steps (four checkpoints)")
+    os.kill(victim, signal.SIGSTOP)
+    status = handle.wait(timeout=300)
+    logs = {n.node: Path(n.log_path).read_text()[-3000:] for n in handle.plan.nodes}
+    assert status.ok, (status.to_json(), logs, watchdog_logs(handle))
+    ev = hang_events(handle)
+    assert len(ev) == 1 and ev[0]["action"] == "restart", ev
+    assert ev[0]["nodes"] == [node_of_rank(handle, 1)] and ev[0]["ranks"] == [1]
+    out = handle.run_dir / "hang-test"
+    for rank in range(3):
+        starts = [json.loads(x) for x in (out / f"starts-rank{rank}").read_text().splitlines()]
+        assert len(starts) == 2 and starts[0]["resumed_from"] is None, starts
+        assert starts[1]["resumed_from"] is not None and starts[1]["resumed_from"] >= 40, starts
+        done = json.loads((out / f"done-rank{rank}").read_text())
+        assert done["acc"] == expected_acc(steps), done
+    assert not os.path.exists(f"/proc/{victim}"), "the frozen process is gone"
+    assert status.state == "exited"
+
+
+def test_a_rank_asleep_outside_the_collective_is_named_and_stop_leaves_the_job_hung(cl, names):
+    name = names("wd-sleep")
+    job = hang_job(
+        name,
+        watchdog={"hang_after": f"{HANG_AFTER}s", "on_hang": "stop"},
+        args=["--steps", "100000", "--step-time", "0.05", "--sleep-rank", "0", "--sleep-at", "30", "--sleep-s", "600"],
+    )
+    handle = api.launch(job, cl)
+    sleeper = rank_pid(handle, 0)
+    wait_for(lambda: hang_events(handle), 180, "a hang event")
+    ev = hang_events(handle)[0]
+    assert ev["action"] == "stop"
+    assert ev["suspects"] == [
+        {
+            "node": node_of_rank(handle, 0),
+            "rank": 0,
+            "reason": "outside-collective",
+            "evidence": ev["suspects"][0]["evidence"],
+        }
+    ], ev
+    assert "wait in all_reduce" in ev["evidence"][0] and "hang_train.py" in ev["evidence"][0]
+    status = handle.wait(timeout=120)  # stop ends the job on every node
+    assert status.state == "hung", status.to_json()
+    assert all(n.state == "exited" and n.exit_code != 0 for n in status.nodes), status.to_json()
+    assert not os.path.exists(f"/proc/{sleeper}")
+    stacks = Path(ev["stacks"])
+    assert sorted(p.name for p in stacks.iterdir()) == sorted(
+        f"{node_of_rank(handle, r)}-rank{r}.txt" for r in range(3)
+    )
+    assert (
+        "time.sleep" in (stacks / f"{node_of_rank(handle, 0)}-rank0.txt").read_text()
+        or "main (" in (stacks / f"{node_of_rank(handle, 0)}-rank0.txt").read_text()
+    )
+
+
+def test_log_silence_of_a_job_that_never_reports_with_the_launcher_killed(cl, names, tmp_path):
+    """`corral launch --follow` is SIGKILLed right after the start: the watchdog on the nodes acts alone."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    name = names("wd-silent")
+    job = hang_job(
+        name,
+        # the grace covers the silent start (importing torch on loaded cores); then log silence decides
+        watchdog={"hang_after": f"{HANG_AFTER}s", "first_step_grace": "30s"},
+        args=["--steps", "100000", "--step-time", "0.05", "--no-report"],
+    )
+    job_file = tmp_path / f"{name}.yaml"
+    job_file.write_text(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True)))
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(cl.model_dump(mode="json", exclude_none=True)))
+    try:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "launcher.cli", "launch", str(job_file), "-c", str(cluster_file), "--follow"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            handle = wait_for_handle(cl, name)
+            victim = rank_pid(handle, 1)
+            wait_for(lambda: "step 20 " in Path(handle.plan.nodes[1].log_path).read_text(), 120, "20 steps printed")
+        finally:
+            launcher.kill()
+            launcher.wait()
+        os.kill(victim, signal.SIGSTOP)
+        frozen_at = time.time()
+        wait_for(lambda: hang_events(handle), 30 + HANG_AFTER + 60, "a hang event")
+    finally:
+        job_file.unlink(missing_ok=True)
+    assert launcher.returncode == -signal.SIGKILL
+    ev = hang_events(handle)[0]
+    assert ev["at"] > frozen_at, ("a hang before the freeze: a false alarm", ev, watchdog_logs(handle))
+    assert ev["signal"] == "log" and ev["nodes"] == [node_of_rank(handle, 1)], (ev, watchdog_logs(handle))
+    assert api.status(name, cl).state == "hung"
+
+
+def wait_for_handle(cl, name):
+    def found():
+        try:
+            return api.handle(name, cl)
+        except Exception:  # noqa: BLE001 - the record is not written yet
+            return None
+
+    return wait_for(found, 60, f"the run record of {name}")
+
+
+def test_no_false_alarm_for_a_slow_first_step_steady_slow_steps_and_a_long_checkpoint_save(cl, names):
+    name = names("wd-calm")
+    job = hang_job(
+        name,
+        # first step 12 s (grace 30 s), steps of 1 s (> hang_after / 10), one save capped to take ~16 s
+        watchdog={"hang_after": f"{HANG_AFTER}s", "first_step_grace": "30s", "on_hang": "stop"},
+        args=["--steps", "14", "--step-time", "1.0", "--first-step", "12", "--every", "12", "--ckpt-mb", "32"],
+        checkpoint={"max_write_mibps": 2},
+    )
+    handle = api.launch(job, cl)
+    status = handle.wait(timeout=240)
+    assert status.ok and status.state == "exited", status.to_json()
+    assert events(handle) == [], watchdog_logs(handle)
+    saves = [float(x) for x in (handle.run_dir / "hang-test" / "save-seconds-rank0").read_text().split()]
+    assert max(saves) > HANG_AFTER, saves  # the save outlasted hang_after: only its mark kept it from a hang

@@ -115,7 +115,9 @@ def test_read_stack_finds_the_collective_in_the_main_thread():
     assert v.in_collective and v.call == "all_reduce" and v.top.startswith("all_reduce")
     s = judge.read_stack(SLEEPING)
     assert s.in_collective is False and s.top == "main (hang_train.py:60)"
-    assert judge.read_stack(NATIVE_WAIT).in_collective
+    native = judge.read_stack(NATIVE_WAIT)
+    assert native.in_collective and native.top == "main (train.py:12)"
+    assert native.call == "gloo::transport::tcp::UnboundBuffer::waitRecv"
     assert judge.read_stack(None).in_collective is None
 
 
@@ -148,6 +150,14 @@ def test_behind_in_step_when_the_stacks_say_nothing():
 def test_no_suspect_when_every_rank_waits_at_the_same_step():
     ranks = [rank("a", 0), rank("b", 1)]
     assert judge.choose_suspects(ranks, {("a", 0): WAITING, ("b", 1): WAITING}) == []
+
+
+def test_never_a_restart_loop():
+    assert judge.choose_action("restart", 0, 2) == ("restart", "")
+    assert judge.choose_action("restart", 1, 2) == ("restart", "")
+    action, why = judge.choose_action("restart", 2, 2)
+    assert action == "stop" and "max_restarts 2" in why
+    assert judge.choose_action("dump", 5, 0) == ("dump", "")
 
 
 def test_stragglers_persist_before_they_are_named():

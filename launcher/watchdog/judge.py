@@ -185,17 +185,23 @@ def main_thread(text: str) -> list[str]:
 
 
 def read_stack(text: str | None) -> StackView:
+    """Whether the main thread waits in a collective; its innermost Python frame (the line of the
+    training script or of torch a person reads first), else its innermost frame."""
     if not text:
         return StackView(None)
     frames = main_thread(text)
     if not frames:
         return StackView(None)
-    for line in frames:
-        m = FRAME.match("  " + line)
-        func, path = (m.group("func"), m.group("file")) if m else (line, "")
-        if ("torch/distributed" in path and func in COLLECTIVE_CALLS) or NATIVE_COLLECTIVE.search(line):
-            return StackView(True, frames[0], func)
-    return StackView(False, frames[0])
+    parsed = [(line, FRAME.match("  " + line)) for line in frames]
+    python = [line for line, m in parsed if m and m.group("file").endswith(".py")]
+    top = python[0] if python else frames[0]
+    for line, m in parsed:
+        if m and "torch/distributed" in m.group("file") and m.group("func") in COLLECTIVE_CALLS:
+            return StackView(True, top, m.group("func"))
+    for line, m in parsed:
+        if NATIVE_COLLECTIVE.search(line):
+            return StackView(True, top, m.group("func") if m else line)
+    return StackView(False, top)
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,14 @@ def choose_suspects(ranks: list[RankSample], stacks: dict[tuple[str, int], str |
     return out
 
 
+def choose_action(on_hang: str, restarts_done: int, max_restarts: int) -> tuple[str, str]:
+    """The action for this hang and why it differs from ``on_hang``: a restart only while torchrun
+    has restarts left (never a restart loop), else the job stops as hung."""
+    if on_hang == "restart" and restarts_done >= max_restarts:
+        return "stop", f"the watchdog's {restarts_done} restart(s) used max_restarts {max_restarts}"
+    return on_hang, ""
+
+
 def stragglers(history: dict[str, float], now: float, policy: Policy) -> list[str]:
     """Nodes behind the leading step since ``history[node]`` (when it fell behind) for at least ``straggler_after``."""
     if policy.straggler_after is None:
@@ -275,6 +289,7 @@ __all__ = [
     "Suspect",
     "Verdict",
     "behind_nodes",
+    "choose_action",
     "choose_suspects",
     "judge_hang",
     "main_thread",

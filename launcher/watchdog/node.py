@@ -225,6 +225,8 @@ class Leader:
         self.restarts = 0
         self.settle_until = 0.0
         """After an action, judge again only on fresh samples (the old ones still show the hang)."""
+        self.retired: set[tuple[str, int]] = set()
+        """(node, pid) of the workers a restart ended: a late sample still listing them is not judged."""
         self.behind_since: dict[str, float] = {}
         self.straggling: set[str] = set()
         self.wd_dir = os.path.join(cfg.run_dir, "watchdog")
@@ -306,7 +308,19 @@ class Leader:
     def samples(self) -> list[judge.NodeSample]:
         now = time.monotonic()
         with self.lock:
-            return [node_sample(s, now - t) for s, t in self.latest.values()]
+            out = [node_sample(s, now - t) for s, t in self.latest.values()]
+        if not self.retired:
+            return out
+        return [
+            judge.NodeSample(
+                s.node,
+                tuple(r for r in s.ranks if (r.node, r.pid) not in self.retired),
+                s.attempt_age_s,
+                s.log_quiet_s,
+                s.stale_s,
+            )
+            for s in out
+        ]
 
     def tick(self) -> None:
         own = self.sampler.sample()
@@ -331,7 +345,12 @@ class Leader:
     def _start_hang(self, verdict: judge.Verdict) -> None:
         now = time.time()
         with self.lock:
-            ranks = [r for s, _ in self.latest.values() for r in s.get("ranks", [])]
+            ranks = [
+                r
+                for s, _ in self.latest.values()
+                for r in s.get("ranks", [])
+                if (r["node"], r["pid"]) not in self.retired
+            ]
             nodes = sorted({r["node"] for r in ranks})
             hang = Hang(utc_stamp(now), now, verdict, ranks, waiting=set(nodes) - {self.cfg.node})
             for n in hang.waiting:
@@ -362,13 +381,8 @@ class Leader:
                 error = f"node {r.node} sent no dump within {DUMP_WAIT_S:g} s" if res is None else res.get("error")
                 write_stack(self.cfg.run_dir, hang.id, r.node, r.rank, (res or {}).get("text"), error)
         suspects = judge.choose_suspects(ranks, stacks)
-        action = self.cfg.on_hang
-        note = ""
-        if action == "restart" and self.restarts >= self.cfg.max_restarts:
-            action, note = (
-                "stop",
-                f" (the watchdog's {self.restarts} restart(s) used max_restarts {self.cfg.max_restarts})",
-            )
+        action, why = judge.choose_action(self.cfg.on_hang, self.restarts, self.cfg.max_restarts)
+        note = f" ({why})" if why else ""
         stack_dir = os.path.join(self.cfg.run_dir, "hangs", hang.id)
         undumped = {f"{n}-rank{r}": v["error"] for (n, r), v in sorted(hang.stacks.items()) if v.get("error")}
         record = {
@@ -396,6 +410,7 @@ class Leader:
             pids: dict[str, list[int]] = {}
             for r in ranks:
                 pids.setdefault(r.node, []).append(r.pid)
+                self.retired.add((r.node, r.pid))
             self.write_state("restarting", hang=hang.id, **suspect)
             self._order({"do": "restart", "pids": pids})
         else:

@@ -3,7 +3,10 @@
 Files under CORRAL_RUN_DIR/hang-test/ tell the test what happened:
   pid-rank<R>-restart<N>   the worker's pid (the test freezes one with SIGSTOP by this pid)
   step-rank<R>             the last step the rank finished (rewritten every step)
-  start-rank<R>-restart<N> JSON: the step it resumed from (or null)
+  starts-rank<R>           one JSON line per start of the rank: its pid and the step it resumed from (or null)
+                           (torchrun's restart count is per node: a node restarted by a membership
+                           change keeps 0, so the test counts starts instead)
+  save-seconds-rank<R>     how long each checkpoint save took
   done-rank<R>             JSON: the final accumulated sum and the restart count
 Every step all-reduces [rank + step + 1] and adds the result to an accumulator, so the final sum
 is exact and known: sum over steps of (world*(world+1)/2 + world*step).
@@ -27,7 +30,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--step-time", type=float, default=0.05)
     ap.add_argument("--every", type=int, default=0, help="checkpoint every N steps (0: never)")
-    ap.add_argument("--no-report", action="store_true", help="never call report() and print nothing")
+    ap.add_argument("--no-report", action="store_true", help="never call report(): print a line per step instead")
     ap.add_argument("--first-step", type=float, default=0.0, help="the first step sleeps this long (all ranks)")
     ap.add_argument("--sleep-rank", type=int, default=-1, help="this rank sleeps outside any collective...")
     ap.add_argument("--sleep-at", type=int, default=-1, help="...at this step (first attempt only)...")
@@ -49,7 +52,8 @@ def main() -> None:
         step, state = found
         acc = state["acc"]
         start = step + 1
-    (out / f"start-rank{rank}-restart{restart}").write_text(json.dumps({"resumed_from": found[0] if found else None}))
+    with open(out / f"starts-rank{rank}", "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "resumed_from": found[0] if found else None}) + "\n")
     ballast = torch.zeros(args.ckpt_mb * (1 << 20) // 8, dtype=torch.float64)
 
     for step in range(start, args.steps):
@@ -60,15 +64,20 @@ def main() -> None:
         t = torch.tensor([float(rank + step + 1)], dtype=torch.float64)
         dist.all_reduce(t)
         acc += t
-        if not args.no_report:
+        if args.no_report:
+            print(f"step {step} acc {acc.item()}", flush=True)
+        else:
             report(step=step, acc=acc.item())
         (out / f"step-rank{rank}").write_text(str(step))
         if ckpt and step % args.every == 0:
+            t0 = time.monotonic()
             ckpt.save(step, {"acc": acc.clone(), "ballast": ballast})
+            with open(out / f"save-seconds-rank{rank}", "a") as f:
+                f.write(f"{time.monotonic() - t0:.3f}\n")
         time.sleep(args.step_time)
     if ckpt:
         ckpt.close()
-    (out / f"done-rank{rank}").write_text(json.dumps({"acc": acc.item(), "restart": restart}))
+    (out / f"done-rank{rank}").write_text(json.dumps({"acc": acc.item()}))
     dist.destroy_process_group()
 
 
