@@ -195,7 +195,7 @@ def read_stack(text: str | None) -> StackView:
     parsed = [(line, FRAME.match("  " + line)) for line in frames]
     python = [line for line, m in parsed if m and m.group("file").endswith(".py")]
     top = python[0] if python else frames[0]
-    for line, m in parsed:
+    for _line, m in parsed:
         if m and "torch/distributed" in m.group("file") and m.group("func") in COLLECTIVE_CALLS:
             return StackView(True, top, m.group("func"))
     for line, m in parsed:
