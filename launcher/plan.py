@@ -337,16 +337,20 @@ def watchdog_settings(
     *,
     run_id: str,
     name: str,
-    node: str,
-    node_rank: int,
-    nnodes: int,
     run_dir: str,
-    log_path: str,
-    leader_host: str,
-    rdzv_port: int,
     venv: str | None,
+    node: str | None = None,
+    node_rank: int | None = None,
+    nnodes: int | None = None,
+    log_path: str | None = None,
+    leader_host: str | None = None,
+    rdzv_port: int | None = None,
 ) -> dict[str, Any]:
-    """The node-side watchdog's config file (``launcher.watchdog.node.Config``), from the job's section."""
+    """The node-side watchdog's config file (``launcher.watchdog.node.Config``), from the job's section.
+
+    The node's own fields left None are read on the node from the environment the wrapper
+    exports (``CORRAL_NODE``, ``CORRAL_NODE_RANK``, ``CORRAL_NNODES``, ``CORRAL_RDZV_ENDPOINT``):
+    on Slurm they exist only inside the allocation."""
     wd = job.watchdog
     return {
         "run_id": run_id,
@@ -357,7 +361,7 @@ def watchdog_settings(
         "run_dir": run_dir,
         "log_path": log_path,
         "leader_host": leader_host,
-        "port": rdzv_port + WATCHDOG_PORT_OFFSET,
+        "port": None if rdzv_port is None else rdzv_port + WATCHDOG_PORT_OFFSET,
         "hang_after": wd.hang_after,
         "first_step_grace": wd.grace_s(),
         "on_hang": wd.on_hang,
@@ -368,17 +372,17 @@ def watchdog_settings(
     }
 
 
-def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str) -> list[str]:
+def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str | None) -> list[str]:
     """The watchdog beside the job: its own session (it outlives the pane to finish an action),
     the run's env marker (``corral stop`` finds it like the job's other processes), the copy of
-    its package the launch wrote next to its config."""
+    its package the launch wrote next to its config. ``node`` None: the wrapper exports ``CORRAL_NODE``."""
     wd_dir = posixpath.join(state_dir, WATCHDOG_DIR)
     python = posixpath.join(venv, "bin", "python3") if venv else PLAIN_PYTHON
     return [
         "setsid",
         "env",
         f"CORRAL_RUN_ID={run_id}",
-        f"CORRAL_NODE={node}",
+        *([f"CORRAL_NODE={node}"] if node is not None else []),
         f"PYTHONPATH={posixpath.join(wd_dir, 'pkg')}",
         python,
         "-m",

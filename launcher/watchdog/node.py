@@ -59,12 +59,30 @@ class Config:
     native: bool = True
 
     @classmethod
-    def load(cls, path: str) -> Config:
+    def load(cls, path: str, env: dict[str, str] | None = None) -> Config:
         with open(path, encoding="utf-8") as f:
-            return cls(**json.load(f))
+            return cls(**runtime_settings(json.load(f), os.environ if env is None else env))
 
     def policy(self) -> judge.Policy:
         return judge.Policy(self.hang_after, max(self.first_step_grace, self.hang_after), self.straggler_after)
+
+
+def runtime_settings(data: dict[str, Any], env: Any) -> dict[str, Any]:
+    """The node's own fields the plan could not know (Slurm: they exist only in the allocation),
+    from what the wrapper exports; the leader is the rendezvous host, its port the next one."""
+    out = dict(data)
+    if out.get("node") is None:
+        out["node"] = env["CORRAL_NODE"]
+    if out.get("node_rank") is None:
+        out["node_rank"] = int(env["CORRAL_NODE_RANK"])
+    if out.get("nnodes") is None:
+        out["nnodes"] = int(env["CORRAL_NNODES"])
+    if out.get("leader_host") is None or out.get("port") is None:
+        host, _, port = env["CORRAL_RDZV_ENDPOINT"].rpartition(":")
+        out["leader_host"], out["port"] = host, int(port) + 1
+    if out.get("log_path") is None:
+        out["log_path"] = os.path.join(out["run_dir"], "logs", f"{out['node']}.log")
+    return out
 
 
 def utc_stamp(t: float) -> str:
