@@ -17,8 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from launcher import api
+from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
 from launcher.tools import ssh
 from tests.infra.waiting import wait_for
@@ -113,7 +115,7 @@ def node_of_rank(handle, rank: int) -> str:
     return handle.plan.nodes[rank].node  # one process per node: global rank = node rank
 
 
-def test_sigstopped_rank_is_named_with_stacks_and_the_job_shows_hung(cl, names):
+def test_sigstopped_rank_is_named_with_stacks_and_the_job_shows_hung(cl, names, capsys):
     name = names("wd-stop")
     job = hang_job(name, watchdog={"hang_after": f"{HANG_AFTER}s"}, args=["--steps", "100000", "--step-time", "0.05"])
     handle = api.launch(job, cl)
@@ -142,6 +144,12 @@ def test_sigstopped_rank_is_named_with_stacks_and_the_job_shows_hung(cl, names):
     assert victim_node in st.to_json()["suspect"]
     first = handle.plan.nodes[0]
     assert "corral watchdog: hang" in Path(first.log_path).read_text()
+    # corral top shows the verdict on a line of its own
+    cluster_file = handle.run_dir / "top-cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(cl.model_dump(mode="json", exclude_none=True)))
+    assert cli_main(["top", name, "-c", str(cluster_file), "--once"]) == 0
+    shown = capsys.readouterr().out
+    assert "watchdog:" in shown and victim_node in shown, shown
     # dump only: nothing was killed
     assert os.path.exists(f"/proc/{victim}")
 
@@ -221,8 +229,6 @@ def test_log_silence_of_a_job_that_never_reports_with_the_launcher_killed(cl, na
     """`corral launch --follow` is SIGKILLed right after the start: the watchdog on the nodes acts alone."""
     import subprocess
     import sys
-
-    import yaml
 
     name = names("wd-silent")
     job = hang_job(

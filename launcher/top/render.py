@@ -215,4 +215,6 @@ def render(frame: Frame, width: int, interval: float | None = None) -> Renderabl
     for job, node in frame.stragglers.items():
         why = next((j.straggler for n in frame.nodes for j in n.jobs if j.job == job and j.node == node), "")
         parts.append(Text(f"straggler: {job} on {node} ({why})", style="magenta"))
+    for j in sorted((j for n in frame.nodes for j in n.jobs if j.watchdog), key=lambda j: j.job):
+        parts.append(Text(f"watchdog: {j.job} {j.watchdog}", style="bold red"))
     return Group(*parts)
