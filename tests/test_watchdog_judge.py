@@ -230,3 +230,41 @@ def test_the_shipped_watchdog_imports_only_the_standard_library_and_its_shipped_
                 else:
                     top = name.split(".")[0]
                     assert top in __import__("sys").stdlib_module_names or top == "__future__", f"{rel}: {name}"
+
+
+def test_slurm_nodes_fill_in_their_own_fields_from_the_allocation():
+    from launcher.watchdog.node import runtime_settings
+
+    planned = {"run_id": "r", "run_dir": "/shared/runs/j", "node": None, "node_rank": None, "nnodes": None}
+    planned |= {"log_path": None, "leader_host": None, "port": None}
+    env = {"CORRAL_NODE": "sn2", "CORRAL_NODE_RANK": "1", "CORRAL_NNODES": "2", "CORRAL_RDZV_ENDPOINT": "sn1:41234"}
+    got = runtime_settings(planned, env)
+    assert (got["node"], got["node_rank"], got["nnodes"]) == ("sn2", 1, 2)
+    assert (got["leader_host"], got["port"]) == ("sn1", 41235)
+    assert got["log_path"] == "/shared/runs/j/logs/sn2.log"
+    # an ssh launch plans every field: nothing is taken from the environment
+    fixed = {**got, "node": "a", "port": 29401}
+    assert runtime_settings(fixed, {}) == fixed
+
+
+def test_plan_ships_the_watchdog_beside_every_node_and_dry_run_shows_it():
+    from launcher.config import ClusterConfig
+    from launcher.plan import PlanInputs, build_plan, describe, render_wrapper
+    from launcher.watchdog.ship import watchdog_files
+
+    cluster = ClusterConfig.model_validate({"nodes": [{"host": "a"}, {"host": "b"}], "venv": "/v"})
+    job = JobConfig(name="j", script="t.py", max_restarts=1, watchdog={"hang_after": "10m", "on_hang": "restart"})
+    plan = build_plan(job, cluster, cluster.nodes, PlanInputs("j", "j-1", "/p", 29500))
+    first, second = plan.nodes
+    assert first.watchdog["node_rank"] == 0 and second.watchdog["leader_host"] == "a"
+    assert second.watchdog["port"] == 29501 and second.watchdog["hang_after"] == 600
+    assert "launcher.watchdog.node" in render_wrapper("j", second) and "setsid env CORRAL_RUN_ID=j-1" in describe(plan)
+    assert first.env["TORCH_NCCL_DUMP_ON_TIMEOUT"] == "1" and first.env["TORCH_FR_DUMP_TEMP_FILE"].startswith(
+        "/p/runs/j/"
+    )
+    paths = [f["path"] for f in watchdog_files(second.state_dir, second.watchdog)]
+    assert f"{second.state_dir}/watchdog/pkg/launcher/watchdog/node.py" in paths
+    off = JobConfig(name="j", script="t.py", watchdog={"enabled": False, "flight_recorder": False})
+    plan_off = build_plan(off, cluster, cluster.nodes, PlanInputs("j", "j-1", "/p", 29500))
+    assert plan_off.nodes[0].watchdog is None and "launcher.watchdog" not in render_wrapper("j", plan_off.nodes[0])
+    assert "TORCH_FR_BUFFER_SIZE" not in plan_off.nodes[0].env
