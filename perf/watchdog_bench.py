@@ -114,7 +114,9 @@ def measure_latency(cl: ClusterConfig, hang_after: float, repeats: int, cpu_wind
             last_step = step_of(handle, 1)
             os.kill(victim, signal.SIGSTOP)
             frozen = time.time()
-            wait_for(lambda: len(hang_events(handle)) > seen, hang_after + 120, "the hang event", interval=0.05)
+            wait_for(
+                lambda seen=seen: len(hang_events(handle)) > seen, hang_after + 120, "the hang event", interval=0.05
+            )
             on_disk = time.time()
             ev = hang_events(handle)[-1]
             os.kill(victim, signal.SIGCONT)
@@ -126,7 +128,7 @@ def measure_latency(cl: ClusterConfig, hang_after: float, repeats: int, cpu_wind
                     "quiet_s": ev["quiet_s"],
                 }
             )
-            wait_for(lambda: step_of(handle, 1) > last_step + 20, 120, "progress after the thaw")
+            wait_for(lambda last=last_step: step_of(handle, 1) > last + 20, 120, "progress after the thaw")
             wait_for(
                 lambda: json.loads((handle.run_dir / "watchdog" / "state.json").read_text())["state"] == "watching",
                 60,
