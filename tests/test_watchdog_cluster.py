@@ -188,6 +188,8 @@ def test_restart_ends_the_frozen_group_and_the_job_resumes_from_its_checkpoint(c
         assert done["acc"] == expected_acc(steps), done
     assert not os.path.exists(f"/proc/{victim}"), "the frozen process is gone"
     assert status.state == "exited"
+    state = json.loads((handle.run_dir / "watchdog" / "state.json").read_text())
+    assert state["state"] == "watching" and state["restarts"] == 1, state  # watched the restarted group again
 
 
 def test_a_rank_asleep_outside_the_collective_is_named_and_stop_leaves_the_job_hung(cl, names):

@@ -219,6 +219,30 @@ def act(cfg: Config, order: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- the leader
 
+PORT_RESERVATION_S = 300
+
+
+def claim_port(port: int) -> bool:
+    """Take part in the node agent's port reservations (``launcher/agent/node_agent.py: free_port``):
+    a launch's rendezvous port is claimed by a file minutes before torchrun binds it, and the
+    leader must not take such a port in between. Same directory, same names, same expiry."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = os.path.join(base, "corral", "ports")
+    path = os.path.join(d, f"{socket.gethostname()}-{port}")
+    try:
+        os.makedirs(d, exist_ok=True)
+        if time.time() - os.path.getmtime(path) > PORT_RESERVATION_S:
+            os.unlink(path)
+    except OSError:
+        pass
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # no place for claims: the bind test alone decides, as before claims existed
+
 
 @dataclass
 class Hang:
@@ -248,6 +272,7 @@ class Leader:
         self.behind_since: dict[str, float] = {}
         self.straggling: set[str] = set()
         self.wd_dir = os.path.join(cfg.run_dir, "watchdog")
+        self.state_name = "watching"
         self.server = self._listen()
         self.write_state("watching")
 
@@ -256,6 +281,8 @@ class Leader:
     def _listen(self) -> socket.socket:
         last: OSError | None = None
         for port in range(self.cfg.port, self.cfg.port + PORT_TRIES):
+            if not claim_port(port):
+                continue  # handed to another launch's rendezvous, which may not have bound it yet
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -314,6 +341,7 @@ class Leader:
     # -- records
 
     def write_state(self, state: str, **extra: Any) -> None:
+        self.state_name = state
         body = {"state": state, "at": time.time(), "restarts": self.restarts, **extra}
         _write_atomic(os.path.join(self.wd_dir, "state.json"), json.dumps(body) + "\n")
 
@@ -356,6 +384,8 @@ class Leader:
                 self.hung = False
                 self.write_state("watching", resumed=True)
             return
+        if self.state_name == "restarting" and verdict.signal in ("report", "checkpoint") and not verdict.hung:
+            self.write_state("watching", resumed=True)  # the restarted group advances
         self._watch_stragglers(samples)
         if verdict.hung:
             self._start_hang(verdict)
