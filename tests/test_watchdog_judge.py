@@ -48,7 +48,8 @@ NATIVE_WAIT = """Thread 77 (idle): "MainThread"
 
 
 def rank(node: str, r: int, *, state: str = "S", step=10, age: float | None = 1.0, phase: str = "step") -> RankSample:
-    return RankSample(node, r, 1000 + r, state, step, age if step is not None else None, phase, 0.0)
+    phase_age = age if phase == "checkpoint" else None  # the save began right after the last step
+    return RankSample(node, r, 1000 + r, state, step, age if step is not None else None, phase, phase_age)
 
 
 def nodes(*ranks: RankSample, attempt: float = 1000.0, log_quiet: float = 0.0) -> list[NodeSample]:
@@ -79,6 +80,13 @@ def test_a_step_only_one_rank_reports_counts():
 def test_a_checkpoint_save_in_progress_is_progress_however_long():
     v = judge.judge_hang(nodes(rank("a", 0, age=900, phase="checkpoint"), rank("b", 1, age=900)), POLICY)
     assert not v.hung and v.signal == "checkpoint"
+
+
+def test_the_end_of_a_long_save_is_progress_until_the_next_step():
+    # the step before the save is 90 s old, the save ended 2 s ago: not a hang
+    just_saved = RankSample("a", 0, 1000, "S", 12, 90.0, "step", 2.0)
+    assert not judge.judge_hang(nodes(just_saved), POLICY).hung
+    assert judge.judge_hang(nodes(RankSample("a", 0, 1000, "S", 12, 90.0, "step", 70.0)), POLICY).hung
 
 
 def test_a_stopped_rank_marked_as_saving_does_not_hold_the_exemption():

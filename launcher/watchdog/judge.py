@@ -116,6 +116,13 @@ def _ranks(samples: list[NodeSample]) -> list[RankSample]:
     return [r for s in samples for r in s.ranks]
 
 
+def _progress_age(r: RankSample) -> float:
+    """Seconds since the rank last advanced: its last step, or the end of a checkpoint save (the
+    step before a long save is old when the save ends; the next report comes a step later)."""
+    ages = [a for a in (r.step_age_s, r.phase_age_s) if a is not None]
+    return min(ages) if ages else 0.0
+
+
 def judge_hang(samples: list[NodeSample], policy: Policy) -> Verdict:
     """Hung or not, and why, from the latest sample of every node (see the module docstring)."""
     ranks = _ranks(samples)
@@ -130,8 +137,8 @@ def judge_hang(samples: list[NodeSample], policy: Policy) -> Verdict:
         )
     reported = [r for r in ranks if r.step is not None and r.step_age_s is not None]
     if reported:
-        freshest = min(reported, key=lambda r: r.step_age_s or 0.0)
-        quiet = freshest.step_age_s or 0.0
+        freshest = min(reported, key=_progress_age)
+        quiet = _progress_age(freshest)
         if quiet >= policy.hang_after:
             return Verdict(True, "report", quiet, policy.hang_after, f"no rank reported a step for {quiet:.0f} s")
         return Verdict(False, "report", quiet, policy.hang_after, f"{freshest.node} rank {freshest.rank} advanced")
