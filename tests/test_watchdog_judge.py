@@ -276,3 +276,14 @@ def test_plan_ships_the_watchdog_beside_every_node_and_dry_run_shows_it():
     plan_off = build_plan(off, cluster, cluster.nodes, PlanInputs("j", "j-1", "/p", 29500))
     assert plan_off.nodes[0].watchdog is None and "launcher.watchdog" not in render_wrapper("j", plan_off.nodes[0])
     assert "TORCH_FR_BUFFER_SIZE" not in plan_off.nodes[0].env
+
+
+def test_rm_keeps_a_hung_job_that_still_runs():
+    from launcher.forget import may_run
+    from launcher.runs.state import JobStatus, NodeStatus
+
+    hung = events.parse(json.dumps({"state": "hung", "action": "dump"}), None)
+    running = JobStatus("j", "running", [NodeStatus("a", "a", "running")], hung)
+    stopped = JobStatus("j", "running", [NodeStatus("a", "a", "exited", 143)], hung)
+    assert running.state == stopped.state == "hung"
+    assert may_run(running) and not may_run(stopped)
