@@ -150,6 +150,10 @@ def test_sigstopped_rank_is_named_with_stacks_and_the_job_shows_hung(cl, names, 
     assert cli_main(["top", name, "-c", str(cluster_file), "--once"]) == 0
     shown = capsys.readouterr().out
     assert "watchdog:" in shown and victim_node in shown, shown
+    # and corral ps: the state hung, the suspect on its own line
+    assert cli_main(["ps", "-c", str(cluster_file)]) == 0
+    table = capsys.readouterr().out
+    assert "hung" in table and "stopped (SIGSTOP" in table and victim_node in table, table
     # dump only: nothing was killed
     assert os.path.exists(f"/proc/{victim}")
 
