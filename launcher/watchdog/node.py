@@ -513,6 +513,8 @@ class Follower:
         for port in range(self.cfg.port, self.cfg.port + PORT_TRIES):
             try:
                 s = socket.create_connection((self.cfg.leader_host, port), timeout=5)
+            except TimeoutError:
+                return None  # the host does not answer at all: try again next interval, not 32 times now
             except OSError:
                 continue
             f = s.makefile("rwb")
