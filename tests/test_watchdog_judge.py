@@ -94,6 +94,14 @@ def test_a_stopped_rank_marked_as_saving_does_not_hold_the_exemption():
     assert v.hung
 
 
+def test_a_node_that_stopped_answering_does_not_keep_its_last_fresh_step():
+    late = NodeSample("b", (rank("b", 1, age=0.5),), 1000.0, 0.0, stale_s=70.0)
+    v = judge.judge_hang([NodeSample("a", (rank("a", 0, age=80),), 1000.0, 0.0), late], POLICY)
+    assert v.hung and v.quiet_s == 70.5
+    saving_then_silent = NodeSample("b", (rank("b", 1, age=1, phase="checkpoint"),), 1000.0, 0.0, stale_s=90.0)
+    assert judge.judge_hang([saving_then_silent], POLICY).hung
+
+
 def test_first_step_gets_the_grace_then_log_silence_decides():
     quiet_start = nodes(rank("a", 0, step=None), rank("b", 1, step=None), attempt=200, log_quiet=200)
     assert judge.judge_hang(quiet_start, POLICY).signal == "first-step"

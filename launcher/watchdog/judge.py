@@ -18,7 +18,7 @@ Standard library only: this module is shipped to the nodes with the watchdog (``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 NOT_RUNNING = {
     "T": "stopped (SIGSTOP or a debugger)",
@@ -123,12 +123,28 @@ def _progress_age(r: RankSample) -> float:
     return min(ages) if ages else 0.0
 
 
+def _plus(age: float | None, stale: float) -> float | None:
+    return None if age is None else age + stale
+
+
+def aged(s: NodeSample) -> NodeSample:
+    """A sample as old as it is: a node whose watchdog stopped answering does not keep its last
+    fresh step (or a save it was in) forever; every age grows by the time since it arrived."""
+    if not s.stale_s:
+        return s
+    st = s.stale_s
+    ranks = tuple(replace(r, step_age_s=_plus(r.step_age_s, st), phase_age_s=_plus(r.phase_age_s, st)) for r in s.ranks)
+    return NodeSample(s.node, ranks, _plus(s.attempt_age_s, st), _plus(s.log_quiet_s, st), st)
+
+
 def judge_hang(samples: list[NodeSample], policy: Policy) -> Verdict:
     """Hung or not, and why, from the latest sample of every node (see the module docstring)."""
+    fresh_nodes = {s.node for s in samples if s.stale_s < policy.hang_after}
+    samples = [aged(s) for s in samples]
     ranks = _ranks(samples)
     if not ranks:
         return Verdict(False, "none", 0.0, policy.hang_after, "no workers running")
-    saving = [r for r in ranks if r.phase == "checkpoint" and r.state not in NOT_RUNNING]
+    saving = [r for r in ranks if r.phase == "checkpoint" and r.state not in NOT_RUNNING and r.node in fresh_nodes]
     if saving:
         r = saving[0]
         age = r.phase_age_s or 0.0
