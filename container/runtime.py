@@ -154,8 +154,8 @@ def check_launch(job, cluster, nodes, *, name: str, base_dir: str, local_venv: s
     """
     import posixpath
 
+    from launcher.config.paths import resolve_path
     from launcher.errors import UserError
-    from launcher.plan import resolve_path
 
     cfg = job.container
 

@@ -1,9 +1,10 @@
 """corral's public Python API: run anything "through the same launch path as training".
 
-Benchmarks, sweeps and tests call these instead of the CLI. Every job runs in a tmux session
-``corral-<name>`` on each node, started over ssh (or locally for ``localhost``), so it
-survives the caller's death and dropped connections; its record lives in
-``<storage.runs>/<name>/`` (``run.json``, ``logs/<node>.log``, ``nodes/<node>/``).
+Benchmarks, sweeps and tests call these instead of the CLI. The cluster file's backend runs
+the job (``launcher.backends``): over ssh, a tmux session ``corral-<name>`` on each node (locally
+for ``localhost``); on Slurm, one batch job. Either way it survives the caller's death and
+dropped connections; its record lives in ``<storage.runs>/<name>/`` (``run.json``, naming the
+backend that answers for it, ``logs/<node>.log``, ``nodes/<node>/``).
 
 The script gets, besides torchrun's RANK/LOCAL_RANK/WORLD_SIZE/...: CORRAL_RUN_DIR,
 CORRAL_CKPT_DIR (``<storage.checkpoints>/<name>``), CORRAL_BACKEND, CORRAL_JOB_NAME,
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.backends import Capabilities, Description, backend_for
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import PreflightFailed, RunFailed
 from launcher.jobs import (
@@ -29,7 +31,7 @@ from launcher.jobs import (
     NodeStatus,
     StopResult,
     clean_up_record,
-    prepare,
+    describe,
     read_files,
     read_status,
     runs_dir,
@@ -167,6 +169,11 @@ async def run_on_node(
     return await ssh.run(cluster.ssh, target, argv, input=input, timeout=timeout)
 
 
+def capabilities(cluster: ClusterConfig) -> Capabilities:
+    """What the cluster's backend does that callers must know (e.g. ``places_nodes``: the scheduler picks the nodes)."""
+    return backend_for(cluster).capabilities
+
+
 def dry_run(
     job: JobConfig,
     cluster: ClusterConfig,
@@ -175,11 +182,12 @@ def dry_run(
     nodes: list[str] | None = None,
     plain: bool = False,
     base_dir: str | None = None,
-) -> JobPlan:
-    """The plan ``launch`` would carry out, from the same ``prepare``, asking no node (``--dry-run``)."""
-    return prepare(
+) -> Description:
+    """What ``launch`` would do, from the same preparation, asking no node (``--dry-run``): its ``text``
+    (the plan as people read it), ``data`` (as JSON), ``run_dir`` and ``nodes``."""
+    return describe(
         job, cluster, LaunchOptions.of(name=name, nodes=nodes, plain=plain, dry_run=True, base_dir=base_dir)
-    ).plan
+    )
 
 
 def launch(
@@ -222,7 +230,7 @@ def status(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) ->
 
 
 def clean_up(name: str, cluster: ClusterConfig, *, base_dir: str | None = None) -> None:
-    """Remove a finished job's tmux sessions on every node (what ``run_to_completion`` does at the end)."""
+    """Remove what is left of a finished job on its nodes, e.g. its tmux sessions (what ``run_to_completion`` does at the end)."""
     clean_up_record(handle(name, cluster, base_dir=base_dir).record, cluster)
 
 
@@ -233,7 +241,9 @@ def stop(name: str, cluster: ClusterConfig, *, timeout: float = 10, base_dir: st
 
 
 __all__ = [
+    "Capabilities",
     "Completed",
+    "Description",
     "JobStatus",
     "LaunchOptions",
     "NodeStatus",
@@ -241,6 +251,7 @@ __all__ = [
     "PreflightFailed",
     "RunHandle",
     "StopResult",
+    "capabilities",
     "clean_up",
     "dry_run",
     "handle",

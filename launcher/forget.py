@@ -13,8 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from launcher.agent.remote import call_all
-from launcher.backends.ssh.execute import node_config
+from launcher.backends import backend_of
 from launcher.config import ClusterConfig
 from launcher.errors import UserError
 from launcher.jobs import read_status, runs_dir
@@ -67,28 +66,12 @@ def may_run(status: JobStatus) -> bool:
     return status.state in ACTIVE or (status.state == "hung" and status.running)
 
 
-def _forget_on_nodes(cluster: ClusterConfig, record: RunRecord) -> list[str]:
-    """Remove the run directory on each remote node (local ones share this machine's disk)."""
-    nodes = [n for n in record.plan.nodes if not n.is_local]
-    if not nodes:
-        return []
-    requests = [
-        (node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
-    ]
-    replies = asyncio.run(call_all(cluster, requests, timeout=60))
-    problems = []
-    for n, r in zip(nodes, replies):
-        if not r.ok or not r.data.get("ok"):
-            problems.append(f"{n.node}: {r.error or r.data.get('error')}")
-    return problems
-
-
 def forget_runs(cluster: ClusterConfig, records: list[RunRecord]) -> list[tuple[RunRecord, str]]:
     """Remove each run's directory (on every node), its archived earlier runs and an empty checkpoint
     directory; returns (record, note) with what was left and why."""
     done = []
     for record in records:
-        problems = _forget_on_nodes(cluster, record)
+        problems = backend_of(record).forget(record, cluster)
         run_dir = Path(record.plan.run_dir)
         if (run_dir / RECORD_FILE).is_file():
             shutil.rmtree(run_dir)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
+from launcher.config.paths import resolve_path
 from launcher.errors import UserError
 
 if TYPE_CHECKING:
@@ -142,11 +143,6 @@ def session_name(name: str) -> str:
     return SESSION_PREFIX + name
 
 
-def resolve_path(base_dir: str, path: str) -> str:
-    """Absolute, normalised path; relative ones are taken from ``base_dir`` (same on every node)."""
-    return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base_dir, path))
-
-
 def select_nodes(cluster: ClusterConfig, job: JobConfig, keys: list[str] | None = None) -> list[NodeConfig]:
     """The nodes a job runs on: ``keys`` (names or hosts) or the cluster's, cut to ``nnodes``."""
     if keys:
@@ -245,9 +241,45 @@ def merged_env(
     return {**defaults, **cluster.env, **node.env, **job.env, **corral_env}
 
 
-def torchrun_argv(
-    job: JobConfig, *, nnodes: str, nproc: int, endpoint: str, run_id: str, log_dir: str, local_addr: str | None
+def corral_env(
+    job: JobConfig,
+    *,
+    name: str,
+    run_id: str,
+    run_dir: str,
+    ckpt_dir: str,
+    backend: str,
+    node: tuple[str, int, int] | None = None,
+) -> dict[str, str]:
+    """The CORRAL_* variables every rank sees, for every backend (docs/LAUNCH.md, "What the script gets").
+
+    ``node`` is (name, node rank, node count) where the launcher decides them; a backend whose
+    scheduler places the nodes sets those three at run time instead (the Slurm node wrapper)."""
+    env = {
+        "CORRAL_JOB_NAME": name,
+        "CORRAL_RUN_ID": run_id,
+        "CORRAL_RUN_DIR": run_dir,
+        "CORRAL_CKPT_DIR": ckpt_dir,
+        "CORRAL_BACKEND": backend,
+    }
+    if node is not None:
+        label, rank, count = node
+        env.update({"CORRAL_NODE": label, "CORRAL_NODE_RANK": str(rank), "CORRAL_NNODES": str(count)})
+    if job.checkpoint is not None:  # read by launcher.checkpoint.Checkpointer.from_env()
+        env["CORRAL_CKPT_POLICY"] = json.dumps(job.checkpoint.model_dump(), sort_keys=True)
+    return env
+
+
+def entry_argv(job: JobConfig) -> list[str]:
+    """What runs the user's code, after torchrun's options or ``python3``: ``-m MODULE`` or the script, then its args."""
+    return (["-m", job.module] if job.module else [job.script or ""]) + list(job.args)
+
+
+def torchrun_options(
+    job: JobConfig, *, nnodes: str, nproc: int, endpoint: str, run_id: str, log_dir: str, local_addr: str | None = None
 ) -> list[str]:
+    """``torchrun`` and its options, for every backend (a scheduler's backend passes placeholders for
+    the values that exist only inside the allocation: the node count, the endpoint, the log dir)."""
     argv = [
         TORCHRUN,
         "--nnodes",
@@ -271,13 +303,19 @@ def torchrun_argv(
     ]
     if local_addr:
         argv += ["--local-addr", local_addr]
-    argv += ["-m", job.module] if job.module else [job.script or ""]
-    return argv + list(job.args)
+    return argv
+
+
+def torchrun_argv(
+    job: JobConfig, *, nnodes: str, nproc: int, endpoint: str, run_id: str, log_dir: str, local_addr: str | None
+) -> list[str]:
+    return torchrun_options(
+        job, nnodes=nnodes, nproc=nproc, endpoint=endpoint, run_id=run_id, log_dir=log_dir, local_addr=local_addr
+    ) + entry_argv(job)
 
 
 def plain_argv(job: JobConfig) -> list[str]:
-    entry = ["-m", job.module] if job.module else [job.script or ""]
-    return [PLAIN_PYTHON, *entry, *job.args]
+    return [PLAIN_PYTHON, *entry_argv(job)]
 
 
 def container_command(
@@ -413,19 +451,16 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
     for rank, (node, gpus) in enumerate(zip(nodes, gpu_counts)):
         venv = cluster.venv or (inputs.local_venv if node.is_local else None)
         state_dir = posixpath.join(run_dir, "nodes", node.label)
-        corral_env = {
-            "CORRAL_JOB_NAME": inputs.name,
-            "CORRAL_RUN_ID": inputs.run_id,
-            "CORRAL_RUN_DIR": run_dir,
-            "CORRAL_CKPT_DIR": ckpt_dir,
-            "CORRAL_BACKEND": backend,
-            "CORRAL_NODE": node.label,
-            "CORRAL_NODE_RANK": str(rank),
-            "CORRAL_NNODES": str(len(nodes)),
-        }
-        if job.checkpoint is not None:  # read by launcher.checkpoint.Checkpointer.from_env()
-            corral_env["CORRAL_CKPT_POLICY"] = json.dumps(job.checkpoint.model_dump(), sort_keys=True)
-        env = merged_env(cluster, node, job, corral_env, inputs.plain)
+        corral = corral_env(
+            job,
+            name=inputs.name,
+            run_id=inputs.run_id,
+            run_dir=run_dir,
+            ckpt_dir=ckpt_dir,
+            backend=backend,
+            node=(node.label, rank, len(nodes)),
+        )
+        env = merged_env(cluster, node, job, corral, inputs.plain)
         nproc = nproc_for(job, gpus)
         if inputs.plain:
             inner = plain_argv(job)

@@ -16,13 +16,15 @@ and the sides of one block run back to back, so drift on a shared machine hits b
 estimate of busbw(harness) / busbw(other) is sum(other) / sum(harness) over the blocks, with a
 bootstrap 95% CI over blocks (``perf/overhead_stats.py``) and a verdict against the 3% bar.
 
-    torchrun --standalone --nproc-per-node 2 -m perf.allreduce_overhead --blocks 80 --out /var/tmp/o.json
+    torchrun --standalone --nproc-per-node 2 -m perf.allreduce_overhead --blocks 80 --out docs/results/harness-overhead-local.json
+
+``--out FILE`` appends the run, dated, to that measurement file (perf/results_log.py); ``perf/overhead_stats.py``
+pools runs named ``FILE@ID``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,7 +35,9 @@ from benchmarks.allreduce import maths as cm
 from benchmarks.allreduce.worker import Bench, init_backend
 from launcher.units import format_size, parse_size
 from perf import overhead_stats as ost
+from perf import results_log
 
+MEASUREMENT = "bench allreduce's harness (in-place and out-of-place) against a bare torch all-reduce loop: paired, interleaved blocks"
 KINDS = ("bare", "bare_barrier", "harness_inplace", "harness_outofplace")
 COMPARISONS = (
     # (name, harness side, baseline side): what the ratio says
@@ -67,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Allow world size 1 (one GPU): busbw is 0 there, so compare "
         "the times (the ratios are of summed block times anyway) and read algbw.",
     )
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", type=Path, default=None, help="measurement file to append this run to (rank 0)")
+    results_log.add_conditions_argument(p)
     return p.parse_args(argv)
 
 
@@ -266,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         print_table(result)
         if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+            results_log.append_run(
+                args.out,
+                result,
+                measurement=MEASUREMENT,
+                script="perf/allreduce_overhead.py",
+                command=results_log.current_command("perf.allreduce_overhead", argv),
+                conditions=args.conditions,
+            )
     dist.barrier()
     dist.destroy_process_group()
     return 0

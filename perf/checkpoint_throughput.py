@@ -1,6 +1,6 @@
 """Checkpoint save throughput, async blocked time and async memory, against a raw baseline.
 
-Run: python -m perf.checkpoint_throughput --size 1G --repeats 5 [--dir /var/tmp/X] [--json out.json]
+Run: python -m perf.checkpoint_throughput --size 1G --repeats 5 [--dir /var/tmp/X] [--json docs/results/checkpoint-throughput.json]  (appends a dated run)
      python -m perf.checkpoint_throughput --size 1G --cap-mibps 128 ...   (root: a capped volume)
 
 ``--cap-mibps N`` measures on a volume capped the way the target cloud caps them: a loop-mounted
@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import torch
 
@@ -43,6 +44,7 @@ from launcher.checkpoint import Checkpointer
 from launcher.checkpoint.durable import CHUNK, start_writeback
 from launcher.checkpoint.shardfile import tensor_bytes
 from launcher.units import parse_size
+from perf import results_log
 from tests.infra.capped_volume import capped_volume
 
 MiB = 1 << 20
@@ -233,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dir", default=None, help="directory on the disk to measure (default /var/tmp/corral-ckbench-<id>)"
     )
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--json", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(ap)
     ap.add_argument(
         "--step-seconds", type=float, default=0.5, help="simulated forward/backward for the overlapped variant"
     )
@@ -266,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {k: v for k, v in result.items() if k != "rounds"}
     print(json.dumps(summary, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        results_log.append_run(
+            args.json,
+            result,
+            measurement="Checkpointer save throughput and blocking time against raw writes of the same bytes",
+            script="perf/checkpoint_throughput.py",
+            command=results_log.current_command("perf.checkpoint_throughput", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

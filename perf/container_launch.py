@@ -14,7 +14,7 @@ group is initialised) under torchrun, 2 processes per node, inside one container
 Latency = the latest rank's ready time minus the command's start. Each measurement waits until the
 previous job has exited (its containers removed). Run as root from the repository root:
 
-    python -m perf.container_launch --reps 3 --json docs/results/container-launch-latency.json
+    python -m perf.container_launch --reps 3 --json docs/results/container-launch-latency.json   # appends a dated run
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+from perf import results_log
 
 REPO = Path(__file__).resolve().parents[1]
 NPROC = 2
@@ -171,7 +173,8 @@ def run_baseline(sim, work: Path, image: str, port: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, help="measurement file to append this run to")
+    results_log.add_conditions_argument(ap)
     args = ap.parse_args(argv)
     from launcher.agent.node_agent import rlimits
     from tests.infra.docker_fixtures import TEST_IMAGE, build_test_image
@@ -209,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(out, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        results_log.append_run(
+            args.json,
+            out,
+            measurement="a container job launch (3 simulated nodes with an engine each) against a plain ssh + tmux + docker run loop",
+            script="perf/container_launch.py",
+            command=results_log.current_command("perf.container_launch", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

@@ -13,7 +13,7 @@ container of the job per node. Each repetition times both ways, in alternating o
 
 Run as root from the repository root:
 
-    python -m perf.container_queries --reps 15 --json docs/results/container-ps-cli-vs-sdk.json
+    python -m perf.container_queries --reps 15 --json docs/results/container-ps-cli-vs-sdk.json   # appends a dated run
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from perf import results_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +79,8 @@ def ssh_wrapper(sim, where: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, help="measurement file to append this run to")
+    results_log.add_conditions_argument(ap)
     args = ap.parse_args(argv)
     from launcher.config import ClusterConfig
     from launcher.tools import ssh
@@ -140,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: v for k, v in out.items() if k != "times_s"}, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        results_log.append_run(
+            args.json,
+            out,
+            measurement="corral container ps through the docker CLI over ssh against the Docker SDK, 3 simulated nodes",
+            script="perf/container_queries.py",
+            command=results_log.current_command("perf.container_queries", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

@@ -17,8 +17,9 @@ what runs past its budget is stopped and reported), in this order:
 
 ``--steps a,b`` runs only those (after the environment step), e.g. to rerun the steps that failed.
 
-Without a GPU (or with --cpu-only) every GPU step is skipped, each with its reason. Writes one
-JSON and one markdown summary into --results (docs/results/gpu), copies them and the logs to
+Without a GPU (or with --cpu-only) every GPU step is skipped, each with its reason. Appends the run
+to the GPU model's measurement file in --results (docs/results/gpu/gpu-check-GPU.json, with its
+summary at the top of gpu-check-GPU.md; perf/results_log.py), copies them and the logs to
 --out / $OUT when given, and the real NVML reading to tests/fixtures/nvml/ as a fixture candidate.
 """
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import gpu_verdicts as gv
+from perf import results_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -449,7 +451,7 @@ class Run:
             str(out),
         ]
         p = self.proc("overhead_allreduce", argv, budget)
-        result = json.loads(out.read_text()) if out.exists() else None
+        result = results_log.latest_result(out) if out.exists() else None  # a measurement file (perf/results_log.py)
         if result:
             for row in result.get("rows", []):
                 row.pop("block_seconds", None)
@@ -499,10 +501,24 @@ class Run:
         results = Path(self.args.results)
         results.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "-", (doc["environment"].get("gpu_name") or "no-gpu").lower()).strip("-")
-        stem = f"gpu-check-{self.stamp}-{slug}"
-        js, md = results / f"{stem}.json", results / f"{stem}.md"
-        js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        md.write_text(gv.render_markdown(doc))
+        # One measurement per GPU model: each run is a dated entry in its file, and its summary the newest
+        # section of its log (docs/results/README.md).
+        js, md = results / f"gpu-check-{slug}.json", results / f"gpu-check-{slug}.md"
+        entry = results_log.append_run(
+            js,
+            json.loads(json.dumps(doc, default=str)),
+            measurement=f"the GPU acceptance run (make gpu-check) on {doc['environment'].get('gpu_name') or 'a machine without a GPU'}",
+            script="perf/gpu_check.py",
+            command=results_log.current_command("perf.gpu_check"),
+        )
+        previous = md.read_text().split("\n", 2)[2] if md.exists() else ""
+        title, _, summary = gv.render_markdown(doc).strip().partition("\n")
+        summary = summary.replace("\n## ", "\n### ")  # the run's steps sit under the run's own heading
+        md.write_text(
+            f"# GPU acceptance runs: {doc['environment'].get('gpu_name') or 'no GPU'}\n\n"
+            f"## {title.lstrip('# ')} (run {entry['id']})\n{summary}\n\n{previous}".rstrip()
+            + "\n"
+        )
         written = [js, md]
         if self.args.out:
             written += self.copy_out(Path(self.args.out), [js, md, *self.extra_files])

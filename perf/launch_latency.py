@@ -17,7 +17,9 @@ separate machines have. With one shared home, a login script that takes a lock u
 logins to different nodes, which only the parallel fan-out pays; ``--shared-home`` measures that
 setup. Run as root from the repository root:
 
-    python -m perf.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch_latency.json
+    python -m perf.launch_latency --sizes 1 2 4 8 --reps 2 --json docs/results/launch-latency.json
+
+``--json FILE`` appends the run, dated, to that measurement file (perf/results_log.py).
 """
 
 from __future__ import annotations
@@ -34,8 +36,14 @@ import time
 import uuid
 from pathlib import Path
 
+from perf import results_log
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "perf/launch_latency_worker.py"
+MEASUREMENT = (
+    "corral launch vs a plain ssh + tmux new-session loop over the nodes, each until every rank has initialised "
+    "its process group; 1-8 simulated nodes, interleaved repetitions"
+)
 
 
 def wait_ready(out: Path, world: int, timeout: float = 300) -> float:
@@ -166,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(parser)
     parser.add_argument(
         "--shared-home",
         action="store_true",
@@ -226,8 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(verdict))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        results_log.append_run(
+            args.json,
+            result,
+            measurement=MEASUREMENT,
+            script="perf/launch_latency.py",
+            command=results_log.current_command("perf.launch_latency", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

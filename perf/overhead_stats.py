@@ -208,16 +208,21 @@ def pool_results(results: Sequence[dict], *, seed: int = 1) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m perf.overhead_stats RUN.json... [--out POOLED.json]``: pool runs of allreduce_overhead."""
-    import argparse
-    import json
-    from pathlib import Path
+    """``python -m perf.overhead_stats FILE[@ID,...]... [--out POOLED.json]``: pool runs of allreduce_overhead.
 
-    p = argparse.ArgumentParser(description=main.__doc__)
+    Each argument is a measurement file of ``perf/allreduce_overhead.py --out`` (every run in it) or
+    ``FILE@ID,ID`` (those runs, e.g. ``docs/results/harness-overhead-local.json@2026-11-23/7``).
+    """
+    import argparse
+
+    from perf import results_log
+
+    p = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="measurement file to append the pooled result to")
+    results_log.add_conditions_argument(p)
     args = p.parse_args(argv)
-    rows = pool_results([json.loads(Path(f).read_text()) for f in args.runs])
+    rows = pool_results([run["result"] for spec in args.runs for run in results_log.select_runs(spec)])
     for row in rows:
         for name, c in row["comparisons"].items():
             lo, hi = c["ci95"]
@@ -226,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c['blocks']} blocks from {c['runs']} runs  {c['verdict']}"
             )
     if args.out:
-        Path(args.out).write_text(json.dumps({"runs": args.runs, "rows": rows}, indent=2) + "\n")
+        results_log.append_run(
+            args.out,
+            {"runs": args.runs, "rows": rows},
+            measurement="harness-vs-bare time ratios of several allreduce_overhead runs, pooled",
+            script="perf/overhead_stats.py",
+            command=results_log.current_command("perf.overhead_stats", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

@@ -9,7 +9,7 @@
 2. The sweep controller's own cost per trial: ``LaunchBackend.launch`` (submission, no preflight:
    the controller preflights a slot once) plus one ``poll`` of a queued trial.
 
-    python -m perf.slurm_latency --reps 5 --out docs/results/slurm_latency.json
+    python -m perf.slurm_latency --reps 5 --out docs/results/slurm-launch-latency.json   # appends a dated run
 
 Needs root (network namespaces) and Debian's slurmctld, slurmd, slurm-client and munge.
 """
@@ -26,6 +26,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+from perf import results_log
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "perf/launch_latency_worker.py"
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--nnodes", type=int, default=2)
     p.add_argument("--sweep-trials", type=int, default=8)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(p)
     args = p.parse_args(argv)
     from launcher.config import ClusterConfig
     from tests.infra.slurmcluster import SlurmCluster
@@ -168,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: v for k, v in result.items() if k.startswith("median")}, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        results_log.append_run(
+            args.out,
+            result,
+            measurement="corral launch on a real Slurm cluster against a hand-written sbatch script, submit to all ranks initialised",
+            script="perf/slurm_latency.py",
+            command=results_log.current_command("perf.slurm_latency", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

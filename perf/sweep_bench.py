@@ -1,6 +1,6 @@
 """Benchmark of learning sweeps on the synthetic objective: bayes vs random, hyperband vs none, controller overhead.
 
-    python -m perf.sweep_bench [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/FILE.json] [--plot FILE.png]
+    python -m perf.sweep_bench [--seeds 7] [--budget 100] [--hb-trials 60] [--json docs/results/sweep-search-quality.json (appends a dated run)] [--plot FILE.png]
 
 What is measured: the sweep controller's own decision code (``launcher.sweep.controller.Controller``:
 scheduling, corral's journal, the Optuna study in its journal file with the open-file lock, TPE,
@@ -38,6 +38,7 @@ from launcher.sweep.config import sweep_from_mapping
 from launcher.sweep.controller import Controller, load_spec, save_spec
 from launcher.sweep.journal import Journal, replay
 from launcher.sweep.paths import SweepPaths
+from perf import results_log
 from perf.sweep_objective import MAX_STEPS, OPTIMUM, PARAMETERS, SyntheticBackend, final_loss
 
 NODES = 4
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=7)
     p.add_argument("--budget", type=int, default=100, help="run_cap of the bayes and random sweeps")
     p.add_argument("--hb-trials", type=int, default=60, help="run_cap of the sweeps with and without hyperband")
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(p)
     p.add_argument(
         "--plot", type=Path, default=None, help="PNG of `sweep status --plot` for seed 0's sweep with hyperband"
     )
@@ -243,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary, indent=2))
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
+        results_log.append_run(
+            a.json,
+            out,
+            measurement="learning sweeps (bayes, hyperband) against random search on the synthetic objective",
+            script="perf/sweep_bench.py",
+            command=results_log.current_command("perf.sweep_bench", argv),
+            conditions=a.conditions,
+        )
     return 0 if all(v["met"] for v in summary.values()) else 1
 
 

@@ -15,7 +15,7 @@ recorded NVML reading):
   ``tests/fixtures/fake_nvml/pynvml.py`` standing in for nvidia-ml-py (no NVML library here): the
   cost of the process, the pipe and the JSON around the NVML calls, not of the calls themselves.
 
-    python -m perf.top_refresh --nodes 16 --refreshes 30 --cpu-refreshes 20 220 --out docs/results/top_refresh.json
+    python -m perf.top_refresh --nodes 16 --refreshes 30 --cpu-refreshes 20 220 --out docs/results/top-refresh-cost.json   # appends a dated run
     python -m perf.top_refresh --modes sampler --cpu-refreshes 20 220
     python -m perf.top_refresh --modes sampler --real-nvml --cpu-refreshes 20 520   # on a GPU machine
 """
@@ -35,7 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from perf import results_log
+
 REPO = Path(__file__).resolve().parents[1]
+REFRESH_MEASUREMENT = "corral top: wall time of a refresh and the CPU it costs the nodes, by node count"
+SAMPLER_MEASUREMENT = "corral top: CPU cost of the node sampler's kept NVML sampler process per refresh"
 if str(REPO) not in sys.path:  # run as a file as well as with -m
     sys.path.insert(0, str(REPO))
 
@@ -282,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-reps", type=int, default=2)
     ap.add_argument("--modes", nargs="+", default=["wall", "cpu"], choices=["wall", "cpu", "sampler"])
     ap.add_argument("--real-nvml", action="store_true", help="sampler mode: this machine's nvidia-ml-py and GPUs")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(ap)
     args = ap.parse_args(argv)
     if args.modes == ["sampler"]:
         out = {
@@ -295,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(out["sampler"]["per_sample_ms"], indent=1))
         if args.out:
-            args.out.write_text(json.dumps(out, indent=1) + "\n")
+            results_log.append_run(
+                args.out,
+                out,
+                measurement=SAMPLER_MEASUREMENT,
+                script="perf/top_refresh.py",
+                command=results_log.current_command("perf.top_refresh", argv),
+                conditions=args.conditions,
+            )
         return 0
     with SimCluster(args.nodes) as sim:
         cluster = ClusterConfig.model_validate(sim.cluster_config(workdir=REPO))
@@ -318,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
             ssh.close_masters(cluster.ssh, cluster.nodes)
         out["load_after"] = os.getloadavg()
     if args.out:
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        results_log.append_run(
+            args.out,
+            out,
+            measurement=REFRESH_MEASUREMENT,
+            script="perf/top_refresh.py",
+            command=results_log.current_command("perf.top_refresh", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

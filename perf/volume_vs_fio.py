@@ -1,6 +1,6 @@
 """corral's volume engine against fio, same parameters, same file, same session.
 
-    python -m perf.volume_vs_fio --dir /var/tmp --size 1G --reps 5 --json out.json
+    python -m perf.volume_vs_fio --dir /var/tmp --size 1G --reps 5 --json docs/results/volume-vs-fio.json   # appends a dated run
 
 For each repetition and mode, corral's two engines and two fio baselines run back to back on
 the same file, the order reversed every other repetition (a run may pay for the previous one's
@@ -16,7 +16,6 @@ other work on the cores does not decide who wins: the JSON records the schedulin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 from benchmarks.volume import aio, engine, fio
 from benchmarks.volume.plan import ModeSpec, build_plan, fio_argv
 from benchmarks.volume.target import check_free_space, private_workdir, signals_raise
+from perf import results_log
 
 
 def fio_psync_argv(spec: ModeSpec, filename: str) -> list[str]:
@@ -65,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rand-seconds", type=float, default=3.0, help="duration of each random-mode run")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--modes", default="seqwrite,seqread,randread,randwrite")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", type=Path, default=None, help="measurement file to append this run to")
+    results_log.add_conditions_argument(ap)
     ap.add_argument("--plot", default=None, help="bar chart of the median ratios (PNG)")
-    ap.add_argument("--replot", default=None, help="only draw --plot from this earlier --json file")
+    ap.add_argument(
+        "--replot", type=Path, default=None, help="only draw --plot from the newest run in this --json file"
+    )
     a = ap.parse_args(argv)
     if a.replot:
-        plot_summary(json.loads(Path(a.replot).read_text()), Path(a.plot or "volume_vs_fio.png"))
+        plot_summary(results_log.latest_result(a.replot), Path(a.plot or "volume_vs_fio.png"))
         return 0
 
     plan = build_plan(a.dir, size=a.size, bs=a.bs, jobs=a.jobs, iodepth=a.iodepth, modes=a.modes)
@@ -156,7 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             "reps": a.reps,
             "seconds": time.time() - t_start,
         }
-        Path(a.json).write_text(json.dumps({"meta": meta, "summary": summary}, indent=2) + "\n")
+        results_log.append_run(
+            a.json,
+            {"meta": meta, "summary": summary},
+            measurement="corral bench volume's engine against fio, same file, same modes",
+            script="perf/volume_vs_fio.py",
+            command=results_log.current_command("perf.volume_vs_fio", argv),
+            conditions=a.conditions,
+        )
     if a.plot:
         plot_summary({"summary": summary}, Path(a.plot))
     return 0

@@ -3,7 +3,7 @@
 Run as root from the repository root:
 
     python -m perf.watchdog_bench --nodes 3 --hang-after 4 8 16 --repeats 5 --pairs 3 \
-        --out docs/results/watchdog.json
+        --out docs/results/watchdog-latency-cost.json --conditions "..."
 
 * ``latency``: one job per ``hang_after`` (``on_hang: dump``, 1 process per node, the test loop
   ``tests/workers/hang_train.py``: all-reduce, report, 50 ms sleep). Repeatedly: rank 1 is frozen
@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:  # run as a file as well as with -m
 from launcher import api  # noqa: E402
 from launcher.config import ClusterConfig, JobConfig  # noqa: E402
 from launcher.tools import ssh  # noqa: E402
+from perf import results_log  # noqa: E402
 from tests.infra.simcluster import SimCluster  # noqa: E402
 from tests.infra.waiting import wait_for  # noqa: E402
 
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--modes", nargs="+", default=["latency", "step"], choices=["latency", "step"])
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="the measurement file a run is appended to (perf/results_log.py)")
+    results_log.add_conditions_argument(ap)
     args = ap.parse_args(argv)
     load = os.getloadavg()
     result: dict = {
@@ -219,10 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ssh.close_masters(cl.ssh, cl.nodes)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result, indent=1)
+    print(json.dumps(result, indent=1))
     if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+        results_log.append_run(
+            args.out,
+            result,
+            measurement="hang watchdog: detection latency against hang_after, CPU per node, step time with/without",
+            script="perf/watchdog_bench.py",
+            command=results_log.current_command("perf.watchdog_bench", argv),
+            conditions=args.conditions,
+        )
     return 0
 
 

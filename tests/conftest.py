@@ -28,7 +28,8 @@ import pytest
 from tests.infra.simcluster import SimCluster, missing_facility, reap_stale_runs
 
 # Docker tests: starts dockerd (only when none runs) before the facility check below, the test image, labelled cleanup.
-pytest_plugins = ("tests.infra.docker_fixtures",)
+# The clean-checkout check: a run that leaves new entries in `git status --porcelain` fails.
+pytest_plugins = ("tests.infra.docker_fixtures", "tests.infra.clean_checkout")
 
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""

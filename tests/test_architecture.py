@@ -122,3 +122,105 @@ def test_shipped_modules_import_no_tests_or_perf_and_leave_sys_path_alone(path):
             assert not parent_calls, (
                 f"{path.relative_to(REPO)}:{node.lineno} edits sys.path; start workers with python -m"
             )
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Shipped module -> the shipped modules it imports, anywhere in it (function bodies and
+    ``TYPE_CHECKING`` blocks too: an import inside a function is still a dependency)."""
+    paths = {module_name(p): p for p in shipped_modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
+                # `from pkg import mod` depends on pkg.mod when that is a module, else on pkg
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in paths:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle_and_only_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_shipped_modules():
+    """A cycle means two rooms that are really one, or a piece in the wrong room (docs/ARCHITECTURE.md).
+    A package's ``__init__`` that re-exports its submodules counts as the package importing them."""
+    found = cycles(import_graph())
+    assert not found, "import cycles (each a group of modules that import each other): " + "; ".join(
+        " <-> ".join(c) for c in found
+    )
+
+
+def test_no_module_outside_a_backend_imports_its_internals():
+    """Each ``launcher/backends/<x>/`` package is its backend's own; only the registry
+    (``launcher/backends/base.py``) names it, as a ``module:class`` string. Covers a new backend package too."""
+    backends = sorted(p.parent.name for p in (REPO / "launcher" / "backends").glob("*/__init__.py"))
+    assert {"ssh", "slurm"} <= set(backends)
+    offenders = []
+    for name, edges in import_graph().items():
+        for target in edges:
+            for b in backends:
+                inside = f"launcher.backends.{b}"
+                if (target == inside or target.startswith(inside + ".")) and not (
+                    name == inside or name.startswith(inside + ".")
+                ):
+                    offenders.append(f"{name} imports {target}")
+    assert not offenders, offenders

@@ -95,6 +95,7 @@ def test_config_fields_are_frozen():
     assert list(ClusterConfig.model_fields) == [
         "nodes",
         "slurm",
+        "backend",
         "ssh",
         "workdir",
         "venv",

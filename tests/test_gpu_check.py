@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.allreduce import maths as cm
 from benchmarks.allreduce.worker import build_result
-from perf import gpu_check
+from perf import gpu_check, results_log
 from perf import gpu_verdicts as gv
 from perf import overhead_stats as ost
 from tests.infra.golden import check_golden
@@ -50,7 +50,8 @@ def test_cpu_path_skips_every_gpu_step_with_a_reason_and_writes_json_and_markdow
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [js] = results.glob("gpu-check-*.json")
     [md] = results.glob("gpu-check-*.md")
-    doc = json.loads(js.read_text())
+    (run,) = results_log.read(js)["runs"]  # one dated run in the GPU model's measurement file
+    doc = run["result"]
     assert doc["format"] == gv.RESULT_FORMAT and doc["status"] == gv.PASS and doc["cpu_only"] is True
     steps = {s["name"]: s for s in doc["steps"]}
     assert list(steps) == [name for name, *_ in gpu_check.STEPS]

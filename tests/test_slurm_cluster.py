@@ -180,7 +180,7 @@ def test_requeue_resumes_from_the_latest_checkpoint(slurm_cluster, cl, names):
     handle = api.launch(train_job(name, steps=120, step_time=0.1, more_args=["--ckpt-every", str(every)]), cl)
     wait_for(lambda: any(s >= 2 * every for s in checkpoint_steps(handle.ckpt_dir)), 240, "a checkpoint at step 20")
     before = max(checkpoint_steps(handle.ckpt_dir))
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     slurm_cluster.client(["scontrol", "requeue", job_id])
     status = handle.wait(timeout=400)
     assert status.ok, status.to_json()
@@ -261,7 +261,7 @@ def test_sigusr1_before_the_time_limit_saves_requeues_and_resumes(slurm_cluster,
     time.sleep(
         1.5
     )  # a dozen steps past step 0 (0.1 s each): the save on SIGUSR1 is then not the periodic one at step 0
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     slurm_cluster.client(["scancel", "--batch", "--signal=USR1", job_id])
     status = handle.wait(timeout=400)
     assert status.ok, status.to_json()
@@ -336,7 +336,7 @@ def test_attach_opens_a_step_inside_the_running_allocation(slurm_cluster, cl, na
     wait_for(lambda: all(n.state == "running" for n in handle.status().nodes), 120, "the job to run")
     second = slurm_cluster.node_names[1]
     argv = attach_argv(handle.record, cl, second)
-    job_id = handle.record.slurm["job_id"]
+    job_id = handle.record.backend_state["job_id"]
     assert argv == [
         "srun",
         f"--jobid={job_id}",
@@ -418,3 +418,14 @@ def test_job_outlives_its_killed_launcher(cfile, work, names, cl):
         launcher.wait()
     status = api.wait(name, cl, timeout=300)
     assert status.ok and len(status.nodes) == 2, status.to_json()
+
+
+def test_a_batch_job_without_output_writes_into_the_cluster_dir_not_the_checkout(slurm_cluster):
+    """sbatch's default is slurm-<id>.out in the submitter's directory: the test clients submit from the
+    cluster's state directory, so a job recorded by hand (as tests/fixtures/slurm/ was) leaves the checkout clean."""
+    job_id = slurm_cluster.client(["sbatch", "--parsable", "--wrap", "echo recorded"]).stdout.strip().split(";")[0]
+    wait_for(lambda: job_id not in slurm_cluster.client(["squeue", "-h", "-o", "%i"]).stdout.split(), 60, "the job")
+    out = slurm_cluster.state_dir / f"slurm-{job_id}.out"
+    wait_for(out.exists, 10, f"{out}")
+    assert out.read_text().strip() == "recorded"
+    assert not (REPO / f"slurm-{job_id}.out").exists()

@@ -419,11 +419,13 @@ def test_bayes_with_early_terminate_prunes_and_agrees(tmp_path, pruner):
 
 
 def test_benchmark_script_runs_both_arms_and_reports_its_bars(tmp_path):
-    from perf import sweep_bench
+    from perf import results_log, sweep_bench
 
     out = tmp_path / "bench.json"
     sweep_bench.main(["--seeds", "1", "--budget", "12", "--hb-trials", "6", "--json", str(out)])
-    data = __import__("json").loads(out.read_text())
+    (run,) = results_log.read(out)["runs"]  # one dated run in the measurement file
+    assert run["command"].startswith("python -m perf.sweep_bench --seeds 1")
+    data = run["result"]
     assert set(data["summary"]) == {"bayes_vs_random", "hyperband", "overhead_ms_per_trial"}
     hb = {r["early"]: r for r in data["runs"] if r.get("hb")}
     assert hb[True]["trial_steps"] < hb[False]["trial_steps"] == 6 * 27 and hb[True]["pruned"] > 0

@@ -108,7 +108,9 @@ def summary_lines(result: dict) -> list[str]:
         f"# {'Avg bus bandwidth':<20} : {result['avg_busbw_gbps']:g}",
     ]
     if result.get("peak_size_bytes") is not None:
-        where = "in-place" if result.get("peak_inplace") else "out-of-place"
+        # Spelled without hyphens: SuperBench's nccl-bw parser reads the rows after the LAST line holding
+        # "out-of-place", so that word after the table would leave it no rows (tests/test_nccl_consumers.py).
+        where = "in place" if result.get("peak_inplace") else "out of place"
         lines.append(
             f"# {'Peak bus bandwidth':<20} : {result['peak_busbw_gbps']:g} GB/s at {format_size(result['peak_size_bytes'])}"
             f" ({result['peak_size_bytes']} B, {where})"

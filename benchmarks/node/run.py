@@ -40,7 +40,7 @@ def probe_args(quick: bool) -> list[str]:
 
 
 def dry_run_plan(cluster, *, name: str, quick: bool):
-    """The plan the launch path would carry out (``--dry-run``), from the same ``prepare`` as a launch."""
+    """What the launch path would do (``--dry-run``: text, run dir, nodes), from the same preparation as a launch."""
     from launcher import api
 
     return api.dry_run(build_job(name, quick), cluster, name=name, plain=True)

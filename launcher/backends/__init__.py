@@ -1,26 +1,39 @@
-"""Execution backends behind one small interface (``base.Backend``): ssh + tmux, and Slurm.
+"""Execution backends behind one interface (``base.Backend``): ssh + tmux (``ssh/``), Slurm (``slurm/``).
 
-The cluster file alone chooses: ``nodes:`` is the ssh + tmux backend, ``slurm:`` the Slurm one.
+The cluster file picks the backend that launches a job (``backend_for``); the run record names
+the one that answers for it afterwards (``backend_of``). Each backend is one package that owns
+everything of its kind; nothing outside it imports its modules (an import contract), only this
+registry does, by name.
 """
 
 from __future__ import annotations
 
-from launcher.backends.base import Backend
-from launcher.config import ClusterConfig
+from launcher.backends.base import (
+    AttachPlan,
+    Backend,
+    Capabilities,
+    Description,
+    PreflightView,
+    backend_for,
+    backend_name,
+    backend_named,
+    backend_of,
+    register,
+    registered,
+    unregister,
+)
 
-
-def backend_for(cluster: ClusterConfig) -> Backend:
-    if cluster.slurm is not None:
-        from launcher.backends.slurm.backend import SlurmBackend
-
-        return SlurmBackend()
-    from launcher.backends.ssh.backend import SshTmuxBackend
-
-    return SshTmuxBackend()
-
-
-def is_slurm_record(record: object) -> bool:
-    return getattr(record, "slurm", None) is not None
-
-
-__all__ = ["Backend", "backend_for", "is_slurm_record"]
+__all__ = [
+    "AttachPlan",
+    "Backend",
+    "Capabilities",
+    "Description",
+    "PreflightView",
+    "backend_for",
+    "backend_name",
+    "backend_named",
+    "backend_of",
+    "register",
+    "registered",
+    "unregister",
+]

@@ -92,9 +92,8 @@ def allreduce(
         container = validate(ContainerConfig, data.get("container", data), f"{container_file}: container")
     if dry_run:
         from launcher import api
-        from launcher.plan import describe
 
-        sys.stdout.write(describe(api.dry_run(ar.build_job(req, name, container), cfg, name=name)) + "\n")
+        sys.stdout.write(api.dry_run(ar.build_job(req, name, container), cfg, name=name).text + "\n")
         sys.stdout.write(f"sizes: {' '.join(str(s) for s in req.sweep.sizes)}\n")
         return
     err = console(stderr=True)
@@ -270,7 +269,6 @@ def node(
     from benchmarks.node.report import build_report, render_table
     from launcher.cli.common import console, emit_json
     from launcher.config.loading import load_cluster
-    from launcher.plan import describe
 
     cfg = load_cluster(cluster)
     expected = {n.label: n.gpus for n in cfg.nodes}
@@ -283,11 +281,9 @@ def node(
             )
             return
         plan = run.dry_run_plan(cfg, name=name, quick=quick)
-        out.print(describe(plan), markup=False, highlight=False)
+        out.print(plan.text, markup=False, highlight=False)
         for n in plan.nodes:
-            out.print(
-                f"{n.node}: probe -> {plan.run_dir}/{run.PROBE_FILE.format(node=n.node)}", markup=False, highlight=False
-            )
+            out.print(f"{n}: probe -> {plan.run_dir}/{run.PROBE_FILE.format(node=n)}", markup=False, highlight=False)
         return
     if from_file is not None:
         probes = run.read_probes(from_file)

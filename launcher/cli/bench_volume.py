@@ -60,11 +60,10 @@ def run_command(
         if on_cluster:
             from benchmarks.volume.cluster import build_job, job_name
             from launcher import api
-            from launcher.plan import describe
 
             name = job_name()
             launch_plan = api.dry_run(build_job(plan, name), cluster, name=name, nodes=nodes or None, plain=True)
-            out.print(describe(launch_plan), markup=False, highlight=False)
+            out.print(launch_plan.text, markup=False, highlight=False)
         if compare_fio:
             for m in plan.modes:
                 out.print("fio: " + " ".join(planmod.fio_argv(m, "<workdir>/" + planmod.DATA_FILE)))

@@ -41,52 +41,35 @@ def launch(
 
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
     """
+    from launcher.backends import backend_for
     from launcher.config import load_job
+    from launcher.jobs import describe as describe_job
     from launcher.jobs import launch as launch_job
-    from launcher.jobs import prepare
-    from launcher.plan import describe
 
     jobcfg, clustercfg = load_job(job), _cluster(cluster)
-    if clustercfg.slurm is not None:
-        from launcher.cli.slurm_cmd import launch_on_slurm
-
-        return launch_on_slurm(
-            jobcfg,
-            clustercfg,
-            name=name,
-            set_=set_,
-            dry_run=dry_run,
-            follow=follow,
-            as_json=as_json,
-            hint_c=_hint_c(cluster),
-        )
+    backend = backend_for(clustercfg)
     if dry_run:
-        from launcher.jobs import local_script_warnings
-
-        prepared = prepare(jobcfg, clustercfg, name=name, set_=set_, dry_run=True)
-        for warning in local_script_warnings(jobcfg, clustercfg):
+        description = describe_job(jobcfg, clustercfg, name=name, set_=set_)
+        for warning in description.warnings:
             console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
         if as_json:
-            write_json(prepared.plan.to_dict(), "-")
+            write_json(description.data, "-")
         else:
-            typer.echo(describe(prepared.plan))
-            typer.echo(
-                "(dry run: nothing was touched; GPU counts come from the cluster file, the rendezvous port is probed at launch)"
-            )
+            typer.echo(description.text)
+            if description.note:
+                typer.echo(description.note)
         return 0
     out = console(stderr=as_json)
     if follow and not as_json:
         record = _launch_with_progress(jobcfg, clustercfg, name=name, set_=set_)
     else:
-        with out.status(f"launching {name or jobcfg.name}: preflight and start on {len(clustercfg.nodes)} node(s)..."):
+        with out.status(backend.launching_text(name or jobcfg.name, clustercfg)):
             record = launch_job(jobcfg, clustercfg, name=name, set_=set_)
     if as_json:
         write_json(record.to_dict(), "-")
     c = _hint_c(cluster)
     n = record.name
-    out.print(
-        f"launched {n} on {', '.join(p.node for p in record.plan.nodes)} (tmux session corral-{n}); logs in {record.plan.run_dir}/logs"
-    )
+    out.print(backend.launched_text(record, clustercfg))
     out.print(f"  corral ps{c}\n  corral logs {n}{c} -f\n  corral attach {n}{c}\n  corral stop {n}{c}")
     if follow:
         return _follow_to_end(record, clustercfg)
@@ -103,7 +86,7 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
     from launcher.jobs import launch as launch_job
     from launcher.jobs import read_status
 
-    nodes = len(clustercfg.nodes)
+    nodes = len(clustercfg.nodes) or None  # None: the scheduler decides, the first poll tells
     with progress(f"launching {kwargs.get('name') or jobcfg.name}: nodes running", total=nodes) as update:
         update(completed=0, note="preflight and start")
         record = launch_job(jobcfg, clustercfg, **kwargs)
@@ -290,59 +273,15 @@ def attach(
     """
     import shlex
 
-    from launcher.backends.ssh.execute import node_config
+    from launcher.backends import backend_of
     from launcher.jobs import runs_dir
     from launcher.runs.record import load
-    from launcher.tools import ssh, tmux
 
     clustercfg = _cluster(cluster)
     record = load(runs_dir(clustercfg), name)
-    if record.slurm is not None:
-        from launcher.backends.slurm.backend import attach_argv
-        from launcher.tools.slurm import exec_interactive
-
-        argv = attach_argv(record, clustercfg, node)
-        console(stderr=True).print(f"attaching: {shlex.join(argv)}  (exit the shell to leave; the job goes on)")
-        exec_interactive(argv)
-    target = record.plan.node(node) if node else record.plan.nodes[0]
-    _check_attachable(record, clustercfg, target.node)
-    inner = tmux.attach(record.plan.tmux_socket, target.session)
-    node_cfg = node_config(clustercfg, target)
-    argv = ssh.interactive_argv(clustercfg.ssh, node_cfg, inner)
-    console(stderr=True).print(f"attaching: {shlex.join(argv)}  (detach: Ctrl-b d)")
-    ssh.exec_interactive(clustercfg.ssh, node_cfg, inner)
-
-
-def _check_attachable(record, clustercfg, node: str) -> None:
-    """Say in a sentence why attaching cannot work, instead of tmux's own error."""
-    import asyncio
-    import sys
-    import time
-
-    from launcher.errors import UserError
-    from launcher.jobs import read_status
-
-    st = asyncio.run(read_status(record, clustercfg))
-    ns = next(n for n in st.nodes if n.node == node)
-    if ns.state != "running":
-        if ns.state == "exited":
-            when = time.strftime("%H:%M", time.localtime(record.started_at + (ns.elapsed_s or 0)))
-            how = (
-                f"stopped by corral stop ({ns.exit_code})"
-                if st.state == "stopped"
-                else f"exited {ns.exit_code} at {when}"
-            )
-        else:
-            how = f"{ns.state}{': ' + ns.detail if ns.detail else ''}"
-        raise UserError(
-            f"job {record.name} is not running on {node} ({how}): its output is in its log",
-            hint=f"`corral logs {record.name}`",
-        )
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UserError(
-            f"attach needs a terminal (stdin and stdout are not one here) to show job {record.name}'s tmux session",
-            hint=f"run it from a terminal, or read the output with `corral logs {record.name} -f`",
-        )
+    plan = backend_of(record).attach(record, clustercfg, node)
+    console(stderr=True).print(f"attaching: {shlex.join(plan.argv)}  ({plan.leave_hint})")
+    plan.run()
 
 
 def rm(
@@ -397,8 +336,10 @@ def stop(
     Example: corral stop demo --timeout 30
     """
     from launcher import api
+    from launcher.backends import backend_of
 
     clustercfg = _cluster(cluster)
+    backend = backend_of(api.handle(name, clustercfg).record)
     out = console()
     with out.status(f"stopping {name} (SIGTERM, SIGKILL after {timeout:g}s)..."):
         results = api.stop(name, clustercfg, timeout=timeout)
@@ -414,8 +355,7 @@ def stop(
             out.print(f"{r.node}: stopped ({r.found} process(es), {r.killed} needed SIGKILL)")
     if bad:
         return 1
-    where = f"Slurm job of {name} ended" if clustercfg.slurm is not None else f"tmux session corral-{name} removed"
-    out.print(f"no process of {name} remains on any node; {where}")
+    out.print(f"no process of {name} remains on any node; {backend.stopped_text(name)}")
     return 0
 
 
@@ -429,50 +369,28 @@ def preflight(
 
     Example: corral preflight configs/demo.yaml -c cluster.yaml
     """
-    import asyncio
-    import os
-
-    from launcher.backends.ssh.preflight import CHECKS, run_preflight
+    from launcher.backends import backend_for
     from launcher.config import load_job
-    from launcher.jobs import TMUX_SOCKET_ENV, cluster_base
-    from launcher.plan import default_local_venv
+    from launcher.errors import UserError
 
     clustercfg = _cluster(cluster)
     jobcfg = load_job(job) if job else None
-    if clustercfg.slurm is not None:
-        from launcher.cli.slurm_cmd import preflight_on_slurm
-
-        return preflight_on_slurm(jobcfg, clustercfg, as_json, json_out)
+    backend = backend_for(clustercfg)
     out = console(stderr=as_json)
-    with out.status(f"checking {len(clustercfg.nodes)} node(s)..."):
-        report = asyncio.run(
-            run_preflight(
-                clustercfg,
-                list(clustercfg.nodes),
-                jobcfg,
-                name=jobcfg.name if jobcfg else None,
-                base_dir=cluster_base(clustercfg),
-                local_venv=default_local_venv(),
-                full_torch=True,
-                tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
-            )
-        )
-    emit_json(report.to_json(), as_json, json_out)
-    from rich.table import Table
+    with out.status(backend.checking_text(clustercfg)):
+        view = backend.preflight(jobcfg, clustercfg)
+    emit_json(view.data, as_json, json_out)
+    if view.header is not None:
+        from rich.table import Table
 
-    table = Table("node", *CHECKS, box=None)
-    marks = {True: "ok", False: "FAIL", None: "-"}
-    for n in clustercfg.nodes:
-        row = {c.check: c for c in report.checks if c.node == n.label}
-        table.add_row(n.label, *(marks[row[c].ok] if c in row else "" for c in CHECKS))
-    out.print(table)
-    for c in report.checks:
-        if c.ok is False:
-            out.print(f"{c.node}: {c.check}: {c.detail}")
-    if not report.ok:
-        from launcher.errors import UserError
-
-        raise UserError(f"preflight failed on {len({c.node for c in report.failures()})} node(s)")
+        table = Table(*view.header, box=None)
+        for row in view.rows:
+            table.add_row(*row)
+        out.print(table)
+    for line in view.lines:
+        out.print(line)
+    if view.failure is not None:
+        raise UserError(view.failure)
     out.print("all checks passed")
     return 0
 

@@ -39,6 +39,7 @@ def run(
     """
     import uuid
 
+    from launcher import api
     from launcher.config import load_cluster
     from launcher.errors import UserError
     from launcher.sweep.config import load_sweep
@@ -50,7 +51,8 @@ def run(
 
     spec = load_sweep(sweep)
     cl = load_cluster(cluster)
-    if cl.slurm is None and spec.config.nodes > len(cl.nodes):  # on Slurm, preflight checks the partition's size
+    places_nodes = api.capabilities(cl).places_nodes  # then the launch's preflight checks the partition's size
+    if not places_nodes and spec.config.nodes > len(cl.nodes):
         raise UserError(
             f"{sweep}: nodes: each trial needs {spec.config.nodes} nodes but the cluster has {len(cl.nodes)}",
             hint="lower nodes in the sweep file or add nodes to the cluster file",

@@ -183,6 +183,11 @@ class ClusterConfig(FileModel):
         default=None,
         description="Run jobs as Slurm batch jobs on this partition instead of over ssh. Give this or 'nodes', not both.",
     )
+    backend: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="Which backend runs the jobs, by its registered name (default: 'slurm' with a slurm section, else 'ssh'); another name is a backend a plugin registered with launcher.backends.register.",
+    )
     ssh: SSHConfig = Field(default_factory=SSHConfig, description="ssh client settings.")
     workdir: str = Field(
         default=".",
@@ -207,10 +212,6 @@ class ClusterConfig(FileModel):
                 "give 'nodes' (a list of machines reached over ssh) or 'slurm' (a Slurm partition); the cluster has neither"
             )
         return self
-
-    @property
-    def is_slurm(self) -> bool:
-        return self.slurm is not None
 
     @model_validator(mode="after")
     def _unique_nodes(self) -> ClusterConfig:

@@ -1,8 +1,10 @@
 """The run record: ``<runs>/<name>/run.json``, what lets ps/logs/stop/attach work from any later shell.
 
-It holds the plan (as JSON), when and from where the job was started, the process group each
-node's wrapper recorded, and the launcher's view of the state (starting, running, stopped,
-failed). The per-node truth (running / exited N / missing) is always read from the nodes.
+It holds the plan (as JSON), when and from where the job was started, the launcher's view of
+the state (starting, running, stopped, failed), the name of the backend that launched it and
+that backend's own state in one opaque field (the process groups each node's wrapper recorded;
+a Slurm job id). The per-node truth (running / exited N / missing) is always read from the nodes,
+by that backend (``launcher.backends.backend_of``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ class RunRecord:
     state: str = "starting"
     """starting | running | stopped | failed (the launcher's view; nodes report their own state)."""
     launched_from: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    processes: dict[str, list[int]] = field(default_factory=dict)
-    """Per node: [wrapper pid, process group, session] as recorded by the wrapper at start."""
     message: str | None = None
-    slurm: dict[str, Any] | None = None
-    """On a Slurm cluster: ``{"job_id": ..., "plan": SlurmPlan}`` (``launcher.backends.slurm``); None over ssh."""
+    backend: str = "ssh"
+    """The registered name of the backend that launched the run: it alone answers for it."""
+    backend_state: dict[str, Any] = field(default_factory=dict)
+    """That backend's own state, opaque to everything else (ssh: each node's process group; Slurm: the job id)."""
 
     @property
     def run_dir(self) -> Path:
@@ -47,7 +49,7 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        return cls(**{**data, "plan": JobPlan.from_dict(data["plan"])})
+        return cls(**{**upgrade(data), "plan": JobPlan.from_dict(data["plan"])})
 
     def save(self) -> None:
         """Atomic write: a reader never sees half a record."""
@@ -56,6 +58,18 @@ class RunRecord:
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, target)
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A record written before runs named their backend: ``slurm: {...}`` (a Slurm run) or
+    ``processes: {...}`` (an ssh one) become ``backend`` and ``backend_state``."""
+    if "backend" in data:
+        return data
+    data = dict(data)
+    slurm, processes = data.pop("slurm", None), data.pop("processes", None)
+    if slurm is not None:
+        return {**data, "backend": "slurm", "backend_state": slurm}
+    return {**data, "backend": "ssh", "backend_state": {"processes": processes} if processes else {}}
 
 
 def record_path(runs_dir: str | Path, name: str) -> Path:

@@ -41,7 +41,7 @@ class LaunchBackend:
     def launch(self, job: JobConfig, nodes: list[str], *, plain: bool, preflight: bool) -> None:
         from launcher import api
 
-        if self.cluster.slurm is not None:  # one Slurm job of len(nodes) nodes; Slurm places it
+        if api.capabilities(self.cluster).places_nodes:  # one job of len(nodes) nodes; the scheduler places it
             api.launch(
                 job.model_copy(update={"nnodes": len(nodes)}),
                 self.cluster,
@@ -59,7 +59,7 @@ class LaunchBackend:
         if not record_path(self.runs_dir(), name).exists():
             return {}  # never launched (the controller died between journalling and launching): every node missing
         status = api.status(name, self.cluster)
-        if self.cluster.slurm is not None:  # Slurm cleans up after its jobs; one state for the trial's slots
+        if api.capabilities(self.cluster).places_nodes:  # one job-wide state for the trial's slots
             from launcher.sweep.slots import job_wide_run
 
             return job_wide_run(status)

@@ -333,8 +333,6 @@ class SweepConfig(StrictModel):
         if self.method in ("random", "bayes") and self.run_cap is None:
             problems.append(f"run_cap: method {self.method} needs run_cap (how many trials to draw)")
         if self.method == "bayes":
-            from launcher.sweep.space import bayes_problems
-
             problems += bayes_problems(self.parameters)
         if self.args_template is not None:
             for i, item in enumerate(self.args_template):
@@ -351,6 +349,48 @@ class SweepConfig(StrictModel):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+UNMAPPABLE = {  # the W&B forms without an Optuna distribution (launcher.sweep.space)
+    "q_log_uniform_values": "Optuna cannot quantise a log distribution; use log_uniform_values, or q_uniform",
+    "normal": "Optuna has no unbounded distribution; use uniform with min and max",
+    "q_normal": "Optuna has no unbounded distribution; use q_uniform with min and max",
+    "log_normal": "Optuna has no unbounded distribution; use log_uniform_values with min and max",
+    "q_log_normal": "Optuna has no unbounded distribution; use log_uniform_values with min and max",
+}
+
+
+def bayes_problems(parameters: dict[str, ParameterSpec]) -> list[str]:
+    """``parameters.NAME: why`` for every parameter bayes cannot search (no Optuna distribution,
+    ``launcher.sweep.space``); empty when all map. Pure: the config check must not import optuna."""
+    problems = []
+    for name, spec in parameters.items():
+        why = UNMAPPABLE.get(spec.distribution or "")
+        if why:
+            problems.append(
+                f"parameters.{name}: method bayes cannot map distribution {spec.distribution} onto Optuna: {why}"
+            )
+        elif spec.distribution == "q_uniform":
+            q = spec.q or 1.0
+            if not (_multiple(spec.min, q) and _multiple(spec.max, q)):  # type: ignore[arg-type]
+                problems.append(
+                    f"parameters.{name}: method bayes needs q_uniform's min and max to be multiples of q "
+                    f"(got min {spec.min:g}, max {spec.max:g}, q {q:g}): Optuna steps from min"
+                )
+        elif spec.values is not None and len({repr(v) for v in spec.values}) != len(spec.values):
+            problems.append(f"parameters.{name}.values: method bayes needs distinct values (got {spec.values})")
+    if parameters and all(fixed(s) for s in parameters.values()):
+        problems.append("parameters: method bayes needs at least one parameter to search (all are constants)")
+    return problems
+
+
+def _multiple(x: float, q: float) -> bool:
+    k = round(x / q)
+    return math.isclose(k * q, x, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def fixed(spec: ParameterSpec) -> bool:
+    return spec.value is not None
 
 
 def grid_size(parameters: dict[str, ParameterSpec]) -> int:

@@ -91,9 +91,12 @@ class Controller:
         self.adopted: dict[str, tuple[int, dict[str, Any]]] = {}
         """bayes: trials asked of the study whose start the last controller never journalled -> (Optuna number, params)."""
         self.by_id = {t.id: t for t in self.trials}
+        from launcher import api
         from launcher.sweep.slots import trial_slots
 
-        self.nodes = trial_slots(cluster, self.cfg, len(self.trials))
+        self.places_nodes = api.capabilities(cluster).places_nodes
+        """The backend places each trial's nodes: the sweep's nodes are submission slots, not machines."""
+        self.nodes = trial_slots(cluster, self.cfg, len(self.trials), places_nodes=self.places_nodes)
         self.journal = Journal(paths.journal)
         self.lock = SweepLock(paths.lock, sweep.name, session=session, token=token)
         self.state = SweepState()
@@ -204,9 +207,7 @@ class Controller:
         """One round: record ended trials, set bad nodes aside, start what fits. Returns why the sweep is over, or None."""
         self._beat()
         self.poll_running()
-        for node in (
-            [] if self.cluster.slurm is not None else nodes_to_set_aside(self.state)
-        ):  # Slurm slots are not machines
+        for node in [] if self.places_nodes else nodes_to_set_aside(self.state):  # slots are not machines
             streak = ", ".join(self.state.streaks[node])
             log.warning("node %s failed different trials in a row (%s): setting it aside", node, streak)
             self._record("node_aside", node=node, reason=f"failed trials {streak} in a row")

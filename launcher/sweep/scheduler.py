@@ -39,7 +39,7 @@ class NodeRun:
 
 
 JOB_WIDE = "*"
-"""Key of a run state that holds for every node of the trial (a Slurm job: see ``sweep.slurm_slots``)."""
+"""Key of a run state that holds for every node of the trial (a job whose nodes the scheduler placed: see ``sweep.slots``)."""
 
 
 @dataclass(frozen=True)

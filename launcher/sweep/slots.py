@@ -1,10 +1,11 @@
-"""Sweeps on a Slurm cluster: the scheduler's "nodes" become slots, a budget of concurrent submissions.
+"""Sweeps where a scheduler places the nodes (Slurm): the sweep's "nodes" become slots, a budget of
+concurrent submissions.
 
-Slurm decides placement, so corral keeps no node list there. The pure scheduler still gang-assigns
-``nodes`` names per trial and caps running trials at ``max_concurrent``; on Slurm those names are
-slots (``slot-1``...), enough for ``max_concurrent`` trials (all trials when it is unset: Slurm
-queues what does not fit). A trial's run is one Slurm job: every slot it holds sees the job's one
-state, reported under ``JOB_WIDE``.
+Such a backend (``Capabilities.places_nodes``) decides placement, so corral keeps no node list
+there. The pure scheduler still gang-assigns ``nodes`` names per trial and caps running trials at
+``max_concurrent``; there those names are slots (``slot-1``...), enough for ``max_concurrent``
+trials (all trials when it is unset: the scheduler queues what does not fit). A trial's run is
+one scheduler job: every slot it holds sees the job's one state, reported under ``JOB_WIDE``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from launcher.sweep.config import SweepConfig
 from launcher.sweep.scheduler import JOB_WIDE, NodeRun
 
 
-def trial_slots(cluster: ClusterConfig, cfg: SweepConfig, n_trials: int) -> list[str]:
-    """The names the scheduler hands out: the cluster's nodes, or Slurm submission slots."""
-    if cluster.slurm is None:
+def trial_slots(cluster: ClusterConfig, cfg: SweepConfig, n_trials: int, *, places_nodes: bool) -> list[str]:
+    """The names the sweep's scheduler hands out: the cluster's nodes, or submission slots where the
+    backend places the nodes itself."""
+    if not places_nodes:
         return [n.label for n in cluster.nodes]
     concurrent = cfg.max_concurrent or max(n_trials, 1)
     return [f"slot-{i + 1}" for i in range(concurrent * cfg.nodes)]
 
 
 def job_wide_run(status: Any) -> dict[str, NodeRun]:
-    """Pure: a Slurm job's per-node states folded into the one state the trial's slots share."""
+    """Pure: a scheduler job's per-node states folded into the one state the trial's slots share."""
     states = [n.state for n in status.nodes]
     codes = [n.exit_code for n in status.nodes if n.state == "exited"]
     if "failed" in states:

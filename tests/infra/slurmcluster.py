@@ -261,7 +261,9 @@ class SlurmCluster:
     # ---- clients ---------------------------------------------------------------
 
     def client(self, argv: list[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=timeout)
+        # From the cluster's own directory: a job submitted without --output writes slurm-<id>.out into
+        # the submitter's directory, which must never be the checkout the tests run in.
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=timeout, cwd=self.state_dir)
         if check and proc.returncode != 0:
             raise SimClusterError(f"{shlex.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc

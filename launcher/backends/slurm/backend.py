@@ -7,6 +7,7 @@ statuses live there. A Slurm job needs no tmux to survive a disconnect: slurmctl
 
 from __future__ import annotations
 
+import asyncio
 import os
 import posixpath
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from launcher.backends.base import AttachPlan, Capabilities, Description, PreflightView
 from launcher.backends.slurm.script import (
     SlurmPlan,
     build_slurm_plan,
@@ -259,7 +261,12 @@ def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
     for d in (slurm_dir, posixpath.join(plan.run_dir, "logs"), plan.ckpt_dir):
         os.makedirs(d, exist_ok=True)
     record = RunRecord(
-        plan.name, plan.run_id, stub_plan(plan), time.time(), slurm={"plan": plan.to_dict(), "job_id": None}
+        plan.name,
+        plan.run_id,
+        stub_plan(plan),
+        time.time(),
+        backend="slurm",
+        backend_state={"plan": plan.to_dict(), "job_id": None},
     )
     record.save()
     _write(plan.script_path, render_batch_script(plan), 0o700)
@@ -279,7 +286,7 @@ def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
         raise RunFailed(
             f"job {plan.name}: sbatch refused it ({_first_line(exc)})", hint=f"the script is {plan.script_path}"
         ) from None
-    record.slurm = {**(record.slurm or {}), "job_id": job_id}
+    record.backend_state = {**record.backend_state, "job_id": job_id}
     record.state = "running"
     record.message = f"Slurm job {job_id}"
     record.save()
@@ -305,7 +312,7 @@ def read_requeue_mark(record: RunRecord) -> int | None:
     from launcher.backends.slurm.script import requeue_mark_path
 
     try:
-        return int(Path(requeue_mark_path(SlurmPlan.from_dict(record.slurm["plan"]))).read_text().split()[0])
+        return int(Path(requeue_mark_path(SlurmPlan.from_dict(record.backend_state["plan"]))).read_text().split()[0])
     except (OSError, ValueError, IndexError, KeyError, TypeError):
         return None
 
@@ -367,14 +374,14 @@ def node_statuses(
 
 def recorded_job_id(record: RunRecord, cluster: ClusterConfig) -> str | None:
     """The run's Slurm job id; if its submitter died between sbatch and the record, found by name and comment."""
-    job_id = (record.slurm or {}).get("job_id")
+    job_id = record.backend_state.get("job_id")
     if job_id or record.state == "failed":
         return job_id
     from launcher.backends.slurm.script import job_comment
 
     job_id = tool.find_job(cluster, f"corral-{record.name}", job_comment(record.run_id))
     if job_id:
-        record.slurm = {**(record.slurm or {}), "job_id": job_id}
+        record.backend_state = {**record.backend_state, "job_id": job_id}
         record.state = "running"
         record.save()
     return job_id
@@ -590,31 +597,100 @@ def attach_argv(record: RunRecord, cluster: ClusterConfig, node: str | None) -> 
 
 class SlurmBackend:
     name = "slurm"
+    capabilities = Capabilities(places_nodes=True)
 
-    def describe(self, job: JobConfig, cluster: ClusterConfig, **options: Any) -> tuple[str, dict[str, Any]]:
-        plan = prepare_slurm(job, cluster, replace(LaunchOptions.of(**options), dry_run=True)).plan
-        return describe_slurm(plan) + "\n(dry run: nothing was submitted)", {
+    # ------------------------------------------------------------------ launch
+
+    def describe(self, job: JobConfig, cluster: ClusterConfig, options: LaunchOptions) -> Description:
+        plan = prepare_slurm(job, cluster, replace(options, dry_run=True)).plan
+        data = {
             "backend": "slurm",
             "plan": plan.to_dict(),
             "batch_script": render_batch_script(plan),
             "node_wrapper": render_node_wrapper(plan),
         }
+        return Description(describe_slurm(plan), data, plan.run_dir, [], "(dry run: nothing was submitted)")
 
-    def launch(self, job: JobConfig, cluster: ClusterConfig, options: Any = None, **kwargs: Any) -> RunRecord:
-        """``options``: a ``jobs.LaunchOptions`` (or its fields as keywords)."""
-        return submit(prepare_slurm(job, cluster, LaunchOptions.of(options, **kwargs)), cluster)
+    def warnings(self, job: JobConfig, cluster: ClusterConfig) -> list[str]:
+        return []  # the paths are checked on a node of the partition, at launch and by `corral preflight`
 
-    def status(self, record: RunRecord, cluster: ClusterConfig) -> JobStatus:
-        return read_status(record, cluster)
+    def launch(self, job: JobConfig, cluster: ClusterConfig, options: LaunchOptions) -> RunRecord:
+        return submit(prepare_slurm(job, cluster, options), cluster)
 
-    def tail(self, record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int):
+    def launching_text(self, name: str, cluster: ClusterConfig) -> str:
+        return f"submitting {name} to Slurm partition {_partition(cluster)}..."
+
+    def launched_text(self, record: RunRecord, cluster: ClusterConfig) -> str:
+        return (
+            f"submitted {record.name} as Slurm job {record.backend_state.get('job_id')} on partition "
+            f"{_partition(cluster)}; logs in {record.plan.run_dir}/logs"
+        )
+
+    # ------------------------------------------------------------------ a run
+
+    async def status(self, record: RunRecord, cluster: ClusterConfig) -> JobStatus:
+        return await asyncio.to_thread(read_status, record, cluster)
+
+    async def tail(self, record: RunRecord, cluster: ClusterConfig, node: str | None, lines: int):
         return tail(record, node, lines)
+
+    async def follow(
+        self,
+        record: RunRecord,
+        cluster: ClusterConfig,
+        node: str | None,
+        lines: int,
+        *,
+        until_done: bool,
+        out: TextIO | None = None,
+        poll_s: float = 1.0,
+    ) -> JobStatus | None:
+        return await asyncio.to_thread(follow, record, cluster, node, lines, until_done=until_done, out=out)
+
+    def job_env(self, record: RunRecord) -> dict[str, str]:
+        return dict((record.backend_state.get("plan") or {}).get("env") or {})
 
     def stop(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
         return stop(record, cluster, timeout)
 
-    def attach_argv(self, record: RunRecord, cluster: ClusterConfig, node: str | None) -> list[str]:
-        return attach_argv(record, cluster, node)
+    def stopped_text(self, name: str) -> str:
+        return f"Slurm job of {name} ended"
+
+    def attach(self, record: RunRecord, cluster: ClusterConfig, node: str | None) -> AttachPlan:
+        argv = attach_argv(record, cluster, node)
+        return AttachPlan(argv, "exit the shell to leave; the job goes on", lambda: tool.exec_interactive(argv))
+
+    def read_files(
+        self, record: RunRecord, cluster: ClusterConfig, relpaths: list[str]
+    ) -> dict[str, dict[str, str | None]]:
+        return read_files(record, cluster, relpaths)
+
+    def clean_up(self, record: RunRecord, cluster: ClusterConfig, timeout: float) -> None:
+        return None  # Slurm removed everything of the job when it ended
+
+    def forget(self, record: RunRecord, cluster: ClusterConfig) -> list[str]:
+        return []  # every file of the run is in the run dir on the shared drive
+
+    # ------------------------------------------------------------------ preflight
+
+    def checking_text(self, cluster: ClusterConfig) -> str:
+        return f"checking Slurm partition {_partition(cluster)}..."
+
+    def preflight(self, job: JobConfig | None, cluster: ClusterConfig) -> PreflightView:
+        checks = preflight_checks(cluster, job, base_dir=cluster_base(cluster))
+        marks = {True: "ok", False: "FAIL", None: "skipped"}
+        failed = [c for c in checks if c.ok is False]
+        return PreflightView(
+            [c.__dict__ for c in checks],
+            None,
+            [],
+            [f"{c.check}: {marks[c.ok]}: {c.detail}" for c in checks],
+            failed[0].detail if failed else None,
+        )
+
+
+def _partition(cluster: ClusterConfig) -> str:
+    return cluster.slurm.partition if cluster.slurm is not None else "?"
 
 
 __all__ = [

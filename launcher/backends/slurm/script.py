@@ -19,7 +19,6 @@ expansion.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import shlex
@@ -30,12 +29,13 @@ from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import UserError
 from launcher.plan import (
     PLAIN_PYTHON,
-    RDZV_JOIN_TIMEOUT_S,
-    TORCHRUN,
     backend_for,
+    corral_env,
+    entry_argv,
     merged_env,
     nproc_for,
     resolve_path,
+    torchrun_options,
     watchdog_command,
     watchdog_settings,
 )
@@ -170,42 +170,16 @@ def build_slurm_plan(
     gpus = s.gpus_per_node or 0
     backend = backend_for(job, [gpus])
     nproc = nproc_for(job, gpus)
-    corral_env = {
-        "CORRAL_JOB_NAME": name,
-        "CORRAL_RUN_ID": run_id,
-        "CORRAL_RUN_DIR": run_dir,
-        "CORRAL_CKPT_DIR": ckpt_dir,
-        "CORRAL_BACKEND": backend,
-    }
-    if job.checkpoint is not None:
-        corral_env["CORRAL_CKPT_POLICY"] = json.dumps(job.checkpoint.model_dump(), sort_keys=True)
+    corral = corral_env(job, name=name, run_id=run_id, run_dir=run_dir, ckpt_dir=ckpt_dir, backend=backend)
     # No node of the cluster file exists on Slurm: an empty one leaves cluster < job < CORRAL_* as over ssh.
-    env = merged_env(cluster, NodeConfig(host="slurm"), job, corral_env, plain)
-    entry = (["-m", job.module] if job.module else [job.script or ""]) + list(job.args)
+    env = merged_env(cluster, NodeConfig(host="slurm"), job, corral, plain)
+    entry = entry_argv(job)
     if plain:
         prefix = [PLAIN_PYTHON]
-    else:
-        prefix = [
-            TORCHRUN,
-            "--nnodes",
-            "@NNODES@",
-            "--nproc-per-node",
-            str(nproc),
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            "@RDZV_ENDPOINT@",
-            "--rdzv-id",
-            "@RDZV_ID@",
-            "--rdzv-conf",
-            f"join_timeout={RDZV_JOIN_TIMEOUT_S}",
-            "--max-restarts",
-            str(job.max_restarts),
-            "--tee",
-            "3",
-            "--log-dir",
-            "@LOG_DIR@",
-        ]
+    else:  # the values only the allocation knows are placeholders (RUNTIME)
+        prefix = torchrun_options(
+            job, nnodes="@NNODES@", nproc=nproc, endpoint="@RDZV_ENDPOINT@", run_id="@RDZV_ID@", log_dir="@LOG_DIR@"
+        )
     slurm_dir = posixpath.join(run_dir, "slurm")
     venv = cluster.venv or local_venv
     watching = job.watchdog.enabled and not plain

@@ -268,7 +268,7 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     rdir = Path(plan.run_dir).parent
     if (rdir / plan.name).exists():
         archive_previous(rdir, plan.name)
-    record = RunRecord(plan.name, plan.run_id, plan, time.time())
+    record = RunRecord(plan.name, plan.run_id, plan, time.time(), backend="ssh")
     record.save()
     stale = set(prepared.report.stale_sessions) if prepared.report else set()
     requests = [
@@ -278,7 +278,8 @@ def start(prepared: Prepared, cluster: ClusterConfig) -> RunRecord:
     failed = [(p, r) for p, r in zip(plan.nodes, replies) if not (r.ok and r.data.get("ok"))]
     for p, r in zip(plan.nodes, replies):
         if r.ok and r.data.get("ok"):
-            record.processes[p.node] = [r.data["pid"], r.data["pgid"], r.data["sid"]]
+            # [wrapper pid, process group, session], as the wrapper recorded them at start
+            record.backend_state.setdefault("processes", {})[p.node] = [r.data["pid"], r.data["pgid"], r.data["sid"]]
             log.debug("[%s] started: %s", p.node, r.data.get("seconds"))
     if failed:
         run_sync(_stop_nodes(record, cluster, timeout=5))
@@ -348,6 +349,22 @@ def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 
     _remove_containers(record, cluster, timeout)
 
 
+def forget_on_nodes(record: RunRecord, cluster: ClusterConfig) -> list[str]:
+    """``corral rm``: remove the run directory on each remote node (local ones share this machine's disk)."""
+    nodes = [n for n in record.plan.nodes if not n.is_local]
+    if not nodes:
+        return []
+    requests = [
+        (node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
+    ]
+    replies = asyncio.run(call_all(cluster, requests, timeout=60))
+    problems = []
+    for n, r in zip(nodes, replies):
+        if not r.ok or not r.data.get("ok"):
+            problems.append(f"{n.node}: {r.error or r.data.get('error')}")
+    return problems
+
+
 def _remove_containers(record: RunRecord, cluster: ClusterConfig, timeout: float) -> None:
     """A container job's containers, by label on every node: killing the pane's docker CLI leaves the container."""
     if record.plan.container is not None:
@@ -360,6 +377,7 @@ __all__ = [
     "NodeChecksFailed",
     "Prepared",
     "clean_up_record",
+    "forget_on_nodes",
     "launch",
     "node_config",
     "node_status",
