@@ -35,6 +35,8 @@ PORT_TRIES = 32
 DUMP_WAIT_S = 60.0
 """How long the leader waits for every node's dumps before it writes what it has."""
 STOP_GRACE_S = 10.0
+WRAPPER_CHECK_S = 1.0
+"""How often the watchdog checks that the job's wrapper still runs (one /proc read)."""
 LINE_PREFIX = "corral watchdog"
 
 
@@ -584,7 +586,10 @@ def run(cfg: Config, wrapper_pid: int) -> int:
                 role.tick()
             except Exception:  # one bad sample must not end the watch
                 log.exception("watchdog tick failed")
-            time.sleep(max(0.05, cfg.interval - (time.monotonic() - t0)))
+            # wait out the interval in slices: the watchdog ends within a second of the job
+            deadline = t0 + max(0.05, cfg.interval)
+            while alive(wrapper_pid) and time.monotonic() < deadline:
+                time.sleep(min(WRAPPER_CHECK_S, max(0.0, deadline - time.monotonic())))
     finally:
         role.close()
     return 0
