@@ -1,6 +1,7 @@
 # Two entry points, both idempotent and safe to run on a fresh machine as root:
 #   make demo  - create .venv, install corral, run the demo job on this machine
-#   make test  - install the Debian packages and the venv the tests need, then run pytest
+#   make test  - install the Debian packages and the venv the tests need, then run pytest (all but `long` tests)
+#   make test-long - the tests marked `long` (minutes each, e.g. the 32-node scale tests); CI runs them after make test
 #   make lint  - ruff (lint and format check), the import contracts (lint-imports), the architecture test
 # GPU acceptance (docs/GPU_CHECK.md):
 #   make gpu-bundle - on a machine with registry access: the wheels and tmux packages a bare GPU machine lacks
@@ -11,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned: an unpinned install would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge
+DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium
 PYTEST_ARGS ?=
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
@@ -19,7 +20,7 @@ GPU_PYTHON ?= python3
 GPU_CHECK_ARGS ?=
 OUT ?=
 
-.PHONY: demo test lint venv debs clean-venv gpu-bundle gpu-check
+.PHONY: demo test test-long lint venv debs clean-venv gpu-bundle gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,8 +37,13 @@ debs:
 demo: venv
 	$(VENV)/bin/corral demo
 
+# `long` tests run in a step of their own, so that `make test` stays short (docs/SIMCLUSTER.md, "Test time").
 test: debs venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+
+# Exit status 5 is pytest's "no test selected": no `long` test is not a failure.
+test-long: debs venv
+	$(PY) -m pytest -m long $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: venv
 	$(VENV)/bin/ruff check .

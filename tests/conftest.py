@@ -6,6 +6,7 @@ Markers (registered here because pytest runs with --strict-markers):
   slurm    needs a real Slurm cluster (slurmctld, slurmd, munge) over the simulated nodes
   gpu      needs a CUDA GPU
   slow     takes more than a few seconds
+  long     takes minutes (scale tests): left out of `make test`, run by `make test-long` (CI runs both)
 
 A test marked cluster, docker or slurm is skipped where the facility is missing,
 except on CI (env CI=true), where that skip becomes a failure: a CI machine
@@ -41,6 +42,7 @@ MARKERS = {
     "slurm": "needs a real Slurm cluster on this machine (slurmctld, slurmd, munge and the simulated cluster's namespaces); see docs/SLURM.md",
     "gpu": "needs a CUDA GPU (skips cleanly where there is none, CI included)",
     "slow": "takes more than a few seconds",
+    "long": "takes minutes (e.g. 32-node scale tests): `make test` leaves it out, `make test-long` and CI run it",
 }
 
 

@@ -71,7 +71,7 @@ def test_good_job_loads_and_computes_node_bounds():
     [
         (
             {"nodes": [{"host": "a", "gpus": "eight"}]},
-            "nodes.0.gpus: Input should be a valid integer, unable to parse string as an integer (got 'eight')",
+            "nodes.0.gpus: expected a whole number (got 'eight')",
         ),
         ({"nodes": []}, "nodes: List should have at least 1 item"),
         ({"nodes": [{"host": "a", "gpus": -1}]}, "nodes.0.gpus: Input should be greater than or equal to 0 (got -1)"),
@@ -109,12 +109,12 @@ def test_every_problem_is_reported_not_just_the_first():
         ({"name": "a.b", "script": "t.py"}, "name: job name must be"),
         (
             {"name": "j", "script": "t.py", "nproc_per_node": "many"},
-            "nproc_per_node: Input should be a valid integer, unable to parse string as an integer or Input should be 'auto' (got 'many')",
+            "nproc_per_node: expected a whole number or 'auto' (got 'many')",
         ),
         ({"name": "j", "script": "t.py", "nnodes": "3:1"}, "nnodes: nnodes range must be MIN:MAX"),
         (
             {"name": "j", "script": "t.py", "backend": "mpi"},
-            "backend: Input should be 'auto', 'nccl' or 'gloo' (got 'mpi')",
+            "backend: expected 'auto', 'nccl' or 'gloo' (got 'mpi')",
         ),
         (
             {"name": "j", "script": "t.py", "max_restarts": -1},
@@ -174,7 +174,7 @@ def test_check_ok_prints_summary(tmp_path, capsys):
 def test_check_bad_file_exits_2_with_paths(tmp_path, capsys):
     rc, out = run_check(tmp_path, "nodes:\n  - host: a\n    gpus: eight\n", capsys)
     assert rc == 2
-    assert "nodes.0.gpus: Input should be a valid integer" in out and "(got 'eight')" in out
+    assert "nodes.0.gpus: expected a whole number" in out and "(got 'eight')" in out
     assert "Traceback" not in out
 
 

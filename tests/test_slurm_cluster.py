@@ -382,6 +382,27 @@ def test_bench_node_probes_every_node_of_the_allocation(slurm_cluster, cfile, wo
         assert node["host_info"]["hostname"] == node["host"]  # the probe ran on that node, not here
 
 
+def test_bench_cluster_quick_on_the_allocation(slurm_cluster, cfile, work, capsys):
+    """The quick level as Slurm jobs: node probe, all-reduce and volume in the allocation; the network step is
+    skipped (the cluster file names no nodes, so no private addresses); the report names the allocation's nodes."""
+    out = work / "accept"
+    vol = work / "accept-vol"
+    vol.mkdir()
+    capsys.readouterr()
+    code = cli_main(["bench", "cluster", "-c", str(cfile), "--out", str(out), "--volume-path", str(vol)])
+    err = capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert code == 0, (err[-3000:], [n["findings"] for n in report["nodes"]])
+    assert sorted(n["name"] for n in report["nodes"]) == sorted(slurm_cluster.node_names)
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["node"]["complete"] and steps["allreduce"]["complete"] and steps["volume"]["complete"], steps
+    assert steps["net"]["note"].startswith("skipped")
+    assert report["measurements"]["allreduce"]["world_size"] == 2
+    assert sorted(report["figures"]) == sorted(slurm_cluster.node_names)
+    assert all("volume_seqwrite_mibps" in f and "cpu_gemm_gflops" in f for f in report["figures"].values())
+    assert list(vol.iterdir()) == []
+
+
 def test_nnodes_all_is_the_partition_and_needs_the_clients(slurm_cluster, cfile, work, names, capsys, monkeypatch):
     job = work / "all.yaml"
     data = train_job(names("all")).model_dump(mode="json", exclude_none=True)

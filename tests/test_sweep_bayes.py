@@ -101,7 +101,7 @@ def test_bayes_accepts_every_mappable_form_and_maps_each_onto_its_optuna_distrib
             "parameters.p: method bayes needs q_uniform's min and max to be multiples of q",
         ),
         ({"values": [1, 2, 1]}, "parameters.p.values: method bayes needs distinct values"),
-        ({"distribution": "beta", "min": 0, "max": 1}, "parameters.p.distribution: Input should be"),
+        ({"distribution": "beta", "min": 0, "max": 1}, "parameters.p.distribution: expected"),
         (
             {"distribution": "normal", "min": 0, "max": 1},
             "parameters.p: distribution normal takes mu and sigma, not min, max",
@@ -126,7 +126,7 @@ def test_bayes_needs_run_cap_and_something_to_search():
     "et, expected",
     [
         ({"type": "hyperband"}, "early_terminate: give min_iter"),
-        ({"type": "asha", "min_iter": 3}, "early_terminate.type: Input should be 'hyperband'"),
+        ({"type": "asha", "min_iter": 3}, "early_terminate.type: expected 'hyperband'"),
         ({"type": "hyperband", "min_iter": 0}, "early_terminate.min_iter: Input should be greater than or equal to 1"),
         (
             {"type": "hyperband", "min_iter": 3, "eta": 1},
@@ -137,7 +137,7 @@ def test_bayes_needs_run_cap_and_something_to_search():
         ({"type": "hyperband", "max_iter": 8, "s": 2, "eta": 3}, "early_terminate: max_iter / eta**s must be >= 1"),
         ({"type": "hyperband", "min_iter": 9, "max_iter": 9}, "early_terminate: min_iter must be < max_iter"),
         ({"type": "hyperband", "min_iter": 3, "brackets": 2}, "early_terminate.brackets: unknown key"),
-        ({"type": "hyperband", "min_iter": "three"}, "early_terminate.min_iter: Input should be a valid integer"),
+        ({"type": "hyperband", "min_iter": "three"}, "early_terminate.min_iter: expected a whole number"),
     ],
 )
 def test_bad_early_terminate_values_are_field_path_errors(et, expected):
@@ -467,7 +467,7 @@ def test_dry_run_of_a_bayes_sweep_shows_the_search_space(tmp_path, capsys):
     )
     assert main(["sweep", str(f), "-c", str(cluster), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "bayes: 10 trial(s)" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
+    assert "bayes, 10 trial(s) of 1 node(s) each" in out and "lr: FloatDistribution(1e-05, 0.1, log=True)" in out
     assert (
         "bs: FloatDistribution(16, 128, step=16)" in out
         and "epochs: constant 3" in out

@@ -55,12 +55,12 @@ def problems(**over) -> list[str]:
         ),
         (
             {"metric": {"name": "loss", "goal": "lowest"}},
-            "metric.goal: Input should be 'minimize' or 'maximize' (got 'lowest')",
+            "metric.goal: expected 'minimize' or 'maximize' (got 'lowest')",
         ),
         ({"args_template": ["--lr={lr}", "--x={nope}"]}, "args_template.1: '{nope}' is not a parameter"),
         ({"job": {"script": "t.py", "nproc_per_node": "eight"}}, "job.nproc_per_node:"),
         ({"parameters": {"--lr": {"value": 1}}}, "parameters: parameter names become --NAME=VALUE"),
-        ({"name": "has space"}, "name: String should match pattern"),
+        ({"name": "has space"}, "name: expected a name of letters, digits, '_' and '-'"),
         ({"retries": -1}, "retries: Input should be greater than or equal to 0"),
     ],
 )

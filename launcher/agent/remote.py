@@ -141,7 +141,8 @@ class AgentSession:
         code = await self._wait(CLOSE_WAIT_S)
         lines = [ln for ln in self.stderr.decode(errors="replace").strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {code}"
-        return f"ssh: {last}" if code == 255 and not self.node.is_local else last
+        # ssh's own messages already start with "ssh: "; say it once
+        return f"ssh: {last.removeprefix('ssh: ')}" if code == 255 and not self.node.is_local else last
 
     async def _wait(self, timeout: float) -> int | None:
         try:

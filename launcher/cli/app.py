@@ -21,6 +21,9 @@ class CliState:
 
 state = CliState()
 
+OWN_PACKAGES = ("launcher", "benchmarks", "container", "perf")
+"""Loggers at the level -v/-q choose; every other (libraries) at WARNING unless -v."""
+
 app = typer.Typer(
     name="corral",
     help="corral: launch distributed training on GPU nodes inside tmux, and benchmark the nodes.\n\n"
@@ -49,7 +52,15 @@ def root(
 ) -> None:
     state.verbose, state.quiet, state.debug = verbose, quiet, debug
     level = logging.DEBUG if (verbose or debug) else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # corral's own packages log at `level`; a library's INFO (libtmux's "session created") is not the user's
+    # business: libraries say only warnings unless --verbose
+    logging.basicConfig(
+        level=logging.DEBUG if (verbose or debug) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for package in OWN_PACKAGES:
+        logging.getLogger(package).setLevel(level)
 
 
 def _register() -> None:
@@ -77,12 +88,46 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(paragraphs)
 
 
+ARGUMENT_NAMES = {"files": "FILE", "names": "NAME", "nodes": "NODE"}
+"""A list argument's name in usage lines: one item, then ``...`` (``FILE...``, as click and man pages write it)."""
+
+
+def _tidy_argument(param) -> None:
+    """``FILE...`` / ``[NAME]...`` instead of typer's ``{files}...`` and ``<list[Path]>`` (docopt's and click's spelling)."""
+    many = param.nargs != 1
+    name = ARGUMENT_NAMES.get(param.name, param.name.upper())
+    shown = f"{name}..." if many else name
+    param.metavar = shown
+    usage = shown if param.required else f"[{name}]..." if many else f"[{name}]"
+    param._usage_display_name = lambda: usage  # typer wraps a required argument in {}, which no shell user writes
+    _tidy_list_type(param)
+
+
+def _tidy_list_type(param) -> None:
+    """A repeatable value is shown by its item's type (``<str>``, ``<path>``), not Python's ``<list[str]>``."""
+    if (
+        not getattr(getattr(param, "type_descriptor", None), "is_list", False)
+        or param.param_type_name == "option"
+        and param.metavar
+    ):
+        return
+    shown = param.display_type
+    param.display_type = lambda ctx, _shown=shown: _shown(ctx).replace("list[", "").replace("]", "").lower()
+    if param.param_type_name == "option":
+        param.display_type_rich = param.display_type
+
+
 def _tidy(command) -> None:
-    """Flags shown as flags (no ``<bool>`` value, which invites ``--dry-run true``); help reflowed."""
+    """Flags shown as flags (no ``<bool>`` value, which invites ``--dry-run true``); argument names as
+    people write them (``FILE...``); help reflowed."""
     command.help = reflow(command.help)
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""
+        elif param.param_type_name == "argument":
+            _tidy_argument(param)
+        else:
+            _tidy_list_type(param)
     make_help = command.get_help_option
 
     def help_option(ctx, _make=make_help):  # click builds -h/--help on demand: a flag like the others

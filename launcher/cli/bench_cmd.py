@@ -7,7 +7,16 @@ from typing import Literal, Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, json_target
+from launcher.cli.common import (
+    ClusterOpt,
+    ExcludeFromOpt,
+    ExcludeOpt,
+    JsonOpt,
+    JsonOutOpt,
+    cluster_excluding,
+    json_target,
+    say_left_out,
+)
 
 app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
 
@@ -53,6 +62,8 @@ def allreduce(
         "--container",
         help="Run inside the container of this job file's `container` section (same image, mounts, devices).",
     ),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """All-reduce bandwidth across the cluster, in nccl-tests' table format.
 
@@ -66,10 +77,10 @@ def allreduce(
     from benchmarks.allreduce import run as ar
     from benchmarks.allreduce import table as nccl_table
     from launcher.cli.common import console, write_json
-    from launcher.config import load_cluster
     from launcher.errors import RunFailed
 
-    cfg = load_cluster(cluster)
+    cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run)
     req = ar.validate(
         cfg,
         min_bytes=min_bytes,
@@ -144,6 +155,8 @@ def net(
     json_out: Optional[Path] = JsonOutOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-pair time series as a PNG."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the pairs and what runs on each end."),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """Point-to-point TCP throughput between nodes over their private addresses.
 
@@ -154,10 +167,10 @@ def net(
     from benchmarks.net import plan as netbench
     from benchmarks.net import run as bn
     from launcher.cli.common import console, write_json
-    from launcher.config import load_cluster
     from launcher.errors import RunFailed
 
-    cfg = load_cluster(cluster)
+    cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run)
     eps, plans = bn.prepare(cfg, duration=duration, pairs=pairs)
     if dry_run:
         sys.stdout.write(netbench.describe_plan(plans) + "\n")
@@ -187,7 +200,7 @@ def volume(
     path: Path = typer.Argument(..., help="Directory on the volume to test (files are created and removed there)."),
     cluster: Optional[Path] = ClusterOpt,
     node: Optional[list[str]] = typer.Option(
-        None, "--node", help="Run on this node only (repeatable; default: every node of -c)."
+        None, "--node", metavar="NODE", help="Run on this node only (repeatable; default: every node of -c)."
     ),
     size: str = typer.Option("1G", "--size", help="Test file size (one file, shared by the modes)."),
     bs: str = typer.Option("1M", "--bs", help="Block size for sequential modes (random modes use 4K)."),
@@ -212,6 +225,8 @@ def volume(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan (modes, threads, fio command lines) and exit."
     ),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """Volume throughput: sequential and random I/O, throttle detection, fio comparison.
 
@@ -239,6 +254,8 @@ def volume(
         plot=plot,
         compare_fio=compare_fio,
         dry_run=dry_run,
+        exclude=exclude,
+        exclude_from=exclude_from,
     )
     if code:
         raise typer.Exit(code)
@@ -258,6 +275,8 @@ def node(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each node would run, and exit."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds to wait for every node's probe (cluster only)."),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """Node acceptance: GPU inventory, health counters and speed judged against the model's spec.
 
@@ -268,9 +287,9 @@ def node(
     from benchmarks.node import run
     from benchmarks.node.report import build_report, render_table
     from launcher.cli.common import console, emit_json
-    from launcher.config.loading import load_cluster
 
-    cfg = load_cluster(cluster)
+    cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run)
     expected = {n.label: n.gpus for n in cfg.nodes}
     if dry_run:
         name = run.job_name()
@@ -311,3 +330,81 @@ def node(
     emit_json(report, as_json, json_out)
     if report["summary"]["status"] == "fail":
         raise typer.Exit(1)
+
+
+@app.command("cluster")
+def cluster_cmd(
+    cluster: Optional[Path] = ClusterOpt,
+    level: Literal["quick", "standard", "burn-in"] = typer.Option(
+        "quick",
+        "--level",
+        help="quick: minutes; standard: longer runs, all pairs up to 16 nodes; burn-in: + --duration.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="DIR", help="Where report.json/.md/.html and junit.xml go (default: under the runs dir)."
+    ),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="REPORT.json", help="Compare every figure with this earlier report or baseline."
+    ),
+    save_baseline: Optional[Path] = typer.Option(
+        None, "--save-baseline", metavar="FILE", help="Write this run's figures as a baseline (only when it passes)."
+    ),
+    duration: Optional[float] = typer.Option(
+        None, "--duration", help="Seconds of sustained load (burn-in; required there)."
+    ),
+    net_duration: Optional[float] = typer.Option(
+        None, "--net-duration", help="Seconds per network pair (default: the level's)."
+    ),
+    threshold: float = typer.Option(
+        0.15, "--threshold", help="A figure this share below its peers' median (and outside their spread) fails."
+    ),
+    baseline_threshold: float = typer.Option(
+        0.10, "--baseline-threshold", help="A figure this share below the baseline's fails."
+    ),
+    volume_path: Optional[str] = typer.Option(
+        None, "--volume-path", help="Directory on each node's volume to test (default: the cluster's runs dir)."
+    ),
+    volume_cap: Optional[float] = typer.Option(
+        None, "--volume-cap-mibps", help="The provider's documented volume cap in MiB/s (e.g. 128): judged against it."
+    ),
+    min_busbw: Optional[float] = typer.Option(
+        None, "--min-busbw", help="The all-node all-reduce fails (and is bisected) below this bus bandwidth, GB/s."
+    ),
+    skip: list[str] = typer.Option(
+        [], "--skip", metavar="STEP", help="Leave out a step: node, net, allreduce, volume..."
+    ),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
+    as_json: bool = JsonOpt,
+    json_out: Optional[Path] = JsonOutOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps, their budgets and who is left out."),
+) -> None:
+    """Accept a whole cluster: node, network, all-reduce and volume benchmarks, judged and localized.
+
+    Each node is judged against the GPU's spec, the provider's documented limits and its peers (median and MAD); a slow pair is re-tested with a node that passed, a slow all-reduce is bisected. Writes report.json (its exclude list feeds --exclude-from), report.md, report.html and junit.xml. Exit 0 all pass, 1 a node failed, 2 it could not run.
+
+    Example: corral bench cluster -c cluster.yaml --level quick --volume-cap-mibps 128 --out acceptance/
+    """
+    from launcher.cli.bench_cluster import run_command
+
+    code = run_command(
+        cluster_file=cluster,
+        level=level,
+        out_dir=out,
+        baseline=baseline,
+        save_baseline=save_baseline,
+        duration=duration,
+        net_duration=net_duration,
+        threshold=threshold,
+        baseline_threshold=baseline_threshold,
+        volume_path=volume_path,
+        volume_cap=volume_cap,
+        min_busbw=min_busbw,
+        skip=skip,
+        exclude=exclude,
+        exclude_from=exclude_from,
+        json_target=json_target(as_json, json_out),
+        dry_run=dry_run,
+    )
+    if code:
+        raise typer.Exit(code)

@@ -33,6 +33,8 @@ def run_command(
     plot: Path | None,
     compare_fio: bool,
     dry_run: bool,
+    exclude: list[str] | None = None,
+    exclude_from: Path | None = None,
 ) -> int:
     from launcher.cli.common import console, write_json
 
@@ -52,8 +54,8 @@ def run_command(
     if not out.is_terminal:
         out.width = 200  # a file or pipe gets whole rows, not a table squeezed into 80 columns
     err = console(stderr=True)
-    on_cluster = cluster_file is not None or bool(nodes)
-    cluster = _load_cluster(cluster_file, nodes) if on_cluster else None
+    on_cluster = cluster_file is not None or bool(nodes) or bool(exclude) or exclude_from is not None
+    cluster = _load_cluster(cluster_file, nodes, exclude or [], exclude_from, dry_run) if on_cluster else None
     if dry_run:
         for line in planmod.describe(plan):
             out.print(line)
@@ -117,12 +119,16 @@ def run_command(
     return 1 if doc.get("failed_nodes") else 0
 
 
-def _load_cluster(cluster_file: Path | None, nodes: list[str] | None):
-    """The cluster for ``-c`` (the embedded localhost one with only ``--node``); unknown ``--node`` names are errors."""
-    from launcher.config import load_cluster
+def _load_cluster(
+    cluster_file: Path | None, nodes: list[str] | None, exclude: list[str], exclude_from: Path | None, dry_run: bool
+):
+    """The cluster for ``-c`` (the embedded localhost one with only ``--node``) less the excluded nodes; unknown
+    ``--node`` names are errors."""
+    from launcher.cli.common import cluster_excluding, say_left_out
     from launcher.errors import UserError
 
-    cluster = load_cluster(cluster_file)
+    cluster, left_out = cluster_excluding(cluster_file, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run)
     for n in nodes or []:
         try:
             cluster.node(n)

@@ -14,6 +14,32 @@ ClusterOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of the table.")
 JsonOutOpt = typer.Option(None, "--json-out", metavar="PATH", help="Also write the result as JSON to this file.")
+ExcludeOpt = typer.Option([], "--exclude", metavar="NODE", help="Leave this node of the cluster file out (repeatable).")
+ExcludeFromOpt = typer.Option(
+    None,
+    "--exclude-from",
+    metavar="REPORT.json",
+    help="Leave out the nodes that `corral bench cluster` failed (the report's exclude list).",
+)
+
+
+def cluster_excluding(path: Optional[Path], exclude: list[str], exclude_from: Optional[Path]):
+    """The cluster file (or the embedded one) without the ``--exclude``/``--exclude-from`` nodes, and who was
+    left out and why (``launcher.config.exclude``: the one place nodes are left out)."""
+    from launcher.config import load_cluster
+    from launcher.config.exclude import exclude_nodes, exclusions
+
+    left = exclusions(exclude or (), exclude_from)
+    return exclude_nodes(load_cluster(path), left), left
+
+
+def say_left_out(left, *, stdout: bool = False) -> None:
+    """One line per node left out: on stdout in a dry run (part of the plan), else on stderr."""
+    for item in left:
+        if stdout:
+            typer.echo(item.line())
+        else:
+            console(stderr=True).print(item.line(), markup=False, highlight=False)
 
 
 def console(stderr: bool = False):
@@ -47,6 +73,33 @@ def write_json(obj: Any, target: Optional[Path | str]) -> None:
         sys.stdout.write(text)
     else:
         Path(target).write_text(text, encoding="utf-8")
+
+
+def corral_invocation(cwd: Path) -> tuple[str, Optional[str]]:
+    """How a person types corral in a fresh shell, and a note when a bare ``corral`` would not be found.
+
+    ``make demo`` runs ``.venv/bin/corral`` without activating the venv, so the shell that ran it
+    knows no ``corral``: the commands we print must say ``.venv/bin/corral`` (relative to ``cwd``,
+    where they tell the user to ``cd``), and how to put it on the PATH.
+    """
+    import os
+    import shutil
+
+    script = Path(sys.executable).parent / "corral"
+    found = shutil.which("corral")
+    if not script.exists() or (found is not None and Path(found).resolve() == script.resolve()):
+        return "corral", None
+    try:
+        shown = str(script.relative_to(cwd))
+    except ValueError:
+        shown = str(script)
+    activate = Path(shown).parent / "activate"
+    note = (
+        f"corral is not on this shell's PATH: `source {activate}` puts it there (in {cwd}), or call it as {shown}"
+        if os.sep in shown
+        else None
+    )
+    return shown, note
 
 
 class DefaultCommandGroup:

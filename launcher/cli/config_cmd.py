@@ -13,15 +13,14 @@ app = typer.Typer(help="Check config files and print their schema.", no_args_is_
 KINDS = ("cluster", "job")
 
 
-def _guess_kind(data: dict) -> str:
-    return "cluster" if "nodes" in data else "job"
-
-
 @app.command("check")
 def check(
     files: list[Path] = typer.Argument(..., help="Cluster or job YAML files."),
     kind: Literal["auto", "cluster", "job"] = typer.Option(
-        "auto", "--kind", "-k", help="auto: a file with 'nodes' is a cluster, any other a job."
+        "auto",
+        "--kind",
+        "-k",
+        help="auto: a file with 'nodes' or 'slurm' is a cluster; otherwise its keys decide (said with the result).",
     ),
 ) -> None:
     """Validate config files: 'ok' and a summary, or every problem with its field path (exit 2).
@@ -30,6 +29,7 @@ def check(
     """
     from launcher.cli.common import console
     from launcher.config import ClusterConfig, JobConfig, read_yaml, validate
+    from launcher.config.loading import guess_kind, wrong_kind_note
     from launcher.errors import ConfigError, UserError
 
     if kind not in ("auto", *KINDS):
@@ -40,12 +40,21 @@ def check(
     for path in files:
         try:
             data = read_yaml(path)
-            k = _guess_kind(data) if kind == "auto" else kind
-            model = validate(ClusterConfig if k == "cluster" else JobConfig, data, str(path))
         except ConfigError as err:
             failed.append(err)
             continue
-        out.print(f"{path}: ok ({k})")
+        k, why = guess_kind(data) if kind == "auto" else (kind, f"--kind {kind}")
+        try:
+            model = validate(ClusterConfig if k == "cluster" else JobConfig, data, str(path))
+        except ConfigError as err:
+            # which kind the file was read as decides every line below: say it (and, with --kind, if it looks
+            # like the other kind)
+            note = wrong_kind_note(data, k) if kind != "auto" else None
+            failed.append(
+                ConfigError(f"{path} (read as a {k} file: {why})", [*([note] if note else []), *err.problems])
+            )
+            continue
+        out.print(f"{path}: ok ({k})" + (f", read as a {k} file: {why}" if kind == "auto" else ""), highlight=False)
         checked.append((path, model))
         for line in summarize(model):
             out.print(f"  {line}")
@@ -77,6 +86,14 @@ def summarize(model) -> list[str]:
     """A one-screen summary of a validated config."""
     from launcher.config import ClusterConfig
 
+    if isinstance(model, ClusterConfig) and model.slurm is not None:
+        s = model.slurm
+        extra = "".join(f" {k}={v}" for k, v in (("account", s.account), ("qos", s.qos), ("time", s.time)) if v)
+        return [
+            f"Slurm partition {s.partition}{extra} (jobs run as batch jobs; nodes come from the allocation)",
+            f"workdir={model.workdir} venv={model.venv or '-'} rendezvous port={model.rendezvous.port}",
+            f"runs={model.storage.runs} checkpoints={model.storage.checkpoints}",
+        ]
     if isinstance(model, ClusterConfig):
         lines = [f"{len(model.nodes)} node(s):"]
         for n in model.nodes[:16]:

@@ -15,7 +15,7 @@ def demo(
     """
     import asyncio
 
-    from launcher.cli.common import console
+    from launcher.cli.common import console, corral_invocation
     from launcher.config import load_cluster, load_job
     from launcher.config.loading import REPO_ROOT
     from launcher.jobs import follow, launch
@@ -33,25 +33,28 @@ def demo(
     with out.status("demo: preflight and start in tmux..."):
         record = launch(job, cluster, name=name, base_dir=str(REPO_ROOT), set_=[f"args.1={steps}"])
     plan = record.plan
+    corral, not_on_path = corral_invocation(REPO_ROOT)
     out.print(
         f"demo running in tmux session corral-{plan.name} ({plan.nodes[0].nproc_per_node} processes, {plan.backend}); following its log:"
     )
-    out.print(f"  attach while it runs: cd {REPO_ROOT} && corral attach {plan.name}   (detach: Ctrl-b d)")
+    out.print(f"  attach while it runs: cd {REPO_ROOT} && {corral} attach {plan.name}   (detach: Ctrl-b d)")
     try:
         final = asyncio.run(follow(record, cluster, None, 1000, until_done=True))
     except KeyboardInterrupt:
         out.print(
-            f"stopped following; the demo keeps running: cd {REPO_ROOT} && corral logs {plan.name} -f  /  corral stop {plan.name}"
+            f"stopped following; the demo keeps running: cd {REPO_ROOT} && {corral} logs {plan.name} -f  /  {corral} stop {plan.name}"
         )
         return 0
     ok = final is not None and final.ok
     out.print(
         f"demo {'finished' if ok else 'FAILED'}: {', '.join(f'{n.node} {n.state} {n.exit_code}' for n in final.nodes)}"
     )
-    out.print(f"  logs:        {plan.nodes[0].log_path}  (or: cd {REPO_ROOT} && corral logs {plan.name})")
+    out.print(f"  logs:        {plan.nodes[0].log_path}  (or: cd {REPO_ROOT} && {corral} logs {plan.name})")
     out.print(f"  results:     {plan.run_dir}/results/")
     out.print(f"  checkpoints: {plan.ckpt_dir}")
-    out.print("  attach to a running job: corral attach NAME [--node NODE]; list jobs: corral ps")
+    out.print(f"  attach to a running job: {corral} attach NAME [--node NODE]; list jobs: {corral} ps")
+    if not_on_path:
+        out.print(f"  {not_on_path}")
     return 0 if ok else 1
 
 

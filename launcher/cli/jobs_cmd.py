@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json, write_json
+from launcher.cli.common import (
+    ClusterOpt,
+    ExcludeFromOpt,
+    ExcludeOpt,
+    JsonOpt,
+    JsonOutOpt,
+    cluster_excluding,
+    console,
+    emit_json,
+    say_left_out,
+    write_json,
+)
 
 
 def _cluster(path: Optional[Path]):
@@ -24,7 +35,9 @@ def launch(
     job: Path = typer.Argument(..., help="Job YAML file."),
     cluster: Optional[Path] = ClusterOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the job's name)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a job field: --set max_restarts=2 (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Override a job field: --set max_restarts=2 (repeatable)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan (per node: tmux session, env, torchrun argv) and touch nothing."
     ),
@@ -32,6 +45,8 @@ def launch(
         False, "--follow", "-f", help="Stream the logs until the job ends (Ctrl-C stops following, not the job)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (with --dry-run) or the run record as JSON."),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> int:
     """Launch a job on every node inside tmux; returns once every node runs.
 
@@ -39,14 +54,16 @@ def launch(
     other relative paths in a file are relative to that file; without -c, the embedded cluster's
     workdir and runs/ are in the project directory (the nearest one upward holding runs/ or .git).
 
-    Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1
+    Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1 --exclude-from acceptance/report.json
     """
     from launcher.backends import backend_for
     from launcher.config import load_job
     from launcher.jobs import describe as describe_job
     from launcher.jobs import launch as launch_job
 
-    jobcfg, clustercfg = load_job(job), _cluster(cluster)
+    jobcfg = load_job(job)
+    clustercfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run and not as_json)
     backend = backend_for(clustercfg)
     if dry_run:
         description = describe_job(jobcfg, clustercfg, name=name, set_=set_)
@@ -148,14 +165,17 @@ def _report_final(final) -> int:
 
 def ps(
     cluster: Optional[Path] = ClusterOpt,
-    all_: bool = typer.Option(False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...)."),
+    all_: bool = typer.Option(
+        False, "--all", "-a", help="Also list the benchmarks' own runs (named bench-...) and every sweep trial."
+    ),
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
 ) -> None:
     """List jobs, each job's state and its state on every node (running / exited N / missing).
 
     The job state comes from its nodes' states (docs/LAUNCH.md, "Job states"). Runs that the
-    benchmarks start (named bench-...) are listed with --all only.
+    benchmarks start (named bench-...) are listed with --all only. A sweep's trials are one line
+    per sweep (its trials counted by state); --all or `corral sweep status NAME` lists them.
 
     Example: corral ps --json
     """
@@ -170,9 +190,14 @@ def ps(
         return await asyncio.gather(*(read_status(r, clustercfg) for r in records))
 
     statuses = asyncio.run(gather()) if records else []
+    sweeps = {s.name: sweep_of(r) for r, s in zip(records, statuses)}
+    grouped = [] if all_ else sweep_rows(statuses, sweeps)
+    statuses = [s for s in statuses if all_ or sweeps[s.name] is None]
     rows = [
         {
             "name": s.name,
+            "kind": "job" if sweeps[s.name] is None else "trial",
+            "sweep": sweeps[s.name],
             "state": s.state,
             "nodes": [
                 {
@@ -189,13 +214,20 @@ def ps(
             "events": s.events,
         }
         for s in statuses
-    ]
+    ] + grouped
     if emit_json(rows, as_json, json_out):
         return
     from rich.table import Table
 
     table = Table("job", "job state", "node", "node state", "elapsed", "detail", box=None)
     for row in rows:
+        if row["kind"] == "sweep":  # in the node columns: how many trials, and their states
+            trials = row["trials"]
+            states = ", ".join(f"{n} {state}" for state, n in trials.items())
+            table.add_row(
+                f"{row['name']} (sweep)", row["state"], f"{sum(trials.values())} trials", states, "", row["detail"]
+            )
+            continue
         for i, n in enumerate(row["nodes"]):
             state = n["state"] if n["exit_code"] is None else f"{n['state']} {n['exit_code']}"
             elapsed = "" if n["elapsed_s"] is None else f"{n['elapsed_s']:.0f}s"
@@ -216,6 +248,37 @@ def ps(
         from launcher.jobs import runs_dir
 
         console().print(f"no jobs in {runs_dir(clustercfg)}")
+
+
+def sweep_of(record) -> Optional[str]:
+    """The sweep a run is a trial of (``CORRAL_SWEEP`` in its environment, ``launcher.sweep.trial_job``), or None."""
+    from launcher.backends import backend_of
+
+    return backend_of(record).job_env(record).get("CORRAL_SWEEP") or None
+
+
+def sweep_rows(statuses, sweeps: dict[str, Optional[str]]) -> list[dict]:
+    """One row per sweep: its trials counted by job state; running while any trial may still run."""
+    from collections import Counter
+
+    from launcher.runs.state import ACTIVE
+
+    by_sweep: dict[str, Counter] = {}
+    for s in statuses:
+        if sweeps[s.name] is not None:
+            by_sweep.setdefault(sweeps[s.name], Counter())[s.state] += 1
+    return [
+        {
+            "name": name,
+            "kind": "sweep",
+            "sweep": name,
+            "state": "running" if any(state in ACTIVE for state in counts) else "ended",
+            "trials": dict(sorted(counts.items())),
+            "nodes": [],
+            "detail": f"corral sweep status {name}",
+        }
+        for name, counts in sorted(by_sweep.items())
+    ]
 
 
 def logs(
@@ -337,12 +400,21 @@ def stop(
     """
     from launcher import api
     from launcher.backends import backend_of
+    from launcher.runs.state import ACTIVE
 
     clustercfg = _cluster(cluster)
     backend = backend_of(api.handle(name, clustercfg).record)
     out = console()
+    before = api.status(name, clustercfg)
     with out.status(f"stopping {name} (SIGTERM, SIGKILL after {timeout:g}s)..."):
-        results = api.stop(name, clustercfg, timeout=timeout)
+        results = api.stop(name, clustercfg, timeout=timeout)  # also when it ended: stopping is idempotent
+    if before.state not in ACTIVE and not any(r.error or r.found or r.remaining for r in results):
+        # nothing was running: a "stopped (0 process(es))" would read as if this command ended it
+        how = "; ".join(
+            f"{n.node} {n.state}" + ("" if n.exit_code is None else f" {n.exit_code}") for n in before.nodes
+        )
+        out.print(f"{name} had already ended ({before.state}: {how}); nothing to stop")
+        return 0
     bad = 0
     for r in results:
         if r.error:

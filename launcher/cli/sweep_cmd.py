@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import ClusterOpt, DefaultCommandGroup, JsonOpt, JsonOutOpt, console, emit_json
+from launcher.cli.common import (
+    ClusterOpt,
+    DefaultCommandGroup,
+    ExcludeFromOpt,
+    ExcludeOpt,
+    JsonOpt,
+    JsonOutOpt,
+    cluster_excluding,
+    console,
+    emit_json,
+    say_left_out,
+)
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),
@@ -32,6 +43,8 @@ def run(
     json_out: Optional[Path] = typer.Option(
         None, "--json-out", metavar="PATH", help="With --dry-run: also write the trials as JSON to this file."
     ),
+    exclude: list[str] = ExcludeOpt,
+    exclude_from: Optional[Path] = ExcludeFromOpt,
 ) -> None:
     """Start or resume a sweep; its controller runs detached in tmux on the head node.
 
@@ -40,7 +53,6 @@ def run(
     import uuid
 
     from launcher import api
-    from launcher.config import load_cluster
     from launcher.errors import UserError
     from launcher.sweep.config import load_sweep
     from launcher.sweep.controller import save_spec
@@ -50,7 +62,8 @@ def run(
     from launcher.sweep.trial_job import describe_plan
 
     spec = load_sweep(sweep)
-    cl = load_cluster(cluster)
+    cl, left_out = cluster_excluding(cluster, exclude, exclude_from)
+    say_left_out(left_out, stdout=dry_run and not as_json)
     places_nodes = api.capabilities(cl).places_nodes  # then the launch's preflight checks the partition's size
     if not places_nodes and spec.config.nodes > len(cl.nodes):
         raise UserError(
@@ -59,14 +72,10 @@ def run(
         )
     trials = generate_trials(spec.config)
     if dry_run:
-        _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
-        if spec.config.method == "bayes" and not as_json:
-            from launcher.sweep.space import describe_space
-
-            console().print(
-                f"bayes: {spec.config.run_cap} trial(s), each picked by Optuna's TPE from the results so far, over:\n  "
-                + "\n  ".join(describe_space(spec.config.parameters))
-            )
+        if spec.config.method == "bayes":  # no trial exists before results arrive: say what will run, once
+            _print_bayes_plan(spec, as_json, json_out)
+        else:
+            _print_plan(spec, describe_plan(spec, trials), as_json, json_out)
         return
     paths = sweep_paths(cl, spec.name)
     holder = read_lock(paths.lock)
@@ -86,7 +95,7 @@ def run(
     from launcher.sweep.detach import plan_controller, start_detached
 
     token = uuid.uuid4().hex
-    launch = plan_controller(paths, cluster, token, spec.name)
+    launch = plan_controller(paths, cluster, token, spec.name, exclude=[item.node for item in left_out])
     start_detached(launch, paths, token)
     console().print(
         f"sweep [bold]{spec.name}[/]: {len(trials) or spec.config.run_cap} trial(s); controller running detached in tmux session "
@@ -102,12 +111,15 @@ def _run_foreground(spec, cl, paths) -> int:
     from launcher.sweep.controller import Controller
     from launcher.sweep.status import build_status
 
+    shown = [0.0]
+
     with progress(f"sweep {spec.name}: trials done") as update:
 
         def sleep(seconds: float) -> None:  # the controller's pause between rounds: time to show where it stands
-            if not update.active:
+            if not update.active or time.monotonic() - shown[0] < 1.0:  # early_terminate pauses in short slices
                 time.sleep(seconds)
                 return
+            shown[0] = time.monotonic()
             counts = build_status(spec, paths)["counts"]
             update(
                 completed=counts["done"] + counts["failed"],
@@ -135,13 +147,44 @@ def _print_plan(spec, plan, as_json, json_out) -> None:
     console().print(table)
 
 
+def _print_bayes_plan(spec, as_json, json_out) -> None:
+    """A bayes sweep's dry run: how many trials, how they are chosen, over which space; the trials come later."""
+    from launcher.sweep.space import describe_space
+
+    cfg = spec.config
+    space = describe_space(cfg.parameters)
+    at_once = f", at most {cfg.max_concurrent} at once" if cfg.max_concurrent else ""
+    if emit_json(
+        {
+            "name": spec.name,
+            "method": "bayes",
+            "run_cap": cfg.run_cap,
+            "nodes": cfg.nodes,
+            "trials": [],
+            "space": space,
+        },
+        as_json,
+        json_out,
+    ):
+        return
+    console().print(
+        f"sweep {spec.name} (dry run): bayes, {cfg.run_cap} trial(s) of {cfg.nodes} node(s) each{at_once}; "
+        "each trial's parameters are picked by Optuna's TPE from the results so far, so none is known before "
+        "the sweep runs. Search space:\n  " + "\n  ".join(space)
+    )
+
+
 @app.command("status")
 def status(
     name: str = typer.Argument(..., help="Sweep name."),
     cluster: Optional[Path] = ClusterOpt,
     as_json: bool = JsonOpt,
     json_out: Optional[Path] = JsonOutOpt,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metric per trial as a PNG."),
+    plot: Optional[Path] = typer.Option(
+        None,
+        "--plot",
+        help="Write a PNG of the metric against step, one curve per trial (pruned ones dashed, the best one highlighted).",
+    ),
 ) -> None:
     """Trials sorted by the metric, the best one, and counts.
 
@@ -191,9 +234,12 @@ def _print_status(st: dict) -> None:
             r["node"] or "-",
             str(r["attempts"]),
             format_metric(r["metric"]),
-            r["error"] or "",
+            short_note(r),
         )
     out.print(table)
+    for r in st["trials"]:  # a table cell squeezes a sentence into a column: the whole of each below
+        if r["error"] and short_note(r) != r["error"]:
+            out.print(f"{r['id']}: {r['error']}")
     if st["best"]:
         b = st["best"]
         out.print(
@@ -203,6 +249,18 @@ def _print_status(st: dict) -> None:
         out.print(f"[yellow]node {node} set aside:[/] {why}")
     for w in st["warnings"]:
         out.print(f"[yellow]warning:[/] {w}")
+
+
+NOTE_WIDTH = 40
+
+
+def short_note(row: dict) -> str:
+    """A trial's note as its table cell shows it: the decisive part, the whole sentence printed below the table."""
+    if row["state"] == "pruned" and row.get("pruned_at_step") is not None:
+        stopped = row.get("stopped_at_step")
+        return f"pruned at step {row['pruned_at_step']}" + (f", stopped at {stopped}" if stopped is not None else "")
+    note = row["error"] or ""
+    return note if len(note) <= NOTE_WIDTH else note[: NOTE_WIDTH - 1] + "…"
 
 
 @app.command("stop")

@@ -66,7 +66,7 @@ def top(
     if as_json or once or json_out is not None or not sys.stdout.isatty():
         frame = asyncio.run(snapshot(collector, first_deadline))
         if not emit_json(frame.to_json(), as_json, json_out):
-            out.print(render(frame, out.size.width))
+            out.print(render(frame, out.size.width, whole_reasons=True))
         return 0
     try:
         asyncio.run(live(collector, out, interval))

@@ -421,7 +421,7 @@ def sweep_from_mapping(data: dict[str, Any], source: str, base_dir: Path | None 
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as err:
-        problems = _split_cross_field(format_validation_error(err, data))
+        problems = _split_cross_field(format_validation_error(err, data, SweepConfig))
         if isinstance(data.get("job"), dict):  # report the inline job's problems in the same pass
             problems += _job_problems({**data["job"], "name": data["job"].get("name", "x")}, "job.")
         raise ConfigError(source, problems) from None
@@ -461,5 +461,5 @@ def _job_problems(data: dict[str, Any], prefix: str) -> list[str]:
     try:
         JobConfig.model_validate(data)
     except ValidationError as err:
-        return [prefix + line for line in format_validation_error(err, data)]
+        return [prefix + line for line in format_validation_error(err, data, JobConfig)]
     return []

@@ -42,6 +42,9 @@ EXIT_FINISHED, EXIT_STUCK, EXIT_REFUSED = 0, 1, 2
 ASK = "+ask"
 """Id prefix of a bayes placeholder: a trial still to be asked of the study (hex ids never start with '+')."""
 MAX_PARALLEL_SSH = 16
+REPORT_WATCH_S = 0.05
+"""early_terminate: how often, between rounds, the running trials' metrics files are checked for new reports, so a
+prune is decided as each value is written, not one poll_interval later (a fast trial runs on in between)."""
 
 
 def save_spec(paths: SweepPaths, sweep: Sweep) -> None:
@@ -103,6 +106,8 @@ class Controller:
         self.clock, self.sleep = clock, sleep
         self.preflighted: set[str] = set()
         self._last_beat = 0.0
+        self._report_sizes: dict[str, int] = {}
+        """early_terminate: per running run, the size of its metrics file when the pruner last judged it."""
 
     # ---- life cycle ----
 
@@ -130,12 +135,36 @@ class Controller:
                     log.error("sweep %s cannot go on: %s", self.sweep.name, over)
                     self._record("controller", action="exit", reason=over)
                     return EXIT_STUCK
-                self.sleep(self.cfg.poll_interval)
+                self.pause()
         except LockLost as exc:
             log.error("%s; this controller stops without touching the journal", exc)
             return EXIT_REFUSED
         finally:
             self.lock.release()
+
+    def pause(self) -> None:
+        """The wait between rounds. With early_terminate it is cut into short slices, and a running trial whose
+        metrics file grew is judged at once: the pruner's verdict reaches the trial within a slice of its report."""
+        if self.study is None or self.cfg.early_terminate is None:
+            self.sleep(self.cfg.poll_interval)
+            return
+        slices = max(1, round(self.cfg.poll_interval / REPORT_WATCH_S))
+        for _ in range(slices):
+            self.sleep(self.cfg.poll_interval / slices)
+            for trial, att in self.state.running():
+                if self._reports_grew(att.run):
+                    self._judge_progress(trial, att)
+
+    def _reports_grew(self, run: str) -> bool:
+        from launcher.report import METRICS_FILE
+
+        try:
+            size = (self.backend.run_dir(run) / METRICS_FILE).stat().st_size
+        except OSError:
+            return False
+        grew = size != self._report_sizes.get(run)
+        self._report_sizes[run] = size
+        return grew
 
     def reload(self) -> None:
         self.state = replay(self.journal.read())
@@ -286,22 +315,25 @@ class Controller:
         if self.study is None or self.cfg.early_terminate is None or trial.optuna is None:
             return
         records = read_reports(self.backend.run_dir(att.run))
-        step = self.study.report(trial.optuna, metric_series(records, self.cfg.metric.name))
+        series = metric_series(records, self.cfg.metric.name)
+        step = self.study.report(trial.optuna, series)
         if step is None:
             return
         # Journal first, then stop, then tell: a controller killed in between finds `pruned` in the journal and
         # the study trial RUNNING, and stops (idempotent) and tells it; the trial is never judged twice.
         metric = best_value(records, self.cfg.metric.name, self.cfg.metric.goal)
-        self._end(
-            trial.id,
-            att.number,
-            att.run,
-            "pruned",
-            {},
-            metric=metric,
-            error=f"pruned at step {step} by early_terminate",
+        et = self.cfg.early_terminate
+        value = dict(series).get(step)
+        why = (
+            f"pruned at step {step} by early_terminate ({et.pruner}): {self.cfg.metric.name}={value:.6g} there "
+            f"was not in the best 1/{et.eta} of the trials that reached that step"
         )
+        self._end(trial.id, att.number, att.run, "pruned", {}, metric=metric, error=why, step=step)
         self._stop_quietly(att.run)
+        # the step it really stopped at: a trial runs on between its report and the stop
+        after = metric_series(read_reports(self.backend.run_dir(att.run)), self.cfg.metric.name)
+        if after:
+            self._record("stopped_at", trial=trial.id, attempt=att.number, run=att.run, step=after[-1][0])
         self._settle(trial.id)
 
     def _settle(self, trial_id: str) -> None:
@@ -342,10 +374,19 @@ class Controller:
         *,
         metric: Optional[float] = None,
         error: Optional[str] = None,
+        step: Optional[int] = None,
     ) -> None:
         log.info("trial %s attempt %d: %s%s", trial_id, attempt, result, f" ({error})" if error else "")
         self._record(
-            "end", trial=trial_id, attempt=attempt, run=run, result=result, exit_codes=codes, metric=metric, error=error
+            "end",
+            trial=trial_id,
+            attempt=attempt,
+            run=run,
+            result=result,
+            exit_codes=codes,
+            metric=metric,
+            error=error,
+            **({"step": step} if step is not None else {}),
         )
 
     def _stop_quietly(self, run: str) -> None:
@@ -389,12 +430,14 @@ def _side_by_side(calls: list[Callable[[], Any]], want_results: bool = False) ->
 
 def main(argv: Optional[list[str]] = None) -> int:
     from launcher.config import load_cluster
+    from launcher.config.exclude import exclude_nodes, exclusions
     from launcher.sweep.backend import LaunchBackend
     from launcher.sweep.lock import LockHeld
 
     p = argparse.ArgumentParser(prog="python -m launcher.sweep.controller", description=__doc__.splitlines()[0])
     p.add_argument("--sweep-dir", required=True, type=Path)
     p.add_argument("--cluster", type=Path, default=None)
+    p.add_argument("--exclude", action="append", default=[], help="A node of the cluster file to leave out.")
     p.add_argument("--token", default=None, help="Names the file a refusal is written to, for the CLI that started us.")
     p.add_argument("--session", default=None, help="The tmux session this controller runs in.")
     args = p.parse_args(argv)
@@ -409,7 +452,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     try:
         sweep = load_spec(paths)
-        cluster = load_cluster(args.cluster)
+        cluster = exclude_nodes(load_cluster(args.cluster), exclusions(args.exclude))
         controller = Controller(sweep, cluster, LaunchBackend(cluster), paths, session=args.session, token=args.token)
         return controller.run()
     except LockHeld as exc:

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,7 +50,9 @@ class ControllerLaunch:
         return f"cd {shlex.quote(self.workdir)} && exec {shlex.join(env + self.argv)}"
 
 
-def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str, sweep: str) -> ControllerLaunch:
+def plan_controller(
+    paths: SweepPaths, cluster_file: Optional[Path], token: str, sweep: str, exclude: Sequence[str] = ()
+) -> ControllerLaunch:
     session = session_name(sweep, token)
     argv = [
         sys.executable,
@@ -64,6 +67,8 @@ def plan_controller(paths: SweepPaths, cluster_file: Optional[Path], token: str,
     ]
     if cluster_file is not None:
         argv += ["--cluster", str(Path(cluster_file).absolute())]
+    for node in exclude:  # the controller reloads the cluster file: it must leave out the same nodes
+        argv += ["--exclude", node]
     return ControllerLaunch(session, os.environ.get(TMUX_SOCKET_ENV) or None, os.getcwd(), argv)
 
 

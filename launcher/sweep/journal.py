@@ -12,6 +12,8 @@ Events (``ev``):
   end         {trial, attempt, run, result: done|failed|stopped|lost|pruned, exit_codes, metric, error, step?}
                                                      pruned: stopped early by early_terminate, written
                                                      BEFORE its run is stopped and the study told
+  stopped_at  {trial, attempt, run, step}             after a pruned run was stopped: the last step it reported
+                                                     (it runs on between the report that decided and the stop)
   node_aside  {node, reason}                          a node that failed 2 different trials in a row
   finished    {counts}                                every trial is done or failed
 """
@@ -101,6 +103,10 @@ class Attempt:
     metric: Optional[float] = None
     error: Optional[str] = None
     ended: Optional[float] = None
+    step: Optional[int] = None
+    """pruned: the step whose report decided it."""
+    stopped_at: Optional[int] = None
+    """pruned: the last step the run reported before its stop took effect."""
 
 
 @dataclass
@@ -204,7 +210,7 @@ def _on_end(st: SweepState, rec: dict[str, Any]) -> None:
         return
     att.result, att.ended = rec["result"], rec.get("t")
     att.exit_codes = dict(rec.get("exit_codes") or {})
-    att.metric, att.error = rec.get("metric"), rec.get("error")
+    att.metric, att.error, att.step = rec.get("metric"), rec.get("error"), rec.get("step")
     if att.result == "done" and sum(a.result == "done" for a in trial.attempts) > 1:  # type: ignore[union-attr]
         st.problems.append(f"trial {rec['trial']}: finished more than once")
     _update_streaks(st, rec["trial"], att)
@@ -235,7 +241,20 @@ def _on_finished(st: SweepState, rec: dict[str, Any]) -> None:
     st.finished = True
 
 
-_HANDLERS = {"start": _on_start, "end": _on_end, "node_aside": _on_node_aside, "finished": _on_finished}
+def _on_stopped_at(st: SweepState, rec: dict[str, Any]) -> None:
+    trial = st.trials.get(rec["trial"])
+    att = next((a for a in (trial.attempts if trial else []) if a.number == rec["attempt"]), None)
+    if att is not None:
+        att.stopped_at = rec["step"]
+
+
+_HANDLERS = {
+    "start": _on_start,
+    "end": _on_end,
+    "stopped_at": _on_stopped_at,
+    "node_aside": _on_node_aside,
+    "finished": _on_finished,
+}
 
 
 def replay(records: Iterable[dict[str, Any]]) -> SweepState:

@@ -51,6 +51,8 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
             "metric": None,
             "run": None,
             "error": None,
+            "pruned_at_step": None,
+            "stopped_at_step": None,
         }
         if rec and rec.attempts:
             last = rec.done or rec.attempts[-1]
@@ -62,9 +64,15 @@ def build_status(sweep: Sweep, paths: SweepPaths) -> dict[str, Any]:
                 metric=last.metric,
                 error=last.error,
             )
+            if row["state"] == "pruned" and rec.pruned is not None:
+                # why (the journal's verdict) and where the run really stopped, beside the step that decided it
+                p = rec.pruned
+                row.update(pruned_at_step=p.step, stopped_at_step=p.stopped_at, error=p.error)
+                if p.stopped_at is not None:
+                    row["error"] = f"{p.error}; its run stopped at step {p.stopped_at}"
             if rec.running:
                 row["metric"] = best_value(read_reports(runs_root / last.run), cfg.metric.name, cfg.metric.goal)
-            if tid not in params:
+            if tid not in params and cfg.method != "bayes":  # bayes trials are asked of the study, never planned
                 row["error"] = "not in the current sweep file (kept from an earlier version)"
         rows.append(row)
     rows.sort(key=lambda r: _sort_key(r, cfg.metric.goal))

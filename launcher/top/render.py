@@ -207,7 +207,23 @@ def header(frame: Frame, interval: float | None) -> Text:
     return Text(text, style="bold")
 
 
-def render(frame: Frame, width: int, interval: float | None = None) -> RenderableType:
+def problems(frame: Frame) -> list[str]:
+    """Every reason a cell may cut short, whole, one line each: unreachable nodes, GPU throttle reasons and events."""
+    lines = [f"{n.node}: unreachable: {n.error}" for n in frame.nodes if not n.reachable and n.error]
+    for n in frame.nodes:
+        for g in n.gpus if n.reachable else []:
+            bad = [w for w in g.throttle if w != "idle"]
+            events = list(g.events) + [f"ECC +{v} {k}" for k, v in g.ecc_new.items()]
+            if bad:
+                lines.append(f"{n.node} gpu {g.index}: throttled: {', '.join(bad)}")
+            if events:
+                lines.append(f"{n.node} gpu {g.index}: {'; '.join(events)}")
+    return lines
+
+
+def render(frame: Frame, width: int, interval: float | None = None, *, whole_reasons: bool = False) -> RenderableType:
+    """The screen; ``whole_reasons`` (a frame printed off a terminal, where nobody widens the window) adds every
+    reason a cell cut short below the tables, whole."""
     parts: list[RenderableType] = [header(frame, interval), nodes_table(frame, width)]
     for extra in (gpus_table(frame, width), jobs_table(frame, width)):
         if extra is not None:
@@ -217,4 +233,6 @@ def render(frame: Frame, width: int, interval: float | None = None) -> Renderabl
         parts.append(Text(f"straggler: {job} on {node} ({why})", style="magenta"))
     for j in sorted((j for n in frame.nodes for j in n.jobs if j.watchdog), key=lambda j: j.job):
         parts.append(Text(f"watchdog: {j.job} {j.watchdog}", style="bold red"))
+    if whole_reasons and (lines := problems(frame)):
+        parts += [Text(""), *(Text(line) for line in lines)]
     return Group(*parts)

@@ -94,9 +94,10 @@ def evaluate_probe(
     """Pure: the probe's verdicts for one node."""
     n = node.label
     if not reply.ok:
-        how = "run locally" if node.is_local else f"ssh {node.host}"
+        # the check is named "ssh" already: the reason follows without ssh's own "ssh: " prefix
+        how = "cannot run locally" if node.is_local else f"cannot reach {node.host} over ssh"
         rest = [Check(n, c, None, "not checked: node unreachable") for c in CHECKS[1:]]
-        return [Check(n, "ssh", False, f"{how} failed: {reply.error}")] + rest
+        return [Check(n, "ssh", False, f"{how} ({str(reply.error).removeprefix('ssh: ')})")] + rest
     d = reply.data
     if not d.get("tmux") or not d.get("bash"):
         out = [Check(n, "ssh", False, "tmux and bash are needed on the node: install them (e.g. apt-get install tmux)")]

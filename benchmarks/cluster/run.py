@@ -1,0 +1,460 @@
+"""``corral bench cluster``, the executing half: the plan's steps one after another over the same nodes.
+
+Every step calls an existing benchmark's own code (``benchmarks.node.run.probe_cluster``,
+``benchmarks.net.run.measure_pair``, ``benchmarks.allreduce.run.run``, ``benchmarks.volume.cluster``), which
+go through ``launcher.api`` (``run_to_completion``, ``run_on_node``) like any job: there is no second copy of
+a benchmark here, only the order, the budgets, the second passes (network re-tests, all-reduce bisection)
+and the bookkeeping. Judging happens afterwards, on what was recorded (``assess``).
+
+A step that runs out of its budget is stopped (``run_to_completion`` stops the job on every node) and
+recorded as incomplete. Ctrl-C stops the current step the same way, skips the rest and raises
+``Interrupted`` carrying what was measured so far, so the CLI can still write a (partial) report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.cluster import judge as J
+from benchmarks.cluster import localize
+from benchmarks.cluster.levels import ClusterPlan, StepPlan
+from launcher.errors import RunFailed, UserError
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class StepRecord:
+    name: str
+    what: str
+    budget_s: float
+    duration_s: float | None = None
+    complete: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Recorded:
+    """Everything the steps measured, as plain data (what ``assess`` judges and report.json keeps)."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    node_reports: list[dict[str, Any]] = field(default_factory=list)
+    net: dict[str, Any] | None = None
+    allreduce: dict[str, Any] | None = None
+    node_allreduce: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volume: dict[str, Any] | None = None
+    burn: list[list[dict[str, Any]]] = field(default_factory=list)
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per step, per node: why that node has no result."""
+    interrupted: bool = False
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a step: the step was stopped on every node; ``recorded`` holds what came before."""
+
+    def __init__(self, recorded: Recorded) -> None:
+        super().__init__("interrupted")
+        self.recorded = recorded
+
+
+class BudgetClock:
+    """Seconds left in a step's budget."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.deadline = time.monotonic() + budget_s
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _job_name(step: str) -> str:
+    import secrets
+
+    return f"bench-cluster-{step}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def step_node(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+    from benchmarks.node import run as node_run
+
+    expected = {n.label: n.gpus for n in cluster.nodes}
+    probes = node_run.probe_cluster(cluster, name=_job_name("node"), quick=False, timeout=step.budget_s)
+    rec.node_reports = node_run.judge_probes(probes, expected)
+    missing = {p["host"]: p["reason"] for p in probes if p.get("format") == "missing"}
+    return f"no probe from {', '.join(missing)}" if missing else ""
+
+
+def _pair_plan(eps, src: str, dst: str, pythons: dict[str, str], duration: float):
+    from benchmarks.net import plan as net
+
+    addr = {e.name: e.addr for e in eps}[dst]
+    return net.PairPlan(
+        src,
+        dst,
+        addr,
+        net.recv_argv(pythons[dst], addr, 0, duration=duration, interval=1.0),
+        net.send_argv(pythons[src], addr, 0, duration=duration),
+    )
+
+
+def _private_endpoints(cluster):
+    """The nodes with a private address (the cloud reference fails the others; they are not measured)."""
+    import ipaddress
+
+    from benchmarks.net import plan as net
+
+    return [net.Endpoint(n.label, n.addr) for n in cluster.nodes if n.addr and ipaddress.IPv4Address(n.addr).is_private]
+
+
+def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
+    from benchmarks.net import plan as net
+    from benchmarks.net import run as bn
+
+    eps = _private_endpoints(cluster)
+    if len(eps) < 2:
+        rec.net = {"skipped": "fewer than two nodes with a private address"}
+        return "skipped: fewer than two nodes with a private address"
+    clock = BudgetClock(step.budget_s)
+    duration = step.params["duration_s"]
+    pythons = {n.label: bn.python_for(cluster, n) for n in cluster.nodes}
+    plans = net.build_plan(eps, step.params["pairs"], python=pythons, duration=duration)
+    rng = random.Random()
+    pairs: list[dict[str, Any]] = []
+    note = ""
+    for i, p in enumerate(plans, 1):
+        if clock.left() < duration + 5:
+            note = f"budget spent after {len(pairs)} of {len(plans)} pairs"
+            break
+        pairs.append(asyncio.run(bn.measure_pair(cluster, p, duration, rng)))
+        say(f"net: pair {i}/{len(plans)} {p.src}->{p.dst} {_show_gbps(pairs[-1])}")
+    judgement = localize.judge_pairs(pairs, th)
+    retests = []
+    for src, dst in localize.retest_pairs(judgement):
+        if clock.left() < duration + 5:
+            note = note or "budget spent during the second pass"
+            break
+        retests.append(
+            asyncio.run(bn.measure_pair(cluster, _pair_plan(eps, src, dst, pythons, duration), duration, rng))
+        )
+        say(f"net: re-test {src}->{dst} {_show_gbps(retests[-1])}")
+    rec.net = {**net.build_result(eps, step.params["pairs"], duration, pairs), "retests": retests}
+    return note
+
+
+def _show_gbps(p: dict[str, Any]) -> str:
+    return f"{p['gbps']:.3g} Gbit/s" if p.get("gbps") is not None else f"failed: {str(p.get('error'))[:80]}"
+
+
+def _ar_request(cluster, step: StepPlan):
+    from benchmarks.allreduce import run as ar
+
+    gpus = any(n.gpus for n in cluster.nodes)
+    return ar.validate(
+        cluster,
+        min_bytes=step.params["min_bytes"],
+        max_bytes=step.params["max_bytes"],
+        factor=step.params["factor"],
+        iters=step.params["iters"],
+        warmup=step.params["warmup"],
+        dtype="float",
+        op="sum",
+        backend="auto",
+        # one process per CPU node: the figure is the network's, and CPU nodes have no GPUs to give ranks
+        nproc_per_node=None if gpus else 1,
+    )
+
+
+def _ar_peak(cluster, req, timeout: float) -> tuple[float | None, dict[str, Any] | None, str]:
+    from benchmarks.allreduce import run as ar
+
+    try:
+        result = ar.run(req, cluster, timeout=max(timeout, 30.0), name=_job_name("allreduce"))
+    except RunFailed as exc:
+        return None, None, str(exc).splitlines()[0]
+    return result["peak_busbw_gbps"], result, ""
+
+
+def _subcluster(cluster, group: list[str]):
+    keep = set(group)
+    return cluster.model_copy(update={"nodes": [n for n in cluster.nodes if n.label in keep]})
+
+
+def allreduce_floor(th: J.Thresholds, baseline_busbw: float | None) -> tuple[float | None, str]:
+    """The bus bandwidth below which the all-node all-reduce is slow, and the reference it comes from."""
+    if th.min_busbw_gbps is not None:
+        return th.min_busbw_gbps, "spec"
+    if baseline_busbw:
+        return baseline_busbw * (1 - th.baseline), "baseline"
+    return None, ""
+
+
+def step_allreduce(
+    cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds, baseline_busbw: float | None
+) -> str:
+    clock = BudgetClock(step.budget_s)
+    req = _ar_request(cluster, step)
+    peak, result, error = _ar_peak(cluster, req, clock.left())
+    rec.allreduce = dict(result or {"error": error})
+    rec.allreduce["peak_busbw_gbps"] = peak
+    say(f"allreduce: all {len(cluster.nodes)} nodes: " + (f"peak busbw {peak:.3g} GB/s" if peak is not None else error))
+    floor, reference = allreduce_floor(th, baseline_busbw)
+    slow = peak is None or (floor is not None and peak < floor)
+    if not slow or len(cluster.nodes) < 2 or not cluster.nodes:
+        return "" if peak is not None else f"failed: {error}"
+
+    def measure(group: list[str]) -> float | None:
+        from launcher.errors import PreflightFailed
+
+        for attempt in (1, 2):
+            left = clock.left()
+            if left < 60:
+                raise localize.OutOfTime()
+            try:
+                got, _, why = _ar_peak(_subcluster(cluster, group), req, left)
+                break
+            except PreflightFailed as exc:  # refused before anything ran: says nothing about speed
+                say(f"allreduce: bisect [{', '.join(group)}]: launch refused (attempt {attempt}): {exc}")
+                if attempt == 2:
+                    raise localize.OutOfTime() from None
+                time.sleep(5)
+        say(f"allreduce: bisect [{', '.join(group)}]: " + (f"{got:.3g} GB/s" if got is not None else why))
+        return got
+
+    names = [n.label for n in cluster.nodes]
+    b = localize.bisect(names, measure, lambda x: x is None or (floor is not None and x < floor))
+    rec.allreduce["bisection"] = b.to_dict()
+    rec.allreduce["floor_gbps"] = floor
+    rec.allreduce["floor_reference"] = reference or "run"
+    return "" if clock.left() > 0 else "budget spent during the bisection"
+
+
+def step_node_allreduce(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+    clock = BudgetClock(step.budget_s)
+    req = _ar_request(cluster, step)
+    for n in cluster.nodes:
+        if clock.left() < 30:
+            return "budget spent before every node was measured"
+        peak, result, error = _ar_peak(_subcluster(cluster, [n.label]), req, clock.left())
+        rec.node_allreduce[n.label] = {"peak_busbw_gbps": peak, "error": error or None}
+        say(f"node_allreduce: {n.label}: " + (f"{peak:.3g} GB/s" if peak is not None else error))
+    return ""
+
+
+def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
+    from benchmarks.volume.cluster import run_on_cluster
+    from benchmarks.volume.plan import build_plan
+
+    p = step.params
+    vplan = build_plan(
+        p["path"], size=p["size"], modes=p["modes"], duration_s=p["duration_s"], limit_mibps=th.volume_cap_mibps
+    )
+    try:
+        rec.volume = run_on_cluster(vplan, cluster, timeout_s=step.budget_s)
+    except RunFailed as exc:
+        rec.volume = {"error": str(exc), "results": [], "failed_nodes": [f"{n.label}: {exc}" for n in cluster.nodes]}
+    failed = rec.volume.get("failed_nodes") or []
+    rec.missing["volume"] = {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in failed}
+    return f"no result from {len(failed)} node(s)" if failed else ""
+
+
+def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+    """Rounds of the node probe (speed tests between two NVML readings) until the duration is up: a node whose
+    figures fall round after round, or whose counters move (XIDs, clock events), shows it here."""
+    from benchmarks.node import run as node_run
+
+    clock = BudgetClock(step.budget_s)
+    end = time.monotonic() + step.params["duration_s"]
+    expected = {n.label: n.gpus for n in cluster.nodes}
+    while time.monotonic() < end and clock.left() > 30:
+        probes = node_run.probe_cluster(cluster, name=_job_name("burn"), quick=False, timeout=clock.left())
+        rec.burn.append(node_run.judge_probes(probes, expected))
+        say(f"burn: round {len(rec.burn)} done, {max(0, end - time.monotonic()):.0f}s to go")
+    return "" if time.monotonic() >= end else "budget spent before the duration"
+
+
+def run_plan(
+    plan: ClusterPlan,
+    cluster,
+    *,
+    th: J.Thresholds,
+    baseline_busbw: float | None = None,
+    say: Say = lambda s: None,
+    on_step: Callable[[int, StepPlan, StepRecord | None], None] = lambda i, s, r: None,
+) -> Recorded:
+    """Run every step in order; ``on_step(i, step, None)`` before a step, ``on_step(i, step, record)`` after."""
+    rec = Recorded()
+    runners = {
+        "node": lambda s: step_node(cluster, s, rec, say),
+        "net": lambda s: step_net(cluster, s, rec, say, th),
+        "allreduce": lambda s: step_allreduce(cluster, s, rec, say, th, baseline_busbw),
+        "node_allreduce": lambda s: step_node_allreduce(cluster, s, rec, say),
+        "volume": lambda s: step_volume(cluster, s, rec, say, th),
+        "burn": lambda s: step_burn(cluster, s, rec, say),
+    }
+    for i, step in enumerate(plan.steps):
+        record = StepRecord(step.name, step.what, step.budget_s)
+        rec.steps.append(record)
+        on_step(i, step, None)
+        t0 = time.monotonic()
+        try:
+            note = runners[step.name](step)
+            record.complete = not note or note.startswith("skipped")
+            record.note = note
+        except KeyboardInterrupt:
+            record.duration_s = round(time.monotonic() - t0, 1)
+            record.note = "interrupted (Ctrl-C): stopped on every node"
+            rec.interrupted = True
+            for later in plan.steps[i + 1 :]:
+                rec.steps.append(
+                    StepRecord(later.name, later.what, later.budget_s, None, False, "not run (interrupted)")
+                )
+            raise Interrupted(rec) from None
+        except (RunFailed, UserError) as exc:
+            record.note = f"failed: {str(exc).splitlines()[0]}"
+        record.duration_s = round(time.monotonic() - t0, 1)
+        if record.duration_s > step.budget_s:
+            record.complete = False
+            record.note = (record.note + "; " if record.note else "") + "over its budget"
+        on_step(i, step, record)
+    return rec
+
+
+# ---------------------------------------------------------------------------- judging what was recorded
+
+
+def figures_of(rec: Recorded) -> dict[str, dict[str, float]]:
+    figs: dict[str, dict[str, float]] = {}
+    for node in rec.node_reports:
+        figs.setdefault(node["host"], {}).update(J.node_figures(node))
+    for part in (J.volume_figures(rec.volume), J.net_figures((rec.net or {}).get("pairs") or [])):
+        for n, f in part.items():
+            figs.setdefault(n, {}).update(f)
+    for n, got in rec.node_allreduce.items():
+        if got.get("peak_busbw_gbps") is not None:
+            figs.setdefault(n, {})["node_allreduce_busbw_gbps"] = got["peak_busbw_gbps"]
+    return figs
+
+
+def _burn_findings(rec: Recorded, th: J.Thresholds) -> dict[str, list[J.Finding]]:
+    """Health checks of every burn round, and a node whose CPU/GPU figures dropped from the first round to the last."""
+    out: dict[str, list[J.Finding]] = {}
+    if not rec.burn:
+        return out
+    for rnd in rec.burn:
+        for node in rnd:
+            for f in J.from_node_report(node):
+                if f.severity != J.PASS:
+                    f.check = "burn." + f.check
+                    out.setdefault(node["host"], []).append(f)
+    first = {n["host"]: J.node_figures(n) for n in rec.burn[0]}
+    last = {n["host"]: J.node_figures(n) for n in rec.burn[-1]}
+    for host, f in last.items():
+        for key, v in f.items():
+            v0 = first.get(host, {}).get(key)
+            if not v0 or len(rec.burn) < 2:
+                continue
+            drop = 1 - v / v0
+            label, unit = J.FIGURES[key]
+            out.setdefault(host, []).append(
+                J.Finding(
+                    f"burn.{key}",
+                    J.WARN if drop > th.peer else J.PASS,
+                    f"{label} {J.fmt(v0)} -> {J.fmt(v)} {unit} from the first to the last of {len(rec.burn)} rounds",
+                    v,
+                    round(v0 * (1 - th.peer), 4),
+                    "run",
+                    J.REMEDIES["gpu_compute"] if drop > th.peer else "",
+                    unit,
+                )
+            )
+    return out
+
+
+def _expectation_findings(rec: Recorded, figs: dict[str, dict[str, float]]) -> dict[str, list[J.Finding]]:
+    """The per-node-type failure lines of ``expect.py`` (single-node all-reduce, host-to-GPU copy) for nodes whose
+    GPU model and count have a row there."""
+    from benchmarks.cluster.expect import expectation_for
+    from benchmarks.node.specs import find_spec
+
+    out: dict[str, list[J.Finding]] = {}
+    for node in rec.node_reports:
+        names = [g.get("name") for g in node.get("gpus") or []]
+        spec = find_spec(names[0]) if names else None
+        exp = expectation_for(spec.key if spec else None, len(names))
+        if exp is None:
+            continue
+        host, mine = node["host"], figs.get(node["host"], {})
+        lines = [("gpu_h2d_gbps", exp.h2d_gbps, "pcie")]
+        if host in rec.node_allreduce:
+            lines.append(("node_allreduce_busbw_gbps", exp.node_allreduce_busbw_gbps, "allreduce"))
+        for key, line, remedy in lines:
+            value = mine.get(key)
+            low = value is None or value < line
+            label, unit = J.FIGURES[key]
+            out.setdefault(host, []).append(
+                J.Finding(
+                    f"spec.{key}",
+                    J.FAIL if low else J.PASS,
+                    f"{label} {J.fmt(value) if value is not None else 'not measured'} {unit}; "
+                    f"{exp.source} fail a node below {J.fmt(line)}",
+                    value,
+                    line,
+                    "spec",
+                    J.REMEDIES[remedy] if low else "",
+                    unit,
+                )
+            )
+    return out
+
+
+def assess(
+    cluster, rec: Recorded, th: J.Thresholds, baseline: dict[str, dict[str, float]] | None
+) -> tuple[list[J.NodeVerdict], dict[str, dict[str, float]]]:
+    """The verdict of every node from what was recorded: pure apart from reading ``cluster``'s node list."""
+    names = [n.label for n in cluster.nodes] or [n["host"] for n in rec.node_reports]
+    figs = figures_of(rec)
+    for n in names:
+        figs.setdefault(n, {})
+    parts = [
+        {n["host"]: J.from_node_report(n) for n in rec.node_reports},
+        J.judge_peers(figs, th),
+        J.judge_cloud(figs, th, {n.label: n.addr for n in cluster.nodes}),
+        J.missing_findings("volume", rec.missing.get("volume", {})),
+        _expectation_findings(rec, figs),
+        _burn_findings(rec, th),
+    ]
+    net = rec.net or {}
+    if net.get("pairs"):
+        j = localize.judge_pairs(net["pairs"], th)
+        parts.append(localize.attribute(names, net["pairs"], net.get("retests") or [], j, th))
+    ar = rec.allreduce or {}
+    if ar.get("bisection"):
+        parts.append(
+            localize.bisection_findings(
+                localize.Bisection(
+                    [(r["nodes"], r["busbw_gbps"]) for r in ar["bisection"]["runs"]],
+                    ar["bisection"]["culprits"],
+                    ar["bisection"]["note"],
+                ),
+                ar.get("peak_busbw_gbps"),
+                ar.get("floor_gbps") or 0.0,
+                ar.get("floor_reference", "run"),
+                names,
+            )
+        )
+    if baseline:
+        parts.append(J.judge_baseline(figs, baseline, th))
+    return J.verdicts(names, J.merge(*parts)), figs
