@@ -45,16 +45,21 @@ def select_runs(
     aged = [load(root, n) for n in list_names(root) if n not in names] if cutoff is not None else []
     aged = [r for r in aged if r.started_at < cutoff]
     statuses = _statuses(named + aged, cluster)
-    busy = [(r, s) for r, s in zip(named, statuses) if s.state in ACTIVE]
+    busy = [(r, s) for r, s in zip(named, statuses) if may_run(s)]
     if busy:
         desc = "; ".join(f"{r.name} is {s.state}" for r, s in busy)
         raise UserError(
             f"corral rm: {desc}: a job that may still run is not removed",
             hint=f"stop it first: corral stop {busy[0][0].name}",
         )
-    kept = [(r.name, f"{s.state}; stop it first") for r, s in zip(aged, statuses[len(named) :]) if s.state in ACTIVE]
-    chosen = named + [r for r, s in zip(aged, statuses[len(named) :]) if s.state not in ACTIVE]
+    kept = [(r.name, f"{s.state}; stop it first") for r, s in zip(aged, statuses[len(named) :]) if may_run(s)]
+    chosen = named + [r for r, s in zip(aged, statuses[len(named) :]) if not may_run(s)]
     return chosen, kept
+
+
+def may_run(status: JobStatus) -> bool:
+    """Active, or ``hung`` while a node still runs it (the watchdog's ``dump`` kills nothing)."""
+    return status.state in ACTIVE or (status.state == "hung" and status.running)
 
 
 def forget_runs(cluster: ClusterConfig, records: list[RunRecord]) -> list[tuple[RunRecord, str]]:

@@ -86,6 +86,10 @@ class NodePlan:
     """What the wrapper runs: ``inner_argv``, or the container runner's argv around it."""
     pane_command: list[str]
     """The exact argv tmux executes in the pane (no shell)."""
+    watchdog: dict[str, Any] | None = None
+    """The hang watchdog's settings for this node (``launcher.watchdog.node.Config``), None: no watchdog."""
+    watchdog_command: list[str] = field(default_factory=list)
+    """What the wrapper starts beside the job (the wrapper's pid is appended)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,28 @@ def rdzv_host(node: NodeConfig) -> str:
     return node.host.rsplit("@", 1)[-1]
 
 
+FLIGHT_RECORDER_ENTRIES = "2000"
+"""Collectives each rank's NCCL Flight Recorder keeps (torch's own default when enabled)."""
+NCCL_TRACE_DIR = "nccl_trace"
+
+
+def flight_recorder_env(run_dir: str) -> dict[str, str]:
+    """PyTorch's NCCL Flight Recorder, on: an NCCL timeout leaves one trace per rank in the run dir.
+
+    torch 2.13 reads ``TORCH_FR_BUFFER_SIZE`` and ``TORCH_FR_DUMP_TEMP_FILE`` (falling back to the
+    older ``TORCH_NCCL_TRACE_BUFFER_SIZE`` / ``TORCH_NCCL_DEBUG_INFO_TEMP_FILE``, which torch
+    before 2.7 reads alone): both spellings are set. The file name gets the global rank appended.
+    Read the traces with ``torchfrtrace`` (docs/WATCHDOG.md)."""
+    prefix = posixpath.join(run_dir, NCCL_TRACE_DIR, "rank_")
+    return {
+        "TORCH_FR_BUFFER_SIZE": FLIGHT_RECORDER_ENTRIES,
+        "TORCH_NCCL_TRACE_BUFFER_SIZE": FLIGHT_RECORDER_ENTRIES,
+        "TORCH_NCCL_DUMP_ON_TIMEOUT": "1",
+        "TORCH_FR_DUMP_TEMP_FILE": prefix,
+        "TORCH_NCCL_DEBUG_INFO_TEMP_FILE": prefix,
+    }
+
+
 def merged_env(
     cluster: ClusterConfig, node: NodeConfig, job: JobConfig, corral_env: dict[str, str], plain: bool
 ) -> dict[str, str]:
@@ -204,6 +230,8 @@ def merged_env(
     defaults = {"PYTHONUNBUFFERED": "1"}
     if not plain:
         defaults["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = LOG_LINE_PREFIX
+        if job.watchdog.flight_recorder and "CORRAL_RUN_DIR" in corral_env:
+            defaults.update(flight_recorder_env(corral_env["CORRAL_RUN_DIR"]))
         if job.max_restarts > 0:
             # A rendezvous store per restart attempt: with torchrun's shared one, restarted workers
             # can read a dead worker's address and fail to connect. It slows the start (rank 0's
@@ -337,6 +365,70 @@ def container_section(job: JobConfig, name: str, nodes: list[NodeConfig]) -> Con
     )
 
 
+WATCHDOG_DIR = "watchdog"
+WATCHDOG_PORT_OFFSET = 1
+"""The leader's first port to try: the rendezvous port + 1 (``launcher.watchdog.node``)."""
+
+
+def watchdog_settings(
+    job: JobConfig,
+    *,
+    run_id: str,
+    name: str,
+    run_dir: str,
+    venv: str | None,
+    node: str | None = None,
+    node_rank: int | None = None,
+    nnodes: int | None = None,
+    log_path: str | None = None,
+    leader_host: str | None = None,
+    rdzv_port: int | None = None,
+) -> dict[str, Any]:
+    """The node-side watchdog's config file (``launcher.watchdog.node.Config``), from the job's section.
+
+    The node's own fields left None are read on the node from the environment the wrapper
+    exports (``CORRAL_NODE``, ``CORRAL_NODE_RANK``, ``CORRAL_NNODES``, ``CORRAL_RDZV_ENDPOINT``):
+    on Slurm they exist only inside the allocation."""
+    wd = job.watchdog
+    return {
+        "run_id": run_id,
+        "name": name,
+        "node": node,
+        "node_rank": node_rank,
+        "nnodes": nnodes,
+        "run_dir": run_dir,
+        "log_path": log_path,
+        "leader_host": leader_host,
+        "port": None if rdzv_port is None else rdzv_port + WATCHDOG_PORT_OFFSET,
+        "hang_after": wd.hang_after,
+        "first_step_grace": wd.grace_s(),
+        "on_hang": wd.on_hang,
+        "interval": wd.interval_s(),
+        "max_restarts": job.max_restarts,
+        "straggler_after": wd.straggler_after,
+        "venv_bin": posixpath.join(venv, "bin") if venv else None,
+    }
+
+
+def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str | None) -> list[str]:
+    """The watchdog beside the job: its own session (it outlives the pane to finish an action),
+    the run's env marker (``corral stop`` finds it like the job's other processes), the copy of
+    its package the launch wrote next to its config. ``node`` None: the wrapper exports ``CORRAL_NODE``."""
+    wd_dir = posixpath.join(state_dir, WATCHDOG_DIR)
+    python = posixpath.join(venv, "bin", "python3") if venv else PLAIN_PYTHON
+    return [
+        "setsid",
+        "env",
+        f"CORRAL_RUN_ID={run_id}",
+        *([f"CORRAL_NODE={node}"] if node is not None else []),
+        f"PYTHONPATH={posixpath.join(wd_dir, 'pkg')}",
+        python,
+        "-m",
+        "launcher.watchdog.node",
+        posixpath.join(wd_dir, "config.json"),
+    ]
+
+
 def pane_command(wrapper_path: str) -> list[str]:
     """The argv tmux runs in the pane: the wrapper holds everything else. Two or more arguments:
     tmux executes it directly, with no shell in between (a shell would parse it, and a bash
@@ -395,6 +487,25 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
             facts=inputs.container_facts.get(node.label),
         )
         wrapper = posixpath.join(state_dir, "run.sh")
+        log_path = posixpath.join(run_dir, "logs", f"{node.label}.log")
+        watching = job.watchdog.enabled and not inputs.plain
+        wd = (
+            watchdog_settings(
+                job,
+                run_id=inputs.run_id,
+                name=inputs.name,
+                node=node.label,
+                node_rank=rank,
+                nnodes=len(nodes),
+                run_dir=run_dir,
+                log_path=log_path,
+                leader_host=rdzv_host(first),
+                rdzv_port=inputs.rdzv_port,
+                venv=venv,
+            )
+            if watching
+            else None
+        )
         plans.append(
             NodePlan(
                 node=node.label,
@@ -405,7 +516,7 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
                 workdir=workdir,
                 venv=venv,
                 state_dir=state_dir,
-                log_path=posixpath.join(run_dir, "logs", f"{node.label}.log"),
+                log_path=log_path,
                 wrapper_path=wrapper,
                 secrets_path=posixpath.join(state_dir, "secrets.env"),
                 nproc_per_node=nproc,
@@ -413,6 +524,8 @@ def build_plan(job: JobConfig, cluster: ClusterConfig, nodes: list[NodeConfig], 
                 inner_argv=inner,
                 command=command,
                 pane_command=pane_command(wrapper),
+                watchdog=wd,
+                watchdog_command=watchdog_command(state_dir, venv, inputs.run_id, node.label) if wd else [],
             )
         )
     return JobPlan(
@@ -457,7 +570,7 @@ job() {{
 {venv_line}{exports}{omp_line}
   {command}
 }}
-
+{watchdog_line}
 job 2>&1 </dev/null | while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\\n' "$node" "$line"; done | tee -a -- "$log"
 code=${{PIPESTATUS[0]}}
 rm -f -- "$secrets"
@@ -501,6 +614,18 @@ def render_wrapper(job_name: str, node: NodePlan) -> str:
         venv_line=venv_line,
         exports=exports,
         command=shlex.join(node.command),
+        watchdog_line=watchdog_line(node),
+    )
+
+
+def watchdog_line(node: NodePlan) -> str:
+    """Start the hang watchdog beside the job (it ends when this wrapper ends), its output in its own log."""
+    if not node.watchdog_command:
+        return ""
+    wd_log = posixpath.join(node.state_dir, WATCHDOG_DIR, "watchdog.log")
+    return (
+        "# The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.\n"
+        f'{shlex.join(node.watchdog_command)} "$$" >>{shlex.quote(wd_log)} 2>&1 </dev/null &\n'
     )
 
 
@@ -556,6 +681,15 @@ def describe(plan: JobPlan) -> str:
             f"  command: {shlex.join(n.command)}",
             f"  pane: {shlex.join(n.pane_command)}",
         ]
+        if n.watchdog:
+            w = n.watchdog
+            lines.append(
+                f"  watchdog: hang after {w['hang_after']:g} s (first step {w['first_step_grace']:g} s), on hang {w['on_hang']}, "
+                f"sample every {w['interval']:g} s, {'leader' if w['node_rank'] == 0 else 'reports to ' + w['leader_host']} "
+                f"(port {w['port']}+): {shlex.join(n.watchdog_command)}"
+            )
+        else:
+            lines.append("  watchdog: off")
     return "\n".join(lines)
 
 

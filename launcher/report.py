@@ -2,7 +2,8 @@
 
 Inside a corral job (``CORRAL_RUN_DIR`` set) each call appends one JSON line to
 ``<run dir>/metrics.jsonl``, which the sweep controller and ``corral sweep status``
-read. Only global rank 0 writes there, so a multi-process trial reports once; each node's
+read. Every rank also leaves its progress mark for the hang watchdog (``launcher.heartbeat``).
+Only global rank 0 writes there, so a multi-process trial reports once; each node's
 local rank 0 also appends to ``<run dir>/nodes/<node>/metrics.jsonl`` (``corral top``). Outside corral
 the line is printed, so the same script runs unchanged by hand. Importing this module
 is cheap (no torch).
@@ -16,6 +17,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from launcher import heartbeat
 
 METRICS_FILE = "metrics.jsonl"
 NODE_METRICS = "nodes/{node}/metrics.jsonl"
@@ -38,6 +41,7 @@ def report(**metrics: Any) -> dict[str, Any]:
     if not run_dir:
         print(f"report: {line}", flush=True)
         return record
+    heartbeat.beat(record.get("step"))  # every rank: the hang watchdog's progress signal
     node = os.environ.get("CORRAL_NODE")
     if node and os.environ.get("LOCAL_RANK", "0") == "0":
         _append_line(Path(run_dir) / NODE_METRICS.format(node=node), line)

@@ -8,10 +8,11 @@ set -euo pipefail
 dir=${1:-.gpu-bundle}
 py=${GPU_PY_VERSION:-3.12}
 python=${PYTHON:-python3}
-# What the image lacks (pydantic and its parts, libtmux, docker, isal), and typing-extensions
-# because pydantic-core needs a recent one. Versions bounded as in pyproject.toml.
+# What the image lacks (pydantic and its parts, libtmux, docker, isal, py-spy for the hang
+# watchdog's stack dumps), and typing-extensions because pydantic-core needs a recent one.
+# Versions bounded as in pyproject.toml.
 wheels=(pydantic pydantic-core annotated-types typing-inspection "typing-extensions>=4.14.1"
-        "libtmux>=0.62,<0.63" "docker>=7" "isal>=1.6")
+        "libtmux>=0.62,<0.63" "docker>=7" "isal>=1.6" "py-spy>=0.3.14")
 debs=(tmux libevent-core-2.1-7 libutempter0 libtinfo6)
 
 rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/wheels" "$dir.tmp/debs"

@@ -27,6 +27,8 @@ site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 # site dir so that the .pth files there are read too.
 printf '%s\nimport site; site.addsitedir(%s)\n' "$repo" "'$torch_site'" > "$site/corral-gpu-check.pth"
 echo "gpu-env: $venv: $(ls "$bundle"/wheels | wc -l) wheels from $bundle, torch from $torch_site"
+# py-spy's binary lands in the target's bin/: the watchdog looks for it in the venv's bin/.
+if [ -x "$site/bin/py-spy" ]; then ln -sf "$site/bin/py-spy" "$venv/bin/py-spy"; fi
 # Console scripts run with the venv's python, so torchrun's workers see the bundle too.
 for tool in "corral launcher.cli:main" "torchrun torch.distributed.run:main"; do
     set -- $tool

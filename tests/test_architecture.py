@@ -26,6 +26,7 @@ CHOKE_POINTS = {
     "launcher/tools/slurm.py": "the Slurm clients: sbatch, squeue, scontrol, scancel, srun, sinfo (argv lists; over ssh to slurm.login when set)",
     "launcher/top/node_sampler.py": "corral top's node side, shipped to the agent: nvidia-smi and the NVML sampler process, standard library only",
     "benchmarks/volume/fio.py": "fio, run by the volume worker on its own node",
+    "launcher/watchdog/pyspy.py": "py-spy dump of a rank's stack, run by the hang watchdog on its own node (standard library only)",
 }
 OS_SPAWNERS = {"system", "popen", "fork", "forkpty"}
 ASYNC_SPAWNERS = {"create_subprocess_exec", "create_subprocess_shell"}

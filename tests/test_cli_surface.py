@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from launcher.config import ClusterConfig, JobConfig
-from launcher.config.job import ContainerConfig
+from launcher.config.job import ContainerConfig, WatchdogConfig
 
 EXPECTED_COMMANDS = {
     "launch",
@@ -133,6 +133,16 @@ def test_config_fields_are_frozen():
         "env_file",
         "container",
         "checkpoint",
+        "watchdog",
+    ]
+    assert list(WatchdogConfig.model_fields) == [
+        "enabled",
+        "hang_after",
+        "first_step_grace",
+        "on_hang",
+        "check_every",
+        "straggler_after",
+        "flight_recorder",
     ]
     assert list(ContainerConfig.model_fields) == [
         "image",

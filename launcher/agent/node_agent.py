@@ -567,7 +567,26 @@ def op_status(req):
         out["pane_dead"] = parts[0] == "1"
         out["pane_status"] = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
     out["alive"] = bool(out["pid"]) and _alive(out["pid"][0])
+    # small files the caller wants with the state (the watchdog's state and events on its leader node)
+    out["files"] = {key: _read_capped(path) for key, path in (req.get("read") or {}).items()}
     return out
+
+
+STATUS_FILE_CAP = 256 * 1024
+"""A status reply carries at most this much of a file: its end (events are appended)."""
+
+
+def _read_capped(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - STATUS_FILE_CAP))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= STATUS_FILE_CAP else text.split("\n", 1)[-1]
 
 
 def _alive(pid):

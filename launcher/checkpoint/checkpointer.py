@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from launcher import heartbeat
 from launcher.checkpoint import layout
 from launcher.checkpoint.durable import (
     Pacer,
@@ -144,6 +145,14 @@ class Checkpointer:
             raise ValueError(f"snapshot must be 'now' or 'background' (got {snapshot!r})")
         if snapshot == "background" and blocking:
             raise ValueError("snapshot='background' needs blocking=False")
+        # The hang watchdog counts a save in progress as progress (however long the volume takes).
+        heartbeat.phase("checkpoint")
+        try:
+            self._save(step, state, blocking=blocking, metadata=metadata, snapshot=snapshot)
+        finally:
+            heartbeat.phase("step")
+
+    def _save(self, step: int, state: Any, *, blocking: bool, metadata: dict | None, snapshot: str) -> None:
         self.wait()
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < layout.MAX_STEP:
             raise ValueError(f"step must be an integer in [0, {layout.MAX_STEP}) (got {step!r})")
@@ -202,6 +211,12 @@ class Checkpointer:
     def wait(self) -> None:
         """Wait for the async save in flight, if any; raise its error (once) if it failed."""
         if self._thread is not None:
+            if self._thread.is_alive():
+                heartbeat.phase("checkpoint")  # blocked on the volume, not hung
+                try:
+                    self._thread.join()
+                finally:
+                    heartbeat.phase("step")
             self._thread.join()
             self._thread = None
         if self._error is not None:

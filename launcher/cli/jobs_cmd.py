@@ -209,6 +209,8 @@ def ps(
                 }
                 for n in s.nodes
             ],
+            "suspect": s.watchdog.suspect_line(),
+            "events": s.events,
         }
         for s in statuses
     ] + grouped
@@ -253,6 +255,8 @@ def _print_job_lines(rows: list[dict]) -> None:
             f"{max(elapsed):.0f}s" if elapsed else "",
             fold((n["node"], node_state_label(n["state"], n["exit_code"])) for n in ns),
         )
+        if row.get("suspect"):
+            notes.append(f"{row['name']}: {row['suspect']}")
         bad = [n for n in ns if n["state"] == "unknown"]
         notes += [f"{row['name']} on {n['node']}: {n['detail']}" for n in bad[:UNREACHABLE_SHOWN]]
         if len(bad) > UNREACHABLE_SHOWN:
@@ -287,6 +291,8 @@ def _print_node_rows(rows: list[dict]) -> None:
                 elapsed,
                 n.get("detail") or "",
             )
+        if row.get("suspect"):
+            table.add_row("", "", "", "", "", row["suspect"])
     console().print(table)
 
 

@@ -166,6 +166,64 @@ class CheckpointPolicy(StrictModel):
     )
 
 
+def _duration(value: Any) -> Any:
+    """``'30m'``/``'1h30m'``/``'90s'``/seconds -> float seconds (``launcher.units.parse_duration``)."""
+    from launcher.errors import UserError
+    from launcher.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except UserError:
+        raise ValueError("expected a duration such as 30s, 10m or 1h30m (a bare number is seconds)") from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+"""A time span written as ``30s``, ``10m``, ``1h30m`` or a number of seconds; stored as seconds."""
+
+
+class WatchdogConfig(StrictModel):
+    """The hang watchdog: a process beside the job on every node that notices when no rank advances (docs/WATCHDOG.md)."""
+
+    enabled: bool = Field(
+        default=True, description="Run the watchdog beside a torchrun job (off: no watchdog process, no hang events)."
+    )
+    hang_after: Duration = Field(
+        default=1800.0,
+        description="No rank reported a step (or, for a job that never calls report(), wrote a log line) for this long = a hang.",
+    )
+    first_step_grace: Duration = Field(
+        default=3600.0,
+        description="The first step of every attempt (compiling, loading data) may take this long (at least hang_after).",
+    )
+    on_hang: Literal["dump", "stop", "restart"] = Field(
+        default="dump",
+        description="'dump': stack dumps of every rank and an event, nothing killed; 'stop': also end the job (state hung); "
+        "'restart': also end the workers so torchrun restarts the group (needs max_restarts >= 1; after the last restart the job stops as hung).",
+    )
+    check_every: Duration | None = Field(
+        default=None,
+        description="How often each node samples its ranks; default: hang_after / 20, between 1 s and 30 s.",
+    )
+    straggler_after: Duration | None = Field(
+        default=600.0,
+        description="A node whose ranks stay behind the others' step for this long becomes a 'straggler' event; null: no straggler events.",
+    )
+    flight_recorder: bool = Field(
+        default=True,
+        description="Set PyTorch's NCCL Flight Recorder environment (buffer, dump on timeout, trace files in the run directory) unless the job sets it.",
+    )
+
+    def interval_s(self) -> float:
+        """Seconds between two samples on a node."""
+        if self.check_every is not None:
+            return self.check_every
+        return min(30.0, max(1.0, self.hang_after / 20))
+
+    def grace_s(self) -> float:
+        """The first step's allowance: never shorter than a later step's."""
+        return max(self.first_step_grace, self.hang_after)
+
+
 class JobConfig(FileModel):
     """A distributed training job started with torchrun on each node."""
 
@@ -203,6 +261,9 @@ class JobConfig(FileModel):
     )
     container: ContainerConfig | None = Field(default=None, description="Run inside a container on each node.")
     checkpoint: CheckpointPolicy | None = Field(default=None, description="Checkpoint policy for the training script.")
+    watchdog: WatchdogConfig = Field(
+        default_factory=WatchdogConfig, description="The hang watchdog beside the job on every node (docs/WATCHDOG.md)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -224,6 +285,14 @@ class JobConfig(FileModel):
     def _script_xor_module(self) -> JobConfig:
         if (self.script is None) == (self.module is None):
             raise ValueError("give exactly one of 'script' or 'module'")
+        return self
+
+    @model_validator(mode="after")
+    def _restart_needs_restarts(self) -> JobConfig:
+        if self.watchdog.enabled and self.watchdog.on_hang == "restart" and self.max_restarts < 1:
+            raise ValueError(
+                "watchdog.on_hang: restart needs max_restarts >= 1 (torchrun restarts the group); set max_restarts or use on_hang: stop"
+            )
         return self
 
     def nnodes_bounds(self, available: int) -> tuple[int, int]:

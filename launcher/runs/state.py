@@ -16,6 +16,7 @@ Rules, first match wins:
 | # | record / nodes                                        | job state  |
 |---|-------------------------------------------------------|------------|
 | 1 | record ``failed`` (the start was rolled back)         | failed     |
+| 1b| the hang watchdog found the job hung (``dump``/``stop``) and not every node exited 0 | hung |
 | 2 | no nodes yet, or record ``starting`` and none started | pending    |
 | 3 | every node pending                                    | pending    |
 | 4 | every node running (or pending)                       | running    |
@@ -32,17 +33,22 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed"]
+from launcher.watchdog.events import WatchdogView
+
+JobState = Literal["pending", "running", "partial", "unknown", "stopped", "exited", "failed", "hung"]
 ACTIVE: frozenset[str] = frozenset({"pending", "running", "partial", "unknown"})
 """Job states in which some node may still be doing work (``corral rm`` refuses these)."""
 
 
-def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]]) -> JobState:
-    """The job's state from the record's state and each node's (state, exit code); see the table above."""
+def job_state(record_state: str, nodes: Iterable[tuple[str, int | None]], hung: bool = False) -> JobState:
+    """The job's state from the record's state and each node's (state, exit code); see the table above.
+    ``hung``: the hang watchdog's verdict (docs/WATCHDOG.md)."""
     nodes = list(nodes)
     states = [s for s, _ in nodes]
     if record_state == "failed":
         return "failed"
+    if hung and not (nodes and all(s == "exited" and code == 0 for s, code in nodes)):
+        return "hung"
     if not nodes or (record_state == "starting" and all(s in ("missing", "pending") for s in states)):
         return "pending"
     if all(s == "pending" for s in states):
@@ -77,15 +83,21 @@ class JobStatus:
     record_state: str
     """The launcher's record: starting | running | stopped | failed."""
     nodes: list[NodeStatus] = field(default_factory=list)
+    watchdog: WatchdogView = field(default_factory=WatchdogView)
+    """The hang watchdog's state and events, from the job's first node (docs/WATCHDOG.md)."""
 
     @property
     def state(self) -> str:
         """The job's state, derived from the nodes' (``job_state``, one table for every view)."""
-        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes])
+        return job_state(self.record_state, [(n.state, n.exit_code) for n in self.nodes], self.watchdog.hung)
 
     @property
     def running(self) -> bool:
         return any(n.state == "running" for n in self.nodes)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.watchdog.events
 
     @property
     def done(self) -> bool:
@@ -101,6 +113,8 @@ class JobStatus:
             "state": self.state,
             "record_state": self.record_state,
             "nodes": [asdict(n) for n in self.nodes],
+            "suspect": self.watchdog.suspect_line(),
+            "events": self.events,
         }
 
 

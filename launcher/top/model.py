@@ -47,6 +47,8 @@ class JobOnNode:
     since_log_s: float | None = None
     straggler: str | None = None
     """Why this node holds the job back (None for the others)."""
+    watchdog: str | None = None
+    """The hang watchdog's verdict, on the job's first node: ``hung (dump): <suspect and evidence>``."""
 
 
 @dataclass
@@ -207,9 +209,17 @@ class JobSpec:
     state_dir: str
     log: str
     metrics: str
+    watchdog: str = ""
+    """The watchdog's ``state.json`` (on the job's first node, where its leader writes it), else empty."""
 
     def request(self) -> dict[str, str]:
-        return {"name": self.name, "state_dir": self.state_dir, "log": self.log, "metrics": self.metrics}
+        return {
+            "name": self.name,
+            "state_dir": self.state_dir,
+            "log": self.log,
+            "metrics": self.metrics,
+            "watchdog": self.watchdog,
+        }
 
 
 @dataclass
@@ -295,9 +305,19 @@ class TopState:
                     step=steps[-1][1] if steps else None,
                     last_metric=judge.last_metric(records),
                     since_log_s=max(0.0, s["t"] - log_mtime) if isinstance(log_mtime, (int, float)) else None,
+                    watchdog=watchdog_line(j.get("watchdog")),
                 )
             )
         return row
+
+
+def watchdog_line(state: Any) -> str | None:
+    """``hung (dump): n2 rank 1: process 9 is stopped`` from the watchdog's state file, None while it watches."""
+    if not isinstance(state, dict) or state.get("state") not in ("hung", "restarting"):
+        return None
+    evidence = "; ".join(state.get("evidence") or []) or "no rank stands out"
+    how = state.get("action", "restart" if state.get("state") == "restarting" else "dump")
+    return f"{state['state']} ({how}): {evidence}"
 
 
 def asdict_shallow(row: NodeRow) -> dict[str, Any]:

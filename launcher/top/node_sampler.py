@@ -211,6 +211,11 @@ def job_state(job):
     except OSError:
         out["log_mtime"] = None
     out["metrics"] = metrics_tail(job["metrics"]) if job.get("metrics") else []
+    if job.get("watchdog"):  # the hang watchdog's state (its leader node only)
+        try:
+            out["watchdog"] = json.loads(_read(job["watchdog"]) or "null")
+        except ValueError:
+            out["watchdog"] = None
     return out
 
 

@@ -235,6 +235,8 @@ def render(frame: Frame, width: int, interval: float | None = None, *, whole_rea
     for job, node in frame.stragglers.items():
         why = next((j.straggler for n in frame.nodes for j in n.jobs if j.job == job and j.node == node), "")
         parts.append(Text(f"straggler: {job} on {node} ({why})", style="magenta"))
+    for j in sorted((j for n in frame.nodes for j in n.jobs if j.watchdog), key=lambda j: j.job):
+        parts.append(Text(f"watchdog: {j.job} {j.watchdog}", style="bold red"))
     if whole_reasons and (lines := problems(frame)):
         parts += [Text(""), *(Text(line) for line in lines)]
     return Group(*parts)

@@ -9,6 +9,7 @@ from launcher.report import METRICS_FILE
 from launcher.runs.record import RunRecord
 from launcher.top.collect import Target
 from launcher.top.model import JobSpec
+from launcher.watchdog.events import STATE_FILE
 
 LIVE_STATES = ("starting", "running")
 
@@ -16,7 +17,14 @@ LIVE_STATES = ("starting", "running")
 def job_specs(record: RunRecord) -> list[JobSpec]:
     """Per node of a run: where its state, log and per-node metrics are."""
     return [
-        JobSpec(record.name, n.node, n.state_dir, n.log_path, posixpath.join(n.state_dir, METRICS_FILE))
+        JobSpec(
+            record.name,
+            n.node,
+            n.state_dir,
+            n.log_path,
+            posixpath.join(n.state_dir, METRICS_FILE),
+            posixpath.join(record.plan.run_dir, STATE_FILE) if (n.watchdog or {}).get("node_rank") == 0 else "",
+        )
         for n in record.plan.nodes
     ]
 

@@ -22,6 +22,11 @@ job() {
   . /srv/venv/bin/activate || { echo "corral: cannot activate the venv" >&2; return 98; }
   export PYTHONUNBUFFERED=1
   export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
+  export TORCH_FR_BUFFER_SIZE=2000
+  export TORCH_NCCL_TRACE_BUFFER_SIZE=2000
+  export TORCH_NCCL_DUMP_ON_TIMEOUT=1
+  export TORCH_FR_DUMP_TEMP_FILE=/home/me/proj/runs/train/nccl_trace/rank_
+  export TORCH_NCCL_DEBUG_INFO_TEMP_FILE=/home/me/proj/runs/train/nccl_trace/rank_
   export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
   export SHARED=job
   export CLUSTER_ONLY=c
@@ -38,6 +43,8 @@ job() {
   torchrun --nnodes 3 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29411 --rdzv-id train-0123abcd --rdzv-conf join_timeout=120 --max-restarts 2 --tee 3 --log-dir /home/me/proj/runs/train/nodes/gpu1/torchelastic --local-addr 10.0.0.1 train.py 'a b' 'it'"'"'s' 'say "hi"' '$(touch PWNED)' '`touch PWNED`' 'x; touch PWNED' 'line1
 line2' '$HOME' '\n'
 }
+# The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.
+setsid env CORRAL_RUN_ID=train-0123abcd CORRAL_NODE=gpu1 PYTHONPATH=/home/me/proj/runs/train/nodes/gpu1/watchdog/pkg /srv/venv/bin/python3 -m launcher.watchdog.node /home/me/proj/runs/train/nodes/gpu1/watchdog/config.json "$$" >>/home/me/proj/runs/train/nodes/gpu1/watchdog/watchdog.log 2>&1 </dev/null &
 
 job 2>&1 </dev/null | while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\n' "$node" "$line"; done | tee -a -- "$log"
 code=${PIPESTATUS[0]}

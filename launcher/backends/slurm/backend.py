@@ -33,6 +33,9 @@ from launcher.runs.options import LaunchOptions, apply_job_overrides, check_name
 from launcher.runs.record import RunRecord, archive_previous
 from launcher.runs.state import JobStatus, NodeStatus, StopResult
 from launcher.tools import slurm as tool
+from launcher.watchdog.events import WatchdogView, watchdog_paths
+from launcher.watchdog.events import parse as parse_watchdog
+from launcher.watchdog.ship import watchdog_files
 
 SRUN_CHECK_IMMEDIATE_S = 30
 """The preflight's srun gives up when no node is free this long (the check is then skipped, not failed)."""
@@ -268,6 +271,10 @@ def submit(prepared: SlurmPrepared, cluster: ClusterConfig) -> RunRecord:
     record.save()
     _write(plan.script_path, render_batch_script(plan), 0o700)
     _write(plan.wrapper_path, render_node_wrapper(plan), 0o700)
+    if plan.watchdog:  # one copy in the shared run dir serves every node
+        for f in watchdog_files(posixpath.dirname(plan.script_path), plan.watchdog):
+            os.makedirs(posixpath.dirname(f["path"]), exist_ok=True)
+            _write(f["path"], f["content"], f["mode"])
     if prepared.secrets:
         _write(plan.secrets_path, render_secrets(prepared.secrets), 0o600)
     try:
@@ -408,7 +415,18 @@ def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
         time.time(),
         read_requeue_mark(record),
     )
-    return JobStatus(record.name, record.state, nodes)
+    return JobStatus(record.name, record.state, nodes, read_watchdog(record.plan.run_dir))
+
+
+def read_watchdog(run_dir: str) -> WatchdogView:
+    """The watchdog's state and events, written by its leader into the shared run dir."""
+    texts = {}
+    for key, path in watchdog_paths(run_dir).items():
+        try:
+            texts[key] = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            texts[key] = None
+    return parse_watchdog(texts["watchdog_state"], texts["watchdog_events"])
 
 
 def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -> dict[str, dict[str, str | None]]:

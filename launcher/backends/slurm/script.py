@@ -36,6 +36,8 @@ from launcher.plan import (
     nproc_for,
     resolve_path,
     torchrun_options,
+    watchdog_command,
+    watchdog_settings,
 )
 
 RUNTIME = {
@@ -78,6 +80,10 @@ class SlurmPlan:
     wrapper_path: str
     secrets_path: str
     secret_names: list[str] = field(default_factory=list)
+    watchdog: dict[str, Any] | None = None
+    """The hang watchdog's settings, the node's own fields filled in on the node (``launcher.watchdog.node``)."""
+    watchdog_command: list[str] = field(default_factory=list)
+    """Started by the node wrapper beside torchrun; its files live in the shared ``slurm/`` directory."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,13 +181,15 @@ def build_slurm_plan(
             job, nnodes="@NNODES@", nproc=nproc, endpoint="@RDZV_ENDPOINT@", run_id="@RDZV_ID@", log_dir="@LOG_DIR@"
         )
     slurm_dir = posixpath.join(run_dir, "slurm")
+    venv = cluster.venv or local_venv
+    watching = job.watchdog.enabled and not plain
     return SlurmPlan(
         name=name,
         run_id=run_id,
         run_dir=run_dir,
         ckpt_dir=ckpt_dir,
         workdir=workdir,
-        venv=cluster.venv or local_venv,
+        venv=venv,
         backend=backend,
         plain=plain,
         nnodes=nnodes,
@@ -195,6 +203,8 @@ def build_slurm_plan(
         wrapper_path=posixpath.join(slurm_dir, "node.sh"),
         secrets_path=posixpath.join(slurm_dir, "secrets.env"),
         secret_names=sorted(secret_names),
+        watchdog=watchdog_settings(job, run_id=run_id, name=name, run_dir=run_dir, venv=venv) if watching else None,
+        watchdog_command=watchdog_command(slurm_dir, venv, run_id, None) if watching else [],
     )
 
 
@@ -265,7 +275,7 @@ if [ -f "$secrets" ]; then set -a; . "$secrets"; set +a; fi
 cd -- {workdir} || fail 97 "cannot enter the working directory"
 {venv_line}{exports}
 export CORRAL_NODE="$node" CORRAL_NODE_RANK="$SLURM_NODEID" CORRAL_NNODES="$SLURM_NNODES" CORRAL_SLURM_JOB_ID="$SLURM_JOB_ID"
-
+{watchdog_line}
 exec {{out}}> >(while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\\n' "$node" "$line"; done >>"$log")
 prefixer=$!
 child=
@@ -326,6 +336,17 @@ def render_node_wrapper(plan: SlurmPlan) -> str:
         venv_line=venv_line,
         exports=exports,
         command=render_command(plan),
+        watchdog_line=_watchdog_line(plan),
+    )
+
+
+def _watchdog_line(plan: SlurmPlan) -> str:
+    """The hang watchdog beside torchrun (docs/WATCHDOG.md): it ends when this wrapper ends."""
+    if not plan.watchdog_command:
+        return ""
+    return (
+        "# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.\n"
+        f'{shlex.join(plan.watchdog_command)} "$$" >>"$state_dir/watchdog.log" 2>&1 </dev/null &\n'
     )
 
 

@@ -35,6 +35,9 @@ from launcher.runs.options import LaunchOptions, apply_job_overrides, read_secre
 from launcher.runs.record import RunRecord, archive_previous
 from launcher.runs.state import JobStatus, NodeStatus, StopResult
 from launcher.tools import tmux
+from launcher.watchdog.events import WatchdogView, watchdog_paths
+from launcher.watchdog.events import parse as parse_watchdog
+from launcher.watchdog.ship import watchdog_files
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,19 @@ def node_status(node: NodePlan, reply: AgentReply, started_at: float, now: float
 
 
 def status_request(plan: JobPlan, node: NodePlan) -> dict[str, Any]:
-    return {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
+    req = {"op": "status", "state_dir": node.state_dir, "tmux_panes": tmux.list_panes(plan.tmux_socket, node.session)}
+    if node.watchdog and node.watchdog.get("node_rank") == 0:  # the leader keeps the watchdog's record
+        req["read"] = watchdog_paths(plan.run_dir)
+    return req
+
+
+def watchdog_view(replies: list[AgentReply]) -> WatchdogView:
+    """The watchdog's state and events from whichever status reply carries them."""
+    for r in replies:
+        files = r.data.get("files") if r.ok else None
+        if files and (files.get("watchdog_state") or files.get("watchdog_events")):
+            return parse_watchdog(files.get("watchdog_state"), files.get("watchdog_events"))
+    return WatchdogView()
 
 
 def node_config(cluster: ClusterConfig, node: NodePlan) -> NodeConfig:
@@ -98,6 +113,7 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
     replies = await call_all(cluster, requests, timeout=30)
     now = time.time()
     nodes = [node_status(n, r, record.started_at, now) for n, r in zip(plan.nodes, replies)]
+    view = watchdog_view(replies)
     if plan.container is not None:
         from container.runtime import launch_container_states
 
@@ -106,7 +122,7 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
             c = states.get(ns.node, {})
             code = f" {c['exit_code']}" if c.get("exit_code") is not None else ""
             ns.detail = "; ".join(x for x in (ns.detail, f"container {c.get('state', 'missing')}{code}") if x)
-    return JobStatus(record.name, record.state, nodes)
+    return JobStatus(record.name, record.state, nodes, view)
 
 
 @dataclass
@@ -212,13 +228,18 @@ def start_request(plan: JobPlan, node: NodePlan, secrets: dict[str, str], stale:
     files = [{"path": node.wrapper_path, "content": render_wrapper(plan.name, node), "mode": 0o700}]
     if secrets:
         files.append({"path": node.secrets_path, "content": render_secrets(secrets), "mode": 0o600})
+    dirs = [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else [])
+    if node.watchdog:
+        files += watchdog_files(node.state_dir, node.watchdog)
+    if "TORCH_FR_DUMP_TEMP_FILE" in node.env:  # the Flight Recorder writes there, it does not create it
+        dirs.append(os.path.dirname(node.env["TORCH_FR_DUMP_TEMP_FILE"]))
     steps = [tmux.kill_session(plan.tmux_socket, node.session)] if stale else []
     steps += tmux.start_steps(plan.tmux_socket, node.session, node.workdir, node.pane_command)
     return {
         "op": "start",
         "state_dir": node.state_dir,
         "log": node.log_path,
-        "dirs": [node.state_dir, os.path.dirname(node.log_path)] + ([plan.ckpt_dir] if uses_checkpoints(node) else []),
+        "dirs": dirs,
         "files": files,
         "steps": steps,
         "wait_s": START_WAIT_S,

@@ -26,6 +26,11 @@ cd -- /shared/code || fail 97 "cannot enter the working directory"
 . /shared/venv/bin/activate || fail 98 "cannot activate the venv /shared/venv"
 export PYTHONUNBUFFERED=1
 export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '
+export TORCH_FR_BUFFER_SIZE=2000
+export TORCH_NCCL_TRACE_BUFFER_SIZE=2000
+export TORCH_NCCL_DUMP_ON_TIMEOUT=1
+export TORCH_FR_DUMP_TEMP_FILE=/shared/runs/train/nccl_trace/rank_
+export TORCH_NCCL_DEBUG_INFO_TEMP_FILE=/shared/runs/train/nccl_trace/rank_
 export NCCL_DEBUG=WARN
 export WEIRD='x'"'"'; rm -rf / #
 $(id)'
@@ -35,6 +40,8 @@ export CORRAL_RUN_DIR=/shared/runs/train
 export CORRAL_CKPT_DIR=/shared/ckpt/train
 export CORRAL_BACKEND=gloo
 export CORRAL_NODE="$node" CORRAL_NODE_RANK="$SLURM_NODEID" CORRAL_NNODES="$SLURM_NNODES" CORRAL_SLURM_JOB_ID="$SLURM_JOB_ID"
+# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.
+setsid env CORRAL_RUN_ID=train-0001 PYTHONPATH=/shared/runs/train/slurm/watchdog/pkg /shared/venv/bin/python3 -m launcher.watchdog.node /shared/runs/train/slurm/watchdog/config.json "$$" >>"$state_dir/watchdog.log" 2>&1 </dev/null &
 
 exec {out}> >(while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\n' "$node" "$line"; done >>"$log")
 prefixer=$!
