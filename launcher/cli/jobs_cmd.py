@@ -459,12 +459,15 @@ def stop(
     before = api.status(name, clustercfg)
     with out.status(f"stopping {name} (SIGTERM, SIGKILL after {timeout:g}s)..."):
         results = api.stop(name, clustercfg, timeout=timeout)  # also when it ended: stopping is idempotent
-    if before.state not in ACTIVE and not any(r.error or r.found or r.remaining for r in results):
-        # nothing was running: a "stopped (0 process(es))" would read as if this command ended it
+    if before.state not in ACTIVE and not any(r.error or r.remaining for r in results):
+        # the job was not running: a "stopped (N process(es))" would read as if this command ended it.
+        # Found processes are leftovers beside it (its watchdog notices the job's end within a check).
         how = "; ".join(
             f"{n.node} {n.state}" + ("" if n.exit_code is None else f" {n.exit_code}") for n in before.nodes
         )
-        out.print(f"{name} had already ended ({before.state}: {how}); nothing to stop")
+        found = sum(r.found for r in results)
+        what = f"{found} leftover process(es) of it ended" if found else "nothing to stop"
+        out.print(f"{name} had already ended ({before.state}: {how}); {what}", highlight=False)
         return 0
     bad = 0
     for r in results:
