@@ -312,6 +312,11 @@ def _cmd(
     return proc
 
 
+def _mac(addr: str) -> str:
+    """A locally administered MAC address derived from an IPv4 address (unique per address)."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(addr).packed)
+
+
 def missing_facility() -> str | None:
     """Why a cluster cannot be built here, or None when it can."""
     if os.geteuid() != 0:
@@ -711,7 +716,7 @@ class SimCluster:
             layout = SimLayout.plan(self.n_nodes, self._prefix, subnet, self.run_root)
             self._layout = layout
             layout.path("state.json").write_text(layout.to_json())  # before creating anything
-            _cmd(["ip", "link", "add", layout.bridge, "type", "bridge"])
+            _cmd(["ip", "link", "add", layout.bridge, "address", _mac(layout.bridge_addr), "type", "bridge"])
             _cmd(["ip", "addr", "add", f"{layout.bridge_addr}/{layout.prefixlen}", "dev", layout.bridge])
             _cmd(["ip", "link", "set", layout.bridge, "up"])
         finally:
@@ -723,12 +728,37 @@ class SimCluster:
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "hosts").write_text(layout.hosts_file_text())
             _cmd(["ip", "netns", "add", node.netns])
-            _cmd(["ip", "link", "add", node.host_veth, "type", "veth", "peer", "name", "eth0", "netns", node.netns])
+            _cmd(
+                ["ip", "link", "add", node.host_veth, "type", "veth"]
+                + ["peer", "name", "eth0", "address", _mac(node.addr), "netns", node.netns]
+            )
             _cmd(["ip", "link", "set", node.host_veth, "master", layout.bridge])
             _cmd(["ip", "link", "set", node.host_veth, "up"])
             _cmd(["ip", "-n", node.netns, "link", "set", "lo", "up"])
             _cmd(["ip", "-n", node.netns, "addr", "add", f"{node.addr}/{layout.prefixlen}", "dev", "eth0"])
             _cmd(["ip", "-n", node.netns, "link", "set", "eth0", "up"])
+        self._write_static_neighbours()
+
+    def _write_static_neighbours(self) -> None:
+        """Permanent ARP entries for every address on the bridge, in every node and the host.
+
+        Why: the kernel's ARP table is one table for all network namespaces,
+        and its limit (net.ipv4.neigh.default.gc_thresh3, 1024 by default)
+        counts the learned entries of every node together. 32 nodes talking
+        all to all (gloo's full mesh) learn 32 x 32 entries and overflow it:
+        connects then fail with "No route to host" or time out, which real
+        machines, each with its own table, never see. Permanent entries are
+        exempt from that limit and vanish with the namespace and the bridge.
+        """
+        layout = self.layout
+        addrs = [layout.bridge_addr, *(n.addr for n in layout.nodes)]
+        for node in layout.nodes:
+            lines = [f"neigh replace {a} lladdr {_mac(a)} dev eth0 nud permanent" for a in addrs if a != node.addr]
+            _cmd(["ip", "-n", node.netns, "-batch", "-"], input="\n".join(lines) + "\n")
+        lines = [
+            f"neigh replace {n.addr} lladdr {_mac(n.addr)} dev {layout.bridge} nud permanent" for n in layout.nodes
+        ]
+        _cmd(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
 
     def _write_ssh_files(self) -> None:
         layout = self.layout
