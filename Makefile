@@ -14,6 +14,8 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
+# Workers for `make test` (pytest-xdist): the suite mostly waits on simulated nodes, so more workers than cores pay.
+PYTEST_WORKERS ?= 4
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
 GPU_PYTHON ?= python3
@@ -39,7 +41,7 @@ demo: venv
 
 # `long` tests run in a step of their own, so that `make test` stays short (docs/SIMCLUSTER.md, "Test time").
 test: debs venv
-	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Exit status 5 is pytest's "no test selected": no `long` test is not a failure.
 test-long: debs venv

@@ -55,6 +55,17 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``): a module's tests stay on one worker, so module-scoped clusters
+    are built once, and every module with a docker test shares one worker, so one process starts and stops the
+    host's dockerd."""
+    docker_modules = {i.nodeid.split("::")[0] for i in items if i.get_closest_marker("docker")}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("docker" if module in docker_modules else module))
+
+
 # ---- facility checks (cached: each costs a subprocess or a socket) ----------
 
 _facility_cache: dict[str, str | None] = {}

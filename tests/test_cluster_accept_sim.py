@@ -67,7 +67,9 @@ def test_faults_fail_exactly_those_nodes_with_findings_of_their_kind(five, cfg, 
         faulted.enter_context(faults.cpu_quota(five, 1, 5))
         faulted.enter_context(faults.link_cap(five, 2, 40))
         faulted.enter_context(faults.write_cap(five, 3, str(five.shared_dir), 10))
-        rc, report = bench(cfg, tmp_path / "out")
+        # no all-reduce step: on CPU it has no floor to judge a node by (its bisection is tested below, with one),
+        # and every rank waiting on the node at 5% of a core made it half this test's time
+        rc, report = bench(cfg, tmp_path / "out", "--skip", "allreduce")
     out = capsys.readouterr()
     assert rc == 1, out.err[-2000:]
     assert report["verdict"] == "fail" and report["exclude"] == [n[1], n[2], n[3]], [
