@@ -311,8 +311,9 @@ def test_not_found_names_the_directory(tmp_path, monkeypatch, capsys):
 
 
 def test_omp_threads_set_per_job_unless_the_user_set_it():
+    from launcher.backends.ssh.wrapper import render_wrapper
     from launcher.config import ClusterConfig
-    from launcher.plan import NodeFacts, PlanInputs, build_plan, render_wrapper
+    from launcher.plan import NodeFacts, PlanInputs, build_plan
 
     cluster = ClusterConfig.model_validate(
         {"nodes": [{"host": "gpu1", "gpus": 4}], "workdir": "/w", "storage": {"runs": "/r"}}

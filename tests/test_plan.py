@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.backends.ssh.wrapper import render_wrapper
 from launcher.config import ClusterConfig, JobConfig
 from launcher.errors import UserError
 from launcher.plan import (
@@ -21,7 +22,6 @@ from launcher.plan import (
     pane_command,
     parse_env_file,
     render_secrets,
-    render_wrapper,
     select_nodes,
 )
 from launcher.tools import tmux

@@ -264,8 +264,9 @@ def test_slurm_nodes_fill_in_their_own_fields_from_the_allocation():
 
 
 def test_plan_ships_the_watchdog_beside_every_node_and_dry_run_shows_it():
+    from launcher.backends.ssh.wrapper import render_wrapper
     from launcher.config import ClusterConfig
-    from launcher.plan import PlanInputs, build_plan, describe, render_wrapper
+    from launcher.plan import PlanInputs, build_plan, describe
     from launcher.watchdog.ship import watchdog_files
 
     cluster = ClusterConfig.model_validate({"nodes": [{"host": "a"}, {"host": "b"}], "venv": "/v"})

@@ -18,6 +18,7 @@ from typing import Any
 
 from launcher.agent.remote import AgentReply, call_all, kept_sessions, run_sync
 from launcher.backends.ssh.preflight import PreflightReport, run_preflight
+from launcher.backends.ssh.wrapper import render_wrapper
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import PreflightFailed, RunFailed
 from launcher.plan import (
@@ -28,7 +29,6 @@ from launcher.plan import (
     build_plan,
     default_local_venv,
     render_secrets,
-    render_wrapper,
     select_nodes,
 )
 from launcher.runs.options import LaunchOptions, apply_job_overrides, read_secrets

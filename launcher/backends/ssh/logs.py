@@ -47,7 +47,7 @@ async def tail_lines(
 
 
 FINAL_LINE = "] corral: exited with status "
-"""The wrapper's last line in every node log (see plan.WRAPPER_TEMPLATE)."""
+"""The wrapper's last line in every node log (see wrapper.WRAPPER_TEMPLATE)."""
 STOPPED_LINE = "] corral: stopped by corral stop"
 """The last line of a node log when ``corral stop`` ended the job (see node_agent.op_stop)."""
 DRAIN_TIMEOUT_S = 15.0
