@@ -48,6 +48,25 @@ def test_burn_in_needs_a_duration_and_gpu_nodes_get_the_single_node_allreduce():
         levels.build_plan("quick", ["a", "b"], gpus=False, volume_path=None, skip=("bogus",))
 
 
+def test_step_budget_replaces_one_steps_budget_and_bad_values_are_named():
+    plan = levels.build_plan(
+        "quick", list("abcd"), gpus=False, volume_path="/d", budgets=levels.parse_step_budgets(["volume=600"])
+    )
+    assert plan.step("volume").budget_s == 600
+    assert (
+        plan.step("net").budget_s
+        == levels.build_plan("quick", list("abcd"), gpus=False, volume_path="/d").step("net").budget_s
+    )
+    with pytest.raises(UserError, match=r"--step-budget 'volume': write STEP=SECONDS"):
+        levels.parse_step_budgets(["volume"])
+    with pytest.raises(UserError, match=r"--step-budget 'volume=ten': write STEP=SECONDS"):
+        levels.parse_step_budgets(["volume=ten"])
+    with pytest.raises(UserError, match="--step-budget disk=...: no such step; the steps are node, net"):
+        levels.build_plan("quick", ["a"], gpus=False, volume_path=None, budgets={"disk": 5.0})
+    with pytest.raises(UserError, match="--step-budget node=0: a budget is a positive number of seconds"):
+        levels.build_plan("quick", ["a"], gpus=False, volume_path=None, budgets={"node": 0.0})
+
+
 # ---------------------------------------------------------------------------- peers
 
 

@@ -1,7 +1,8 @@
 """``corral bench cluster`` for real on 5 simulated nodes: faults injected into chosen nodes must fail exactly
 those nodes with findings of the right kind; with no fault every node passes (three runs); a throttled link
 between two nodes of four is attributed to both ends and no other node; ``--exclude-from`` its report is
-honoured by launch and sweep.
+honoured by launch and sweep; a step out of its budget is stopped everywhere and fails nobody; burn-in
+(``long``) keeps the nodes busy for its duration.
 
 Faults (tests/infra/faults.py): a CPU quota of 5% of a core on one node's sshd (cgroup ``cpu``), a 40 Mbit/s
 ``tbf`` on one node's link, a 10 MiB/s write cap on one node's disk (cgroup ``blkio``). The peers' threshold
@@ -161,20 +162,57 @@ def test_exclude_from_is_honoured_by_a_detached_sweep(five, cfg, tmp_path, capsy
         subprocess.run(["tmux", "-L", os.environ["CORRAL_TMUX_SOCKET"], "kill-server"], capture_output=True)
 
 
-def _bench_cluster_pids() -> list[int]:
-    """Processes of any bench-cluster job (the simulated nodes share this PID namespace)."""
-    from pathlib import Path as P
+def _job_pids(cfg: Path, job_prefix: str = "bench-cluster-") -> list[int]:
+    """Processes of this cluster's jobs whose name starts so (the simulated nodes share this PID namespace; the
+    runs dir tells this cluster's jobs from another test's running beside it under pytest-xdist)."""
+    import yaml
 
+    runs = yaml.safe_load(cfg.read_text())["storage"]["runs"]
     found = []
-    for p in P("/proc").iterdir():
+    for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                env = (p / "environ").read_bytes()
+                env = (p / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"CORRAL_JOB_NAME=bench-cluster-" in env:
+            if any(v.startswith(f"CORRAL_JOB_NAME={job_prefix}".encode()) for v in env) and any(
+                v.startswith(f"CORRAL_RUN_DIR={runs}/".encode()) for v in env
+            ):
                 found.append(int(p.name))
     return found
+
+
+def test_a_step_out_of_its_budget_is_stopped_everywhere_marked_incomplete_and_fails_nobody(five, cfg, tmp_path, capsys):
+    import time
+
+    skip = ["--skip", "node", "--skip", "net", "--skip", "allreduce"]
+    rc, report = bench(cfg, tmp_path / "out", "--step-budget", "volume=2", *skip)
+    err = capsys.readouterr().err
+    assert rc == 2, err[-2000:]
+    (step,) = report["steps"]
+    assert step["name"] == "volume" and step["budget_s"] == 2 and not step["complete"], step
+    assert step["note"].startswith("budget spent before any node had a result"), step
+    assert report["verdict"] == "pass" and report["exclude"] == [], report["nodes"]
+    assert all(n["findings"] == [] for n in report["nodes"])
+    assert "[1/1] volume: INCOMPLETE" in err
+    assert err.strip().splitlines()[-1].startswith("incomplete: volume (budget spent before any node had a result")
+    deadline = time.monotonic() + 30
+    while _job_pids(cfg, "bench-volume-") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _job_pids(cfg, "bench-volume-") == []  # the step's job was stopped on every node
+
+
+@pytest.mark.long
+def test_burn_in_keeps_every_node_under_load_for_its_duration(five, cfg, tmp_path, capsys):
+    n = [x.hostname for x in five.nodes]
+    skip = ["--skip", "net", "--skip", "allreduce", "--skip", "volume"]
+    leave = ["--exclude", n[3], "--exclude", n[4]]
+    rc, report = bench(cfg, tmp_path / "out", "--level", "burn-in", "--duration", "5", *leave, *skip)
+    err = capsys.readouterr().err
+    assert rc == 0, (err[-2000:], [x["findings"] for x in report["nodes"]])
+    assert [s["name"] for s in report["steps"]] == ["node", "burn"] and all(s["complete"] for s in report["steps"])
+    assert report["measurements"]["burn_rounds"] >= 1 and "burn: round 1 done" in err
+    assert report["exclude"] == [] and [x["name"] for x in report["nodes"]] == n[:3]
 
 
 def test_ctrl_c_stops_the_current_step_everywhere_and_still_writes_the_report(five, cfg, tmp_path):
@@ -194,9 +232,9 @@ def test_ctrl_c_stops_the_current_step_everywhere_and_still_writes_the_report(fi
     )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _bench_cluster_pids():
+        while time.monotonic() < deadline and not _job_pids(cfg):
             time.sleep(0.5)  # the node step's job is running on the nodes
-        assert _bench_cluster_pids(), "the node step never started"
+        assert _job_pids(cfg), "the node step never started"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -208,9 +246,9 @@ def test_ctrl_c_stops_the_current_step_everywhere_and_still_writes_the_report(fi
     assert report["steps"][0]["note"].startswith("interrupted") and not report["steps"][0]["complete"]
     assert all(s["note"] == "not run (interrupted)" for s in report["steps"][1:])
     deadline = time.monotonic() + 30
-    while _bench_cluster_pids() and time.monotonic() < deadline:
+    while _job_pids(cfg) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _bench_cluster_pids() == []
+    assert _job_pids(cfg) == []
 
 
 def test_slow_all_reduce_is_bisected_to_the_node_on_a_capped_link(five, cfg, tmp_path, capsys):

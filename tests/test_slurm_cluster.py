@@ -171,7 +171,10 @@ def test_stop_leaves_no_process_and_spares_the_job_beside_it(cl, cfile, names, c
 
 
 def checkpoint_steps(ckpt_dir: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in ckpt_dir.glob("*") if (m := re.search(r"(\d+)$", p.name)))
+    """Published checkpoints only: a ``.staging-step-…`` directory is a save in progress, not one to resume from."""
+    from launcher.checkpoint.layout import parse_step_dirname
+
+    return sorted(s for p in ckpt_dir.glob("*") if (s := parse_step_dirname(p.name)) is not None)
 
 
 def test_requeue_resumes_from_the_latest_checkpoint(slurm_cluster, cl, names):

@@ -9,7 +9,7 @@ longer runs, ``burn-in`` sustained load for ``--duration`` with the health count
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from launcher.errors import UserError
@@ -99,8 +99,10 @@ def build_plan(
     duration_s: float | None = None,
     net_duration_s: float | None = None,
     skip: tuple[str, ...] = (),
+    budgets: dict[str, float] | None = None,
 ) -> ClusterPlan:
-    """The steps of ``level`` over ``nodes``; ``skip`` drops steps by name (``--skip volume``)."""
+    """The steps of ``level`` over ``nodes``; ``skip`` drops steps by name (``--skip volume``), ``budgets``
+    replaces a step's budget in seconds (``--step-budget volume=600``: a slow cloud disk, a long burn-in)."""
     if level not in LEVELS:
         raise UserError(f"--level: choose quick, standard or burn-in (got {level!r})")
     spec = LEVEL_SPECS[level]
@@ -113,6 +115,12 @@ def build_plan(
     unknown = sorted(set(skip) - set(STEP_NAMES))
     if unknown:
         raise UserError(f"--skip {unknown[0]}: no such step; the steps are {', '.join(STEP_NAMES)}")
+    budgets = budgets or {}
+    for name, seconds in budgets.items():
+        if name not in STEP_NAMES:
+            raise UserError(f"--step-budget {name}=...: no such step; the steps are {', '.join(STEP_NAMES)}")
+        if not seconds > 0:
+            raise UserError(f"--step-budget {name}={seconds:g}: a budget is a positive number of seconds")
     n = len(nodes)
     steps: list[StepPlan] = [
         StepPlan(
@@ -179,8 +187,20 @@ def build_plan(
                 {"duration_s": duration_s},
             )
         )
-    steps = [s for s in steps if s.name not in skip]
+    steps = [replace(s, budget_s=budgets[s.name]) if s.name in budgets else s for s in steps if s.name not in skip]
     return ClusterPlan(level, tuple(nodes), gpus, tuple(steps))
+
+
+def parse_step_budgets(values: list[str]) -> dict[str, float]:
+    """``--step-budget STEP=SECONDS`` (repeatable) as a dict; the step names are checked by ``build_plan``."""
+    out: dict[str, float] = {}
+    for value in values:
+        name, _, seconds = value.partition("=")
+        try:
+            out[name.strip()] = float(seconds)
+        except ValueError:
+            raise UserError(f"--step-budget {value!r}: write STEP=SECONDS, e.g. --step-budget volume=600") from None
+    return out
 
 
 STEP_NAMES = ("node", "net", "allreduce", "node_allreduce", "volume", "burn")

@@ -93,6 +93,15 @@ def exit_line(report: dict[str, Any], report_path: str) -> str:
     )
 
 
+def incomplete_line(steps: list[dict[str, Any]]) -> str:
+    """The last line of a run where no node failed but some step did not finish: which, why, what to do."""
+    parts = [f"{s['name']} ({s['note'] or 'did not finish'})" for s in steps]
+    return (
+        f"incomplete: {'; '.join(parts)}; no node failed, but these steps judged nobody: rerun them "
+        "(--skip the others), with more time where a budget was spent (--step-budget STEP=SECONDS)"
+    )
+
+
 # ---------------------------------------------------------------------------- markdown
 
 

@@ -68,6 +68,10 @@ class Interrupted(Exception):
         self.recorded = recorded
 
 
+BUDGET_SPENT = "budget spent before any node had a result (more time: --step-budget {step}=SECONDS)"
+"""A step's note when no node finished in time: nobody is failed for it, the step is incomplete."""
+
+
 class BudgetClock:
     """Seconds left in a step's budget."""
 
@@ -91,10 +95,14 @@ def step_node(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
     from benchmarks.node import run as node_run
 
     expected = {n.label: n.gpus for n in cluster.nodes}
+    clock = BudgetClock(step.budget_s)
     probes = node_run.probe_cluster(cluster, name=_job_name("node"), quick=False, timeout=step.budget_s)
-    rec.node_reports = node_run.judge_probes(probes, expected)
     missing = {p["host"]: p["reason"] for p in probes if p.get("format") == "missing"}
-    return f"no probe from {', '.join(missing)}" if missing else ""
+    if clock.left() <= 0 and len(missing) == len(probes):
+        return BUDGET_SPENT.format(step=step.name)  # says nothing about any one node: none is failed
+    rec.node_reports = node_run.judge_probes(probes, expected)
+    spent = "budget spent; " if clock.left() <= 0 else ""
+    return f"{spent}no probe from {', '.join(missing)}" if missing else ""
 
 
 def _pair_plan(eps, src: str, dst: str, pythons: dict[str, str], duration: float):
@@ -261,13 +269,20 @@ def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Threshol
     vplan = build_plan(
         p["path"], size=p["size"], modes=p["modes"], duration_s=p["duration_s"], limit_mibps=th.volume_cap_mibps
     )
+    clock = BudgetClock(step.budget_s)
     try:
         rec.volume = run_on_cluster(vplan, cluster, timeout_s=step.budget_s)
     except RunFailed as exc:
+        if clock.left() <= 0:
+            # no node finished within the budget: that says nothing about any one node, so none is failed
+            rec.volume = {"error": str(exc), "results": [], "failed_nodes": []}
+            return BUDGET_SPENT.format(step=step.name)
         rec.volume = {"error": str(exc), "results": [], "failed_nodes": [f"{n.label}: {exc}" for n in cluster.nodes]}
     failed = rec.volume.get("failed_nodes") or []
+    # a node still running when its peers had finished and the budget was spent is the slow one: it fails
     rec.missing["volume"] = {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in failed}
-    return f"no result from {len(failed)} node(s)" if failed else ""
+    spent = "budget spent; " if clock.left() <= 0 else ""
+    return f"{spent}no result from {len(failed)} node(s)" if failed else ""
 
 
 def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from launcher.errors import UserError
 
 EXIT_FAILED_NODES = 1
+EXIT_COULD_NOT_RUN = 2
 
 
 def _err(line: str) -> None:
@@ -62,6 +63,7 @@ def run_command(
     volume_cap: float | None,
     min_busbw: float | None,
     skip: list[str],
+    step_budget: list[str],
     exclude: list[str],
     exclude_from: Path | None,
     json_target: Path | None,
@@ -91,6 +93,7 @@ def run_command(
         duration_s=duration,
         net_duration_s=net_duration,
         skip=tuple(skip),
+        budgets=levels.parse_step_budgets(step_budget),
     )
     if dry_run:
         sys.stdout.write(levels.describe(plan, [i.line() for i in left_out]) + "\n")
@@ -176,6 +179,11 @@ def run_command(
     if doc["verdict"] == "fail":
         _err(report.exit_line(doc, str(report_path)))
         return EXIT_FAILED_NODES
+    incomplete = [s for s in doc["steps"] if not s["complete"]]
+    if incomplete:
+        # no node failed, but not everything was measured: not a pass to build on
+        _err(report.incomplete_line(incomplete))
+        return EXIT_COULD_NOT_RUN
     return 0
 
 

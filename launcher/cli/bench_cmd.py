@@ -376,6 +376,12 @@ def cluster_cmd(
     skip: list[str] = typer.Option(
         [], "--skip", metavar="STEP", help="Leave out a step: node, net, allreduce, volume..."
     ),
+    step_budget: list[str] = typer.Option(
+        [],
+        "--step-budget",
+        metavar="STEP=SECONDS",
+        help="Replace a step's time budget (repeatable); a step that runs out is stopped and marked incomplete.",
+    ),
     exclude: list[str] = ExcludeOpt,
     exclude_from: Optional[Path] = ExcludeFromOpt,
     as_json: bool = JsonOpt,
@@ -404,6 +410,7 @@ def cluster_cmd(
         volume_cap=volume_cap,
         min_busbw=min_busbw,
         skip=skip,
+        step_budget=step_budget,
         exclude=exclude,
         exclude_from=exclude_from,
         json_target=json_target(as_json, json_out),
