@@ -30,7 +30,7 @@ from tests.infra.simcluster import SimCluster, missing_facility, reap_stale_runs
 
 # Docker tests: starts dockerd (only when none runs) before the facility check below, the test image, labelled cleanup.
 # The clean-checkout check: a run that leaves new entries in `git status --porcelain` fails.
-pytest_plugins = ("tests.infra.docker_fixtures", "tests.infra.clean_checkout")
+pytest_plugins = ("tests.infra.docker_fixtures", "tests.infra.clean_checkout", "tests.infra.accept")
 
 MISSING = "missing facility: "
 """Prefix of every skip reason caused by a missing facility (CI turns it into a failure)."""
@@ -57,13 +57,10 @@ def on_ci() -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``): a module's tests stay on one worker, so module-scoped clusters
-    are built once, and every module with a docker test shares one worker, so one process starts and stops the
-    host's dockerd."""
-    docker_modules = {i.nodeid.split("::")[0] for i in items if i.get_closest_marker("docker")}
+    """Under pytest-xdist (``--dist loadgroup``): a module's tests stay on one worker, so its module-scoped
+    cluster is built once (the host's dockerd is the controller's: tests/infra/docker_fixtures.py)."""
     for item in items:
-        module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("docker" if module in docker_modules else module))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 # ---- facility checks (cached: each costs a subprocess or a socket) ----------

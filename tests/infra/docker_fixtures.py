@@ -13,6 +13,7 @@ it is ``docker import`` of a tar stream built here, and cached by its tag.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -108,6 +109,19 @@ def stop_started_dockerd() -> None:
     _started.clear()
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    """The process that hands tests to pytest-xdist's workers (``-n N``), not a worker and not a plain run."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist the controller starts dockerd once, before any worker, and stops it after the last:
+    # workers find it running, so several can run docker tests without racing to start or stop the engine.
+    if _xdist_controller(config) and "not docker" not in (config.option.markexpr or ""):
+        if start_dockerd() is not None:
+            config.add_cleanup(stop_started_dockerd)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("docker") and "tried" not in _started:
@@ -194,10 +208,13 @@ def build_test_image(tag: str = TEST_IMAGE) -> str:
     from container.docker import Docker
 
     docker = Docker()
-    if docker.image_present(tag):
-        return tag
-    data = _rootfs_tar()
-    proc = subprocess.run(["docker", "import", "-", tag], input=data, capture_output=True, timeout=300)
+    # one builder at a time (pytest-xdist workers): a second import of the tag would leave a dangling image
+    with open(__file__) as lock:  # a file every worker has; locking it leaves nothing behind
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if docker.image_present(tag):
+            return tag
+        data = _rootfs_tar()
+        proc = subprocess.run(["docker", "import", "-", tag], input=data, capture_output=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"docker import failed: {proc.stderr.decode(errors='replace')}")
     return tag
