@@ -137,6 +137,7 @@ def test_slow_node_is_the_one_common_to_the_slow_pairs_after_the_second_pass():
         pair("n4", "n1", 8.1),
         pair("n1", "n4", 7.7),
     ]
+    assert localize.remeasure_pairs(j, retests) == []  # n3 is still slow: no link to measure again
     out = localize.attribute(nodes, ring, retests, j, TH)
     assert [f.check for f in out["n3"]] == ["net.node"] and out["n3"][0].severity == "fail"
     assert "n2->n3 0.04 Gbit/s" in out["n3"][0].message and "again with n1" in out["n3"][0].message
@@ -155,6 +156,21 @@ def test_a_bad_partner_never_fails_a_healthy_node_and_a_slow_link_names_both_end
     assert [f.check for f in out["n1"]] == ["net.link"] and "link to n2" in out["n1"][0].message
     assert [f.check for f in out["n2"]] == ["net.link"] and "link to n1" in out["n2"][0].message
     assert all(f.severity == "pass" for n in ("n3", "n4") for f in out[n])
+    # both ends cleared: the slow pair is measured once more; slow again, both ends fail with both figures
+    assert localize.remeasure_pairs(j, retests) == [("n1", "n2")]
+    out = localize.attribute(nodes, ring, [*retests, pair("n1", "n2", 0.05)], j, TH)
+    assert [f.check for f in out["n1"]] == ["net.link"] and "again n1->n2 0.05" in out["n1"][0].message
+
+
+def test_a_pair_slow_once_and_fast_when_measured_again_fails_nobody():
+    nodes = ["n1", "n2", "n3", "n4"]
+    ring = [pair("n1", "n2", 31.5), pair("n2", "n3", 21.0), pair("n3", "n4", 32.5), pair("n4", "n1", 33.0)]
+    j = localize.judge_pairs(ring, TH)
+    assert j.slow == [("n2", "n3")]
+    retests = [pair(s, j.reference, 33.0) for s in j.suspects] + [pair(j.reference, s, 33.5) for s in j.suspects]
+    assert localize.remeasure_pairs(j, retests) == [("n2", "n3")]
+    out = localize.attribute(nodes, ring, [*retests, pair("n2", "n3", 32.0)], j, TH)
+    assert all(f.severity == "pass" for n in nodes for f in out[n]), out
 
 
 def test_a_failed_pair_is_retested_and_without_a_good_node_nobody_is_blamed_blindly():

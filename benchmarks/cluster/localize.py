@@ -6,8 +6,9 @@ Three rules, as a cluster health scanner applies them:
 2. Every node in a slow pair is a suspect; each suspect is re-tested, both directions, with a *reference*
    node that was in no slow pair (a second pass). A suspect still slow with a good partner is the culprit;
    one that is fast again is cleared, so a bad partner never fails a healthy node.
-3. A slow pair whose two ends were both cleared is a slow *link*: both ends get the finding, which names
-   the other end. With no reference node (every node in a slow pair), the node common to most slow
+3. A slow pair whose two ends were both cleared is a slow *link*: the pair itself is measured once more in
+   the second pass, and when it is slow again both ends get the finding, which names the other end; fast
+   again, it was one slow sample (a healthy network's spread) and nobody is blamed. With no reference node (every node in a slow pair), the node common to most slow
    pairs is blamed when it is unique, else every suspect gets a warning saying it could not be told.
 
 And for the all-node all-reduce, ``bisect``: halves of the node list until the slow group is two or three
@@ -76,6 +77,23 @@ def retest_pairs(j: NetJudgement) -> list[Pair]:
     return out
 
 
+def _slow(p: dict[str, Any], floor: float | None) -> bool:
+    return p.get("error") is not None or (floor is not None and _gbps(p) < floor)
+
+
+def _cleared(node: str, retests: list[dict[str, Any]], j: NetJudgement) -> bool:
+    mine = [r for r in retests if node in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
+    return bool(mine) and not any(_slow(r, j.floor) for r in mine)
+
+
+def remeasure_pairs(j: NetJudgement, retests: list[dict[str, Any]]) -> list[Pair]:
+    """After the second pass: the slow pairs whose two ends were both fast with the reference node, to be
+    measured once more before the link between them is blamed."""
+    if j.reference is None:
+        return []
+    return [(a, b) for a, b in j.slow if _cleared(a, retests, j) and _cleared(b, retests, j)]
+
+
 def attribute(
     nodes: list[str], pairs: list[dict[str, Any]], retests: list[dict[str, Any]], j: NetJudgement, th: Thresholds
 ) -> dict[str, list[Finding]]:
@@ -96,8 +114,9 @@ def attribute(
     cleared: set[str] = set()
     if j.reference is not None:
         for s in j.suspects:
-            mine = [r for r in retests if s in (r["src"], r["dst"])]
-            still_slow = [r for r in mine if r.get("error") is not None or (floor is not None and _gbps(r) < floor)]
+            # with the reference node only: a re-measure of a slow pair says nothing about either end alone
+            mine = [r for r in retests if s in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
+            still_slow = [r for r in mine if _slow(r, floor)]
             first = [by_pair[p] for p in j.slow if s in p]
             if still_slow or not mine:
                 culprits.add(s)
@@ -156,13 +175,18 @@ def attribute(
         if src in culprits or dst in culprits or j.reference is None:
             continue
         p = by_pair[(src, dst)]
+        again = [r for r in retests if (r["src"], r["dst"]) == (src, dst)]
+        if again and not any(_slow(r, floor) for r in again):
+            continue  # one slow sample: measured again, the link is as fast as the others
         for me, other in ((src, dst), (dst, src)):
-            retested = [r for r in retests if me in (r["src"], r["dst"])]
+            retested = [r for r in retests if me in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
             out[me].append(
                 Finding(
                     "net.link",
                     FAIL,
-                    f"the link to {other} is slow: {show(p)} while both are fast with {j.reference}: "
+                    f"the link to {other} is slow: {show(p)}"
+                    + (f", again {', '.join(show(r) for r in again)}" if again else "")
+                    + f", while both are fast with {j.reference}: "
                     + "; ".join(show(r) for r in retested)
                     + f" ({ctx})",
                     _gbps(p),

@@ -158,6 +158,14 @@ def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds)
             asyncio.run(bn.measure_pair(cluster, _pair_plan(eps, src, dst, pythons, duration), duration, rng))
         )
         say(f"net: re-test {src}->{dst} {_show_gbps(retests[-1])}")
+    for src, dst in localize.remeasure_pairs(judgement, retests):
+        if clock.left() < duration + 5:
+            note = note or "budget spent during the second pass"
+            break
+        retests.append(
+            asyncio.run(bn.measure_pair(cluster, _pair_plan(eps, src, dst, pythons, duration), duration, rng))
+        )
+        say(f"net: again {src}->{dst} {_show_gbps(retests[-1])}")
     rec.net = {**net.build_result(eps, step.params["pairs"], duration, pairs), "retests": retests}
     return note
 
