@@ -3,7 +3,9 @@
 Loaded as a pytest plugin from tests/conftest.py (``pytest_plugins``). Its ``pytest_runtest_setup``
 runs before conftest's facility check, so the engine is up before a ``docker`` test is judged;
 it starts one only for a test marked ``docker``, and stops only the dockerd it started, at the end
-of the session (and only when no container is left running on it).
+of the session (and only when no container is left running on it), then removes what that dockerd
+left on the host (its iptables rules and chains, the docker0 bridge) unless they were there before.
+Under pytest-xdist the controller does this once for all workers (``pytest_configure``).
 
 The image ``corral-test-base:1`` holds no Python: just the shared libraries the host's Python and
 torch link against (found with ldd) and /bin/sh. The tests bind-mount the venv (the builder's venv
@@ -59,6 +61,31 @@ def _forward_policy() -> str | None:
     return m.group(1) if m else None
 
 
+DOCKER_CHAINS = ("DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2", "DOCKER-USER")
+"""The iptables chains dockerd creates and leaves behind when it stops."""
+
+
+def _dockers_traces() -> bool:
+    """Whether dockerd's chains or bridge exist (left by an earlier engine): then they are not ours to remove."""
+    filt = subprocess.run(["iptables", "-S"], capture_output=True, text=True, timeout=10).stdout
+    bridge = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True, timeout=10).returncode == 0
+    return bridge or any(line == f"-N {c}" for c in DOCKER_CHAINS for line in filt.splitlines())
+
+
+def _remove_dockers_traces() -> None:
+    """What a dockerd we started left on the host: its rules (filter and nat), its chains, the docker0 bridge."""
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, timeout=10).stdout
+        for line in rules.splitlines():
+            words = line.split()
+            if words[:1] == ["-A"] and words[1] not in DOCKER_CHAINS and ("DOCKER" in line or "docker0" in line):
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True, timeout=10)
+        for chain in DOCKER_CHAINS:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, timeout=10)
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, timeout=10)
+    subprocess.run(["ip", "link", "del", "docker0"], capture_output=True, timeout=10)
+
+
 def start_dockerd() -> subprocess.Popen | None:
     """Start dockerd when none answers; returns the process we started (None: one was running or none can run)."""
     if engine_answers() or os.geteuid() != 0:
@@ -67,6 +94,7 @@ def start_dockerd() -> subprocess.Popen | None:
         return None
     logf = open(f"/var/tmp/corral-test-dockerd-{os.getpid()}.log", "ab")
     policy = _forward_policy()
+    _started["traces_before"] = _dockers_traces()
     proc = subprocess.Popen(
         ["dockerd"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
@@ -102,6 +130,8 @@ def stop_started_dockerd() -> None:
         log.warning("leaving dockerd (pid %s) running: %d container(s) still run on it", proc.pid, len(running))
         return
     _stop(proc, _started.get("forward_policy"))  # type: ignore[arg-type]
+    if _started.get("traces_before") is False:
+        _remove_dockers_traces()
     logf = _started.get("log")
     if logf is not None:
         logf.close()  # type: ignore[attr-defined]
