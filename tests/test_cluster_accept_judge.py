@@ -320,6 +320,17 @@ def test_assess_with_a_baseline_fails_the_regressed_node_only(tmp_path):
         _read_baseline(bad)
 
 
+def test_this_machine_alone_is_not_failed_by_the_private_network_rule():
+    from benchmarks.cluster import run as runner
+
+    local = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}]})
+    verdicts, _ = runner.assess(local, runner.Recorded(), J.Thresholds(), None)
+    assert [(v.verdict, v.findings) for v in verdicts] == [("pass", [])]
+    public = ClusterConfig.model_validate({"nodes": [{"host": "a", "addr": "34.90.1.2"}]})
+    verdicts, _ = runner.assess(public, runner.Recorded(), J.Thresholds(), None)
+    assert [f.check for f in verdicts[0].findings] == ["cloud.private_network"] and verdicts[0].verdict == "fail"
+
+
 def test_burn_in_warns_when_a_node_slows_under_sustained_load_and_keeps_health_failures():
     from benchmarks.cluster import run as runner
 

@@ -454,7 +454,8 @@ def assess(
     parts = [
         {n["host"]: J.from_node_report(n) for n in rec.node_reports},
         J.judge_peers(figs, th),
-        J.judge_cloud(figs, th, {n.label: n.addr for n in cluster.nodes}),
+        # the private-network rule is about how nodes reach each other: this machine itself is not judged by it
+        J.judge_cloud(figs, th, {n.label: n.addr for n in cluster.nodes if not n.is_local}),
         J.missing_findings("volume", rec.missing.get("volume", {})),
         _expectation_findings(rec, figs),
         _burn_findings(rec, th),
