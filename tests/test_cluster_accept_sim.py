@@ -72,16 +72,16 @@ def test_a_step_out_of_its_budget_is_stopped_everywhere_marked_incomplete_and_fa
     import time
 
     skip = ["--skip", "node", "--skip", "net", "--skip", "allreduce"]
-    rc, report = bench(cfg, tmp_path / "out", "--step-budget", "volume=2", *skip)
+    rc, report = bench(cfg, tmp_path / "out", "--step-budget", "volume=1", *skip)
     err = capsys.readouterr().err
     assert rc == 2, err[-2000:]
     (step,) = report["steps"]
-    assert step["name"] == "volume" and step["budget_s"] == 2 and not step["complete"], step
-    assert step["note"].startswith("budget spent before any node had a result"), step
+    assert step["name"] == "volume" and step["budget_s"] == 1 and not step["complete"], step
+    assert step["note"].startswith("budget spent before most nodes had a result"), step
     assert report["verdict"] == "pass" and report["exclude"] == [], report["nodes"]
     assert all(n["findings"] == [] for n in report["nodes"])
     assert "[1/1] volume: INCOMPLETE" in err
-    assert err.strip().splitlines()[-1].startswith("incomplete: volume (budget spent before any node had a result")
+    assert err.strip().splitlines()[-1].startswith("incomplete: volume (budget spent before most nodes had a result")
     deadline = time.monotonic() + 30
     while job_pids(cfg, "bench-volume-") and time.monotonic() < deadline:
         time.sleep(0.5)

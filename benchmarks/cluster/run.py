@@ -68,8 +68,14 @@ class Interrupted(Exception):
         self.recorded = recorded
 
 
-BUDGET_SPENT = "budget spent before any node had a result (more time: --step-budget {step}=SECONDS)"
-"""A step's note when no node finished in time: nobody is failed for it, the step is incomplete."""
+BUDGET_SPENT = "budget spent before most nodes had a result (more time: --step-budget {step}=SECONDS)"
+"""A step's note when most nodes did not finish in time: nobody is failed for it, the step is incomplete."""
+
+
+def _few(missing: int, nodes: int) -> bool:
+    """When a step's budget ran out: fewer than half the nodes without a result are the slow ones, judged
+    against the peers that finished; half or more means the step as a whole ran out of time."""
+    return 2 * missing < nodes
 
 
 class BudgetClock:
@@ -91,18 +97,41 @@ def _job_name(step: str) -> str:
 # ---------------------------------------------------------------------------- steps
 
 
-def step_node(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+def step_node(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
     from benchmarks.node import run as node_run
 
     expected = {n.label: n.gpus for n in cluster.nodes}
     clock = BudgetClock(step.budget_s)
     probes = node_run.probe_cluster(cluster, name=_job_name("node"), quick=False, timeout=step.budget_s)
     missing = {p["host"]: p["reason"] for p in probes if p.get("format") == "missing"}
-    if clock.left() <= 0 and len(missing) == len(probes):
+    if clock.left() <= 0 and not _few(len(missing), len(probes)):
         return BUDGET_SPENT.format(step=step.name)  # says nothing about any one node: none is failed
     rec.node_reports = node_run.judge_probes(probes, expected)
+    _second_node_pass(cluster, rec, say, th, clock, expected)
     spent = "budget spent; " if clock.left() <= 0 else ""
     return f"{spent}no probe from {', '.join(missing)}" if missing else ""
+
+
+def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock: BudgetClock, expected) -> None:
+    """A node below its peers' floor is probed once more before it is judged, as the network step re-tests a
+    slow pair: a moment of contention on a shared host is not a slow node, a slow node is slow again. The
+    second figures replace the first, which the entry keeps under ``first_pass``."""
+    from benchmarks.node import run as node_run
+
+    figs = {r["host"]: J.node_figures(r) for r in rec.node_reports}
+    low = [n for n, found in J.judge_peers(figs, th).items() if any(f.severity == J.FAIL for f in found)]
+    if not low or clock.left() < 30:
+        return
+    say(f"node: probing again {', '.join(low)} (below the peers' floor)")
+    again = node_run.probe_cluster(_subcluster(cluster, low), name=_job_name("node"), quick=False, timeout=clock.left())
+    fresh = {
+        r["host"]: r
+        for r in node_run.judge_probes(again, {n: expected[n] for n in low})
+        if J.node_figures(r)  # a probe that failed again leaves the first figures in place
+    }
+    rec.node_reports = [
+        {**fresh[r["host"]], "first_pass": figs[r["host"]]} if r["host"] in fresh else r for r in rec.node_reports
+    ]
 
 
 def _pair_plan(eps, src: str, dst: str, pythons: dict[str, str], duration: float):
@@ -287,7 +316,9 @@ def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Threshol
             return BUDGET_SPENT.format(step=step.name)
         rec.volume = {"error": str(exc), "results": [], "failed_nodes": [f"{n.label}: {exc}" for n in cluster.nodes]}
     failed = rec.volume.get("failed_nodes") or []
-    # a node still running when its peers had finished and the budget was spent is the slow one: it fails
+    if failed and clock.left() <= 0 and not _few(len(failed), len(cluster.nodes)):
+        return BUDGET_SPENT.format(step=step.name)
+    # a node still running when most of its peers had finished and the budget was spent is the slow one: it fails
     rec.missing["volume"] = {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in failed}
     spent = "budget spent; " if clock.left() <= 0 else ""
     return f"{spent}no result from {len(failed)} node(s)" if failed else ""
@@ -320,7 +351,7 @@ def run_plan(
     """Run every step in order; ``on_step(i, step, None)`` before a step, ``on_step(i, step, record)`` after."""
     rec = Recorded()
     runners = {
-        "node": lambda s: step_node(cluster, s, rec, say),
+        "node": lambda s: step_node(cluster, s, rec, say, th),
         "net": lambda s: step_net(cluster, s, rec, say, th),
         "allreduce": lambda s: step_allreduce(cluster, s, rec, say, th, baseline_busbw),
         "node_allreduce": lambda s: step_node_allreduce(cluster, s, rec, say),
