@@ -87,6 +87,11 @@ def test_pair_result_units_and_throttle():
     assert (
         t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2
     )  # the median ignores the straddling second
+    # the cap setting in over two intervals (TCP backing off under load): the settled rate, not their median
+    two = [10 * mb] * 2 + [5 * mb, mb * 3 // 4] + [mb // 10] * 4 + [mb // 10]
+    t = net.pair_result("a", "b", recv_report(two, last=0.5), duration=9)["throttle"]
+    assert t is not None and t["cap_gbps"] == pytest.approx(0.1)
+    assert net.settled_rate([0.0, 0.0]) == 0.0 and net.settled_rate([0.2, 0.0, 0.22, 0.1]) == pytest.approx(0.21)
 
 
 def test_a_sliver_at_the_end_is_folded_into_the_last_interval():

@@ -31,7 +31,7 @@ UNITS = {
     "duration_s": "seconds the sender sends",
     "throttle.rate_before": "Gbit/s (mean before the change)",
     "throttle.rate_after": "Gbit/s (mean after the change)",
-    "throttle.cap_gbps": "Gbit/s (median of the intervals after the change)",
+    "throttle.cap_gbps": "Gbit/s (median of the intervals after the change within 2x of the slowest)",
     "throttle.change_at_s": "seconds from the first byte",
 }
 
@@ -199,6 +199,20 @@ def mibps(nbytes: float, seconds: float) -> float:
     return nbytes / (1 << 20) / seconds if seconds > 0 else 0.0
 
 
+def settled_rate(after: list[float]) -> float:
+    """The rate a link settled at after a throttle: the median of the intervals within 2x of the slowest.
+
+    The detector's rate_after is a mean, and the interval or two in which the cap set in are part burst,
+    part cap (TCP backing off, the shaper's queue draining): what people look for is where it settled."""
+    if len(after) > 2:
+        after = after[:-1]  # the last interval is partial
+    moving = [x for x in after if x > 0]
+    if not moving:
+        return 0.0
+    floor = min(moving)
+    return statistics.median([x for x in moving if x <= 2 * floor])
+
+
 def pair_result(src: str, dst: str, recv: dict, duration: float) -> dict:
     """One pair's numbers from the receiver's report; the throttle detector runs on its series."""
     interval = recv["interval_s"]
@@ -215,12 +229,10 @@ def pair_result(src: str, dst: str, recv: dict, duration: float) -> dict:
     throttle = detect_throttle(series, interval_s=interval)
     throttle_info = None
     if throttle:
-        # The detector's rate_after is a mean, and the interval in which the cap set in is
-        # half burst, half cap: the median of the later intervals is the cap people look for.
-        after = series[round(throttle.change_at_s / interval) :]
-        if len(after) > 2:
-            after = after[:-1]  # the last interval is partial
-        throttle_info = {**throttle.to_dict(), "cap_gbps": statistics.median(after)}
+        throttle_info = {
+            **throttle.to_dict(),
+            "cap_gbps": settled_rate(series[round(throttle.change_at_s / interval) :]),
+        }
     return {
         "src": src,
         "dst": dst,
