@@ -8,7 +8,8 @@ Three rules, as a cluster health scanner applies them:
    one that is fast again is cleared, so a bad partner never fails a healthy node.
 3. A slow pair whose two ends were both cleared is a slow *link*: the pair itself is measured once more in
    the second pass, and when it is slow again both ends get the finding, which names the other end; fast
-   again, it was one slow sample (a healthy network's spread) and nobody is blamed. With no reference node (every node in a slow pair), the node common to most slow
+   again, it was one slow sample (a healthy network's spread) and nobody is blamed. With no reference
+   node (every node in a slow pair), the node common to most slow
    pairs is blamed when it is unique, else every suspect gets a warning saying it could not be told.
 
 And for the all-node all-reduce, ``bisect``: halves of the node list until the slow group is two or three
@@ -30,6 +31,10 @@ Pair = tuple[str, str]
 def _gbps(p: dict[str, Any]) -> float:
     v = p.get("gbps")
     return float(v) if isinstance(v, (int, float)) else 0.0
+
+
+def _slow(p: dict[str, Any], floor: float | None) -> bool:
+    return p.get("error") is not None or (floor is not None and _gbps(p) < floor)
 
 
 @dataclass
@@ -57,9 +62,7 @@ def judge_pairs(pairs: list[dict[str, Any]], th: Thresholds) -> NetJudgement:
         floor = median * (1 - 2 * th.peer)
     else:
         median = floor = None
-    slow = [
-        (p["src"], p["dst"]) for p in pairs if p.get("error") is not None or (floor is not None and _gbps(p) < floor)
-    ]
+    slow = [(p["src"], p["dst"]) for p in pairs if _slow(p, floor)]
     suspects = list(dict.fromkeys(n for pair in slow for n in pair))
     good = [n for n in nodes if n not in suspects]
     # the good node that moved the most data is the partner least likely to be the bottleneck itself
@@ -77,12 +80,13 @@ def retest_pairs(j: NetJudgement) -> list[Pair]:
     return out
 
 
-def _slow(p: dict[str, Any], floor: float | None) -> bool:
-    return p.get("error") is not None or (floor is not None and _gbps(p) < floor)
+def _with_reference(node: str, retests: list[dict[str, Any]], j: NetJudgement) -> list[dict[str, Any]]:
+    """``node``'s re-tests with the reference node (a re-measure of a slow pair says nothing about one end)."""
+    return [r for r in retests if node in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
 
 
 def _cleared(node: str, retests: list[dict[str, Any]], j: NetJudgement) -> bool:
-    mine = [r for r in retests if node in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
+    mine = _with_reference(node, retests, j)
     return bool(mine) and not any(_slow(r, j.floor) for r in mine)
 
 
@@ -114,8 +118,7 @@ def attribute(
     cleared: set[str] = set()
     if j.reference is not None:
         for s in j.suspects:
-            # with the reference node only: a re-measure of a slow pair says nothing about either end alone
-            mine = [r for r in retests if s in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
+            mine = _with_reference(s, retests, j)
             still_slow = [r for r in mine if _slow(r, floor)]
             first = [by_pair[p] for p in j.slow if s in p]
             if still_slow or not mine:
@@ -179,7 +182,7 @@ def attribute(
         if again and not any(_slow(r, floor) for r in again):
             continue  # one slow sample: measured again, the link is as fast as the others
         for me, other in ((src, dst), (dst, src)):
-            retested = [r for r in retests if me in (r["src"], r["dst"]) and j.reference in (r["src"], r["dst"])]
+            retested = _with_reference(me, retests, j)
             out[me].append(
                 Finding(
                     "net.link",
