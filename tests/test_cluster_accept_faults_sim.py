@@ -37,11 +37,16 @@ def test_faults_fail_exactly_those_nodes_with_findings_of_their_kind(five, cfg, 
         (x["name"], x["findings"]) for x in report["nodes"]
     ]
     assert {"peer.cpu_gemm_gflops", "peer.cpu_memcopy_gbps"} & kinds(report, n[1])
-    # the CPU-starved node was probed a second time before it was judged, and was slow again
+    # the CPU-starved node was probed a second time before it was judged, and was slow again; or, where its
+    # first probe at 5% of a core left no time for a second on a loaded machine, the step's note says so
+    steps = {s["name"]: s for s in report["steps"]}
     (starved,) = [r for r in report["measurements"]["node"] if r["host"] == n[1]]
-    assert "first_pass" in starved, starved.keys()
+    assert "first_pass" in starved or f"{n[1]}: below the peers' floor, judged on one" in steps["node"]["note"]
     assert "net.node" in kinds(report, n[2])
     assert "peer.volume_seqwrite_mibps" in kinds(report, n[3])
+    # the write-capped node was measured once more, on its own, and was slow again (or the note says why not)
+    volume = report["measurements"]["volume"]
+    assert n[3] in volume.get("first_pass", {}) or f"{n[3]}: below" in steps["volume"]["note"], steps["volume"]
     for healthy in (n[0], n[4]):
         assert kinds(report, healthy) == set()
     for node in report["nodes"]:

@@ -369,3 +369,13 @@ def test_a_bisection_out_of_time_blames_only_what_it_measured():
     assert b.culprits == [] and "budget spent" in b.note
     found = localize.bisection_findings(b, 0.004, 0.02, "spec", ["n1", "n2"])
     assert {n: [f.severity for f in fs] for n, fs in found.items()} == {"n1": ["warn"], "n2": ["warn"]}
+
+
+def test_a_step_whose_second_pass_did_not_fit_is_complete_and_says_which_nodes_rest_on_one_measurement():
+    from benchmarks.cluster.run import SECOND_PASS_SKIPPED, _complete
+
+    skipped = SECOND_PASS_SKIPPED.format(nodes="n2", step="node")
+    assert _complete("") and _complete(skipped) and _complete("skipped: fewer than two nodes")
+    assert _complete("n4: second measurement failed, judged on the first")
+    assert not _complete(f"budget spent; {skipped}") and not _complete(f"{skipped}; no probe from n3")
+    assert "--step-budget node=SECONDS" in skipped

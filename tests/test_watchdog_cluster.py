@@ -177,8 +177,11 @@ def test_restart_ends_the_frozen_group_and_the_job_resumes_from_its_checkpoint(c
     victim = rank_pid(handle, 1)
     wait_for(lambda: rank_step(handle, 1) >= 45, 180, "45 steps (four checkpoints)")
     os.kill(victim, signal.SIGSTOP)
-    status = handle.wait(timeout=300)
-    logs = {n.node: Path(n.log_path).read_text()[-3000:] for n in handle.plan.nodes}
+    try:
+        status = handle.wait(timeout=300)
+    finally:  # what every node printed and saw, also when the job did not end in time
+        logs = {n.node: Path(n.log_path).read_text()[-3000:] for n in handle.plan.nodes}
+        print(json.dumps({"logs": logs, "watchdog": watchdog_logs(handle)}, indent=1))
     assert status.ok, (status.to_json(), logs, watchdog_logs(handle))
     ev = hang_events(handle)
     assert len(ev) == 1 and ev[0]["action"] == "restart", ev

@@ -13,21 +13,21 @@ returns plain JSON-able data.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import platform
 import re
-import resource
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
+
+# Imported where used: every `corral ps` starts this agent on every node, and these modules cost a
+# Python start-up more than the status read itself (pathlib alone ~10 ms on a small VM).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 LIGHT_TORCH_CHECK = (
     "import importlib.util, json, os, sys\n"
@@ -57,6 +57,10 @@ def _run(argv, timeout=60.0, env=None):
     except subprocess.TimeoutExpired:
         return 124, "", f"timed out after {timeout:g}s"
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def _hostname():
+    return os.uname().nodename  # socket.gethostname() without importing socket
 
 
 def _read(path, default=None):
@@ -93,7 +97,8 @@ def gpu_count(root="/", smi=None):
 
 # -- what a container run can use (container.facts) --
 
-RLIMITS = {"memlock": resource.RLIMIT_MEMLOCK, "stack": resource.RLIMIT_STACK}
+RLIMITS = {"memlock": "RLIMIT_MEMLOCK", "stack": "RLIMIT_STACK"}
+"""The limits a container run may need, by the name of their ``resource`` constant."""
 CAP_SYS_RESOURCE = 24
 DOCKERD_PID_FILES = ("/var/run/docker.pid", "/run/docker.pid")
 _LIMIT_ROWS = {"memlock": "Max locked memory", "stack": "Max stack size"}
@@ -172,9 +177,11 @@ def rlimits() -> dict:
     limits = _limits_of(pid) if pid else None
     if limits is not None:
         return {"source": f"dockerd (pid {pid})", "limits": limits, "can_raise": _has_cap_sys_resource(pid)}
+    import resource
+
     limits = {}
     for key, res in RLIMITS.items():
-        soft, hard = resource.getrlimit(res)
+        soft, hard = resource.getrlimit(getattr(resource, res))
         limits[key] = [-1 if v == resource.RLIM_INFINITY else v for v in (soft, hard)]
     return {"source": "this user's session", "limits": limits, "can_raise": _has_cap_sys_resource("self")}
 
@@ -184,6 +191,8 @@ NVIDIA_TOOLS = ("nvidia-container-runtime-hook", "nvidia-container-runtime", "nv
 
 
 def tools() -> dict[str, str | None]:
+    import shutil
+
     path = os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin:/usr/sbin:/usr/local/sbin"
     return {t: shutil.which(t, path=path) for t in NVIDIA_TOOLS}
 
@@ -241,6 +250,8 @@ def cpu_info(root: Path) -> dict[str, Any]:
         if line.startswith("model name") and ":" in line:
             model = line.split(":", 1)[1].strip()
             break
+    import platform
+
     return {"model": model or platform.processor() or None, "count": os.cpu_count()}
 
 
@@ -319,6 +330,8 @@ def infiniband(root: Path) -> dict[str, Any]:
 
 def nccl_config(root: Path) -> dict[str, Any]:
     """System NCCL settings: /etc/nccl.conf and files under /etc/nccl/, plus NCCL_* in the environment."""
+    from pathlib import Path
+
     files = {}
     conf = root / "etc/nccl.conf"
     if conf.is_file():
@@ -350,9 +363,12 @@ def numa(root: Path) -> dict[str, Any]:
 
 def host_inventory(root="/"):
     """The stdlib part of ``corral bench node``'s inventory (the worker adds torch's versions)."""
+    import platform
+    from pathlib import Path
+
     root = Path(root)
     return {
-        "hostname": socket.gethostname(),
+        "hostname": _hostname(),
         "cpu": cpu_info(root),
         "memory_bytes": memory_bytes(root),
         "disks": disks(root),
@@ -375,7 +391,7 @@ def _reserve(port):
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
     d = os.path.join(base, "corral", "ports")
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"{socket.gethostname()}-{port}")
+    path = os.path.join(d, f"{_hostname()}-{port}")
     try:
         if time.time() - os.path.getmtime(path) > PORT_RESERVATION_S:
             os.unlink(path)
@@ -391,6 +407,8 @@ def _reserve(port):
 def free_port(preferred, tries=64):
     """The first port from ``preferred`` on that nothing listens on (bind test, all interfaces)
     and that no other launch on this host was given in the last few minutes."""
+    import socket
+
     for port in range(preferred, min(preferred + tries, 65536)):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -412,7 +430,7 @@ def op_probe(req):
     ``inventory``: bench node's stdlib inventory. ``gpus`` is always there, counted by ``gpu_count``.
     """
     want, root = req.get("want", ["launch"]), req.get("root", "/")  # root: a recorded node's tree, for tests
-    out = {"hostname": socket.gethostname(), "python": sys.version.split()[0], "gpus": gpu_count(root)}
+    out = {"hostname": _hostname(), "python": sys.version.split()[0], "gpus": gpu_count(root)}
     if "launch" in want:
         out.update(_launch_facts(req))
     if "container" in want:
@@ -424,6 +442,8 @@ def op_probe(req):
 
 def _launch_facts(req):
     """Preflight's facts and checks: workdir, script, venv and torch, tmux, the job's session, port, reach."""
+    import shutil
+
     out = {}
     workdir = req.get("workdir")
     out["workdir"] = workdir
@@ -470,6 +490,8 @@ def _launch_facts(req):
 def _torch_in_venv(venv):
     """torch and torchrun found in the venv by looking at files (no interpreter started: this
     runs on every node before every launch). None when unsure; the caller then runs python."""
+    import glob
+
     runs = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "torch", "distributed", "run.py"))
     if not runs or not os.path.isfile(os.path.join(venv, "bin", "torchrun")):
         return None
@@ -495,6 +517,8 @@ def _clean_env():
 
 def op_reach(req):
     """Can this node open TCP to host:port? A refusal proves the host answered (nothing listens yet)."""
+    import socket
+
     t0 = time.monotonic()
     try:
         with socket.create_connection((req["host"], int(req["port"])), timeout=float(req.get("timeout", 5))):
@@ -743,6 +767,8 @@ def op_forget(req):
         or os.path.isfile(os.path.join(run_dir, "logs", f"{node}.log"))
     ):
         return {"ok": False, "error": f"{run_dir} holds no state or log of node {node}: left alone"}
+    import shutil
+
     shutil.rmtree(run_dir)
     return {"ok": True, "removed": True}
 
