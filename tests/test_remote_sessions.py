@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from launcher.agent import remote
 from launcher.config import ClusterConfig
 from launcher.tools import tmux
@@ -127,3 +129,26 @@ def test_kept_sessions_are_per_thread(tmp_path):
         t.join(60)
     assert out[0][0] == out[1][0] == ["z"]
     assert out[0][1] != out[1][1]
+
+
+@pytest.mark.parametrize("magic", ["own", "other"])
+def test_the_agent_runs_its_bytecode_where_the_python_matches_and_compiles_its_source_elsewhere(magic):
+    import json
+    import subprocess
+    import sys
+
+    from launcher.agent.remote import BOOTSTRAP, _code_line
+
+    first = json.loads(_code_line())
+    if magic == "other":  # a node whose Python has another bytecode version: the bytecode must not run
+        first["magic"], first["pyc"] = "00000000", "bm90IGJ5dGVjb2Rl"
+    request = {"op": "read", "paths": ["/nonexistent"]}
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", BOOTSTRAP],
+        input=json.dumps(first) + "\n" + json.dumps(request) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"ok": True, "files": {"/nonexistent": None}}, out.stdout
