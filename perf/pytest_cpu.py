@@ -1,0 +1,77 @@
+"""A pytest plugin: the CPU each test cost, its own processes and everything they started, in CPU-seconds.
+
+    make test PYTEST_ARGS="-p perf.pytest_cpu"     # then: python -m perf.pytest_cpu
+
+Each xdist worker moves itself into a cpuacct cgroup of its own (cgroup v1, root needed), so the
+processes a test starts (ranks under tmux on simulated nodes, sshds, Slurm steps) are counted with it
+wherever they daemonize to. Containers run in dockerd's cgroups and are not counted. Per test it appends
+``nodeid, cpu_s, wall_s`` to ``/var/tmp/corral-test-cpu-<worker>.tsv``; run as a module it sums them
+per test module. Timings of a whole suite, not timed asserts: docs/results/simcluster.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+OUT = "/var/tmp/corral-test-cpu-{worker}.tsv"
+_group: Path | None = None
+
+
+def _usage_s() -> float:
+    assert _group is not None
+    return int((_group / "cpuacct.usage").read_text()) / 1e9
+
+
+def pytest_configure(config) -> None:
+    global _group
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    if not CPUACCT.is_dir():
+        return
+    _group = CPUACCT / f"corral-test-cpu-{worker}"
+    _group.mkdir(exist_ok=True)
+    (_group / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def pytest_unconfigure(config) -> None:
+    if _group is not None:
+        (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            _group.rmdir()
+        except OSError:
+            pass  # a process the tests started is still in it; removed by the next run's mkdir/rmdir
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if _group is None:
+        yield
+        return
+    cpu0, wall0 = _usage_s(), time.monotonic()
+    yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(OUT.format(worker=worker), "a", encoding="utf-8") as f:
+        f.write(f"{item.nodeid}\t{_usage_s() - cpu0:.2f}\t{time.monotonic() - wall0:.2f}\n")
+
+
+def main() -> None:
+    cpu: collections.Counter[str] = collections.Counter()
+    wall: collections.Counter[str] = collections.Counter()
+    for path in glob.glob(OUT.format(worker="*")):
+        for line in Path(path).read_text().splitlines():
+            nodeid, cpu_s, wall_s = line.split("\t")
+            cpu[nodeid.split("::")[0]] += float(cpu_s)
+            wall[nodeid.split("::")[0]] += float(wall_s)
+    print(f"{'CPU s':>8} {'wall s':>8}  module  (all: {sum(cpu.values()):.0f} CPU-s)")
+    for module, seconds in cpu.most_common(20):
+        print(f"{seconds:8.1f} {wall[module]:8.1f}  {module}")
+
+
+if __name__ == "__main__":
+    main()
