@@ -14,10 +14,10 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
-# Workers for `make test` (pytest-xdist): one per core. The suite is CPU-bound (~1700-1900 CPU-seconds, most of
-# it torch starting in ranks and torchrun agents), so a third worker gained ~10% and overloaded the nodes: an ssh
-# login stalled 30 s, a watchdog restart did not finish in 300 s. Figures: docs/results/simcluster.md, "Suite time".
-PYTEST_WORKERS ?= 2
+# Workers for `make test` (pytest-xdist): the suite is CPU-bound (~1700-1900 CPU-seconds, most of it torch starting
+# in ranks and torchrun agents). Two workers took 1581 s (their module groups pack badly), three 865-999 s, four
+# overloaded the nodes. Figures: docs/results/simcluster.md.
+PYTEST_WORKERS ?= 3
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
 GPU_PYTHON ?= python3

@@ -36,12 +36,15 @@ def test_faults_fail_exactly_those_nodes_with_findings_of_their_kind(five, cfg, 
     assert report["verdict"] == "fail" and report["exclude"] == [n[1], n[2], n[3]], [
         (x["name"], x["findings"]) for x in report["nodes"]
     ]
-    assert {"peer.cpu_gemm_gflops", "peer.cpu_memcopy_gbps"} & kinds(report, n[1])
-    # the CPU-starved node was probed a second time before it was judged, and was slow again; or, where its
-    # first probe at 5% of a core left no time for a second on a loaded machine, the step's note says so
     steps = {s["name"]: s for s in report["steps"]}
-    (starved,) = [r for r in report["measurements"]["node"] if r["host"] == n[1]]
-    assert "first_pass" in starved or f"{n[1]}: below the peers' floor, judged on one" in steps["node"]["note"]
+    if "node.probe" not in kinds(report, n[1]):
+        assert {"peer.cpu_gemm_gflops", "peer.cpu_memcopy_gbps"} & kinds(report, n[1])
+        # the CPU-starved node was probed a second time before it was judged, and was slow again; or, where its
+        # first probe left no time for a second, the step's note says it was judged on one measurement
+        (starved,) = [r for r in report["measurements"]["node"] if r["host"] == n[1]]
+        assert "first_pass" in starved or f"{n[1]}: below the peers' floor, judged on one" in steps["node"]["note"]
+    # else: at 5% of a core on a loaded machine its probe did not end within the node step's budget, and the node
+    # failed for the missing result, which names its log (seen with 2 workers on 2 cores)
     assert "net.node" in kinds(report, n[2])
     assert "peer.volume_seqwrite_mibps" in kinds(report, n[3])
     # the write-capped node was measured once more, on its own, and was slow again (or the note says why not)
