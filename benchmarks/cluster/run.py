@@ -125,6 +125,11 @@ def _complete(note: str) -> bool:
     return not parts or parts[0].startswith("skipped")
 
 
+def _below_peers(figs: dict[str, dict[str, float]], th: J.Thresholds) -> list[str]:
+    """The nodes below their peers' floor on any of ``figs`` (what a second pass measures again)."""
+    return [n for n, found in J.judge_peers(figs, th).items() if any(f.severity == J.FAIL for f in found)]
+
+
 def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock: BudgetClock, expected) -> str:
     """A node below its peers' floor is probed once more before it is judged, as the network step re-tests a
     slow pair: a moment of contention on a shared host is not a slow node, a slow node is slow again. The
@@ -132,7 +137,7 @@ def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock:
     from benchmarks.node import run as node_run
 
     figs = {r["host"]: J.node_figures(r) for r in rec.node_reports}
-    low = [n for n, found in J.judge_peers(figs, th).items() if any(f.severity == J.FAIL for f in found)]
+    low = _below_peers(figs, th)
     if not low:
         return ""
     if clock.left() < 30:
@@ -356,7 +361,7 @@ def _second_volume_pass(
     from benchmarks.volume.cluster import run_on_cluster
 
     figs = J.volume_figures(rec.volume)
-    low = [n for n, found in J.judge_peers(figs, th).items() if any(f.severity == J.FAIL for f in found)]
+    low = _below_peers(figs, th)
     if not low:
         return ""
     if clock.left() < took:
