@@ -18,6 +18,7 @@ CORRAL_NODE, CORRAL_NODE_RANK, CORRAL_NNODES and CORRAL_RUN_ID.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,16 +129,19 @@ def run_to_completion(
     run dir; ``{node}`` is each node's name) from every node through its agent (no shared drive needed),
     and remove the finished tmux sessions.
 
-    After ``timeout`` seconds the job is stopped on every node and what it wrote is still collected
+    ``timeout`` counts from this call, the launch included (a caller's budget holds however slowly the
+    nodes start): once it is spent the job is stopped on every node and what it wrote is still collected
     (``timed_out`` is then True). Interrupted (Ctrl-C, a signal turned into an exception), the job is
     stopped and the exception goes on.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     handle = launch(job, cluster, name=name, nodes=nodes, plain=plain, preflight=preflight)
     if on_start is not None:
         on_start(handle)
     timed_out = False
     try:
-        status = wait_record(handle.record, cluster, timeout, on_poll=on_poll)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        status = wait_record(handle.record, cluster, left, on_poll=on_poll)
     except RunFailed as exc:  # wait_record's only failure: the timeout
         log.warning("%s; stopping it on every node", exc)
         timed_out = True

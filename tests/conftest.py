@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.simcluster import SimCluster, missing_facility, reap_stale_runs
+from tests.infra.tmux_server import end_server
 
 # Docker tests: starts dockerd (only when none runs) before the facility check below, the test image, labelled cleanup.
 # The clean-checkout check: a run that leaves new entries in `git status --porcelain` fails.
@@ -215,8 +215,7 @@ def local_space(monkeypatch: pytest.MonkeyPatch):
         }
     )
     yield cluster, root, token
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)  # the server leaves its socket file
+    end_server(sock)
     shutil.rmtree(root, ignore_errors=True)
 
 

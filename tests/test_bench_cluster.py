@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from launcher.cli import main
+from tests.infra.tmux_server import end_server
 
 pytestmark = pytest.mark.cluster
 
@@ -19,8 +20,10 @@ LIMIT_MBIT = 100
 
 @pytest.fixture
 def cluster_file(sim_cluster, tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CORRAL_TMUX_SOCKET", f"corral-test-{secrets.token_hex(3)}")
-    return sim_cluster.write_cluster_config(tmp_path / "cluster.yaml")
+    sock = f"corral-test-{secrets.token_hex(3)}"
+    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
+    yield sim_cluster.write_cluster_config(tmp_path / "cluster.yaml")
+    end_server(sock)
 
 
 @pytest.mark.slow

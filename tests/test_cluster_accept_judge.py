@@ -371,11 +371,24 @@ def test_a_bisection_out_of_time_blames_only_what_it_measured():
     assert {n: [f.severity for f in fs] for n, fs in found.items()} == {"n1": ["warn"], "n2": ["warn"]}
 
 
-def test_a_step_whose_second_pass_did_not_fit_is_complete_and_says_which_nodes_rest_on_one_measurement():
-    from benchmarks.cluster.run import SECOND_PASS_SKIPPED, _complete
+def test_a_step_whose_second_pass_did_not_fit_is_complete_and_says_which_nodes_rest_on_one_measurement(monkeypatch):
+    """Completeness is what each step says of itself (what it fell short of), never read back from its note."""
+    from benchmarks.cluster import run as R
+    from benchmarks.cluster.levels import ClusterPlan, StepPlan
 
-    skipped = SECOND_PASS_SKIPPED.format(nodes="n2", step="node")
-    assert _complete("") and _complete(skipped) and _complete("skipped: fewer than two nodes")
-    assert _complete("n4: second measurement failed, judged on the first")
-    assert not _complete(f"budget spent; {skipped}") and not _complete(f"{skipped}; no probe from n3")
+    skipped = R.SECOND_PASS_SKIPPED.format(nodes="n2", step="node")
     assert "--step-budget node=SECONDS" in skipped
+    ends = {
+        "node": R.StepEnd.of(remarks=skipped),
+        "net": R.StepEnd.of(["budget spent", ""], skipped),
+        "volume": R.StepEnd.of("", ["n4: second measurement failed, judged on the first"]),
+        "burn": R.StepEnd.of("no probe from n3 (judged on nothing)"),  # the words do not decide
+    }
+    for name, end in ends.items():
+        monkeypatch.setattr(R, f"step_{name}", lambda *a, end=end, **k: end)
+    plan = ClusterPlan("quick", ("n1", "n2"), False, tuple(StepPlan(n, n, 60.0) for n in ends))
+    steps = {s.name: s for s in R.run_plan(plan, cluster=None, th=None).steps}
+    assert steps["node"].complete and steps["node"].note == skipped
+    assert not steps["net"].complete and steps["net"].note == f"budget spent; {skipped}"
+    assert steps["volume"].complete and "judged on the first" in steps["volume"].note
+    assert not steps["burn"].complete

@@ -13,11 +13,14 @@ import pytest
 
 from launcher.cli import main
 from tests.infra.accept import bench, job_pids
+from tests.infra.tmux_server import end_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("run", range(3))
+# One run in `make test`; the repeats that show the thresholds hold on a noisy machine (no false positive in
+# three runs) are `long`: CI runs them in its own step (~130 CPU-seconds that `make test` does not carry).
+@pytest.mark.parametrize("run", [0, pytest.param(1, marks=pytest.mark.long), pytest.param(2, marks=pytest.mark.long)])
 def test_no_fault_passes_every_node(five, cfg, tmp_path, run, capsys):
     rc, report = bench(cfg, tmp_path / "out")
     err = capsys.readouterr().err
@@ -46,7 +49,6 @@ def test_dry_run_and_errors(five, cfg, tmp_path, capsys):
 
 def test_exclude_from_is_honoured_by_a_detached_sweep(five, cfg, tmp_path, capsys):
     import os
-    import subprocess
 
     from tests.test_sweep_cluster import wait_finished, write_sweep
 
@@ -65,7 +67,7 @@ def test_exclude_from_is_honoured_by_a_detached_sweep(five, cfg, tmp_path, capsy
         assert {t["node"] for t in st["trials"]} <= {n[0], n[4]}, [t["node"] for t in st["trials"]]
     finally:
         main(["sweep", "stop", name, "-c", str(cfg), "--timeout", "20"])
-        subprocess.run(["tmux", "-L", os.environ["CORRAL_TMUX_SOCKET"], "kill-server"], capture_output=True)
+        end_server(os.environ["CORRAL_TMUX_SOCKET"])
 
 
 def test_a_step_out_of_its_budget_is_stopped_everywhere_marked_incomplete_and_fails_nobody(five, cfg, tmp_path, capsys):

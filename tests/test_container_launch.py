@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from launcher import api
 from launcher.agent.node_agent import rlimits
 from launcher.config import ClusterConfig, JobConfig
 from tests.infra.docker_fixtures import TEST_LABEL, python_mounts
+from tests.infra.tmux_server import end_server
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
@@ -71,5 +71,5 @@ def test_launch_runs_torchrun_inside_the_container_and_stop_removes_it(test_imag
         assert docker.containers({"corral.job": name}) == []
     finally:
         docker.remove([r["Names"] for r in docker.containers({TEST_LABEL: token})])
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+        end_server(sock)
         shutil.rmtree(root, ignore_errors=True)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from launcher.cli import main
+from tests.infra.tmux_server import end_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,7 +184,6 @@ def test_sweep_status_plot_help_says_metric_against_step(capsys):
 @pytest.fixture
 def own_project(monkeypatch):
     """The user's own git repository with a training script, as the working directory; a private tmux server."""
-    import os
     import shutil
     import subprocess
     import uuid
@@ -207,8 +207,7 @@ def own_project(monkeypatch):
     monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
     monkeypatch.chdir(root)
     yield root
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)
+    end_server(sock)
     shutil.rmtree(root, ignore_errors=True)
 
 

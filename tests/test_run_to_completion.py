@@ -62,3 +62,39 @@ def test_timeout_stops_the_job_and_still_collects(private_runs_cluster):
     done = api.run_to_completion(job, cluster, plain=True, timeout=15, collect=["echo-{node}.json"])
     assert done.timed_out and not done.status.running
     assert all(json.loads(got["echo-{node}.json"])["env"]["CORRAL_NODE"] == label for label, got in done.files.items())
+
+
+def test_the_timeout_counts_from_the_call_the_launch_included(monkeypatch):
+    """A budget holds however slowly the nodes start: what the wait gets is the timeout less the launch."""
+    from launcher.errors import RunFailed
+
+    class Handle:
+        record, name = object(), "slow-start"
+        stopped = False
+
+        def stop(self, timeout):
+            Handle.stopped = True
+
+        def status(self):
+            return "stopped"
+
+    clock = [100.0]
+    waited = []
+
+    def slow_launch(*args, **kwargs):
+        clock[0] += 7.0  # the launch took 7 s of a 10 s timeout
+        return Handle()
+
+    def wait_record(record, cluster, timeout, on_poll=None):
+        waited.append(timeout)
+        raise RunFailed("still running")
+
+    monkeypatch.setattr(api, "launch", slow_launch)
+    monkeypatch.setattr(api, "wait_record", wait_record)
+    monkeypatch.setattr(api.time, "monotonic", lambda: clock[0])
+    done = api.run_to_completion(JobConfig.model_validate({"name": "x", "script": "t.py"}), None, timeout=10)
+    assert waited == [3.0] and done.timed_out and Handle.stopped
+    clock[0] += 20.0  # a launch longer than the whole timeout leaves the wait nothing, never a negative
+    waited.clear()
+    api.run_to_completion(JobConfig.model_validate({"name": "x", "script": "t.py"}), None, timeout=5)
+    assert waited == [0.0]

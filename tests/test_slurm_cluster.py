@@ -10,11 +10,13 @@ import json
 import re
 import time
 import uuid
+from itertools import permutations
 from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks.cluster.run import ALLOCATION_NET_NOTE
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
@@ -386,8 +388,9 @@ def test_bench_node_probes_every_node_of_the_allocation(slurm_cluster, cfile, wo
 
 
 def test_bench_cluster_quick_on_the_allocation(slurm_cluster, cfile, work, capsys):
-    """The quick level as Slurm jobs: node probe, all-reduce and volume in the allocation; the network step is
-    skipped (the cluster file names no nodes, so no private addresses); the report names the allocation's nodes."""
+    """The quick level as Slurm jobs: node probe, network, all-reduce and volume in the allocation. The cluster
+    file names no nodes, so the network pairs are measured by one job whose first node coordinates them; the
+    report names the allocation's nodes."""
     out = work / "accept"
     vol = work / "accept-vol"
     vol.mkdir()
@@ -398,11 +401,19 @@ def test_bench_cluster_quick_on_the_allocation(slurm_cluster, cfile, work, capsy
     assert code == 0, (err[-3000:], [n["findings"] for n in report["nodes"]])
     assert sorted(n["name"] for n in report["nodes"]) == sorted(slurm_cluster.node_names)
     steps = {s["name"]: s for s in report["steps"]}
-    assert steps["node"]["complete"] and steps["allreduce"]["complete"] and steps["volume"]["complete"], steps
-    assert steps["net"]["note"].startswith("skipped")
+    assert all(steps[s]["complete"] for s in ("node", "net", "allreduce", "volume")), steps
+    assert steps["net"]["note"] == ALLOCATION_NET_NOTE
+    net = report["measurements"]["net"]
+    assert sorted(n["name"] for n in net["nodes"]) == sorted(slurm_cluster.node_names)
+    assert {(p["src"], p["dst"]) for p in net["pairs"]} == set(permutations(slurm_cluster.node_names, 2))
+    assert all(p["gbps"] > 0 and not p["error"] for p in net["pairs"]), net["pairs"]
+    assert all(n["addr"] != "127.0.0.1" for n in net["nodes"])  # the addresses the peers reached, not loopback
     assert report["measurements"]["allreduce"]["world_size"] == 2
     assert sorted(report["figures"]) == sorted(slurm_cluster.node_names)
-    assert all("volume_seqwrite_mibps" in f and "cpu_gemm_gflops" in f for f in report["figures"].values())
+    assert all(
+        "volume_seqwrite_mibps" in f and "cpu_gemm_gflops" in f and "net_rx_gbps" in f
+        for f in report["figures"].values()
+    )
     assert list(vol.iterdir()) == []
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from launcher.config import load_cluster
 from launcher.sweep.journal import replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
+from tests.infra.tmux_server import end_server
 from tests.infra.waiting import wait_for
 from tests.test_sweep_cluster import executions, journal_of, status_of, wait_finished, write_sweep
 
@@ -44,7 +44,7 @@ def sweep_env(cluster_file, monkeypatch):
     yield started
     for name in started:
         main(["sweep", "stop", name, "-c", str(cluster_file), "--timeout", "20"])
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    end_server(sock)
 
 
 def most_at_once(recs: list[dict]) -> int:

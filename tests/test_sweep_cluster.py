@@ -26,6 +26,7 @@ from launcher.sweep.journal import Journal, replay
 from launcher.sweep.lock import pid_alive, read_lock
 from launcher.sweep.paths import sweep_paths
 from launcher.sweep.status import build_status
+from tests.infra.tmux_server import end_server
 from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -48,7 +49,7 @@ def sweep_env(cluster_file, monkeypatch, tmp_path):
     yield started
     for name in started:
         main(["sweep", "stop", name, "-c", str(cluster_file), "--timeout", "20"])
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    end_server(sock)
 
 
 def write_sweep(dir_: Path, cluster_file: Path, name: str, *, lrs, wds=(0.0,), extra_args=(), **over) -> Path:

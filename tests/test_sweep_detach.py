@@ -12,6 +12,7 @@ import pytest
 from launcher.sweep.detach import ControllerLaunch, kill_session, plan_controller, session_exists, start_session
 from launcher.sweep.paths import SweepPaths
 from tests.infra.hostile import HOSTILE_PATH
+from tests.infra.tmux_server import end_server
 
 HOSTILE = HOSTILE_PATH + "\nx"
 
@@ -48,4 +49,4 @@ def test_session_starts_and_is_killed_on_this_machines_tmux(tmp_path):
         kill_session(socket, launch.session)
         assert not session_exists(launch)
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+        end_server(socket)

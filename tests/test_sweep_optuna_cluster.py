@@ -28,6 +28,7 @@ from launcher.sweep.paths import sweep_paths
 from launcher.sweep.status import build_status
 from launcher.sweep.study import SweepStudy, disagreements, file_storage, study_path
 from perf.sweep_objective import OPTIMUM, final_loss
+from tests.infra.tmux_server import end_server
 from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
@@ -51,7 +52,7 @@ def sweep_env(cluster_file, monkeypatch):
     yield started
     for name in started:
         main(["sweep", "stop", name, "-c", str(cluster_file), "--timeout", "20"])
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    end_server(sock)
 
 
 def runs_dir(cluster_file: Path) -> Path:

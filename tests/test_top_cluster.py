@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -22,6 +21,7 @@ from launcher.config import ClusterConfig, JobConfig
 from launcher.tools import ssh
 from launcher.top.collect import REPLAY_ENV, Collector
 from launcher.top.targets import targets
+from tests.infra.tmux_server import end_server
 from tests.infra.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -234,5 +234,4 @@ def test_the_screen_in_a_real_tmux_pane(setup, sim_cluster, width):
         _tmux(sock, "send-keys", "-t", "top", key)
         wait_for(lambda: _tmux(sock, "has-session", "-t", "top").returncode != 0, 30, f"{key} to close the screen")
     finally:
-        _tmux(sock, "kill-server")
-        Path(f"/tmp/tmux-{os.getuid()}/{sock}").unlink(missing_ok=True)
+        end_server(sock)

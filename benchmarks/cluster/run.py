@@ -88,6 +88,33 @@ class BudgetClock:
         return self.deadline - time.monotonic()
 
 
+@dataclass
+class StepEnd:
+    """How a step ended: what kept it from measuring everything it was for (``short``: the step is incomplete)
+    and what a reader of the report should know beside the figures (``remarks``: how a node was judged, why a
+    step was skipped). Its note is both, in that order."""
+
+    short: list[str] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, short: str | list[str] = "", remarks: str | list[str] = "") -> StepEnd:
+        """From notes where "" means none."""
+        return cls(_notes(short), _notes(remarks))
+
+    @property
+    def complete(self) -> bool:
+        return not self.short
+
+    @property
+    def note(self) -> str:
+        return "; ".join(self.short + self.remarks)
+
+
+def _notes(given: str | list[str]) -> list[str]:
+    return [n for n in ([given] if isinstance(given, str) else given) if n]
+
+
 def _job_name(step: str) -> str:
     import secrets
 
@@ -97,32 +124,23 @@ def _job_name(step: str) -> str:
 # ---------------------------------------------------------------------------- steps
 
 
-def step_node(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
+def step_node(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> StepEnd:
     from benchmarks.node import run as node_run
 
     expected = {n.label: n.gpus for n in cluster.nodes}
     clock = BudgetClock(step.budget_s)
-    probes = node_run.probe_cluster(cluster, name=_job_name("node"), quick=False, timeout=step.budget_s)
+    probes = node_run.probe_cluster(cluster, name=_job_name("node"), quick=False, timeout=clock.left())
     missing = {p["host"]: p["reason"] for p in probes if p.get("format") == "missing"}
     if clock.left() <= 0 and not _few(len(missing), len(probes)):
-        return BUDGET_SPENT.format(step=step.name)  # says nothing about any one node: none is failed
+        return StepEnd.of(BUDGET_SPENT.format(step=step.name))  # says nothing about any one node: none is failed
     rec.node_reports = node_run.judge_probes(probes, expected)
-    notes = [_second_node_pass(cluster, rec, say, th, clock, expected)]
-    if clock.left() <= 0:
-        notes.insert(0, "budget spent")
-    if missing:
-        notes.append(f"no probe from {', '.join(missing)}")
-    return "; ".join(n for n in notes if n)
+    remark = _second_node_pass(cluster, rec, say, th, clock, expected)
+    short = ["budget spent" if clock.left() <= 0 else "", f"no probe from {', '.join(missing)}" if missing else ""]
+    return StepEnd.of(short, remark)
 
 
 SECOND_PASS_SKIPPED = "{nodes}: below the peers' floor, judged on one measurement (no budget left for a second: --step-budget {step}=SECONDS)"
-"""A step's note when its second pass did not fit. Every node was measured, so the step is complete."""
-
-
-def _complete(note: str) -> bool:
-    """A step with no note, a skipped one, or notes only on how a node was judged (``judged on``) is complete."""
-    parts = [p for p in note.split("; ") if p and "judged on" not in p]
-    return not parts or parts[0].startswith("skipped")
+"""A step's remark when its second pass did not fit. Every node was measured, so the step is complete."""
 
 
 def _below_peers(figs: dict[str, dict[str, float]], th: J.Thresholds) -> list[str]:
@@ -131,7 +149,7 @@ def _below_peers(figs: dict[str, dict[str, float]], th: J.Thresholds) -> list[st
 
 
 def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock: BudgetClock, expected) -> str:
-    """A node below its peers' floor is probed once more before it is judged, as the network step re-tests a
+    """A remark, or "". A node below its peers' floor is probed once more before it is judged, as the network step re-tests a
     slow pair: a moment of contention on a shared host is not a slow node, a slow node is slow again. The
     second figures replace the first, which the entry keeps under ``first_pass``."""
     from benchmarks.node import run as node_run
@@ -177,14 +195,17 @@ def _private_endpoints(cluster):
     return [net.Endpoint(n.label, n.addr) for n in cluster.nodes if n.addr and ipaddress.IPv4Address(n.addr).is_private]
 
 
-def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
+def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> StepEnd:
     from benchmarks.net import plan as net
     from benchmarks.net import run as bn
+    from launcher import api
 
+    if api.capabilities(cluster).places_nodes:
+        return _net_in_allocation(cluster, step, rec, say)
     eps = _private_endpoints(cluster)
     if len(eps) < 2:
         rec.net = {"skipped": "fewer than two nodes with a private address"}
-        return "skipped: fewer than two nodes with a private address"
+        return StepEnd.of(remarks="skipped: fewer than two nodes with a private address")
     clock = BudgetClock(step.budget_s)
     duration = step.params["duration_s"]
     pythons = {n.label: bn.python_for(cluster, n) for n in cluster.nodes}
@@ -219,7 +240,32 @@ def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds)
     ):
         note = note or "budget spent during the second pass"
     rec.net = {**net.build_result(eps, step.params["pairs"], duration, pairs), "retests": retests}
-    return note
+    return StepEnd.of(note)
+
+
+ALLOCATION_NET_NOTE = "no second pass: on Slurm another job may get other nodes"
+
+
+def _net_in_allocation(cluster, step: StepPlan, rec: Recorded, say: Say) -> StepEnd:
+    """The pairs measured by one job on the allocation, where the scheduler places the nodes: the cluster file
+    names none, so only a job inside the allocation knows their addresses (``benchmarks.net.allocation``).
+    A slow pair is not re-tested with a good node: a second job may be placed on other nodes."""
+    from benchmarks.net import run as bn
+    from launcher.errors import RunFailed
+
+    clock = BudgetClock(step.budget_s)
+    duration = step.params["duration_s"]
+    try:
+        result = bn.run_in_allocation(
+            cluster, pairs=step.params["pairs"], duration=duration, timeout=clock.left(), say=say
+        )
+    except RunFailed as exc:
+        rec.net = {"error": str(exc), "pairs": []}
+        return StepEnd.of("budget spent" if clock.left() <= 0 else f"failed: {str(exc).splitlines()[0]}")
+    for p in result["pairs"]:
+        say(f"net: {p['src']}->{p['dst']} {_show_gbps(p)}")
+    rec.net = {**result, "retests": []}
+    return StepEnd.of(remarks=ALLOCATION_NET_NOTE)
 
 
 def _show_gbps(p: dict[str, Any]) -> str:
@@ -271,7 +317,7 @@ def allreduce_floor(th: J.Thresholds, baseline_busbw: float | None) -> tuple[flo
 
 def step_allreduce(
     cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds, baseline_busbw: float | None
-) -> str:
+) -> StepEnd:
     clock = BudgetClock(step.budget_s)
     req = _ar_request(cluster, step)
     peak, result, error = _ar_peak(cluster, req, clock.left())
@@ -281,7 +327,7 @@ def step_allreduce(
     floor, reference = allreduce_floor(th, baseline_busbw)
     slow = peak is None or (floor is not None and peak < floor)
     if not slow or len(cluster.nodes) < 2 or not cluster.nodes:
-        return "" if peak is not None else f"failed: {error}"
+        return StepEnd.of("" if peak is not None else f"failed: {error}")
 
     def measure(group: list[str]) -> float | None:
         from launcher.errors import PreflightFailed
@@ -306,22 +352,22 @@ def step_allreduce(
     rec.allreduce["bisection"] = b.to_dict()
     rec.allreduce["floor_gbps"] = floor
     rec.allreduce["floor_reference"] = reference or "run"
-    return "" if clock.left() > 0 else "budget spent during the bisection"
+    return StepEnd.of("" if clock.left() > 0 else "budget spent during the bisection")
 
 
-def step_node_allreduce(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+def step_node_allreduce(cluster, step: StepPlan, rec: Recorded, say: Say) -> StepEnd:
     clock = BudgetClock(step.budget_s)
     req = _ar_request(cluster, step)
     for n in cluster.nodes:
         if clock.left() < 30:
-            return "budget spent before every node was measured"
+            return StepEnd.of("budget spent before every node was measured")
         peak, result, error = _ar_peak(_subcluster(cluster, [n.label]), req, clock.left())
         rec.node_allreduce[n.label] = {"peak_busbw_gbps": peak, "error": error or None}
         say(f"node_allreduce: {n.label}: " + (f"{peak:.3g} GB/s" if peak is not None else error))
-    return ""
+    return StepEnd()
 
 
-def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> str:
+def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds) -> StepEnd:
     from benchmarks.volume.cluster import run_on_cluster
     from benchmarks.volume.plan import build_plan
 
@@ -331,29 +377,27 @@ def step_volume(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Threshol
     )
     clock = BudgetClock(step.budget_s)
     try:
-        rec.volume = run_on_cluster(vplan, cluster, timeout_s=step.budget_s)
+        rec.volume = run_on_cluster(vplan, cluster, timeout_s=clock.left())
         again = _second_volume_pass(cluster, vplan, rec, say, th, clock, step.budget_s - clock.left())
     except RunFailed as exc:
         if clock.left() <= 0:
             # no node finished within the budget: that says nothing about any one node, so none is failed
             rec.volume = {"error": str(exc), "results": [], "failed_nodes": []}
-            return BUDGET_SPENT.format(step=step.name)
+            return StepEnd.of(BUDGET_SPENT.format(step=step.name))
         rec.volume = {"error": str(exc), "results": [], "failed_nodes": [f"{n.label}: {exc}" for n in cluster.nodes]}
     failed = rec.volume.get("failed_nodes") or []
     if failed and clock.left() <= 0 and not _few(len(failed), len(cluster.nodes)):
-        return BUDGET_SPENT.format(step=step.name)
+        return StepEnd.of(BUDGET_SPENT.format(step=step.name))
     # a node still running when most of its peers had finished and the budget was spent is the slow one: it fails
     rec.missing["volume"] = {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in failed}
-    notes = ["budget spent" if clock.left() <= 0 else "", again]
-    if failed:
-        notes.append(f"no result from {len(failed)} node(s)")
-    return "; ".join(n for n in notes if n)
+    short = ["budget spent" if clock.left() <= 0 else "", f"no result from {len(failed)} node(s)" if failed else ""]
+    return StepEnd.of(short, again)
 
 
 def _second_volume_pass(
     cluster, vplan, rec: Recorded, say: Say, th: J.Thresholds, clock: BudgetClock, took: float
 ) -> str:
-    """A node below its peers' floor on a volume figure is measured once more (those nodes only, as the node step
+    """A remark, or "". A node below its peers' floor on a volume figure is measured once more (those nodes only, as the node step
     probes again) when the budget still holds a run as long as the first: every node at once on a shared
     storage backend (or, here, one host disk) is contention, and a capped volume is capped again. The second
     figures replace the first, which ``first_pass`` keeps per node."""
@@ -381,7 +425,7 @@ def _second_volume_pass(
     return ""
 
 
-def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
+def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> StepEnd:
     """Rounds of the node probe (speed tests between two NVML readings) until the duration is up: a node whose
     figures fall round after round, or whose counters move (XIDs, clock events), shows it here."""
     from benchmarks.node import run as node_run
@@ -393,7 +437,7 @@ def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> str:
         probes = node_run.probe_cluster(cluster, name=_job_name("burn"), quick=False, timeout=clock.left())
         rec.burn.append(node_run.judge_probes(probes, expected))
         say(f"burn: round {len(rec.burn)} done, {max(0, end - time.monotonic()):.0f}s to go")
-    return "" if time.monotonic() >= end else "budget spent before the duration"
+    return StepEnd.of("" if time.monotonic() >= end else "budget spent before the duration")
 
 
 def run_plan(
@@ -421,9 +465,8 @@ def run_plan(
         on_step(i, step, None)
         t0 = time.monotonic()
         try:
-            note = runners[step.name](step)
-            record.complete = _complete(note)
-            record.note = note
+            end = runners[step.name](step)
+            record.complete, record.note = end.complete, end.note
         except KeyboardInterrupt:
             record.duration_s = round(time.monotonic() - t0, 1)
             record.note = "interrupted (Ctrl-C): stopped on every node"

@@ -27,15 +27,27 @@ EXIT_FAILED = 1
 
 def receive(bind: str, port: int, *, interval: float, accept_timeout: float, max_seconds: float) -> dict:
     """Accept one connection on ``bind:port`` and count bytes per ``interval`` until the sender closes."""
+    return count(listen(bind, port), interval=interval, accept_timeout=accept_timeout, max_seconds=max_seconds)
+
+
+def listen(bind: str, port: int) -> socket.socket:
+    """The receiver's listening socket (``PortInUse`` when the port is taken): a caller that must know the
+    receiver is ready before it starts the sender listens first, then ``count``s."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         srv.bind((bind, port))
     except OSError as exc:
+        srv.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(f"port {port} on {bind} is in use") from None
         raise
     srv.listen(1)
+    return srv
+
+
+def count(srv: socket.socket, *, interval: float, accept_timeout: float, max_seconds: float) -> dict:
+    """Accept one connection on the listening ``srv`` (closed here) and count bytes per ``interval``."""
     srv.settimeout(accept_timeout)
     try:
         conn, peer = srv.accept()

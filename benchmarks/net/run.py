@@ -162,4 +162,66 @@ def run(cluster, eps, plans, *, duration: float, pairs: str, progress=None) -> d
     return net.build_result(eps, mode, duration, results)
 
 
-__all__ = ["measure_pair", "prepare", "run", "run_plan"]
+ALLOCATION_MODULE = "benchmarks.net.allocation"
+
+
+def allocation_job(name: str, *, pairs: str, duration: float):
+    """The plain job that measures the pairs from inside a scheduler's allocation (``allocation.py``)."""
+    from launcher.config import JobConfig
+
+    args = ["--pairs", pairs, "--duration", f"{duration:g}"]
+    return JobConfig(name=name, module=ALLOCATION_MODULE, args=args, nproc_per_node=1)
+
+
+def describe_allocation(*, pairs: str, duration: float) -> str:
+    """The dry run where the scheduler places the nodes: the pairs are chosen by node rank once they are known."""
+    which = {
+        "auto": f"every ordered pair up to {net.AUTO_ALL_MAX_NODES} nodes, the ring beyond",
+        "all": "every ordered pair",
+        "ring": "each node to the next",
+    }[pairs]
+    return (
+        f"one job on the allocation: python3 -m {ALLOCATION_MODULE} --pairs {pairs} --duration {duration:g} on every node\n"
+        f"node rank 0 coordinates on the job's rendezvous endpoint; the pairs ({which}, by node rank) run one at a time\n"
+    )
+
+
+def run_in_allocation(
+    cluster, *, pairs: str, duration: float, timeout: float | None = None, say=lambda s: None
+) -> dict:
+    """bench net's result, measured by one job on the allocation where the scheduler places the nodes (Slurm):
+    the cluster file names no nodes, so the pairs and addresses are known only inside the job."""
+    import secrets
+    import time
+
+    from benchmarks.net.allocation import RESULT_FILE
+    from launcher import api
+    from launcher.errors import RunFailed
+
+    net.resolve_mode(pairs, 2)  # a bad --pairs fails here, before anything is submitted
+    name = f"bench-net-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    done = api.run_to_completion(
+        allocation_job(name, pairs=pairs, duration=duration),
+        cluster,
+        name=name,
+        plain=True,
+        timeout=timeout,
+        collect=[RESULT_FILE],
+        on_start=lambda handle: say(f"launched {name} on the allocation; run dir {handle.run_dir}"),
+    )
+    raw = done.first(RESULT_FILE)
+    if raw is None:
+        why = "its time ran out" if done.timed_out else "no node wrote the result"
+        raise RunFailed(f"bench net on the allocation: {why}", hint=f"`corral logs {name}` shows what each node said")
+    doc = json.loads(raw)
+    eps = [net.Endpoint(n["name"], n["addr"]) for n in doc["nodes"]]
+    results = [
+        net.pair_result(p["src"], p["dst"], p["recv"], duration)
+        if "recv" in p
+        else net.failed_pair(p["src"], p["dst"], p["error"])
+        for p in doc["pairs"]
+    ]
+    return net.build_result(eps, doc["mode"], duration, results)
+
+
+__all__ = ["measure_pair", "prepare", "run", "run_in_allocation", "run_plan"]

@@ -169,25 +169,32 @@ def net(
 
     from benchmarks.net import plan as netbench
     from benchmarks.net import run as bn
+    from launcher import api
     from launcher.cli.common import console, write_json
     from launcher.errors import RunFailed
 
     cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
     say_left_out(left_out, stdout=dry_run)
-    eps, plans = bn.prepare(cfg, duration=duration, pairs=pairs)
-    if dry_run:
-        sys.stdout.write(netbench.describe_plan(plans) + "\n")
-        return
     err = console(stderr=True)
-    from rich.progress import Progress
+    if api.capabilities(cfg).places_nodes:  # Slurm: the nodes and their addresses exist only inside the job
+        if dry_run:
+            sys.stdout.write(bn.describe_allocation(pairs=pairs, duration=duration))
+            return
+        result = bn.run_in_allocation(cfg, pairs=pairs, duration=duration, say=lambda s: err.print(s, highlight=False))
+    else:
+        eps, plans = bn.prepare(cfg, duration=duration, pairs=pairs)
+        if dry_run:
+            sys.stdout.write(netbench.describe_plan(plans) + "\n")
+            return
+        from rich.progress import Progress
 
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(f"{len(plans)} pair(s), {duration:g}s each", total=len(plans))
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(f"{len(plans)} pair(s), {duration:g}s each", total=len(plans))
 
-        def done(plan, result) -> None:
-            progress.advance(task)
+            def done(plan, result) -> None:
+                progress.advance(task)
 
-        result = bn.run(cfg, eps, plans, duration=duration, pairs=pairs, progress=done)
+            result = bn.run(cfg, eps, plans, duration=duration, pairs=pairs, progress=done)
     (sys.stderr if as_json else sys.stdout).write(netbench.render(result))
     write_json(result, json_target(as_json, json_out))
     if plot is not None:

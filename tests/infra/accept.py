@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from launcher.cli import main
+from tests.infra.tmux_server import end_server
 
 THRESHOLD = "0.7"
 
@@ -31,8 +32,10 @@ def five(request, _reaped_stale_sim_runs):
 @pytest.fixture
 def cfg(five, tmp_path, monkeypatch) -> Path:
     # a fresh tmux socket: its server is started over ssh after the faults are in place, so it inherits them
-    monkeypatch.setenv("CORRAL_TMUX_SOCKET", f"corral-accept-{secrets.token_hex(3)}")
-    return five.write_cluster_config(tmp_path / "cluster.yaml")
+    sock = f"corral-accept-{secrets.token_hex(3)}"
+    monkeypatch.setenv("CORRAL_TMUX_SOCKET", sock)
+    yield five.write_cluster_config(tmp_path / "cluster.yaml")
+    end_server(sock)
 
 
 def bench(cfg: Path, out: Path, *extra: str) -> tuple[int, dict]:
