@@ -41,6 +41,13 @@ def test_a_misspelt_nodes_key_is_still_read_as_a_cluster_with_the_close_key(tmp_
     assert "name: Field required" not in out and "workdir: unknown key" not in out
 
 
+def test_a_misspelt_nodes_key_alone_is_read_as_a_cluster(tmp_path, capsys):
+    """'node' is closer to the cluster's 'nodes' than to the job's 'nnodes': a one-key file is a cluster too."""
+    rc, out = check(tmp_path, capsys, "node:\n  - host: 10.0.0.5\n")
+    assert rc == 2 and "read as a cluster file" in out and "did you mean nodes?" in out, out
+    assert "name: Field required" not in out
+
+
 def test_a_job_file_says_why_it_is_one_and_suggests_keys_at_any_depth(tmp_path, capsys):
     text = "name: j\nscript: t.py\nnproc_per_nod: 2\ncontainer:\n  image: x\n  mount:\n    - source: /data\n"
     rc, out = check(tmp_path, capsys, text)

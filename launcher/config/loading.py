@@ -263,11 +263,19 @@ def _kind_votes(data: dict[str, Any]) -> dict[str, list[str]]:
     }
     votes: dict[str, list[str]] = {"cluster": [], "job": []}
     for key in map(str, data):
-        for kind, keys in only.items():
-            if key in keys:
-                votes[kind].append(f"'{key}'")
-            elif close := difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.75):
-                votes[kind].append(f"'{key}' (like '{close[0]}')")
+        exact = [kind for kind, keys in only.items() if key in keys]
+        if exact:
+            votes[exact[0]].append(f"'{key}'")
+            continue
+        # a misspelling counts for the kind whose key it is closest to ('node': 'nodes' before 'nnodes')
+        best = {
+            kind: max(((difflib.SequenceMatcher(None, key, k).ratio(), k) for k in sorted(keys)), default=(0.0, ""))
+            for kind, keys in only.items()
+        }
+        kind = max(best, key=lambda k: best[k][0])
+        ratio, close = best[kind]
+        if ratio >= 0.75 and all(best[other][0] < ratio for other in best if other != kind):
+            votes[kind].append(f"'{key}' (like '{close}')")
     return votes
 
 
