@@ -290,7 +290,9 @@ def guess_kind(data: dict[str, Any]) -> tuple[str, str]:
             return "cluster", f"it has '{marker}:'"
     votes = _kind_votes(data)
     if len(votes["cluster"]) > len(votes["job"]):
-        return "cluster", f"it has no 'nodes:' or 'slurm:', but {', '.join(votes['cluster'])} are cluster keys"
+        keys = votes["cluster"]
+        what = "is a cluster key" if len(keys) == 1 else "are cluster keys"
+        return "cluster", f"it has no 'nodes:' or 'slurm:', but {', '.join(keys)} {what}"
     return "job", "it has no 'nodes:' or 'slurm:'"
 
 
