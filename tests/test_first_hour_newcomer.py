@@ -476,3 +476,14 @@ def test_a_prune_reaches_a_fast_trial_before_its_end_and_status_says_why(local_s
     assert main(["sweep", "status", "fast", "-c", str(cfile)]) == 0
     table = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "pruned at step 3 by early_terminate" in table
+
+
+def test_a_retried_trial_counts_once_in_its_sweeps_line_by_its_latest_attempt():
+    from types import SimpleNamespace
+
+    from launcher.cli.jobs_cmd import sweep_rows
+
+    runs = {"t1-a1": ("t1", 1, "failed"), "t1-a2": ("t1", 2, "exited"), "t2-a1": ("t2", 1, "exited")}
+    statuses = [SimpleNamespace(name=n, state=st) for n, (_, _, st) in runs.items()]
+    [row] = sweep_rows(statuses, dict.fromkeys(runs, "lr"), {n: (t, a) for n, (t, a, _) in runs.items()})
+    assert row["trials"] == {"exited": 2} and row["state"] == "ended"

@@ -190,7 +190,7 @@ def ps(
     records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
     statuses = read_statuses(records, clustercfg)
     sweeps = {s.name: sweep_of(r) for r, s in zip(records, statuses)}
-    grouped = [] if all_ else sweep_rows(statuses, sweeps)
+    grouped = [] if all_ else sweep_rows(statuses, sweeps, {s.name: trial_of(r) for r, s in zip(records, statuses)})
     statuses = [s for s in statuses if all_ or sweeps[s.name] is None]
     rows = [
         {
@@ -303,16 +303,32 @@ def sweep_of(record) -> Optional[str]:
     return backend_of(record).job_env(record).get("CORRAL_SWEEP") or None
 
 
-def sweep_rows(statuses, sweeps: dict[str, Optional[str]]) -> list[dict]:
-    """One row per sweep: its trials counted by job state; running while any trial may still run."""
+def trial_of(record) -> tuple[str, int]:
+    """(trial id, attempt) of a sweep's run; a retried trial has one run per attempt."""
+    from launcher.backends import backend_of
+
+    env = backend_of(record).job_env(record)
+    attempt = env.get("CORRAL_TRIAL_ATTEMPT", "1")
+    return env.get("CORRAL_TRIAL_ID") or record.name, int(attempt) if attempt.isdigit() else 1
+
+
+def sweep_rows(statuses, sweeps: dict[str, Optional[str]], trials: dict[str, tuple[str, int]]) -> list[dict]:
+    """One row per sweep: its trials (each by its latest attempt) counted by job state; running while any
+    trial may still run."""
     from collections import Counter
 
     from launcher.runs.state import ACTIVE
 
-    by_sweep: dict[str, Counter] = {}
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
     for s in statuses:
         if sweeps[s.name] is not None:
-            by_sweep.setdefault(sweeps[s.name], Counter())[s.state] += 1
+            trial, attempt = trials[s.name]
+            key = (sweeps[s.name], trial)
+            if key not in latest or attempt > latest[key][0]:
+                latest[key] = (attempt, s.state)
+    by_sweep: dict[str, Counter] = {}
+    for (sweep, _), (_, state) in latest.items():
+        by_sweep.setdefault(sweep, Counter())[state] += 1
     return [
         {
             "name": name,
