@@ -87,13 +87,6 @@ def test_peer_rule_widens_with_the_peers_own_spread():
     assert J.judge_peers(figs, TH)["e"][0].severity == "fail"
 
 
-def test_a_node_an_order_of_magnitude_below_its_peers_fails_however_widely_they_scatter():
-    # seen in a fault run: two nodes slowed by contention, one measured again alone, the capped one at 3 MiB/s
-    figs = {n: {"volume_seqwrite_mibps": v} for n, v in zip("abcde", (1682.0, 278.0, 286.0, 2.98, 1046.0))}
-    verdicts = {n: fs[0].severity for n, fs in J.judge_peers(figs, TH).items()}
-    assert verdicts == {"a": "pass", "b": "pass", "c": "pass", "d": "fail", "e": "pass"}
-
-
 def test_two_nodes_give_no_peer_verdict():
     assert J.peer_stats([1.0, 10.0], 0.15, 3.0) is None
 

@@ -157,15 +157,8 @@ def peer_stats(values: list[float], threshold: float, z: float) -> PeerStats | N
         return None
     med = statistics.median(positive)
     spread = statistics.median(abs(math.log(v / med)) for v in positive)
-    # however widely the peers scatter, a node an order of magnitude below their median is off: with five
-    # nodes, two slowed by contention and one measured again alone spread the rest far enough that a
-    # volume capped at 3 MiB/s (median 286) passed a floor of 0.9
-    floor = med * min(1 - threshold, max(ORDER_OF_MAGNITUDE, math.exp(-z * 1.4826 * spread)))
+    floor = med * min(1 - threshold, math.exp(-z * 1.4826 * spread))
     return PeerStats(med, spread, floor)
-
-
-ORDER_OF_MAGNITUDE = 0.1
-"""The lowest the peers' floor goes, as a fraction of their median."""
 
 
 def judge_peers(figures: dict[str, dict[str, float]], th: Thresholds) -> dict[str, list[Finding]]:
