@@ -189,8 +189,9 @@ def ps(
     clustercfg = _cluster(cluster)
     records = [r for r in all_records(clustercfg) if all_ or not is_benchmark_run(r.name)]
     statuses = read_statuses(records, clustercfg)
-    sweeps = {s.name: sweep_of(r) for r, s in zip(records, statuses)}
-    grouped = [] if all_ else sweep_rows(statuses, sweeps, {s.name: trial_of(r) for r, s in zip(records, statuses)})
+    envs = {s.name: job_env_of(r) for r, s in zip(records, statuses)}
+    sweeps = {name: env.get("CORRAL_SWEEP") or None for name, env in envs.items()}
+    grouped = [] if all_ else sweep_rows(statuses, sweeps, {name: trial_of(env, name) for name, env in envs.items()})
     statuses = [s for s in statuses if all_ or sweeps[s.name] is None]
     rows = [
         {
@@ -296,20 +297,18 @@ def _print_node_rows(rows: list[dict]) -> None:
     console().print(table)
 
 
-def sweep_of(record) -> Optional[str]:
-    """The sweep a run is a trial of (``CORRAL_SWEEP`` in its environment, ``launcher.sweep.trial_job``), or None."""
+def job_env_of(record) -> dict[str, str]:
+    """The environment a run's ranks got, as its backend recorded it: a trial's sweep (``CORRAL_SWEEP``), its
+    trial id and attempt (``launcher.sweep.trial_job``)."""
     from launcher.backends import backend_of
 
-    return backend_of(record).job_env(record).get("CORRAL_SWEEP") or None
+    return backend_of(record).job_env(record)
 
 
-def trial_of(record) -> tuple[str, int]:
-    """(trial id, attempt) of a sweep's run; a retried trial has one run per attempt."""
-    from launcher.backends import backend_of
-
-    env = backend_of(record).job_env(record)
+def trial_of(env: dict[str, str], name: str) -> tuple[str, int]:
+    """(trial id, attempt) of a sweep's run from its environment; a retried trial has one run per attempt."""
     attempt = env.get("CORRAL_TRIAL_ATTEMPT", "1")
-    return env.get("CORRAL_TRIAL_ID") or record.name, int(attempt) if attempt.isdigit() else 1
+    return env.get("CORRAL_TRIAL_ID") or name, int(attempt) if attempt.isdigit() else 1
 
 
 def sweep_rows(statuses, sweeps: dict[str, Optional[str]], trials: dict[str, tuple[str, int]]) -> list[dict]:
