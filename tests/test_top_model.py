@@ -44,6 +44,16 @@ def test_counter_rate_and_reset():
     assert judge.counter_rate(None, 1, 1.0) is None and judge.counter_rate(1, 2, 0) is None
 
 
+def test_net_rate_over_interfaces_in_both_samples():
+    before = {"rx": 1300, "tx": 0, "ifaces": {"eth0": [1000, 0], "veth1": [300, 0]}}
+    after = {"rx": 1400, "tx": 50, "ifaces": {"eth0": [1400, 50]}}  # a container's veth went away
+    assert judge.net_rate(before, after, 2.0, 0) == 200.0 and judge.net_rate(before, after, 2.0, 1) == 25.0
+    recreated = {"ifaces": {"eth0": [1600, 50], "veth1": [10, 0]}}  # veth1 re-created: left out
+    assert judge.net_rate(before, recreated, 2.0, 0) == 300.0
+    assert judge.net_rate({"rx": 10, "tx": 0}, {"rx": 30, "tx": 0}, 2.0, 0) == 10.0  # totals only
+    assert judge.net_rate(None, after, 2.0, 0) is None and judge.net_rate(before, after, 0, 0) is None
+
+
 def test_cpu_busy_percent_from_two_stat_samples():
     before = [100, 0, 100, 700, 100, 0, 0, 0]
     after = [150, 0, 150, 800, 100, 0, 0, 0]  # 100 busy, 100 idle jiffies

@@ -77,6 +77,21 @@ def counter_rate(before: float | None, after: float | None, seconds: float) -> f
     return (after - before) / seconds
 
 
+def net_rate(before: dict[str, Any] | None, after: dict[str, Any] | None, seconds: float, col: int) -> float | None:
+    """Bytes per second over the interfaces in both samples (``col`` 0 received, 1 sent).
+
+    An interface that appeared, vanished or was re-created (its counter went back) between the
+    samples is left out rather than making the whole node's rate unknown."""
+    if not before or not after or seconds <= 0:
+        return None
+    old, new = before.get("ifaces"), after.get("ifaces")
+    if old is None or new is None:  # a sample from an agent that sent totals only
+        key = ("rx", "tx")[col]
+        return counter_rate(before.get(key), after.get(key), seconds)
+    moved = [new[n][col] - old[n][col] for n in new.keys() & old.keys() if new[n][col] >= old[n][col]]
+    return sum(moved) / seconds if moved else None
+
+
 def cpu_busy_percent(before: Sequence[int] | None, after: Sequence[int] | None) -> float | None:
     """Busy share of all cores between two ``/proc/stat`` samples (idle and iowait count as idle)."""
     if not before or not after:

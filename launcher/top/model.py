@@ -273,8 +273,8 @@ class TopState:
             mem_total=total,
             mem_used=(total - avail) if total is not None and avail is not None else None,
             disks=[{k: d.get(k) for k in ("label", "path", "free", "total", "error")} for d in s.get("disks", [])],
-            rx_bps=judge.counter_rate(prev["net"]["rx"], s["net"]["rx"], dt) if prev else None,
-            tx_bps=judge.counter_rate(prev["net"]["tx"], s["net"]["tx"], dt) if prev else None,
+            rx_bps=judge.net_rate(prev.get("net") if prev else None, s.get("net"), dt, 0),
+            tx_bps=judge.net_rate(prev.get("net") if prev else None, s.get("net"), dt, 1),
         )
         gpu = s.get("gpu") or {}
         rows, ecc, events, note = gpus_from_sample(gpu)

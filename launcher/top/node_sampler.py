@@ -131,16 +131,23 @@ def memory():
 
 
 def net_counters():
-    """Bytes received and sent over every interface but loopback (/proc/net/dev)."""
-    rx = tx = 0
+    """Bytes received and sent per interface but loopback (/proc/net/dev), and their totals.
+
+    Per interface because containers' veths come and go: a rate is taken over the interfaces
+    present in both samples, so one that vanished does not look like a counter reset."""
+    ifaces = {}
     for line in (_read("/proc/net/dev") or "").splitlines()[2:]:
         name, _, rest = line.partition(":")
-        if name.strip() == "lo" or not rest:
+        name = name.strip()
+        if name == "lo" or not rest:
             continue
         cols = rest.split()
-        rx += int(cols[0])
-        tx += int(cols[8])
-    return {"rx": rx, "tx": tx}
+        ifaces[name] = [int(cols[0]), int(cols[8])]
+    return {
+        "rx": sum(v[0] for v in ifaces.values()),
+        "tx": sum(v[1] for v in ifaces.values()),
+        "ifaces": ifaces,
+    }
 
 
 def disk_free(label, path):
