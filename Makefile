@@ -14,9 +14,10 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
-# Workers for `make test` (pytest-xdist): the suite is CPU-bound (~1700-1900 CPU-seconds, most of it torch starting
-# in ranks and torchrun agents). Two workers took 1581 s (their module groups pack badly), three 865-999 s, four
-# overloaded the nodes. Figures: docs/results/simcluster.md.
+# Workers for `make test` (pytest-xdist), each handed its next test when it finishes one (modules with a slow test
+# first: tests/conftest.py). The suite is bound by the machine's CPU (~1200 CPU-seconds, most of it torch starting in
+# ranks and torchrun agents); two workers took 1581 s, three ~700 s, four overloaded the simulated nodes.
+# Figures: docs/results/simcluster.md.
 PYTEST_WORKERS ?= 3
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
@@ -43,7 +44,7 @@ demo: venv
 
 # `long` tests run in a step of their own, so that `make test` stays short (docs/SIMCLUSTER.md, "Test time").
 test: debs venv
-	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
 
 # Exit status 5 is pytest's "no test selected": no `long` test is not a failure.
 test-long: debs venv

@@ -65,16 +65,16 @@ async def read_status(record: RunRecord, cluster: ClusterConfig) -> JobStatus:
 
 
 def read_statuses(records: list[RunRecord], cluster: ClusterConfig) -> list[JobStatus]:
-    """Every record's status at once, inside one kept-session block: over ssh, one node agent
-    session per node, so ``ps`` of R jobs on N nodes is N logins with R requests each, one after
-    the other, not R x N logins at the same moment (a backend that keeps no sessions is unaffected)."""
+    """Every record's status at once, inside one kept-session block: over ssh, the R jobs' status reads of a
+    node are answered by one shell command there, so ``ps`` of R jobs on N nodes is N logins and no Python
+    start on any node, not R x N logins at the same moment (a backend that keeps no sessions is unaffected)."""
     if not records:
         return []
 
     async def gather() -> list[JobStatus]:
         return list(await asyncio.gather(*(read_status(r, cluster) for r in records)))
 
-    with kept_sessions():
+    with kept_sessions(shell_status=True):  # one shell per node for all the jobs' status reads
         return run_sync(gather())
 
 

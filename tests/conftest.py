@@ -55,12 +55,14 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``): a module's tests stay on one worker, so its module-scoped
-    cluster is built once (the host's dockerd is the controller's: tests/infra/docker_fixtures.py)."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """Modules with a ``slow`` test run first, each module's tests together and in their order. Under
+    pytest-xdist (``make test``: ``--dist load --maxschedchunk 1``, each worker handed its next test when it
+    finishes one) the minute-long cluster tests then start while the many short ones are still queued to
+    fill in around them, instead of the last of them starting near the end (longest first packs best)."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (item.nodeid.split("::")[0] not in slow_modules, order[id(item)]))
 
 
 # ---- facility checks (cached: each costs a subprocess or a socket) ----------

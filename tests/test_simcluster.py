@@ -108,10 +108,11 @@ def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
         existing.write_text("host\n")  # before the nodes start: what the overlay shows below
         cluster = make_sim_cluster(2, private_home=True)
         a, b = cluster.nodes
-        # the first login to a node with an overlay home has stalled past 30 s on a loaded CI machine
+        # the first login to a node with an overlay home has stalled past 30 s on a loaded machine (its shell
+        # start-up writes into the new home): each node's first login gets 120 s
         cluster.run(a, ["sh", "-c", f"echo hi > {probe}"], check=True, timeout=120)
         assert cluster.run(a, ["cat", str(probe)]).stdout == "hi\n"
-        assert cluster.run(b, ["test", "-e", str(probe)]).returncode == 1
+        assert cluster.run(b, ["test", "-e", str(probe)], timeout=120).returncode == 1
         assert not probe.exists()  # the host's home is untouched
         assert cluster.run(b, ["cat", str(existing)]).stdout == "host\n"
         layout = cluster.layout

@@ -79,6 +79,13 @@ def executions(cluster_file: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def story(cluster_file: Path, name: str) -> str:
+    """The sweep's journal and the end of its controller's log: why a trial ran again, shown on failure."""
+    paths = sweep_paths(load_cluster(cluster_file), name)
+    parts = [p.read_text()[-6000:] for p in (paths.journal, paths.log) if p.exists()]
+    return "\n".join(parts)
+
+
 def status_of(cluster_file: Path, name: str) -> dict:
     paths = sweep_paths(load_cluster(cluster_file), name)
     return build_status(load_spec(paths), paths)
@@ -178,7 +185,8 @@ def test_always_failing_trial_is_retried_then_failed_and_the_rest_complete(clust
     bad = next(t for t in st["trials"] if t["state"] == "failed")
     assert bad["params"]["lr"] == 0.3 and bad["attempts"] == 2 and "exit status" in bad["error"]
     runs = Counter(e["trial"] for e in executions(cluster_file, name))
-    assert runs[bad["id"]] == 2 and all(runs[t["id"]] == 1 for t in st["trials"] if t["state"] == "done")
+    done = [t["id"] for t in st["trials"] if t["state"] == "done"]
+    assert runs[bad["id"]] == 2 and all(runs[t] == 1 for t in done), (runs, story(cluster_file, name))
     assert st["nodes_aside"] == {}  # one bad trial does not make its nodes look bad
 
 

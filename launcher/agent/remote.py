@@ -5,11 +5,13 @@ each with one JSON line. The command line is a fixed bootstrap, so nothing from 
 (paths, env values, secrets) is visible in ``ps`` on either side. Localhost runs the same agent
 with this interpreter, without ssh.
 
-An agent process answers any number of requests. Inside :func:`kept_sessions` (a launch, ``ps``
-of several jobs, a wait that polls), each node's agent stays open between calls, so every
-request of the block to one node shares one ssh session and one interpreter: what a launch costs
-a node is one login, not two, and ``ps`` of ten jobs on 32 nodes is 32 logins, not 320. Outside
-it, every call starts an agent for one request.
+An agent process answers any number of requests. Inside :func:`kept_sessions` (a launch, a wait
+that polls), each node's agent stays open between calls, so every request of the block to one node
+shares one ssh session and one interpreter: what a launch costs a node is one login, not two.
+Outside it, every call starts an agent for one request. The ``status`` read needs no agent: outside
+a kept block, and in ``ps``'s block (``shell_status``), it is one shell command on the node
+(``launcher.agent.status_sh``), the reads of every job to one node at one moment together, so
+``ps`` of ten jobs on 32 nodes is 32 logins, not 320, and no Python start on any node.
 
 Every call holds one slot of the ssh fan-out window (``tools.ssh.slot``, ``ssh.fanout`` in the
 cluster file) while its session is opened and its request is answered; an idle kept session
@@ -204,10 +206,43 @@ class AgentSession:
 class _Kept:
     """The sessions of one :func:`kept_sessions` block and the event loop they live on."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, shell_status: bool = False) -> None:
         self.loop = loop or asyncio.new_event_loop()
         self.sessions: dict[tuple[str, str], AgentSession] = {}
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.shell_status = shell_status
+        self.batches: dict[tuple[str, str], tuple[list[dict[str, Any]], asyncio.Future[list[AgentReply]]]] = {}
+
+    def has_session(self, node: NodeConfig) -> bool:
+        return (node.label, node.host) in self.sessions
+
+    async def status_by_shell(
+        self, cluster: ClusterConfig, node: NodeConfig, request: dict[str, Any], wait: float
+    ) -> AgentReply:
+        """The node's ``status`` requests of this moment (``ps``: one per job) answered together by one shell
+        command: the first caller waits one turn of the loop for the others, then asks for them all."""
+        key = (node.label, node.host)
+        if key in self.batches:
+            requests, future = self.batches[key]
+            index = len(requests)
+            requests.append(request)
+            return (await asyncio.shield(future))[index]
+        requests, future = self.batches[key] = ([request], self.loop.create_future())
+        try:
+            await asyncio.sleep(0)  # every job's read_status of this gather adds its request
+        finally:
+            del self.batches[key]  # a later request starts a batch of its own
+        try:
+            replies = await _statuses_by_shell(cluster, node, requests, wait)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: a batch of one has nobody else to see it
+            raise
+        future.set_result(replies)
+        return replies[0]
 
     def lock(self, node: NodeConfig) -> asyncio.Lock:
         """The node's turn: its calls in this block go one at a time over its one session."""
@@ -240,17 +275,19 @@ def _current() -> _Kept | None:
 
 
 @contextlib.contextmanager
-def kept_sessions() -> Iterator[None]:
+def kept_sessions(shell_status: bool = False) -> Iterator[None]:
     """Keep each node's agent (and its ssh session) open for every call inside the block.
 
     Calls inside must go through :func:`run_sync` (one event loop per block owns the sessions).
     Nested blocks share the outer one; each thread has its own. On exit each agent is told that
-    input ended and is waited for.
+    input ended and is waited for. ``shell_status``: for a block that reads every job's status once
+    (``ps``): the ``status`` requests made to a node at one moment are answered by one shell command
+    there (``launcher.agent.status_sh``), unless the node already has an agent open in the block.
     """
     if _current() is not None:
         yield
         return
-    kept = _local.kept = _Kept()
+    kept = _local.kept = _Kept(shell_status=shell_status)
     try:
         yield
     finally:
@@ -305,9 +342,34 @@ async def call(
     loop = asyncio.get_running_loop()
     kept = _current()
     if kept is not None and loop is kept.loop:
+        if kept.shell_status and request.get("op") == "status" and not kept.has_session(node):
+            return await kept.status_by_shell(cluster, node, request, wait)
         async with kept.lock(node):
             return await _with_retries(cluster, node, wait, lambda left: _kept_call(kept, cluster, node, request, left))
+    if request.get("op") == "status":  # a shell on the node instead of a Python start
+        return (await _statuses_by_shell(cluster, node, [request], wait))[0]
     return await _with_retries(cluster, node, wait, lambda left: _one_call(cluster, node, request, left))
+
+
+async def _statuses_by_shell(
+    cluster: ClusterConfig, node: NodeConfig, requests: list[dict[str, Any]], wait: float
+) -> list[AgentReply]:
+    """``status`` requests answered by one shell command (``launcher.agent.status_sh``); the fan-out window and
+    the retry of a transient ssh failure are ``ssh.run``'s."""
+    from launcher.agent import status_sh
+
+    done = await ssh.run(cluster.ssh, node, ["sh", "-c", status_sh.script(requests)], timeout=wait)
+    answers = status_sh.parse(done.stdout, requests) if done.returncode == 0 else [None] * len(requests)
+    if done.returncode == 124:
+        reason = done.stderr
+    elif done.returncode == 255 and not node.is_local:  # ssh's own failure; its message says "ssh:" once
+        reason = f"ssh: {done.error_line().removeprefix('ssh: ')}"
+    else:
+        reason = done.error_line() if done.returncode else "the status read ended early"
+    transient = ssh.transient(done.returncode, done.stderr)
+    return [
+        AgentReply(node.label, a) if a is not None else AgentReply(node.label, {}, reason, transient) for a in answers
+    ]
 
 
 async def _with_retries(cluster: ClusterConfig, node: NodeConfig, wait: float, attempt_fn) -> AgentReply:

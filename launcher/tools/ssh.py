@@ -303,13 +303,16 @@ async def run(
     cfg: SSHConfig, node: NodeConfig, argv: list[str], *, input: bytes | None = None, timeout: float = 60.0
 ) -> Completed:
     """Run ``argv`` on the node and collect its output, within the fan-out window; a timeout
-    (for every attempt together) reads as exit status 124. A transient ssh failure is retried
+    (for every attempt together, counted from the node's first turn in the window: a node queued
+    behind the window is not late) reads as exit status 124. A transient ssh failure is retried
     with backoff while the deadline allows."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline: float | None = None
     attempt = 0
     while True:
         async with slot(cfg):
+            if deadline is None:
+                deadline = loop.time() + timeout
             done = await _run_once(cfg, node, argv, input=input, timeout=max(0.1, deadline - loop.time()))
         pause = backoff_s(attempt)
         if node.is_local or done.stdout or not transient(done.returncode, done.stderr) or attempt + 1 >= RETRY_ATTEMPTS:
