@@ -108,11 +108,11 @@ def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
         existing.write_text("host\n")  # before the nodes start: what the overlay shows below
         cluster = make_sim_cluster(2, private_home=True)
         a, b = cluster.nodes
-        # the first login to a node with an overlay home has stalled past 30 s on a loaded machine (its shell
-        # start-up writes into the new home): each node's first login gets 120 s
-        cluster.run(a, ["sh", "-c", f"echo hi > {probe}"], check=True, timeout=120)
+
+        # (its logins stalled 30-60 s under load until each private home got its own pyenv shims: simcluster.py)
+        cluster.run(a, ["sh", "-c", f"echo hi > {probe}"], check=True)
         assert cluster.run(a, ["cat", str(probe)]).stdout == "hi\n"
-        assert cluster.run(b, ["test", "-e", str(probe)], timeout=120).returncode == 1
+        assert cluster.run(b, ["test", "-e", str(probe)]).returncode == 1
         assert not probe.exists()  # the host's home is untouched
         assert cluster.run(b, ["cat", str(existing)]).stdout == "host\n"
         layout = cluster.layout
@@ -121,6 +121,30 @@ def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
     finally:
         probe.unlink(missing_ok=True)
         existing.unlink(missing_ok=True)
+
+
+@pytest.mark.cluster
+def test_a_private_home_login_does_not_wait_on_the_hosts_pyenv_lock(make_sim_cluster) -> None:
+    """The host's pyenv takes and drops its shim lock while nodes run (any login to a node with the shared
+    home does); a node with a private home must not see it, or its logins wait 60 s for a lock it cannot take."""
+    shims = Path.home() / ".pyenv" / "shims"
+    if not shims.is_dir():
+        pytest.skip("no pyenv in this home: nothing takes the lock")
+    cluster = make_sim_cluster(1, private_home=True)
+    (node,) = cluster.nodes
+    lock = shims / ".pyenv-shim"
+    ours = False
+    try:
+        lock.touch(exist_ok=False)  # as a host-side `pyenv rehash` does, for as long as it runs
+        ours = True
+    except FileExistsError:
+        pass  # one runs now: the same lock
+    try:
+        assert cluster.run(node, ["true"], timeout=20).returncode == 0
+    finally:
+        if ours:
+            lock.unlink()
+    assert cluster.run(node, ["true"], timeout=20).returncode == 0  # and once the host's lock is gone
 
 
 @pytest.mark.cluster

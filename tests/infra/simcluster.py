@@ -795,9 +795,15 @@ class SimCluster:
 
     def _start_anchor(self, node: SimNode) -> None:
         """A process that holds the node's hostname and private /tmp (and home, if asked)."""
+        # A private home also gets its own copy of pyenv's shims: a login shell that runs `pyenv init` takes a lock
+        # file there, and once the host (another node, another test) has created and removed that lock below the
+        # overlay, the node can never create it again: every later login on the node waited 60 s for it.
         script = (
             'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
             '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
+            '&& { [ -z "$2" ] || [ ! -d "$3/.pyenv/shims" ] || { mkdir -p "$2/shims" '
+            '&& cp -a "$3/.pyenv/shims/." "$2/shims/" && rm -f "$2/shims/.pyenv-shim" '
+            '&& mount --bind "$2/shims" "$3/.pyenv/shims"; }; } '
             "&& echo ready && exec sleep infinity"
         )
         home_layer = ""
