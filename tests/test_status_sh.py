@@ -12,6 +12,7 @@ import pytest
 
 from launcher.agent import node_agent, status_sh
 from launcher.tools import tmux
+from tests.infra.tmux_server import end_server
 
 
 def both(req: dict) -> tuple[dict, dict]:
@@ -34,7 +35,7 @@ def same(ref: dict, got: dict) -> None:
 def server():
     sock = f"corral-status-sh-{uuid.uuid4().hex[:6]}"
     yield sock
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    end_server(sock)
 
 
 def test_running_ended_and_gone_read_the_same_as_the_agent(tmp_path, server):
