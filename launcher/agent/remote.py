@@ -358,7 +358,9 @@ async def _statuses_by_shell(
     the retry of a transient ssh failure are ``ssh.run``'s."""
     from launcher.agent import status_sh
 
-    done = await ssh.run(cluster.ssh, node, ["sh", "-c", status_sh.script(requests)], timeout=wait)
+    # the script on stdin: one job's read is ~0.7 kB, and a command line argument stops at 128 kB
+    script = status_sh.script(requests).encode()
+    done = await ssh.run(cluster.ssh, node, ["sh", "-s"], input=script, timeout=wait)
     answers = status_sh.parse(done.stdout, requests) if done.returncode == 0 else [None] * len(requests)
     if done.returncode == 124:
         reason = done.stderr

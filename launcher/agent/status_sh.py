@@ -37,7 +37,7 @@ if [ $# -eq 3 ] && [ -r "/proc/$1/stat" ]; then
   [ -n "$s" ] && [ "${{s%% *}}" != Z ] && echo 'alive 1'
 fi
 if panes=$({tmux} 2>/dev/null); then set -- $panes; printf 'panes %s\\n' "$*"; fi
-{files})
+{files}) </dev/null
 """
 
 _FILE = """\
@@ -46,7 +46,9 @@ if [ -r {path} ]; then printf 'file {key} %s ' "$(wc -c <{path})"; tail -c {cap}
 
 
 def script(requests: list[dict[str, Any]]) -> str:
-    """One sh command that answers every ``status`` request in ``requests`` on the node, in order."""
+    """One sh script that answers every ``status`` request in ``requests`` on the node, in order (run as
+    ``sh -s`` with the script on stdin: no command-line limit however many jobs; what it starts reads
+    /dev/null, never the rest of the script)."""
     return "set -f\n" + "".join(_body(i, r) for i, r in enumerate(requests)) + "exit 0\n"
 
 
