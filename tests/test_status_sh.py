@@ -149,3 +149,16 @@ def test_an_exit_time_without_nanoseconds_still_reads_in_seconds():
     req = {"op": "status", "state_dir": "/x", "tmux_panes": ["tmux"]}
     (got,) = status_sh.parse(f"{status_sh.MARK} 0\nexit_code 0\nexit_mtime 1765000000.%N\n", [req])
     assert got["exit_code"] == 0 and got["exit_mtime"] == 1765000000.0
+
+
+def test_a_job_ending_during_the_read_is_seen_exited_never_missing(tmp_path):
+    """The wrapper writes its exit file, then ends its session. A read that looked for the file before asking
+    tmux could see neither (a job that had just exited read as "missing"); both reads ask tmux first. Here the
+    "tmux" command is the job ending at that very moment: it writes the file, and no session is left."""
+    ending = ["sh", "-c", f"echo 3 > {tmp_path}/exit_code; exit 1"]
+    req = {"op": "status", "state_dir": str(tmp_path), "tmux_panes": ending}
+    assert node_agent.op_status(req)["exit_code"] == 3
+    (tmp_path / "exit_code").unlink()
+    done = subprocess.run(["sh", "-s"], input=status_sh.script([req]), capture_output=True, text=True, timeout=30)
+    (got,) = status_sh.parse(done.stdout, [req])
+    assert got["exit_code"] == 3 and got["session"] is False

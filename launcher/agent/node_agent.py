@@ -578,18 +578,20 @@ def op_start(req):
 def op_status(req):
     state_dir = req["state_dir"]
     out = {"exit_code": None, "exit_mtime": None, "session": False, "pane_dead": None, "pane_status": None}
-    code = _read(os.path.join(state_dir, "exit_code"))
-    if code is not None and code.strip().lstrip("-").isdigit():
-        out["exit_code"] = int(code.strip())
-        out["exit_mtime"] = os.path.getmtime(os.path.join(state_dir, "exit_code"))
-    pid = _read(os.path.join(state_dir, "pid"))
-    out["pid"] = [int(x) for x in pid.split()] if pid and len(pid.split()) == 3 else None
+    # The session before the exit file: the wrapper writes the file, then ends the session, so a session
+    # found gone here means the file is there to read below (the other order could see neither: "missing").
     rc, stdout, _ = _run(req["tmux_panes"], timeout=10)
     if rc == 0 and stdout.strip():
         out["session"] = True
         parts = stdout.split()
         out["pane_dead"] = parts[0] == "1"
         out["pane_status"] = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
+    code = _read(os.path.join(state_dir, "exit_code"))
+    if code is not None and code.strip().lstrip("-").isdigit():
+        out["exit_code"] = int(code.strip())
+        out["exit_mtime"] = os.path.getmtime(os.path.join(state_dir, "exit_code"))
+    pid = _read(os.path.join(state_dir, "pid"))
+    out["pid"] = [int(x) for x in pid.split()] if pid and len(pid.split()) == 3 else None
     out["alive"] = bool(out["pid"]) and _alive(out["pid"][0])
     # small files the caller wants with the state (the watchdog's state and events on its leader node)
     out["files"] = {key: _read_capped(path) for key, path in (req.get("read") or {}).items()}

@@ -1,11 +1,12 @@
-"""The node agent's ``status`` read as one POSIX sh command, for one-shot reads (``corral ps``, a job's
-status): a node then runs a shell, ``tmux list-panes`` and a few ``cat``s instead of starting Python, which
-was most of what a 32-node ``ps`` cost on top of pdsh's bare probe (docs/results/scale.md). The answer is
-the same dict as ``node_agent.op_status`` (tests/test_status_sh.py runs both on the same state); a kept
-agent session (``logs -f``, ``top``) still answers ``status`` itself.
+"""The node agent's ``status`` read as one POSIX sh script, for one-shot reads (``corral ps``, a job's
+status): a node then runs a shell and ``tmux list-panes`` (and ``date`` for a job that ended) instead of
+starting Python, which was most of what a 32-node ``ps`` cost on top of pdsh's bare probe
+(docs/results/scale.md). One script answers the reads of several jobs. The answer is the same dict as
+``node_agent.op_status`` (tests/test_status_sh.py runs both on the same state); a kept agent session
+(``logs -f``, ``top``, a wait's polls) still answers ``status`` itself.
 
-Pure: :func:`script` renders the command, :func:`parse` reads its output; ``launcher.agent.remote`` runs it
-through the ssh choke point.
+Pure: :func:`script` renders the script, :func:`parse` reads its output; ``launcher.agent.remote`` runs it
+through the ssh choke point (``sh -s``, the script on stdin).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ MARK = "@corral-status"
 
 # Each fact is one line "KEY VALUE"; file contents travel as base64 so that any byte of them survives.
 # Builtins where they do (read, set, parameter expansion): a node starts only tmux, and date for an exit.
+# The session before the exit file, as op_status reads them: the wrapper writes the file, then ends the session.
 _BODY = """\
 echo '{mark} {index}'
 (
 d={state_dir}
+if panes=$({tmux} 2>/dev/null); then set -- $panes; printf 'panes %s\\n' "$*"; fi
 if [ -f "$d/exit_code" ]; then
   c=; IFS= read -r c <"$d/exit_code"; printf 'exit_code %s\\n' "$c"
   printf 'exit_mtime %s\\n' "$(date -r "$d/exit_code" +%s.%N 2>/dev/null)"
@@ -36,7 +39,6 @@ if [ $# -eq 3 ] && [ -r "/proc/$1/stat" ]; then
   s=; IFS= read -r s <"/proc/$1/stat"; s=${{s##*) }}
   [ -n "$s" ] && [ "${{s%% *}}" != Z ] && echo 'alive 1'
 fi
-if panes=$({tmux} 2>/dev/null); then set -- $panes; printf 'panes %s\\n' "$*"; fi
 {files}) </dev/null
 """
 
