@@ -43,12 +43,15 @@ demo: venv
 	$(VENV)/bin/corral demo
 
 # `long` tests run in a step of their own, so that `make test` stays short (docs/SIMCLUSTER.md, "Test time").
+# --tb=native: pytest's own traceback format parses each file's source with `ast`, and CPython 3.11 can fail
+# there ("AST constructor recursion depth mismatch", python/cpython#106905), which turned one failed test into
+# an INTERNALERROR that ended the whole run.
 test: debs venv
-	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --tb=native $(PYTEST_ARGS)
 
 # Exit status 5 is pytest's "no test selected": no `long` test is not a failure.
 test-long: debs venv
-	$(PY) -m pytest -m long $(PYTEST_ARGS) || test $$? -eq 5
+	$(PY) -m pytest -m long --tb=native $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: venv
 	$(VENV)/bin/ruff check .
