@@ -392,3 +392,14 @@ def test_a_step_whose_second_pass_did_not_fit_is_complete_and_says_which_nodes_r
     assert not steps["net"].complete and steps["net"].note == f"budget spent; {skipped}"
     assert steps["volume"].complete and "judged on the first" in steps["volume"].note
     assert not steps["burn"].complete
+
+
+def test_a_second_pass_that_gave_a_node_no_figures_says_that_node_rests_on_one_measurement():
+    """The second probe of a node held to a few percent of a core can outlast the step's budget: its first
+    figures stand, and the step's note names it, as when no second pass fitted at all."""
+    from benchmarks.cluster import run as R
+
+    remark = R._one_measurement(["n2", "n4"], {"n4": {}}, "node")
+    assert remark.startswith("n2: below the peers' floor, judged on one measurement") and "n4" not in remark
+    assert "--step-budget node=SECONDS" in remark
+    assert R._one_measurement(["n2"], {"n2": {}}, "volume") == ""

@@ -141,6 +141,14 @@ def step_node(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds
 
 SECOND_PASS_SKIPPED = "{nodes}: below the peers' floor, judged on one measurement (no budget left for a second: --step-budget {step}=SECONDS)"
 """A step's remark when its second pass did not fit. Every node was measured, so the step is complete."""
+SECOND_PASS_SHORT = "{nodes}: below the peers' floor, judged on one measurement (the second gave no figures within the budget: --step-budget {step}=SECONDS)"
+"""A step's remark when its second pass ran but left some nodes without new figures: the first ones stand."""
+
+
+def _one_measurement(low: list[str], fresh, step: str) -> str:
+    """The remark for the nodes of ``low`` that the second pass gave no new figures, or ""."""
+    left = [n for n in low if n not in fresh]
+    return SECOND_PASS_SHORT.format(nodes=", ".join(left), step=step) if left else ""
 
 
 def _below_peers(figs: dict[str, dict[str, float]], th: J.Thresholds) -> list[str]:
@@ -170,7 +178,7 @@ def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock:
     rec.node_reports = [
         {**fresh[r["host"]], "first_pass": figs[r["host"]]} if r["host"] in fresh else r for r in rec.node_reports
     ]
-    return ""
+    return _one_measurement(low, fresh, "node")
 
 
 def _pair_plan(eps, src: str, dst: str, pythons: dict[str, str], duration: float):
@@ -422,7 +430,7 @@ def _second_volume_pass(
     rec.volume["aggregate"] = volume_report.aggregate(rec.volume["results"], vplan.limit_mibps)
     rec.volume["first_pass"] = {n: figs[n] for n in low if n in fresh}
     rec.volume["second_pass_run_dir"] = again["run_dir"]
-    return ""
+    return _one_measurement(low, fresh, "volume")
 
 
 def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> StepEnd:
