@@ -61,8 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     finishes one) the minute-long cluster tests then start while the many short ones are still queued to
     fill in around them, instead of the last of them starting near the end (longest first packs best)."""
     slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (item.nodeid.split("::")[0] not in slow_modules, order[id(item)]))
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable: each keeps its order
 
 
 # ---- facility checks (cached: each costs a subprocess or a socket) ----------

@@ -581,11 +581,8 @@ def op_status(req):
     # The session before the exit file: the wrapper writes the file, then ends the session, so a session
     # found gone here means the file is there to read below (the other order could see neither: "missing").
     rc, stdout, _ = _run(req["tmux_panes"], timeout=10)
-    if rc == 0 and stdout.strip():
-        out["session"] = True
-        parts = stdout.split()
-        out["pane_dead"] = parts[0] == "1"
-        out["pane_status"] = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
+    if rc == 0:
+        out.update(pane_fields(stdout))
     code = _read(os.path.join(state_dir, "exit_code"))
     if code is not None and code.strip().lstrip("-").isdigit():
         out["exit_code"] = int(code.strip())
@@ -598,8 +595,23 @@ def op_status(req):
     return out
 
 
+def pane_fields(panes):
+    """The status fields from ``tmux list-panes`` output (``PANE_FORMAT`` lines); none for no output."""
+    parts = panes.split()
+    if not parts:
+        return {}
+    status = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
+    return {"session": True, "pane_dead": parts[0] == "1", "pane_status": status}
+
+
 STATUS_FILE_CAP = 256 * 1024
 """A status reply carries at most this much of a file: its end (events are appended)."""
+
+
+def capped_text(data, size):
+    """A file's last ``STATUS_FILE_CAP`` bytes as text; one longer than the cap loses its first, partial line."""
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= STATUS_FILE_CAP else text.split("\n", 1)[-1]
 
 
 def _read_capped(path):
@@ -611,8 +623,7 @@ def _read_capped(path):
             data = f.read()
     except OSError:
         return None
-    text = data.decode("utf-8", errors="replace")
-    return text if size <= STATUS_FILE_CAP else text.split("\n", 1)[-1]
+    return capped_text(data, size)
 
 
 def _alive(pid):

@@ -175,9 +175,7 @@ class AgentSession:
     async def _exit_reason(self) -> str:
         code = await self._wait(CLOSE_WAIT_S)
         lines = [ln for ln in self.stderr.decode(errors="replace").strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit status {code}"
-        # ssh's own messages already start with "ssh: "; say it once
-        return f"ssh: {last.removeprefix('ssh: ')}" if code == 255 and not self.node.is_local else last
+        return _failure(self.node, code, lines[-1] if lines else f"exit status {code}")
 
     async def _wait(self, timeout: float) -> int | None:
         try:
@@ -364,14 +362,20 @@ async def _statuses_by_shell(
     answers = status_sh.parse(done.stdout, requests) if done.returncode == 0 else [None] * len(requests)
     if done.returncode == 124:
         reason = done.stderr
-    elif done.returncode == 255 and not node.is_local:  # ssh's own failure; its message says "ssh:" once
-        reason = f"ssh: {done.error_line().removeprefix('ssh: ')}"
     else:
-        reason = done.error_line() if done.returncode else "the status read ended early"
+        reason = (
+            _failure(node, done.returncode, done.error_line()) if done.returncode else "the status read ended early"
+        )
     transient = ssh.transient(done.returncode, done.stderr)
     return [
         AgentReply(node.label, a) if a is not None else AgentReply(node.label, {}, reason, transient) for a in answers
     ]
+
+
+def _failure(node: NodeConfig, code: int | None, last: str) -> str:
+    """What a failed agent or status command says: its last stderr line; ssh's own messages (exit 255) already
+    start with "ssh: ", say it once."""
+    return f"ssh: {last.removeprefix('ssh: ')}" if code == 255 and not node.is_local else last
 
 
 async def _with_retries(cluster: ClusterConfig, node: NodeConfig, wait: float, attempt_fn) -> AgentReply:

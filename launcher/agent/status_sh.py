@@ -15,7 +15,7 @@ import base64
 import shlex
 from typing import Any
 
-from launcher.agent.node_agent import STATUS_FILE_CAP
+from launcher.agent.node_agent import STATUS_FILE_CAP, capped_text, pane_fields
 
 MARK = "@corral-status"
 """Starts each request's section of the output (``MARK i``)."""
@@ -98,16 +98,13 @@ def _answer(lines: list[str], request: dict[str, Any]) -> dict[str, Any]:
             out["pid"] = [int(w) for w in words] if len(words) == 3 and all(w.isdigit() for w in words) else None
         elif key == "alive":
             out["alive"] = True
-        elif key == "panes" and value:
-            parts = value.split()
-            out["session"] = True
-            out["pane_dead"] = parts[0] == "1"
-            out["pane_status"] = int(parts[1]) if len(parts) > 2 and parts[1].lstrip("-").isdigit() else None
+        elif key == "panes":
+            out.update(pane_fields(value))
         elif key == "file":
             name, _, rest = value.partition(" ")
             size, _, data = rest.partition(" ")
             if name in files and size.isdigit():
-                files[name] = _capped(base64.b64decode(data.strip() or b""), int(size))
+                files[name] = capped_text(base64.b64decode(data.strip() or b""), int(size))
     out["alive"] = bool(out["pid"]) and out["alive"]
     out["files"] = files
     return out
@@ -121,9 +118,3 @@ def _float(text: str) -> float | None:
         except ValueError:
             continue
     return None
-
-
-def _capped(data: bytes, size: int) -> str:
-    """As ``node_agent._read_capped``: a file longer than the cap loses its first, partial line."""
-    text = data.decode("utf-8", errors="replace")
-    return text if size <= STATUS_FILE_CAP else text.split("\n", 1)[-1]

@@ -580,9 +580,10 @@ def stop(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[Stop
 def attach_argv(record: RunRecord, cluster: ClusterConfig, node: str | None) -> list[str]:
     job_id, job = current_job(record, cluster)
     allocation = tool.hostnames(cluster, job.nodelist or "") if job else []
-    done = {n for n, v in read_exit_codes(record.plan.run_dir).items() if job and v[1] == job.restarts}
     # the batch script may still be collecting after every rank exited: Slurm says RUNNING, nothing runs
-    ended_everywhere = bool(allocation) and set(allocation) <= done
+    ended_everywhere = bool(allocation) and set(allocation) <= {
+        n for n, v in read_exit_codes(record.plan.run_dir).items() if job and v[1] == job.restarts
+    }
     if job is None or corral_state(job.state) != "running" or "COMPLETING" in job.state or ended_everywhere:
         state = "finished on every node" if ended_everywhere else (job.state if job else "gone from Slurm")
         raise UserError(
