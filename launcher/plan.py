@@ -430,6 +430,17 @@ def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str | 
     ]
 
 
+def watchdog_start(command: list[str], log_redirect: str, settings: dict[str, Any]) -> str:
+    """The wrapper's line that starts the watchdog in the background, one sampling interval after the job.
+
+    Nothing can be judged sooner (a first step may take ``first_step_grace``, at least 20 intervals), and
+    started at once its interpreter would compete with the ranks' own start for the node's CPUs (on shared
+    cores that was most of the launch's lag behind pdsh: docs/results/scale.md).
+    The sleeping subshell is in the wrapper's process group, so ``stop`` and the pane's end take it too;
+    ``$$`` in it is still the wrapper's pid, which the watchdog outlives by no more than a second."""
+    return f'( sleep {settings["interval"]:g}; exec {shlex.join(command)} "$$" ) {log_redirect} 2>&1 </dev/null &\n'
+
+
 def pane_command(wrapper_path: str) -> list[str]:
     """The argv tmux runs in the pane: the wrapper holds everything else. Two or more arguments:
     tmux executes it directly, with no shell in between (a shell would parse it, and a bash
@@ -608,7 +619,7 @@ def describe(plan: JobPlan) -> str:
             w = n.watchdog
             lines.append(
                 f"  watchdog: hang after {w['hang_after']:g} s (first step {w['first_step_grace']:g} s), on hang {w['on_hang']}, "
-                f"sample every {w['interval']:g} s, {'leader' if w['node_rank'] == 0 else 'reports to ' + w['leader_host']} "
+                f"sample every {w['interval']:g} s from {w['interval']:g} s after the start, {'leader' if w['node_rank'] == 0 else 'reports to ' + w['leader_host']} "
                 f"(port {w['port']}+): {shlex.join(n.watchdog_command)}"
             )
         else:

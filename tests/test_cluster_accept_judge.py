@@ -279,7 +279,7 @@ def test_gpu_nodes_are_held_to_the_providers_failure_lines():
         return {"host": host, "gpus": gpus, "checks": [], "speed": {}}
 
     rec = runner.Recorded(node_reports=[h100_node("g1", 54.0), h100_node("g2", 31.0)])
-    rec.node_allreduce = {"g1": {"peak_busbw_gbps": 470.0}, "g2": {"peak_busbw_gbps": 300.0}}
+    rec.node_allreduce = {"g1": {"busbw_gbps": 470.0}, "g2": {"busbw_gbps": 300.0}}
     figs = runner.figures_of(rec)
     out = runner._expectation_findings(rec, figs)
     sev = {(n, f.check): f.severity for n, fs in out.items() for f in fs}

@@ -181,6 +181,19 @@ def test_average_and_peak_follow_nccl_tests():
     assert r["peak_busbw_gbps"] == max(busbws) and r["peak_size_bytes"] == 64 << 20
 
 
+def test_a_link_judged_at_its_largest_size_not_its_peak():
+    """A shaped link: small messages fit the shaper's burst and reach a high peak, the large ones show its rate."""
+    rows = [
+        {"size_bytes": 4096, "inplace": False, "busbw_gbps": 0.09},
+        {"size_bytes": 4096, "inplace": True, "busbw_gbps": 0.08},
+        {"size_bytes": 1 << 20, "inplace": False, "busbw_gbps": 0.004},
+        {"size_bytes": 1 << 20, "inplace": True, "busbw_gbps": 0.005},
+    ]
+    assert cm.peak_row(rows)["busbw_gbps"] == 0.09
+    assert cm.large_message_busbw(rows) == (0.005, 1 << 20)  # the better placement at the largest size
+    assert cm.large_message_busbw([]) is None
+
+
 def test_table_matches_golden_file():
     check_golden("allreduce_table.txt", nccl_table.render(sample_result()))
 

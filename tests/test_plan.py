@@ -4,8 +4,11 @@ process counts, backend, node selection, and hostile values that must stay liter
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +228,44 @@ def test_secret_values_never_in_plan():
     plan = build_plan(job(), c, c.nodes, inputs(secret_names=("TOKEN",)))
     assert plan.secret_names == ["TOKEN"]
     assert "TOKEN" not in plan.nodes[0].env
+
+
+def _wrapper_with_watchdog(tmp_path: Path, command: list[str], interval: float) -> tuple[str, Path]:
+    """The real wrapper of a localhost plan whose job is ``command`` and whose watchdog is a stand-in that
+    records when it started and with which wrapper pid."""
+    c = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}], "workdir": str(tmp_path)})
+    plan = build_plan(job(watchdog={"check_every": f"{interval}s"}), c, c.nodes, inputs(base_dir=str(tmp_path)))
+    node = plan.nodes[0]
+    seen = tmp_path / "watchdog-started"
+    stand_in = ["sh", "-c", f'echo "$(date +%s.%N) $0" >{shlex.quote(str(seen))}']
+    node = type(node)(**{**node.__dict__, "command": command, "watchdog_command": stand_in})
+    (Path(node.state_dir) / "watchdog").mkdir(parents=True)  # the launch writes the watchdog's files there
+    return render_wrapper(plan.name, node), seen
+
+
+def _private_tmux(tmp_path: Path) -> dict[str, str]:
+    # the wrapper ends with `tmux kill-session`: outside a pane it must reach an empty private server
+    return {**os.environ, "TMUX_TMPDIR": str(tmp_path), "TMUX": "", "TMUX_PANE": "%999"}
+
+
+def test_the_watchdog_starts_one_interval_after_the_job_with_the_wrappers_pid(tmp_path):
+    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "3"], interval=1.5)
+    (tmp_path / "run.sh").write_text(script)
+    t0 = time.time()
+    proc = subprocess.Popen(["bash", str(tmp_path / "run.sh")], env=_private_tmux(tmp_path), start_new_session=True)
+    assert proc.wait(timeout=30) == 0
+    started, pid = seen.read_text().split()
+    assert float(started) - t0 >= 1.5 and int(pid) == proc.pid
+
+
+def test_a_job_stopped_before_its_watchdog_started_leaves_no_watchdog(tmp_path):
+    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "30"], interval=3)
+    (tmp_path / "run.sh").write_text(script)
+    proc = subprocess.Popen(["bash", str(tmp_path / "run.sh")], env=_private_tmux(tmp_path), start_new_session=True)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGTERM)  # what `corral stop` sends the wrapper's process group
+    proc.wait(timeout=10)
+    time.sleep(3)
+    assert not seen.exists()
+    left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert left == []

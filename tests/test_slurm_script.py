@@ -19,20 +19,13 @@ from launcher.backends.slurm.script import (
 )
 from launcher.config import ClusterConfig, JobConfig, validate
 from launcher.errors import ConfigError, UserError
+from tests.infra import golden
 
-GOLDEN = Path(__file__).parent / "golden" / "slurm"
-REGEN = os.environ.get("CORRAL_REGEN_GOLDEN") == "1"
 HOSTILE = ["--note=it's $(touch /tmp/pwned) `id`; echo x", "a b\nc", "$HOME", "\\", '"q"', "--flag"]
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGEN:
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
-    assert text == path.read_text(), (
-        f"{name} changed; if intended, regenerate with CORRAL_REGEN_GOLDEN=1 pytest {__file__}"
-    )
+    golden.check_golden(f"slurm/{name}", text)
 
 
 def cluster(**slurm) -> ClusterConfig:

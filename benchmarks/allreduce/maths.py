@@ -165,6 +165,17 @@ def average_busbw(rows: list[dict]) -> float:
     return statistics.fmean(r["busbw_gbps"] for r in rows) if rows else 0.0
 
 
+def large_message_busbw(rows: list[dict]) -> tuple[float, int] | None:
+    """The best busbw at the largest size measured (in- or out-of-place) and that size: the figure a link's
+    rate shows in. Small messages fit a switch buffer or a shaper's burst, so a capped link can still reach a
+    high *peak* at a small size; the large-message plateau is what a health check compares (Azure's node
+    health checks read all-reduce bus bandwidth at large messages)."""
+    if not rows:
+        return None
+    top = max(r["size_bytes"] for r in rows)
+    return max(r["busbw_gbps"] for r in rows if r["size_bytes"] == top), top
+
+
 def peak_row(rows: list[dict]) -> dict | None:
     """The row with the highest busbw (the first one on ties)."""
     best = None

@@ -80,7 +80,7 @@ def baseline_doc(report: dict[str, Any]) -> dict[str, Any]:
         "taken_at": report["started_at"],
         "cluster": report["cluster"],
         "figures": report["figures"],
-        "allreduce_busbw_gbps": (report["measurements"].get("allreduce") or {}).get("peak_busbw_gbps"),
+        "allreduce_busbw_gbps": (report["measurements"].get("allreduce") or {}).get("busbw_gbps"),
     }
 
 

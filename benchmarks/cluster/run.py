@@ -299,14 +299,29 @@ def _ar_request(cluster, step: StepPlan):
     )
 
 
-def _ar_peak(cluster, req, timeout: float) -> tuple[float | None, dict[str, Any] | None, str]:
+def _ar_busbw(cluster, req, timeout: float) -> tuple[float | None, dict[str, Any] | None, str]:
+    """One all-reduce run: its judged figure (busbw at the largest size, ``maths.large_message_busbw``), the
+    benchmark's result, and why it failed (empty when it did not)."""
+    from benchmarks.allreduce import maths
     from benchmarks.allreduce import run as ar
 
     try:
         result = ar.run(req, cluster, timeout=max(timeout, 30.0), name=_job_name("allreduce"))
     except RunFailed as exc:
         return None, None, str(exc).splitlines()[0]
-    return result["peak_busbw_gbps"], result, ""
+    large = maths.large_message_busbw(result.get("rows") or [])
+    if large is None:
+        return None, result, "the all-reduce measured no sizes"
+    return large[0], result, ""
+
+
+def _busbw_line(busbw: float, result: dict[str, Any] | None) -> str:
+    from launcher.units import format_size
+
+    top = max((r["size_bytes"] for r in (result or {}).get("rows") or []), default=None)
+    at = f" at {format_size(top)}" if top else ""
+    peak = (result or {}).get("peak_busbw_gbps")
+    return f"busbw {busbw:.3g} GB/s{at}" + (f" (peak {peak:.3g})" if peak is not None else "")
 
 
 def _subcluster(cluster, group: list[str]):
@@ -328,14 +343,14 @@ def step_allreduce(
 ) -> StepEnd:
     clock = BudgetClock(step.budget_s)
     req = _ar_request(cluster, step)
-    peak, result, error = _ar_peak(cluster, req, clock.left())
+    busbw, result, error = _ar_busbw(cluster, req, clock.left())
     rec.allreduce = dict(result or {"error": error})
-    rec.allreduce["peak_busbw_gbps"] = peak
-    say(f"allreduce: all {len(cluster.nodes)} nodes: " + (f"peak busbw {peak:.3g} GB/s" if peak is not None else error))
+    rec.allreduce["busbw_gbps"] = busbw  # the judged figure: the largest size's, not the peak over sizes
+    say(f"allreduce: all {len(cluster.nodes)} nodes: " + (_busbw_line(busbw, result) if busbw is not None else error))
     floor, reference = allreduce_floor(th, baseline_busbw)
-    slow = peak is None or (floor is not None and peak < floor)
+    slow = busbw is None or (floor is not None and busbw < floor)
     if not slow or len(cluster.nodes) < 2 or not cluster.nodes:
-        return StepEnd.of("" if peak is not None else f"failed: {error}")
+        return StepEnd.of("" if busbw is not None else f"failed: {error}")
 
     def measure(group: list[str]) -> float | None:
         from launcher.errors import PreflightFailed
@@ -345,14 +360,14 @@ def step_allreduce(
             if left < 60:
                 raise localize.OutOfTime()
             try:
-                got, _, why = _ar_peak(_subcluster(cluster, group), req, left)
+                got, result, why = _ar_busbw(_subcluster(cluster, group), req, left)
                 break
             except PreflightFailed as exc:  # refused before anything ran: says nothing about speed
                 say(f"allreduce: bisect [{', '.join(group)}]: launch refused (attempt {attempt}): {exc}")
                 if attempt == 2:
                     raise localize.OutOfTime() from None
                 time.sleep(5)
-        say(f"allreduce: bisect [{', '.join(group)}]: " + (f"{got:.3g} GB/s" if got is not None else why))
+        say(f"allreduce: bisect [{', '.join(group)}]: " + (_busbw_line(got, result) if got is not None else why))
         return got
 
     names = [n.label for n in cluster.nodes]
@@ -369,9 +384,9 @@ def step_node_allreduce(cluster, step: StepPlan, rec: Recorded, say: Say) -> Ste
     for n in cluster.nodes:
         if clock.left() < 30:
             return StepEnd.of("budget spent before every node was measured")
-        peak, result, error = _ar_peak(_subcluster(cluster, [n.label]), req, clock.left())
-        rec.node_allreduce[n.label] = {"peak_busbw_gbps": peak, "error": error or None}
-        say(f"node_allreduce: {n.label}: " + (f"{peak:.3g} GB/s" if peak is not None else error))
+        busbw, result, error = _ar_busbw(_subcluster(cluster, [n.label]), req, clock.left())
+        rec.node_allreduce[n.label] = {"busbw_gbps": busbw, "error": error or None}
+        say(f"node_allreduce: {n.label}: " + (_busbw_line(busbw, result) if busbw is not None else error))
     return StepEnd()
 
 
@@ -505,8 +520,8 @@ def figures_of(rec: Recorded) -> dict[str, dict[str, float]]:
         for n, f in part.items():
             figs.setdefault(n, {}).update(f)
     for n, got in rec.node_allreduce.items():
-        if got.get("peak_busbw_gbps") is not None:
-            figs.setdefault(n, {})["node_allreduce_busbw_gbps"] = got["peak_busbw_gbps"]
+        if got.get("busbw_gbps") is not None:
+            figs.setdefault(n, {})["node_allreduce_busbw_gbps"] = got["busbw_gbps"]
     return figs
 
 
@@ -612,7 +627,7 @@ def assess(
                     ar["bisection"]["culprits"],
                     ar["bisection"]["note"],
                 ),
-                ar.get("peak_busbw_gbps"),
+                ar.get("busbw_gbps"),
                 ar.get("floor_gbps") or 0.0,
                 ar.get("floor_reference", "run"),
                 names,

@@ -123,7 +123,7 @@ def run_command(
 
     base_busbw = (base_doc or {}).get("allreduce_busbw_gbps") or (
         ((base_doc or {}).get("measurements") or {}).get("allreduce") or {}
-    ).get("peak_busbw_gbps")
+    ).get("busbw_gbps")
     interrupted = False
     try:
         rec = runner.run_plan(

@@ -38,6 +38,7 @@ from launcher.plan import (
     torchrun_options,
     watchdog_command,
     watchdog_settings,
+    watchdog_start,
 )
 
 RUNTIME = {
@@ -344,9 +345,8 @@ def _watchdog_line(plan: SlurmPlan) -> str:
     """The hang watchdog beside torchrun (docs/WATCHDOG.md): it ends when this wrapper ends."""
     if not plan.watchdog_command:
         return ""
-    return (
-        "# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.\n"
-        f'{shlex.join(plan.watchdog_command)} "$$" >>"$state_dir/watchdog.log" 2>&1 </dev/null &\n'
+    return "# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.\n" + watchdog_start(
+        plan.watchdog_command, '>>"$state_dir/watchdog.log"', plan.watchdog or {"interval": 0}
     )
 
 

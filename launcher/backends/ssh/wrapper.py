@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 
-from launcher.plan import WATCHDOG_DIR, NodePlan, shares_cpus
+from launcher.plan import WATCHDOG_DIR, NodePlan, shares_cpus, watchdog_start
 
 WRAPPER_TEMPLATE = """\
 #!/usr/bin/env bash
@@ -92,5 +92,5 @@ def watchdog_line(node: NodePlan) -> str:
     wd_log = posixpath.join(node.state_dir, WATCHDOG_DIR, "watchdog.log")
     return (
         "# The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.\n"
-        f'{shlex.join(node.watchdog_command)} "$$" >>{shlex.quote(wd_log)} 2>&1 </dev/null &\n'
+        + watchdog_start(node.watchdog_command, f">>{shlex.quote(wd_log)}", node.watchdog or {"interval": 0})
     )
