@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -403,3 +404,41 @@ def test_a_second_pass_that_gave_a_node_no_figures_says_that_node_rests_on_one_m
     assert remark.startswith("n2: below the peers' floor, judged on one measurement") and "n4" not in remark
     assert "--step-budget node=SECONDS" in remark
     assert R._one_measurement(["n2"], {"n2": {}}, "volume") == ""
+
+
+def test_a_node_far_below_its_peers_is_judged_without_a_second_pass(monkeypatch):
+    """A figure under half its peers' floor is not a moment of contention: only the nodes near the floor are
+    measured again, and the step says which nodes rest on one measurement and why."""
+    from benchmarks.cluster import run as R
+    from benchmarks.cluster.judge import Thresholds
+
+    th = Thresholds(peer=0.15)
+    healthy = {f"n{i}": {"cpu_gemm_gflops": 100.0 + i} for i in range(1, 5)}
+    figs = {**healthy, "near": {"cpu_gemm_gflops": 70.0}, "starved": {"cpu_gemm_gflops": 5.0}}
+    assert R._below_peers(figs, th) == (["near"], ["starved"])
+
+    probed: list[list[str]] = []
+
+    def probe_cluster(cluster, **kw):
+        probed.append([n.label for n in cluster.nodes])
+        return []  # the second probe gave nothing: the first figures stand
+
+    from benchmarks.node import run as node_run
+
+    monkeypatch.setattr(node_run, "probe_cluster", probe_cluster)
+    monkeypatch.setattr(node_run, "judge_probes", lambda probes, expected: [])
+    monkeypatch.setattr(R.J, "node_figures", lambda r: r["figs"])
+    monkeypatch.setattr(
+        R, "_subcluster", lambda cluster, group: SimpleNamespace(nodes=[SimpleNamespace(label=g) for g in group])
+    )
+    rec = R.Recorded(node_reports=[{"host": n, "figs": f} for n, f in figs.items()])
+    remark = R._second_node_pass(None, rec, lambda s: None, th, R.BudgetClock(600), {n: 0 for n in figs})
+    assert probed == [["near"]]
+    assert "starved: under half the peers' floor, judged on one measurement" in remark
+    assert remark.startswith("near: below the peers' floor, judged on one measurement")  # its second gave nothing
+
+    only_far = {**healthy, "starved": {"cpu_gemm_gflops": 5.0}}
+    rec = R.Recorded(node_reports=[{"host": n, "figs": f} for n, f in only_far.items()])
+    probed.clear()
+    remark = R._second_node_pass(None, rec, lambda s: None, th, R.BudgetClock(600), {n: 0 for n in only_far})
+    assert probed == [] and remark == R.SECOND_PASS_FAR.format(nodes="starved")

@@ -118,7 +118,8 @@ def test_literal_args_and_env_over_ssh(cl, names):
 
 def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_path_factory):
     """Job A: its launcher (following the logs) is SIGKILLed with its process group right after
-    the launch. Job B: every ssh connection is cut after the launch. Both finish."""
+    the launch. Job B: every ssh connection is cut after the launch. Both finish. Two nodes each:
+    what is cut is the launcher's side, the same for any number of nodes."""
     a, b = names("killed"), names("cut")
     work = Path(sim_cluster.run_dir) / f"cfg-{a}"
     work.mkdir()
@@ -130,6 +131,7 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
                 "name": a,
                 "script": "examples/train_demo.py",
                 "nproc_per_node": 1,
+                "nnodes": 2,
                 "env": {"PYTHONPATH": str(REPO)},
                 "args": ["--steps", "150", "--step-time", "0.03"],
             }
@@ -147,7 +149,7 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     finally:
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
-    hb = api.launch(train_job(b, steps=150, step_time=0.03, nproc_per_node=1), cl)
+    hb = api.launch(train_job(b, steps=150, step_time=0.03, nproc_per_node=1, nnodes=2), cl)
     # cut every connection: SIGKILL each ssh ControlMaster (the TCP connection drops under sshd)
     for node in cl.nodes:
         check = subprocess.run(
@@ -159,18 +161,18 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     sb = hb.wait(timeout=240)
     assert sa.ok, sa.to_json()
     assert sb.ok, sb.to_json()
-    assert len(results(api.handle(a, cl))) == 3 and len(results(hb)) == 3
+    assert len(results(api.handle(a, cl))) == 2 and len(results(hb)) == 2
 
 
 def test_worker_killed_restarts_with_max_restarts(cl, names):
-    """3 nodes x 2 workers, max_restarts 1: one worker SIGKILLed mid-run, torchrun restarts the
+    """2 nodes x 2 workers, max_restarts 1: one worker SIGKILLed mid-run, torchrun restarts the
     whole group on every node, the training resumes from its last checkpoint and finishes.
 
     This relies on the plan's TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: with torch's default (one
     store shared across restart attempts) restarted workers could read the dead worker's gloo
     address and fail in init_process_group."""
     name = names("restart")
-    handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1, nproc_per_node=2), cl)
+    handle = api.launch(train_job(name, steps=300, step_time=0.03, max_restarts=1, nproc_per_node=2, nnodes=2), cl)
     logs = [Path(n.log_path) for n in handle.plan.nodes]
     wait_for(
         lambda: all(p.exists() and "step 100 loss" in p.read_text() for p in logs), 240, "training to pass step 100"
@@ -185,14 +187,14 @@ def test_worker_killed_restarts_with_max_restarts(cl, names):
             print("".join(p.read_text().splitlines(True)[-30:]))  # shown on failure
     assert status.ok, status.to_json()
     res = results(handle)
-    assert sorted(r["rank"] for r in res) == list(range(6)), res
+    assert sorted(r["rank"] for r in res) == list(range(4)), res
     # torchrun counts the restart on the node whose worker died; the other nodes' agents restart
     # their workers for the membership change without counting it
     assert {r["restart"] for r in res if r["node"] == handle.plan.nodes[1].node} == {1}, res
     assert max(r["restart"] for r in res) == 1, res
     # resumed from a checkpoint taken before the kill (every 50 steps), not from scratch
     assert all(r["resumed_from"] >= 51 for r in res), res
-    assert sum(p.read_text().count(" ready on cpu") for p in logs) == 12  # 6 ranks, started twice
+    assert sum(p.read_text().count(" ready on cpu") for p in logs) == 8  # 4 ranks, started twice
 
 
 def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
