@@ -145,7 +145,14 @@ def test_slow_all_reduce_is_bisected_to_the_node_on_a_capped_link(five, cfg, tmp
         rc, report = bench(cfg, tmp_path / "out", "--exclude", n[4], "--min-busbw", "0.02", *skip)
     capsys.readouterr()
     ar = report["measurements"]["allreduce"]
-    assert rc == 1 and report["exclude"] == [n[2]], (ar.get("bisection"), [x["findings"] for x in report["nodes"]])
+    # short enough to survive a CI log's truncation: every run's figure and each node's checks
+    why = {
+        "runs": [(r["nodes"], r["busbw_gbps"]) for r in (ar.get("bisection") or {}).get("runs", [])],
+        "note": (ar.get("bisection") or {}).get("note"),
+        "all": ar.get("busbw_gbps"),
+        "checks": {x["name"]: [f["check"] for f in x["findings"] if f["severity"] != "pass"] for x in report["nodes"]},
+    }
+    assert rc == 1 and report["exclude"] == [n[2]], why
     runs = [r["nodes"] for r in ar["bisection"]["runs"]]
     assert runs[:2] == [[n[0], n[1]], [n[2], n[3]]] and [n[2], n[0]] in runs
     (finding,) = [f for x in report["nodes"] if x["name"] == n[2] for f in x["findings"]]
