@@ -430,15 +430,15 @@ def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str | 
     ]
 
 
-def watchdog_start(command: list[str], log_redirect: str, settings: dict[str, Any]) -> str:
-    """The wrapper's line that starts the watchdog in the background, one sampling interval after the job.
+def watchdog_start(command: list[str], log_redirect: str, interval: float) -> str:
+    """The wrapper's line that starts the watchdog in the background, one sampling ``interval`` after the job.
 
     Nothing can be judged sooner (a first step may take ``first_step_grace``, at least 20 intervals), and
     started at once its interpreter would compete with the ranks' own start for the node's CPUs (on shared
     cores that was most of the launch's lag behind pdsh: docs/results/scale.md).
     The sleeping subshell is in the wrapper's process group, so ``stop`` and the pane's end take it too;
     ``$$`` in it is still the wrapper's pid, which the watchdog outlives by no more than a second."""
-    return f'( sleep {settings["interval"]:g}; exec {shlex.join(command)} "$$" ) {log_redirect} 2>&1 </dev/null &\n'
+    return f'( sleep {interval:g}; exec {shlex.join(command)} "$$" ) {log_redirect} 2>&1 </dev/null &\n'
 
 
 def pane_command(wrapper_path: str) -> list[str]:

@@ -137,7 +137,9 @@ class Bench:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def corral(self, n: int) -> dict:
+    def corral_launch(self, n: int, job_extra: dict | None = None) -> tuple[str, Path, Path, float, float, dict]:
+        """``corral launch`` of the rank script on ``n`` nodes: (job name, cluster file, the ranks' output dir,
+        launch time to every rank ready, the command's own time, the command's cost)."""
         import yaml
 
         name = f"c{n}-{uuid.uuid4().hex[:6]}"
@@ -145,12 +147,16 @@ class Bench:
         out.mkdir()
         cfile = self.cluster_file(n, name)
         jfile = self.work / f"{name}-job.yaml"
-        jfile.write_text(yaml.safe_dump({"name": name, "script": RANK, "args": [str(out), "900"], "nproc_per_node": 1}))
+        job = {"name": name, "script": RANK, "args": [str(out), "900"], "nproc_per_node": 1, **(job_extra or {})}
+        jfile.write_text(yaml.safe_dump(job))
         t0 = time.time()
         took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
         if code != 0:
             raise RuntimeError(f"corral launch failed on {n} nodes")
-        launch = ready_time(out, n) - t0
+        return name, cfile, out, ready_time(out, n) - t0, took, launch_cost
+
+    def corral(self, n: int) -> dict:
+        name, cfile, out, launch, _, launch_cost = self.corral_launch(n)
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
         t0 = time.perf_counter()
         stop, _, stop_cost = timed([*self.cli, "stop", name, "-c", str(cfile)], sample=True)

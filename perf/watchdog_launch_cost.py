@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-import uuid
 from pathlib import Path
 
 from perf import scale_bench as sb
@@ -21,27 +19,13 @@ from perf import scale_bench as sb
 VARIANTS = ("watchdog", "no-watchdog", "pdsh")
 
 
-class Bench(sb.Bench):
-    def corral_launch(self, n: int, job_extra: dict) -> tuple[float, float]:
-        """(launch time, the ``corral launch`` command's own time), then the job stopped and gone."""
-        import yaml
-
-        name = f"w{n}-{uuid.uuid4().hex[:6]}"
-        out = self.work / name
-        out.mkdir()
-        cfile = self.cluster_file(n, name)
-        jfile = self.work / f"{name}-job.yaml"
-        job = {"name": name, "script": sb.RANK, "args": [str(out), "900"], "nproc_per_node": 1, **job_extra}
-        jfile.write_text(yaml.safe_dump(job))
-        t0 = time.time()
-        took, code, _ = sb.timed([*self.cli, "launch", str(jfile), "-c", str(cfile)])
-        if code != 0:
-            raise RuntimeError(f"corral launch failed on {n} nodes")
-        launch = sb.ready_time(out, n) - t0
-        sb.timed([*self.cli, "stop", name, "-c", str(cfile)])
-        sb.wait_gone(name.encode())
-        (out / "release").write_text("")
-        return launch, took
+def launch_and_stop(bench: sb.Bench, n: int, job_extra: dict) -> tuple[float, float]:
+    """(launch time, the ``corral launch`` command's own time), then the job stopped and gone."""
+    name, cfile, out, launch, took, _ = bench.corral_launch(n, job_extra)
+    sb.timed([*bench.cli, "stop", name, "-c", str(cfile)])
+    sb.wait_gone(name.encode())
+    (out / "release").write_text("")
+    return launch, took
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     with SimCluster(args.nodes) as sim:
         work = Path(sim.run_dir) / "watchdog-cost"
         work.mkdir()
-        bench = Bench(sim, work, sys.prefix)
+        bench = sb.Bench(sim, work, sys.prefix)
         for rep in range(args.reps):
             order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
             row = {}
@@ -64,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 if v == "pdsh":
                     row[v] = bench.pdsh(args.nodes)["launch_s"]
                     continue
-                row[v], took = bench.corral_launch(
-                    args.nodes, {} if v == "watchdog" else {"watchdog": {"enabled": False}}
+                row[v], took = launch_and_stop(
+                    bench, args.nodes, {} if v == "watchdog" else {"watchdog": {"enabled": False}}
                 )
                 command[v].append(took)
             for v, t in row.items():

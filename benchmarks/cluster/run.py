@@ -188,21 +188,27 @@ def _second_node_pass(cluster, rec: Recorded, say: Say, th: J.Thresholds, clock:
 
     figs = {r["host"]: J.node_figures(r) for r in rec.node_reports}
     low, far = _below_peers(figs, th)
-    if not low:
-        return _far_remark(far)
-    if clock.left() < 30:
-        return _join(SECOND_PASS_SKIPPED.format(nodes=", ".join(low), step="node"), _far_remark(far))
-    say(f"node: probing again {', '.join(low)} (below the peers' floor)")
-    again = node_run.probe_cluster(_subcluster(cluster, low), name=_job_name("node"), quick=False, timeout=clock.left())
-    fresh = {
-        r["host"]: r
-        for r in node_run.judge_probes(again, {n: expected[n] for n in low})
-        if J.node_figures(r)  # a probe that failed again leaves the first figures in place
-    }
-    rec.node_reports = [
-        {**fresh[r["host"]], "first_pass": figs[r["host"]]} if r["host"] in fresh else r for r in rec.node_reports
-    ]
-    return _join(_one_measurement(low, fresh, "node"), _far_remark(far))
+
+    def probe_again() -> str:
+        if not low:
+            return ""
+        if clock.left() < 30:
+            return SECOND_PASS_SKIPPED.format(nodes=", ".join(low), step="node")
+        say(f"node: probing again {', '.join(low)} (below the peers' floor)")
+        again = node_run.probe_cluster(
+            _subcluster(cluster, low), name=_job_name("node"), quick=False, timeout=clock.left()
+        )
+        fresh = {
+            r["host"]: r
+            for r in node_run.judge_probes(again, {n: expected[n] for n in low})
+            if J.node_figures(r)  # a probe that failed again leaves the first figures in place
+        }
+        rec.node_reports = [
+            {**fresh[r["host"]], "first_pass": figs[r["host"]]} if r["host"] in fresh else r for r in rec.node_reports
+        ]
+        return _one_measurement(low, fresh, "node")
+
+    return _join(probe_again(), _far_remark(far))
 
 
 def _pair_plan(eps, src: str, dst: str, pythons: dict[str, str], duration: float):
@@ -339,13 +345,15 @@ def _ar_busbw(cluster, req, timeout: float) -> tuple[float | None, dict[str, Any
     return large[0], result, ""
 
 
-def _busbw_line(busbw: float, result: dict[str, Any] | None) -> str:
+def _busbw_line(result: dict[str, Any]) -> str:
+    """The judged figure with its size, and the peak over sizes beside it, for the progress lines."""
+    from benchmarks.allreduce import maths
     from launcher.units import format_size
 
-    top = max((r["size_bytes"] for r in (result or {}).get("rows") or []), default=None)
-    at = f" at {format_size(top)}" if top else ""
-    peak = (result or {}).get("peak_busbw_gbps")
-    return f"busbw {busbw:.3g} GB/s{at}" + (f" (peak {peak:.3g})" if peak is not None else "")
+    large = maths.large_message_busbw(result["rows"])
+    assert large is not None  # a run with a judged figure measured sizes
+    busbw, top = large
+    return f"busbw {busbw:.3g} GB/s at {format_size(top)} (peak {result['peak_busbw_gbps']:.3g})"
 
 
 def _subcluster(cluster, group: list[str]):
@@ -370,7 +378,10 @@ def step_allreduce(
     busbw, result, error = _ar_busbw(cluster, req, clock.left())
     rec.allreduce = dict(result or {"error": error})
     rec.allreduce["busbw_gbps"] = busbw  # the judged figure: the largest size's, not the peak over sizes
-    say(f"allreduce: all {len(cluster.nodes)} nodes: " + (_busbw_line(busbw, result) if busbw is not None else error))
+    say(
+        f"allreduce: all {len(cluster.nodes)} nodes: "
+        + (_busbw_line(result) if busbw is not None and result else error)
+    )
     floor, reference = allreduce_floor(th, baseline_busbw)
     slow = busbw is None or (floor is not None and busbw < floor)
     if not slow or len(cluster.nodes) < 2 or not cluster.nodes:
@@ -391,7 +402,7 @@ def step_allreduce(
                 if attempt == 2:
                     raise localize.OutOfTime() from None
                 time.sleep(5)
-        say(f"allreduce: bisect [{', '.join(group)}]: " + (_busbw_line(got, result) if got is not None else why))
+        say(f"allreduce: bisect [{', '.join(group)}]: " + (_busbw_line(result) if got is not None and result else why))
         return got
 
     names = [n.label for n in cluster.nodes]
@@ -410,7 +421,7 @@ def step_node_allreduce(cluster, step: StepPlan, rec: Recorded, say: Say) -> Ste
             return StepEnd.of("budget spent before every node was measured")
         busbw, result, error = _ar_busbw(_subcluster(cluster, [n.label]), req, clock.left())
         rec.node_allreduce[n.label] = {"busbw_gbps": busbw, "error": error or None}
-        say(f"node_allreduce: {n.label}: " + (_busbw_line(busbw, result) if busbw is not None else error))
+        say(f"node_allreduce: {n.label}: " + (_busbw_line(result) if busbw is not None and result else error))
     return StepEnd()
 
 
@@ -453,23 +464,27 @@ def _second_volume_pass(
 
     figs = J.volume_figures(rec.volume)
     low, far = _below_peers(figs, th)
-    if not low:
-        return _far_remark(far)
-    if clock.left() < took:
-        return _join(SECOND_PASS_SKIPPED.format(nodes=", ".join(low), step="volume"), _far_remark(far))
-    say(f"volume: measuring again {', '.join(low)} (below the peers' floor)")
-    try:
-        again = run_on_cluster(vplan, cluster, nodes=low, timeout_s=clock.left())
-    except RunFailed as exc:  # the first figures stand
-        say(f"volume: second pass failed: {str(exc).splitlines()[0]}")
-        return _join(f"{', '.join(low)}: second measurement failed, judged on the first", _far_remark(far))
-    fresh = {r["node"] for r in again["results"]}
-    assert rec.volume is not None
-    rec.volume["results"] = [r for r in rec.volume["results"] if r["node"] not in fresh] + again["results"]
-    rec.volume["aggregate"] = volume_report.aggregate(rec.volume["results"], vplan.limit_mibps)
-    rec.volume["first_pass"] = {n: figs[n] for n in low if n in fresh}
-    rec.volume["second_pass_run_dir"] = again["run_dir"]
-    return _join(_one_measurement(low, fresh, "volume"), _far_remark(far))
+
+    def measure_again() -> str:
+        if not low:
+            return ""
+        if clock.left() < took:
+            return SECOND_PASS_SKIPPED.format(nodes=", ".join(low), step="volume")
+        say(f"volume: measuring again {', '.join(low)} (below the peers' floor)")
+        try:
+            again = run_on_cluster(vplan, cluster, nodes=low, timeout_s=clock.left())
+        except RunFailed as exc:  # the first figures stand
+            say(f"volume: second pass failed: {str(exc).splitlines()[0]}")
+            return f"{', '.join(low)}: second measurement failed, judged on the first"
+        fresh = {r["node"] for r in again["results"]}
+        assert rec.volume is not None
+        rec.volume["results"] = [r for r in rec.volume["results"] if r["node"] not in fresh] + again["results"]
+        rec.volume["aggregate"] = volume_report.aggregate(rec.volume["results"], vplan.limit_mibps)
+        rec.volume["first_pass"] = {n: figs[n] for n in low if n in fresh}
+        rec.volume["second_pass_run_dir"] = again["run_dir"]
+        return _one_measurement(low, fresh, "volume")
+
+    return _join(measure_again(), _far_remark(far))
 
 
 def step_burn(cluster, step: StepPlan, rec: Recorded, say: Say) -> StepEnd:

@@ -343,10 +343,10 @@ def render_node_wrapper(plan: SlurmPlan) -> str:
 
 def _watchdog_line(plan: SlurmPlan) -> str:
     """The hang watchdog beside torchrun (docs/WATCHDOG.md): it ends when this wrapper ends."""
-    if not plan.watchdog_command:
+    if not (plan.watchdog_command and plan.watchdog):
         return ""
     return "# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.\n" + watchdog_start(
-        plan.watchdog_command, '>>"$state_dir/watchdog.log"', plan.watchdog or {"interval": 0}
+        plan.watchdog_command, '>>"$state_dir/watchdog.log"', plan.watchdog["interval"]
     )
 
 

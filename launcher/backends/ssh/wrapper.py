@@ -87,10 +87,10 @@ def render_wrapper(job_name: str, node: NodePlan) -> str:
 
 def watchdog_line(node: NodePlan) -> str:
     """Start the hang watchdog beside the job (it ends when this wrapper ends), its output in its own log."""
-    if not node.watchdog_command:
+    if not (node.watchdog_command and node.watchdog):
         return ""
     wd_log = posixpath.join(node.state_dir, WATCHDOG_DIR, "watchdog.log")
     return (
         "# The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.\n"
-        + watchdog_start(node.watchdog_command, f">>{shlex.quote(wd_log)}", node.watchdog or {"interval": 0})
+        + watchdog_start(node.watchdog_command, f">>{shlex.quote(wd_log)}", node.watchdog["interval"])
     )
