@@ -19,8 +19,10 @@ import pytest
 
 from tests.infra.simcluster import (
     MAX_NODES,
+    PYENV_LOCK,
     SimCluster,
     SimLayout,
+    copy_pyenv_shims,
     find_leftovers,
     process_exited,
     reap_stale_runs,
@@ -97,6 +99,29 @@ def test_each_node_has_its_own_tmp(sim_cluster: SimCluster) -> None:
     assert not Path(probe).exists()
     # ...while the rest of the filesystem is shared with the host.
     assert sim_cluster.run(b, ["test", "-f", str(REPO / "tests" / "infra" / "simcluster.py")]).returncode == 0
+
+
+def test_pyenv_shims_copy_skips_the_lock_and_what_a_rehash_removes(tmp_path: Path, monkeypatch) -> None:
+    """CI once failed two private-home tests: `cp -a` of the shims met the lock file a host rehash had just
+    removed. The copy waits for the lock to go and skips what vanishes under it."""
+    src, dst = tmp_path / "shims", tmp_path / "copy"
+    src.mkdir()
+    (src / "python3").write_text("#!/bin/sh\n")
+    (src / "python3").chmod(0o755)
+    (src / "pip").symlink_to("python3")
+    lock = src / PYENV_LOCK
+    lock.touch()
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: [*real_listdir(path), "vanished"])
+
+    copy_pyenv_shims(src, dst, settle_s=0.2)  # the lock outlives the wait: copied anyway, lock left out
+    assert sorted(real_listdir(dst)) == ["pip", "python3"]
+    assert os.access(dst / "python3", os.X_OK) and os.readlink(dst / "pip") == "python3"
+
+    lock.unlink()
+    (src / "python").write_text("#!/bin/sh\n")
+    copy_pyenv_shims(src, dst)
+    assert sorted(real_listdir(dst)) == ["pip", "python", "python3"]
 
 
 @pytest.mark.cluster

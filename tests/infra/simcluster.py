@@ -91,6 +91,32 @@ SSHD = "/usr/sbin/sshd"
 _REQUIRED_TOOLS = ("ip", "ssh", "ssh-keygen", "unshare", "nsenter", "sleep")
 
 
+PYENV_LOCK = ".pyenv-shim"
+
+
+def copy_pyenv_shims(src: Path, dst: Path, *, settle_s: float = 10.0) -> None:
+    """Copy pyenv's shims, leaving out rehash's lock file.
+
+    A `pyenv rehash` on the host (a login on a node without a private home) removes and rewrites the shims
+    while it holds the lock: wait for it to finish (a rehash takes well under a second), and skip an entry that
+    vanishes all the same. The node's own first login rehashes its copy whole.
+    """
+    if not src.is_dir():
+        return
+    deadline = time.monotonic() + settle_s
+    while (src / PYENV_LOCK).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(dst, ignore_errors=True)  # a restarted node copies afresh
+    dst.mkdir(parents=True)
+    for entry in os.listdir(src):
+        if entry == PYENV_LOCK:  # a copy of the lock would stall every login on the node
+            continue
+        try:
+            shutil.copy2(src / entry, dst / entry, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+
+
 class SimClusterError(RuntimeError):
     """A command or step of the simulated cluster failed; says which and why."""
 
@@ -801,9 +827,7 @@ class SimCluster:
         script = (
             'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
             '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
-            '&& { [ -z "$2" ] || [ ! -d "$3/.pyenv/shims" ] || { mkdir -p "$2/shims" '
-            '&& cp -a "$3/.pyenv/shims/." "$2/shims/" && rm -f "$2/shims/.pyenv-shim" '
-            '&& mount --bind "$2/shims" "$3/.pyenv/shims"; }; } '
+            '&& { [ -z "$2" ] || [ ! -d "$2/shims" ] || mount --bind "$2/shims" "$3/.pyenv/shims"; } '
             "&& echo ready && exec sleep infinity"
         )
         home_layer = ""
@@ -811,6 +835,7 @@ class SimCluster:
             layer = self.layout.path(f"home/{node.hostname}")
             for sub in ("upper", "work"):
                 (layer / sub).mkdir(parents=True, exist_ok=True)
+            copy_pyenv_shims(Path.home() / ".pyenv" / "shims", layer / "shims")
             home_layer = str(layer)
         argv = [
             "ip",
