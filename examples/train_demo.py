@@ -14,6 +14,11 @@ The pattern: the handler only sets a flag; every step the ranks agree on it with
 all-reduce (they get the signal at slightly different moments and must stop at the same step),
 then each saves a blocking checkpoint and exits 0 without writing results. The batch script
 requeues the job, and the new attempt resumes from that checkpoint.
+
+``--plain-sgd`` trains without DDP and torch.optim: one all-reduce averages the gradients and the
+SGD step is written out, the same arithmetic as the default for plain SGD. Either of those torch
+classes imports torch._dynamo on first use, 1.6 CPU-seconds per rank on a CPU; the launcher's tests
+start hundreds of ranks and use this, the demo shows DDP.
 """
 
 import argparse
@@ -40,6 +45,9 @@ def main() -> None:
     parser.add_argument(
         "--pg-timeout", type=float, default=120, help="Seconds a collective may wait (a dead peer fails fast)."
     )
+    parser.add_argument(
+        "--plain-sgd", action="store_true", help="No DDP or torch.optim: the same SGD by hand, a quicker start."
+    )
     args = parser.parse_args()
 
     backend = os.environ.get("CORRAL_BACKEND", "gloo")
@@ -57,8 +65,11 @@ def main() -> None:
     # over the whole run and levels off near the noise, instead of a toy solved in 100 steps.
     teacher_in, teacher_out = torch.randn(16, 8) / 2, torch.randn(8, 1)
     net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1)).to(device)
-    model = DDP(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    if args.plain_sgd:  # the same seed gave every rank the same weights: nothing to broadcast
+        model, opt = net, None
+    else:
+        model = DDP(net, device_ids=[local_rank] if device.type == "cuda" else None)
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr)
 
     stop_requested = [False]
     signal.signal(signal.SIGUSR1, lambda *_: stop_requested.__setitem__(0, True))  # save and leave at the next step
@@ -67,8 +78,9 @@ def main() -> None:
     start, loss, last_saved = 0, None, None
     if (found := ckpt.load_latest()) is not None:
         step, state = found
-        model.module.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
+        net.load_state_dict(state["model"])
+        if opt is not None and state.get("optim"):
+            opt.load_state_dict(state["optim"])
         start = step + 1
         print(f"resumed from checkpoint step {step}", flush=True)
 
@@ -77,22 +89,25 @@ def main() -> None:
         x = torch.randn(64 * world, 16)[rank::world]
         y = torch.tanh(x @ teacher_in) @ teacher_out + 0.1 * torch.randn(64 * world, 1)[rank::world]
         loss = torch.nn.functional.mse_loss(model(x.to(device)), y.to(device))
-        opt.zero_grad()
+        net.zero_grad()
         loss.backward()  # DDP all-reduces the gradients across every rank of every node
-        opt.step()
+        if opt is None:
+            sgd_step(net, args.lr, world)
+        else:
+            opt.step()
         seen, since = seen + loss.item(), since + 1
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step} loss {seen / since:.4f} (mean since the last line)", flush=True)
             seen, since = 0.0, 0
         if step % args.ckpt_every == 0 or step == args.steps - 1:
             # non-blocking: tensors are copied now, the write overlaps the next steps
-            ckpt.save(step, {"model": model.module.state_dict(), "optim": opt.state_dict()}, blocking=False)
+            ckpt.save(step, training_state(net, opt), blocking=False)
             last_saved = step
         time.sleep(args.step_time)
         if step < args.steps - 1 and stop_now(stop_requested[0], device):
             ckpt.wait()
             if last_saved != step:
-                ckpt.save(step, {"model": model.module.state_dict(), "optim": opt.state_dict()}, blocking=True)
+                ckpt.save(step, training_state(net, opt), blocking=True)
             print(f"SIGUSR1: checkpoint saved at step {step}; leaving for the requeue", flush=True)
             dist.destroy_process_group()
             return
@@ -111,6 +126,21 @@ def main() -> None:
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
+
+
+def training_state(net: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict:
+    return {"model": net.state_dict(), "optim": None if opt is None else opt.state_dict()}
+
+
+@torch.no_grad()
+def sgd_step(net: torch.nn.Module, lr: float, world: int) -> None:
+    """DDP's gradient average (one all-reduce of them all, divided by the ranks) and SGD's step."""
+    grads = [p.grad for p in net.parameters()]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for p, g in zip(net.parameters(), flat.split([g.numel() for g in grads])):
+        p -= lr * g.view_as(p)
 
 
 def stop_now(requested: bool, device: torch.device) -> bool:

@@ -100,7 +100,7 @@ def ctr_job(
             "name": name,
             "script": "examples/train_demo.py",
             "nproc_per_node": 2,
-            "args": ["--steps", str(steps), "--step-time", str(step_time)],
+            "args": ["--steps", str(steps), "--step-time", str(step_time), "--plain-sgd"],
             "env": {"PYTHONPATH": str(REPO)},
             "container": container or container_section(image),
             **extra,

@@ -45,7 +45,7 @@ def test_launch_runs_torchrun_inside_the_container_and_stop_removes_it(test_imag
         {
             "name": name,
             "script": "examples/train_demo.py",
-            "args": ["--steps", "20", "--step-time", "0"],
+            "args": ["--steps", "20", "--step-time", "0", "--plain-sgd"],
             "container": {
                 "image": test_image,
                 "mounts": python_mounts(),

@@ -60,7 +60,7 @@ def train_job(name: str, steps: int = 200, step_time: float = 0.0, **extra) -> J
         {
             "name": name,
             "script": "examples/train_demo.py",
-            "args": ["--steps", str(steps), "--step-time", str(step_time)],
+            "args": ["--steps", str(steps), "--step-time", str(step_time), "--plain-sgd"],
             "env": {"PYTHONPATH": str(REPO)},
             **extra,
         }
@@ -133,7 +133,7 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
                 "nproc_per_node": 1,
                 "nnodes": 2,
                 "env": {"PYTHONPATH": str(REPO)},
-                "args": ["--steps", "150", "--step-time", "0.03"],
+                "args": ["--steps", "150", "--step-time", "0.03", "--plain-sgd"],
             }
         )
     )

@@ -119,7 +119,7 @@ def test_torchrun_job_on_localhost(local_space):
         {
             "name": "tiny",
             "script": "examples/train_demo.py",
-            "args": ["--steps", "30", "--step-time", "0"],
+            "args": ["--steps", "30", "--step-time", "0", "--plain-sgd"],
             "env": {"PYTHONPATH": str(REPO)},
             "checkpoint": {"keep_last": 2},
         }

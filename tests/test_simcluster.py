@@ -19,10 +19,9 @@ import pytest
 
 from tests.infra.simcluster import (
     MAX_NODES,
-    PYENV_LOCK,
+    STOCK_SHELL_INIT,
     SimCluster,
     SimLayout,
-    copy_pyenv_shims,
     find_leftovers,
     process_exited,
     reap_stale_runs,
@@ -101,29 +100,6 @@ def test_each_node_has_its_own_tmp(sim_cluster: SimCluster) -> None:
     assert sim_cluster.run(b, ["test", "-f", str(REPO / "tests" / "infra" / "simcluster.py")]).returncode == 0
 
 
-def test_pyenv_shims_copy_skips_the_lock_and_what_a_rehash_removes(tmp_path: Path, monkeypatch) -> None:
-    """CI once failed two private-home tests: `cp -a` of the shims met the lock file a host rehash had just
-    removed. The copy waits for the lock to go and skips what vanishes under it."""
-    src, dst = tmp_path / "shims", tmp_path / "copy"
-    src.mkdir()
-    (src / "python3").write_text("#!/bin/sh\n")
-    (src / "python3").chmod(0o755)
-    (src / "pip").symlink_to("python3")
-    lock = src / PYENV_LOCK
-    lock.touch()
-    real_listdir = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path: [*real_listdir(path), "vanished"])
-
-    copy_pyenv_shims(src, dst, settle_s=0.2)  # the lock outlives the wait: copied anyway, lock left out
-    assert sorted(real_listdir(dst)) == ["pip", "python3"]
-    assert os.access(dst / "python3", os.X_OK) and os.readlink(dst / "pip") == "python3"
-
-    lock.unlink()
-    (src / "python").write_text("#!/bin/sh\n")
-    copy_pyenv_shims(src, dst)
-    assert sorted(real_listdir(dst)) == ["pip", "python", "python3"]
-
-
 @pytest.mark.cluster
 def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
     home = Path.home()
@@ -134,7 +110,7 @@ def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
         cluster = make_sim_cluster(2, private_home=True)
         a, b = cluster.nodes
 
-        # (its logins stalled 30-60 s under load until each private home got its own pyenv shims: simcluster.py)
+        # (its logins stalled 30-60 s under load while nodes read the host's .bashrc: STOCK_SHELL_INIT)
         cluster.run(a, ["sh", "-c", f"echo hi > {probe}"], check=True)
         assert cluster.run(a, ["cat", str(probe)]).stdout == "hi\n"
         assert cluster.run(b, ["test", "-e", str(probe)]).returncode == 1
@@ -149,24 +125,17 @@ def test_private_home_is_per_node_and_copy_on_write(make_sim_cluster) -> None:
 
 
 @pytest.mark.cluster
-def test_a_private_home_has_its_own_pyenv_shims(make_sim_cluster) -> None:
-    """`pyenv rehash` (root's .bashrc here) takes a lock file in ~/.pyenv/shims. Seen through a node's overlay
-    home, a lock the host took and dropped after the node had looked it up could never be taken on the node
-    again: each of its logins waited 60 s. So a private home gets its own copy of the shims: what the host
-    puts there later is not seen on the node (the lock file is not touched here: every login beside this test
-    would wait on it)."""
-    shims = Path.home() / ".pyenv" / "shims"
-    if not shims.is_dir():
-        pytest.skip("no pyenv in this home: nothing takes the lock")
+def test_a_node_logs_in_with_a_fresh_vms_shell_init_not_the_hosts(make_sim_cluster) -> None:
+    """Root's .bashrc on this machine runs `pyenv init` (~70 processes per ssh session, and a lock file that
+    stalled logins on a node with a private home); a node reads Debian's stock files, in a private home too."""
     cluster = make_sim_cluster(1, private_home=True)
     (node,) = cluster.nodes
-    probe = shims / f".corral-probe-{uuid.uuid4().hex}"  # a dot file: `pyenv rehash` removes only `*`
-    try:
-        probe.touch()
-        assert cluster.run(node, ["test", "-e", str(probe)]).returncode == 1
-        assert cluster.run(node, ["test", "-x", str(shims / "python3")]).returncode == 0  # the shims themselves
-    finally:
-        probe.unlink(missing_ok=True)
+    for name, stock in STOCK_SHELL_INIT.items():
+        if (Path.home() / name).exists() and Path(stock).exists():
+            assert cluster.run(node, ["cat", str(Path.home() / name)], check=True).stdout == Path(stock).read_text()
+    # what a command over ssh sees: bash read the node's .bashrc (ssh sessions do), which sets nothing
+    out = cluster.run(node, 'echo "${PYENV_ROOT:-unset}"', check=True).stdout
+    assert out == "unset\n"
 
 
 @pytest.mark.cluster

@@ -73,7 +73,7 @@ def train_job(
             "script": "examples/train_demo.py",
             "nnodes": nnodes,
             "nproc_per_node": nproc,
-            "args": ["--steps", str(steps), "--step-time", str(step_time), *extra.pop("more_args", [])],
+            "args": ["--steps", str(steps), "--step-time", str(step_time), "--plain-sgd", *extra.pop("more_args", [])],
             "env": {"PYTHONPATH": str(REPO)},
             **extra,
         }

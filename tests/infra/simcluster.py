@@ -91,30 +91,11 @@ SSHD = "/usr/sbin/sshd"
 _REQUIRED_TOOLS = ("ip", "ssh", "ssh-keygen", "unshare", "nsenter", "sleep")
 
 
-PYENV_LOCK = ".pyenv-shim"
-
-
-def copy_pyenv_shims(src: Path, dst: Path, *, settle_s: float = 10.0) -> None:
-    """Copy pyenv's shims, leaving out rehash's lock file.
-
-    A `pyenv rehash` on the host (a login on a node without a private home) removes and rewrites the shims
-    while it holds the lock: wait for it to finish (a rehash takes well under a second), and skip an entry that
-    vanishes all the same. The node's own first login rehashes its copy whole.
-    """
-    if not src.is_dir():
-        return
-    deadline = time.monotonic() + settle_s
-    while (src / PYENV_LOCK).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    shutil.rmtree(dst, ignore_errors=True)  # a restarted node copies afresh
-    dst.mkdir(parents=True)
-    for entry in os.listdir(src):
-        if entry == PYENV_LOCK:  # a copy of the lock would stall every login on the node
-            continue
-        try:
-            shutil.copy2(src / entry, dst / entry, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
+STOCK_SHELL_INIT = {".bashrc": "/usr/share/base-files/dot.bashrc", ".profile": "/usr/share/base-files/dot.profile"}
+"""What a node's root shell reads at login: Debian's stock files (base-files), as on a fresh VM, not this
+machine's. Root's .bashrc here runs `pyenv init`: ~70 processes and 0.13 CPU-s for every ssh session,
+101,415 bash processes in one run of the suite (perf/process_census.py), and a lock file in ~/.pyenv/shims
+that stalled a private home's logins for 60 s."""
 
 
 class SimClusterError(RuntimeError):
@@ -821,21 +802,21 @@ class SimCluster:
 
     def _start_anchor(self, node: SimNode) -> None:
         """A process that holds the node's hostname and private /tmp (and home, if asked)."""
-        # A private home also gets its own copy of pyenv's shims: a login shell that runs `pyenv init` takes a lock
-        # file there, and once the host (another node, another test) has created and removed that lock below the
-        # overlay, the node can never create it again: every later login on the node waited 60 s for it.
+        # the shell init files are bound after the overlay, which would hide them
+        stock = " ".join(
+            f'&& {{ [ ! -e "$3/{name}" ] || [ ! -e {src} ] || mount --bind -o ro {src} "$3/{name}"; }}'
+            for name, src in STOCK_SHELL_INIT.items()
+        )
         script = (
             'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
             '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
-            '&& { [ -z "$2" ] || [ ! -d "$2/shims" ] || mount --bind "$2/shims" "$3/.pyenv/shims"; } '
-            "&& echo ready && exec sleep infinity"
+            f"{stock} && echo ready && exec sleep infinity"
         )
         home_layer = ""
         if self.private_home:
             layer = self.layout.path(f"home/{node.hostname}")
             for sub in ("upper", "work"):
                 (layer / sub).mkdir(parents=True, exist_ok=True)
-            copy_pyenv_shims(Path.home() / ".pyenv" / "shims", layer / "shims")
             home_layer = str(layer)
         argv = [
             "ip",
