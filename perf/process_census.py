@@ -101,7 +101,10 @@ def report(path: Path, top: int) -> str:
         cpu[k] += e.cpu_s
         count[k] += 1
     total = sum(cpu.values())
-    lines = [f"{total:9.1f} CPU-s in {len(exits)} exited processes ({path})", "    CPU-s  processes  per process  command"]
+    lines = [
+        f"{total:9.1f} CPU-s in {len(exits)} exited processes ({path})",
+        "    CPU-s  processes  per process  command",
+    ]
     for k in sorted(cpu, key=cpu.get, reverse=True)[:top]:
         lines.append(f"{cpu[k]:9.1f}  {count[k]:9d}  {cpu[k] / count[k]:11.3f}  {k}")
     return "\n".join(lines)
