@@ -5,8 +5,9 @@
 Each xdist worker moves itself into a cpuacct cgroup of its own (cgroup v1, root needed), so the
 processes a test starts (ranks under tmux on simulated nodes, sshds, Slurm steps) are counted with it
 wherever they daemonize to. Containers run in dockerd's cgroups and are not counted. Per test it appends
-``nodeid, cpu_s, wall_s`` to ``/var/tmp/corral-test-cpu-<worker>.tsv``; run as a module it sums them
-per test module. Timings of a whole suite, not timed asserts: docs/results/simcluster.md.
+``nodeid, cpu_s, wall_s, end`` (epoch seconds) to ``/var/tmp/corral-test-cpu-<worker>.tsv``; run as a
+module it sums them per test module and says when each worker finished its last test (a suite whose
+workers end far apart has a long test too late in its order). Timings of a whole suite, not timed asserts: docs/results/simcluster.md.
 """
 
 from __future__ import annotations
@@ -57,20 +58,31 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(OUT.format(worker=worker), "a", encoding="utf-8") as f:
-        f.write(f"{item.nodeid}\t{_usage_s() - cpu0:.2f}\t{time.monotonic() - wall0:.2f}\n")
+        f.write(f"{item.nodeid}\t{_usage_s() - cpu0:.2f}\t{time.monotonic() - wall0:.2f}\t{time.time():.1f}\n")
 
 
 def main() -> None:
     cpu: collections.Counter[str] = collections.Counter()
     wall: collections.Counter[str] = collections.Counter()
-    for path in glob.glob(OUT.format(worker="*")):
+    spans: dict[str, tuple[float, float, str]] = {}  # worker -> (first start, last end, last test)
+    for path in sorted(glob.glob(OUT.format(worker="*"))):
+        worker = Path(path).stem.rsplit("-", 1)[-1]
         for line in Path(path).read_text().splitlines():
-            nodeid, cpu_s, wall_s = line.split("\t")
+            nodeid, cpu_s, wall_s, *end = line.split("\t")
             cpu[nodeid.split("::")[0]] += float(cpu_s)
             wall[nodeid.split("::")[0]] += float(wall_s)
+            if end:
+                stop = float(end[0])
+                first, last, name = spans.get(worker, (stop - float(wall_s), 0.0, ""))
+                spans[worker] = (min(first, stop - float(wall_s)), max(last, stop), nodeid if stop > last else name)
     print(f"{'CPU s':>8} {'wall s':>8}  module  (all: {sum(cpu.values()):.0f} CPU-s)")
     for module, seconds in cpu.most_common(20):
         print(f"{seconds:8.1f} {wall[module]:8.1f}  {module}")
+    if spans:
+        t0 = min(first for first, _, _ in spans.values())
+        print("worker  last test ended (s after the first began)  last test")
+        for worker, (_, last, name) in sorted(spans.items()):
+            print(f"{worker:>6}  {last - t0:8.0f}  {name}")
 
 
 if __name__ == "__main__":
