@@ -3,11 +3,15 @@
 Cloud volumes and links often deliver a burst and then drop to a cap. Given a series of
 per-second rates, find the single change point that best splits it into a faster "before"
 and a slower, steady "after" (least squares over both segments, as a one-change-point
-segmentation does) and report it when the drop is clear.
+segmentation does) and report it when the drop is clear. The fit is on the logarithm of
+the rates: a rate limit divides a rate, and a burst whose first second ran at twice the
+next ones' rate (a transfer's start on a busy machine) is then noise beside a drop to a
+tenth, not most of the variance.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -51,12 +55,14 @@ def detect_throttle(
     xs = list(series[skip_first:])
     if len(xs) > 2 * min_segment + 1:
         xs = xs[:-1]
-    if len(xs) < 2 * min_segment:
+    if len(xs) < 2 * min_segment or max(xs) <= 0:
         return None
-    total = _sse(xs)
+    floor = max(xs) * 1e-3  # a stalled interval (0) counts as a thousandfold drop, not -inf
+    logs = [math.log(max(x, floor)) for x in xs]
+    total = _sse(logs)
     best: tuple[float, int] | None = None
     for k in range(min_segment, len(xs) - min_segment + 1):
-        cost = _sse(xs[:k]) + _sse(xs[k:])
+        cost = _sse(logs[:k]) + _sse(logs[k:])
         if best is None or cost < best[0]:
             best = (cost, k)
     assert best is not None
