@@ -91,6 +91,12 @@ SSHD = "/usr/sbin/sshd"
 _REQUIRED_TOOLS = ("ip", "ssh", "ssh-keygen", "unshare", "nsenter", "sleep")
 
 
+SHARED_CORES_ENV = {"OMP_NUM_THREADS": "1"}
+"""The cluster files' environment: every simulated node sees all of the machine's cores (`nproc`: 2), so
+corral gives a 1-process job as many OpenMP threads, and they spin-wait against the other nodes' ranks on
+the same two cores. One thread each halved a demo rank's CPU (5.2 to 2.6 CPU-s, perf/process_census.py
+over the killed-launcher launch test), as a user on shared or small machines would set it."""
+
 STOCK_SHELL_INIT = {".bashrc": "/usr/share/base-files/dot.bashrc", ".profile": "/usr/share/base-files/dot.profile"}
 """What a node's root shell reads at login: Debian's stock files (base-files), as on a fresh VM, not this
 machine's. Root's .bashrc here runs `pyenv init`: ~70 processes and 0.13 CPU-s for every ssh session,
@@ -275,6 +281,7 @@ class SimLayout:
             },
             "workdir": str(workdir),
             "venv": None if venv is None else str(venv),
+            "env": dict(SHARED_CORES_ENV),
             "storage": {
                 "runs": str(self.path("storage/runs")),
                 "checkpoints": str(self.path("storage/checkpoints")),

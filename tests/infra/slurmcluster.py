@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.infra.simcluster import SimCluster, SimClusterError, stop_process_group
+from tests.infra.simcluster import SHARED_CORES_ENV, SimCluster, SimClusterError, stop_process_group
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "scontrol", "sinfo")
 PARTITION = "debug"
@@ -290,6 +290,7 @@ class SlurmCluster:
         return {
             "slurm": {"partition": PARTITION, **slurm},
             "workdir": str(workdir),
+            "env": dict(SHARED_CORES_ENV),
             **({"venv": str(venv)} if venv else {}),
             "storage": {"runs": str(storage / "runs"), "checkpoints": str(storage / "checkpoints")},
         }
