@@ -84,9 +84,9 @@ def test_pair_result_units_and_throttle():
     assert t["rate_before"] == pytest.approx(10.0) and t["rate_after"] == pytest.approx(0.2)
     straddle = [10 * mb] * 4 + [5 * mb] + [mb // 5] * 5 + [mb // 10]
     t = net.pair_result("a", "b", recv_report(straddle, last=0.5), duration=11)["throttle"]
-    assert (
-        t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["rate_after"] > 0.2
-    )  # the median ignores the straddling second
+    # the straddling second falls on the burst's side (on a log scale 5 is nearer 10 than 0.2); were it on the
+    # cap's, the median of what settled would leave it out: the cap is 0.2 either way
+    assert t is not None and t["cap_gbps"] == pytest.approx(0.2) and t["change_at_s"] in (4.0, 5.0), t
     # the cap setting in over two intervals (TCP backing off under load): the settled rate, not their median
     two = [10 * mb] * 2 + [5 * mb, mb * 3 // 4] + [mb // 10] * 4 + [mb // 10]
     t = net.pair_result("a", "b", recv_report(two, last=0.5), duration=9)["throttle"]
