@@ -15,8 +15,8 @@ TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
 # Workers for `make test` (pytest-xdist), each handed its next test when it finishes one (modules with a slow test
-# first: tests/conftest.py). The suite is bound by the machine's CPU (~1200 CPU-seconds, most of it torch starting in
-# ranks and torchrun agents); two workers took 1581 s, three ~700 s, four overloaded the simulated nodes.
+# first: tests/conftest.py). The suite is bound by the machine's CPU (~760 CPU-seconds of tests, most of it torch
+# starting in ranks and torchrun agents): three workers took 589 s, four 613 s where three took 646 s.
 # Figures: docs/results/simcluster.md.
 PYTEST_WORKERS ?= 3
 GPU_BUNDLE ?= .gpu-bundle

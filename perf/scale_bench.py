@@ -308,7 +308,8 @@ def write(path: Path, rows: list[dict], failures: list[dict], conditions: str = 
 
     result = {
         "failures": failures,
-        "machine": "2 cores, 24 GiB, no GPU; simulated nodes (network namespaces, one sshd each, the host's home shared)",
+        "machine": "2 cores, 24 GiB, no GPU; simulated nodes (network namespaces, one sshd each, the host's home "
+        "shared, Debian's stock shell start-up files)",
         "fanout": FANOUT,
         "connect_timeout_s": CONNECT_TIMEOUT_S,
         "rows": rows,
