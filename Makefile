@@ -16,7 +16,7 @@ DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsp
 PYTEST_ARGS ?=
 # Workers for `make test` (pytest-xdist), each handed its next test when it finishes one (modules with a slow test
 # first: tests/conftest.py). The suite is bound by the machine's CPU (~760 CPU-seconds of tests, most of it torch
-# starting in ranks and torchrun agents): three workers took 589 s, four 613 s where three took 646 s.
+# starting in ranks and torchrun agents): three workers took 589-633 s, four 592 s (the cores are busy throughout).
 # Figures: docs/results/simcluster.md.
 PYTEST_WORKERS ?= 3
 GPU_BUNDLE ?= .gpu-bundle
