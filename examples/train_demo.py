@@ -90,7 +90,7 @@ def main() -> None:
         y = torch.tanh(x @ teacher_in) @ teacher_out + 0.1 * torch.randn(64 * world, 1)[rank::world]
         loss = torch.nn.functional.mse_loss(model(x.to(device)), y.to(device))
         net.zero_grad()
-        loss.backward()  # DDP all-reduces the gradients across every rank of every node
+        loss.backward()  # under DDP this also all-reduces the gradients across every rank of every node
         if opt is None:
             sgd_step(net, args.lr, world)
         else:

@@ -87,7 +87,7 @@ def parents_of(exits: list[Exit]) -> list[Exit | None]:
 def kind(e: Exit, parent: Exit | None) -> str:
     """The command name; a Python process is named by its parent (ranks are torchrun's children), since a
     process's name is its last thread's (torch's threads: pt_elastic, pt_gloo_runloop ...)."""
-    if e.comm == "bash" or not (e.comm.startswith("python") or e.comm.startswith(("pt_", "gloo"))):
+    if not e.comm.startswith(("python", "pt_", "gloo")):
         return e.comm
     return f"python-ish ({e.comm}), child of {parent.comm if parent else 'a process still running'}"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import statistics
 import sys
@@ -41,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir()
         bench = sb.Bench(sim, work, sys.prefix)
         name, cfile, out, *_ = bench.corral_launch(args.nodes)
-        hosts = ",".join(node.hostname for node in sim.nodes[: args.nodes])
-        env = dict(os.environ, PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=f"-F {sim.ssh_config_path}")
-        pdsh = ["pdsh", "-f", str(sb.FANOUT), "-w", hosts, "tmux", "has-session", "-t", f"corral-{name}"]
+        pdsh, env = bench.pdsh_over(args.nodes)
+        pdsh += ["tmux", "has-session", "-t", f"corral-{name}"]
         profile = cProfile.Profile()
         try:
             for rep in range(args.reps):
@@ -59,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     profile.runcall(cli_main, ["-q", "ps", "--json", "-c", str(cfile)])
                 times["in process"].append(time.perf_counter() - t0)
         finally:
-            sb.timed([*bench.cli, "stop", name, "-c", str(cfile)])
-            sb.wait_gone(name.encode())
-            (out / "release").write_text("")
+            bench.stop_and_release(name, cfile, out)
     for what, xs in times.items():
         print(f"{what:>22}: median {statistics.median(xs):.3f} s  ({', '.join(f'{x:.3f}' for x in xs)})")
     print(f"{'ratio to pdsh':>22}: {statistics.median(a / b for a, b in zip(times['corral ps'], times['pdsh'])):.2f}")

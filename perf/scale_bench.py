@@ -173,13 +173,25 @@ class Bench:
             "stop_cost": stop_cost,
         }
 
+    def pdsh_over(self, n: int) -> tuple[list[str], dict[str, str]]:
+        """``pdsh -f 32 -w`` the first ``n`` nodes, and the environment that has it log in with ssh and the
+        cluster's ssh config."""
+        hosts = ",".join(node.hostname for node in self.sim.nodes[:n])
+        env = dict(os.environ, PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=f"-F {self.sim.ssh_config_path}")
+        return ["pdsh", "-f", str(FANOUT), "-w", hosts], env
+
+    def stop_and_release(self, name: str, cfile: Path, out: Path) -> None:
+        """``corral stop`` a job of ``corral_launch``, untimed, wait until nothing of it is left, release its ranks."""
+        timed([*self.cli, "stop", name, "-c", str(cfile)])
+        wait_gone(name.encode())
+        (out / "release").write_text("")
+
     def pdsh(self, n: int) -> dict:
         name = f"p{n}-{uuid.uuid4().hex[:6]}"
         out = self.work / name
         out.mkdir()
         self.port += 1
-        hosts = ",".join(node.hostname for node in self.sim.nodes[:n])
-        env = dict(os.environ, PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=f"-F {self.sim.ssh_config_path}")
+        pdsh, env = self.pdsh_over(n)
         torchrun = [
             "torchrun",
             "--nnodes",
@@ -197,7 +209,6 @@ class Bench:
             "900",
         ]
         inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(self.venv)}/bin/activate && {shlex.join(torchrun)}"
-        pdsh = ["pdsh", "-f", str(FANOUT), "-w", hosts]
         t0 = time.time()
         _, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
         if code != 0:

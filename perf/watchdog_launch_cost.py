@@ -22,9 +22,7 @@ VARIANTS = ("watchdog", "no-watchdog", "pdsh")
 def launch_and_stop(bench: sb.Bench, n: int, job_extra: dict) -> tuple[float, float]:
     """(launch time, the ``corral launch`` command's own time), then the job stopped and gone."""
     name, cfile, out, launch, took, _ = bench.corral_launch(n, job_extra)
-    sb.timed([*bench.cli, "stop", name, "-c", str(cfile)])
-    sb.wait_gone(name.encode())
-    (out / "release").write_text("")
+    bench.stop_and_release(name, cfile, out)
     return launch, took
 
 

@@ -21,20 +21,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_loss_falls_over_the_whole_run(tmp_path):
-    env = {
+def _rank_env(tmp_path: Path, rank: int, world: int, port: int) -> dict[str, str]:
+    """What torchrun and corral would give one rank of the demo, on this machine."""
+    return {
         **os.environ,
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(port),
         "CORRAL_CKPT_DIR": str(tmp_path / "ckpt"),
         "CORRAL_RUN_DIR": str(tmp_path),
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
         "CORRAL_CKPT_ALLOW_VOLATILE": "1",
     }
+
+
+def test_demo_loss_falls_over_the_whole_run(tmp_path):
+    env = _rank_env(tmp_path, 0, 1, _free_port())
     out = subprocess.run(
         [
             sys.executable,
@@ -63,22 +68,10 @@ def test_demo_loss_falls_over_the_whole_run(tmp_path):
 
 def _two_ranks(tmp_path: Path, *extra: str) -> list[str]:
     """Both ranks' outputs of a 2-rank run (no torchrun: the ranks find each other by MASTER_ADDR/PORT)."""
-    port = str(_free_port())
+    port = _free_port()
     procs = []
     for rank in (0, 1):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "CORRAL_CKPT_DIR": str(tmp_path / "ckpt"),
-            "CORRAL_RUN_DIR": str(tmp_path),
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-            "CORRAL_CKPT_ALLOW_VOLATILE": "1",
-        }
+        env = _rank_env(tmp_path, rank, 2, port)
         argv = [sys.executable, str(REPO / "examples" / "train_demo.py"), "--steps", "101", "--step-time", "0", *extra]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
