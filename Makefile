@@ -46,12 +46,14 @@ demo: venv
 # --tb=native: pytest's own traceback format parses each file's source with `ast`, and CPython 3.11 can fail
 # there ("AST constructor recursion depth mismatch", python/cpython#106905), which turned one failed test into
 # an INTERNALERROR that ended the whole run.
+# The tests' Python processes keep their bytecode (`__pycache__/`, ignored by git): with PYTHONDONTWRITEBYTECODE
+# set, as some CI images set it, every launcher, agent and rank process compiled corral's modules again.
 test: debs venv
-	$(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --tb=native $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -m "not long" -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --tb=native $(PYTEST_ARGS)
 
 # Exit status 5 is pytest's "no test selected": no `long` test is not a failure.
 test-long: debs venv
-	$(PY) -m pytest -m long --tb=native $(PYTEST_ARGS) || test $$? -eq 5
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -m long --tb=native $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: venv
 	$(VENV)/bin/ruff check .
