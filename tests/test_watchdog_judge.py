@@ -94,6 +94,16 @@ def test_a_stopped_rank_marked_as_saving_does_not_hold_the_exemption():
     assert v.hung
 
 
+def test_a_stopped_peer_ends_the_exemption_of_ranks_waiting_in_the_saves_collective():
+    # rank b was SIGSTOPped during a save: a and c wait for it inside the save's publish for ever
+    saving = [rank("a", 0, age=900, phase="checkpoint"), rank("c", 2, age=900, phase="checkpoint")]
+    v = judge.judge_hang(nodes(*saving, rank("b", 1, age=900, state="T")), POLICY)
+    assert v.hung and v.signal == "report"
+    # a peer in D (writing to a slow volume) or already gone (finished first) leaves the save exempt
+    for state in ("D", "gone"):
+        assert not judge.judge_hang(nodes(*saving, rank("b", 1, age=900, state=state)), POLICY).hung, state
+
+
 def test_a_node_that_stopped_answering_does_not_keep_its_last_fresh_step():
     late = NodeSample("b", (rank("b", 1, age=0.5),), 1000.0, 0.0, stale_s=70.0)
     v = judge.judge_hang([NodeSample("a", (rank("a", 0, age=80),), 1000.0, 0.0), late], POLICY)

@@ -5,7 +5,8 @@ its process state, the log's silence, its stack), and everything decided from th
 functions of plain data that the tests feed recorded samples to, without a process.
 
 - ``judge_hang``: is the job hung? No rank advanced for ``hang_after`` (the first step of an
-  attempt gets ``first_step_grace``; a checkpoint save in progress counts as progress; a job
+  attempt gets ``first_step_grace``; a checkpoint save in progress counts as progress, unless a rank is
+  stopped (the save waits for it in its collective); a job
   that never reported a step is judged by its log output).
 - ``choose_suspects``: which rank(s) caused it, with the evidence: not running (stopped,
   uninterruptible sleep, zombie, gone), outside any collective while others wait in one, or
@@ -29,6 +30,10 @@ NOT_RUNNING = {
     "gone": "gone (the process no longer exists)",
 }
 """``/proc/PID/stat`` states of a rank that cannot be taking part in a collective, in words."""
+STOPPED = frozenset({"T", "t"})
+"""States that end every rank's checkpoint exemption: a save is collective (the group's publish), so the others'
+save waits on a stopped rank for ever. Not D (a slow volume's write is D) nor gone or zombie (a rank that finished
+first while another saves at the end)."""
 
 COLLECTIVE_CALLS = frozenset(
     {
@@ -144,7 +149,13 @@ def judge_hang(samples: list[NodeSample], policy: Policy) -> Verdict:
     ranks = _ranks(samples)
     if not ranks:
         return Verdict(False, "none", 0.0, policy.hang_after, "no workers running")
-    saving = [r for r in ranks if r.phase == "checkpoint" and r.state not in NOT_RUNNING and r.node in fresh_nodes]
+    # a stopped rank ends every rank's exemption: the others' save waits for it in the save's own collective
+    stopped = any(r.state in STOPPED for r in ranks)
+    saving = [
+        r
+        for r in ranks
+        if not stopped and r.phase == "checkpoint" and r.state not in NOT_RUNNING and r.node in fresh_nodes
+    ]
     if saving:
         r = saving[0]
         age = r.phase_age_s or 0.0
