@@ -14,7 +14,6 @@ bind source, not a device, image not found) into a sentence saying what to do.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -24,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from container.facts import DockerFacts
+from launcher import aio
 from launcher.config import NodeConfig, SSHConfig
 from launcher.errors import ToolError, ToolNotFound
 from launcher.tools import ssh
@@ -146,7 +146,7 @@ class Docker:
         self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``arun`` for callers without an event loop (tests, the ``container`` commands)."""
-        return asyncio.run(self.arun(args, check=check, timeout=timeout, input=input))
+        return aio.run(self.arun(args, check=check, timeout=timeout, input=input))
 
     def error(self, argv: list[str], returncode: int | None, stderr: str) -> DockerError:
         known = explain(stderr)

@@ -6,7 +6,6 @@ Everything that touches a node or Docker for containers is here (docker itself o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from container.docker import Docker
 from container.facts import IbPaths, NodeFacts, probe_request
 from container.plan import LABEL_JOB, LABEL_NODE, ContainerPlan, RunContext
 from container.preflight import check_plan, raise_if_problems
+from launcher import aio
 from launcher.config import ClusterConfig
 from launcher.config.job import ContainerConfig
 from launcher.errors import CorralError, ToolError
@@ -62,9 +62,7 @@ def probe_node(docker: Docker, request: dict) -> dict:
     from launcher.agent import remote
 
     cluster = ClusterConfig(nodes=[docker.target], ssh=docker.ssh_cfg)
-    reply = asyncio.run(
-        remote.call(cluster, docker.target, {"op": "probe", "want": ["container"], "container": request})
-    )
+    reply = aio.run(remote.call(cluster, docker.target, {"op": "probe", "want": ["container"], "container": request}))
     error = reply.error or reply.data.get("agent_error")
     if error:
         raise ToolError(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher import aio
 from launcher.backends import Capabilities, Description, backend_for
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.errors import PreflightFailed, RunFailed
@@ -71,9 +72,8 @@ class RunHandle:
         return Path(self.plan.node(node).log_path)
 
     def status(self) -> JobStatus:
-        import asyncio
 
-        return asyncio.run(read_status(self.record, self.cluster))
+        return aio.run(read_status(self.record, self.cluster))
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         return wait_record(self.record, self.cluster, timeout)
@@ -87,11 +87,10 @@ class RunHandle:
 
     def log_tails(self, lines: int = 15, *, node: str | None = None) -> dict[str, list[str]]:
         """Per node (or only ``node``), the last ``lines`` lines of its log, read on that node."""
-        import asyncio
 
         from launcher.jobs import tail_lines
 
-        return {n: got or [] for n, got, _ in asyncio.run(tail_lines(self.record, self.cluster, node, lines))}
+        return {n: got or [] for n, got, _ in aio.run(tail_lines(self.record, self.cluster, node, lines))}
 
 
 log = logging.getLogger(__name__)

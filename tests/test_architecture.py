@@ -3,6 +3,7 @@
 * Processes are started only by the choke point of their tool (docs/ARCHITECTURE.md, "Choke
   points"): an AST scan of every shipped module for subprocess, asyncio subprocesses, os.exec*,
   os.system/popen/spawn*. A new external tool gets its own module here, with the reason.
+* Coroutines are run from synchronous code by ``launcher.aio.run`` alone (a Ctrl-C always interrupts).
 * No shipped module imports the tests or the project's self-measurements (``perf/``), and none
   edits ``sys.path``: workers are started by module (``python -m benchmarks.volume.worker``).
 
@@ -92,6 +93,20 @@ def test_choke_points_exist():
     assert all((REPO / rel).is_file() for rel in CHOKE_POINTS), [
         rel for rel in CHOKE_POINTS if not (REPO / rel).is_file()
     ]
+
+
+def test_coroutines_are_run_from_synchronous_code_only_by_launcher_aio():
+    """``asyncio.run`` loses a Ctrl-C that a coroutine swallowed; ``launcher.aio.run`` does not (its docstring)."""
+    found = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in shipped_modules()
+        if path != REPO / "launcher" / "aio.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("run", "Runner")
+        and getattr(node.value, "id", "") == "asyncio"
+    ]
+    assert not found, f"asyncio.run outside launcher/aio.py (use launcher.aio.run): {found}"
 
 
 @pytest.mark.parametrize("path", shipped_modules(), ids=lambda p: str(p.relative_to(REPO)))

@@ -13,7 +13,6 @@ recorded as incomplete. Ctrl-C stops the current step the same way, skips the re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from benchmarks.cluster import judge as J
 from benchmarks.cluster import localize
 from benchmarks.cluster.levels import ClusterPlan, StepPlan
+from launcher import aio
 from launcher.errors import RunFailed, UserError
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds)
         if clock.left() < duration + 5:
             note = f"budget spent after {len(pairs)} of {len(plans)} pairs"
             break
-        pairs.append(asyncio.run(bn.measure_pair(cluster, p, duration, rng)))
+        pairs.append(aio.run(bn.measure_pair(cluster, p, duration, rng)))
         say(f"net: pair {i}/{len(plans)} {p.src}->{p.dst} {_show_gbps(pairs[-1])}")
     judgement = localize.judge_pairs(pairs, th)
     retests: list[dict[str, Any]] = []
@@ -266,7 +266,7 @@ def step_net(cluster, step: StepPlan, rec: Recorded, say: Say, th: J.Thresholds)
             if clock.left() < duration + 5:
                 return False
             retests.append(
-                asyncio.run(bn.measure_pair(cluster, _pair_plan(eps, src, dst, pythons, duration), duration, rng))
+                aio.run(bn.measure_pair(cluster, _pair_plan(eps, src, dst, pythons, duration), duration, rng))
             )
             say(f"net: {what} {src}->{dst} {_show_gbps(retests[-1])}")
         return True

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.net import plan as net
 from benchmarks.net.peer import EXIT_PORT_IN_USE
+from launcher import aio
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def run_plan(
         return list(await asyncio.gather(*(measure_pair(cluster, p, duration, rng) for p in group)))
 
     for group in groups:
-        for plan, result in zip(group, asyncio.run(measure_group(group))):
+        for plan, result in zip(group, aio.run(measure_group(group))):
             results[(plan.src, plan.dst)] = result
             if on_pair is not None:
                 on_pair(plan, result)

@@ -38,6 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from launcher import aio
 from launcher.config import ClusterConfig, NodeConfig
 from launcher.tools import ssh
 
@@ -323,7 +324,7 @@ def run_sync(coro):
     kept = _current()
     if kept is not None:
         return kept.loop.run_until_complete(coro)
-    return asyncio.run(coro)
+    return aio.run(coro)
 
 
 RETRY_FLOOR_S = 1.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from launcher import aio
+
 
 def demo(
     steps: int = typer.Option(600, "--steps", help="Training steps (600 take about a minute)."),
@@ -13,7 +15,6 @@ def demo(
 
     Example: corral demo
     """
-    import asyncio
 
     from launcher.cli.common import console, corral_invocation
     from launcher.config import load_cluster, load_job
@@ -39,7 +40,7 @@ def demo(
     )
     out.print(f"  attach while it runs: cd {REPO_ROOT} && {corral} attach {plan.name}   (detach: Ctrl-b d)")
     try:
-        final = asyncio.run(follow(record, cluster, None, 1000, until_done=True))
+        final = aio.run(follow(record, cluster, None, 1000, until_done=True))
     except KeyboardInterrupt:
         out.print(
             f"stopped following; the demo keeps running: cd {REPO_ROOT} && {corral} logs {plan.name} -f  /  {corral} stop {plan.name}"

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from launcher import aio
 from launcher.cli.common import (
     ClusterOpt,
     ExcludeFromOpt,
@@ -125,12 +126,11 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
 
 
 def _follow_to_end(record, clustercfg) -> int:
-    import asyncio
 
     from launcher.jobs import follow as follow_logs
 
     try:
-        final = asyncio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
+        final = aio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
     except KeyboardInterrupt:
         console(stderr=True).print(
             f"stopped following; {record.name} keeps running (corral stop {record.name} ends it)"
@@ -361,7 +361,6 @@ def logs(
 
     Example: corral logs demo -n 20 -f
     """
-    import asyncio
 
     from launcher.jobs import follow as follow_logs
     from launcher.jobs import runs_dir, tail_lines
@@ -371,12 +370,12 @@ def logs(
     record = load(runs_dir(clustercfg), name)
     if follow:
         try:
-            final = asyncio.run(follow_logs(record, clustercfg, node, lines, until_done=True))
+            final = aio.run(follow_logs(record, clustercfg, node, lines, until_done=True))
         except KeyboardInterrupt:
             return 0
         return _report_final(final)
     failed = 0
-    for node_name, text, error in asyncio.run(tail_lines(record, clustercfg, node, lines)):
+    for node_name, text, error in aio.run(tail_lines(record, clustercfg, node, lines)):
         if text is None:
             typer.echo(f"[{node_name}] (no log: {error})", err=True)
             failed += 1

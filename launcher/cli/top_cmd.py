@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from launcher import aio
 from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json
 
 MIN_INTERVAL_S = 0.2
@@ -33,7 +34,6 @@ def top(
 
     Example: corral top demo -c cluster.yaml --interval 1
     """
-    import asyncio
     import os
     import sys
 
@@ -64,12 +64,12 @@ def top(
     first_deadline = wait + clustercfg.ssh.connect_timeout + 2
     out = console()
     if as_json or once or json_out is not None or not sys.stdout.isatty():
-        frame = asyncio.run(snapshot(collector, first_deadline))
+        frame = aio.run(snapshot(collector, first_deadline))
         if not emit_json(frame.to_json(), as_json, json_out):
             out.print(render(frame, out.size.width, whole_reasons=True))
         return 0
     try:
-        asyncio.run(live(collector, out, interval))
+        aio.run(live(collector, out, interval))
     except KeyboardInterrupt:
         pass
     return 0

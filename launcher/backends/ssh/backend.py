@@ -7,13 +7,13 @@ connection. The nodes are asked through the node agent (``launcher.agent``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from dataclasses import replace
 from typing import TextIO
 
+from launcher import aio
 from launcher.backends.base import AttachPlan, Capabilities, Description, PreflightView, TailLines
 from launcher.backends.ssh import execute, logs
 from launcher.config import ClusterConfig, JobConfig
@@ -137,7 +137,7 @@ class SshBackend:
         from launcher.tools import ssh, tmux
 
         target = record.plan.node(node) if node else record.plan.nodes[0]
-        check_attachable(asyncio.run(execute.read_status(record, cluster)), record, target.node)
+        check_attachable(aio.run(execute.read_status(record, cluster)), record, target.node)
         inner = tmux.attach(record.plan.tmux_socket, target.session)
         node_cfg = execute.node_config(cluster, target)
         return AttachPlan(
@@ -166,7 +166,7 @@ class SshBackend:
         from launcher.backends.ssh.preflight import CHECKS, run_preflight
         from launcher.plan import default_local_venv
 
-        report = asyncio.run(
+        report = aio.run(
             run_preflight(
                 cluster,
                 list(cluster.nodes),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher import aio
 from launcher.agent.remote import AgentReply, call_all, kept_sessions, run_sync
 from launcher.backends.ssh.preflight import PreflightReport, run_preflight
 from launcher.backends.ssh.wrapper import render_wrapper
@@ -311,7 +312,7 @@ async def _stop_nodes(record: RunRecord, cluster: ClusterConfig, timeout: float)
 
 
 def stop_record(record: RunRecord, cluster: ClusterConfig, timeout: float) -> list[StopResult]:
-    results = asyncio.run(_stop_nodes(record, cluster, timeout))
+    results = aio.run(_stop_nodes(record, cluster, timeout))
     _remove_containers(record, cluster, timeout)
     if any(r.found for r in results):
         # a job whose every node had already exited keeps its own ending (exited / failed)
@@ -341,7 +342,7 @@ def read_files(record: RunRecord, cluster: ClusterConfig, relpaths: list[str]) -
 
 def clean_up_record(record: RunRecord, cluster: ClusterConfig, timeout: float = 5) -> None:
     """Remove a finished job's tmux sessions and containers (and anything left of it) on every node; the record keeps its state."""
-    for r in asyncio.run(_stop_nodes(record, cluster, timeout)):
+    for r in aio.run(_stop_nodes(record, cluster, timeout)):
         if r.error or r.remaining:
             log.warning("[%s] clean-up of %s: %s", r.node, record.name, r.error or f"processes remain: {r.remaining}")
     _remove_containers(record, cluster, timeout)
@@ -355,7 +356,7 @@ def forget_on_nodes(record: RunRecord, cluster: ClusterConfig) -> list[str]:
     requests = [
         (node_config(cluster, n), {"op": "forget", "run_dir": record.plan.run_dir, "node": n.node}) for n in nodes
     ]
-    replies = asyncio.run(call_all(cluster, requests, timeout=60))
+    replies = aio.run(call_all(cluster, requests, timeout=60))
     problems = []
     for n, r in zip(nodes, replies):
         if not r.ok or not r.data.get("ok"):

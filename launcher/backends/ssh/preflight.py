@@ -12,10 +12,10 @@ time); ``corral preflight`` imports torch for real.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from launcher import aio
 from launcher.agent.remote import AgentReply, call_all
 from launcher.config import ClusterConfig, JobConfig, NodeConfig
 from launcher.plan import CPU_FALLBACK_NPROC, NodeFacts, rdzv_host, resolve_path, session_name
@@ -296,4 +296,4 @@ def _reach_verdict(
 
 
 def run_preflight_sync(*args: Any, **kwargs: Any) -> PreflightReport:
-    return asyncio.run(run_preflight(*args, **kwargs))
+    return aio.run(run_preflight(*args, **kwargs))
