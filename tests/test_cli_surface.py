@@ -55,7 +55,7 @@ TABLE_COMMANDS = {
 def _command(full: str):
     from launcher.cli.app import build_command
 
-    cmd = build_command()
+    cmd = build_command(everything=True)
     for part in full.split():
         cmd = cmd.commands[part]
     return cmd
@@ -64,7 +64,7 @@ def _command(full: str):
 def _commands() -> set[str]:
     from launcher.cli.app import build_command
 
-    root = build_command()
+    root = build_command(everything=True)
     found = set()
     for name, cmd in root.commands.items():
         sub = getattr(cmd, "commands", None)
@@ -80,11 +80,9 @@ def test_command_surface_is_frozen():
 
 
 def test_every_command_has_help_with_an_example():
-    from typer.main import get_command
+    from launcher.cli.app import build_command
 
-    from launcher.cli.app import app
-
-    root = get_command(app)
+    root = build_command(everything=True)
     for full in EXPECTED_COMMANDS:
         parts = full.split()
         cmd = root.commands[parts[0]]
@@ -226,3 +224,13 @@ def test_help_paragraphs_are_not_broken_mid_phrase():
     for full in EXPECTED_COMMANDS:
         for paragraph in (_command(full).help or "").split("\n\n"):
             assert "\n" not in paragraph, f"corral {full}: {paragraph!r}"
+
+
+def test_a_command_builds_and_imports_only_itself():
+    """``corral ps`` neither imports the other commands' modules nor builds their click commands."""
+    code = (
+        "import sys; from launcher.cli import main; main(['ps', '--help']); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('launcher.cli.') and m.endswith('_cmd'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "launcher.cli.jobs_cmd"

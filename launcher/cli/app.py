@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import typer
+from typer.core import TyperGroup
 
 from launcher import __version__
 
@@ -24,7 +25,21 @@ state = CliState()
 OWN_PACKAGES = ("launcher", "benchmarks", "container", "perf")
 """Loggers at the level -v/-q choose; every other (libraries) at WARNING unless -v."""
 
+
+class LazyGroup(TyperGroup):
+    """The root group: knows its commands' names up front (``COMMANDS``) and builds each on first use."""
+
+    def list_commands(self, ctx) -> list[str]:  # type: ignore[override]
+        return list(COMMANDS)
+
+    def get_command(self, ctx, cmd_name: str):  # type: ignore[override]
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = _build_one(cmd_name)
+        return self.commands.get(cmd_name)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="corral",
     help="corral: launch distributed training on GPU nodes inside tmux, and benchmark the nodes.\n\n"
     "Example: corral launch configs/demo.yaml --follow",
@@ -63,20 +78,44 @@ def root(
         logging.getLogger(package).setLevel(level)
 
 
-def _register() -> None:
-    from launcher.cli import bench_cmd, ckpt_cmd, config_cmd, container_cmd, demo_cmd, jobs_cmd, sweep_cmd, top_cmd
+COMMANDS: dict[str, tuple[str, str]] = {
+    "launch": ("launcher.cli.jobs_cmd", "launch"),
+    "ps": ("launcher.cli.jobs_cmd", "ps"),
+    "logs": ("launcher.cli.jobs_cmd", "logs"),
+    "attach": ("launcher.cli.jobs_cmd", "attach"),
+    "stop": ("launcher.cli.jobs_cmd", "stop"),
+    "rm": ("launcher.cli.jobs_cmd", "rm"),
+    "preflight": ("launcher.cli.jobs_cmd", "preflight"),
+    "demo": ("launcher.cli.demo_cmd", "demo"),
+    "top": ("launcher.cli.top_cmd", "top"),
+    "bench": ("launcher.cli.bench_cmd", "app"),
+    "container": ("launcher.cli.container_cmd", "app"),
+    "ckpt": ("launcher.cli.ckpt_cmd", "app"),
+    "sweep": ("launcher.cli.sweep_cmd", "app"),
+    "config": ("launcher.cli.config_cmd", "app"),
+}
+"""Each command of ``corral``, in the order ``corral --help`` lists them: the module that defines it and the
+function (a command) or typer app (a group of them) there. A command's module is imported, and its click
+command built, only when that command runs or help lists it: building all ~115 commands and importing
+their modules cost ~0.1 s of every ``corral ps``'s start (docs/results/scale.md)."""
 
-    jobs_cmd.register(app)
-    app.add_typer(bench_cmd.app, name="bench")
-    app.add_typer(container_cmd.app, name="container")
-    app.add_typer(ckpt_cmd.app, name="ckpt")
-    app.add_typer(sweep_cmd.app, name="sweep")
-    app.add_typer(config_cmd.app, name="config")
-    demo_cmd.register(app)
-    top_cmd.register(app)
 
+def _build_one(name: str):
+    import importlib
 
-_register()
+    from typer.main import get_command, get_group
+
+    module, attr = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attr)
+    if isinstance(target, typer.Typer):
+        command = get_group(target)  # a group even with one command (`container config`), as add_typer made it
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        command = get_command(single)
+    command.name = name
+    _tidy(command)
+    return command
 
 
 def reflow(text: str | None) -> str | None:
@@ -141,10 +180,14 @@ def _tidy(command) -> None:
         _tidy(sub)
 
 
-def build_command():
-    """The click command tree of ``app``, as ``corral`` shows and runs it."""
+def build_command(everything: bool = False):
+    """The click command tree of ``app``, as ``corral`` shows and runs it: the root group, which builds a
+    command when it is asked for; ``everything``: with every command built (the CLI's own tests)."""
     from typer.main import get_command
 
     command = get_command(app)
     _tidy(command)
+    if everything:
+        for name in COMMANDS:
+            command.get_command(None, name)
     return command
