@@ -72,7 +72,6 @@ class RunHandle:
         return Path(self.plan.node(node).log_path)
 
     def status(self) -> JobStatus:
-
         return aio.run(read_status(self.record, self.cluster))
 
     def wait(self, timeout: float | None = None) -> JobStatus:
@@ -87,7 +86,6 @@ class RunHandle:
 
     def log_tails(self, lines: int = 15, *, node: str | None = None) -> dict[str, list[str]]:
         """Per node (or only ``node``), the last ``lines`` lines of its log, read on that node."""
-
         from launcher.jobs import tail_lines
 
         return {n: got or [] for n, got, _ in aio.run(tail_lines(self.record, self.cluster, node, lines))}

@@ -15,7 +15,6 @@ def demo(
 
     Example: corral demo
     """
-
     from launcher.cli.common import console, corral_invocation
     from launcher.config import load_cluster, load_job
     from launcher.config.loading import REPO_ROOT

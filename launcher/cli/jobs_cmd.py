@@ -126,7 +126,6 @@ def _launch_with_progress(jobcfg, clustercfg, **kwargs):
 
 
 def _follow_to_end(record, clustercfg) -> int:
-
     from launcher.jobs import follow as follow_logs
 
     try:
@@ -361,7 +360,6 @@ def logs(
 
     Example: corral logs demo -n 20 -f
     """
-
     from launcher.jobs import follow as follow_logs
     from launcher.jobs import runs_dir, tail_lines
     from launcher.runs.record import load
