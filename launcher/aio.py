@@ -2,10 +2,11 @@
 
 ``asyncio.run`` turns Ctrl-C into cancelling the coroutine, and raises ``KeyboardInterrupt`` only if the
 coroutine then ends cancelled. One that swallowed the cancellation goes on as if no Ctrl-C came: Python 3.11's
-``asyncio.wait_for`` does, when what it awaits finishes in the same moment (python/cpython#86296), and a node's
-reply arriving just as the user presses Ctrl-C is that moment. ``corral bench cluster`` interrupted during its
-first launch then ran every step to the end. :func:`run` cancels the same way and always ends in
-``KeyboardInterrupt`` once a Ctrl-C came; a second Ctrl-C interrupts at once, as with ``asyncio.run``.
+``asyncio.wait_for`` does when what it awaits finishes in the same moment (python/cpython#86296), e.g. a node's
+reply arriving as the user presses Ctrl-C (tests/test_aio.py shows ``asyncio.run`` losing it). :func:`run`
+cancels the same way and always ends in ``KeyboardInterrupt`` once a Ctrl-C came; a second Ctrl-C interrupts at
+once, as with ``asyncio.run``. Where SIGINT is not Python's default handler (ignored, as in a background job of a
+script, or a caller's own) it is left alone, as ``asyncio.run`` leaves it.
 """
 
 from __future__ import annotations

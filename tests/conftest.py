@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,11 @@ MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
+    # A suite started in the background by a non-interactive shell (`make test &` in a script: no job control)
+    # inherits SIGINT ignored, as POSIX has it, and so does every process it starts; the tests of Ctrl-C
+    # (launcher.aio, `bench cluster` interrupted) need it delivered. pytest-xdist's workers run this too.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def on_ci() -> bool:
