@@ -22,6 +22,7 @@ import yaml
 from launcher import api
 from launcher.cli import main as cli_main
 from launcher.config import ClusterConfig, JobConfig
+from launcher.heartbeat import progress_path
 from launcher.tools import ssh
 from tests.infra.waiting import wait_for
 
@@ -83,6 +84,14 @@ def rank_pid(handle, rank: int, restart: int = 0) -> int:
     path = handle.run_dir / "hang-test" / f"pid-rank{rank}-restart{restart}"
     wait_for(path.exists, 120, f"rank {rank} started")
     return int(path.read_text())
+
+
+def rank_phase(handle, rank: int) -> str | None:
+    """The phase of the rank's progress mark (``launcher.heartbeat``): "checkpoint" while a save blocks."""
+    try:
+        return json.loads(Path(progress_path(handle.run_dir, node_of_rank(handle, rank), rank)).read_text())["phase"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def rank_step(handle, rank: int) -> int:
@@ -176,6 +185,8 @@ def test_restart_ends_the_frozen_group_and_the_job_resumes_from_its_checkpoint(c
     handle = api.launch(job, cl)
     victim = rank_pid(handle, 1)
     wait_for(lambda: rank_step(handle, 1) >= 45, 180, "45 steps (four checkpoints)")
+    # frozen inside its next save: its peers then wait for it in the save's own collective, marked as saving
+    wait_for(lambda: rank_phase(handle, 1) == "checkpoint", 60, "rank 1 saving the checkpoint of step 50", 0.005)
     os.kill(victim, signal.SIGSTOP)
     try:
         status = handle.wait(timeout=300)
