@@ -56,7 +56,3 @@ def demo(
     if not_on_path:
         out.print(f"  {not_on_path}")
     return 0 if ok else 1
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)

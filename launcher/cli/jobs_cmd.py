@@ -546,8 +546,3 @@ def preflight(
         raise UserError(view.failure)
     out.print("all checks passed")
     return 0
-
-
-def register(app: typer.Typer) -> None:
-    for fn in (launch, ps, logs, attach, stop, rm, preflight):
-        app.command(fn.__name__)(fn)

@@ -73,7 +73,3 @@ def top(
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def register(app: typer.Typer) -> None:
-    app.command("top")(top)
