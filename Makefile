@@ -15,9 +15,9 @@ TORCH_PIN := torch==2.13.0
 DEBS := tmux openssh-server openssh-client iproute2 iptables docker.io fio e2fsprogs procps util-linux kmod slurmctld slurmd slurm-client munge chromium pdsh
 PYTEST_ARGS ?=
 # Workers for `make test` (pytest-xdist), each handed its next test when it finishes one (modules with a slow test
-# first: tests/conftest.py). The suite is bound by the machine's CPU (~760 CPU-seconds of tests, most of it torch
-# starting in ranks and torchrun agents): three workers took 589-633 s, four 592 s (the cores are busy throughout).
-# Figures: docs/results/simcluster.md.
+# first: tests/conftest.py). The suite is bound by the machine's CPU (most of it torch starting in ranks and torchrun
+# agents): three workers took 589-633 s, four 592 s, the cores busy throughout; in the VM's slower state (torch's
+# import 2.8 CPU-s against 2.0) 971-1031 s. Figures: docs/results/simcluster.md.
 PYTEST_WORKERS ?= 3
 GPU_BUNDLE ?= .gpu-bundle
 GPU_VENV ?= .gpu-venv
