@@ -64,7 +64,8 @@ def pytest_runtest_protocol(item, nextitem):
 def main() -> None:
     cpu: collections.Counter[str] = collections.Counter()
     wall: collections.Counter[str] = collections.Counter()
-    spans: dict[str, tuple[float, float, str]] = {}  # worker -> (first start, last end, last test)
+    starts: list[float] = []
+    last: dict[str, tuple[float, str]] = {}  # worker -> (when its last test ended, that test)
     for path in sorted(glob.glob(OUT.format(worker="*"))):
         worker = Path(path).stem.rsplit("-", 1)[-1]
         for line in Path(path).read_text().splitlines():
@@ -73,16 +74,16 @@ def main() -> None:
             wall[nodeid.split("::")[0]] += float(wall_s)
             if end:
                 stop = float(end[0])
-                first, last, name = spans.get(worker, (stop - float(wall_s), 0.0, ""))
-                spans[worker] = (min(first, stop - float(wall_s)), max(last, stop), nodeid if stop > last else name)
+                starts.append(stop - float(wall_s))
+                if stop > last.get(worker, (0.0, ""))[0]:
+                    last[worker] = (stop, nodeid)
     print(f"{'CPU s':>8} {'wall s':>8}  module  (all: {sum(cpu.values()):.0f} CPU-s)")
     for module, seconds in cpu.most_common(20):
         print(f"{seconds:8.1f} {wall[module]:8.1f}  {module}")
-    if spans:
-        t0 = min(first for first, _, _ in spans.values())
+    if last:
         print("worker  last test ended (s after the first began)  last test")
-        for worker, (_, last, name) in sorted(spans.items()):
-            print(f"{worker:>6}  {last - t0:8.0f}  {name}")
+        for worker, (stop, name) in sorted(last.items()):
+            print(f"{worker:>6}  {stop - min(starts):8.0f}  {name}")
 
 
 if __name__ == "__main__":

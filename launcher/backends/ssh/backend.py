@@ -163,20 +163,18 @@ class SshBackend:
         return f"checking {len(cluster.nodes)} node(s)..."
 
     def preflight(self, job: JobConfig | None, cluster: ClusterConfig) -> PreflightView:
-        from launcher.backends.ssh.preflight import CHECKS, run_preflight
+        from launcher.backends.ssh.preflight import CHECKS, run_preflight_sync
         from launcher.plan import default_local_venv
 
-        report = aio.run(
-            run_preflight(
-                cluster,
-                list(cluster.nodes),
-                job,
-                name=job.name if job else None,
-                base_dir=cluster_base(cluster),
-                local_venv=default_local_venv(),
-                full_torch=True,
-                tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
-            )
+        report = run_preflight_sync(
+            cluster,
+            list(cluster.nodes),
+            job,
+            name=job.name if job else None,
+            base_dir=cluster_base(cluster),
+            local_venv=default_local_venv(),
+            full_torch=True,
+            tmux_socket=os.environ.get(TMUX_SOCKET_ENV) or None,
         )
         marks = {True: "ok", False: "FAIL", None: "-"}
         rows = []
