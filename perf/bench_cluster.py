@@ -106,13 +106,22 @@ def sensitivity(sim: SimCluster, cfg: str, work: Path, quotas: list[int], caps: 
         ("link", caps, lambda v: faults.link_cap(sim, target, v), only_net),
     ):
         for value in levels:
-            flagged = others = 0
+            flagged = by_figures = others = 0
             for r in range(reps):
                 with fault(value):
                     _, report = cluster_run(cfg, str(work), work / f"sens-{kind}-{value}-{r}", *extra)
                 flagged += names[target] in report["exclude"]
+                # a CPU quota is also read directly (node.cpu_quota); what the peers' judgement catches is counted apart
+                mine = [f for x in report["nodes"] if x["name"] == names[target] for f in x["findings"]]
+                by_figures += any(f["check"].startswith(("peer.", "net.")) and f["severity"] == "fail" for f in mine)
                 others += any(n != names[target] for n in report["exclude"])
-            entry = {"value": value, "reps": reps, "flagged": flagged, "other_nodes_flagged": others}
+            entry = {
+                "value": value,
+                "reps": reps,
+                "flagged": flagged,
+                "flagged_by_figures": by_figures,
+                "other_nodes_flagged": others,
+            }
             out[kind].append(entry)
             print(json.dumps({kind: entry}), flush=True)
     return out

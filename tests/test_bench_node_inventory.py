@@ -79,3 +79,65 @@ def test_missing_numa_and_infiniband_are_said_not_raised(tmp_path):
     assert _check_infiniband(ib).status == SKIP
     _write(tmp_path, "sys/class/infiniband/mlx5_0/ports/1/state", "4: ACTIVE")
     assert _check_infiniband(inventory.infiniband(tmp_path)).status == PASS
+
+
+def test_cpu_limit_is_the_tightest_quota_on_the_cgroup_path_v1(tmp_path):
+    _write(tmp_path, "proc/self/cgroup", "5:memory:/a\n3:cpu,cpuacct:/job/step\n0::/")
+    grp = "sys/fs/cgroup/cpu,cpuacct"
+    _write(tmp_path, f"{grp}/cpu.cfs_quota_us", "-1")
+    _write(tmp_path, f"{grp}/cpu.cfs_period_us", "100000")
+    _write(tmp_path, f"{grp}/job/cpu.cfs_quota_us", "5000")  # the parent's 5% binds the child's 200%
+    _write(tmp_path, f"{grp}/job/cpu.cfs_period_us", "100000")
+    _write(tmp_path, f"{grp}/job/cpu.stat", "nr_periods 40\nnr_throttled 31\nthrottled_time 99")
+    _write(tmp_path, f"{grp}/job/step/cpu.cfs_quota_us", "200000")
+    _write(tmp_path, f"{grp}/job/step/cpu.cfs_period_us", "100000")
+    limit = inventory.node_agent.cpu_limit(tmp_path)
+    assert limit["quota_cpus"] == 0.05 and limit["nr_throttled"] == 31
+    assert limit["cgroup"] == "/sys/fs/cgroup/cpu,cpuacct/job" and (limit["quota_us"], limit["period_us"]) == (
+        5000,
+        100000,
+    )
+
+
+def test_cpu_limit_v2_cpu_max_and_no_limit(tmp_path):
+    _write(tmp_path, "proc/self/cgroup", "0::/system.slice/train.service")
+    _write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "cpu memory")
+    _write(tmp_path, "sys/fs/cgroup/system.slice/train.service/cpu.max", "400000 100000")
+    _write(tmp_path, "sys/fs/cgroup/system.slice/train.service/cpu.stat", "usage_usec 5\nnr_throttled 0")
+    limit = inventory.node_agent.cpu_limit(tmp_path)
+    assert limit["quota_cpus"] == 4.0 and limit["nr_throttled"] == 0
+    _write(tmp_path, "sys/fs/cgroup/system.slice/train.service/cpu.max", "max 100000")
+    assert inventory.node_agent.cpu_limit(tmp_path)["quota_cpus"] is None
+    nothing = inventory.node_agent.cpu_limit(tmp_path / "absent")
+    assert nothing["readable"] is False and nothing["quota_cpus"] is None
+
+
+def test_this_process_under_a_real_cfs_quota_reads_it(tmp_path):
+    """A child started in a cgroup v1 ``cpu`` group with a 5% quota reads that quota (skipped where the host
+    has no v1 cpu hierarchy to write)."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    import pytest
+
+    base = Path("/sys/fs/cgroup/cpu")
+    if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+        pytest.skip("no writable cgroup v1 cpu hierarchy")
+    group = base / f"corral-test-quota-{os.getpid()}-{secrets.token_hex(3)}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text("5000")
+        code = "from pathlib import Path; from launcher.agent.node_agent import cpu_limit; print(cpu_limit(Path('/')))"
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "'quota_cpus': 0.05" in out and group.name in out
+    finally:
+        group.rmdir()

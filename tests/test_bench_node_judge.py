@@ -81,14 +81,16 @@ def _speed(bf16: float) -> dict:
     }
 
 
-def _node(host: str, bf16: list[float]) -> dict:
+def _node(host: str, bf16: list[float], host_info: dict | None = None) -> dict:
     rec = json.loads((FIXTURES / "h100_sxm_healthy.json").read_text())
     speed = {
         "gpus": [{"index": i, **_speed(v)} for i, v in enumerate(bf16)],
         "cuda": True,
         "cpu": {"gemm_fp32_gflops": 900.0, "memcopy_gbps": 20.0, "threads": 32, "gemm_n": 1024},
     }
-    return judge_node({"host": host, "quick": False, "nvml": nr.parse_recording(rec), "host_info": {}, "speed": speed})
+    return judge_node(
+        {"host": host, "quick": False, "nvml": nr.parse_recording(rec), "host_info": host_info or {}, "speed": speed}
+    )
 
 
 def test_a_gpu_more_than_ten_percent_below_its_peers_is_flagged():
@@ -216,3 +218,33 @@ def test_check_names_are_frozen():
         "d2h",
     ]
     assert [c["name"] for c in node["checks"]] == ["nvidia_driver", "cpu_gemm", "cpu_memcopy"]
+    limited = _node("a", [790.0], {"cpu_limit": {"affinity": 32, "quota_cpus": None, "readable": True}})
+    assert [c["name"] for c in limited["checks"]][-1] == "cpu_quota"
+
+
+def _quota(quota: float | None, readable: bool = True) -> dict:
+    return {
+        "affinity": 32,
+        "readable": readable,
+        "quota_cpus": quota,
+        "cgroup": "/sys/fs/cgroup/cpu/pod7",
+        "quota_us": None if quota is None else int(quota * 100000),
+        "period_us": 100000,
+        "nr_throttled": 12,
+    }
+
+
+def test_a_cpu_quota_under_one_cpu_fails_the_node_and_names_its_cgroup():
+    from benchmarks.node.judge import check_cpu_quota
+
+    starved = check_cpu_quota(_quota(0.05), 32)
+    assert starved.status == FAIL and (starved.value, starved.expected) == (0.05, 1)
+    assert "/sys/fs/cgroup/cpu/pod7: 5000 us per 100000 us, throttled 12 times" in starved.reason
+    capped = check_cpu_quota(_quota(4.0), 32, gpus=8)
+    assert capped.status == WARN and "4 CPUs for 8 GPUs" in capped.reason
+    assert check_cpu_quota(_quota(4.0), 32).status == PASS  # a CPU-only node: a container's share, named
+    assert "CPU quota 8 of 32 CPUs" in check_cpu_quota(_quota(8.0), 32, gpus=8).reason
+    assert check_cpu_quota(_quota(None), 32).status == PASS
+    assert check_cpu_quota(_quota(None, readable=False), 32).status == SKIP
+    node = _node("a", [790.0], {"cpu_limit": _quota(0.05)})
+    assert node["status"] == FAIL

@@ -4,7 +4,8 @@ throttled link between two nodes of four is attributed to both ends and no other
 bisected to the node on a capped link; Ctrl-C stops the current step everywhere. The cluster and helpers:
 tests/infra/accept.py.
 
-Faults (tests/infra/faults.py): a CPU quota of 5% of a core on one node's sshd (cgroup ``cpu``), a 40 Mbit/s
+Faults (tests/infra/faults.py): a CPU quota of 5% of a core on one node's sshd (cgroup ``cpu``; the probe reads the
+quota it inherits, and its speed figures fall below the peers' when the machine's load lets them), a 40 Mbit/s
 ``tbf`` on one node's link, a 3 MiB/s write cap on one node's disk (cgroup ``blkio``).
 """
 
@@ -17,7 +18,7 @@ import pytest
 
 from launcher.cli import main
 from tests.infra import faults
-from tests.infra.accept import bench, job_pids, kinds
+from tests.infra.accept import bench, findings, job_pids, kinds
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,17 +38,23 @@ def test_faults_fail_exactly_those_nodes_with_findings_of_their_kind(five, cfg, 
         (x["name"], x["findings"]) for x in report["nodes"]
     ]
     steps = {s["name"]: s for s in report["steps"]}
-    if "node.probe" not in kinds(report, n[1]):
-        assert {"peer.cpu_gemm_gflops", "peer.cpu_memcopy_gbps"} & kinds(report, n[1])
-        # the CPU-starved node was judged on one measurement, the step's note says why: under half its peers'
-        # floor (no second probe), or its first probe left no time for a second; or it was probed again, slow again
-        (starved,) = [r for r in report["measurements"]["node"] if r["host"] == n[1]]
-        note = steps["node"]["note"]
-        assert (
-            "first_pass" in starved
-            or f"{n[1]}: under half the peers' floor, judged on one" in note
-            or (f"{n[1]}: below the peers' floor, judged on one" in note)
-        )
+    starved = kinds(report, n[1])
+    why = (steps["node"]["note"], [(f["check"], f["value"], f["expected"]) for f in findings(report, n[1])])
+    if "node.probe" not in starved:
+        # the probe read the quota it ran under: found whatever the machine's load does to the speed figures
+        assert "node.cpu_quota" in starved, why
+        if {"peer.cpu_gemm_gflops", "peer.cpu_memcopy_gbps"} & starved:
+            # judged on one measurement, the step's note says why: under half its peers' floor (no second probe),
+            # or its first probe left no time for a second; or it was probed again, slow again
+            (measured,) = [r for r in report["measurements"]["node"] if r["host"] == n[1]]
+            note = steps["node"]["note"]
+            assert (
+                "first_pass" in measured
+                or f"{n[1]}: under half the peers' floor, judged on one" in note
+                or (f"{n[1]}: below the peers' floor, judged on one" in note)
+            ), why
+        # else: the healthy nodes' figures fell so far under the other tests' load that the peers' floor, widened
+        # with their spread, was under the starved node's (docs/BENCH_CLUSTER.md, "Sensitivity")
     # else: at 5% of a core on a loaded machine its probe did not end within the node step's budget, and the node
     # failed for the missing result, which names its log (seen with 2 workers on 2 cores)
     assert "net.node" in kinds(report, n[2])

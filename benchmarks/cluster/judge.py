@@ -322,6 +322,7 @@ NODE_CHECK_REMEDY = {
     "temperature": "gpu_compute",
     "power": "gpu_compute",
     "probe": "missing",
+    "cpu": "cpu",
 }
 
 

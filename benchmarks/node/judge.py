@@ -576,7 +576,39 @@ def judge_host(node: dict[str, Any], expected_gpus: int | None) -> list[Check]:
         )
     elif isinstance(cpu, dict) and "error" in cpu:
         checks.append(Check("cpu_gemm", FAIL, None, None, f"CPU speed test failed: {cpu['error']}"))
+    if host.get("cpu_limit"):  # absent from probes recorded before it was read
+        checks.append(check_cpu_quota(host["cpu_limit"], (host.get("cpu") or {}).get("count"), count))
     return checks
+
+
+def check_cpu_quota(limit: dict[str, Any], cpu_count: int | None, gpus: int = 0) -> Check:
+    """The cgroup CPU quota the probe ran under, which every rank started the same way inherits.
+
+    Under one CPU fails: a rank, its data loaders and torchrun's agent share it, and the node is slow at
+    everything (its speed figures show it only as far as the peers' spread allows). Under one CPU per GPU
+    warns: each GPU's rank drives it from a core of its own. A quota above that may be deliberate (a
+    container's share of a large host) and passes, named."""
+    usable = limit.get("affinity") or cpu_count
+    quota = limit.get("quota_cpus")
+    if quota is None:
+        if not limit.get("readable"):
+            return Check("cpu_quota", SKIP, None, None, "the probe's cgroup could not be read (/proc/self/cgroup)")
+        return Check("cpu_quota", PASS, None, None, f"no CPU quota; {usable} CPUs usable")
+    throttled = limit.get("nr_throttled")
+    where = f"cgroup {limit['cgroup']}: {limit['quota_us']} us per {limit['period_us']} us" + (
+        f", throttled {throttled} times" if throttled else ""
+    )
+    if quota < 1:
+        return Check(
+            "cpu_quota",
+            FAIL,
+            quota,
+            1,
+            f"processes started here get {quota:g} of one CPU ({where}): every rank is starved",
+        )
+    if gpus and quota < gpus:
+        return Check("cpu_quota", WARN, quota, gpus, f"{quota:g} CPUs for {gpus} GPUs, one rank each ({where})")
+    return Check("cpu_quota", PASS, quota, None, f"CPU quota {quota:g} of {usable} CPUs ({where})")
 
 
 def _check_infiniband(ib: dict[str, Any]) -> Check:

@@ -255,6 +255,69 @@ def cpu_info(root: Path) -> dict[str, Any]:
     return {"model": model or platform.processor() or None, "count": os.cpu_count()}
 
 
+def _cpu_cgroup_dirs(root: Path) -> list[tuple[int, Path]]:
+    """This process's cgroup directory for the cpu controller, then each ancestor up to the hierarchy's root,
+    as (cgroup version, directory). v1's ``cpu`` hierarchy wins over v2's on a hybrid host: the controller
+    is attached to one of them only."""
+    lines = (_read_text(root / "proc/self/cgroup") or "").splitlines()
+    base, rel, version = None, None, 0
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "cpu" in parts[1].split(","):
+            mount = root / "sys/fs/cgroup"
+            base = next((mount / d for d in (parts[1], "cpu", "cpu,cpuacct") if (mount / d).is_dir()), None)
+            rel, version = parts[2], 1
+            break
+    if base is None:
+        for line in lines:
+            if line.startswith("0::"):
+                unified = root / "sys/fs/cgroup"
+                base = unified if (unified / "cgroup.controllers").exists() else unified / "unified"
+                rel, version = line[3:], 2
+    if base is None or rel is None:
+        return []
+    parts = [p for p in rel.split("/") if p and p not in (".", "..")]
+    return [(version, base.joinpath(*parts[:i])) for i in range(len(parts), -1, -1)]
+
+
+def cpu_limit(root: Path) -> dict[str, Any]:
+    """The CPU a process started here may use: its affinity, and the tightest cgroup CPU quota on its
+    cgroup's path (v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, v2 ``cpu.max``) with that group's
+    throttling count. A container's or a unit's limit (``docker --cpus``, a pod's CPU limit, systemd's
+    ``CPUQuota``) shows here, and every rank launched the same way inherits it."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    out = {"affinity": affinity, "quota_cpus": None, "cgroup": None, "quota_us": None, "period_us": None}
+    out["readable"] = False
+    for version, d in _cpu_cgroup_dirs(root):
+        if version == 1:
+            text = _read_text(d / "cpu.cfs_quota_us")
+            quota, period = _int(text), _int(_read_text(d / "cpu.cfs_period_us"))
+        else:
+            text = _read_text(d / "cpu.max")
+            fields = (text or "").split()
+            quota = _int(fields[0]) if len(fields) == 2 and fields[0] != "max" else None
+            period = _int(fields[1]) if len(fields) == 2 else None
+        out["readable"] = out["readable"] or text is not None
+        if quota is None or quota <= 0 or not period:
+            continue  # -1 (v1) or "max" (v2): no limit at this level
+        if out["quota_cpus"] is None or quota / period < out["quota_cpus"]:
+            stat = dict(
+                (k, _int(v))
+                for k, _, v in (ln.partition(" ") for ln in (_read_text(d / "cpu.stat") or "").splitlines())
+            )
+            out.update(
+                quota_cpus=round(quota / period, 4),
+                cgroup="/" + str(d.relative_to(root)),
+                quota_us=quota,
+                period_us=period,
+                nr_throttled=stat.get("nr_throttled"),
+            )
+    return out
+
+
 def memory_bytes(root: Path) -> int | None:
     for line in (_read_text(root / "proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):
@@ -370,6 +433,7 @@ def host_inventory(root="/"):
     return {
         "hostname": _hostname(),
         "cpu": cpu_info(root),
+        "cpu_limit": cpu_limit(root),
         "memory_bytes": memory_bytes(root),
         "disks": disks(root),
         "network": network_interfaces(root),

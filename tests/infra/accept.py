@@ -43,8 +43,12 @@ def bench(cfg: Path, out: Path, *extra: str) -> tuple[int, dict]:
     return rc, json.loads((out / "report.json").read_text())
 
 
+def findings(report: dict, node: str) -> list[dict]:
+    return [f for n in report["nodes"] if n["name"] == node for f in n["findings"]]
+
+
 def kinds(report: dict, node: str) -> set[str]:
-    return {f["check"] for n in report["nodes"] if n["name"] == node for f in n["findings"]}
+    return {f["check"] for f in findings(report, node)}
 
 
 def job_pids(cfg: Path, job_prefix: str = "bench-cluster-") -> list[int]:

@@ -298,6 +298,34 @@ class SimLayout:
         return cls(**data)
 
 
+MOUNT_FLAGS = frozenset({"rw", "ro", "nosuid", "nodev", "noexec", "relatime", "noatime", "strictatime", "seclabel"})
+
+
+def cgroup_mounts_script(mounts: str | None = None) -> str:
+    """Shell that mounts this host's cgroup hierarchies again inside a node's mount namespace.
+
+    ``ip netns exec`` gives the node a fresh sysfs, without the mounts under /sys/fs/cgroup, and a real node
+    has them: the node probe reads the CPU quota it runs under there. Mounting a v1 hierarchy with the same
+    controllers attaches the existing one, so a fault's cgroup on the host is the node's too. Each mount may
+    fail alone (a kernel that refuses leaves the node without that hierarchy, as before)."""
+    cmds = []
+    text = mounts if mounts is not None else Path("/proc/self/mounts").read_text()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not (fields[1] == "/sys/fs/cgroup" or fields[1].startswith("/sys/fs/cgroup/")):
+            continue
+        _, path, fstype, opts = fields[:4]
+        where = shlex.quote(path)
+        if fstype == "tmpfs":
+            cmds.append(f"mount -t tmpfs -o mode=755 cgroup_root {where}")
+        elif fstype == "cgroup":
+            keep = ",".join(o for o in opts.split(",") if o not in MOUNT_FLAGS)
+            cmds.append(f"mkdir -p {where} && mount -t cgroup -o {shlex.quote(keep)} cgroup {where}")
+        elif fstype == "cgroup2":
+            cmds.append(f"mkdir -p {where} && mount -t cgroup2 cgroup2 {where}")
+    return "".join(f"{{ {c}; }} 2>/dev/null; " for c in cmds)
+
+
 def new_prefix() -> str:
     """Short random run prefix: a letter then 5 hex digits (interface names <= 15)."""
     return "s" + secrets.token_hex(3)[:5]
@@ -815,7 +843,7 @@ class SimCluster:
             for name, src in STOCK_SHELL_INIT.items()
         )
         script = (
-            'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
+            cgroup_mounts_script() + 'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /tmp '
             '&& { [ -z "$2" ] || mount -t overlay overlay -o "lowerdir=$3,upperdir=$2/upper,workdir=$2/work" "$3"; } '
             f"{stock} && echo ready && exec sleep infinity"
         )
