@@ -220,7 +220,10 @@ def test_stop_leaves_nothing_and_spares_the_neighbour(cl, names, capsys):
 
     assert job_pids(ha.plan.run_id)
     assert cli_main(["stop", a, "-c", str(cfile), "--timeout", "5"]) == 0
-    assert "no process of" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # torchrun ended its workers on one SIGTERM: none needed the SIGKILL (a second signal during its shutdown
+    # used to leave it hanging in its log threads until then)
+    assert "no process of" in out and "SIGKILL" not in out, out
     assert job_pids(ha.plan.run_id) == []
     assert len(job_pids(hb.plan.run_id)) >= 6  # 3 torchruns + 3 workers, untouched
     assert api.status(b, cl).running

@@ -725,11 +725,15 @@ def _environ(pid):
         return []
 
 
+def _marker(req):
+    return {f"CORRAL_RUN_ID={req['run_id']}".encode(), f"CORRAL_NODE={req['node']}".encode()}
+
+
 def _job_processes(req):
     """The job's processes on this node: members of the recorded process groups, and every
     process whose environment carries this run's id and node (torchrun starts each worker in
     its own session, and a worker orphaned by a killed torchrun keeps its environment)."""
-    marker = {f"CORRAL_RUN_ID={req['run_id']}".encode(), f"CORRAL_NODE={req['node']}".encode()}
+    marker = _marker(req)
     groups = req["groups"]
     me = os.getpid()
     found = {}
@@ -757,19 +761,26 @@ def _live_pane_groups(req):
     return {pgid} if pid in panes and _alive(pid) else set()
 
 
-def _signal_all(found, sig, groups_ok):
-    for pgid in sorted(set(found.values())):
-        # Signal a whole group only when its leader belongs to the job (workers lead their own).
-        if pgid in found or pgid in groups_ok:
-            try:
-                os.killpg(pgid, sig)
-            except OSError:
-                pass
-    for pid in found:
+def _signal_once(found, sig, whole_groups):
+    """Signal each process of ``found`` once: the groups of ``whole_groups`` with one ``killpg``, the others
+    one by one. Once: torchrun turns a signal that arrives while it is ending its workers into a second
+    exception, which skips stopping its log threads, and it then never exits."""
+    for pgid in sorted(whole_groups):
         try:
-            os.kill(pid, sig)
+            os.killpg(pgid, sig)
         except OSError:
             pass
+    for pid, pgid in found.items():
+        if pgid not in whole_groups:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def _wait_gone(pids, until):
+    while time.monotonic() < until and any(_alive(p) for p in pids):
+        time.sleep(0.1)
 
 
 STOP_LINE = "corral: stopped by corral stop"
@@ -778,22 +789,35 @@ STOP_LINE = "corral: stopped by corral stop"
 
 
 def op_stop(req):
-    """SIGTERM the job's process groups, SIGKILL what remains after the timeout, kill the tmux
-    session, and report what (if anything) is still alive."""
+    """SIGTERM the job, SIGKILL what remains after the timeout, kill the tmux session, and report
+    what (if anything) is still alive.
+
+    In two steps, each process signalled once. First the job's command in the pane (torchrun, which
+    ends its own workers and then its log threads), for up to half the timeout. Not the wrapper around
+    it: the wrapper leads the pane's session, and its end would hang up the pane's terminal and send
+    torchrun a SIGHUP in the middle of that. Then the rest: the wrapper's pipeline, the watchdog and
+    any worker left, groups led by a worker as a whole."""
     timeout = float(req.get("timeout", 10))
+    deadline = time.monotonic() + timeout
     recorded = _live_pane_groups(req)
     req = {**req, "groups": recorded}
     found = _job_processes(req)
     initially = len(found)
-    _signal_all(found, signal.SIGTERM, recorded)
-    deadline = time.monotonic() + timeout
+    marker = _marker(req)
+    commands = {pid: g for pid, g in found.items() if marker <= set(_environ(pid))}  # torchrun, workers
+    first = {pid: g for pid, g in commands.items() if g in recorded}
+    _signal_once(first, signal.SIGTERM, set())
+    _wait_gone(first, min(deadline, time.monotonic() + timeout / 2))
+    rest = {pid: g for pid, g in _job_processes(req).items() if pid not in first}
+    _signal_once(rest, signal.SIGTERM, {g for g in set(rest.values()) if g in rest and g not in recorded})
+    found = _job_processes(req)
     while found and time.monotonic() < deadline:
         time.sleep(0.1)
         found = _job_processes(req)
     killed = 0
     if found:
         killed = len(found)
-        _signal_all(found, signal.SIGKILL, recorded)
+        _signal_once(found, signal.SIGKILL, {g for g in set(found.values()) if g in found or g in recorded})
     _run(req["tmux_kill"], timeout=10)
     deadline = time.monotonic() + 5
     remaining = _job_processes(req)
@@ -801,7 +825,8 @@ def op_stop(req):
         time.sleep(0.1)
         remaining = _job_processes(req)
     exit_file = os.path.join(req["state_dir"], "exit_code")
-    if not os.path.exists(exit_file) and os.path.isdir(req["state_dir"]):
+    # a stopped node records SIGTERM's 143, whatever its command made of the signal (torchrun exits 1)
+    if (commands or not os.path.exists(exit_file)) and os.path.isdir(req["state_dir"]):
         _write_file(exit_file, "143\n", 0o644)
     if initially and req.get("log"):
         # the wrapper was killed before it could write its own last line: say how the job ended
