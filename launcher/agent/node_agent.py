@@ -804,8 +804,7 @@ def op_stop(req):
     found = _job_processes(req)
     initially = len(found)
     marker = _marker(req)
-    commands = {pid: g for pid, g in found.items() if marker <= set(_environ(pid))}  # torchrun, workers
-    first = {pid: g for pid, g in commands.items() if g in recorded}
+    first = {pid: g for pid, g in found.items() if g in recorded and marker <= set(_environ(pid))}
     _signal_once(first, signal.SIGTERM, set())
     _wait_gone(first, min(deadline, time.monotonic() + timeout / 2))
     rest = {pid: g for pid, g in _job_processes(req).items() if pid not in first}
@@ -825,8 +824,9 @@ def op_stop(req):
         time.sleep(0.1)
         remaining = _job_processes(req)
     exit_file = os.path.join(req["state_dir"], "exit_code")
-    # a stopped node records SIGTERM's 143, whatever its command made of the signal (torchrun exits 1)
-    if (commands or not os.path.exists(exit_file)) and os.path.isdir(req["state_dir"]):
+    # a node whose command was still running records SIGTERM's 143, whatever the command made of the
+    # signal (torchrun exits 1); one that had ended keeps its own status
+    if (first or not os.path.exists(exit_file)) and os.path.isdir(req["state_dir"]):
         _write_file(exit_file, "143\n", 0o644)
     if initially and req.get("log"):
         # the wrapper was killed before it could write its own last line: say how the job ended
