@@ -289,8 +289,15 @@ def cpu_limit(root: Path) -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    out = {"affinity": affinity, "quota_cpus": None, "cgroup": None, "quota_us": None, "period_us": None}
-    out["readable"] = False
+    out = {
+        "affinity": affinity,
+        "readable": False,
+        "quota_cpus": None,
+        "cgroup": None,
+        "quota_us": None,
+        "period_us": None,
+        "nr_throttled": None,
+    }
     for version, d in _cpu_cgroup_dirs(root):
         if version == 1:
             text = _read_text(d / "cpu.cfs_quota_us")
