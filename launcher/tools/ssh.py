@@ -190,16 +190,11 @@ def control_dir() -> Path:
     raise ToolNotFound("ssh", hint="no writable short directory for ssh control sockets (~/.ssh or /tmp)")
 
 
-_session = [""]
-"""What keeps this process's multiplexing masters apart from other processes': nothing until
-``new_session``. A command reuses the connection an earlier one left open (``ControlPersist``), as
-Ansible's and SkyPilot's ssh do: ``corral ps`` after a launch, or under ``watch``, logs into each node
-once rather than once per command, and the launching machine keeps one master per node rather than
-one per command for a minute after each."""
+_session = [f"{os.getpid()}"]
 
 
 def new_session() -> None:
-    """Start a new multiplexing session: later calls of this process open fresh connections (new masters).
+    """Start a new multiplexing session: later calls open fresh connections (new masters).
 
     Preflight calls this so that "ssh reachable" is tested by a real new connection, not
     answered by a master left over from an earlier command while the node's sshd is down.
@@ -210,9 +205,8 @@ def new_session() -> None:
 
 
 def control_path(cfg: SSHConfig, host: str) -> str:
-    """One socket per (session, user, host, port, key, options): a 16-hex digest keeps the path short."""
-    options = ",".join(f"{k}={v}" for k, v in sorted(cfg.options.items()))
-    key = f"{_session[0]}|{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}|{options}"
+    """One socket per (session, user, host, port, key): a 16-hex digest keeps the path short."""
+    key = f"{_session[0]}|{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}"
     return str(control_dir() / hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
