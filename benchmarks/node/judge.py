@@ -604,7 +604,8 @@ def check_cpu_quota(limit: dict[str, Any], cpu_count: int | None, gpus: int = 0)
             FAIL,
             quota,
             1,
-            f"processes started here get {quota:g} of one CPU ({where}): every rank is starved",
+            f"processes started here get {quota:g} of one CPU ({where}): every rank is starved; raise or "
+            "remove the limit (docker --cpus, the pod's CPU limit, systemd's CPUQuota)",
         )
     if gpus and quota < gpus:
         return Check("cpu_quota", WARN, quota, gpus, f"{quota:g} CPUs for {gpus} GPUs, one rank each ({where})")
