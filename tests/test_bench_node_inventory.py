@@ -112,24 +112,21 @@ def test_cpu_limit_v2_cpu_max_and_no_limit(tmp_path):
     assert nothing["readable"] is False and nothing["quota_cpus"] is None
 
 
-def test_this_process_under_a_real_cfs_quota_reads_it(tmp_path):
+def test_this_process_under_a_real_cfs_quota_reads_it():
     """A child started in a cgroup v1 ``cpu`` group with a 5% quota reads that quota (skipped where the host
     has no v1 cpu hierarchy to write)."""
     import os
-    import secrets
     import subprocess
     import sys
 
     import pytest
 
-    base = Path("/sys/fs/cgroup/cpu")
+    from tests.infra import faults
+
+    base = faults.CGROUP_V1 / "cpu"
     if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
         pytest.skip("no writable cgroup v1 cpu hierarchy")
-    group = base / f"corral-test-quota-{os.getpid()}-{secrets.token_hex(3)}"
-    group.mkdir()
-    try:
-        (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text("5000")
+    with faults.group("cpu", "quota-read", {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "5000"}) as group:
         code = "from pathlib import Path; from launcher.agent.node_agent import cpu_limit; print(cpu_limit(Path('/')))"
         out = subprocess.run(
             [sys.executable, "-c", code],
@@ -138,6 +135,4 @@ def test_this_process_under_a_real_cfs_quota_reads_it(tmp_path):
             text=True,
             check=True,
         ).stdout
-        assert "'quota_cpus': 0.05" in out and group.name in out
-    finally:
-        group.rmdir()
+    assert "'quota_cpus': 0.05" in out and group.name in out

@@ -40,22 +40,25 @@ def _procs(group: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def _group(controller: str, tag: str, pid: int, settings: dict[str, str]) -> Iterator[Path]:
-    group = CGROUP_V1 / controller / f"corral-fault-{tag}-{os.getpid()}-{secrets.token_hex(3)}"
-    group.mkdir()
+def group(controller: str, tag: str, settings: dict[str, str], pid: int | None = None) -> Iterator[Path]:
+    """A fresh cgroup v1 group of ``controller`` with ``settings``, holding ``pid`` if given (else the caller
+    puts processes in); on exit its processes go back to the root group and it is removed."""
+    made = CGROUP_V1 / controller / f"corral-fault-{tag}-{os.getpid()}-{secrets.token_hex(3)}"
+    made.mkdir()
     try:
         for name, value in settings.items():
-            (group / name).write_text(value)
-        (group / "cgroup.procs").write_text(str(pid))
-        yield group
+            (made / name).write_text(value)
+        if pid is not None:
+            (made / "cgroup.procs").write_text(str(pid))
+        yield made
     finally:
         root = CGROUP_V1 / controller / "cgroup.procs"
         for _ in range(50):
-            for p in _procs(group):
+            for p in _procs(made):
                 with contextlib.suppress(OSError):  # a process that exited meanwhile
                     root.write_text(str(p))
             try:
-                group.rmdir()
+                made.rmdir()
                 break
             except OSError:
                 time.sleep(0.1)
@@ -66,7 +69,7 @@ def cpu_quota(sim, node, percent: int) -> Iterator[Path]:
     """At most ``percent`` % of one core for everything started over ``node``'s ssh from now on."""
     period = 100_000
     settings = {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(period * percent // 100)}
-    with _group("cpu", "cpu", sshd_pid(sim, node), settings) as g:
+    with group("cpu", "cpu", settings, sshd_pid(sim, node)) as g:
         yield g
 
 
@@ -84,7 +87,7 @@ def block_device_of(path: str | os.PathLike) -> str:
 def write_cap(sim, node, path: str | os.PathLike, mibps: float) -> Iterator[Path]:
     """Writes by ``node``'s processes to the disk holding ``path`` capped at ``mibps`` MiB/s (O_DIRECT writes)."""
     settings = {"blkio.throttle.write_bps_device": f"{block_device_of(path)} {int(mibps * (1 << 20))}"}
-    with _group("blkio", "blkio", sshd_pid(sim, node), settings) as g:
+    with group("blkio", "blkio", settings, sshd_pid(sim, node)) as g:
         yield g
 
 
