@@ -39,6 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RANK = "tests/workers/scale_rank.py"
+KEYS = ("launch_s", "ps_s", "ps_again_s", "stop_s", "gone_s")
+"""The paired figures of a row: each one corral's and pdsh's, in seconds."""
 FANOUT = 32
 CONNECT_TIMEOUT_S = 20
 
@@ -158,6 +160,8 @@ class Bench:
     def corral(self, n: int) -> dict:
         name, cfile, out, launch, _, launch_cost = self.corral_launch(n)
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
+        # again, as under `watch`: over the connections the first one left open (ControlPersist)
+        ps_again, _, _ = timed([*self.cli, "ps", "--json", "-c", str(cfile)])
         t0 = time.perf_counter()
         stop, _, stop_cost = timed([*self.cli, "stop", name, "-c", str(cfile)], sample=True)
         wait_gone(name.encode())
@@ -166,6 +170,7 @@ class Bench:
         return {
             "launch_s": launch,
             "ps_s": ps,
+            "ps_again_s": ps_again,
             "stop_s": stop,
             "gone_s": gone,
             "launch_cost": launch_cost,
@@ -215,12 +220,20 @@ class Bench:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
+        ps_again, _, _ = timed([*pdsh, "tmux", "has-session", "-t", name], env=env)
         t0 = time.perf_counter()
         stop, _, _ = timed([*pdsh, "tmux", "kill-session", "-t", name], env=env)
         wait_gone(name.encode())
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
-        return {"launch_s": launch, "ps_s": ps, "stop_s": stop, "gone_s": gone, "ps_cost": ps_cost}
+        return {
+            "launch_s": launch,
+            "ps_s": ps,
+            "ps_again_s": ps_again,
+            "stop_s": stop,
+            "gone_s": gone,
+            "ps_cost": ps_cost,
+        }
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -249,7 +262,7 @@ def summarize(rows: list[dict]) -> dict:
     for n in sorted({r["nodes"] for r in rows}):
         mine = [r for r in rows if r["nodes"] == n]
         entry = {}
-        for key in ("launch_s", "ps_s", "stop_s", "gone_s"):
+        for key in KEYS:
             ratios = [r["corral"][key] / r["pdsh"][key] for r in mine]
             entry[key] = {
                 "corral_median": statistics.median(r["corral"][key] for r in mine),
@@ -261,7 +274,7 @@ def summarize(rows: list[dict]) -> dict:
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
         out["sizes"][n] = entry
     if len(out["sizes"]) > 1:
-        out["growth"] = {key: growth(rows, key) for key in ("launch_s", "ps_s", "stop_s", "gone_s")}
+        out["growth"] = {key: growth(rows, key) for key in KEYS}
     return out
 
 
@@ -301,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 c, p = row["corral"], row["pdsh"]
                 print(
                     f"rep {rep} {n:2d} nodes: launch {c['launch_s']:.1f}/{p['launch_s']:.1f} s, "
-                    f"ps {c['ps_s']:.1f}/{p['ps_s']:.1f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
+                    f"ps {c['ps_s']:.2f}/{p['ps_s']:.2f} s, again {c['ps_again_s']:.2f}/{p['ps_again_s']:.2f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
                     f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
                     f"(corral/pdsh), ps cost {c['ps_cost']}",
                     flush=True,

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -137,7 +139,7 @@ def test_connections_dropped_during_key_exchange_are_retried(six, busy_sshd, cap
 
     dropped = []
     for _ in range(3):  # a burst that happens to arrive one by one drops nothing: try again
-        ssh.new_session()  # no master left from the last burst to carry it
+        ssh.close_masters(cfg.ssh, [node])  # no master left from an earlier burst to carry it
         dropped = [r for r in asyncio.run(once()) if not r.ok]
         ssh.close_masters(cfg.ssh, [node])
         if dropped:
@@ -147,7 +149,7 @@ def test_connections_dropped_during_key_exchange_are_retried(six, busy_sshd, cap
 
     caplog.set_level(logging.DEBUG, logger="launcher.tools.ssh")
     for _ in range(3):
-        ssh.new_session()
+        ssh.close_masters(cfg.ssh, [node])
         replies = asyncio.run(retried())
         ssh.close_masters(cfg.ssh, [node])
         assert all(r.ok and r.stdout.strip() == "ok" for r in replies), [r.stderr for r in replies if not r.ok]
@@ -163,12 +165,63 @@ def test_a_node_without_sshd_is_named_after_one_attempt(six, caplog):
     six.stop_sshd(down)
     caplog.set_level(logging.DEBUG, logger="launcher.tools.ssh")
     try:
-        ssh.new_session()
+        ssh.close_masters(cfg.ssh, [node])  # the master an earlier test left open would answer for it
         reply = asyncio.run(ssh.run(cfg.ssh, node, ["true"], timeout=60))
         assert reply.returncode == 255 and "Connection refused" in reply.stderr
         assert "transient ssh failure" not in caplog.text
     finally:
         six.start_sshd(down)
+
+
+def test_the_next_command_rides_the_master_this_one_left_open(six):
+    """A command in another process leaves its connection open (``ControlPersist``) and the next one here
+    finds it: one login per node for ``ps`` under ``watch``, not one per command."""
+    cfg = config(six)
+    node = next(n for n in cfg.nodes if n.label == six.nodes[2].hostname)
+    ssh.close_masters(cfg.ssh, [node])
+    code = (
+        "import asyncio, json, sys; from launcher.config import ClusterConfig; from launcher.tools import ssh; "
+        "cfg = ClusterConfig.model_validate(json.loads(sys.argv[1])); "
+        "print(asyncio.run(ssh.run(cfg.ssh, cfg.nodes[2], ['hostname'])).stdout)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cfg.model_dump(mode="json"))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.strip() == six.nodes[2].hostname
+    try:
+        check = subprocess.run(
+            ["ssh", *ssh.ssh_options(cfg.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
+        )
+        assert "Master running" in check.stderr, check.stderr
+    finally:
+        ssh.close_masters(cfg.ssh, [node])
+
+
+def test_a_node_whose_network_vanished_under_an_open_master_is_named_within_seconds(six, caplog):
+    """Packets to the node dropped, no connection closed: the master a command left open learns of it
+    from its keep-alives, and the next command is told after those plus one connect timeout, not after
+    its read's deadline (60 s here), and without a retry."""
+    cfg = config(six, connect_timeout=3)
+    gone = six.nodes[3]
+    node = next(n for n in cfg.nodes if n.label == gone.hostname)
+    assert asyncio.run(ssh.run(cfg.ssh, node, ["true"])).ok  # leaves its master open
+    six.disconnect(gone)
+    caplog.set_level(logging.DEBUG, logger="launcher.tools.ssh")
+    try:
+        t0 = time.monotonic()
+        reply = asyncio.run(ssh.run(cfg.ssh, node, ["true"], timeout=60))
+        elapsed = time.monotonic() - t0
+    finally:
+        six.reconnect(gone)
+        ssh.close_masters(cfg.ssh, [node])
+    assert reply.returncode == 255 and "Connection timed out" in reply.stderr, reply.stderr
+    keepalives = ssh.keepalive_interval_s(cfg.ssh) * (ssh.KEEPALIVE_COUNT + 1)
+    assert elapsed < keepalives + cfg.ssh.connect_timeout + 10, elapsed
+    assert "transient ssh failure" not in caplog.text  # the master's end is not what failed
 
 
 def test_logs_follow_on_more_nodes_than_the_window(six, capsys):

@@ -5,8 +5,11 @@ retries against real sshd are in tests/test_fanout_cluster.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -26,14 +29,21 @@ TIMED_OUT = "ssh: connect to host 10.213.7.99 port 22: Connection timed out\r\n"
 NO_ROUTE = "ssh: connect to host 10.213.7.99 port 22: No route to host\r\n"
 DENIED = "root@10.213.7.12: Permission denied (publickey).\r\n"
 HOSTKEY = "Host key verification failed.\r\n"
+# A shared multiplexing master that died under the command (its node's network gone, keep-alives
+# unanswered): ssh falls back to a connection of its own, and that one's failure is the verdict.
+MASTER_GONE_THEN_TIMED_OUT = (
+    "mux_client_request_session: read from master failed: Broken pipe\r\n"
+    "ssh: connect to host 10.213.227.12 port 22: Connection timed out\r\n"
+)
+MASTER_GONE_THEN_KEX_RESET = "mux_client_request_session: read from master failed: Broken pipe\r\n" + KEX_RESET
 
 
-@pytest.mark.parametrize("stderr", [KEX_RESET, KEX_CLOSED, BANNER])
+@pytest.mark.parametrize("stderr", [KEX_RESET, KEX_CLOSED, BANNER, MASTER_GONE_THEN_KEX_RESET])
 def test_failures_before_the_command_started_are_transient(stderr):
     assert ssh.transient(255, stderr)
 
 
-@pytest.mark.parametrize("stderr", [REFUSED, TIMED_OUT, NO_ROUTE, DENIED, HOSTKEY, ""])
+@pytest.mark.parametrize("stderr", [REFUSED, TIMED_OUT, NO_ROUTE, DENIED, HOSTKEY, "", MASTER_GONE_THEN_TIMED_OUT])
 def test_a_dead_or_refusing_node_is_not_retried(stderr):
     assert not ssh.transient(255, stderr)
 
@@ -42,6 +52,51 @@ def test_only_ssh_s_own_exit_status_counts():
     # a remote command that printed the same words and exited 1 is the command's business
     assert not ssh.transient(1, KEX_RESET)
     assert not ssh.transient(0, KEX_RESET)
+
+
+def _option(argv: list[str], name: str) -> list[str]:
+    return [
+        argv[i + 1].split("=", 1)[1]
+        for i, a in enumerate(argv[:-1])
+        if a == "-o" and argv[i + 1].startswith(name + "=")
+    ]
+
+
+@pytest.mark.parametrize(("connect_timeout", "interval"), [(10, "2"), (20, "2"), (4, "2"), (3, "1"), (1, "1")])
+def test_a_silent_node_drops_its_master_within_about_six_seconds(connect_timeout, interval):
+    # a later command's channel waits on a master until it drops, then ssh connects on its own:
+    # a vanished node is named after the keep-alives plus one connect timeout, never the read's deadline
+    cfg = ClusterConfig.model_validate({"nodes": [{"host": "a"}], "ssh": {"connect_timeout": connect_timeout}}).ssh
+    argv = ssh.ssh_options(cfg, "a")
+    assert _option(argv, "ServerAliveInterval") == [interval]
+    assert _option(argv, "ServerAliveCountMax") == [str(ssh.KEEPALIVE_COUNT)]
+    assert int(interval) * ssh.KEEPALIVE_COUNT <= max(6, connect_timeout)
+
+
+def test_the_users_own_keepalive_wins():
+    cfg = ClusterConfig.model_validate(
+        {"nodes": [{"host": "a"}], "ssh": {"options": {"ServerAliveInterval": "30"}}}
+    ).ssh
+    argv = ssh.ssh_options(cfg, "a")
+    assert _option(argv, "ServerAliveInterval") == ["30"] and _option(argv, "ServerAliveCountMax") == []
+
+
+def test_every_process_names_a_nodes_master_alike(tmp_path):
+    """The control socket depends on user, host, port, key and options only, so the next command finds the
+    master this one left open; a different key or option is a different connection."""
+    data = {"nodes": [{"host": "a"}], "ssh": {"user": "u", "port": 2200, "identity_file": "/k"}}
+    here = ssh.control_path(ClusterConfig.model_validate(data).ssh, "a")
+    code = (
+        "import json, sys; from launcher.config import ClusterConfig; from launcher.tools import ssh; "
+        "print(ssh.control_path(ClusterConfig.model_validate(json.loads(sys.argv[1])).ssh, 'a'))"
+    )
+    there = subprocess.run([sys.executable, "-c", code, json.dumps(data)], capture_output=True, text=True, check=True)
+    assert there.stdout.strip() == here
+    other_key = {**data, "ssh": {**data["ssh"], "identity_file": "/k2"}}
+    other_opt = {**data, "ssh": {**data["ssh"], "options": {"Ciphers": "aes128-ctr"}}}
+    assert ssh.control_path(ClusterConfig.model_validate(other_key).ssh, "a") != here
+    assert ssh.control_path(ClusterConfig.model_validate(other_opt).ssh, "a") != here
+    assert ssh.control_path(ClusterConfig.model_validate(data).ssh, "b") != here
 
 
 def test_backoff_grows_is_capped_and_jittered():

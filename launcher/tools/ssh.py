@@ -149,10 +149,16 @@ RETRY_MAX_S = 4.0
 RETRY_ATTEMPTS = 5
 
 
+CONNECT_FAILED = re.compile(r"connect to host \S+ port \d+: ")
+"""ssh's line for a failed TCP connect (refused, timed out, no route). It can follow a transient
+line: a multiplexing master that died under a command makes ssh fall back to its own connection,
+and that connection's failure is the verdict."""
+
+
 def transient(returncode: int | None, stderr: str) -> bool:
     """Pure: did this ssh attempt fail before the remote command could start, for a reason that
     a new attempt may not meet? (ssh exits 255 for its own failures.)"""
-    return returncode == 255 and bool(TRANSIENT_PATTERNS.search(stderr))
+    return returncode == 255 and bool(TRANSIENT_PATTERNS.search(stderr)) and not CONNECT_FAILED.search(stderr)
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -190,28 +196,63 @@ def control_dir() -> Path:
     raise ToolNotFound("ssh", hint="no writable short directory for ssh control sockets (~/.ssh or /tmp)")
 
 
-_session = [f"{os.getpid()}"]
+async def retire_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
+    """Make the next connection to each node a new login: a multiplexing master an earlier command
+    left open stops taking new sessions (``ssh -O stop``: the sessions it carries go on, and it
+    leaves when they end). Only nodes with a master's socket are asked.
 
+    Preflight calls this first, so that "ssh reachable" is answered by a real new connection, not
+    by a master left open while the node's sshd is down; the connection it opens then serves the
+    launch and the commands after it."""
 
-def new_session() -> None:
-    """Start a new multiplexing session: later calls open fresh connections (new masters).
+    async def stop(node: NodeConfig) -> None:
+        proc = await _exec(
+            node,
+            ["ssh", *ssh_options(cfg, node.host), "-O", "stop", node.host],
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await proc.communicate()
 
-    Preflight calls this so that "ssh reachable" is tested by a real new connection, not
-    answered by a master left over from an earlier command while the node's sshd is down.
-    """
-    import secrets
-
-    _session[0] = f"{os.getpid()}-{secrets.token_hex(4)}"
+    await asyncio.gather(*(stop(n) for n in nodes if not n.is_local and os.path.exists(control_path(cfg, n.host))))
 
 
 def control_path(cfg: SSHConfig, host: str) -> str:
-    """One socket per (session, user, host, port, key): a 16-hex digest keeps the path short."""
-    key = f"{_session[0]}|{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}"
+    """One socket per (user, host, port, key, options), not per process: a command reuses the connection
+    an earlier one left open (``ControlPersist``), as Ansible's and SkyPilot's ssh do. ``corral ps`` after
+    a launch, or under ``watch``, logs into no node again, and the launching machine keeps one master
+    per node, not one per command. A 16-hex digest keeps the path short."""
+    options = ",".join(f"{k}={v}" for k, v in sorted(cfg.options.items()))
+    key = f"{cfg.user}|{host}|{cfg.port}|{cfg.identity_file}|{options}"
     return str(control_dir() / hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
+KEEPALIVE_COUNT = 3
+
+
+def keepalive_interval_s(cfg: SSHConfig) -> int:
+    """Seconds between keep-alives: a node silent for ``KEEPALIVE_COUNT`` of them (6 s, or about
+    one connect timeout where that is shorter) is dropped. A shared master must not outlive its
+    node's network for long: a later command's channel waits on it before ssh falls back to a
+    connection of its own."""
+    return 1 if cfg.connect_timeout <= KEEPALIVE_COUNT else 2
+
+
 def ssh_options(cfg: SSHConfig, host: str, *, multiplex: bool = True) -> list[str]:
-    argv = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={cfg.connect_timeout}", "-o", "ServerAliveInterval=15"]
+    argv = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={cfg.connect_timeout}",
+    ]
+    mine = {k.lower() for k in cfg.options}
+    if "serveraliveinterval" not in mine and "serveralivecountmax" not in mine:  # ssh keeps an option's first value
+        argv += [
+            "-o",
+            f"ServerAliveInterval={keepalive_interval_s(cfg)}",
+            "-o",
+            f"ServerAliveCountMax={KEEPALIVE_COUNT}",
+        ]
     if multiplex:
         argv += [
             "-o",
@@ -350,7 +391,7 @@ async def _run_once(
 
 
 def close_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
-    """Close this session's ControlMaster connections (tests; ``corral`` leaves them to expire)."""
+    """Close the multiplexing masters to these nodes, and the sessions they carry (tests; ``corral`` leaves them to expire)."""
     import subprocess
 
     for node in nodes:

@@ -241,7 +241,7 @@ async def run_preflight(
     reachable: the host answered; a timeout or no route does not)."""
     from launcher.tools import ssh
 
-    ssh.new_session()
+    await ssh.retire_masters(cluster.ssh, nodes)
     multi = not plain and len(nodes) > 1
     target_host, target_port = rdzv_host(nodes[0]), cluster.rendezvous.port
     requests = []
