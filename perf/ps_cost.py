@@ -23,7 +23,8 @@ from pathlib import Path
 
 from perf import scale_bench as sb
 
-IMPORTS = "import launcher.cli.app, launcher.jobs"
+IMPORTS = "import launcher.cli.quick, launcher.cli.ps_view, launcher.config, launcher.jobs, rich.table"
+"""What `corral ps` imports before it asks a node (its quick path: no typer)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -481,7 +481,7 @@ def test_a_prune_reaches_a_fast_trial_before_its_end_and_status_says_why(local_s
 def test_a_retried_trial_counts_once_in_its_sweeps_line_by_its_latest_attempt():
     from types import SimpleNamespace
 
-    from launcher.cli.jobs_cmd import sweep_rows
+    from launcher.cli.ps_view import sweep_rows
 
     runs = {"t1-a1": ("t1", 1, "failed"), "t1-a2": ("t1", 2, "exited"), "t2-a1": ("t2", 1, "exited")}
     statuses = [SimpleNamespace(name=n, state=st) for n, (_, _, st) in runs.items()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from launcher.cli import common, main
+from launcher.cli import main, output
 
 BAR = "nodes running"
 
@@ -24,14 +24,14 @@ def test_follow_shows_node_progress_on_a_terminal_only(local_space, capsys, monk
     cluster, root, _ = local_space
     cfile, jfile = _files(cluster, root, "bar")
     terminal = io.StringIO()
-    plain_console = common.console
+    plain_console = output.console
 
     def console(stderr: bool = False):
         from rich.console import Console
 
         return Console(file=terminal, force_terminal=True, width=120) if stderr else plain_console(stderr)
 
-    monkeypatch.setattr(common, "console", console)
+    monkeypatch.setattr(output, "console", console)
     assert main(["launch", str(jfile), "-c", str(cfile), "--follow"]) == 0
     out = capsys.readouterr()
     shown = terminal.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from launcher.errors import CorralError
 
@@ -12,15 +13,23 @@ log = logging.getLogger("launcher")
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one readable message and exit 2, failed runs exit 1."""
+    from launcher.cli.quick import quick_command
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    quick = quick_command(args)
+    if quick is not None:
+        return _guarded(lambda: quick() or 0)
+    return _guarded(lambda: _typer_main(args))
+
+
+def _typer_main(args: list[str]) -> int:
     from typer import Abort, Exit
     from typer._click.exceptions import ClickException
 
-    from launcher.cli.app import build_command, state
+    from launcher.cli.app import build_command
 
-    command = build_command()
-    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        result = command.main(args=args, prog_name="corral", standalone_mode=False)
+        result = build_command().main(args=args, prog_name="corral", standalone_mode=False)
     except Exit as exc:
         return exc.exit_code
     except Abort:
@@ -29,6 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as exc:
         exc.show()
         return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """``run``'s exit code; a user error is one line and its exit code, never a traceback (--debug shows it)."""
+    from launcher.cli.state import state
+
+    try:
+        return run()
     except CorralError as exc:
         if state.debug:
             log.exception("error")
@@ -45,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

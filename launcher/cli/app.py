@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 import typer
 from typer.core import TyperGroup
 
 from launcher import __version__
-
-
-@dataclass
-class CliState:
-    """Options of the root command that every subcommand may consult."""
-
-    verbose: bool = False
-    quiet: bool = False
-    debug: bool = False
-
-
-state = CliState()
-
-OWN_PACKAGES = ("launcher", "benchmarks", "container", "perf")
-"""Loggers at the level -v/-q choose; every other (libraries) at WARNING unless -v."""
+from launcher.cli.state import configure
 
 
 class LazyGroup(TyperGroup):
@@ -65,17 +48,7 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    state.verbose, state.quiet, state.debug = verbose, quiet, debug
-    level = logging.DEBUG if (verbose or debug) else logging.WARNING if quiet else logging.INFO
-    # corral's own packages log at `level`; a library's INFO (libtmux's "session created") is not the user's
-    # business: libraries say only warnings unless --verbose
-    logging.basicConfig(
-        level=logging.DEBUG if (verbose or debug) else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    for package in OWN_PACKAGES:
-        logging.getLogger(package).setLevel(level)
+    configure(verbose, quiet, debug)
 
 
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -74,7 +74,8 @@ def run_command(
     from benchmarks.cluster import run as runner
     from benchmarks.cluster.html import render_html
     from launcher import api
-    from launcher.cli.common import cluster_excluding, say_left_out, write_json
+    from launcher.cli.common import cluster_excluding, say_left_out
+    from launcher.cli.output import write_json
 
     if not 0 < threshold < 1:
         raise UserError(f"--threshold is a share below the peers' median, between 0 and 1 (got {threshold:g})")

@@ -14,9 +14,9 @@ from launcher.cli.common import (
     JsonOpt,
     JsonOutOpt,
     cluster_excluding,
-    json_target,
     say_left_out,
 )
+from launcher.cli.output import json_target
 
 app = typer.Typer(help="Benchmark nodes: all-reduce bandwidth, network, storage volume, GPUs.", no_args_is_help=True)
 
@@ -76,7 +76,7 @@ def allreduce(
 
     from benchmarks.allreduce import run as ar
     from benchmarks.allreduce import table as nccl_table
-    from launcher.cli.common import console, write_json
+    from launcher.cli.output import console, write_json
     from launcher.errors import RunFailed
 
     cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
@@ -170,7 +170,7 @@ def net(
     from benchmarks.net import plan as netbench
     from benchmarks.net import run as bn
     from launcher import api
-    from launcher.cli.common import console, write_json
+    from launcher.cli.output import console, write_json
     from launcher.errors import RunFailed
 
     cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
@@ -296,7 +296,7 @@ def node(
     """
     from benchmarks.node import run
     from benchmarks.node.report import build_report, render_table
-    from launcher.cli.common import console, emit_json
+    from launcher.cli.output import console, emit_json
 
     cfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
     say_left_out(left_out, stdout=dry_run)

@@ -36,7 +36,7 @@ def run_command(
     exclude: list[str] | None = None,
     exclude_from: Path | None = None,
 ) -> int:
-    from launcher.cli.common import console, write_json
+    from launcher.cli.output import console, write_json
 
     plan = planmod.build_plan(
         str(path),

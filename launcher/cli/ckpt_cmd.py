@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.common import JsonOpt, JsonOutOpt, console, emit_json
+from launcher.cli.common import JsonOpt, JsonOutOpt
+from launcher.cli.output import console, emit_json
 
 app = typer.Typer(help="Inspect checkpoint directories written by launcher.checkpoint.", no_args_is_help=True)
 

@@ -27,7 +27,7 @@ def check(
 
     Example: corral config check configs/local.yaml configs/demo.yaml
     """
-    from launcher.cli.common import console
+    from launcher.cli.output import console
     from launcher.config import ClusterConfig, JobConfig, read_yaml, validate
     from launcher.config.loading import guess_kind, wrong_kind_note
     from launcher.errors import ConfigError, UserError

@@ -35,7 +35,7 @@ def config(
     import sys
 
     from container.config_view import node_configuration
-    from launcher.cli.common import console
+    from launcher.cli.output import console
     from launcher.errors import UserError
 
     if fmt not in FORMATS:

@@ -15,7 +15,8 @@ def demo(
 
     Example: corral demo
     """
-    from launcher.cli.common import console, corral_invocation
+    from launcher.cli.common import corral_invocation
+    from launcher.cli.output import console
     from launcher.config import load_cluster, load_job
     from launcher.config.loading import REPO_ROOT
     from launcher.jobs import follow, launch

@@ -23,7 +23,7 @@ off_terminal.active = False
 
 @contextmanager
 def progress(label: str, total: float | None = None) -> Iterator[Update]:
-    from launcher.cli.common import console
+    from launcher.cli.output import console
 
     err = console(stderr=True)
     if not err.is_terminal:

@@ -15,10 +15,9 @@ from launcher.cli.common import (
     JsonOpt,
     JsonOutOpt,
     cluster_excluding,
-    console,
-    emit_json,
     say_left_out,
 )
+from launcher.cli.output import console, emit_json
 
 app = typer.Typer(
     cls=DefaultCommandGroup.make("run"),

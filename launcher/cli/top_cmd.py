@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from launcher import aio
-from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt, console, emit_json
+from launcher.cli.common import ClusterOpt, JsonOpt, JsonOutOpt
+from launcher.cli.output import console, emit_json
 
 MIN_INTERVAL_S = 0.2
 
