@@ -167,16 +167,8 @@ class Bench:
         wait_gone(name.encode())
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
-        return {
-            "launch_s": launch,
-            "ps_s": ps,
-            "ps_again_s": ps_again,
-            "stop_s": stop,
-            "gone_s": gone,
-            "launch_cost": launch_cost,
-            "ps_cost": ps_cost,
-            "stop_cost": stop_cost,
-        }
+        row = dict(zip(KEYS, (launch, ps, ps_again, stop, gone)))
+        return {**row, "launch_cost": launch_cost, "ps_cost": ps_cost, "stop_cost": stop_cost}
 
     def pdsh_over(self, n: int) -> tuple[list[str], dict[str, str]]:
         """``pdsh -f 32 -w`` the first ``n`` nodes, and the environment that has it log in with ssh and the
@@ -226,14 +218,7 @@ class Bench:
         wait_gone(name.encode())
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
-        return {
-            "launch_s": launch,
-            "ps_s": ps,
-            "ps_again_s": ps_again,
-            "stop_s": stop,
-            "gone_s": gone,
-            "ps_cost": ps_cost,
-        }
+        return {**dict(zip(KEYS, (launch, ps, ps_again, stop, gone))), "ps_cost": ps_cost}
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
