@@ -196,6 +196,10 @@ def control_dir() -> Path:
     raise ToolNotFound("ssh", hint="no writable short directory for ssh control sockets (~/.ssh or /tmp)")
 
 
+RETIRE_TIMEOUT_S = 5.0
+"""How long ``ssh -O stop`` may take: the master answers on a local socket, at once unless it is stuck."""
+
+
 async def retire_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
     """Make the next connection to each node a new login: a multiplexing master an earlier command
     left open stops taking new sessions (``ssh -O stop``: the sessions it carries go on, and it
@@ -212,7 +216,11 @@ async def retire_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        await proc.communicate()
+        try:
+            await asyncio.wait_for(proc.communicate(), RETIRE_TIMEOUT_S)
+        except asyncio.TimeoutError:  # a master that does not answer on its own socket: the probe's deadline rules
+            proc.kill()
+            await proc.wait()
 
     await asyncio.gather(*(stop(n) for n in nodes if not n.is_local and os.path.exists(control_path(cfg, n.host))))
 
