@@ -192,9 +192,7 @@ def test_container_job_survives_killed_launcher_and_cut_ssh(cl, cfile, engines, 
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
     for node in cl.nodes:  # cut every connection: SIGKILL each ssh ControlMaster
-        check = subprocess.run(
-            ["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
-        )
+        check = subprocess.run(ssh.control_argv(cl.ssh, node.host, "check"), capture_output=True, text=True)
         if "pid=" in check.stderr:
             os.kill(int(check.stderr.split("pid=")[1].split(")")[0]), signal.SIGKILL)
     status = api.wait(name, cl, timeout=300)

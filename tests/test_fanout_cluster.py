@@ -193,9 +193,7 @@ def test_the_next_command_rides_the_master_this_one_left_open(six):
     )
     assert other.stdout.strip() == six.nodes[2].hostname
     try:
-        check = subprocess.run(
-            ["ssh", *ssh.ssh_options(cfg.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
-        )
+        check = subprocess.run(ssh.control_argv(cfg.ssh, node.host, "check"), capture_output=True, text=True)
         assert "Master running" in check.stderr, check.stderr
     finally:
         ssh.close_masters(cfg.ssh, [node])

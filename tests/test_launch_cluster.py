@@ -152,9 +152,7 @@ def test_job_survives_killed_launcher_and_cut_ssh(cl, names, sim_cluster, tmp_pa
     hb = api.launch(train_job(b, steps=150, step_time=0.03, nproc_per_node=1, nnodes=2), cl)
     # cut every connection: SIGKILL each ssh ControlMaster (the TCP connection drops under sshd)
     for node in cl.nodes:
-        check = subprocess.run(
-            ["ssh", *ssh.ssh_options(cl.ssh, node.host), "-O", "check", node.host], capture_output=True, text=True
-        )
+        check = subprocess.run(ssh.control_argv(cl.ssh, node.host, "check"), capture_output=True, text=True)
         if "pid=" in check.stderr:
             os.kill(int(check.stderr.split("pid=")[1].split(")")[0]), signal.SIGKILL)
     sa = api.wait(a, cl, timeout=240)

@@ -212,7 +212,7 @@ async def retire_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
     async def stop(node: NodeConfig) -> None:
         proc = await _exec(
             node,
-            ["ssh", *ssh_options(cfg, node.host), "-O", "stop", node.host],
+            control_argv(cfg, node.host, "stop"),
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -235,12 +235,18 @@ def control_path(cfg: SSHConfig, host: str) -> str:
     return str(control_dir() / hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
+def control_argv(cfg: SSHConfig, host: str, command: str) -> list[str]:
+    """``ssh -O command`` to the node's multiplexing master (``check``, ``stop``, ``exit``): the same options, so
+    the same socket, as the commands that opened it."""
+    return ["ssh", *ssh_options(cfg, host), "-O", command, host]
+
+
 KEEPALIVE_COUNT = 3
 
 
 def keepalive_interval_s(cfg: SSHConfig) -> int:
-    """Seconds between keep-alives: a node silent for ``KEEPALIVE_COUNT`` of them (6 s, or about
-    one connect timeout where that is shorter) is dropped. A shared master must not outlive its
+    """Seconds between keep-alives: a node silent for ``KEEPALIVE_COUNT`` of them (6 s; 3 s with a
+    connect timeout of 3 s or less) is dropped. A shared master must not outlive its
     node's network for long: a later command's channel waits on it before ssh falls back to a
     connection of its own."""
     return 1 if cfg.connect_timeout <= KEEPALIVE_COUNT else 2
@@ -405,7 +411,7 @@ def close_masters(cfg: SSHConfig, nodes: list[NodeConfig]) -> None:
     for node in nodes:
         if node.is_local:
             continue
-        argv = ["ssh", *ssh_options(cfg, node.host), "-O", "exit", node.host]
+        argv = control_argv(cfg, node.host, "exit")
         subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
