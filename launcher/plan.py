@@ -405,6 +405,7 @@ def watchdog_settings(
         "first_step_grace": wd.grace_s(),
         "on_hang": wd.on_hang,
         "interval": wd.interval_s(),
+        "start_after": wd.start_after_s(),
         "max_restarts": job.max_restarts,
         "straggler_after": wd.straggler_after,
         "venv_bin": posixpath.join(venv, "bin") if venv else None,
@@ -424,21 +425,21 @@ def watchdog_command(state_dir: str, venv: str | None, run_id: str, node: str | 
         *([f"CORRAL_NODE={node}"] if node is not None else []),
         f"PYTHONPATH={posixpath.join(wd_dir, 'pkg')}",
         python,
+        "-S",  # standard library only (docs/WATCHDOG.md): no site-packages scan at its start
         "-m",
         "launcher.watchdog.node",
         posixpath.join(wd_dir, "config.json"),
     ]
 
 
-def watchdog_start(command: list[str], log_redirect: str, interval: float) -> str:
-    """The wrapper's line that starts the watchdog in the background, one sampling ``interval`` after the job.
-
-    Nothing can be judged sooner (a first step may take ``first_step_grace``, at least 20 intervals), and
-    started at once its interpreter would compete with the ranks' own start for the node's CPUs (on shared
-    cores that was most of the launch's lag behind pdsh: docs/results/scale.md).
+def watchdog_start(command: list[str], log_redirect: str, start_after: float) -> str:
+    """The wrapper's line that starts the watchdog in the background, ``start_after`` seconds after the job
+    (``WatchdogConfig.start_after_s``: before it could report anything, after the ranks' own start, whose
+    CPU it would otherwise share; on shared cores that was most of the launch's lag behind pdsh:
+    docs/results/scale.md).
     The sleeping subshell is in the wrapper's process group, so ``stop`` and the pane's end take it too;
     ``$$`` in it is still the wrapper's pid, which the watchdog outlives by no more than a second."""
-    return f'( sleep {interval:g}; exec {shlex.join(command)} "$$" ) {log_redirect} 2>&1 </dev/null &\n'
+    return f'( sleep {start_after:g}; exec {shlex.join(command)} "$$" ) {log_redirect} 2>&1 </dev/null &\n'
 
 
 def pane_command(wrapper_path: str) -> list[str]:
@@ -619,7 +620,7 @@ def describe(plan: JobPlan) -> str:
             w = n.watchdog
             lines.append(
                 f"  watchdog: hang after {w['hang_after']:g} s (first step {w['first_step_grace']:g} s), on hang {w['on_hang']}, "
-                f"sample every {w['interval']:g} s from {w['interval']:g} s after the start, {'leader' if w['node_rank'] == 0 else 'reports to ' + w['leader_host']} "
+                f"sample every {w['interval']:g} s from {w['start_after']:g} s after the start, {'leader' if w['node_rank'] == 0 else 'reports to ' + w['leader_host']} "
                 f"(port {w['port']}+): {shlex.join(n.watchdog_command)}"
             )
         else:

@@ -230,11 +230,13 @@ def test_secret_values_never_in_plan():
     assert "TOKEN" not in plan.nodes[0].env
 
 
-def _wrapper_with_watchdog(tmp_path: Path, command: list[str], interval: float) -> tuple[str, Path]:
+def _wrapper_with_watchdog(tmp_path: Path, command: list[str], start_after: float) -> tuple[str, Path]:
     """The real wrapper of a localhost plan whose job is ``command`` and whose watchdog is a stand-in that
-    records when it started and with which wrapper pid."""
+    records when it started and with which wrapper pid; it starts ``start_after`` s after the job."""
     c = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}], "workdir": str(tmp_path)})
-    plan = build_plan(job(watchdog={"check_every": f"{interval}s"}), c, c.nodes, inputs(base_dir=str(tmp_path)))
+    wd = {"hang_after": f"{4 * start_after}s", "check_every": "1s"}  # WatchdogConfig.start_after_s
+    plan = build_plan(job(watchdog=wd), c, c.nodes, inputs(base_dir=str(tmp_path)))
+    assert plan.nodes[0].watchdog["start_after"] == start_after
     node = plan.nodes[0]
     seen = tmp_path / "watchdog-started"
     stand_in = ["sh", "-c", f'echo "$(date +%s.%N) $0" >{shlex.quote(str(seen))}']
@@ -248,8 +250,8 @@ def _private_tmux(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TMUX_TMPDIR": str(tmp_path), "TMUX": "", "TMUX_PANE": "%999"}
 
 
-def test_the_watchdog_starts_one_interval_after_the_job_with_the_wrappers_pid(tmp_path):
-    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "3"], interval=1.5)
+def test_the_watchdog_starts_when_planned_after_the_job_with_the_wrappers_pid(tmp_path):
+    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "3"], start_after=1.5)
     (tmp_path / "run.sh").write_text(script)
     t0 = time.time()
     proc = subprocess.Popen(["bash", str(tmp_path / "run.sh")], env=_private_tmux(tmp_path), start_new_session=True)
@@ -259,7 +261,7 @@ def test_the_watchdog_starts_one_interval_after_the_job_with_the_wrappers_pid(tm
 
 
 def test_a_job_stopped_before_its_watchdog_started_leaves_no_watchdog(tmp_path):
-    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "30"], interval=3)
+    script, seen = _wrapper_with_watchdog(tmp_path, ["sleep", "30"], start_after=3)
     (tmp_path / "run.sh").write_text(script)
     proc = subprocess.Popen(["bash", str(tmp_path / "run.sh")], env=_private_tmux(tmp_path), start_new_session=True)
     time.sleep(1)

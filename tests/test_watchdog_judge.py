@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from launcher.config import JobConfig, validate
+from launcher.backends.ssh.wrapper import render_wrapper
+from launcher.config import ClusterConfig, JobConfig, validate
 from launcher.config.loading import apply_overrides
 from launcher.errors import UserError
+from launcher.plan import PlanInputs, build_plan, describe
 from launcher.runs.state import job_state
 from launcher.units import format_duration, parse_duration
 from launcher.watchdog import events, judge
+from launcher.watchdog import node as wd_node
 from launcher.watchdog.judge import NodeSample, Policy, RankSample
 from launcher.watchdog.ship import SHIPPED
 
@@ -221,6 +226,37 @@ def test_watchdog_section_strict_with_field_paths_and_overrides():
         validate(JobConfig, {"name": "a", "script": "t.py", "watchdog": {"on_hang": "restart"}}, "job.yaml")
     assert JobConfig(name="a", script="t.py").watchdog.interval_s() == 30
     assert JobConfig(name="a", script="t.py", watchdog={"hang_after": 6}).watchdog.interval_s() == 1
+
+
+def test_the_watchdog_starts_a_quarter_of_the_soonest_report_after_the_job():
+    def start(**wd) -> float:
+        return JobConfig(name="a", script="t.py", watchdog=wd).watchdog.start_after_s()
+
+    assert start() == 150  # stragglers after 10 min, hangs after 30 min: well past a launch's busy start
+    assert start(straggler_after=None) == 450
+    assert start(hang_after="8s") == 2
+    assert start(hang_after="8s", check_every="5s") == 5  # never before its first interval
+    job = JobConfig(name="a", script="t.py", watchdog={"hang_after": "1m", "straggler_after": "20s"})
+    c = ClusterConfig.model_validate({"nodes": [{"host": "localhost"}], "workdir": "/w"})
+    plan = build_plan(job, c, c.nodes, PlanInputs(name="a-1", run_id="a-1", base_dir="/w", rdzv_port=29500))
+    assert plan.nodes[0].watchdog["start_after"] == 5
+    assert "from 5 s after the start" in describe(plan) and "sleep 5;" in render_wrapper("a-1", plan.nodes[0])
+
+
+def test_a_watchdog_started_late_counts_the_logs_silence_from_its_last_line(tmp_path):
+    log = tmp_path / "n1.log"
+    log.write_text("[n1] step 1\n")
+    os.utime(log, (time.time() - 40, time.time() - 40))
+    cfg = wd_node.Config(
+        run_id="t-x", name="t", node="n1", node_rank=0, nnodes=1, run_dir=str(tmp_path), log_path=str(log),
+        leader_host="127.0.0.1", port=0, hang_after=30, first_step_grace=30, on_hang="dump", interval=1,
+        max_restarts=0,
+    )  # fmt: skip
+    sampler = wd_node.Sampler(cfg)
+    assert 39 < sampler.sample()["log_quiet_s"] < 45
+    with log.open("a") as f:
+        f.write("[n1] step 2\n")
+    assert sampler.sample()["log_quiet_s"] < 1
 
 
 def test_hung_job_state_and_the_record_view():

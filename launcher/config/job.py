@@ -223,6 +223,16 @@ class WatchdogConfig(StrictModel):
         """The first step's allowance: never shorter than a later step's."""
         return max(self.first_step_grace, self.hang_after)
 
+    def start_after_s(self) -> float:
+        """When the watchdog starts, counted from the job's start: a quarter of the soonest it could report
+        anything (a hang after ``hang_after``, a straggler after ``straggler_after``), at least one interval.
+
+        Its verdicts read ages the job itself records (progress marks, the processes' start, the log's
+        modification time), so a later start delays none of them; until then its interpreter would only
+        compete with the ranks' own start (importing torch, the rendezvous) for the node's CPUs."""
+        soonest = min(self.hang_after, self.straggler_after or self.hang_after)
+        return max(self.interval_s(), soonest / 4)
+
 
 class JobConfig(FileModel):
     """A distributed training job started with torchrun on each node."""

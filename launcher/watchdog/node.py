@@ -56,6 +56,8 @@ class Config:
     on_hang: str
     interval: float
     max_restarts: int
+    start_after: float = 0.0
+    """When the wrapper started this process after the job (informational: the wrapper waits)."""
     straggler_after: float | None = None
     venv_bin: str | None = None
     native: bool = True
@@ -136,11 +138,13 @@ class Sampler:
 
     def _log_quiet(self, now: float) -> float:
         try:
-            size = os.stat(self.cfg.log_path).st_size
+            st = os.stat(self.cfg.log_path)
+            size, mtime = st.st_size, st.st_mtime
         except OSError:
-            size = 0
-        if self.log_size is None:
+            size, mtime = 0, now
+        if self.log_size is None:  # the log's own time, not this process's: the watchdog starts late
             self.log_size = size
+            self.log_grew_at = min(now, mtime)
         elif size - self.own_bytes > self.log_size:
             self.log_grew_at = now
         self.log_size = size - self.own_bytes

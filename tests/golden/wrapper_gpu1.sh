@@ -44,7 +44,7 @@ job() {
 line2' '$HOME' '\n'
 }
 # The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.
-( sleep 30; exec setsid env CORRAL_RUN_ID=train-0123abcd CORRAL_NODE=gpu1 PYTHONPATH=/home/me/proj/runs/train/nodes/gpu1/watchdog/pkg /srv/venv/bin/python3 -m launcher.watchdog.node /home/me/proj/runs/train/nodes/gpu1/watchdog/config.json "$$" ) >>/home/me/proj/runs/train/nodes/gpu1/watchdog/watchdog.log 2>&1 </dev/null &
+( sleep 150; exec setsid env CORRAL_RUN_ID=train-0123abcd CORRAL_NODE=gpu1 PYTHONPATH=/home/me/proj/runs/train/nodes/gpu1/watchdog/pkg /srv/venv/bin/python3 -S -m launcher.watchdog.node /home/me/proj/runs/train/nodes/gpu1/watchdog/config.json "$$" ) >>/home/me/proj/runs/train/nodes/gpu1/watchdog/watchdog.log 2>&1 </dev/null &
 
 job 2>&1 </dev/null | while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\n' "$node" "$line"; done | tee -a -- "$log"
 code=${PIPESTATUS[0]}

@@ -346,7 +346,7 @@ def _watchdog_line(plan: SlurmPlan) -> str:
     if not (plan.watchdog_command and plan.watchdog):
         return ""
     return "# The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.\n" + watchdog_start(
-        plan.watchdog_command, '>>"$state_dir/watchdog.log"', plan.watchdog["interval"]
+        plan.watchdog_command, '>>"$state_dir/watchdog.log"', plan.watchdog["start_after"]
     )
 
 

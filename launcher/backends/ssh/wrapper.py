@@ -92,5 +92,5 @@ def watchdog_line(node: NodePlan) -> str:
     wd_log = posixpath.join(node.state_dir, WATCHDOG_DIR, "watchdog.log")
     return (
         "# The hang watchdog (docs/WATCHDOG.md) watches the job's ranks beside it; it ends with this script.\n"
-        + watchdog_start(node.watchdog_command, f">>{shlex.quote(wd_log)}", node.watchdog["interval"])
+        + watchdog_start(node.watchdog_command, f">>{shlex.quote(wd_log)}", node.watchdog["start_after"])
     )

@@ -40,7 +40,7 @@ export CORRAL_BACKEND=nccl
 export CORRAL_CKPT_POLICY='{"keep_every": null, "keep_last": 3, "max_write_mibps": null}'
 export CORRAL_NODE="$node" CORRAL_NODE_RANK="$SLURM_NODEID" CORRAL_NNODES="$SLURM_NNODES" CORRAL_SLURM_JOB_ID="$SLURM_JOB_ID"
 # The hang watchdog watches this node's ranks beside torchrun; node 0's is the leader.
-( sleep 30; exec setsid env CORRAL_RUN_ID=train-0001 PYTHONPATH=/shared/runs/train/slurm/watchdog/pkg /shared/venv/bin/python3 -m launcher.watchdog.node /shared/runs/train/slurm/watchdog/config.json "$$" ) >>"$state_dir/watchdog.log" 2>&1 </dev/null &
+( sleep 150; exec setsid env CORRAL_RUN_ID=train-0001 PYTHONPATH=/shared/runs/train/slurm/watchdog/pkg /shared/venv/bin/python3 -S -m launcher.watchdog.node /shared/runs/train/slurm/watchdog/config.json "$$" ) >>"$state_dir/watchdog.log" 2>&1 </dev/null &
 
 exec {out}> >(while IFS= read -r line || [ -n "$line" ]; do printf '[%s] %s\n' "$node" "$line"; done >>"$log")
 prefixer=$!
