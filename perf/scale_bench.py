@@ -207,7 +207,7 @@ class Bench:
         ]
         inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(self.venv)}/bin/activate && {shlex.join(torchrun)}"
         t0 = time.time()
-        _, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
+        command, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
         if code != 0:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
@@ -218,7 +218,7 @@ class Bench:
         wait_gone(name.encode())
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
-        return {**dict(zip(KEYS, (launch, ps, ps_again, stop, gone))), "ps_cost": ps_cost}
+        return {**dict(zip(KEYS, (launch, ps, ps_again, stop, gone))), "ps_cost": ps_cost, "command_s": command}
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
