@@ -43,10 +43,16 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     if _group is not None:
         (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
-        try:
-            _group.rmdir()
-        except OSError:
-            pass  # a process the tests started is still in it; removed by the next run's mkdir/rmdir
+        # a process the tests started may still be ending in it (a daemon's last cleanup): wait a little
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _group.rmdir()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    return  # still in use: the next run's mkdir takes it over, its end removes it
+                time.sleep(0.2)
 
 
 @pytest.hookimpl(hookwrapper=True)
