@@ -15,7 +15,6 @@ import argparse
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from perf import scale_bench as sb
@@ -23,14 +22,7 @@ from perf import scale_bench as sb
 
 def timeline(bench: sb.Bench, n: int) -> list[str]:
     """The stamped lines of one ``corral -v launch`` on ``n`` nodes; the job is stopped and gone after it."""
-    import yaml
-
-    name = f"t{n}-{uuid.uuid4().hex[:6]}"
-    out = bench.work / name
-    out.mkdir()
-    cfile = bench.cluster_file(n, name)
-    jfile = bench.work / f"{name}-job.yaml"
-    jfile.write_text(yaml.safe_dump({"name": name, "script": sb.RANK, "args": [str(out), "900"], "nproc_per_node": 1}))
+    name, cfile, jfile, out = bench.rank_job(n, "t")
     argv = [sys.executable, "-m", "launcher.cli", "-v", "launch", str(jfile), "-c", str(cfile)]
     t0 = time.time()
     proc = subprocess.Popen(argv, cwd=sb.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -139,18 +139,24 @@ class Bench:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def corral_launch(self, n: int, job_extra: dict | None = None) -> tuple[str, Path, Path, float, float, dict]:
-        """``corral launch`` of the rank script on ``n`` nodes: (job name, cluster file, the ranks' output dir,
-        launch time to every rank ready, the command's own time, the command's cost)."""
+    def rank_job(self, n: int, prefix: str, job_extra: dict | None = None) -> tuple[str, Path, Path, Path]:
+        """A new job of the rank script, 1 process on each of ``n`` nodes: (job name, cluster file, job file,
+        the ranks' output dir)."""
         import yaml
 
-        name = f"c{n}-{uuid.uuid4().hex[:6]}"
+        name = f"{prefix}{n}-{uuid.uuid4().hex[:6]}"
         out = self.work / name
         out.mkdir()
         cfile = self.cluster_file(n, name)
         jfile = self.work / f"{name}-job.yaml"
         job = {"name": name, "script": RANK, "args": [str(out), "900"], "nproc_per_node": 1, **(job_extra or {})}
         jfile.write_text(yaml.safe_dump(job))
+        return name, cfile, jfile, out
+
+    def corral_launch(self, n: int, job_extra: dict | None = None) -> tuple[str, Path, Path, float, float, dict]:
+        """``corral launch`` of the rank script on ``n`` nodes: (job name, cluster file, the ranks' output dir,
+        launch time to every rank ready, the command's own time, the command's cost)."""
+        name, cfile, jfile, out = self.rank_job(n, "c", job_extra)
         t0 = time.time()
         took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
         if code != 0:
