@@ -1,5 +1,7 @@
-"""When each step of a launch happens: ``corral -v launch`` on simulated nodes, every line it logs stamped
-with the seconds since the command started, then when every rank was past ``init_process_group``.
+"""When each step of a launch happens, on simulated nodes, with pdsh's launch beside it.
+
+``corral -v launch``'s every line is stamped with the seconds since the command started, then the time
+when every rank was past ``init_process_group``.
 
 The same job, nodes and measure as ``perf/scale_bench.py`` (its ``Bench``); ``-v`` logs each ssh command
 and each node's tmux step, so the stamps show how long the interpreter takes before the first ssh and
@@ -38,7 +40,7 @@ def timeline(bench: sb.Bench, n: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--nodes", type=int, default=4, help="simulated nodes, one rank each (default 4)")
     parser.add_argument("--width", type=int, default=160, help="cut each line to this many characters")
     args = parser.parse_args(argv)
     from tests.infra.simcluster import SimCluster
