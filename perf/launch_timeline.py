@@ -6,17 +6,29 @@ when every rank was past ``init_process_group``.
 The same job, nodes and measure as ``perf/scale_bench.py`` (its ``Bench``); ``-v`` logs each ssh command
 and each node's tmux step, so the stamps show how long the interpreter takes before the first ssh and
 how long preflight and the start take before the ranks begin; then ``pdsh`` starts the same job for
-comparison (its command's time bounds when its tmux sessions started). Run as root from the repository root:
+comparison (its command's time bounds when its tmux sessions started).
+
+``--reps N`` then measures, N times in a shuffled order, the one part of a launch that is the launcher's
+alone: from the command's start until the last node's torchrun process was forked (its start time in
+``/proc``, 10 ms ticks), for corral and for pdsh starting the same line; each job is stopped at once.
+``--also-root DIR`` adds another checkout's corral (e.g. a ``git worktree`` of an earlier commit) to
+the comparison, run with this interpreter. Run as root from the repository root:
 
     python -m perf.launch_timeline --nodes 4
+    python -m perf.launch_timeline --nodes 8 --reps 10 --also-root /var/tmp/before
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import shlex
+import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from perf import scale_bench as sb
@@ -38,10 +50,95 @@ def timeline(bench: sb.Bench, n: int) -> list[str]:
     return lines
 
 
+def forked_at(marker: str, n: int, since: float, timeout: float = 60) -> float:
+    """Seconds from ``since`` (``/proc/uptime``) until the last of ``n`` torchrun processes whose argv holds
+    ``marker`` was forked."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        starts = [start for start, argv in _processes(marker) if b"torchrun" in argv]
+        if len(starts) >= n:
+            return max(starts) - since
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {n} torchrun processes with {marker} within {timeout}s")
+
+
+def _processes(marker: str) -> list[tuple[float, bytes]]:
+    """(start time since boot, argv) of every process whose argv holds ``marker``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if marker.encode() not in argv:
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        found.append((int(stat[stat.rindex(")") + 2 :].split()[19]) / tick, argv))
+    return found
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def corral_forked(bench: sb.Bench, n: int, cli: list[str]) -> float:
+    name, cfile, jfile, out = bench.rank_job(n, "f")
+    since = _uptime()
+    _, code, _ = sb.timed([*cli, "launch", str(jfile), "-c", str(cfile)])
+    if code != 0:
+        raise RuntimeError(f"corral launch ({shlex.join(cli[:3])}) failed")
+    took = forked_at(str(out), n, since)
+    bench.stop_and_release(name, cfile, out)
+    return took
+
+
+def pdsh_forked(bench: sb.Bench, n: int) -> float:
+    """``Bench.pdsh``'s launch line, stopped as soon as every torchrun is there."""
+    name = f"p{n}-{uuid.uuid4().hex[:6]}"
+    out = bench.work / name
+    out.mkdir()
+    bench.port += 1
+    pdsh, env = bench.pdsh_over(n)
+    torchrun = sb.pdsh_torchrun(bench, n, name, out)
+    inner = f"cd {shlex.quote(str(sb.REPO))} && . {shlex.quote(bench.venv)}/bin/activate && {shlex.join(torchrun)}"
+    since = _uptime()
+    sb.timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
+    took = forked_at(str(out), n, since)
+    sb.timed([*pdsh, "tmux", "kill-session", "-t", name], env=env)
+    sb.wait_gone(name.encode())
+    return took
+
+
+def compare(bench: sb.Bench, n: int, reps: int, also_root: Path | None, seed: int) -> None:
+    clis = {"corral": bench.cli}
+    if also_root is not None:
+        boot = f"import sys; sys.path.insert(0, {str(also_root)!r}); from launcher.cli import main; sys.exit(main())"
+        clis[f"corral@{also_root}"] = [sys.executable, "-c", boot, "-q"]
+    kinds = [*clis, "pdsh"]
+    got: dict[str, list[float]] = {k: [] for k in kinds}
+    rng = random.Random(seed)
+    for rep in range(reps):
+        order = rng.sample(kinds, len(kinds))
+        for kind in order:
+            time.sleep(1.0)  # the previous job's teardown is over
+            got[kind].append(pdsh_forked(bench, n) if kind == "pdsh" else corral_forked(bench, n, clis[kind]))
+        print(f"rep {rep}: " + ", ".join(f"{k} {got[k][-1]:.2f} s" for k in kinds), flush=True)
+    print(f"last torchrun forked, {n} nodes, median of {reps} (min-max):")
+    for k in kinds:
+        print(f"  {k}: {statistics.median(got[k]):.3f} s ({min(got[k]):.2f}-{max(got[k]):.2f})")
+    for k in kinds[1:]:
+        diffs = [a - b for a, b in zip(got["corral"], got[k])]
+        print(f"  corral - {k}, paired median: {statistics.median(diffs):+.3f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=4, help="simulated nodes, one rank each (default 4)")
     parser.add_argument("--width", type=int, default=160, help="cut each line to this many characters")
+    parser.add_argument("--reps", type=int, default=0, help="then compare when the last torchrun was forked, N times")
+    parser.add_argument("--also-root", type=Path, help="another checkout whose corral joins the comparison")
+    parser.add_argument("--seed", type=int, default=1, help="the comparison's order (default 1)")
     args = parser.parse_args(argv)
     from tests.infra.simcluster import SimCluster
 
@@ -55,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"pdsh -f {sb.FANOUT}: every tmux session started within {pdsh['command_s']:.3f} s (its command's time), ranks ready after {pdsh['launch_s']:.3f} s"
         )
+        if args.reps:
+            compare(bench, args.nodes, args.reps, args.also_root, args.seed)
     return 0
 
 

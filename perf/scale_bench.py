@@ -195,22 +195,7 @@ class Bench:
         out.mkdir()
         self.port += 1
         pdsh, env = self.pdsh_over(n)
-        torchrun = [
-            "torchrun",
-            "--nnodes",
-            str(n),
-            "--nproc-per-node",
-            "1",
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            f"{self.sim.nodes[0].addr}:{self.port}",
-            "--rdzv-id",
-            name,
-            RANK,
-            str(out),
-            "900",
-        ]
+        torchrun = pdsh_torchrun(self, n, name, out)
         inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(self.venv)}/bin/activate && {shlex.join(torchrun)}"
         t0 = time.time()
         command, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
@@ -225,6 +210,27 @@ class Bench:
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
         return {**dict(zip(KEYS, (launch, ps, ps_again, stop, gone))), "ps_cost": ps_cost, "command_s": command}
+
+
+def pdsh_torchrun(bench: Bench, n: int, name: str, out: Path) -> list[str]:
+    """The torchrun line pdsh starts in each node's tmux session: the rank script, 1 process per node, on the
+    bench's current rendezvous port."""
+    return [
+        "torchrun",
+        "--nnodes",
+        str(n),
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"{bench.sim.nodes[0].addr}:{bench.port}",
+        "--rdzv-id",
+        name,
+        RANK,
+        str(out),
+        "900",
+    ]
 
 
 def slope(xs: list[float], ys: list[float]) -> float:

@@ -69,3 +69,24 @@ def test_every_caller_reads_the_same_gpu_count(tmp_path, monkeypatch, driver_gpu
     monkeypatch.setattr(node_agent, "_run", smi)
     counts = _every_caller(_node(tmp_path, driver_gpus=driver_gpus, dev_files=dev_files))
     assert counts == dict.fromkeys(counts, expected), counts
+
+
+def test_the_probes_which_finds_commands_as_shutil_does(tmp_path, monkeypatch):
+    """The probe's own ``which`` (it spares the node an import of shutil) answers as ``shutil.which`` does:
+    the first executable file on PATH, never a directory or a file without the execute bit."""
+    import shutil
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for d in (first, second):
+        d.mkdir()
+    (first / "tmux").write_text("")  # not executable: skipped
+    (first / "bash").mkdir()  # a directory: skipped
+    for d in (first, second):
+        (d / "tool").write_text("#!/bin/sh\n")
+        (d / "tool").chmod(0o755)
+    (second / "tmux").write_text("#!/bin/sh\n")
+    (second / "tmux").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{first}:{second}")
+    for name in ("tmux", "bash", "tool", "missing"):
+        assert node_agent.which(name) == shutil.which(name), name
+    assert node_agent.which("tmux") == str(second / "tmux")

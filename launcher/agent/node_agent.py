@@ -513,8 +513,6 @@ def op_probe(req):
 
 def _launch_facts(req):
     """Preflight's facts and checks: workdir, script, venv and torch, tmux, the job's session, port, reach."""
-    import shutil
-
     out = {}
     workdir = req.get("workdir")
     out["workdir"] = workdir
@@ -545,8 +543,8 @@ def _launch_facts(req):
                 out["torch"]["error"] = "torch is not installed in this environment"
         else:
             out["torch"] = {"ok": False, "error": (stderr.strip().splitlines() or [f"exit status {rc}"])[-1]}
-    out["tmux"] = shutil.which("tmux")
-    out["bash"] = shutil.which("bash") is not None
+    out["tmux"] = which("tmux")
+    out["bash"] = which("bash") is not None
     if req.get("tmux_panes") and out["tmux"]:
         rc, panes, _ = _run(req["tmux_panes"], timeout=10)
         dead = [line.split()[0] for line in panes.splitlines() if line.split()]
@@ -556,6 +554,16 @@ def _launch_facts(req):
     if req.get("reach"):
         out["reach"] = op_reach(req["reach"])
     return out
+
+
+def which(name):
+    """``shutil.which(name)`` for a bare command name, without importing shutil (~3 ms of CPU on every
+    node of every launch)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _torch_in_venv(venv):

@@ -74,7 +74,7 @@ def run_command(
     from benchmarks.cluster import run as runner
     from benchmarks.cluster.html import render_html
     from launcher import api
-    from launcher.cli.common import cluster_excluding, say_left_out
+    from launcher.cli.clusters import cluster_excluding, say_left_out
     from launcher.cli.output import write_json
 
     if not 0 < threshold < 1:

@@ -7,14 +7,13 @@ from typing import Literal, Optional
 
 import typer
 
+from launcher.cli.clusters import cluster_excluding, say_left_out
 from launcher.cli.common import (
     ClusterOpt,
     ExcludeFromOpt,
     ExcludeOpt,
     JsonOpt,
     JsonOutOpt,
-    cluster_excluding,
-    say_left_out,
 )
 from launcher.cli.output import json_target
 

@@ -124,7 +124,7 @@ def _load_cluster(
 ):
     """The cluster for ``-c`` (the embedded localhost one with only ``--node``) less the excluded nodes; unknown
     ``--node`` names are errors."""
-    from launcher.cli.common import cluster_excluding, say_left_out
+    from launcher.cli.clusters import cluster_excluding, say_left_out
     from launcher.errors import UserError
 
     cluster, left_out = cluster_excluding(cluster_file, exclude, exclude_from)

@@ -8,8 +8,6 @@ from typing import Optional
 
 import typer
 
-from launcher.cli.output import console
-
 ClusterOpt = typer.Option(
     None, "--cluster", "-c", help="Cluster file (default: the embedded localhost cluster, configs/local.yaml)."
 )
@@ -22,25 +20,6 @@ ExcludeFromOpt = typer.Option(
     metavar="REPORT.json",
     help="Leave out the nodes that `corral bench cluster` failed (the report's exclude list).",
 )
-
-
-def cluster_excluding(path: Optional[Path], exclude: list[str], exclude_from: Optional[Path]):
-    """The cluster file (or the embedded one) without the ``--exclude``/``--exclude-from`` nodes, and who was
-    left out and why (``launcher.config.exclude``: the one place nodes are left out)."""
-    from launcher.config import load_cluster
-    from launcher.config.exclude import exclude_nodes, exclusions
-
-    left = exclusions(exclude or (), exclude_from)
-    return exclude_nodes(load_cluster(path), left), left
-
-
-def say_left_out(left, *, stdout: bool = False) -> None:
-    """One line per node left out: on stdout in a dry run (part of the plan), else on stderr."""
-    for item in left:
-        if stdout:
-            typer.echo(item.line())
-        else:
-            console(stderr=True).print(item.line(), markup=False, highlight=False)
 
 
 def corral_invocation(cwd: Path) -> tuple[str, Optional[str]]:

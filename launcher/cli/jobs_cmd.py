@@ -14,20 +14,15 @@ from launcher.cli.common import (
     ExcludeOpt,
     JsonOpt,
     JsonOutOpt,
-    cluster_excluding,
-    say_left_out,
 )
-from launcher.cli.output import console, emit_json, write_json
+from launcher.cli.launching import launch_job_file, report_final
+from launcher.cli.output import console, emit_json
 
 
 def _cluster(path: Optional[Path]):
     from launcher.config import load_cluster
 
     return load_cluster(path)
-
-
-def _hint_c(cluster: Optional[Path]) -> str:
-    return f" -c {cluster}" if cluster else ""
 
 
 def launch(
@@ -55,110 +50,17 @@ def launch(
 
     Example: corral launch configs/demo.yaml -c cluster.yaml --set args.0=--lr=0.1 --exclude-from acceptance/report.json
     """
-    from launcher.backends import backend_for
-    from launcher.config import load_job
-    from launcher.jobs import describe as describe_job
-    from launcher.jobs import launch as launch_job
-
-    jobcfg = load_job(job)
-    clustercfg, left_out = cluster_excluding(cluster, exclude, exclude_from)
-    say_left_out(left_out, stdout=dry_run and not as_json)
-    backend = backend_for(clustercfg)
-    if dry_run:
-        description = describe_job(jobcfg, clustercfg, name=name, set_=set_)
-        for warning in description.warnings:
-            console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
-        if as_json:
-            write_json(description.data, "-")
-        else:
-            typer.echo(description.text)
-            if description.note:
-                typer.echo(description.note)
-        return 0
-    out = console(stderr=as_json)
-    if follow and not as_json:
-        record = _launch_with_progress(jobcfg, clustercfg, name=name, set_=set_)
-    else:
-        with out.status(backend.launching_text(name or jobcfg.name, clustercfg)):
-            record = launch_job(jobcfg, clustercfg, name=name, set_=set_)
-    if as_json:
-        write_json(record.to_dict(), "-")
-    c = _hint_c(cluster)
-    n = record.name
-    out.print(backend.launched_text(record, clustercfg))
-    out.print(f"  corral ps{c}\n  corral logs {n}{c} -f\n  corral attach {n}{c}\n  corral stop {n}{c}")
-    if follow:
-        return _follow_to_end(record, clustercfg)
-    return 0
-
-
-def _launch_with_progress(jobcfg, clustercfg, **kwargs):
-    """``launch --follow``: a bar on a terminal's stderr (nothing elsewhere) from preflight until every node
-    runs, per node; the logs follow once it is gone."""
-    import time
-
-    from launcher.agent.remote import kept_sessions, run_sync
-    from launcher.cli.progress import node_states, progress
-    from launcher.jobs import launch as launch_job
-    from launcher.jobs import read_status
-
-    nodes = len(clustercfg.nodes) or None  # None: the scheduler decides, the first poll tells
-    with progress(f"launching {kwargs.get('name') or jobcfg.name}: nodes running", total=nodes) as update:
-        update(completed=0, note="preflight and start")
-        record = launch_job(jobcfg, clustercfg, **kwargs)
-        if not update.active:
-            return record
-        deadline = time.monotonic() + 60  # a node still not running by then is the logs' story to tell
-        with kept_sessions():  # one login per node for every poll of the bar
-            while time.monotonic() < deadline:
-                status = run_sync(read_status(record, clustercfg))
-                update(
-                    completed=sum(n.state == "running" for n in status.nodes),
-                    total=len(status.nodes),
-                    note=node_states(status),
-                )
-                if status.done or all(n.state == "running" for n in status.nodes):
-                    break
-                time.sleep(1.0)
-    return record
-
-
-def _follow_to_end(record, clustercfg) -> int:
-    from launcher.jobs import follow as follow_logs
-
-    try:
-        final = aio.run(follow_logs(record, clustercfg, None, 1000, until_done=True))
-    except KeyboardInterrupt:
-        console(stderr=True).print(
-            f"stopped following; {record.name} keeps running (corral stop {record.name} ends it)"
-        )
-        return 0
-    return _report_final(final)
-
-
-def job_exit_code(final) -> int:
-    """The job's exit status as its own: 0 when every node exited 0, else the first node's
-    non-zero status (1 for a node without one: missing or unreachable)."""
-    for n in final.nodes:
-        if not (n.state == "exited" and n.exit_code == 0):
-            return n.exit_code if n.state == "exited" and n.exit_code and 0 < n.exit_code < 256 else 1
-    return 0
-
-
-def _report_final(final) -> int:
-    out = console(stderr=True)
-    bad = [
-        f"{n.node}: {n.state} {'' if n.exit_code is None else n.exit_code}".strip()
-        for n in final.nodes
-        if not (n.state == "exited" and n.exit_code == 0)
-    ]
-    if final.state == "stopped":
-        out.print(f"job {final.name} was stopped by corral stop: " + "; ".join(bad))
-    elif bad:
-        out.print(f"job {final.name} {final.state}: " + "; ".join(bad))
-    else:
-        out.print(f"job {final.name} finished: every node exited 0")
-    return job_exit_code(final)
+    return launch_job_file(
+        job,
+        cluster,
+        name=name,
+        set_=set_,
+        dry_run=dry_run,
+        follow=follow,
+        as_json=as_json,
+        exclude=exclude,
+        exclude_from=exclude_from,
+    )
 
 
 def ps(
@@ -216,7 +118,7 @@ def logs(
             final = aio.run(follow_logs(record, clustercfg, node, lines, until_done=True))
         except KeyboardInterrupt:
             return 0
-        return _report_final(final)
+        return report_final(final)
     failed = 0
     for node_name, text, error in aio.run(tail_lines(record, clustercfg, node, lines)):
         if text is None:

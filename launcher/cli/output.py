@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +15,14 @@ def console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def status(text: str, stderr: bool = False) -> AbstractContextManager[Any]:
+    """A spinner saying ``text`` while a step runs, on a terminal. Elsewhere nothing, as rich would draw
+    nothing there either, but without importing rich first: a scripted launch's ranks wait for it."""
+    if not (sys.stderr if stderr else sys.stdout).isatty():
+        return nullcontext()
+    return console(stderr=stderr).status(text)
 
 
 def emit_json(obj: Any, as_json: bool, json_out: Optional[Path]) -> bool:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from launcher.cli.clusters import cluster_excluding, say_left_out
 from launcher.cli.common import (
     ClusterOpt,
     DefaultCommandGroup,
@@ -14,8 +15,6 @@ from launcher.cli.common import (
     ExcludeOpt,
     JsonOpt,
     JsonOutOpt,
-    cluster_excluding,
-    say_left_out,
 )
 from launcher.cli.output import console, emit_json
 

@@ -9,11 +9,12 @@ by that backend (``launcher.backends.backend_of``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,11 @@ class RunRecord:
         return Path(self.plan.run_dir)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["plan"] = self.plan.to_dict()
-        return d
+        # the plan once: asdict(self) would copy it, then to_dict again (a launch saves the record twice)
+        return {
+            f.name: self.plan.to_dict() if f.name == "plan" else copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
