@@ -36,7 +36,9 @@ from launcher.errors import ToolNotFound
 
 log = logging.getLogger(__name__)
 
-CONTROL_PERSIST_S = 60
+CONTROL_PERSIST_S = 300
+"""How long a master outlives its last command (SkyPilot keeps 300 s too): the ``ps`` or ``logs`` a person
+types minutes after a launch, whose ranks may take over a minute to start on 32 nodes, logs into no node."""
 SOCKET_PATH_MAX = 100
 """sun_path holds 108 bytes; ssh adds a random suffix while creating the socket."""
 
