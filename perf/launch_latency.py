@@ -115,10 +115,9 @@ def run_corral(sim, n: int, work: Path, venv: str) -> float:
     return ready - t0
 
 
-def baseline_tmux_commands(sim, n: int, name: str, out: Path, venv: str, port: int) -> list[list[str]]:
-    """Per node, the baseline's ``tmux new-session``: cd, activate the venv, plain torchrun; after
-    torchrun ends (not timed) an exit marker, so the next run waits for this one's teardown."""
-    torchrun = [
+def plain_torchrun(n: int, endpoint: str, name: str, script_args: list[str]) -> list[str]:
+    """torchrun as a plain launcher types it: ``n`` nodes of 1 process, c10d rendezvous at ``endpoint``."""
+    return [
         "torchrun",
         "--nnodes",
         str(n),
@@ -127,12 +126,17 @@ def baseline_tmux_commands(sim, n: int, name: str, out: Path, venv: str, port: i
         "--rdzv-backend",
         "c10d",
         "--rdzv-endpoint",
-        f"{sim.nodes[0].addr}:{port}",
+        endpoint,
         "--rdzv-id",
         name,
-        WORKER,
-        str(out),
+        *script_args,
     ]
+
+
+def baseline_tmux_commands(sim, n: int, name: str, out: Path, venv: str, port: int) -> list[list[str]]:
+    """Per node, the baseline's ``tmux new-session``: cd, activate the venv, plain torchrun; after
+    torchrun ends (not timed) an exit marker, so the next run waits for this one's teardown."""
+    torchrun = plain_torchrun(n, f"{sim.nodes[0].addr}:{port}", name, [WORKER, str(out)])
     inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(venv)}/bin/activate && {shlex.join(torchrun)}"
     return [
         ["tmux", "new-session", "-d", "-s", name, f"{inner}; touch {shlex.quote(str(out / f'exit-{i}'))}"]

@@ -215,22 +215,9 @@ class Bench:
 def pdsh_torchrun(bench: Bench, n: int, name: str, out: Path) -> list[str]:
     """The torchrun line pdsh starts in each node's tmux session: the rank script, 1 process per node, on the
     bench's current rendezvous port."""
-    return [
-        "torchrun",
-        "--nnodes",
-        str(n),
-        "--nproc-per-node",
-        "1",
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"{bench.sim.nodes[0].addr}:{bench.port}",
-        "--rdzv-id",
-        name,
-        RANK,
-        str(out),
-        "900",
-    ]
+    from perf.launch_latency import plain_torchrun
+
+    return plain_torchrun(n, f"{bench.sim.nodes[0].addr}:{bench.port}", name, [RANK, str(out), "900"])
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
