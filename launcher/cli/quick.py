@@ -122,12 +122,6 @@ def _value(spec: Spec, name: str, text: str) -> Any:
     return Path(text) if name in spec.paths else text
 
 
-def parse_ps(args: list[str]) -> Optional[tuple[dict[str, bool], dict[str, Any]]]:
-    """(root flags, ps parameters) when ``args`` is a quick ``ps``; None otherwise."""
-    parsed = parse(args)
-    return None if parsed is None or parsed[0] != "ps" else parsed[1:]
-
-
 def quick_command(args: list[str]) -> Optional[Callable[[], int]]:
     """The command to run for ``args`` without typer, or None when typer must read them."""
     parsed = parse(args)
