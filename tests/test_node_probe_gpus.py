@@ -89,4 +89,6 @@ def test_the_probes_which_finds_commands_as_shutil_does(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{first}:{second}")
     for name in ("tmux", "bash", "tool", "missing"):
         assert node_agent.which(name) == shutil.which(name), name
+        for path in (f"{second}:{first}", f":{first}", ""):  # an explicit path, as the container facts pass one
+            assert node_agent.which(name, path=path) == shutil.which(name, path=path), (name, path)
     assert node_agent.which("tmux") == str(second / "tmux")
