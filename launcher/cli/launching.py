@@ -35,9 +35,9 @@ def launch_job_file(
     from launcher.jobs import describe as describe_job
     from launcher.jobs import launch as launch_job
 
-    set_ = list(set_ or [])
+    set_ = set_ or []
     jobcfg = load_job(job)
-    clustercfg, left_out = cluster_excluding(cluster, list(exclude or []), exclude_from)
+    clustercfg, left_out = cluster_excluding(cluster, exclude or [], exclude_from)
     say_left_out(left_out, stdout=dry_run and not as_json)
     backend = backend_for(clustercfg)
     if dry_run:
@@ -61,8 +61,8 @@ def launch_job_file(
     c = hint_c(cluster)
     n = record.name
     # plain text (rich would add nothing to it): no rich import while the job's ranks start
-    print(backend.launched_text(record, clustercfg), file=sys.stderr if as_json else sys.stdout)
     print(
+        f"{backend.launched_text(record, clustercfg)}\n"
         f"  corral ps{c}\n  corral logs {n}{c} -f\n  corral attach {n}{c}\n  corral stop {n}{c}",
         file=sys.stderr if as_json else sys.stdout,
     )
