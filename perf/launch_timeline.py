@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from perf import scale_bench as sb
@@ -66,15 +65,14 @@ def _processes(marker: str) -> list[tuple[float, bytes]]:
     """(start time since boot, argv) of every process whose argv holds ``marker``."""
     tick = os.sysconf("SC_CLK_TCK")
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in sb.processes_with(marker.encode()):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if marker.encode() not in argv:
-                continue
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        found.append((int(stat[stat.rindex(")") + 2 :].split()[19]) / tick, argv))
+        if marker.encode() in argv:  # not only in its environment
+            found.append((int(stat[stat.rindex(")") + 2 :].split()[19]) / tick, argv))
     return found
 
 
@@ -95,15 +93,9 @@ def corral_forked(bench: sb.Bench, n: int, cli: list[str]) -> float:
 
 def pdsh_forked(bench: sb.Bench, n: int) -> float:
     """``Bench.pdsh``'s launch line, stopped as soon as every torchrun is there."""
-    name = f"p{n}-{uuid.uuid4().hex[:6]}"
-    out = bench.work / name
-    out.mkdir()
-    bench.port += 1
-    pdsh, env = bench.pdsh_over(n)
-    torchrun = sb.pdsh_torchrun(bench, n, name, out)
-    inner = f"cd {shlex.quote(str(sb.REPO))} && . {shlex.quote(bench.venv)}/bin/activate && {shlex.join(torchrun)}"
+    name, out, pdsh, env, start = bench.pdsh_job(n)
     since = _uptime()
-    sb.timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
+    sb.timed(start, env=env)
     took = forked_at(str(out), n, since)
     sb.timed([*pdsh, "tmux", "kill-session", "-t", name], env=env)
     sb.wait_gone(name.encode())

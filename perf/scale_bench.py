@@ -189,7 +189,10 @@ class Bench:
         wait_gone(name.encode())
         (out / "release").write_text("")
 
-    def pdsh(self, n: int) -> dict:
+    def pdsh_job(self, n: int) -> tuple[str, Path, list[str], dict[str, str], list[str]]:
+        """A new job of the rank script for pdsh on the first ``n`` nodes, on a fresh rendezvous port: (job
+        name, the ranks' output dir, pdsh's argv and environment, the argv that starts every node's tmux
+        session: cd, activate the venv, plain torchrun)."""
         name = f"p{n}-{uuid.uuid4().hex[:6]}"
         out = self.work / name
         out.mkdir()
@@ -197,8 +200,12 @@ class Bench:
         pdsh, env = self.pdsh_over(n)
         torchrun = pdsh_torchrun(self, n, name, out)
         inner = f"cd {shlex.quote(str(REPO))} && . {shlex.quote(self.venv)}/bin/activate && {shlex.join(torchrun)}"
+        return name, out, pdsh, env, [*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)]
+
+    def pdsh(self, n: int) -> dict:
+        name, out, pdsh, env, start = self.pdsh_job(n)
         t0 = time.time()
-        command, code, _ = timed([*pdsh, "tmux", "new-session", "-d", "-s", name, shlex.quote(inner)], env=env)
+        command, code, _ = timed(start, env=env)
         if code != 0:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
