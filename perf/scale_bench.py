@@ -8,6 +8,10 @@ size (sizes shuffled, the order of the two tools alternating), on the same nodes
   1 rank per node). corral: ``corral launch`` (preflight, plan, start). pdsh: ``pdsh -f 32 -w NODES
   tmux new-session -d -s NAME 'cd REPO && . VENV/bin/activate && torchrun ...'``, the same line
   perf/launch_latency.py's baseline runs;
+  Where the launch's time went, from what each rank recorded: when the last node's torchrun
+  started, the last rank started, the last rank had imported torch (``phases``, seconds from the
+  command's start; their paired differences show how much of corral's own latency before torchrun
+  reaches the ranks' readiness);
 * ps: ``corral ps --json`` vs ``pdsh -f 32 -w NODES tmux has-session -t NAME`` (the bare probe);
 * stop: ``corral stop`` (SIGTERM to the job's process groups, SIGKILL after 10 s, returns once
   they are gone) vs ``pdsh -f 32 -w NODES tmux kill-session -t NAME`` (returns once tmux has been
@@ -45,14 +49,35 @@ FANOUT = 32
 CONNECT_TIMEOUT_S = 20
 
 
-def ready_time(out: Path, world: int, timeout: float = 600) -> float:
+PHASES = ("torchrun_s", "rank_s", "imported_s")
+"""What each ready file holds after the ready time (``scale_rank.py``): torchrun's start, the rank's start,
+torch imported."""
+
+
+def ready_times(out: Path, world: int, timeout: float = 600) -> list[list[float]]:
+    """Every rank's ready file, once all ``world`` are there: [ready, torchrun started, rank started,
+    torch imported] as wall-clock times."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         files = list(out.glob("ready-*"))
         if len(files) == world:
-            return max(float(p.read_text()) for p in files)
+            return [[float(x) for x in p.read_text().split()] for p in files]
         time.sleep(0.05)
     raise RuntimeError(f"only {len(list(out.glob('ready-*')))} of {world} ranks ready within {timeout}s in {out}")
+
+
+def ready_time(out: Path, world: int, timeout: float = 600) -> float:
+    return max(t[0] for t in ready_times(out, world, timeout))
+
+
+def phases(out: Path, world: int, t0: float) -> dict[str, float]:
+    """When the last node reached each phase of a launch that started at ``t0`` (seconds after it; ``ready_s``
+    is the launch's time)."""
+    times = ready_times(out, world)
+    return {
+        **{key: max(t[i + 1] for t in times) - t0 for i, key in enumerate(PHASES)},
+        "ready_s": max(t[0] for t in times) - t0,
+    }
 
 
 def processes_with(needle: bytes) -> list[int]:
@@ -161,10 +186,11 @@ class Bench:
         took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
         if code != 0:
             raise RuntimeError(f"corral launch failed on {n} nodes")
-        return name, cfile, out, ready_time(out, n) - t0, took, launch_cost
+        return name, cfile, out, ready_time(out, n) - t0, took, launch_cost | {"t0": t0}
 
     def corral(self, n: int) -> dict:
         name, cfile, out, launch, _, launch_cost = self.corral_launch(n)
+        launch_phases = phases(out, n, launch_cost.pop("t0"))
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
         # again, as under `watch`: over the connections the first one left open (ControlPersist)
         ps_again, _, _ = timed([*self.cli, "ps", "--json", "-c", str(cfile)])
@@ -174,7 +200,7 @@ class Bench:
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
         row = dict(zip(KEYS, (launch, ps, ps_again, stop, gone)))
-        return {**row, "launch_cost": launch_cost, "ps_cost": ps_cost, "stop_cost": stop_cost}
+        return {**row, "phases": launch_phases, "launch_cost": launch_cost, "ps_cost": ps_cost, "stop_cost": stop_cost}
 
     def pdsh_over(self, n: int) -> tuple[list[str], dict[str, str]]:
         """``pdsh -f 32 -w`` the first ``n`` nodes, and the environment that has it log in with ssh and the
@@ -209,6 +235,7 @@ class Bench:
         if code != 0:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
+        launch_phases = phases(out, n, t0)
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
         ps_again, _, _ = timed([*pdsh, "tmux", "has-session", "-t", name], env=env)
         t0 = time.perf_counter()
@@ -216,7 +243,8 @@ class Bench:
         wait_gone(name.encode())
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
-        return {**dict(zip(KEYS, (launch, ps, ps_again, stop, gone))), "ps_cost": ps_cost, "command_s": command}
+        row = dict(zip(KEYS, (launch, ps, ps_again, stop, gone)))
+        return {**row, "phases": launch_phases, "ps_cost": ps_cost, "command_s": command}
 
 
 def pdsh_torchrun(bench: Bench, n: int, name: str, out: Path) -> list[str]:
@@ -261,6 +289,16 @@ def summarize(rows: list[dict]) -> dict:
                 "paired_ratio_median": statistics.median(ratios),
                 "paired_ratios": ratios,
             }
+        entry["launch_phases"] = {
+            key: {
+                "corral_median": statistics.median(r["corral"]["phases"][key] for r in mine),
+                "pdsh_median": statistics.median(r["pdsh"]["phases"][key] for r in mine),
+                "paired_difference_median": statistics.median(
+                    r["corral"]["phases"][key] - r["pdsh"]["phases"][key] for r in mine
+                ),
+            }
+            for key in (*PHASES, "ready_s")
+        }
         entry["corral_ps_cost"] = [r["corral"]["ps_cost"] for r in mine]
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
         out["sizes"][n] = entry
@@ -307,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"rep {rep} {n:2d} nodes: launch {c['launch_s']:.1f}/{p['launch_s']:.1f} s, "
                     f"ps {c['ps_s']:.2f}/{p['ps_s']:.2f} s, again {c['ps_again_s']:.2f}/{p['ps_again_s']:.2f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
                     f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
-                    f"(corral/pdsh), ps cost {c['ps_cost']}",
+                    f"(corral/pdsh), ps cost {c['ps_cost']}, last torchrun started +"
+                    f"{c['phases']['torchrun_s'] - p['phases']['torchrun_s']:.2f} s, last rank started +"
+                    f"{c['phases']['rank_s'] - p['phases']['rank_s']:.2f} s (corral - pdsh)",
                     flush=True,
                 )
     if args.json:

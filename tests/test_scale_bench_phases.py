@@ -1,0 +1,32 @@
+"""perf/scale_bench.py reads where a launch's time went from the ranks' ready files (tests/workers/scale_rank.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from perf import scale_bench as sb
+
+
+def test_phases_are_the_last_node_to_reach_each_one(tmp_path):
+    t0 = 1000.0
+    # ready, torchrun started, rank started, torch imported
+    (tmp_path / "ready-0").write_text("1007.5 1000.4 1004.1 1006.9")
+    (tmp_path / "ready-1").write_text("1007.2 1000.6 1003.9 1007.0")
+    assert sb.ready_time(tmp_path, 2) == 1007.5
+    got = sb.phases(tmp_path, 2, t0)
+    assert got == pytest.approx({"torchrun_s": 0.6, "rank_s": 4.1, "imported_s": 7.0, "ready_s": 7.5})
+
+
+def test_summary_gives_each_phase_its_paired_difference():
+    def side(torchrun, ready):
+        times = {"launch_s": ready, "ps_s": 0.2, "ps_again_s": 0.2, "stop_s": 1.0, "gone_s": 1.5}
+        phases = {"torchrun_s": torchrun, "rank_s": ready - 2, "imported_s": ready - 0.01, "ready_s": ready}
+        return {**times, "phases": phases, "ps_cost": {}, "launch_cost": {}}
+
+    rows = [
+        {"nodes": 4, "corral": side(0.4, 7.2), "pdsh": side(0.1, 7.0)},
+        {"nodes": 4, "corral": side(0.5, 6.9), "pdsh": side(0.1, 7.1)},
+    ]
+    phases = sb.summarize(rows)["sizes"][4]["launch_phases"]
+    assert phases["torchrun_s"]["paired_difference_median"] == pytest.approx(0.35)
+    assert phases["ready_s"]["paired_difference_median"] == pytest.approx(0.0)
