@@ -345,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"rep {rep} {n:2d} nodes: launch {c['launch_s']:.1f}/{p['launch_s']:.1f} s, "
                     f"ps {c['ps_s']:.2f}/{p['ps_s']:.2f} s, again {c['ps_again_s']:.2f}/{p['ps_again_s']:.2f} s, stop {c['stop_s']:.1f}/{p['stop_s']:.1f} s, "
                     f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
-                    f"(corral/pdsh), ps cost {c['ps_cost']}, last torchrun started +"
-                    f"{c['phases']['torchrun_s'] - p['phases']['torchrun_s']:.2f} s, last rank started +"
-                    f"{c['phases']['rank_s'] - p['phases']['rank_s']:.2f} s (corral - pdsh)",
+                    f"(corral/pdsh), ps cost {c['ps_cost']}, last torchrun started "
+                    f"{c['phases']['torchrun_s'] - p['phases']['torchrun_s']:+.2f} s, last rank started "
+                    f"{c['phases']['rank_s'] - p['phases']['rank_s']:+.2f} s (corral - pdsh)",
                     flush=True,
                 )
     if args.json:
