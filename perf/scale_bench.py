@@ -11,7 +11,8 @@ size (sizes shuffled, the order of the two tools alternating), on the same nodes
   Where the launch's time went, from what each rank recorded: when the last node's torchrun
   started, the last rank started, the last rank had imported torch (``phases``, seconds from the
   command's start; their paired differences show how much of corral's own latency before torchrun
-  reaches the ranks' readiness);
+  reaches the ranks' readiness), and the CPU seconds the job's processes (torchrun, ranks) had used by
+  then (``cpu_at_ready_s``, from /proc: does either tool's job do more work to start?);
 * ps: ``corral ps --json`` vs ``pdsh -f 32 -w NODES tmux has-session -t NAME`` (the bare probe);
 * stop: ``corral stop`` (SIGTERM to the job's process groups, SIGKILL after 10 s, returns once
   they are gone) vs ``pdsh -f 32 -w NODES tmux kill-session -t NAME`` (returns once tmux has been
@@ -95,6 +96,22 @@ def processes_with(needle: bytes) -> list[int]:
             except OSError:
                 break
     return found
+
+
+def job_cpu(needle: bytes) -> dict[str, float]:
+    """CPU seconds the live processes of a job have used, by command name (``pt_elastic``: torchrun's agent;
+    ``python``: the ranks), read once every rank is ready: what the start cost the two shared cores."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in processes_with(needle):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        used[comm] = used.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / hz  # utime + stime
+    return used
 
 
 def wait_gone(needle: bytes, timeout: float = 300) -> None:
@@ -191,6 +208,7 @@ class Bench:
     def corral(self, n: int) -> dict:
         name, cfile, out, launch, _, launch_cost = self.corral_launch(n)
         launch_phases = phases(out, n, launch_cost.pop("t0"))
+        cpu = job_cpu(name.encode())
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
         # again, as under `watch`: over the connections the first one left open (ControlPersist)
         ps_again, _, _ = timed([*self.cli, "ps", "--json", "-c", str(cfile)])
@@ -200,7 +218,14 @@ class Bench:
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
         row = dict(zip(KEYS, (launch, ps, ps_again, stop, gone)))
-        return {**row, "phases": launch_phases, "launch_cost": launch_cost, "ps_cost": ps_cost, "stop_cost": stop_cost}
+        return {
+            **row,
+            "phases": launch_phases,
+            "cpu_at_ready_s": cpu,
+            "launch_cost": launch_cost,
+            "ps_cost": ps_cost,
+            "stop_cost": stop_cost,
+        }
 
     def pdsh_over(self, n: int) -> tuple[list[str], dict[str, str]]:
         """``pdsh -f 32 -w`` the first ``n`` nodes, and the environment that has it log in with ssh and the
@@ -236,6 +261,7 @@ class Bench:
             raise RuntimeError("pdsh launch failed")
         launch = ready_time(out, n) - t0
         launch_phases = phases(out, n, t0)
+        cpu = job_cpu(name.encode())
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
         ps_again, _, _ = timed([*pdsh, "tmux", "has-session", "-t", name], env=env)
         t0 = time.perf_counter()
@@ -244,7 +270,7 @@ class Bench:
         gone = time.perf_counter() - t0
         (out / "release").write_text("")
         row = dict(zip(KEYS, (launch, ps, ps_again, stop, gone)))
-        return {**row, "phases": launch_phases, "ps_cost": ps_cost, "command_s": command}
+        return {**row, "phases": launch_phases, "cpu_at_ready_s": cpu, "ps_cost": ps_cost, "command_s": command}
 
 
 def pdsh_torchrun(bench: Bench, n: int, name: str, out: Path) -> list[str]:
@@ -298,6 +324,12 @@ def summarize(rows: list[dict]) -> dict:
                 ),
             }
             for key in (*PHASES, "ready_s")
+        }
+        cpu = {side: [sum(r[side]["cpu_at_ready_s"].values()) for r in mine] for side in ("corral", "pdsh")}
+        entry["job_cpu_at_ready_s"] = {
+            "corral_median": statistics.median(cpu["corral"]),
+            "pdsh_median": statistics.median(cpu["pdsh"]),
+            "paired_difference_median": statistics.median(a - b for a, b in zip(cpu["corral"], cpu["pdsh"])),
         }
         entry["corral_ps_cost"] = [r["corral"]["ps_cost"] for r in mine]
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]

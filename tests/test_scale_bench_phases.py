@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+import uuid
+
 import pytest
 
 from perf import scale_bench as sb
@@ -21,12 +26,34 @@ def test_summary_gives_each_phase_its_paired_difference():
     def side(torchrun, ready):
         times = {"launch_s": ready, "ps_s": 0.2, "ps_again_s": 0.2, "stop_s": 1.0, "gone_s": 1.5}
         phases = {"torchrun_s": torchrun, "rank_s": ready - 2, "imported_s": ready - 0.01, "ready_s": ready}
-        return {**times, "phases": phases, "ps_cost": {}, "launch_cost": {}}
+        cpu = {"pt_elastic": 1.0, "python": ready / 10}
+        return {**times, "phases": phases, "cpu_at_ready_s": cpu, "ps_cost": {}, "launch_cost": {}}
 
     rows = [
         {"nodes": 4, "corral": side(0.4, 7.2), "pdsh": side(0.1, 7.0)},
         {"nodes": 4, "corral": side(0.5, 6.9), "pdsh": side(0.1, 7.1)},
     ]
-    phases = sb.summarize(rows)["sizes"][4]["launch_phases"]
+    size = sb.summarize(rows)["sizes"][4]
+    phases = size["launch_phases"]
     assert phases["torchrun_s"]["paired_difference_median"] == pytest.approx(0.35)
     assert phases["ready_s"]["paired_difference_median"] == pytest.approx(0.0)
+    assert size["job_cpu_at_ready_s"]["paired_difference_median"] == pytest.approx(0.0)
+    assert size["job_cpu_at_ready_s"]["corral_median"] == pytest.approx(1.705)
+
+
+def test_job_cpu_counts_the_processes_that_carry_the_jobs_name():
+    needle = f"cpu-{uuid.uuid4().hex[:8]}"
+    busy = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", busy, needle])
+    try:
+        deadline = time.monotonic() + 20
+        used = {}
+        while time.monotonic() < deadline:
+            used = sb.job_cpu(needle.encode())
+            if sum(used.values()) >= 0.2:
+                break
+            time.sleep(0.05)
+        assert sum(used.values()) >= 0.2, used
+    finally:
+        proc.kill()
+        proc.wait()
