@@ -195,19 +195,22 @@ class Bench:
         jfile.write_text(yaml.safe_dump(job))
         return name, cfile, jfile, out
 
-    def corral_launch(self, n: int, job_extra: dict | None = None) -> tuple[str, Path, Path, float, float, dict]:
+    def corral_launch(
+        self, n: int, job_extra: dict | None = None
+    ) -> tuple[str, Path, Path, dict[str, float], float, dict]:
         """``corral launch`` of the rank script on ``n`` nodes: (job name, cluster file, the ranks' output dir,
-        launch time to every rank ready, the command's own time, the command's cost)."""
+        the launch's ``phases`` (``ready_s``: the launch time, to every rank ready), the command's own time,
+        the command's cost)."""
         name, cfile, jfile, out = self.rank_job(n, "c", job_extra)
         t0 = time.time()
         took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
         if code != 0:
             raise RuntimeError(f"corral launch failed on {n} nodes")
-        return name, cfile, out, ready_time(out, n) - t0, took, launch_cost | {"t0": t0}
+        return name, cfile, out, phases(out, n, t0), took, launch_cost
 
     def corral(self, n: int) -> dict:
-        name, cfile, out, launch, _, launch_cost = self.corral_launch(n)
-        launch_phases = phases(out, n, launch_cost.pop("t0"))
+        name, cfile, out, launch_phases, _, launch_cost = self.corral_launch(n)
+        launch = launch_phases["ready_s"]
         cpu = job_cpu(name.encode())
         ps, _, ps_cost = timed([*self.cli, "ps", "--json", "-c", str(cfile)], sample=True)
         # again, as under `watch`: over the connections the first one left open (ControlPersist)
@@ -259,8 +262,8 @@ class Bench:
         command, code, _ = timed(start, env=env)
         if code != 0:
             raise RuntimeError("pdsh launch failed")
-        launch = ready_time(out, n) - t0
         launch_phases = phases(out, n, t0)
+        launch = launch_phases["ready_s"]
         cpu = job_cpu(name.encode())
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
         ps_again, _, _ = timed([*pdsh, "tmux", "has-session", "-t", name], env=env)

@@ -21,9 +21,9 @@ VARIANTS = ("watchdog", "no-watchdog", "pdsh")
 
 def launch_and_stop(bench: sb.Bench, n: int, job_extra: dict) -> tuple[float, float]:
     """(launch time, the ``corral launch`` command's own time), then the job stopped and gone."""
-    name, cfile, out, launch, took, _ = bench.corral_launch(n, job_extra)
+    name, cfile, out, phases, took, _ = bench.corral_launch(n, job_extra)
     bench.stop_and_release(name, cfile, out)
-    return launch, took
+    return phases["ready_s"], took
 
 
 def main(argv: list[str] | None = None) -> int:
