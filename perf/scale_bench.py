@@ -98,19 +98,26 @@ def processes_with(needle: bytes) -> list[int]:
     return found
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far: utime + stime from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def job_cpu(needle: bytes) -> dict[str, float]:
     """CPU seconds the live processes of a job have used, by command name (``pt_elastic``: torchrun's agent;
     ``python``: the ranks), read once every rank is ready: what the start cost the two shared cores."""
-    hz = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for pid in processes_with(needle):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cpu = cpu_seconds(pid)
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        used[comm] = used.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / hz  # utime + stime
+        used[comm] = used.get(comm, 0.0) + cpu
     return used
 
 

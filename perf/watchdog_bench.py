@@ -38,10 +38,9 @@ from launcher import api  # noqa: E402
 from launcher.config import ClusterConfig, JobConfig  # noqa: E402
 from launcher.tools import ssh  # noqa: E402
 from perf import results_log  # noqa: E402
+from perf.scale_bench import cpu_seconds  # noqa: E402
 from tests.infra.simcluster import SimCluster  # noqa: E402
 from tests.infra.waiting import wait_for  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def job(name: str, *, hang_after: float, enabled: bool = True, steps: int = 100000) -> JobConfig:
@@ -86,11 +85,6 @@ def watchdog_pids(run_id: str) -> list[int]:
         if b"launcher.watchdog.node" in cmd and marker in env:
             out.append(int(p.name))
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def measure_latency(cl: ClusterConfig, hang_after: float, repeats: int, cpu_window: float) -> dict:
