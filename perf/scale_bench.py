@@ -71,13 +71,16 @@ def ready_time(out: Path, world: int, timeout: float = 600) -> float:
     return max(t[0] for t in ready_times(out, world, timeout))
 
 
-def phases(out: Path, world: int, t0: float) -> dict[str, float]:
+def phases(out: Path, world: int, t0: float, cpu0: float) -> dict[str, float]:
     """When the last node reached each phase of a launch that started at ``t0`` (seconds after it; ``ready_s``
-    is the launch's time)."""
+    is the launch's time), and the machine's busy CPU seconds from then until every rank was seen ready
+    (``machine_cpu_s``; ``cpu0``: ``machine_cpu()`` at ``t0``)."""
     times = ready_times(out, world)
+    cpu = machine_cpu() - cpu0
     return {
         **{key: max(t[i + 1] for t in times) - t0 for i, key in enumerate(PHASES)},
         "ready_s": max(t[0] for t in times) - t0,
+        "machine_cpu_s": cpu,
     }
 
 
@@ -105,6 +108,15 @@ def cpu_seconds(pid: int) -> float:
     """The process's CPU time so far: utime + stime from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_cpu() -> float:
+    """CPU seconds every core of this machine has spent busy so far (``/proc/stat``: all but idle and iowait).
+    The nodes share this machine's cores, so the difference over a launch is everything the launch cost them:
+    the job's processes, and what starting them took (ssh clients and sshd, agents, shells, tmux)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def job_cpu(needle: bytes) -> dict[str, float]:
@@ -209,11 +221,11 @@ class Bench:
         the launch's ``phases`` (``ready_s``: the launch time, to every rank ready), the command's own time,
         the command's cost)."""
         name, cfile, jfile, out = self.rank_job(n, "c", job_extra)
-        t0 = time.time()
+        t0, cpu0 = time.time(), machine_cpu()
         took, code, launch_cost = timed([*self.cli, "launch", str(jfile), "-c", str(cfile)], sample=True)
         if code != 0:
             raise RuntimeError(f"corral launch failed on {n} nodes")
-        return name, cfile, out, phases(out, n, t0), took, launch_cost
+        return name, cfile, out, phases(out, n, t0, cpu0), took, launch_cost
 
     def corral(self, n: int) -> dict:
         name, cfile, out, launch_phases, _, launch_cost = self.corral_launch(n)
@@ -265,11 +277,11 @@ class Bench:
 
     def pdsh(self, n: int) -> dict:
         name, out, pdsh, env, start = self.pdsh_job(n)
-        t0 = time.time()
+        t0, cpu0 = time.time(), machine_cpu()
         command, code, _ = timed(start, env=env)
         if code != 0:
             raise RuntimeError("pdsh launch failed")
-        launch_phases = phases(out, n, t0)
+        launch_phases = phases(out, n, t0, cpu0)
         launch = launch_phases["ready_s"]
         cpu = job_cpu(name.encode())
         ps, _, ps_cost = timed([*pdsh, "tmux", "has-session", "-t", name], env=env, sample=True)
@@ -341,6 +353,16 @@ def summarize(rows: list[dict]) -> dict:
             "pdsh_median": statistics.median(cpu["pdsh"]),
             "paired_difference_median": statistics.median(a - b for a, b in zip(cpu["corral"], cpu["pdsh"])),
         }
+        machine = {side: [r[side]["phases"]["machine_cpu_s"] for r in mine] for side in ("corral", "pdsh")}
+        # the machine's busy CPU beyond the job's live processes: what starting the job cost (ssh, sshd, agents,
+        # shells, tmux, the launcher itself), the one part of the launch that differs in kind between the tools
+        rest = {side: [m - c for m, c in zip(machine[side], cpu[side])] for side in ("corral", "pdsh")}
+        for key, values in (("machine_cpu_at_ready_s", machine), ("start_cpu_at_ready_s", rest)):
+            entry[key] = {
+                "corral_median": statistics.median(values["corral"]),
+                "pdsh_median": statistics.median(values["pdsh"]),
+                "paired_difference_median": statistics.median(a - b for a, b in zip(values["corral"], values["pdsh"])),
+            }
         entry["corral_ps_cost"] = [r["corral"]["ps_cost"] for r in mine]
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
         out["sizes"][n] = entry
@@ -389,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"stop until nothing left {c['gone_s']:.1f}/{p['gone_s']:.1f} s "
                     f"(corral/pdsh), ps cost {c['ps_cost']}, last torchrun started "
                     f"{c['phases']['torchrun_s'] - p['phases']['torchrun_s']:+.2f} s, last rank started "
-                    f"{c['phases']['rank_s'] - p['phases']['rank_s']:+.2f} s (corral - pdsh)",
+                    f"{c['phases']['rank_s'] - p['phases']['rank_s']:+.2f} s, machine CPU to ready "
+                    f"{c['phases']['machine_cpu_s'] - p['phases']['machine_cpu_s']:+.2f} s, of it the job's "
+                    f"{sum(c['cpu_at_ready_s'].values()) - sum(p['cpu_at_ready_s'].values()):+.2f} s (corral - pdsh)",
                     flush=True,
                 )
     if args.json:
