@@ -2,7 +2,7 @@
 
     python -m perf.agent_cost [--source OLD_node_agent.py] [--calls 40]
 
-Each variant is run ``--calls`` times as a fresh process fed the agent's first line and one ``status``
+Each variant is run ``--calls`` times as a fresh process fed the agent's first two lines and one ``status``
 request, as over ssh (without the ssh); the figure is the children's user+system CPU per call, which
 load on the machine changes less than wall time. ``--source`` measures another version of the agent
 (e.g. ``git show REV:launcher/agent/node_agent.py > old.py``) in the same run, compiled on the node as
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.agent.remote import AGENT_FLAGS, BOOTSTRAP, _code_line
+from launcher.agent.remote import AGENT_FLAGS, BOOTSTRAP, _code_lines
 
 STATUS = {"op": "status", "state_dir": "/nonexistent", "tmux_panes": ["tmux", "-L", "corral-agent-cost", "list-panes"]}
 
@@ -44,18 +44,15 @@ def main() -> None:
     args = ap.parse_args()
     agent = [sys.executable, *AGENT_FLAGS, "-c", BOOTSTRAP]
     request = json.dumps(STATUS) + "\n"
-    shipped = _code_line().decode()
-    first = json.loads(shipped)
+    shipped = _code_lines().decode()
+    source = shipped.splitlines()[1]
     variants = {
         "agent status, bytecode shipped": (agent, shipped + request),
-        "agent status, source compiled on the node": (
-            agent,
-            json.dumps({"code": first["code"]}) + "\n" + request,
-        ),
+        "agent status, source compiled on the node": (agent, f"00000000 -\n{source}\n{request}"),
     }
     if args.source:
-        old = {"code": args.source.read_text(encoding="utf-8")}
-        variants[f"agent status, {args.source} compiled"] = (agent, json.dumps(old) + "\n" + request)
+        old = json.dumps(args.source.read_text(encoding="utf-8"))
+        variants[f"agent status, {args.source} compiled"] = (agent, f"00000000 -\n{old}\n{request}")
     variants["python -I -S -c pass"] = ([sys.executable, *AGENT_FLAGS, "-c", "pass"], "")
     variants["tmux has-session (pdsh's probe)"] = (["tmux", "-L", "corral-agent-cost", "has-session"], "")
     for label, (argv, stdin) in variants.items():

@@ -137,15 +137,15 @@ def test_the_agent_runs_its_bytecode_where_the_python_matches_and_compiles_its_s
     import subprocess
     import sys
 
-    from launcher.agent.remote import BOOTSTRAP, _code_line
+    from launcher.agent.remote import BOOTSTRAP, _code_lines
 
-    first = json.loads(_code_line())
+    version, source = _code_lines().decode().splitlines()
     if magic == "other":  # a node whose Python has another bytecode version: the bytecode must not run
-        first["magic"], first["pyc"] = "00000000", "bm90IGJ5dGVjb2Rl"
+        version = "00000000 bm90IGJ5dGVjb2Rl"
     request = {"op": "read", "paths": ["/nonexistent"]}
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", BOOTSTRAP],
-        input=json.dumps(first) + "\n" + json.dumps(request) + "\n",
+        input=f"{version}\n{source}\n{json.dumps(request)}\n",
         capture_output=True,
         text=True,
         timeout=30,

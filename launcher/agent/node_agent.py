@@ -13,17 +13,15 @@ returns plain JSON-able data.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import signal
 import stat
-import subprocess
 import sys
 import time
 
-# Imported where used: every `corral ps` starts this agent on every node, and these modules cost a
-# Python start-up more than the status read itself (pathlib alone ~10 ms on a small VM).
+# Imported where used, or not at all: a launch starts this agent on every node while the nodes' cores are
+# busy starting the job, and the usual modules cost more than the agent's work. ``json`` (it imports ``re``,
+# ``enum``, ``functools``, ``collections``) and ``subprocess`` (``selectors``, ``threading``, ``signal``)
+# were ~10 ms of CPU per node and launch; ``pathlib`` alone ~10 ms on a small VM.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,14 +47,100 @@ FULL_TORCH_CHECK = (
 )
 
 
-def _run(argv, timeout=60.0, env=None):
+def _json_codec():
+    """``json.loads`` and ``json.dumps`` (default options) built on json's C accelerator, ``_json``, without
+    importing ``json``; the ``json`` module itself where ``_json`` is missing or does not behave as expected."""
     try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
+        import _json
+
+        class Context:  # what json.decoder.JSONDecoder gives the scanner
+            strict, object_hook, object_pairs_hook, memo = True, None, None, {}
+            parse_float, parse_int, parse_constant = float, int, float  # float("NaN"), float("-Infinity")
+
+        scan = _json.make_scanner(Context)
+
+        def default(o):
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+        encode = _json.make_encoder(None, default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+        def loads(text):
+            text = text.strip()
+            try:
+                obj, end = scan(text, 0)
+            except StopIteration as exc:  # json.loads says the same as a JSONDecodeError, a ValueError
+                raise ValueError(f"expecting a value at {exc.value}") from None
+            if end != len(text):
+                raise ValueError(f"extra data at {end}")
+            return obj
+
+        def dumps(obj):
+            return "".join(encode(obj, 0))
+
+        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+        if dumps(sample) != '{"a": [1, 2.5, null, true, "\\u00e9\\n"], "b": {}}' or loads(dumps(sample)) != sample:
+            raise ValueError("_json differs from json")
+        return loads, dumps
+    except Exception:  # another Python's _json: the module, at its usual cost
+        import json
+
+        return json.loads, json.dumps
+
+
+_loads, _dumps = _json_codec()
+
+
+def _run(argv, timeout=60.0, env=None):
+    """``subprocess.run(argv, stdin=DEVNULL, capture_output=True, timeout=timeout, env=env)`` without importing
+    ``subprocess``: (exit status, stdout, stderr); 127 when the command is not found, 124 when it ran past
+    ``timeout`` (it is then killed), minus the signal's number when a signal ended it."""
+    import select
+
+    null = os.open(os.devnull, os.O_RDONLY)
+    out_r, out_w = os.pipe()  # both ends close on exec: the child gets only its dup2 copies
+    err_r, err_w = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env, file_actions=actions)
     except FileNotFoundError:
+        pid = None
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        for fd in (null, out_w, err_w):
+            os.close(fd)
+    if pid is None:
+        os.close(out_r)
+        os.close(err_r)
         return 127, "", f"{argv[0]}: command not found"
-    except subprocess.TimeoutExpired:
+    out, err = [], []
+    reading = {out_r: out, err_r: err}
+    deadline = time.monotonic() + timeout
+    try:
+        while reading:
+            left = deadline - time.monotonic()
+            ready = select.select(list(reading), [], [], max(0.0, left))[0] if left > 0 else []
+            if not ready:
+                break
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    reading[fd].append(data)
+                else:
+                    del reading[fd]
+                    os.close(fd)
+    finally:
+        for fd in reading:
+            os.close(fd)
+    if reading:  # ran past the deadline: killed, as subprocess.run does
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
         return 124, "", f"timed out after {timeout:g}s"
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    status = os.waitpid(pid, 0)[1]
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    return code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
 
 
 def _hostname():
@@ -90,7 +174,7 @@ def gpu_count(root="/", smi=None):
     if rc != 127:  # a driver that answers with an error: its GPUs cannot be used
         return 0
     try:
-        return sum(1 for n in os.listdir(os.path.join(root, "dev")) if re.fullmatch(r"nvidia\d+", n))
+        return sum(1 for n in os.listdir(os.path.join(root, "dev")) if n[6:].isdecimal() and n.startswith("nvidia"))
     except OSError:
         return 0
 
@@ -148,6 +232,8 @@ def _limits_of(pid: int) -> dict[str, list[int]] | None:
             text = fh.read()
     except OSError:
         return None
+    import re
+
     out: dict[str, list[int]] = {}
     for key, row in _LIMIT_ROWS.items():
         m = re.search(rf"^{row}\s+(\S+)\s+(\S+)", text, re.MULTILINE)
@@ -476,10 +562,10 @@ def _reserve(port):
 def free_port(preferred, tries=64):
     """The first port from ``preferred`` on that nothing listens on (bind test, all interfaces)
     and that no other launch on this host was given in the last few minutes."""
-    import socket
+    import _socket  # the socket module imports enum and selectors: ~4 ms of CPU for one bind test
 
     for port in range(preferred, min(preferred + tries, 65536)):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
             s.bind(("0.0.0.0", port))
         except OSError:
@@ -536,7 +622,7 @@ def _launch_facts(req):
     else:
         rc, stdout, stderr = _run(argv, timeout=float(req.get("torch_timeout", 120)), env=_clean_env())
         if rc == 0 and stdout.strip():
-            out["torch"] = json.loads(stdout.strip().splitlines()[-1])
+            out["torch"] = _loads(stdout.strip().splitlines()[-1])
             if not out["torch"].get("ok"):
                 out["torch"]["error"] = "torch is not installed in this environment"
         else:
@@ -568,9 +654,18 @@ def which(name, path=None):
 def _torch_in_venv(venv):
     """torch and torchrun found in the venv by looking at files (no interpreter started: this
     runs on every node before every launch). None when unsure; the caller then runs python."""
-    import glob
-
-    runs = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "torch", "distributed", "run.py"))
+    lib = os.path.join(venv, "lib")
+    try:
+        pythons = sorted(
+            n for n in os.listdir(lib) if n.startswith("python3")
+        )  # glob without its re; sorted, so one answer
+    except OSError:
+        pythons = []
+    runs = [
+        r
+        for n in pythons
+        if os.path.isfile(r := os.path.join(lib, n, "site-packages", "torch", "distributed", "run.py"))
+    ]
     if not runs or not os.path.isfile(os.path.join(venv, "bin", "torchrun")):
         return None
     version = None
@@ -811,6 +906,8 @@ def op_stop(req):
     it: the wrapper leads the pane's session, and its end would hang up the pane's terminal and send
     torchrun a SIGHUP in the middle of that. Then the rest: the wrapper's pipeline, the watchdog and
     any worker left, groups led by a worker as a whole."""
+    import signal
+
     timeout = float(req.get("timeout", 10))
     deadline = time.monotonic() + timeout
     recorded = _live_pane_groups(req)
@@ -936,7 +1033,7 @@ def main(request):
         result = OPS[request["op"]](request)
     except Exception as exc:  # reported to the launcher, which names the node
         result = {"agent_error": f"{type(exc).__name__}: {exc}"}
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(_dumps(result) + "\n")
     sys.stdout.flush()
 
 
@@ -947,7 +1044,7 @@ def serve(stream):
         if not line:
             return
         if line.strip():
-            main(json.loads(line))
+            main(_loads(line))
 
 
 if __name__ == "__main__":
