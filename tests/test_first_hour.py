@@ -5,6 +5,7 @@ finished work cleaned up, runs found from any directory, ``corral rm``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -326,7 +327,11 @@ def test_omp_threads_set_per_job_unless_the_user_set_it():
         )
         return render_wrapper("j", plan.nodes[0])
 
-    assert "export OMP_NUM_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))" in wrapper()
+    line = next(ln for ln in wrapper().splitlines() if "OMP_NUM_THREADS" in ln)
+    assert "cpus=$(nproc); export OMP_NUM_THREADS=$(( cpus / 4 > 0 ? cpus / 4 : 1 ))" in line
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    counted = subprocess.run(["bash", "-c", f"{line}\necho $OMP_NUM_THREADS"], env=env, capture_output=True, text=True)
+    assert counted.stdout.strip() == str(max(1, len(os.sched_getaffinity(0)) // 4))
     assert "$(nproc)" not in wrapper(env={"OMP_NUM_THREADS": "8"}) and "export OMP_NUM_THREADS=8" in wrapper(
         env={"OMP_NUM_THREADS": "8"}
     )

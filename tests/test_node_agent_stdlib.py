@@ -121,3 +121,18 @@ def test_the_bootstrap_ends_without_tearing_down_and_answers_every_request():
     assert [json.loads(line) for line in out.stdout.decode().splitlines()] == [
         {"ok": True, "files": {f"/nonexistent/{i}": None}} for i in range(3)
     ]
+
+
+def test_the_probe_finds_tmux_s_socket_where_tmux_puts_it():
+    name = f"corral-socket-test-{os.getpid()}"
+    argv = ["tmux", "-L", name, "list-panes", "-s", "-t", "=corral-x"]
+    assert not os.path.exists(node_agent.tmux_socket(argv))
+    subprocess.run(["tmux", "-L", name, "new-session", "-d", "-s", "x", "sleep", "30"], check=True)
+    try:
+        shown = subprocess.run(["tmux", "-L", name, "display", "-p", "#{socket_path}"], capture_output=True, text=True)
+        assert node_agent.tmux_socket(argv) == shown.stdout.strip()
+        assert os.path.exists(node_agent.tmux_socket(argv))
+    finally:
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+    assert node_agent.tmux_socket(["tmux", "-S", "/x/y", "ls"]) == "/x/y"
+    assert node_agent.tmux_socket(["tmux", "ls"]).endswith(f"/tmux-{os.getuid()}/default")

@@ -630,9 +630,12 @@ def _launch_facts(req):
     out["tmux"] = which("tmux")
     out["bash"] = which("bash") is not None
     if req.get("tmux_panes") and out["tmux"]:
-        rc, panes, _ = _run(req["tmux_panes"], timeout=10)
-        dead = [line.split()[0] for line in panes.splitlines() if line.split()]
-        out["session_state"] = "none" if rc != 0 else ("running" if "0" in dead else "exited")
+        if not os.path.exists(tmux_socket(req["tmux_panes"])):  # no server, so no session: no tmux to start
+            out["session_state"] = "none"
+        else:
+            rc, panes, _ = _run(req["tmux_panes"], timeout=10)
+            dead = [line.split()[0] for line in panes.splitlines() if line.split()]
+            out["session_state"] = "none" if rc != 0 else ("running" if "0" in dead else "exited")
     if req.get("port"):
         out["port"] = free_port(int(req["port"]))
     if req.get("reach"):
@@ -649,6 +652,15 @@ def which(name, path=None):
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def tmux_socket(argv):
+    """The server socket a ``tmux`` argv talks to, as tmux finds it: ``-S PATH``, else ``-L NAME`` (default
+    ``default``) in ``$TMUX_TMPDIR`` (default /tmp) ``/tmux-UID``."""
+    if "-S" in argv[1:-1]:
+        return argv[argv.index("-S") + 1]
+    name = argv[argv.index("-L") + 1] if "-L" in argv[1:-1] else "default"
+    return os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp", f"tmux-{os.getuid()}", name)
 
 
 def _torch_in_venv(venv):

@@ -6,9 +6,11 @@ state_dir=/home/me/proj/runs/train/nodes/gpu1
 log=/home/me/proj/runs/train/logs/gpu1.log
 node=gpu1
 secrets=/home/me/proj/runs/train/nodes/gpu1/secrets.env
-mkdir -p -- "$state_dir" "${log%/*}"
-rm -f -- "$state_dir/exit_code"
-stat=$(</proc/$$/stat); stat=${stat##*) }; read -r _ _ pgid sid _ <<<"$stat"
+# The node agent made the directories and removed the last exit status; checked here with builtins only
+# (the pane starts on every node at once, while the job's start needs the cores).
+[ -d "$state_dir" ] && [ -d "${log%/*}" ] || mkdir -p -- "$state_dir" "${log%/*}"
+[ ! -e "$state_dir/exit_code" ] || rm -f -- "$state_dir/exit_code"
+read -r stat </proc/$$/stat; stat=(${stat##*) }); pgid=${stat[2]} sid=${stat[3]}
 printf '%s %s %s\n' "$$" "$pgid" "$sid" >"$state_dir/pid.tmp" && mv -f -- "$state_dir/pid.tmp" "$state_dir/pid"
 
 job() {
@@ -39,7 +41,7 @@ job() {
   export CORRAL_NODE=gpu1
   export CORRAL_NODE_RANK=0
   export CORRAL_NNODES=3
-  [ -n "${OMP_NUM_THREADS:-}" ] || export OMP_NUM_THREADS=$(( $(nproc) / 8 > 0 ? $(nproc) / 8 : 1 ))
+  [ -n "${OMP_NUM_THREADS:-}" ] || { cpus=$(nproc); export OMP_NUM_THREADS=$(( cpus / 8 > 0 ? cpus / 8 : 1 )); }
   torchrun --nnodes 3 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29411 --rdzv-id train-0123abcd --rdzv-conf join_timeout=120 --max-restarts 2 --tee 3 --log-dir /home/me/proj/runs/train/nodes/gpu1/torchelastic --local-addr 10.0.0.1 train.py 'a b' 'it'"'"'s' 'say "hi"' '$(touch PWNED)' '`touch PWNED`' 'x; touch PWNED' 'line1
 line2' '$HOME' '\n'
 }

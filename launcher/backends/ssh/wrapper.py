@@ -22,9 +22,11 @@ state_dir={state_dir}
 log={log}
 node={node_q}
 secrets={secrets}
-mkdir -p -- "$state_dir" "${{log%/*}}"
-rm -f -- "$state_dir/exit_code"
-stat=$(</proc/$$/stat); stat=${{stat##*) }}; read -r _ _ pgid sid _ <<<"$stat"
+# The node agent made the directories and removed the last exit status; checked here with builtins only
+# (the pane starts on every node at once, while the job's start needs the cores).
+[ -d "$state_dir" ] && [ -d "${{log%/*}}" ] || mkdir -p -- "$state_dir" "${{log%/*}}"
+[ ! -e "$state_dir/exit_code" ] || rm -f -- "$state_dir/exit_code"
+read -r stat </proc/$$/stat; stat=(${{stat##*) }}); pgid=${{stat[2]}} sid=${{stat[3]}}
 printf '%s %s %s\\n' "$$" "$pgid" "$sid" >"$state_dir/pid.tmp" && mv -f -- "$state_dir/pid.tmp" "$state_dir/pid"
 
 job() {{
@@ -55,9 +57,7 @@ def omp_line(node: NodePlan) -> str:
     if not shares_cpus(node):
         return ""
     n = max(1, node.nproc_per_node)
-    return (
-        f'\n  [ -n "${{OMP_NUM_THREADS:-}}" ] || export OMP_NUM_THREADS=$(( $(nproc) / {n} > 0 ? $(nproc) / {n} : 1 ))'
-    )
+    return f'\n  [ -n "${{OMP_NUM_THREADS:-}}" ] || {{ cpus=$(nproc); export OMP_NUM_THREADS=$(( cpus / {n} > 0 ? cpus / {n} : 1 )); }}'
 
 
 def render_wrapper(job_name: str, node: NodePlan) -> str:
