@@ -2,7 +2,8 @@
 
 One simulated cluster of the largest size (network namespaces, one sshd per node, the host's
 home shared as on the test machines); node subsets for the smaller sizes. For each repetition and
-size (sizes shuffled, the order of the two tools alternating), on the same nodes:
+size (sizes shuffled, the order of the two tools alternating), on the same nodes, after one untimed launch
+by each tool on every node (the first launch on fresh nodes is slower, whichever tool makes it):
 
 * launch: command start -> every rank past ``init_process_group`` (``tests/workers/scale_rank.py``,
   1 rank per node). corral: ``corral launch`` (preflight, plan, start). pdsh: ``pdsh -f 32 -w NODES
@@ -376,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="measure from the first launch on the fresh nodes (default: one untimed launch by each tool first)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="the measurement file to append this run to")
     from perf.results_log import add_conditions_argument
 
@@ -390,6 +397,15 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(sim.run_dir) / "scale"
         work.mkdir()
         bench = Bench(sim, work, sys.prefix)
+        warmup = []
+        if args.warmup:
+            # The first launch on freshly made nodes is slower whichever tool makes it (runs /13 and /14: the
+            # first pair's torchruns used ~5 CPU-s more, and corral, first in that pair, lost 5-8 %): one of
+            # each, on every node, untimed for the comparison.
+            for kind in ("pdsh", "corral"):
+                got = bench.corral(max(args.sizes)) if kind == "corral" else bench.pdsh(max(args.sizes))
+                warmup.append({"kind": kind, "nodes": max(args.sizes), **got})
+                print(f"warm-up {kind}: launch {got['launch_s']:.1f} s", flush=True)
         for rep in range(args.reps):
             sizes = list(args.sizes)
             rng.shuffle(sizes)
@@ -417,13 +433,15 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     if args.json:
-        write(args.json, rows, failures, args.conditions)
+        write(args.json, rows, failures, args.conditions, warmup)
     else:
         print(json.dumps(summarize(rows), indent=2))
     return 0
 
 
-def write(path: Path, rows: list[dict], failures: list[dict], conditions: str = "") -> None:
+def write(
+    path: Path, rows: list[dict], failures: list[dict], conditions: str = "", warmup: list[dict] | None = None
+) -> None:
     """One more dated run in the measurement file (perf/results_log.py)."""
     from perf.results_log import append_run, current_command
 
@@ -433,6 +451,7 @@ def write(path: Path, rows: list[dict], failures: list[dict], conditions: str = 
         "shared, Debian's stock shell start-up files)",
         "fanout": FANOUT,
         "connect_timeout_s": CONNECT_TIMEOUT_S,
+        "warmup": warmup or [],
         "rows": rows,
         "summary": summarize(rows),
     }
