@@ -105,8 +105,7 @@ def pdsh_forked(bench: sb.Bench, n: int) -> float:
 def compare(bench: sb.Bench, n: int, reps: int, also_root: Path | None, seed: int) -> None:
     clis = {"corral": bench.cli}
     if also_root is not None:
-        boot = f"import sys; sys.path.insert(0, {str(also_root)!r}); from launcher.cli import main; sys.exit(main())"
-        clis[f"corral@{also_root}"] = [sys.executable, "-c", boot, "-q"]
+        clis[f"corral@{also_root}"] = sb.checkout_cli(also_root)
     kinds = [*clis, "pdsh"]
     got: dict[str, list[float]] = {k: [] for k in kinds}
     rng = random.Random(seed)

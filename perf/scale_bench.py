@@ -180,6 +180,13 @@ def timed(argv: list[str], env: dict | None = None, sample: bool = False) -> tup
     return took, proc.returncode, cost
 
 
+def checkout_cli(root: Path) -> list[str]:
+    """``corral -q`` from another checkout (e.g. a ``git worktree`` of an earlier commit), run with this
+    interpreter: what ``--also-root`` adds to a comparison."""
+    boot = f"import sys; sys.path.insert(0, {str(root)!r}); from launcher.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", boot, "-q"]
+
+
 class Bench:
     def __init__(self, sim, work: Path, venv: str) -> None:
         self.sim, self.work, self.venv = sim, work, venv
@@ -325,6 +332,15 @@ def growth(rows: list[dict], key: str, *, resamples: int = 4000, seed: int = 0) 
     return {"per_node_s": point, "ci95_s": [boots[int(0.025 * resamples)], boots[int(0.975 * resamples) - 1]]}
 
 
+def paired(corral: list[float], pdsh: list[float]) -> dict[str, float]:
+    """Each tool's median and the median of the pairs' differences (corral - pdsh)."""
+    return {
+        "corral_median": statistics.median(corral),
+        "pdsh_median": statistics.median(pdsh),
+        "paired_difference_median": statistics.median(a - b for a, b in zip(corral, pdsh)),
+    }
+
+
 def summarize(rows: list[dict]) -> dict:
     out: dict = {"sizes": {}}
     for n in sorted({r["nodes"] for r in rows}):
@@ -339,31 +355,20 @@ def summarize(rows: list[dict]) -> dict:
                 "paired_ratios": ratios,
             }
         entry["launch_phases"] = {
-            key: {
-                "corral_median": statistics.median(r["corral"]["phases"][key] for r in mine),
-                "pdsh_median": statistics.median(r["pdsh"]["phases"][key] for r in mine),
-                "paired_difference_median": statistics.median(
-                    r["corral"]["phases"][key] - r["pdsh"]["phases"][key] for r in mine
-                ),
-            }
+            key: paired([r["corral"]["phases"][key] for r in mine], [r["pdsh"]["phases"][key] for r in mine])
             for key in (*PHASES, "ready_s")
         }
         cpu = {side: [sum(r[side]["cpu_at_ready_s"].values()) for r in mine] for side in ("corral", "pdsh")}
-        entry["job_cpu_at_ready_s"] = {
-            "corral_median": statistics.median(cpu["corral"]),
-            "pdsh_median": statistics.median(cpu["pdsh"]),
-            "paired_difference_median": statistics.median(a - b for a, b in zip(cpu["corral"], cpu["pdsh"])),
-        }
         machine = {side: [r[side]["phases"]["machine_cpu_s"] for r in mine] for side in ("corral", "pdsh")}
         # the machine's busy CPU beyond the job's live processes: what starting the job cost (ssh, sshd, agents,
         # shells, tmux, the launcher itself), the one part of the launch that differs in kind between the tools
         rest = {side: [m - c for m, c in zip(machine[side], cpu[side])] for side in ("corral", "pdsh")}
-        for key, values in (("machine_cpu_at_ready_s", machine), ("start_cpu_at_ready_s", rest)):
-            entry[key] = {
-                "corral_median": statistics.median(values["corral"]),
-                "pdsh_median": statistics.median(values["pdsh"]),
-                "paired_difference_median": statistics.median(a - b for a, b in zip(values["corral"], values["pdsh"])),
-            }
+        for key, values in (
+            ("job_cpu_at_ready_s", cpu),
+            ("machine_cpu_at_ready_s", machine),
+            ("start_cpu_at_ready_s", rest),
+        ):
+            entry[key] = paired(values["corral"], values["pdsh"])
         entry["corral_ps_cost"] = [r["corral"]["ps_cost"] for r in mine]
         entry["corral_launch_cost"] = [r["corral"]["launch_cost"] for r in mine]
         out["sizes"][n] = entry

@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = sb.Bench(sim, work, str(stub_venv(work, Path(sys.prefix))))
         clis: dict[str, list[str] | None] = {"corral": bench.cli}
         if args.also_root is not None:
-            boot = f"import sys; sys.path.insert(0, {str(args.also_root)!r}); from launcher.cli import main; sys.exit(main())"
-            clis[f"corral@{args.also_root}"] = [sys.executable, "-c", boot, "-q"]
+            clis[f"corral@{args.also_root}"] = sb.checkout_cli(args.also_root)
         clis["pdsh"] = None
         rows: dict[str, list[dict]] = {kind: [] for kind in clis}
         rng = random.Random(args.seed)
