@@ -667,10 +667,8 @@ def _torch_in_venv(venv):
     """torch and torchrun found in the venv by looking at files (no interpreter started: this
     runs on every node before every launch). None when unsure; the caller then runs python."""
     lib = os.path.join(venv, "lib")
-    try:
-        pythons = sorted(
-            n for n in os.listdir(lib) if n.startswith("python3")
-        )  # glob without its re; sorted, so one answer
+    try:  # lib/python3*/... as glob would match it, without glob's re; sorted, so one answer
+        pythons = sorted(n for n in os.listdir(lib) if n.startswith("python3"))
     except OSError:
         pythons = []
     runs = [
